@@ -1,0 +1,59 @@
+//! The admin listener (plain HTTP, loopback by default): liveness, readiness, Prometheus
+//! metrics, and the public JWKS for anyone without a client certificate yet.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use super::problem::ApiError;
+use super::public::jwks;
+use crate::runtime::Runtime;
+use crate::telemetry;
+
+/// Seconds a client should wait before asking a not-ready gateway again.
+const NOT_READY_RETRY_AFTER: u64 = 5;
+
+/// The admin routes.
+pub fn router(rt: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/.well-known/jwks.json", get(jwks))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(rt)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the configuration is loaded (it always is once serving) and the store answers.
+async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
+    match rt.store.ping().await {
+        Ok(()) => {
+            Json(json!({ "status": "ready", "store": "ok", "config": "loaded" })).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check: store not ready");
+            ApiError::Unavailable {
+                retry_after: NOT_READY_RETRY_AFTER,
+            }
+            .into_response()
+        }
+    }
+}
+
+async fn metrics_text() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        telemetry::metrics().render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,37 @@
+//! HTTP: routes, limits, identity resolution and problem responses. No business logic lives
+//! here: handlers extract, call the core, and map the result.
+//!
+//! Layers, outermost first: observe (request id, span, log line, metrics) → timeout → body
+//! limit → principal resolution (`403` for unmapped certificates) → per-partner rate limit.
+
+pub mod admin;
+pub mod limits;
+pub mod observe;
+pub mod principal;
+pub mod problem;
+pub mod public;
+pub mod whoami;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+
+use crate::runtime::Runtime;
+use problem::ApiError;
+
+/// The mutual-TLS API routes with every layer applied.
+pub fn router(rt: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/.well-known/jwks.json", get(public::jwks))
+        .route("/v1/whoami", get(whoami::whoami))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(from_fn_with_state(rt.clone(), limits::rate_limit))
+        .layer(from_fn_with_state(rt.clone(), principal::resolve))
+        .layer(from_fn_with_state(rt.clone(), limits::body_limit))
+        .layer(from_fn_with_state(rt.clone(), limits::timeout))
+        .layer(axum::middleware::from_fn(observe::observe))
+        .with_state(rt)
+}

@@ -1,0 +1,112 @@
+//! Starting a gateway: dev PKI on first start, configuration, store, listeners; and stopping
+//! it. `refex serve` and the integration tests both start the gateway through [`start`].
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::settings::Settings;
+use crate::config::{Config, ConfigError};
+use crate::runtime::Runtime;
+use crate::server::{Server, ServerError};
+use crate::store::StoreError;
+use crate::{devpki, store, tls};
+
+/// Why the gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The development PKI could not be generated.
+    #[error("dev PKI: {0}")]
+    DevPki(#[from] devpki::DevPkiError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// A running gateway.
+pub struct Running {
+    /// The API listener's address.
+    pub api_addr: std::net::SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: std::net::SocketAddr,
+    /// The shared state (tests read the store and swap configurations through it).
+    pub runtime: Arc<Runtime>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.runtime.store.close().await;
+    }
+
+    /// A sender that starts shutdown when `true` is sent (for signal handlers).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
+    /// Waits until the server has stopped by itself or through [`Running::stopper`].
+    pub async fn wait(self) {
+        let _ = self.task.await;
+        self.runtime.store.close().await;
+    }
+}
+
+/// Generates the dev PKI if the settings run on it and it is not there yet. Says loudly
+/// that it is for development only.
+pub fn ensure_dev_pki(settings: &Settings, clock: &dyn Clock) -> Result<(), devpki::DevPkiError> {
+    let pki = settings.pki();
+    if !pki.dev || devpki::exists(&pki.dev_dir) {
+        if pki.dev {
+            tracing::warn!(dir = %pki.dev_dir.display(), "running on the DEVELOPMENT PKI: never use it for real referrals");
+        }
+        return Ok(());
+    }
+    let summary = devpki::generate(
+        &pki.dev_dir,
+        &settings.partners_dir,
+        &settings.agreements,
+        false,
+        clock.now(),
+    )?;
+    tracing::warn!(
+        dir = %summary.dir.display(),
+        partners = summary.partners.len(),
+        people = summary.people,
+        "no PKI configured: generated a DEVELOPMENT-ONLY PKI; never use it for real referrals"
+    );
+    Ok(())
+}
+
+/// Starts a gateway on the given settings.
+pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
+    tls::install_default_provider();
+    ensure_dev_pki(&settings, clock.as_ref())?;
+    let config = Config::load(settings)?;
+    let store = store::open(&config.settings.store_url()).await?;
+    let (listen, admin_listen) = (config.settings.listen, config.settings.admin_listen);
+    let runtime = Arc::new(Runtime::new(config, store, clock));
+    let server = Server::bind(runtime.clone(), listen, admin_listen).await?;
+    let (api_addr, admin_addr) = (server.api_addr(), server.admin_addr());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(server.run(stopped));
+    tracing::info!(api = %api_addr, admin = %admin_addr, store = ?runtime.store.backend(), "refex ready to accept connections");
+    Ok(Running {
+        api_addr,
+        admin_addr,
+        runtime,
+        stop,
+        task,
+    })
+}

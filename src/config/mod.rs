@@ -1,0 +1,466 @@
+//! Configuration: `refex.toml` with `REFEX_*` overrides, the `partners/` directory, the
+//! information sharing agreements and `schemas/`, loaded and cross-checked as one immutable
+//! [`Config`] snapshot. Any inconsistency refuses the whole snapshot, with every problem
+//! listed at once, so a gateway never starts (or reloads into) a half-valid configuration.
+
+pub mod agreements;
+pub mod partners;
+pub mod settings;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::envelope::keys::{KeySet, KeyUse};
+use crate::identity::{Actor, Fingerprint, PartnerId, Principal, Role};
+use crate::schema::SchemaSet;
+use crate::{lawful, tls};
+
+use agreements::{Agreement, AgreementsFile, Condition, Review};
+use partners::{Partner, PartnerFile, Person, Sector};
+use settings::Settings;
+
+/// Every problem found in a configuration, in the order found.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, each naming its file.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "configuration refused ({} problems):",
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        Self {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+/// Values from the command line, which win over the file and the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--store-url`.
+    pub store_url: Option<String>,
+}
+
+/// Loads `refex.toml` (optional when absent at its default place), then `REFEX_*`
+/// environment variables, then `overrides`; resolves relative paths against the file's
+/// directory.
+pub fn load_settings(
+    file: &Path,
+    required: bool,
+    overrides: &Overrides,
+) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder()
+        .add_source(
+            config::File::from(file)
+                .format(config::FileFormat::Toml)
+                .required(required),
+        )
+        .add_source(
+            config::Environment::with_prefix("REFEX")
+                .prefix_separator("_")
+                .separator("__"),
+        );
+    let set = |b: config::ConfigBuilder<_>, key: &str, v: Option<String>| match v {
+        Some(v) => b.set_override(key, v),
+        None => Ok(b),
+    };
+    let err = |e: config::ConfigError| ConfigError::one(format!("{}: {e}", file.display()));
+    builder = set(builder, "listen", overrides.listen.clone()).map_err(err)?;
+    builder = set(builder, "admin_listen", overrides.admin_listen.clone()).map_err(err)?;
+    builder = set(
+        builder,
+        "data_dir",
+        overrides.data_dir.as_ref().map(|p| p.display().to_string()),
+    )
+    .map_err(err)?;
+    builder = set(builder, "store_url", overrides.store_url.clone()).map_err(err)?;
+    let mut settings: Settings = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(err)?;
+    let base = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    settings.resolve_paths(&base);
+    if settings.replicas == 0 {
+        return Err(ConfigError::one("replicas must be at least 1"));
+    }
+    Ok(settings)
+}
+
+/// One validated configuration snapshot.
+#[derive(Debug)]
+pub struct Config {
+    /// The gateway's settings.
+    pub settings: Settings,
+    /// Partners by id.
+    pub partners: BTreeMap<PartnerId, Partner>,
+    /// The information sharing agreements.
+    pub agreements: Vec<Agreement>,
+    /// Compiled schemas and views.
+    pub schemas: SchemaSet,
+    /// Certificate fingerprint → principal.
+    pub principals: HashMap<Fingerprint, Principal>,
+    /// The gateway's own keys.
+    pub gateway_keys: KeySet,
+    /// The TLS server configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+impl Config {
+    /// Loads and cross-checks everything the settings point at.
+    pub fn load(settings: Settings) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let pki = settings.pki();
+        if !pki.dev {
+            if settings.tls.server_key.is_none() {
+                problems.push("tls.server_cert is set but tls.server_key is not".to_owned());
+            }
+            if settings.keys.gateway_jwks.is_none() {
+                problems.push("tls.server_cert is set but keys.gateway_jwks is not".to_owned());
+            }
+        }
+        let tls = tls::server_config(&pki)
+            .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
+            .ok();
+        let gateway_keys = load_gateway_keys(&pki.gateway_jwks)
+            .map_err(|e| problems.push(e))
+            .ok();
+        let schemas = SchemaSet::load(&settings.schemas_dir)
+            .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
+            .ok();
+        let (partners, principals) = load_partners(&settings, &mut problems);
+        let agreements = load_agreements(&settings.agreements, &mut problems);
+        check_agreements(&agreements, &partners, schemas.as_ref(), &mut problems);
+
+        match (tls, gateway_keys, schemas) {
+            (Some(tls), Some(gateway_keys), Some(schemas)) if problems.is_empty() => Ok(Config {
+                settings,
+                partners,
+                agreements,
+                schemas,
+                principals,
+                gateway_keys,
+                tls,
+            }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    /// The principal a verified certificate maps to, if any.
+    pub fn principal(&self, fingerprint: &Fingerprint) -> Option<&Principal> {
+        self.principals.get(fingerprint)
+    }
+}
+
+fn load_gateway_keys(path: &Path) -> Result<KeySet, String> {
+    let keys = KeySet::load_private(path).map_err(|e| format!("gateway keys: {e}"))?;
+    keys.require(KeyUse::Enc, path)
+        .and_then(|_| keys.require(KeyUse::Sig, path))
+        .map_err(|e| format!("gateway keys: {e}"))?;
+    Ok(keys)
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_relative() {
+        base.join(p)
+    } else {
+        p.to_owned()
+    }
+}
+
+/// Reads every partner file and builds the fingerprint map.
+fn load_partners(
+    settings: &Settings,
+    problems: &mut Vec<String>,
+) -> (
+    BTreeMap<PartnerId, Partner>,
+    HashMap<Fingerprint, Principal>,
+) {
+    let mut partners = BTreeMap::new();
+    let mut principals: HashMap<Fingerprint, Principal> = HashMap::new();
+    // Certificate paths in partner files are relative to the project root, like every other
+    // path in refex.toml: the parent of the partners directory.
+    let base = settings
+        .partners_dir
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let files = match partners::partner_files(&settings.partners_dir, &settings.agreements) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.push(format!(
+                "cannot read partners directory {}: {e}",
+                settings.partners_dir.display()
+            ));
+            return (partners, principals);
+        }
+    };
+    if files.is_empty() {
+        problems.push(format!(
+            "no partner files in {}",
+            settings.partners_dir.display()
+        ));
+    }
+    for (path, stem) in files {
+        let shown = path.display().to_string();
+        let id: PartnerId = match stem.parse() {
+            Ok(id) => id,
+            Err(e) => {
+                problems.push(format!("{shown}: file name: {e}"));
+                continue;
+            }
+        };
+        let file: PartnerFile = match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                problems.push(format!("{shown}: {e}"));
+                continue;
+            }
+        };
+        let keys = file.jwks.as_ref().and_then(|p| {
+            KeySet::load_public(&resolve(&base, p))
+                .map_err(|e| problems.push(format!("{shown}: jwks: {e}")))
+                .ok()
+        });
+        let mut holders: Vec<(Option<&String>, Option<&PathBuf>, Actor, String)> = Vec::new();
+        let mut seen = HashSet::new();
+        for s in &file.systems {
+            if !seen.insert(format!("system:{}", s.id)) {
+                problems.push(format!("{shown}: system {} listed twice", s.id));
+            }
+            holders.push((
+                s.fingerprint.as_ref(),
+                s.certificate.as_ref(),
+                Actor::System(s.id.clone()),
+                format!("system {}", s.id),
+            ));
+        }
+        for p in &file.people {
+            if !seen.insert(format!("person:{}", p.id)) {
+                problems.push(format!("{shown}: person {} listed twice", p.id));
+            }
+            if p.roles.is_empty() {
+                problems.push(format!("{shown}: person {} has no roles", p.id));
+            }
+            holders.push((
+                p.fingerprint.as_ref(),
+                p.certificate.as_ref(),
+                Actor::Person {
+                    id: p.id.clone(),
+                    roles: p.roles.clone(),
+                },
+                format!("person {}", p.id),
+            ));
+        }
+        for (fp, cert, actor, who) in holders {
+            let fingerprint = match (fp, cert) {
+                (Some(fp), None) => fp.parse::<Fingerprint>().map_err(|e| e.to_string()),
+                (None, Some(cert)) => {
+                    tls::fingerprint_of_file(&resolve(&base, cert)).map_err(|e| e.to_string())
+                }
+                _ => Err("give exactly one of fingerprint or certificate".to_owned()),
+            };
+            let fingerprint = match fingerprint {
+                Ok(f) => f,
+                Err(e) => {
+                    problems.push(format!("{shown}: {who}: {e}"));
+                    continue;
+                }
+            };
+            if let Some(other) = principals.get(&fingerprint) {
+                problems.push(format!(
+                    "{shown}: {who}: certificate fingerprint {fingerprint} is already used by {other}"
+                ));
+                continue;
+            }
+            principals.insert(
+                fingerprint,
+                Principal {
+                    partner: id.clone(),
+                    actor,
+                    fingerprint,
+                },
+            );
+        }
+        if file.rate_quota.per_minute == 0 || file.rate_quota.burst == 0 {
+            problems.push(format!("{shown}: rate_quota values must be at least 1"));
+        }
+        partners.insert(
+            id.clone(),
+            Partner {
+                id,
+                name: file.name,
+                kind: file.kind,
+                sector: file.sector,
+                contact: file.contact,
+                inbox_retention: file.inbox_retention,
+                rate_quota: file.rate_quota,
+                jwks_path: file.jwks.map(|p| resolve(&base, &p)),
+                keys,
+                systems: file.systems.into_iter().map(|s| s.id).collect(),
+                people: file
+                    .people
+                    .into_iter()
+                    .map(|p| Person {
+                        id: p.id,
+                        name: p.name,
+                        roles: p.roles,
+                    })
+                    .collect(),
+            },
+        );
+    }
+    (partners, principals)
+}
+
+fn load_agreements(path: &Path, problems: &mut Vec<String>) -> Vec<Agreement> {
+    match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| toml::from_str::<AgreementsFile>(&t).map_err(|e| e.to_string()))
+    {
+        Ok(f) => f.agreements,
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            Vec::new()
+        }
+    }
+}
+
+/// Cross-checks agreements against partners, schemas and each other.
+fn check_agreements(
+    agreements: &[Agreement],
+    partners: &BTreeMap<PartnerId, Partner>,
+    schemas: Option<&SchemaSet>,
+    problems: &mut Vec<String>,
+) {
+    let mut ids = HashSet::new();
+    let mut covered = HashSet::new();
+    for a in agreements {
+        let at = format!("agreement {:?}", a.id);
+        if !ids.insert(a.id.clone()) {
+            problems.push(format!("{at}: id used twice"));
+        }
+        let sender = partners.get(&a.sender);
+        let recipient = partners.get(&a.recipient);
+        if sender.is_none() {
+            problems.push(format!(
+                "{at}: unknown sender partner {:?}",
+                a.sender.as_str()
+            ));
+        }
+        if recipient.is_none() {
+            problems.push(format!(
+                "{at}: unknown recipient partner {:?}",
+                a.recipient.as_str()
+            ));
+        }
+        if a.sender == a.recipient {
+            problems.push(format!("{at}: sender and recipient are the same partner"));
+        }
+        if a.types.is_empty() {
+            problems.push(format!("{at}: no referral types"));
+        }
+        if a.article6.is_empty() || a.article9.is_empty() {
+            problems.push(format!(
+                "{at}: needs at least one article6 basis and one article9 condition"
+            ));
+        }
+        for c in &a.article9 {
+            if !lawful::ARTICLE9.contains(&c.as_str()) {
+                problems.push(format!("{at}: unknown article9 condition {c:?}"));
+            }
+        }
+        for c in &a.schedule1 {
+            if !lawful::SCHEDULE1.contains(&c.as_str()) {
+                problems.push(format!("{at}: unknown schedule1 condition {c:?}"));
+            }
+        }
+        if a.review == Review::Never && !a.has(Condition::ConsentRequired) {
+            problems.push(format!(
+                "{at}: review = \"never\" is only allowed with the consent-required condition \
+                 (overrides must be held for a safeguarding lead)"
+            ));
+        }
+        if let (Some(s), true) = (sender, a.has(Condition::ProfessionalReferralsOnly)) {
+            if s.sector != Sector::Statutory {
+                problems.push(format!(
+                    "{at}: recipient takes professional referrals only, but sender {} is not statutory",
+                    s.id
+                ));
+            }
+        }
+        if let Some(s) = sender {
+            if !s.keys.as_ref().is_some_and(|k| k.has(KeyUse::Sig)) {
+                problems.push(format!(
+                    "{at}: sender {} has no registered signing key",
+                    s.id
+                ));
+            }
+            if s.systems.is_empty() {
+                problems.push(format!("{at}: sender {} has no system certificate", s.id));
+            }
+            if a.review != Review::Never && !s.has_person_with(Role::DesignatedSafeguardingLead) {
+                problems.push(format!(
+                    "{at}: sender {} has no designated-safeguarding-lead to review held referrals",
+                    s.id
+                ));
+            }
+        }
+        if let Some(r) = recipient {
+            if !r.keys.as_ref().is_some_and(|k| k.has(KeyUse::Enc)) {
+                problems.push(format!(
+                    "{at}: recipient {} has no registered encryption key",
+                    r.id
+                ));
+            }
+        }
+        for ty in &a.types {
+            if !covered.insert((a.sender.clone(), a.recipient.clone(), ty.clone())) {
+                problems.push(format!(
+                    "{at}: {} → {} for {ty} is covered by another agreement too",
+                    a.sender, a.recipient
+                ));
+            }
+            let Some(schemas) = schemas else { continue };
+            if schemas.referral_type(ty).is_none() {
+                problems.push(format!("{at}: unknown referral type {:?}", ty.as_str()));
+                continue;
+            }
+            if let Some(r) = recipient {
+                if schemas.view(&r.kind, ty).is_none() {
+                    problems.push(format!(
+                        "{at}: missing view schema views/{}/{ty}.json for recipient {}",
+                        r.kind, r.id
+                    ));
+                }
+            }
+        }
+    }
+}

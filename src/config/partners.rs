@@ -1,0 +1,168 @@
+//! `partners/<id>.toml`: one file per partner organisation, its systems and people with the
+//! certificates that identify them, its public JWKs, inbox retention and rate quota.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::envelope::keys::KeySet;
+use crate::identity::{PartnerId, PartnerKind, PersonId, Role, SystemId};
+
+/// A partner file as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerFile {
+    /// Display name.
+    pub name: String,
+    /// Organisation kind; selects the views it receives.
+    pub kind: PartnerKind,
+    /// Statutory body or voluntary sector.
+    pub sector: Sector,
+    /// Who to contact about this partner's connection.
+    pub contact: String,
+    /// How long unacknowledged deliveries wait in its inbox (default 30 days).
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub inbox_retention: Duration,
+    /// Request rate quota across all of the partner's certificates.
+    #[serde(default)]
+    pub rate_quota: RateQuota,
+    /// Its public JWK set (`enc` for deliveries to it, `sig` for its referrals).
+    #[serde(default)]
+    pub jwks: Option<PathBuf>,
+    /// Its systems (client applications).
+    #[serde(default)]
+    pub systems: Vec<SystemFile>,
+    /// Its named people.
+    #[serde(default)]
+    pub people: Vec<PersonFile>,
+}
+
+/// Statutory body (police, local authority, NHS, court, …) or voluntary-sector organisation.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sector {
+    /// A statutory body.
+    Statutory,
+    /// A charity, community interest company or other voluntary-sector service.
+    Voluntary,
+}
+
+/// Requests per minute with a burst allowance.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateQuota {
+    /// Sustained requests per minute across the whole partner.
+    pub per_minute: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateQuota {
+    /// 600/min with a burst of 60: ten a second sustained is far above any partner's
+    /// referral volume yet bounds what a runaway client can do.
+    fn default() -> Self {
+        Self {
+            per_minute: 600,
+            burst: 60,
+        }
+    }
+}
+
+/// A certificate named either by fingerprint (production) or by file (dev PKI, where the
+/// certificates are generated and their fingerprints are not known in advance).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemFile {
+    /// The system's id within the partner.
+    pub id: SystemId,
+    /// SHA-256 fingerprint of the DER certificate, lower-case hex.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// A PEM certificate file to fingerprint instead.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+}
+
+/// A named person, with roles and certificate.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonFile {
+    /// The person's id within the partner (a staff identifier, not a name).
+    pub id: PersonId,
+    /// Display name for the console.
+    pub name: String,
+    /// What the person may do.
+    pub roles: Vec<Role>,
+    /// SHA-256 fingerprint of the DER certificate, lower-case hex.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// A PEM certificate file to fingerprint instead.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+}
+
+/// A validated partner.
+#[derive(Clone, Debug)]
+pub struct Partner {
+    /// Its id (the file stem).
+    pub id: PartnerId,
+    /// Display name.
+    pub name: String,
+    /// Organisation kind.
+    pub kind: PartnerKind,
+    /// Sector.
+    pub sector: Sector,
+    /// Contact.
+    pub contact: String,
+    /// Inbox retention.
+    pub inbox_retention: Duration,
+    /// Rate quota for the whole partner (before dividing among replicas).
+    pub rate_quota: RateQuota,
+    /// Public keys, where registered.
+    pub keys: Option<KeySet>,
+    /// The file the keys came from, for messages.
+    pub jwks_path: Option<PathBuf>,
+    /// Systems.
+    pub systems: Vec<SystemId>,
+    /// People.
+    pub people: Vec<Person>,
+}
+
+/// A validated person.
+#[derive(Clone, Debug)]
+pub struct Person {
+    /// Id within the partner.
+    pub id: PersonId,
+    /// Display name.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+}
+
+impl Partner {
+    /// Whether any of the partner's people holds `role`.
+    pub fn has_person_with(&self, role: Role) -> bool {
+        self.people.iter().any(|p| p.roles.contains(&role))
+    }
+}
+
+/// Lists `dir/*.toml` except the agreements file, sorted, with their stems.
+pub fn partner_files(dir: &Path, agreements: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|x| x != "toml") || path == agreements {
+            continue;
+        }
+        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+            out.push((path.clone(), stem.to_owned()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}

@@ -1,0 +1,299 @@
+//! The gateway's own settings: `refex.toml`, overridden by `REFEX_*` environment variables,
+//! overridden by command-line flags. Relative paths resolve against the directory that holds
+//! `refex.toml` (the working directory when there is none).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The settings as written; see `refex.toml` for every key with its default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// This gateway's id: the `aud` of referrals and the `iss` of deliveries.
+    #[serde(default = "default_gateway_id")]
+    pub gateway_id: String,
+    /// The mutual-TLS API listener.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The plain-HTTP admin listener (health, readiness, metrics, public JWKS).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Where the embedded store and other state live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: SQLite under `data_dir`.
+    #[serde(default)]
+    pub store_url: Option<String>,
+    /// Directory of `partners/<id>.toml` files.
+    #[serde(default = "default_partners_dir")]
+    pub partners_dir: PathBuf,
+    /// The information sharing agreements file.
+    #[serde(default = "default_agreements")]
+    pub agreements: PathBuf,
+    /// Directory holding `types/`, `views/` and `examples/`.
+    #[serde(default = "default_schemas_dir")]
+    pub schemas_dir: PathBuf,
+    /// How many gateway replicas share the store; per-partner rate quotas are divided by it.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Request and connection limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Certificates and trust.
+    #[serde(default)]
+    pub tls: TlsSettings,
+    /// The gateway's JOSE keys.
+    #[serde(default)]
+    pub keys: KeySettings,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// Request and connection limits. Each default says why that number.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body (contract default 1 MiB): a referral with attachments
+    /// summarised is tens of KB; anything near a megabyte is a mistake or an attack.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Allowed clock skew for a referral's `iat` (contract default ±5 min).
+    #[serde(default = "default_iat_skew", with = "humantime_serde")]
+    pub iat_skew: Duration,
+    /// A TLS handshake that has not finished by then is dropped, so slow clients cannot hold
+    /// handshake slots.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Time allowed to send a request's headers (slowloris guard).
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest time a request may take; above the inbox long-poll ceiling of 60 s.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+            iat_skew: default_iat_skew(),
+            handshake_timeout: default_handshake_timeout(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+/// Certificates and trust. Leave `server_cert` unset to run on the development PKI under
+/// `dev_pki_dir` (generated on first start, never for production).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The gateway's certificate chain (PEM). Setting it switches off the dev PKI.
+    #[serde(default)]
+    pub server_cert: Option<PathBuf>,
+    /// The gateway's private key (PEM, PKCS#8).
+    #[serde(default)]
+    pub server_key: Option<PathBuf>,
+    /// The partner trust bundle (PEM); default `certs/ca.pem`.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM), one per issuing CA.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Where the development PKI lives; default `certs/dev`.
+    #[serde(default)]
+    pub dev_pki_dir: Option<PathBuf>,
+}
+
+/// The gateway's JOSE keys.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// The gateway's private JWK set (`enc` and `sig` keys); default in dev:
+    /// `<dev_pki_dir>/gateway/jwks.private.json`.
+    #[serde(default)]
+    pub gateway_jwks: Option<PathBuf>,
+}
+
+/// Log output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json` (default: one JSON object a line) or `text`.
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `refex=debug`; `RUST_LOG` wins when set.
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            filter: default_log_filter(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON lines.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Where the PKI material comes from, with every path resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PkiPaths {
+    /// `true` when running on the generated development PKI.
+    pub dev: bool,
+    /// The development PKI directory (used by `dev-pki` and first start).
+    pub dev_dir: PathBuf,
+    /// Server certificate chain.
+    pub server_cert: PathBuf,
+    /// Server private key.
+    pub server_key: PathBuf,
+    /// Partner trust bundle.
+    pub client_ca: PathBuf,
+    /// CRLs.
+    pub crls: Vec<PathBuf>,
+    /// The gateway's private JWK set.
+    pub gateway_jwks: PathBuf,
+}
+
+impl Settings {
+    /// Rewrites every relative path against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.partners_dir);
+        fix(&mut self.agreements);
+        fix(&mut self.schemas_dir);
+        for p in [
+            &mut self.tls.server_cert,
+            &mut self.tls.server_key,
+            &mut self.tls.client_ca,
+            &mut self.tls.dev_pki_dir,
+            &mut self.keys.gateway_jwks,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        self.tls.crls.iter_mut().for_each(fix);
+        if self.tls.dev_pki_dir.is_none() {
+            self.tls.dev_pki_dir = Some(base.join("certs/dev"));
+        }
+        if self.tls.server_cert.is_some() && self.tls.client_ca.is_none() {
+            self.tls.client_ca = Some(base.join("certs/ca.pem"));
+        }
+    }
+
+    /// The PKI in force: configured files, or the development PKI when no server certificate
+    /// is configured. Missing production pieces are reported by `config` validation.
+    pub fn pki(&self) -> PkiPaths {
+        let dev_dir = self
+            .tls
+            .dev_pki_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("certs/dev"));
+        match &self.tls.server_cert {
+            None => PkiPaths {
+                dev: true,
+                server_cert: dev_dir.join("gateway/tls.pem"),
+                server_key: dev_dir.join("gateway/tls.key"),
+                client_ca: dev_dir.join("ca.pem"),
+                crls: vec![dev_dir.join("crl.pem")],
+                gateway_jwks: dev_dir.join("gateway/jwks.private.json"),
+                dev_dir,
+            },
+            Some(cert) => PkiPaths {
+                dev: false,
+                server_cert: cert.clone(),
+                server_key: self.tls.server_key.clone().unwrap_or_default(),
+                client_ca: self
+                    .tls
+                    .client_ca
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("certs/ca.pem")),
+                crls: self.tls.crls.clone(),
+                gateway_jwks: self.keys.gateway_jwks.clone().unwrap_or_default(),
+                dev_dir,
+            },
+        }
+    }
+
+    /// The store URL in force: the configured one, or SQLite under the data directory.
+    pub fn store_url(&self) -> String {
+        self.store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("refex.db").display()))
+    }
+}
+
+fn default_gateway_id() -> String {
+    "refex".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_partners_dir() -> PathBuf {
+    PathBuf::from("partners")
+}
+fn default_agreements() -> PathBuf {
+    PathBuf::from("partners/agreements.toml")
+}
+fn default_schemas_dir() -> PathBuf {
+    PathBuf::from("schemas")
+}
+fn default_replicas() -> u32 {
+    1
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_iat_skew() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Json
+}
+fn default_log_filter() -> String {
+    "info".into()
+}

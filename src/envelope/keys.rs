@@ -1,0 +1,294 @@
+//! Key sets: the gateway's private keys (`jwks.private.json`) and each partner's published
+//! public keys. Every key must carry `kid`, `use` and an allowed `alg`; a public set that
+//! contains private material is refused rather than trusted.
+
+use std::path::Path;
+
+use josekit::jwk::{Jwk, JwkSet};
+use serde_json::{Map, Value};
+
+/// Algorithms a partner may encrypt to the gateway with, and the gateway to a partner.
+pub const ENC_ALGS: &[&str] = &["ECDH-ES+A256KW", "RSA-OAEP-256"];
+/// Algorithms a referral or delivery may be signed with.
+pub const SIG_ALGS: &[&str] = &["ES256", "EdDSA", "PS256"];
+
+/// Parameters that carry private key material in a JWK (RFC 7518 §6, RFC 8037).
+const PRIVATE_PARAMS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// Why a key set could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("cannot read key set {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a JWK set.
+    #[error("{path} is not a JWK set: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said (never key material).
+        reason: String,
+    },
+    /// A key breaks the rules for refex key sets.
+    #[error("{path}: key {index}: {reason}")]
+    Key {
+        /// The file.
+        path: String,
+        /// Position of the key in the set.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The set lacks a key it needs.
+    #[error("{path}: {reason}")]
+    Missing {
+        /// The file.
+        path: String,
+        /// Which key is missing.
+        reason: String,
+    },
+}
+
+/// What a key is for (`use`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Encryption (`use: "enc"`).
+    Enc,
+    /// Signing (`use: "sig"`).
+    Sig,
+}
+
+/// Whether a set is expected to hold private or public keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Visibility {
+    Private,
+    Public,
+}
+
+/// A checked key set.
+#[derive(Clone, Debug)]
+pub struct KeySet {
+    keys: Vec<(KeyUse, Jwk)>,
+}
+
+impl KeySet {
+    /// Loads a private key set (the gateway's own keys, or a partner's in its onboarding kit).
+    pub fn load_private(path: &Path) -> Result<Self, KeyError> {
+        Self::load(path, Visibility::Private)
+    }
+
+    /// Loads a public key set (a partner's registered keys).
+    pub fn load_public(path: &Path) -> Result<Self, KeyError> {
+        Self::load(path, Visibility::Public)
+    }
+
+    /// Parses a public key set from JSON text; `origin` names it in errors.
+    pub fn parse_public(bytes: &[u8], origin: &str) -> Result<Self, KeyError> {
+        Self::parse(bytes, origin, Visibility::Public)
+    }
+
+    fn load(path: &Path, visibility: Visibility) -> Result<Self, KeyError> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Self::parse(&bytes, &origin, visibility)
+    }
+
+    fn parse(bytes: &[u8], origin: &str, visibility: Visibility) -> Result<Self, KeyError> {
+        let set = JwkSet::from_bytes(bytes).map_err(|e| KeyError::Parse {
+            path: origin.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (index, jwk) in set.keys().into_iter().enumerate() {
+            let bad = |reason: String| KeyError::Key {
+                path: origin.to_owned(),
+                index,
+                reason,
+            };
+            let kid = jwk.key_id().ok_or_else(|| bad("no \"kid\"".into()))?;
+            if !seen.insert(kid.to_owned()) {
+                return Err(bad(format!("\"kid\" {kid:?} used twice")));
+            }
+            let key_use = match jwk.key_use() {
+                Some("enc") => KeyUse::Enc,
+                Some("sig") => KeyUse::Sig,
+                other => {
+                    return Err(bad(format!(
+                        "\"use\" must be \"enc\" or \"sig\", not {other:?}"
+                    )));
+                }
+            };
+            let allowed = match key_use {
+                KeyUse::Enc => ENC_ALGS,
+                KeyUse::Sig => SIG_ALGS,
+            };
+            match jwk.algorithm() {
+                Some(alg) if allowed.contains(&alg) => {}
+                other => {
+                    return Err(bad(format!(
+                        "\"alg\" {other:?} is not one of {allowed:?} for its \"use\""
+                    )));
+                }
+            }
+            let has_private = PRIVATE_PARAMS.iter().any(|p| jwk.parameter(p).is_some());
+            match (visibility, has_private) {
+                (Visibility::Public, true) => {
+                    return Err(bad("private key material in a public key set".into()));
+                }
+                (Visibility::Private, false) => {
+                    return Err(bad("no private key material in a private key set".into()));
+                }
+                _ => {}
+            }
+            keys.push((key_use, jwk.clone()));
+        }
+        Ok(Self { keys })
+    }
+
+    /// Fails unless the set holds at least one key for `key_use`.
+    pub fn require(&self, key_use: KeyUse, origin: &Path) -> Result<(), KeyError> {
+        if self.keys.iter().any(|(u, _)| *u == key_use) {
+            Ok(())
+        } else {
+            Err(KeyError::Missing {
+                path: origin.display().to_string(),
+                reason: format!("no key with \"use\": \"{}\"", key_use.as_str()),
+            })
+        }
+    }
+
+    /// Whether the set holds at least one key for `key_use`.
+    pub fn has(&self, key_use: KeyUse) -> bool {
+        self.keys.iter().any(|(u, _)| *u == key_use)
+    }
+
+    /// The public halves as a JWKS document (`{"keys": [...]}`), safe to publish.
+    pub fn public_jwks(&self) -> Value {
+        let keys = self
+            .keys
+            .iter()
+            .filter_map(|(_, jwk)| public_half(jwk))
+            .map(Value::Object)
+            .collect();
+        let mut doc = Map::new();
+        doc.insert("keys".into(), Value::Array(keys));
+        Value::Object(doc)
+    }
+
+    /// The `kid`s in the set, with their use.
+    pub fn kids(&self) -> impl Iterator<Item = (KeyUse, &str)> {
+        self.keys
+            .iter()
+            .filter_map(|(u, jwk)| jwk.key_id().map(|k| (*u, k)))
+    }
+}
+
+impl KeyUse {
+    /// The JWK `use` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyUse::Enc => "enc",
+            KeyUse::Sig => "sig",
+        }
+    }
+}
+
+/// The public half of a JWK with its `kid`, `use` and `alg` kept.
+fn public_half(jwk: &Jwk) -> Option<Map<String, Value>> {
+    let public = jwk.to_public_key().ok()?;
+    let mut map: Map<String, Value> = public.as_ref().clone();
+    for param in ["kid", "use", "alg"] {
+        if let Some(v) = jwk.parameter(param) {
+            map.insert(param.into(), v.clone());
+        }
+    }
+    for p in PRIVATE_PARAMS {
+        map.remove(*p);
+    }
+    Some(map)
+}
+
+/// Generates a fresh P-256 key pair as a private JWK with `kid`, `use` and `alg` set.
+/// Used by the dev PKI and by tests; production keys come from the operator.
+pub fn generate_p256(kid: &str, key_use: KeyUse) -> Result<Value, KeyError> {
+    let mut jwk = Jwk::generate_ec_key(josekit::jwk::alg::ec::EcCurve::P256).map_err(|e| {
+        KeyError::Parse {
+            path: "<generated>".into(),
+            reason: e.to_string(),
+        }
+    })?;
+    jwk.set_key_id(kid);
+    jwk.set_key_use(key_use.as_str());
+    jwk.set_algorithm(match key_use {
+        KeyUse::Enc => "ECDH-ES+A256KW",
+        KeyUse::Sig => "ES256",
+    });
+    Ok(Value::Object(jwk.as_ref().clone()))
+}
+
+/// The public halves of a private JWKS document, for writing a partner's `jwks.json`.
+pub fn public_document(private: &Value) -> Result<Value, KeyError> {
+    let set = KeySet::parse(
+        serde_json::to_vec(private)
+            .map_err(|e| KeyError::Parse {
+                path: "<generated>".into(),
+                reason: e.to_string(),
+            })?
+            .as_slice(),
+        "<generated>",
+        Visibility::Private,
+    )?;
+    Ok(set.public_jwks())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn private_doc() -> Value {
+        serde_json::json!({ "keys": [
+            generate_p256("enc-1", KeyUse::Enc).unwrap(),
+            generate_p256("sig-1", KeyUse::Sig).unwrap(),
+        ]})
+    }
+
+    #[test]
+    fn public_document_strips_private_material_and_keeps_kid_use_alg() {
+        let public = public_document(&private_doc()).unwrap();
+        let text = public.to_string();
+        assert!(!text.contains("\"d\""), "{text}");
+        for key in public["keys"].as_array().unwrap() {
+            assert!(key["kid"].is_string() && key["use"].is_string() && key["alg"].is_string());
+        }
+        let set = KeySet::parse_public(text.as_bytes(), "t").unwrap();
+        assert!(set.has(KeyUse::Enc) && set.has(KeyUse::Sig));
+    }
+
+    #[test]
+    fn private_material_in_a_public_set_is_refused() {
+        let text = private_doc().to_string();
+        let err = KeySet::parse_public(text.as_bytes(), "t").unwrap_err();
+        assert!(err.to_string().contains("private key material"), "{err}");
+    }
+
+    #[test]
+    fn keys_without_allowed_alg_or_kid_are_refused() {
+        let mut doc = private_doc();
+        doc["keys"][0]["alg"] = "RSA1_5".into();
+        let err = KeySet::parse(doc.to_string().as_bytes(), "t", Visibility::Private).unwrap_err();
+        assert!(err.to_string().contains("RSA1_5"), "{err}");
+        let mut doc = private_doc();
+        doc["keys"][1].as_object_mut().unwrap().remove("kid");
+        let err = KeySet::parse(doc.to_string().as_bytes(), "t", Visibility::Private).unwrap_err();
+        assert!(err.to_string().contains("kid"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! refex: a multi-agency referral exchange gateway for UK safeguarding partnerships.
+//!
+//! Layout follows the path a referral takes; each module says its one job in its `//!`.
+//! See `docs/ARCHITECTURE.md` for the invariants that hold between them.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod devpki;
+pub mod envelope;
+pub mod identity;
+pub mod lawful;
+pub mod runtime;
+pub mod schema;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

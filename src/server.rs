@@ -1,0 +1,188 @@
+//! The listeners: the mutual-TLS API listener with its own accept loop (each handshake in
+//! its own task under a timeout, so one slow client cannot stall the others), and the plain
+//! admin listener. Both stop accepting on shutdown and let in-flight requests finish.
+
+mod idle;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use crate::api;
+use crate::api::principal::PeerCertificate;
+use crate::runtime::Runtime;
+use crate::{telemetry, tls};
+
+/// How long in-flight requests may run after shutdown begins (above the 60 s long-poll
+/// ceiling would keep a stuck client's connection forever; 30 s is what orchestrators give).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    api: TcpListener,
+    admin: TcpListener,
+    runtime: Arc<Runtime>,
+}
+
+impl Server {
+    /// Binds both listeners (port 0 picks a free port).
+    pub async fn bind(
+        runtime: Arc<Runtime>,
+        api_addr: SocketAddr,
+        admin_addr: SocketAddr,
+    ) -> Result<Self, ServerError> {
+        let api = TcpListener::bind(api_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: api_addr,
+                source,
+            })?;
+        let admin = TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: admin_addr,
+                source,
+            })?;
+        Ok(Self {
+            api,
+            admin,
+            runtime,
+        })
+    }
+
+    /// The API listener's address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` turns true, then drains in-flight requests for at most
+    /// [`SHUTDOWN_GRACE`].
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let admin = {
+            let router = api::admin::router(self.runtime.clone());
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let serve = axum::serve(self.admin, router).with_graceful_shutdown(async move {
+                    stopped(&mut stop).await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            })
+        };
+        serve_api(self.api, self.runtime, shutdown).await;
+        let _ = admin.await;
+    }
+}
+
+/// Resolves once shutdown has been requested (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) {
+    let router = api::router(rt.clone());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let snapshot = rt.snapshot();
+        let limits = snapshot.config.settings.limits.clone();
+        let acceptor = TlsAcceptor::from(snapshot.config.tls.clone());
+        drop(snapshot);
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let stream = idle::IdleTimeout::new(tcp, limits.idle_timeout);
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    let reason = tls::handshake_failure_reason(&e);
+                    metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => reason)
+                        .increment(1);
+                    tracing::info!(%peer, reason, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => "timeout")
+                        .increment(1);
+                    tracing::info!(%peer, reason = "timeout", "TLS handshake failed");
+                    return;
+                }
+            };
+            metrics::counter!(telemetry::TLS_HANDSHAKES).increment(1);
+            let Some(fingerprint) = tls::peer_fingerprint(tls.get_ref().1) else {
+                // Unreachable with client authentication required; refuse rather than serve.
+                return;
+            };
+            let service = router.map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerCertificate(fingerprint));
+                    req
+                },
+            );
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(tls),
+                TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace ran out; closing remaining connections"),
+    }
+}

@@ -1,0 +1,98 @@
+//! Storage: one [`Store`] trait with two real backends, SQLite (the embedded default, WAL,
+//! `synchronous=FULL`) and PostgreSQL (shared by gateway replicas), each with its own
+//! migrations under `migrations/`. Nothing outside this module speaks SQL.
+//!
+//! The same conformance suite (`tests/store_conformance.rs`) runs against both backends.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The store format this build writes; [`Store::ping`] checks the store has it.
+pub const STORE_FORMAT: &str = "1";
+
+/// A storage failure. Its text names the operation, never a stored value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not `sqlite://…` or `postgres://…`, or does not parse.
+    #[error("unsupported or malformed store URL ({0})")]
+    Url(String),
+    /// The store cannot be reached or refused the connection.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Applying migrations failed.
+    #[error("store migration failed: {0}")]
+    Migration(String),
+    /// The store answered but is not in the format this build expects.
+    #[error("store format {found:?}, expected {STORE_FORMAT:?}")]
+    Format {
+        /// What the store holds.
+        found: Option<String>,
+    },
+    /// A query failed.
+    #[error("store query {op} failed: {reason}")]
+    Query {
+        /// Which operation.
+        op: &'static str,
+        /// The driver's message (SQL errors carry no bound values).
+        reason: String,
+    },
+}
+
+/// Which backend a store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Everything refex keeps durably.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Succeeds when the store is reachable and migrated to [`STORE_FORMAT`].
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Closes the store's connections (after the last request has finished).
+    async fn close(&self);
+}
+
+/// Opens the store a URL names and brings its schema up to date.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(StoreError::Url(format!("scheme {scheme:?}")))
+    }
+}
+
+fn check_format(found: Option<String>) -> Result<(), StoreError> {
+    if found.as_deref() == Some(STORE_FORMAT) {
+        Ok(())
+    } else {
+        Err(StoreError::Format { found })
+    }
+}
+
+fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Query {
+            op,
+            reason: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,62 @@
+//! The PostgreSQL backend, shared by every gateway replica.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::{Backend, Store, StoreError, check_format, query_err};
+
+/// Connections per replica: enough for both cores' worth of concurrent transactions plus
+/// long-polls waiting on notifications, small enough that N replicas fit PostgreSQL's
+/// default `max_connections` of 100.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long to wait for a pooled connection before answering `503`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The shared store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names and migrates it. A
+    /// `?options=-c search_path=…` parameter selects a schema (tests give each its own).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT value FROM refex_meta WHERE key = 'store_format'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_err("ping"))?;
+        check_format(found)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,67 @@
+//! Logs and metrics set-up: tracing to JSON lines (or text) on stderr, and the Prometheus
+//! recorder whose text `/metrics` serves. Metric names are defined here so they are spelt
+//! once.
+//!
+//! Never log a request or response body, or any payload value: log ids, routes, statuses,
+//! principals and reason slugs only.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::settings::{LogFormat, LogSettings};
+
+/// Requests served, by route template and status.
+pub const HTTP_REQUESTS: &str = "refex_http_requests_total";
+/// Request latency in seconds, by route template.
+pub const HTTP_DURATION: &str = "refex_http_request_duration_seconds";
+/// Failed TLS handshakes, by reason.
+pub const TLS_HANDSHAKE_FAILURES: &str = "refex_tls_handshake_failures_total";
+/// Completed TLS handshakes.
+pub const TLS_HANDSHAKES: &str = "refex_tls_handshakes_total";
+/// Requests refused by a partner's rate limit.
+pub const RATE_LIMITED: &str = "refex_rate_limited_total";
+
+/// Latency buckets (seconds): from a cached JWKS read to a long-poll's full minute.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics() -> &'static PrometheusHandle {
+    METRICS.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)
+            .map(|b| b.build_recorder())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program's); then our
+        // handle renders what this recorder saw, which is nothing, and says so by omission.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Installs the tracing subscriber; `RUST_LOG` overrides the configured filter. Safe to
+/// call more than once (later calls do nothing).
+pub fn init_logging(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
