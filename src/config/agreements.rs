@@ -44,8 +44,8 @@ pub struct Agreement {
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Whether, when a referral names no recipient, this agreement routes it to its
-    /// recipient (default: yes).
-    #[serde(default = "yes")]
+    /// recipient (default: no; routing is opt-in so an omitted `to` never over-shares).
+    #[serde(default)]
     pub route_by_default: bool,
 }
 
@@ -76,8 +76,4 @@ impl Agreement {
     pub fn has(&self, condition: Condition) -> bool {
         self.conditions.contains(&condition)
     }
-}
-
-fn yes() -> bool {
-    true
 }
