@@ -92,6 +92,8 @@ pub fn ensure_dev_pki(settings: &Settings, clock: &dyn Clock) -> Result<(), devp
 /// Starts a gateway on the given settings.
 pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     tls::install_default_provider();
+    // Install the metrics recorder before anything records.
+    crate::telemetry::metrics();
     ensure_dev_pki(&settings, clock.as_ref())?;
     let config = Config::load(settings)?;
     let store = store::open(&config.settings.store_url()).await?;

@@ -274,13 +274,17 @@ pub struct DevCa {
 }
 
 impl DevCa {
-    /// A new root CA.
+    /// A new root CA for the dev PKI.
     pub fn create(now: SystemTime) -> Result<Self, DevPkiError> {
+        Self::create_named("refex dev root CA", now)
+    }
+
+    /// A new root CA whose common name starts with `name`.
+    pub fn create_named(name: &str, now: SystemTime) -> Result<Self, DevPkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(
-            DnType::CommonName,
-            format!("refex dev root CA ({DEV_ONLY})"),
-        );
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} ({DEV_ONLY})"));
         params
             .distinguished_name
             .push(DnType::OrganizationName, "refex");
