@@ -1,5 +1,6 @@
 //! The API's common behaviour through the real server: JWKS, admin endpoints, problem
 //! responses, body limit, rate limits and request ids.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! One conformance suite for every store backend: the same checks against SQLite and
 //! PostgreSQL.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Mutual TLS and identity through the real server: who gets in, who is refused at the
 //! handshake, and who is refused with `403`.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Test harness: a gateway on random ports over a throwaway dev PKI, and HTTPS clients that
 //! present a given principal's certificate, as a partner system would.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 pub mod pg;
 

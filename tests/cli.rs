@@ -1,0 +1,170 @@
+//! The `refex` binary as operators and outside suites drive it: `dev-pki`, first start on a
+//! fresh checkout, a refused configuration, and graceful shutdown on SIGTERM.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_refex");
+
+/// A fresh checkout's layout: partners and schemas, a refex.toml on random ports, no PKI.
+fn checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(common::repo().join("partners"), dir.path().join("partners"))
+        .unwrap();
+    std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("refex.toml"),
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn refex(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REFEX_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Reads the child's stderr until a line contains `needle`; returns everything read.
+fn read_until(child: &mut Child, needle: &str) -> String {
+    let stderr = child.stderr.as_mut().expect("piped stderr");
+    let mut reader = BufReader::new(stderr);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("stderr closed before {needle:?}:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn dev_pki_writes_the_contract_layout_and_refuses_to_overwrite() {
+    let dir = checkout();
+    let out = refex(dir.path())
+        .args(["dev-pki", "--out", "certs/dev"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DEVELOPMENT ONLY"));
+    let pki = dir.path().join("certs/dev");
+    for file in [
+        "ca.pem",
+        "ca.key",
+        "crl.pem",
+        "gateway/tls.pem",
+        "gateway/tls.key",
+        "gateway/jwks.private.json",
+        "partners/notts-police/system.pem",
+        "partners/notts-police/system.key",
+        "partners/notts-police/jwks.private.json",
+        "partners/notts-police/jwks.json",
+        "partners/notts-police/people/dsl-a.pem",
+        "partners/notts-police/people/dsl-a.key",
+        "partners/mopac/system.pem",
+    ] {
+        assert!(pki.join(file).is_file(), "{file} missing");
+    }
+    let partners = std::fs::read_dir(pki.join("partners")).unwrap().count();
+    assert_eq!(partners, 16);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(pki.join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "ca.key readable by others: {mode:o}");
+    // Partner JWKs: EC P-256, one enc and one sig, each with kid/use/alg; public file has no "d".
+    let public: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pki.join("partners/imara/jwks.json")).unwrap())
+            .unwrap();
+    for key in public["keys"].as_array().unwrap() {
+        assert_eq!(key["crv"], "P-256");
+        assert!(key["kid"].is_string() && key["use"].is_string() && key["alg"].is_string());
+        assert!(key.get("d").is_none());
+    }
+
+    let again = refex(dir.path())
+        .args(["dev-pki", "--out", "certs/dev"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let forced = refex(dir.path())
+        .args(["dev-pki", "--out", "certs/dev", "--force"])
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+}
+
+#[test]
+fn first_serve_generates_the_dev_pki_and_sigterm_exits_cleanly() {
+    let dir = checkout();
+    let mut child = refex(dir.path())
+        .args(["serve", "--data-dir", "data"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = read_until(&mut child, "ready to accept");
+    assert!(log.contains("DEVELOPMENT-ONLY"), "{log}");
+    assert!(dir.path().join("certs/dev/ca.pem").is_file());
+    assert!(dir.path().join("data/refex.db").is_file());
+    // The ready line is one JSON object naming both listeners.
+    let ready = log.lines().find(|l| l.contains("ready to accept")).unwrap();
+    let ready: serde_json::Value = serde_json::from_str(ready).expect("JSON log line");
+    assert!(
+        ready["api"].is_string() && ready["admin"].is_string(),
+        "{ready}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest = read_until(&mut child, "refex stopped");
+    assert!(rest.contains("shutdown requested"), "{rest}");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn serve_refuses_a_bad_configuration_naming_every_problem() {
+    let dir = checkout();
+    std::fs::write(
+        dir.path().join("refex.toml"),
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nschemas_dir = \"missing-schemas\"\n[tls]\nserver_cert = \"nope.pem\"\n",
+    )
+    .unwrap();
+    let out = refex(dir.path())
+        .args(["serve", "--data-dir", "data"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("configuration refused"), "{err}");
+    assert!(err.contains("nope.pem"), "{err}");
+    assert!(err.contains("missing-schemas"), "{err}");
+    assert!(err.contains("server_key is not"), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused start touched the store"
+    );
+}
