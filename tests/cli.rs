@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_refex");
 
@@ -35,14 +35,13 @@ fn refex(dir: &Path) -> Command {
     cmd
 }
 
-/// Reads the child's stderr until a line contains `needle`; returns everything read.
-fn read_until(child: &mut Child, needle: &str) -> String {
-    let stderr = child.stderr.as_mut().expect("piped stderr");
-    let mut reader = BufReader::new(stderr);
+/// Reads `stderr` until a line contains `needle`; returns everything read. One reader per
+/// child, so nothing buffered is lost between calls.
+fn read_until(stderr: &mut BufReader<ChildStderr>, needle: &str) -> String {
     let mut seen = String::new();
     loop {
         let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
+        if stderr.read_line(&mut line).unwrap() == 0 {
             panic!("stderr closed before {needle:?}:\n{seen}");
         }
         seen.push_str(&line);
@@ -122,7 +121,8 @@ fn first_serve_generates_the_dev_pki_and_sigterm_exits_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let log = read_until(&mut child, "ready to accept");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let log = read_until(&mut stderr, "ready to accept");
     assert!(log.contains("DEVELOPMENT-ONLY"), "{log}");
     assert!(dir.path().join("certs/dev/ca.pem").is_file());
     assert!(dir.path().join("data/refex.db").is_file());
@@ -134,15 +134,60 @@ fn first_serve_generates_the_dev_pki_and_sigterm_exits_cleanly() {
         "{ready}"
     );
 
+    // A request with a body carrying a distinctive value: the log names the request, never the body.
+    let api = ready["api"].as_str().unwrap().to_owned();
+    let pki = dir.path().join("certs/dev");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let partner = pki.join("partners/imara");
+        let client = common::client(
+            &pki,
+            Some((&partner.join("system.pem"), &partner.join("system.key"))),
+            None,
+        );
+        let port = api.rsplit(':').next().unwrap();
+        let res = client
+            .get(format!("https://localhost:{port}/v1/whoami"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let res = client
+            .post(format!("https://localhost:{port}/v1/whoami"))
+            .body(r#"{"child":{"name":"CANARY-Zebedee-7731"}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405);
+    });
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let rest = read_until(&mut child, "refex stopped");
+    let rest = read_until(&mut stderr, "refex stopped");
     assert!(rest.contains("shutdown requested"), "{rest}");
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
+
+    let finished: Vec<serde_json::Value> = rest
+        .lines()
+        .filter(|l| l.contains("request finished"))
+        .map(|l| serde_json::from_str(l).expect("JSON log line"))
+        .collect();
+    assert_eq!(finished.len(), 2, "{rest}");
+    for line in &finished {
+        assert_eq!(
+            line["span"]["principal"], "imara/system:case-system",
+            "{line}"
+        );
+        assert_eq!(line["span"]["route"], "/v1/whoami", "{line}");
+        assert!(line["span"]["request_id"].is_string(), "{line}");
+    }
+    assert!(
+        !rest.contains("CANARY"),
+        "a body value reached the log:\n{rest}"
+    );
 }
 
 #[test]
