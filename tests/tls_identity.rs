@@ -193,3 +193,49 @@ async fn tls12_with_aead_and_http2_are_negotiated() {
     assert_eq!(res.version(), reqwest::Version::HTTP_2);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let project = Project::with_extra_toml("[limits]\nheader_timeout = \"300ms\"");
+    let gw = project.start().await;
+    let pki = project.pki();
+    let partner = pki.join("partners/imara");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_file_iter(pki.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = rustls::pki_types::pem::PemObject::pem_file_iter(partner.join("system.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::pem::PemObject::from_pem_file(partner.join("system.key")).unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.running().api_addr)
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    // The server must close the connection by itself; the outer bound only keeps a broken
+    // server from hanging the suite.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection still open after the header timeout"
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+    gw.stop().await;
+}
