@@ -2,7 +2,8 @@
 //! `schemas/types/` and `schemas/views/<recipient-kind>/`, check the house rules and compile
 //! each once (draft 2020-12, formats checked, no remote `$ref`s).
 //!
-//! Validating referrals and minimising them onto views build on the compiled set.
+//! [`validate`] checks an instance and reports violations without their values; [`minimise`]
+//! projects an instance onto a need-to-know view.
 //! Out of scope: which view a recipient gets (that is the agreement, in `config`).
 
 use std::collections::BTreeMap;
@@ -12,6 +13,12 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::identity::{PartnerKind, ReferralType};
+
+mod minimise;
+mod validate;
+
+pub use minimise::{Minimised, minimise};
+pub use validate::{Violation, validate};
 
 /// The only dialect refex accepts; declared by every schema's `$schema`.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
