@@ -3,4 +3,5 @@
 //! Nothing outside this module touches josekit. Opening inbound referrals (JWE → JWS) and
 //! sealing deliveries (JWS → JWE) build on the key sets defined here.
 
+pub mod jose;
 pub mod keys;
