@@ -115,6 +115,12 @@ fn check_key_alg(jwk: &Jwk, alg: &str, what: &'static str) -> Result<(), JoseErr
     }
 }
 
+/// The protected header of a compact serialisation with `n` parts, unchecked.
+pub fn raw_header(compact: &str, n: usize) -> Option<Header> {
+    let p = parts(compact, n, "JOSE").ok()?;
+    header(p[0], "JOSE").ok()
+}
+
 /// Reads a JWE's protected header and checks it against the allow-list, before any key is
 /// touched.
 pub fn jwe_header(compact: &str) -> Result<Header, JoseError> {

@@ -184,6 +184,24 @@ impl KeySet {
         Value::Object(doc)
     }
 
+    /// The key with `kid` for `key_use`, if the set has it.
+    pub fn find(&self, kid: &str, key_use: KeyUse) -> Option<&Jwk> {
+        self.keys
+            .iter()
+            .find(|(u, jwk)| *u == key_use && jwk.key_id() == Some(kid))
+            .map(|(_, jwk)| jwk)
+    }
+
+    /// The key to use for new signatures or encryptions: the last listed for `key_use`
+    /// (rotation appends the new key; old ones stay listed while in their grace period).
+    pub fn current(&self, key_use: KeyUse) -> Option<&Jwk> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|(u, _)| *u == key_use)
+            .map(|(_, jwk)| jwk)
+    }
+
     /// The `kid`s in the set, with their use.
     pub fn kids(&self) -> impl Iterator<Item = (KeyUse, &str)> {
         self.keys

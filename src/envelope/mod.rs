@@ -1,7 +1,10 @@
-//! JOSE, and only JOSE: key sets with `kid` lookup and the algorithm allow-lists.
+//! JOSE, and only JOSE: key sets with `kid` lookup and the algorithm allow-lists (`keys`),
+//! the allow-listed primitives (`jose`), opening referrals and sealing deliveries
+//! (`referral`), and encryption at rest of held referrals (`at_rest`).
 //!
-//! Nothing outside this module touches josekit. Opening inbound referrals (JWE → JWS) and
-//! sealing deliveries (JWS → JWE) build on the key sets defined here.
+//! Nothing outside this module touches josekit.
 
+pub mod at_rest;
 pub mod jose;
 pub mod keys;
+pub mod referral;
