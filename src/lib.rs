@@ -11,6 +11,8 @@ pub mod config;
 pub mod devpki;
 pub mod envelope;
 pub mod identity;
+pub mod ids;
+pub mod intake;
 pub mod lawful;
 pub mod runtime;
 pub mod schema;

@@ -1,0 +1,117 @@
+//! Identifiers the gateway mints (`ref_…`, `dlv_…`), through an [`IdSource`] seam so tests
+//! can make them predictable. Ids are ULID-shaped: 26 Crockford base32 characters of a
+//! UUIDv7, so they sort by creation time.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where new ids come from.
+pub trait IdSource: Send + Sync + fmt::Debug {
+    /// 128 fresh bits, time-ordered.
+    fn next(&self) -> u128;
+}
+
+/// UUIDv7: millisecond time plus randomness.
+#[derive(Debug, Default)]
+pub struct Uuid7Ids;
+
+impl IdSource for Uuid7Ids {
+    fn next(&self) -> u128 {
+        uuid::Uuid::now_v7().as_u128()
+    }
+}
+
+/// 1, 2, 3, … (tests).
+#[derive(Debug, Default)]
+pub struct SequentialIds(AtomicU64);
+
+impl IdSource for SequentialIds {
+    fn next(&self) -> u128 {
+        u128::from(self.0.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+fn crockford(mut v: u128) -> String {
+    let mut out = [b'0'; 26];
+    for slot in out.iter_mut().rev() {
+        *slot = CROCKFORD[(v & 31) as usize];
+        v >>= 5;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn valid_body(s: &str) -> bool {
+    s.len() == 26 && s.bytes().all(|b| CROCKFORD.contains(&b)) && s.as_bytes()[0] <= b'7'
+}
+
+/// Why an id was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a valid {0} id")]
+pub struct BadId(&'static str);
+
+macro_rules! minted_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A new id from `source`.
+            pub fn mint(source: &dyn IdSource) -> Self {
+                Self(format!(concat!($prefix, "{}"), crockford(source.next())))
+            }
+
+            /// Parses an id received from a client.
+            pub fn parse(s: &str) -> Result<Self, BadId> {
+                match s.strip_prefix($prefix) {
+                    Some(body) if valid_body(body) => Ok(Self(s.to_owned())),
+                    _ => Err(BadId($prefix)),
+                }
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+minted_id!(
+    /// A referral, `ref_…`.
+    ReferralId,
+    "ref_"
+);
+minted_id!(
+    /// One recipient's delivery of a referral, `dlv_…`.
+    DeliveryId,
+    "dlv_"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_sort_by_time_and_refuse_junk() {
+        let src = Uuid7Ids;
+        let a = ReferralId::mint(&src);
+        let b = ReferralId::mint(&src);
+        assert!(a < b);
+        assert_eq!(ReferralId::parse(a.as_str()).unwrap(), a);
+        assert!(ReferralId::parse("ref_../../etc").is_err());
+        assert!(ReferralId::parse(DeliveryId::mint(&src).as_str()).is_err());
+        assert_eq!(
+            ReferralId::mint(&SequentialIds::default()).as_str(),
+            "ref_00000000000000000000000001"
+        );
+    }
+}
