@@ -6,7 +6,10 @@ mod common;
 
 use std::sync::Arc;
 
-use refex::store::{self, Backend, Store};
+use refex::store::records::{
+    Acceptance, AuditRecord, DeliveryRecord, DeliveryStatus, HoldRecord, ReferralRecord,
+};
+use refex::store::{self, Backend, Store, StoreError, Table};
 
 async fn conformance(url: &str, backend: Backend) {
     let store: Arc<dyn Store> = store::open(url).await.expect("open");
@@ -16,7 +19,137 @@ async fn conformance(url: &str, backend: Backend) {
     // Migrations are idempotent: a second open of the same store succeeds unchanged.
     let again = store::open(url).await.expect("reopen");
     again.ping().await.expect("ping after reopen");
+    acceptance_is_atomic_and_replay_proof(again.as_ref()).await;
     again.close().await;
+}
+
+fn acceptance(id: &str, jti: &str, held: bool) -> Acceptance {
+    Acceptance {
+        referral: ReferralRecord {
+            id: id.into(),
+            sender: "notts-police".into(),
+            sender_ref: "NP/1".into(),
+            referral_type: "domestic-abuse".into(),
+            received_at: 1_795_000_000,
+            lawful_basis: r#"{"article6":"public-task"}"#.into(),
+            consent_status: "given".into(),
+            consent_override: None,
+            subject_informed: r#"{"status":"yes"}"#.into(),
+            supersedes: None,
+        },
+        jti: jti.into(),
+        deliveries: vec![
+            DeliveryRecord {
+                id: format!("dlv_{id}_1"),
+                recipient: "cambs-idva".into(),
+                agreement: "isa".into(),
+                status: if held {
+                    DeliveryStatus::HeldForReview
+                } else {
+                    DeliveryStatus::Queued
+                },
+                sealed: (!held).then(|| "eyJ.ciphertext".into()),
+            },
+            DeliveryRecord {
+                id: format!("dlv_{id}_2"),
+                recipient: "gp-practice".into(),
+                agreement: "isa2".into(),
+                status: DeliveryStatus::Queued,
+                sealed: Some("eyJ.other".into()),
+            },
+        ],
+        hold: held.then(|| HoldRecord {
+            sealed: "eyJ.held".into(),
+            storage_key_id: "sk-1".into(),
+        }),
+        events: vec![AuditRecord {
+            at: 1_795_000_000,
+            kind: "accepted",
+            referral_id: Some(id.into()),
+            delivery_id: None,
+            actor: Some("notts-police/system:case-system".into()),
+            detail: serde_json::json!({ "type": "domestic-abuse" }),
+        }],
+    }
+}
+
+async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
+    store
+        .accept(&acceptance("ref_A", "jti-1", true))
+        .await
+        .expect("accept");
+    let states = store
+        .delivery_states("ref_A", "notts-police")
+        .await
+        .unwrap()
+        .unwrap();
+    let statuses: Vec<(&str, DeliveryStatus)> = states
+        .iter()
+        .map(|s| (s.recipient.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("cambs-idva", DeliveryStatus::HeldForReview),
+            ("gp-practice", DeliveryStatus::Queued)
+        ]
+    );
+    // Someone else's referral, or no referral: None (the API answers 404 to both).
+    assert!(
+        store
+            .delivery_states("ref_A", "imara")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .delivery_states("ref_nope", "notts-police")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Replay: same sender and jti under a new id writes nothing at all.
+    let before = counts(store).await;
+    let err = store
+        .accept(&acceptance("ref_B", "jti-1", false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Replay), "{err}");
+    assert_eq!(counts(store).await, before);
+
+    // A failure half-way (duplicate delivery id) rolls everything back.
+    let mut broken = acceptance("ref_C", "jti-2", false);
+    broken.deliveries[1].id = broken.deliveries[0].id.clone();
+    assert!(store.accept(&broken).await.is_err());
+    assert_eq!(counts(store).await, before);
+    assert!(
+        store
+            .delivery_states("ref_C", "notts-police")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The same jti from another sender is not a replay.
+    let mut other = acceptance("ref_D", "jti-1", false);
+    other.referral.sender = "imara".into();
+    store.accept(&other).await.expect("other sender's jti");
+}
+
+async fn counts(store: &dyn Store) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in [
+        Table::Referrals,
+        Table::Deliveries,
+        Table::Holds,
+        Table::ReplayMarkers,
+        Table::AuditEvents,
+    ] {
+        out.push(store.count_rows(t).await.unwrap());
+    }
+    out
 }
 
 #[tokio::test]

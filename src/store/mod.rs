@@ -4,7 +4,9 @@
 //!
 //! The same conformance suite (`tests/store_conformance.rs`) runs against both backends.
 
+mod common;
 mod postgres;
+pub mod records;
 mod sqlite;
 
 use std::sync::Arc;
@@ -33,6 +35,9 @@ pub enum StoreError {
         /// What the store holds.
         found: Option<String>,
     },
+    /// The sender used this `jti` before.
+    #[error("replayed jti")]
+    Replay,
     /// A query failed.
     #[error("store query {op} failed: {reason}")]
     Query {
@@ -63,6 +68,52 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Closes the store's connections (after the last request has finished).
     async fn close(&self);
+
+    /// Commits an accepted referral: replay marker, referral, deliveries, hold and audit
+    /// events in one transaction. [`StoreError::Replay`] if the `jti` was seen before (and
+    /// nothing is written).
+    async fn accept(&self, acceptance: &records::Acceptance) -> Result<(), StoreError>;
+
+    /// Appends one audit event on its own (e.g. a rejection, which writes nothing else).
+    async fn record_event(&self, event: &records::AuditRecord) -> Result<(), StoreError>;
+
+    /// The recipients and statuses of a referral's deliveries, if `sender` sent it; `None`
+    /// for an unknown referral or someone else's (the caller answers both with 404).
+    async fn delivery_states(
+        &self,
+        referral_id: &str,
+        sender: &str,
+    ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
+
+    /// How many rows a table holds (operations and tests: proving nothing half-written).
+    async fn count_rows(&self, table: Table) -> Result<i64, StoreError>;
+}
+
+/// The tables, for [`Store::count_rows`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// Referral records.
+    Referrals,
+    /// Deliveries.
+    Deliveries,
+    /// Encrypted holds.
+    Holds,
+    /// Replay markers.
+    ReplayMarkers,
+    /// Audit events.
+    AuditEvents,
+}
+
+impl Table {
+    fn count_sql(self) -> &'static str {
+        match self {
+            Table::Referrals => "SELECT COUNT(*) FROM referrals",
+            Table::Deliveries => "SELECT COUNT(*) FROM deliveries",
+            Table::Holds => "SELECT COUNT(*) FROM holds",
+            Table::ReplayMarkers => "SELECT COUNT(*) FROM replay_markers",
+            Table::AuditEvents => "SELECT COUNT(*) FROM audit_events",
+        }
+    }
 }
 
 /// Opens the store a URL names and brings its schema up to date.

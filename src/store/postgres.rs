@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::{Backend, Store, StoreError, check_format, query_err};
+use super::StoreError;
+use super::common::store_impl;
 
 /// Connections per replica: enough for both cores' worth of concurrent transactions plus
 /// long-polls waiting on notifications, small enough that N replicas fit PostgreSQL's
@@ -41,22 +42,8 @@ impl PostgresStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for PostgresStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT value FROM refex_meta WHERE key = 'store_format'")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(query_err("ping"))?;
-        check_format(found)
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-}
+store_impl!(
+    PostgresStore,
+    crate::store::Backend::Postgres,
+    sqlx::PgConnection
+);

@@ -8,7 +8,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Backend, Store, StoreError, check_format, query_err};
+use super::StoreError;
+use super::common::store_impl;
 
 /// How long a writer waits for SQLite's write lock before failing: far above any single
 /// transaction's time, well below a client's request timeout.
@@ -52,22 +53,8 @@ impl SqliteStore {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT value FROM refex_meta WHERE key = 'store_format'")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(query_err("ping"))?;
-        check_format(found)
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-}
+store_impl!(
+    SqliteStore,
+    crate::store::Backend::Sqlite,
+    sqlx::SqliteConnection
+);

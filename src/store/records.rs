@@ -1,0 +1,144 @@
+//! What the store keeps, as plain rows: the boundary between the domain types and SQL. No
+//! field here ever holds payload plaintext; deliveries hold ciphertext for their recipient
+//! and holds hold ciphertext under the storage key.
+
+use serde_json::Value;
+
+/// A delivery's status, as the sender sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Waiting for the sender's safeguarding lead.
+    HeldForReview,
+    /// The lead refused the disclosure.
+    RejectedByReview,
+    /// In the recipient's inbox, not yet fetched.
+    Queued,
+    /// Fetched at least once.
+    Delivered,
+    /// Acknowledged by the recipient.
+    Acknowledged,
+    /// Withdrawn by the sender.
+    Withdrawn,
+    /// Not acknowledged within the recipient's retention.
+    Expired,
+}
+
+impl DeliveryStatus {
+    /// The status as the contract spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::HeldForReview => "held-for-review",
+            DeliveryStatus::RejectedByReview => "rejected-by-review",
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Acknowledged => "acknowledged",
+            DeliveryStatus::Withdrawn => "withdrawn",
+            DeliveryStatus::Expired => "expired",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DeliveryStatus::HeldForReview,
+            DeliveryStatus::RejectedByReview,
+            DeliveryStatus::Queued,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Acknowledged,
+            DeliveryStatus::Withdrawn,
+            DeliveryStatus::Expired,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
+}
+
+/// The referral record: who, what type, on what basis; never the payload.
+#[derive(Clone, Debug)]
+pub struct ReferralRecord {
+    /// `ref_…`.
+    pub id: String,
+    /// Sending partner.
+    pub sender: String,
+    /// The sender's own reference.
+    pub sender_ref: String,
+    /// Referral type.
+    pub referral_type: String,
+    /// Unix seconds.
+    pub received_at: i64,
+    /// The lawful basis, as JSON.
+    pub lawful_basis: String,
+    /// `consent.status`.
+    pub consent_status: String,
+    /// `consent.override`.
+    pub consent_override: Option<String>,
+    /// `subject_informed`, as JSON.
+    pub subject_informed: String,
+    /// The referral this one corrects.
+    pub supersedes: Option<String>,
+}
+
+/// One recipient's delivery.
+#[derive(Clone, Debug)]
+pub struct DeliveryRecord {
+    /// `dlv_…`.
+    pub id: String,
+    /// The recipient.
+    pub recipient: String,
+    /// The agreement that allows it.
+    pub agreement: String,
+    /// Its status.
+    pub status: DeliveryStatus,
+    /// The JWE for the recipient (absent while held).
+    pub sealed: Option<String>,
+}
+
+/// A held referral, encrypted at rest.
+#[derive(Clone, Debug)]
+pub struct HoldRecord {
+    /// The claims, sealed under the storage key.
+    pub sealed: String,
+    /// Which storage key.
+    pub storage_key_id: String,
+}
+
+/// An audit event. `detail` holds ids, reasons, pointers and lawful bases, never values.
+#[derive(Clone, Debug)]
+pub struct AuditRecord {
+    /// Unix seconds.
+    pub at: i64,
+    /// What happened (`accepted`, `rejected`, `minimised`, `held`, `queued`, …).
+    pub kind: &'static str,
+    /// The referral concerned.
+    pub referral_id: Option<String>,
+    /// The delivery concerned.
+    pub delivery_id: Option<String>,
+    /// Who did it (a principal's display form).
+    pub actor: Option<String>,
+    /// Structured detail.
+    pub detail: Value,
+}
+
+/// Everything an accepted referral writes, committed together or not at all.
+#[derive(Clone, Debug)]
+pub struct Acceptance {
+    /// The referral.
+    pub referral: ReferralRecord,
+    /// Its `jti` (the replay marker).
+    pub jti: String,
+    /// Its deliveries.
+    pub deliveries: Vec<DeliveryRecord>,
+    /// The encrypted hold, when any delivery is held.
+    pub hold: Option<HoldRecord>,
+    /// Its audit events.
+    pub events: Vec<AuditRecord>,
+}
+
+/// A delivery's recipient and status, for the sender's view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// The recipient.
+    pub recipient: String,
+    /// Its status.
+    pub status: DeliveryStatus,
+}
