@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::config::settings::Settings;
 use crate::config::{Config, ConfigError};
+use crate::ids::Uuid7Ids;
 use crate::runtime::Runtime;
 use crate::server::{Server, ServerError};
 use crate::store::StoreError;
@@ -98,7 +99,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     let config = Config::load(settings)?;
     let store = store::open(&config.settings.store_url()).await?;
     let (listen, admin_listen) = (config.settings.listen, config.settings.admin_listen);
-    let runtime = Arc::new(Runtime::new(config, store, clock));
+    let runtime = Arc::new(Runtime::new(config, store, clock, Arc::new(Uuid7Ids)));
     let server = Server::bind(runtime.clone(), listen, admin_listen).await?;
     let (api_addr, admin_addr) = (server.api_addr(), server.admin_addr());
     let (stop, stopped) = watch::channel(false);

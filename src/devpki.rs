@@ -21,6 +21,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::config::partners::{PartnerFile, partner_files};
+use crate::envelope::at_rest::StorageKey;
 use crate::envelope::keys::{KeyUse, generate_p256, public_document};
 
 /// Marker placed in every subject name and in the directory's README.
@@ -58,6 +59,9 @@ pub enum DevPkiError {
     /// Key generation failed.
     #[error("key generation: {0}")]
     Key(#[from] crate::envelope::keys::KeyError),
+    /// Storage key generation failed.
+    #[error("storage key generation: {0}")]
+    Storage(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DevPkiError + '_ {
@@ -141,6 +145,13 @@ fn write_tree(
     write(&gw.join("tls.pem"), server.cert_pem.as_bytes(), false)?;
     write(&gw.join("tls.key"), server.key_pem.as_bytes(), true)?;
     write_json(&gw.join("jwks.private.json"), &key_pair_doc("refex")?, true)?;
+    let storage_key =
+        StorageKey::generate_base64().map_err(|e| DevPkiError::Storage(e.to_string()))?;
+    write(
+        &gw.join("storage.key"),
+        format!("{storage_key}\n").as_bytes(),
+        true,
+    )?;
 
     let files = partner_files(partners_dir, agreements).map_err(io_err(partners_dir))?;
     let mut partners = Vec::new();

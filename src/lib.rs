@@ -18,5 +18,6 @@ pub mod runtime;
 pub mod schema;
 pub mod server;
 pub mod store;
+pub mod submit;
 pub mod telemetry;
 pub mod tls;

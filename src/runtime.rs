@@ -1,6 +1,6 @@
 //! What a running gateway shares between connections: the current configuration snapshot
-//! (swapped whole on reload), the per-partner rate limiters built from it, the store and
-//! the clock.
+//! (swapped whole on reload), the per-partner rate limiters built from it, the store, the
+//! clock and the id source.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use crate::api::limits::RateLimits;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::ids::IdSource;
 use crate::store::Store;
 
 /// One configuration with everything derived from it.
@@ -43,15 +44,23 @@ pub struct Runtime {
     pub store: Arc<dyn Store>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Where referral and delivery ids come from.
+    pub ids: Arc<dyn IdSource>,
 }
 
 impl Runtime {
     /// A runtime serving `config` from `store`.
-    pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             store,
             clock,
+            ids,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod observe;
 pub mod principal;
 pub mod problem;
 pub mod public;
+pub mod referrals;
 pub mod whoami;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(public::jwks))
         .route("/v1/whoami", get(whoami::whoami))
+        .route("/v1/referrals", axum::routing::post(referrals::create))
+        .route("/v1/referrals/{id}", get(referrals::status))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(rt.clone(), limits::rate_limit))

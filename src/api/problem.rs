@@ -6,6 +6,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::envelope::referral::EnvelopeError;
+use crate::intake::IntakeError;
+use crate::schema::Violation;
+use crate::store::StoreError;
+use crate::submit::SubmitError;
+
+/// Seconds after which a client should retry when the store is unavailable.
+const STORE_RETRY_AFTER: u64 = 5;
+
 /// The media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -46,6 +55,22 @@ pub enum ApiError {
         /// Seconds after which a retry is sensible.
         retry_after: u64,
     },
+    /// The body's media type is not the one the route takes.
+    #[error("Content-Type must be {0}")]
+    UnsupportedMediaType(&'static str),
+    /// A referral or envelope was refused; the status, slug and text come from the refusal.
+    #[error("{detail}")]
+    Refused {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The stable slug.
+        slug: &'static str,
+        /// What failed (never a payload value).
+        detail: String,
+    },
+    /// Schema or rule violations, each by pointer.
+    #[error("the referral is invalid: {} violations", .0.len())]
+    Invalid(Vec<Violation>),
     /// Something failed inside the gateway; the log has the detail under the request id.
     #[error("internal error")]
     Internal,
@@ -87,6 +112,17 @@ impl ApiError {
                 "unavailable",
                 "Service unavailable",
             ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::Refused { status, slug, .. } => (*status, slug, "Referral refused"),
+            ApiError::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-referral",
+                "Referral does not validate",
+            ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -109,16 +145,24 @@ struct ProblemBody {
     title: &'static str,
     status: u16,
     detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<Violation>>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.parts();
+        let detail = self.to_string();
+        let errors = match self {
+            ApiError::Invalid(ref v) => Some(v.clone()),
+            _ => None,
+        };
         let body = ProblemBody {
             type_: format!("urn:refex:problem:{slug}"),
             title,
             status: status.as_u16(),
-            detail: self.to_string(),
+            detail,
+            errors,
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
@@ -128,5 +172,45 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    /// The status for each refusal: envelope and freshness faults are `400`, authority faults
+    /// (issuer, agreement, basis, consent) `403`, replay `409`, schema and rules `422`.
+    fn from(e: SubmitError) -> Self {
+        let refused = |status, slug, detail: String| ApiError::Refused {
+            status,
+            slug,
+            detail,
+        };
+        match e {
+            SubmitError::Envelope(e @ EnvelopeError::SignerNotSender) => {
+                refused(StatusCode::FORBIDDEN, e.slug(), e.to_string())
+            }
+            SubmitError::Envelope(e) => refused(StatusCode::BAD_REQUEST, e.slug(), e.to_string()),
+            SubmitError::Intake(IntakeError::Invalid(v)) => ApiError::Invalid(v),
+            SubmitError::Intake(e @ IntakeError::Replay) => {
+                refused(StatusCode::CONFLICT, e.slug(), e.to_string())
+            }
+            SubmitError::Intake(e @ IntakeError::UnknownSuperseded) => {
+                refused(StatusCode::NOT_FOUND, e.slug(), e.to_string())
+            }
+            SubmitError::Intake(
+                e @ (IntakeError::Malformed | IntakeError::WrongAudience | IntakeError::StaleIat),
+            ) => refused(StatusCode::BAD_REQUEST, e.slug(), e.to_string()),
+            SubmitError::Intake(e) => refused(StatusCode::FORBIDDEN, e.slug(), e.to_string()),
+            SubmitError::Store(StoreError::Unavailable(_)) => ApiError::Unavailable {
+                retry_after: STORE_RETRY_AFTER,
+            },
+            SubmitError::Seal(e) => {
+                tracing::error!(error = %e, "sealing failed");
+                ApiError::Internal
+            }
+            SubmitError::Store(e) => {
+                tracing::error!(error = %e, "store failed during intake");
+                ApiError::Internal
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::envelope::at_rest::StorageKey;
 use crate::envelope::keys::{KeySet, KeyUse};
 use crate::identity::{Actor, Fingerprint, PartnerId, Principal, Role};
 use crate::schema::SchemaSet;
@@ -126,6 +127,8 @@ pub struct Config {
     pub principals: HashMap<Fingerprint, Principal>,
     /// The gateway's own keys.
     pub gateway_keys: KeySet,
+    /// The key held referrals are encrypted under.
+    pub storage_key: StorageKey,
     /// The TLS server configuration.
     pub tls: Arc<rustls::ServerConfig>,
 }
@@ -142,12 +145,18 @@ impl Config {
             if settings.keys.gateway_jwks.is_none() {
                 problems.push("tls.server_cert is set but keys.gateway_jwks is not".to_owned());
             }
+            if settings.keys.storage_key.is_none() {
+                problems.push("tls.server_cert is set but keys.storage_key is not".to_owned());
+            }
         }
         let tls = tls::server_config(&pki)
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
             .ok();
         let gateway_keys = load_gateway_keys(&pki.gateway_jwks)
             .map_err(|e| problems.push(e))
+            .ok();
+        let storage_key = StorageKey::load(&pki.storage_key)
+            .map_err(|e| problems.push(e.to_string()))
             .ok();
         let schemas = SchemaSet::load(&settings.schemas_dir)
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
@@ -156,16 +165,21 @@ impl Config {
         let agreements = load_agreements(&settings.agreements, &mut problems);
         check_agreements(&agreements, &partners, schemas.as_ref(), &mut problems);
 
-        match (tls, gateway_keys, schemas) {
-            (Some(tls), Some(gateway_keys), Some(schemas)) if problems.is_empty() => Ok(Config {
-                settings,
-                partners,
-                agreements,
-                schemas,
-                principals,
-                gateway_keys,
-                tls,
-            }),
+        match (tls, gateway_keys, storage_key, schemas) {
+            (Some(tls), Some(gateway_keys), Some(storage_key), Some(schemas))
+                if problems.is_empty() =>
+            {
+                Ok(Config {
+                    settings,
+                    partners,
+                    agreements,
+                    schemas,
+                    principals,
+                    gateway_keys,
+                    storage_key,
+                    tls,
+                })
+            }
             _ => Err(ConfigError { problems }),
         }
     }

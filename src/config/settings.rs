@@ -122,6 +122,10 @@ pub struct KeySettings {
     /// `<dev_pki_dir>/gateway/jwks.private.json`.
     #[serde(default)]
     pub gateway_jwks: Option<PathBuf>,
+    /// The key that encrypts held referrals at rest (32 random bytes, base64, in a file);
+    /// default in dev: `<dev_pki_dir>/gateway/storage.key`.
+    #[serde(default)]
+    pub storage_key: Option<PathBuf>,
 }
 
 /// Log output.
@@ -172,6 +176,8 @@ pub struct PkiPaths {
     pub crls: Vec<PathBuf>,
     /// The gateway's private JWK set.
     pub gateway_jwks: PathBuf,
+    /// The storage key for held referrals.
+    pub storage_key: PathBuf,
 }
 
 impl Settings {
@@ -192,6 +198,7 @@ impl Settings {
             &mut self.tls.client_ca,
             &mut self.tls.dev_pki_dir,
             &mut self.keys.gateway_jwks,
+            &mut self.keys.storage_key,
         ]
         .into_iter()
         .flatten()
@@ -223,6 +230,7 @@ impl Settings {
                 client_ca: dev_dir.join("ca.pem"),
                 crls: vec![dev_dir.join("crl.pem")],
                 gateway_jwks: dev_dir.join("gateway/jwks.private.json"),
+                storage_key: dev_dir.join("gateway/storage.key"),
                 dev_dir,
             },
             Some(cert) => PkiPaths {
@@ -236,6 +244,7 @@ impl Settings {
                     .unwrap_or_else(|| PathBuf::from("certs/ca.pem")),
                 crls: self.tls.crls.clone(),
                 gateway_jwks: self.keys.gateway_jwks.clone().unwrap_or_default(),
+                storage_key: self.keys.storage_key.clone().unwrap_or_default(),
                 dev_dir,
             },
         }

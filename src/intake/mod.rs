@@ -48,6 +48,9 @@ pub enum IntakeError {
     /// The agreement needs consent and none was given.
     #[error("the agreement with {0} requires the person's consent; overrides are not accepted")]
     ConsentRequired(String),
+    /// `supersedes` names no referral of this sender's.
+    #[error("\"supersedes\" does not name one of your referrals")]
+    UnknownSuperseded,
     /// This `jti` was seen from this sender before.
     #[error("this \"jti\" has been used before")]
     Replay,
@@ -67,6 +70,7 @@ impl IntakeError {
             IntakeError::LawfulBasis(_) => "lawful-basis-not-agreed",
             IntakeError::ProfessionalOnly(_) => "professional-referrals-only",
             IntakeError::ConsentRequired(_) => "consent-required",
+            IntakeError::UnknownSuperseded => "unknown-superseded",
             IntakeError::Replay => "replay",
         }
     }

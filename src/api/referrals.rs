@@ -1,0 +1,84 @@
+//! `POST /v1/referrals` and `GET /v1/referrals/{id}`: thin handlers over `submit` and the
+//! store.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::limits::read_body;
+use super::principal::Caller;
+use super::problem::ApiError;
+use crate::ids::ReferralId;
+use crate::runtime::Runtime;
+use crate::store::records::DeliveryStatus;
+use crate::submit;
+
+/// The media type of JOSE compact serialisations.
+pub const APPLICATION_JOSE: &str = "application/jose";
+
+/// `POST /v1/referrals`: `202` once the referral is committed.
+pub async fn create(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if media.as_deref() != Some(APPLICATION_JOSE) {
+        return Err(ApiError::UnsupportedMediaType(APPLICATION_JOSE));
+    }
+    let limit = rt.snapshot().config.settings.limits.max_body_bytes;
+    let bytes = read_body(body, limit).await?;
+    let submitted = submit::submit(&rt, &caller, &bytes).await?;
+    let held = submitted
+        .deliveries
+        .iter()
+        .any(|(_, s)| *s == DeliveryStatus::HeldForReview);
+    let body = json!({
+        "id": submitted.id.to_string(),
+        "status": if held { "held-for-review" } else { "queued" },
+        "deliveries": submitted.deliveries.iter()
+            .map(|(to, status)| json!({ "to": to, "status": status.as_str() }))
+            .collect::<Vec<_>>(),
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// `GET /v1/referrals/{id}`: per-recipient status, for the sender only (`404` otherwise).
+pub async fn status(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    let states = rt
+        .store
+        .delivery_states(id.as_str(), caller.partner.as_str())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "referral status lookup failed");
+            ApiError::Unavailable { retry_after: 5 }
+        })?
+        .ok_or(ApiError::NotFound)?;
+    let body = json!({
+        "id": id.to_string(),
+        "deliveries": states.iter()
+            .map(|s| json!({ "to": s.recipient, "status": s.status.as_str() }))
+            .collect::<Vec<_>>(),
+    });
+    Ok(Json(body).into_response())
+}

@@ -1,0 +1,292 @@
+//! The path of one submitted referral: open the envelope, parse and decide, minimise and
+//! seal each recipient's copy (or encrypt the hold), and commit it all with its audit events
+//! in one store transaction. A refusal writes only a `rejected` audit event with its reason.
+
+use serde_json::{Value, json};
+
+use crate::envelope::referral::{self, EnvelopeError, SealError};
+use crate::identity::Principal;
+use crate::ids::{DeliveryId, IdSource, ReferralId};
+use crate::intake::{self, Claims, Decision, Disposition, HoldReason, IntakeError};
+use crate::runtime::Runtime;
+use crate::schema::minimise;
+use crate::store::StoreError;
+use crate::store::records::{
+    Acceptance, AuditRecord, DeliveryRecord, DeliveryStatus, HoldRecord, ReferralRecord,
+};
+
+/// Why a submission was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The envelope was refused.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// The referral was refused.
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    /// The gateway could not seal (a key is missing: a configuration fault).
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl SubmitError {
+    /// The reason slug recorded in the `rejected` audit event.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            SubmitError::Envelope(e) => e.slug(),
+            SubmitError::Intake(e) => e.slug(),
+            SubmitError::Seal(_) => "seal-failed",
+            SubmitError::Store(_) => "store-failed",
+        }
+    }
+}
+
+/// An accepted referral, as the `202` reports it.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The new referral's id.
+    pub id: ReferralId,
+    /// Each recipient and its delivery status.
+    pub deliveries: Vec<(String, DeliveryStatus)>,
+}
+
+/// Accepts one referral body from `caller`.
+pub async fn submit(
+    rt: &Runtime,
+    caller: &Principal,
+    body: &[u8],
+) -> Result<Submitted, SubmitError> {
+    let now = rt.clock.unix_seconds();
+    let outcome = match prepare(rt, rt.ids.as_ref(), caller, body, now) {
+        Ok((claims, acceptance)) => match check_supersedes(rt, caller, &claims).await {
+            Err(e) => Err(e),
+            Ok(()) => match rt.store.accept(&acceptance.acceptance).await {
+                Ok(()) => Ok(Submitted {
+                    id: acceptance.id.clone(),
+                    deliveries: acceptance
+                        .acceptance
+                        .deliveries
+                        .iter()
+                        .map(|d| (d.recipient.clone(), d.status))
+                        .collect(),
+                }),
+                Err(StoreError::Replay) => Err(SubmitError::Intake(IntakeError::Replay)),
+                Err(e) => Err(SubmitError::Store(e)),
+            },
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &outcome {
+        let event = AuditRecord {
+            at: now as i64,
+            kind: "rejected",
+            referral_id: None,
+            delivery_id: None,
+            actor: Some(caller.to_string()),
+            detail: json!({ "reason": e.slug() }),
+        };
+        if let Err(store_err) = rt.store.record_event(&event).await {
+            tracing::error!(error = %store_err, reason = e.slug(), "could not record a rejection");
+        }
+    }
+    outcome
+}
+
+/// An acceptance with the id it was minted under.
+struct Prepared {
+    id: ReferralId,
+    acceptance: Acceptance,
+}
+
+/// A correction may only supersede the sender's own earlier referral.
+async fn check_supersedes(
+    rt: &Runtime,
+    caller: &Principal,
+    claims: &Claims,
+) -> Result<(), SubmitError> {
+    let Some(old) = &claims.referral.supersedes else {
+        return Ok(());
+    };
+    match rt.store.delivery_states(old, caller.partner.as_str()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(SubmitError::Intake(IntakeError::UnknownSuperseded)),
+        Err(e) => Err(SubmitError::Store(e)),
+    }
+}
+
+fn prepare(
+    rt: &Runtime,
+    ids: &dyn IdSource,
+    caller: &Principal,
+    body: &[u8],
+    now: u64,
+) -> Result<(Claims, Prepared), SubmitError> {
+    let snapshot = rt.snapshot();
+    let config = &snapshot.config;
+    let sender_keys = config
+        .partners
+        .get(&caller.partner)
+        .and_then(|p| p.keys.as_ref())
+        .ok_or(EnvelopeError::SignerNotSender)?;
+    let payload = referral::open(body, &config.gateway_keys, sender_keys)?;
+    let claims = intake::parse(&payload, &config.schemas)?;
+    let decision = intake::decide(&claims, caller, config, now)?;
+    let prepared = build(config, ids, caller, &claims, &payload, &decision, now)?;
+    Ok((claims, prepared))
+}
+
+fn build(
+    config: &crate::config::Config,
+    ids: &dyn IdSource,
+    caller: &Principal,
+    claims: &Claims,
+    signed_payload: &[u8],
+    decision: &Decision,
+    now: u64,
+) -> Result<Prepared, SubmitError> {
+    let r = &claims.referral;
+    let referral_id = ReferralId::mint(ids);
+    let at = now as i64;
+    let actor = Some(caller.to_string());
+    let lawful_basis = serde_json::to_value(&r.lawful_basis).unwrap_or(Value::Null);
+    let consent = json!({ "status": r.consent.status, "override": r.consent.override_ });
+    let subject_informed = serde_json::to_value(&r.subject_informed).unwrap_or(Value::Null);
+    let event = |kind: &'static str, delivery: Option<&DeliveryId>, detail: Value| AuditRecord {
+        at,
+        kind,
+        referral_id: Some(referral_id.to_string()),
+        delivery_id: delivery.map(ToString::to_string),
+        actor: actor.clone(),
+        detail,
+    };
+    let mut events = vec![event(
+        "accepted",
+        None,
+        json!({
+            "type": r.referral_type,
+            "sender": caller.partner,
+            "lawful_basis": lawful_basis,
+            "consent": consent,
+            "subject_informed": subject_informed,
+            "recipients": decision.routes.iter().map(|x| json!({"to": x.recipient, "agreement": x.agreement})).collect::<Vec<_>>(),
+        }),
+    )];
+    let mut deliveries = Vec::with_capacity(decision.routes.len());
+    for route in &decision.routes {
+        let delivery_id = DeliveryId::mint(ids);
+        let recipient = config.partners.get(&route.recipient);
+        let view = recipient.and_then(|p| config.schemas.view(&p.kind, &r.referral_type));
+        let (Some(recipient), Some(view)) = (recipient, view) else {
+            return Err(SealError(format!("no view or partner for {}", route.recipient)).into());
+        };
+        let minimised = minimise(&r.payload, &view.source);
+        events.push(event(
+            "minimised",
+            Some(&delivery_id),
+            json!({ "to": route.recipient, "view": format!("{}/{}", recipient.kind, r.referral_type),
+                    "withheld": minimised.withheld }),
+        ));
+        match route.disposition {
+            Disposition::Hold(reason) => {
+                events.push(event(
+                    "held",
+                    Some(&delivery_id),
+                    json!({ "to": route.recipient, "reason": hold_reason(reason) }),
+                ));
+                deliveries.push(DeliveryRecord {
+                    id: delivery_id.to_string(),
+                    recipient: route.recipient.to_string(),
+                    agreement: route.agreement.clone(),
+                    status: DeliveryStatus::HeldForReview,
+                    sealed: None,
+                });
+            }
+            Disposition::Deliver => {
+                let keys = recipient
+                    .keys
+                    .as_ref()
+                    .ok_or_else(|| SealError(format!("{} has no keys", route.recipient)))?;
+                let delivery = json!({
+                    "iss": config.settings.gateway_id,
+                    "aud": route.recipient,
+                    "jti": delivery_id.to_string(),
+                    "iat": now,
+                    "delivery": {
+                        "referral_id": referral_id.to_string(),
+                        "from": caller.partner,
+                        "type": r.referral_type,
+                        "sender_ref": r.sender_ref,
+                        "lawful_basis": lawful_basis,
+                        "consent": consent,
+                        "subject_informed": subject_informed,
+                        "payload": minimised.value,
+                    }
+                });
+                let bytes = serde_json::to_vec(&delivery).map_err(|e| SealError(e.to_string()))?;
+                let sealed = referral::seal(&bytes, &config.gateway_keys, keys)?;
+                events.push(event(
+                    "queued",
+                    Some(&delivery_id),
+                    json!({ "to": route.recipient }),
+                ));
+                deliveries.push(DeliveryRecord {
+                    id: delivery_id.to_string(),
+                    recipient: route.recipient.to_string(),
+                    agreement: route.agreement.clone(),
+                    status: DeliveryStatus::Queued,
+                    sealed: Some(sealed),
+                });
+            }
+        }
+    }
+    let hold = if decision.any_held() {
+        let sealed = config
+            .storage_key
+            .seal(signed_payload)
+            .map_err(|e| SealError(e.to_string()))?;
+        Some(HoldRecord {
+            sealed,
+            storage_key_id: config.storage_key.id().to_owned(),
+        })
+    } else {
+        None
+    };
+    let acceptance = Acceptance {
+        referral: ReferralRecord {
+            id: referral_id.to_string(),
+            sender: caller.partner.to_string(),
+            sender_ref: r.sender_ref.clone(),
+            referral_type: r.referral_type.to_string(),
+            received_at: at,
+            lawful_basis: lawful_basis.to_string(),
+            consent_status: json!(r.consent.status)
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            consent_override: r
+                .consent
+                .override_
+                .and_then(|o| json!(o).as_str().map(str::to_owned)),
+            subject_informed: subject_informed.to_string(),
+            supersedes: r.supersedes.clone(),
+        },
+        jti: claims.jti.clone(),
+        deliveries,
+        hold,
+        events,
+    };
+    Ok(Prepared {
+        id: referral_id,
+        acceptance,
+    })
+}
+
+fn hold_reason(reason: HoldReason) -> Value {
+    match reason {
+        HoldReason::ConsentOverride(o) => json!({ "consent-override": o }),
+        HoldReason::AgreementRequiresReview => json!("agreement-requires-review"),
+    }
+}
