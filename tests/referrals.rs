@@ -258,7 +258,7 @@ async fn scenario(store_url: Option<String>) {
         (
             h.post_raw(
                 "notts-police",
-                &partner::wrap(b"{}", &h.keys("notts-police"), &h.gateway_public())
+                partner::wrap(b"{}", &h.keys("notts-police"), &h.gateway_public())
                     .unwrap()
                     .as_bytes()[..100]
                     .to_vec(),
