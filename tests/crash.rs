@@ -1,0 +1,249 @@
+//! Crash safety: a stream of referrals, SIGKILL of the gateway process mid-stream, a restart
+//! on the same store. Every referral that got `202` is intact; nothing is half-written (no
+//! referral without its deliveries, replay marker and audit events).
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use refex::envelope::keys::{KeySet, public_document};
+use refex::envelope::referral::partner;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_refex");
+/// Referrals in the stream, and how many 202s arrive before the kill.
+const STREAM: usize = 160;
+const KILL_AFTER: usize = 25;
+
+fn checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(common::repo().join("partners"), dir.path().join("partners"))
+        .unwrap();
+    std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("refex.toml"),
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[log]\nfilter = \"warn,refex::app=info\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn serve(dir: &Path, store_url: &str) -> (Child, u16) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["serve", "--data-dir", "data", "--store-url", store_url])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let port = read_ready(&mut stderr);
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (child, port)
+}
+
+fn read_ready(stderr: &mut BufReader<ChildStderr>) -> u16 {
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "gateway exited before ready"
+        );
+        if line.contains("ready to accept") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            return v["api"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+    }
+}
+
+fn body(dir: &Path, jti: usize) -> String {
+    let pki = dir.join("certs/dev");
+    let own = KeySet::load_private(&pki.join("partners/notts-police/jwks.private.json")).unwrap();
+    let gw: Value =
+        serde_json::from_slice(&std::fs::read(pki.join("gateway/jwks.private.json")).unwrap())
+            .unwrap();
+    let gw =
+        KeySet::parse_public(public_document(&gw).unwrap().to_string().as_bytes(), "gw").unwrap();
+    let payload: Value = serde_json::from_slice(
+        &std::fs::read(
+            common::repo().join("schemas/examples/domestic-abuse/police-high-risk.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut consent = json!({ "status": "given" });
+    if jti % 3 == 0 {
+        consent = json!({ "status": "not-sought", "override": "risk-of-significant-harm", "justification": "Risk." });
+    }
+    let claims = json!({
+        "iss": "notts-police", "aud": "refex", "jti": format!("crash-jti-{jti:06}"), "iat": now,
+        "referral": {
+            "type": "domestic-abuse", "to": ["cambs-idva", "childrens-social-care"], "sender_ref": format!("NP/{jti}"),
+            "lawful_basis": { "article6": "public-task", "article9": "substantial-public-interest" },
+            "consent": consent, "subject_informed": { "status": "yes" }, "payload": payload
+        }
+    });
+    partner::wrap(claims.to_string().as_bytes(), &own, &gw).unwrap()
+}
+
+async fn crash_and_recover(store_url: String) {
+    let dir = checkout();
+    let (mut child, port) = serve(dir.path(), &store_url);
+    let pki = dir.path().join("certs/dev");
+    let police = pki.join("partners/notts-police");
+    let client = common::client(
+        &pki,
+        Some((&police.join("system.pem"), &police.join("system.key"))),
+        None,
+    );
+    let bodies: Vec<String> = (0..STREAM).map(|i| body(dir.path(), i)).collect();
+
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let pid = child.id();
+    let mut tasks = Vec::new();
+    for b in bodies {
+        let (client, accepted, count) = (client.clone(), accepted.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = client
+                .post(format!("https://localhost:{port}/v1/referrals"))
+                .header("content-type", "application/jose")
+                .body(b)
+                .send()
+                .await;
+            if let Ok(res) = res {
+                if res.status() == 202 {
+                    let v: Value = res.json().await.unwrap_or_default();
+                    if let Some(id) = v["id"].as_str() {
+                        accepted.lock().unwrap().push(id.to_owned());
+                        if count.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
+                            Command::new("kill")
+                                .args(["-KILL", &pid.to_string()])
+                                .status()
+                                .unwrap();
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    child.wait().unwrap();
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() >= KILL_AFTER,
+        "only {} accepted",
+        accepted.len()
+    );
+    assert!(
+        accepted.len() < STREAM,
+        "the kill came after the whole stream; nothing was in flight"
+    );
+
+    // Restart on the same store: every 202'd referral is there with its deliveries.
+    let (mut child, port) = serve(dir.path(), &store_url);
+    for id in &accepted {
+        let res = client
+            .get(format!("https://localhost:{port}/v1/referrals/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{id} lost");
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["deliveries"].as_array().unwrap().len(), 2, "{v}");
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+
+    // Nothing half-written: every referral has both deliveries, its replay marker, its
+    // accepted event, and every delivery its queued/held event.
+    sqlx::any::install_default_drivers();
+    let url = if store_url.starts_with("sqlite://data") {
+        store_url.replacen(
+            "sqlite://",
+            &format!("sqlite://{}/", dir.path().display()),
+            1,
+        )
+    } else {
+        store_url.clone()
+    };
+    let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let scalar = async |c: &mut sqlx::AnyConnection, q: &'static str| -> i64 {
+        sqlx::query_scalar::<_, i64>(q).fetch_one(c).await.unwrap()
+    };
+    let referrals = scalar(&mut c, "SELECT COUNT(*) FROM referrals").await;
+    assert!(referrals as usize >= accepted.len());
+    assert_eq!(
+        scalar(&mut c, "SELECT COUNT(*) FROM deliveries").await,
+        2 * referrals
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT COUNT(*) FROM replay_markers").await,
+        referrals
+    );
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT COUNT(*) FROM audit_events WHERE kind = 'accepted'"
+        )
+        .await,
+        referrals
+    );
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT COUNT(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM audit_events e \
+                        WHERE e.delivery_id = d.id AND e.kind IN ('queued', 'held'))"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT COUNT(*) FROM referrals r WHERE r.consent_status <> 'given' AND NOT EXISTS \
+                        (SELECT 1 FROM holds h WHERE h.referral_id = r.id)"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_no_accepted_referral_on_sqlite() {
+    crash_and_recover("sqlite://data/refex.db".to_owned()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_no_accepted_referral_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    crash_and_recover(url.clone()).await;
+    common::pg::drop_schema(&url).await;
+}
