@@ -83,6 +83,25 @@ impl Harness {
         KeySet::parse_public(public.to_string().as_bytes(), "gateway").unwrap()
     }
 
+    /// A key set that claims the gateway's `enc` kid but is someone else's key.
+    fn impostor_gateway(&self) -> KeySet {
+        use refex::envelope::keys::{KeyUse, generate_p256, public_document};
+        let public = self.gateway_public();
+        let kid = public
+            .kids()
+            .find(|(u, _)| *u == KeyUse::Enc)
+            .unwrap()
+            .1
+            .to_owned();
+        let doc = json!({ "keys": [generate_p256(&kid, KeyUse::Enc).unwrap(),
+                                   generate_p256("impostor-sig", KeyUse::Sig).unwrap()] });
+        KeySet::parse_public(
+            public_document(&doc).unwrap().to_string().as_bytes(),
+            "impostor",
+        )
+        .unwrap()
+    }
+
     /// Signs with `signer`'s key, encrypts to the gateway, posts with `sender`'s certificate.
     async fn post_as(&self, sender: &str, signer: &str, doc: &Value) -> reqwest::Response {
         let body = partner::wrap(
@@ -244,7 +263,21 @@ async fn scenario(store_url: Option<String>) {
     let audit_before = h.audit().await.len();
     let mut canary = claims("notts-police", "imara", "jti-invalid-01");
     canary["referral"]["payload"]["child"]["date_of_birth"] = json!("CANARY-Zebedee-1999");
+    let wrong_key = partner::wrap(
+        claims("notts-police", "imara", "jti-wrongkey-1")
+            .to_string()
+            .as_bytes(),
+        &h.keys("notts-police"),
+        &h.impostor_gateway(),
+    )
+    .unwrap();
     let refusals: Vec<(reqwest::Response, u16, &str)> = vec![
+        (
+            h.post_raw("notts-police", wrong_key.into_bytes(), "application/jose")
+                .await,
+            400,
+            "undecryptable",
+        ),
         (
             h.post_raw("notts-police", b"x".to_vec(), "application/json")
                 .await,
