@@ -80,19 +80,25 @@ pub async fn submit(
         Err(e) => Err(e),
     };
     if let Err(e) = &outcome {
-        let event = AuditRecord {
-            at: now as i64,
-            kind: "rejected",
-            referral_id: None,
-            delivery_id: None,
-            actor: Some(caller.to_string()),
-            detail: json!({ "reason": e.slug() }),
-        };
-        if let Err(store_err) = rt.store.record_event(&event).await {
-            tracing::error!(error = %store_err, reason = e.slug(), "could not record a rejection");
-        }
+        record_rejection(rt, caller, e.slug()).await;
     }
     outcome
+}
+
+/// Appends a `rejected` audit event naming only the reason; used for every refusal of a
+/// submission, including those decided before the body is read (media type, size).
+pub async fn record_rejection(rt: &Runtime, caller: &Principal, reason: &'static str) {
+    let event = AuditRecord {
+        at: rt.clock.unix_seconds() as i64,
+        kind: "rejected",
+        referral_id: None,
+        delivery_id: None,
+        actor: Some(caller.to_string()),
+        detail: json!({ "reason": reason }),
+    };
+    if let Err(store_err) = rt.store.record_event(&event).await {
+        tracing::error!(error = %store_err, reason, "could not record a rejection");
+    }
 }
 
 /// An acceptance with the id it was minted under.

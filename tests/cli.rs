@@ -158,6 +158,43 @@ fn first_serve_generates_the_dev_pki_and_sigterm_exits_cleanly() {
             .await
             .unwrap();
         assert_eq!(res.status(), 405);
+
+        // An invalid referral with a planted value: 422, and the value reaches no log line.
+        let keys = |p: &str| refex::envelope::keys::KeySet::load_private(&pki.join(p)).unwrap();
+        let gw_private: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(pki.join("gateway/jwks.private.json")).unwrap()).unwrap();
+        let gw_public = refex::envelope::keys::KeySet::parse_public(
+            refex::envelope::keys::public_document(&gw_private).unwrap().to_string().as_bytes(),
+            "gw",
+        )
+        .unwrap();
+        let mut payload: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(common::repo().join("schemas/examples/safeguarding-concern/child-neglect.json")).unwrap(),
+        )
+        .unwrap();
+        payload["subject"]["date_of_birth"] = "CANARY-Zebedee-7731".into();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = serde_json::json!({
+            "iss": "imara", "aud": "refex", "jti": "cli-canary-0001", "iat": now,
+            "referral": { "type": "safeguarding-concern", "to": ["childrens-social-care"], "sender_ref": "IM/1",
+                "lawful_basis": { "article6": "public-task", "article9": "substantial-public-interest" },
+                "consent": { "status": "given" }, "subject_informed": { "status": "yes" }, "payload": payload }
+        });
+        let body = refex::envelope::referral::partner::wrap(
+            claims.to_string().as_bytes(),
+            &keys("partners/imara/jwks.private.json"),
+            &gw_public,
+        )
+        .unwrap();
+        let res = client
+            .post(format!("https://localhost:{port}/v1/referrals"))
+            .header("content-type", "application/jose")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422);
+        assert!(!res.text().await.unwrap().contains("CANARY"));
     });
 
     let status = Command::new("kill")
@@ -175,15 +212,19 @@ fn first_serve_generates_the_dev_pki_and_sigterm_exits_cleanly() {
         .filter(|l| l.contains("request finished"))
         .map(|l| serde_json::from_str(l).expect("JSON log line"))
         .collect();
-    assert_eq!(finished.len(), 2, "{rest}");
+    assert_eq!(finished.len(), 3, "{rest}");
     for line in &finished {
         assert_eq!(
             line["span"]["principal"], "imara/system:case-system",
             "{line}"
         );
-        assert_eq!(line["span"]["route"], "/v1/whoami", "{line}");
         assert!(line["span"]["request_id"].is_string(), "{line}");
     }
+    let routes: Vec<&str> = finished
+        .iter()
+        .map(|l| l["span"]["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(routes, vec!["/v1/whoami", "/v1/whoami", "/v1/referrals"]);
     assert!(
         !rest.contains("CANARY"),
         "a body value reached the log:\n{rest}"

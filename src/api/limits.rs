@@ -71,8 +71,10 @@ pub async fn rate_limit(State(rt): State<Arc<Runtime>>, request: Request, next: 
     next.run(request).await
 }
 
-/// Refuses bodies over the configured limit: at once when `Content-Length` says so, and
-/// while reading otherwise (the body is wrapped so a handler's read fails with `413`).
+/// Refuses bodies over the configured limit. A declared `Content-Length` over it is refused
+/// at once, except on routes that read their body (they answer `413` themselves, so that
+/// the refusal is audited); every body is wrapped so that reading past the limit fails
+/// (a lying or absent length included) without reading the rest.
 pub async fn body_limit(State(rt): State<Arc<Runtime>>, request: Request, next: Next) -> Response {
     let limit = rt.snapshot().config.settings.limits.max_body_bytes;
     let declared = request
@@ -80,12 +82,16 @@ pub async fn body_limit(State(rt): State<Arc<Runtime>>, request: Request, next: 
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let audited = AUDITED_BODY_ROUTES.contains(&request.uri().path());
+    if !audited && declared.is_some_and(|n| n > limit as u64) {
         return ApiError::PayloadTooLarge { limit }.into_response();
     }
     let request = request.map(|body| Body::new(Limited::new(body, limit)));
     next.run(request).await
 }
+
+/// Routes whose handlers read the body and audit a `413` themselves.
+const AUDITED_BODY_ROUTES: &[&str] = &["/v1/referrals"];
 
 /// Reads a whole request body, mapping an over-limit body to `413`.
 pub async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {

@@ -39,10 +39,18 @@ pub async fn create(
                 .to_ascii_lowercase()
         });
     if media.as_deref() != Some(APPLICATION_JOSE) {
-        return Err(ApiError::UnsupportedMediaType(APPLICATION_JOSE));
+        let e = ApiError::UnsupportedMediaType(APPLICATION_JOSE);
+        submit::record_rejection(&rt, &caller, e.slug()).await;
+        return Err(e);
     }
     let limit = rt.snapshot().config.settings.limits.max_body_bytes;
-    let bytes = read_body(body, limit).await?;
+    let bytes = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            submit::record_rejection(&rt, &caller, e.slug()).await;
+            return Err(e);
+        }
+    };
     let submitted = submit::submit(&rt, &caller, &bytes).await?;
     let held = submitted
         .deliveries
