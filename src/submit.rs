@@ -2,6 +2,9 @@
 //! seal each recipient's copy (or encrypt the hold), and commit it all with its audit events
 //! in one store transaction. A refusal writes only a `rejected` audit event with its reason.
 
+use std::sync::Arc;
+
+use axum::body::Bytes;
 use serde_json::{Value, json};
 
 use crate::envelope::referral::{self, EnvelopeError, SealError};
@@ -55,12 +58,20 @@ pub struct Submitted {
 
 /// Accepts one referral body from `caller`.
 pub async fn submit(
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     caller: &Principal,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<Submitted, SubmitError> {
     let now = rt.clock.unix_seconds();
-    let outcome = match prepare(rt, rt.ids.as_ref(), caller, body, now) {
+    // JOSE (RSA above all), JSON parsing, validation and minimisation are CPU work: run them
+    // on the blocking pool so the reactor keeps serving other connections.
+    let prepared = {
+        let (rt, caller) = (rt.clone(), caller.clone());
+        tokio::task::spawn_blocking(move || prepare(&rt, rt.ids.as_ref(), &caller, &body, now))
+            .await
+            .unwrap_or_else(|_| Err(SubmitError::Seal(SealError("intake task failed".into()))))
+    };
+    let outcome = match prepared {
         Ok((claims, acceptance)) => match check_supersedes(rt, caller, &claims).await {
             Err(e) => Err(e),
             Ok(()) => match rt.store.accept(&acceptance.acceptance).await {

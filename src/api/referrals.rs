@@ -51,7 +51,7 @@ pub async fn create(
             return Err(e);
         }
     };
-    let submitted = submit::submit(&rt, &caller, &bytes).await?;
+    let submitted = submit::submit(&rt, &caller, bytes).await?;
     let held = submitted
         .deliveries
         .iter()
