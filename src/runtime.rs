@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::api::limits::RateLimits;
 use crate::clock::Clock;
@@ -46,6 +47,8 @@ pub struct Runtime {
     pub clock: Arc<dyn Clock>,
     /// Where referral and delivery ids come from.
     pub ids: Arc<dyn IdSource>,
+    /// Bumped after every commit that puts a delivery in an inbox; long-polls wait on it.
+    inbox_signal: watch::Sender<u64>,
 }
 
 impl Runtime {
@@ -61,7 +64,18 @@ impl Runtime {
             store,
             clock,
             ids,
+            inbox_signal: watch::channel(0).0,
         }
+    }
+
+    /// Wakes long-polling inbox readers after deliveries were committed to inboxes.
+    pub fn inbox_changed(&self) {
+        self.inbox_signal.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later [`Runtime::inbox_changed`].
+    pub fn watch_inboxes(&self) -> watch::Receiver<u64> {
+        self.inbox_signal.subscribe()
     }
 
     /// The configuration in force now.

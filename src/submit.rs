@@ -75,14 +75,24 @@ pub async fn submit(
         Ok((claims, acceptance)) => match check_supersedes(rt, caller, &claims).await {
             Err(e) => Err(e),
             Ok(()) => match rt.store.accept(&acceptance.acceptance).await {
-                Ok(()) => Ok(Submitted {
-                    id: acceptance.id.clone(),
-                    deliveries: acceptance
+                Ok(()) => Ok({
+                    if acceptance
                         .acceptance
                         .deliveries
                         .iter()
-                        .map(|d| (d.recipient.clone(), d.status))
-                        .collect(),
+                        .any(|d| d.status == DeliveryStatus::Queued)
+                    {
+                        rt.inbox_changed();
+                    }
+                    Submitted {
+                        id: acceptance.id.clone(),
+                        deliveries: acceptance
+                            .acceptance
+                            .deliveries
+                            .iter()
+                            .map(|d| (d.recipient.clone(), d.status))
+                            .collect(),
+                    }
                 }),
                 Err(StoreError::Replay) => Err(SubmitError::Intake(IntakeError::Replay)),
                 Err(e) => Err(SubmitError::Store(e)),

@@ -5,6 +5,7 @@
 //! limit → principal resolution (`403` for unmapped certificates) → per-partner rate limit.
 
 pub mod admin;
+pub mod inbox;
 pub mod limits;
 pub mod observe;
 pub mod principal;
@@ -29,6 +30,13 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1/whoami", get(whoami::whoami))
         .route("/v1/referrals", axum::routing::post(referrals::create))
         .route("/v1/referrals/{id}", get(referrals::status))
+        .route(
+            "/v1/referrals/{id}/withdraw",
+            axum::routing::post(inbox::withdraw),
+        )
+        .route("/v1/inbox", get(inbox::list))
+        .route("/v1/inbox/{id}", get(inbox::fetch))
+        .route("/v1/inbox/{id}/ack", axum::routing::post(inbox::ack))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(rt.clone(), limits::rate_limit))

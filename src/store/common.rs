@@ -59,9 +59,26 @@ macro_rules! store_impl {
             .await
             .map_err(query_err("insert referral"))?;
             for d in &a.deliveries {
+                // Queued deliveries take the recipient's next inbox position; the counter row
+                // stays locked until commit, so positions become visible in order.
+                let position: Option<i64> = if d.status == crate::store::records::DeliveryStatus::Queued {
+                    Some(
+                        sqlx::query_scalar(
+                            "INSERT INTO inbox_counters (recipient, next) VALUES ($1, 1) \
+                             ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + 1 \
+                             RETURNING next",
+                        )
+                        .bind(&d.recipient)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(query_err("inbox position"))?,
+                    )
+                } else {
+                    None
+                };
                 sqlx::query(
                     "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                     created_at, updated_at, inbox_pos) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
                 )
                 .bind(&d.id)
                 .bind(&r.id)
@@ -71,6 +88,7 @@ macro_rules! store_impl {
                 .bind(&d.sealed)
                 .bind(d.sealed.as_ref().map(|s| s.len() as i64))
                 .bind(r.received_at)
+                .bind(position)
                 .execute(&mut *tx)
                 .await
                 .map_err(query_err("insert delivery"))?;
@@ -131,6 +149,186 @@ macro_rules! store_impl {
                 });
             }
             Ok(Some(out))
+        }
+
+        async fn inbox_page(
+            &self,
+            recipient: &str,
+            after: i64,
+            limit: i64,
+        ) -> Result<Vec<crate::store::records::InboxItem>, crate::store::StoreError> {
+            use crate::store::query_err;
+            use sqlx::Row as _;
+            let rows = sqlx::query(
+                "SELECT d.id, r.sender, r.referral_type, r.received_at, d.bytes, d.inbox_pos \
+                 FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
+                 WHERE d.recipient = $1 AND d.status IN ('queued', 'delivered') AND d.inbox_pos > $2 \
+                 ORDER BY d.inbox_pos LIMIT $3",
+            )
+            .bind(recipient)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("inbox page"))?;
+            rows.into_iter()
+                .map(|row| {
+                    Ok(crate::store::records::InboxItem {
+                        id: row.try_get(0)?,
+                        from: row.try_get(1)?,
+                        referral_type: row.try_get(2)?,
+                        received_at: row.try_get(3)?,
+                        bytes: row.try_get::<Option<i64>, _>(4)?.unwrap_or_default(),
+                        position: row.try_get::<Option<i64>, _>(5)?.unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(query_err("inbox page"))
+        }
+
+        async fn fetch_delivery(
+            &self,
+            recipient: &str,
+            id: &str,
+            at: i64,
+            actor: &str,
+        ) -> Result<Option<String>, crate::store::StoreError> {
+            use crate::store::query_err;
+            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+                "SELECT status, sealed, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
+            )
+            .bind(id)
+            .bind(recipient)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_err("fetch delivery"))?;
+            let Some((status, Some(sealed), referral_id)) = row else { return Ok(None) };
+            match status.as_str() {
+                "queued" => {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'delivered', fetched_at = $1, updated_at = $1 \
+                         WHERE id = $2 AND status = 'queued'",
+                    )
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("mark delivered"))?;
+                    insert_event(&mut *tx, &crate::store::records::AuditRecord {
+                        at,
+                        kind: "fetched",
+                        referral_id: Some(referral_id),
+                        delivery_id: Some(id.to_owned()),
+                        actor: Some(actor.to_owned()),
+                        detail: serde_json::json!({ "first": true }),
+                    })
+                    .await?;
+                }
+                "delivered" => {}
+                _ => return Ok(None),
+            }
+            tx.commit().await.map_err(query_err("commit"))?;
+            Ok(Some(sealed))
+        }
+
+        async fn ack_delivery(
+            &self,
+            recipient: &str,
+            id: &str,
+            at: i64,
+            actor: &str,
+        ) -> Result<crate::store::records::AckOutcome, crate::store::StoreError> {
+            use crate::store::query_err;
+            use crate::store::records::AckOutcome;
+            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let row: Option<(String, String)> = sqlx::query_as(
+                "SELECT status, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
+            )
+            .bind(id)
+            .bind(recipient)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_err("ack delivery"))?;
+            let Some((status, referral_id)) = row else { return Ok(AckOutcome::NotFound) };
+            match status.as_str() {
+                "acknowledged" => return Ok(AckOutcome::AlreadyAcknowledged),
+                "queued" | "delivered" => {}
+                _ => return Ok(AckOutcome::NotFound),
+            }
+            sqlx::query(
+                "UPDATE deliveries SET status = 'acknowledged', sealed = NULL, acked_at = $1, updated_at = $1 \
+                 WHERE id = $2",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("ack delivery"))?;
+            insert_event(&mut *tx, &crate::store::records::AuditRecord {
+                at,
+                kind: "acknowledged",
+                referral_id: Some(referral_id),
+                delivery_id: Some(id.to_owned()),
+                actor: Some(actor.to_owned()),
+                detail: serde_json::json!({}),
+            })
+            .await?;
+            tx.commit().await.map_err(query_err("commit"))?;
+            Ok(AckOutcome::Acknowledged)
+        }
+
+        async fn withdraw(
+            &self,
+            referral_id: &str,
+            sender: &str,
+            at: i64,
+            actor: &str,
+        ) -> Result<Option<Vec<crate::store::records::DeliveryState>>, crate::store::StoreError> {
+            use crate::store::query_err;
+            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let owner: Option<String> = sqlx::query_scalar("SELECT sender FROM referrals WHERE id = $1")
+                .bind(referral_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_err("referral owner"))?;
+            if owner.as_deref() != Some(sender) {
+                return Ok(None);
+            }
+            let open: Vec<(String, String)> = sqlx::query_as(
+                "SELECT id, recipient FROM deliveries WHERE referral_id = $1 \
+                 AND status IN ('queued', 'delivered', 'held-for-review') ORDER BY seq",
+            )
+            .bind(referral_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_err("withdraw"))?;
+            for (id, recipient) in &open {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'withdrawn', sealed = NULL, updated_at = $1 WHERE id = $2",
+                )
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("withdraw"))?;
+                insert_event(&mut *tx, &crate::store::records::AuditRecord {
+                    at,
+                    kind: "withdrawn",
+                    referral_id: Some(referral_id.to_owned()),
+                    delivery_id: Some(id.clone()),
+                    actor: Some(actor.to_owned()),
+                    detail: serde_json::json!({ "to": recipient }),
+                })
+                .await?;
+            }
+            sqlx::query("DELETE FROM holds WHERE referral_id = $1")
+                .bind(referral_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("withdraw hold"))?;
+            tx.commit().await.map_err(query_err("commit"))?;
+            self.delivery_states(referral_id, sender).await
         }
 
         async fn count_rows(&self, table: crate::store::Table) -> Result<i64, crate::store::StoreError> {

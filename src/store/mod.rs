@@ -85,6 +85,46 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         sender: &str,
     ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
 
+    /// A page of `recipient`'s inbox (queued or fetched, not acknowledged): deliveries with
+    /// position after `after`, in position order, at most `limit`.
+    async fn inbox_page(
+        &self,
+        recipient: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<records::InboxItem>, StoreError>;
+
+    /// The sealed delivery `id` if it is in `recipient`'s inbox; the first fetch marks it
+    /// `delivered` with a `fetched` audit event, in one transaction.
+    async fn fetch_delivery(
+        &self,
+        recipient: &str,
+        id: &str,
+        at: i64,
+        actor: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Acknowledges a delivery: its ciphertext is deleted and it leaves the inbox, with an
+    /// `acknowledged` audit event. Idempotent.
+    async fn ack_delivery(
+        &self,
+        recipient: &str,
+        id: &str,
+        at: i64,
+        actor: &str,
+    ) -> Result<records::AckOutcome, StoreError>;
+
+    /// Withdraws every delivery of `sender`'s referral that is not yet acknowledged (held ones
+    /// included): ciphertext and hold deleted, a `withdrawn` event each. `None` if the
+    /// referral is not `sender`'s.
+    async fn withdraw(
+        &self,
+        referral_id: &str,
+        sender: &str,
+        at: i64,
+        actor: &str,
+    ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
+
     /// How many rows a table holds (operations and tests: proving nothing half-written).
     async fn count_rows(&self, table: Table) -> Result<i64, StoreError>;
 }

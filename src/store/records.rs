@@ -142,3 +142,31 @@ pub struct DeliveryState {
     /// Its status.
     pub status: DeliveryStatus,
 }
+
+/// One line of an inbox listing: metadata only, no personal data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboxItem {
+    /// `dlv_…`.
+    pub id: String,
+    /// The sending partner.
+    pub from: String,
+    /// The referral type.
+    pub referral_type: String,
+    /// When the gateway accepted it (Unix seconds).
+    pub received_at: i64,
+    /// Size of the sealed delivery.
+    pub bytes: i64,
+    /// Position in the recipient's inbox (the cursor).
+    pub position: i64,
+}
+
+/// The outcome of an acknowledgement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Acknowledged now.
+    Acknowledged,
+    /// Already acknowledged earlier (idempotent).
+    AlreadyAcknowledged,
+    /// Not one of the recipient's deliveries in its inbox.
+    NotFound,
+}

@@ -2,6 +2,7 @@
 //! present a given principal's certificate, as a partner system would.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod partner;
 pub mod pg;
 
 use std::path::{Path, PathBuf};

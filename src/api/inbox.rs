@@ -1,0 +1,201 @@
+//! The receiving side over HTTP: `GET /v1/inbox` (cursor pages, long-poll), `GET
+//! /v1/inbox/{id}` (the sealed delivery), `POST /v1/inbox/{id}/ack`, and the sender's `POST
+//! /v1/referrals/{id}/withdraw`. Another partner's id is always `404`, never `403`.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::principal::Caller;
+use super::problem::ApiError;
+use super::referrals::APPLICATION_JOSE;
+use crate::ids::{DeliveryId, ReferralId};
+use crate::runtime::Runtime;
+use crate::store::StoreError;
+use crate::store::records::{AckOutcome, InboxItem};
+
+/// Page size when the client names none (the contract's default).
+const DEFAULT_LIMIT: i64 = 50;
+/// Largest page: big enough to drain a busy inbox quickly, small enough to bound one
+/// response's size and the query behind it.
+const MAX_LIMIT: i64 = 500;
+/// Longest long-poll (contract: `wait` 0–60 s).
+const MAX_WAIT_SECS: u64 = 60;
+
+/// `GET /v1/inbox` query parameters.
+#[derive(Debug, Deserialize)]
+pub struct InboxQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+    wait: Option<u64>,
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failed on the receiving side");
+    match e {
+        StoreError::Unavailable(_) => ApiError::Unavailable { retry_after: 5 },
+        _ => ApiError::Internal,
+    }
+}
+
+fn bad_request(slug: &'static str, detail: &str) -> ApiError {
+    ApiError::Refused {
+        status: StatusCode::BAD_REQUEST,
+        slug,
+        detail: detail.to_owned(),
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// `GET /v1/inbox?limit&cursor&wait`.
+pub async fn list(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    query: Result<Query<InboxQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) =
+        query.map_err(|_| bad_request("bad-query", "limit, cursor and wait must be numbers"))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(bad_request("bad-limit", "limit must be between 1 and 500"));
+    }
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(bad_request(
+            "bad-wait",
+            "wait must be between 0 and 60 seconds",
+        ));
+    }
+    let after: i64 =
+        match q.cursor.as_deref() {
+            None | Some("") => 0,
+            Some(c) => c.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
+                bad_request("bad-cursor", "cursor is not one this gateway issued")
+            })?,
+        };
+    let recipient = caller.partner.as_str();
+    // Subscribe before the first read, so a commit between the read and the wait still wakes us.
+    let mut changes = rt.watch_inboxes();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut page = rt
+        .store
+        .inbox_page(recipient, after, limit)
+        .await
+        .map_err(store_error)?;
+    while page.is_empty() && wait > 0 {
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {
+                page = rt
+                    .store
+                    .inbox_page(recipient, after, limit)
+                    .await
+                    .map_err(store_error)?;
+            }
+            _ => break,
+        }
+    }
+    let next = page.last().map(|m| m.position).unwrap_or(after);
+    let messages: Vec<_> = page
+        .iter()
+        .map(|m: &InboxItem| {
+            json!({ "id": m.id, "from": m.from, "type": m.referral_type,
+                    "received_at": rfc3339(m.received_at), "bytes": m.bytes })
+        })
+        .collect();
+    Ok(Json(json!({ "messages": messages, "next_cursor": next.to_string() })).into_response())
+}
+
+/// `GET /v1/inbox/{id}`: the sealed delivery; the first fetch marks it `delivered`.
+pub async fn fetch(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = DeliveryId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    let at = rt.clock.unix_seconds() as i64;
+    let sealed = rt
+        .store
+        .fetch_delivery(
+            caller.partner.as_str(),
+            id.as_str(),
+            at,
+            &caller.to_string(),
+        )
+        .await
+        .map_err(store_error)?
+        .ok_or(ApiError::NotFound)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, APPLICATION_JOSE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        sealed,
+    )
+        .into_response())
+}
+
+/// `POST /v1/inbox/{id}/ack`: `204`, idempotent.
+pub async fn ack(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = DeliveryId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    let at = rt.clock.unix_seconds() as i64;
+    match rt
+        .store
+        .ack_delivery(
+            caller.partner.as_str(),
+            id.as_str(),
+            at,
+            &caller.to_string(),
+        )
+        .await
+        .map_err(store_error)?
+    {
+        AckOutcome::Acknowledged | AckOutcome::AlreadyAcknowledged => {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        AckOutcome::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+/// `POST /v1/referrals/{id}/withdraw` (sender only): every delivery not yet acknowledged is
+/// withdrawn and leaves the inbox; the answer lists every recipient's status.
+pub async fn withdraw(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    let at = rt.clock.unix_seconds() as i64;
+    let states = rt
+        .store
+        .withdraw(
+            id.as_str(),
+            caller.partner.as_str(),
+            at,
+            &caller.to_string(),
+        )
+        .await
+        .map_err(store_error)?
+        .ok_or(ApiError::NotFound)?;
+    let body = json!({
+        "id": id.to_string(),
+        "deliveries": states.iter()
+            .map(|s| json!({ "to": s.recipient, "status": s.status.as_str() }))
+            .collect::<Vec<_>>(),
+    });
+    Ok(Json(body).into_response())
+}

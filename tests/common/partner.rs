@@ -1,0 +1,170 @@
+//! A partner's side of the wire for tests: claims built from the shipped examples, signed and
+//! encrypted with a partner's dev keys, posted over mutual TLS; and direct reads of the store
+//! (tests may speak SQL; the gateway's code outside `store` may not).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use refex::envelope::keys::KeySet;
+use refex::envelope::referral::partner;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+
+use super::{Gateway, Project};
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn example(ty: &str, name: &str) -> Value {
+    let path = super::repo().join(format!("schemas/examples/{ty}/{name}.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+pub fn claims(iss: &str, to: &str, jti: &str) -> Value {
+    json!({
+        "iss": iss, "aud": "refex", "jti": jti, "iat": now(),
+        "referral": {
+            "type": "child-sexual-abuse-support",
+            "to": [to],
+            "sender_ref": "NP/2026/118822",
+            "lawful_basis": { "article6": "public-task", "article9": "substantial-public-interest",
+                              "dpa2018_schedule1": "para-18-safeguarding-children" },
+            "consent": { "status": "given" },
+            "subject_informed": { "status": "yes" },
+            "court_order_ref": null,
+            "payload": example("child-sexual-abuse-support", "police-referral")
+        }
+    })
+}
+
+pub struct Harness {
+    pub project: Project,
+    pub gw: Gateway,
+    pub store_url: String,
+}
+
+impl Harness {
+    pub async fn start(store_url: Option<String>) -> Self {
+        let project = Project::new();
+        let url = store_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                project.path().join("data/refex.db").display()
+            )
+        });
+        let gw = project.start_with(Some(url.clone())).await;
+        Self {
+            project,
+            gw,
+            store_url: url,
+        }
+    }
+
+    pub fn keys(&self, partner: &str) -> KeySet {
+        KeySet::load_private(
+            &self
+                .project
+                .pki()
+                .join(format!("partners/{partner}/jwks.private.json")),
+        )
+        .unwrap()
+    }
+
+    pub fn gateway_public(&self) -> KeySet {
+        let private = self.project.pki().join("gateway/jwks.private.json");
+        let doc: Value = serde_json::from_slice(&std::fs::read(private).unwrap()).unwrap();
+        let public = refex::envelope::keys::public_document(&doc).unwrap();
+        KeySet::parse_public(public.to_string().as_bytes(), "gateway").unwrap()
+    }
+
+    /// A key set that claims the gateway's `enc` kid but is someone else's key.
+    pub fn impostor_gateway(&self) -> KeySet {
+        use refex::envelope::keys::{KeyUse, generate_p256, public_document};
+        let public = self.gateway_public();
+        let kid = public
+            .kids()
+            .find(|(u, _)| *u == KeyUse::Enc)
+            .unwrap()
+            .1
+            .to_owned();
+        let doc = json!({ "keys": [generate_p256(&kid, KeyUse::Enc).unwrap(),
+                                   generate_p256("impostor-sig", KeyUse::Sig).unwrap()] });
+        KeySet::parse_public(
+            public_document(&doc).unwrap().to_string().as_bytes(),
+            "impostor",
+        )
+        .unwrap()
+    }
+
+    /// Signs with `signer`'s key, encrypts to the gateway, posts with `sender`'s certificate.
+    pub async fn post_as(&self, sender: &str, signer: &str, doc: &Value) -> reqwest::Response {
+        let body = partner::wrap(
+            doc.to_string().as_bytes(),
+            &self.keys(signer),
+            &self.gateway_public(),
+        )
+        .unwrap();
+        self.post_raw(sender, body.into_bytes(), "application/jose")
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        sender: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> reqwest::Response {
+        self.gw
+            .system(sender)
+            .post(self.gw.url("/v1/referrals"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn sql<T>(&self, f: impl AsyncFnOnce(&mut sqlx::AnyConnection) -> T) -> T {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.store_url).await.unwrap();
+        f(&mut conn).await
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let q = format!("SELECT COUNT(*) FROM {table}");
+        self.sql(async |c| {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(q))
+                .fetch_one(c)
+                .await
+                .unwrap()
+        })
+        .await
+    }
+
+    pub async fn audit(&self) -> Vec<(String, String)> {
+        self.sql(async |c| {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT kind, detail FROM audit_events ORDER BY seq",
+            )
+            .fetch_all(c)
+            .await
+            .unwrap()
+        })
+        .await
+    }
+
+    pub async fn sealed_deliveries(&self) -> Vec<(String, String)> {
+        self.sql(async |c| {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT recipient, sealed FROM deliveries WHERE sealed IS NOT NULL ORDER BY seq",
+            )
+            .fetch_all(c)
+            .await
+            .unwrap()
+        })
+        .await
+    }
+}
