@@ -136,7 +136,7 @@ async fn bodies_over_the_limit_get_413() {
 
 #[tokio::test]
 async fn a_partner_over_its_quota_gets_429_with_retry_after() {
-    // 600 replicas share the default 600/min quota: one request a minute, burst of one.
+    // 600 replicas share the 3000/min, burst 200 quota: five a minute, burst of one.
     let project = Project::with_extra_toml("replicas = 600");
     let gw = project.start().await;
     let client = gw.system("imara");

@@ -59,12 +59,13 @@ pub struct RateQuota {
 }
 
 impl Default for RateQuota {
-    /// 600/min with a burst of 60: ten a second sustained is far above any partner's
-    /// referral volume yet bounds what a runaway client can do.
+    /// 3000/min with a burst of 200: a receiving system draining a backlog makes about three
+    /// requests per delivery (list, fetch, ack), so fifty a second lets it clear thousands in
+    /// a minute or two, while still bounding what a runaway client can do.
     fn default() -> Self {
         Self {
-            per_minute: 600,
-            burst: 60,
+            per_minute: 3000,
+            burst: 200,
         }
     }
 }

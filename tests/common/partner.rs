@@ -48,7 +48,11 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(store_url: Option<String>) -> Self {
-        let project = Project::new();
+        Self::start_in(Project::new(), store_url).await
+    }
+
+    /// Starts on a prepared project (e.g. one with edited partner files).
+    pub async fn start_in(project: Project, store_url: Option<String>) -> Self {
         let url = store_url.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}",

@@ -1,0 +1,429 @@
+//! The receiving side through the real server on SQLite and PostgreSQL: a recipient's whole
+//! day, isolation between partners by every route, withdraw, long-poll wake-up, and cursor
+//! pagination under concurrent arrivals.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use common::partner::{Harness, claims};
+use refex::envelope::keys::KeySet;
+use refex::envelope::referral::partner;
+use refex::identity::{PartnerKind, ReferralType};
+use refex::schema::validate;
+use refex::store::records::{Acceptance, DeliveryRecord, DeliveryStatus, ReferralRecord};
+use serde_json::{Value, json};
+
+async fn send(h: &Harness, to: &str, jti: &str) -> String {
+    let res = h
+        .post_as(
+            "notts-police",
+            "notts-police",
+            &claims("notts-police", to, jti),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let v: Value = res.json().await.unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn list(h: &Harness, who: &str, query: &str) -> Value {
+    let res =
+        h.gw.system(who)
+            .get(h.gw.url(&format!("/v1/inbox{query}")))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn status(h: &Harness, id: &str) -> Vec<(String, String)> {
+    let v: Value =
+        h.gw.system("notts-police")
+            .get(h.gw.url(&format!("/v1/referrals/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["to"].as_str().unwrap().to_owned(),
+                d["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn day(store_url: Option<String>) {
+    let h = Harness::start(store_url).await;
+    let first = send(&h, "imara", "day-jti-00001").await;
+    let second = send(&h, "imara", "day-jti-00002").await;
+    let for_csc = send(&h, "childrens-social-care", "day-jti-00003").await;
+
+    // The gateway's public keys, as a partner fetches them.
+    let jwks: Value =
+        h.gw.system("imara")
+            .get(h.gw.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let gateway = KeySet::parse_public(jwks.to_string().as_bytes(), "jwks").unwrap();
+    let own = h.keys("imara");
+    let view = refex::schema::SchemaSet::load(&common::repo().join("schemas")).unwrap();
+    let view = view
+        .view(
+            &"chisva".parse::<PartnerKind>().unwrap(),
+            &"child-sexual-abuse-support"
+                .parse::<ReferralType>()
+                .unwrap(),
+        )
+        .unwrap()
+        .clone();
+
+    // List: two messages, metadata only, in arrival order.
+    let page = list(&h, "imara", "").await;
+    let messages = page["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    let text = page.to_string();
+    assert!(!text.contains("Amy") && !text.contains("NP/2026"), "{text}");
+    for m in messages {
+        assert_eq!(m["from"], "notts-police");
+        assert_eq!(m["type"], "child-sexual-abuse-support");
+        assert!(m["bytes"].as_i64().unwrap() > 0 && m["received_at"].is_string());
+    }
+
+    // Fetch, decrypt with imara's key, verify the gateway's signature, check the view, ack.
+    for (m, referral) in messages.iter().zip([&first, &second]) {
+        let id = m["id"].as_str().unwrap();
+        let res =
+            h.gw.system("imara")
+                .get(h.gw.url(&format!("/v1/inbox/{id}")))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "application/jose");
+        let sealed = res.text().await.unwrap();
+        let plain = partner::unwrap(&sealed, &own, &gateway).unwrap();
+        let d: Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(d["aud"], "imara");
+        assert_eq!(d["jti"], id);
+        assert_eq!(d["delivery"]["referral_id"], referral.as_str());
+        assert!(validate(&view, &d["delivery"]["payload"], "").is_empty());
+        assert!(
+            d["delivery"]["payload"]["offence"]
+                .get("narrative")
+                .is_none()
+        );
+        assert_eq!(
+            status(&h, referral).await,
+            vec![("imara".into(), "delivered".into())]
+        );
+        for _ in 0..2 {
+            let res =
+                h.gw.system("imara")
+                    .post(h.gw.url(&format!("/v1/inbox/{id}/ack")))
+                    .send()
+                    .await
+                    .unwrap();
+            assert_eq!(res.status(), 204);
+        }
+        assert_eq!(
+            status(&h, referral).await,
+            vec![("imara".into(), "acknowledged".into())]
+        );
+        // Acknowledged deliveries leave the inbox and their ciphertext is gone.
+        let res =
+            h.gw.system("imara")
+                .get(h.gw.url(&format!("/v1/inbox/{id}")))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(res.status(), 404);
+    }
+    assert_eq!(list(&h, "imara", "").await["messages"], json!([]));
+
+    // Isolation: a third partner sees nothing of the others by any route.
+    let csc_page = list(&h, "childrens-social-care", "").await;
+    let csc_id = csc_page["messages"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(csc_page["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(list(&h, "cambs-idva", "").await["messages"], json!([]));
+    for who in ["imara", "cambs-idva"] {
+        let c = h.gw.system(who);
+        assert_eq!(
+            c.get(h.gw.url(&format!("/v1/inbox/{csc_id}")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        assert_eq!(
+            c.post(h.gw.url(&format!("/v1/inbox/{csc_id}/ack")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        assert_eq!(
+            c.get(h.gw.url(&format!("/v1/referrals/{for_csc}")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        assert_eq!(
+            c.post(h.gw.url(&format!("/v1/referrals/{for_csc}/withdraw")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+    }
+    assert_eq!(
+        status(&h, &for_csc).await,
+        vec![("childrens-social-care".into(), "queued".into())]
+    );
+
+    // Withdraw: unacknowledged deliveries disappear; acknowledged ones are reported as such.
+    let res =
+        h.gw.system("notts-police")
+            .post(h.gw.url(&format!("/v1/referrals/{for_csc}/withdraw")))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(
+        v["deliveries"],
+        json!([{ "to": "childrens-social-care", "status": "withdrawn" }])
+    );
+    assert_eq!(
+        list(&h, "childrens-social-care", "").await["messages"],
+        json!([])
+    );
+    let c = h.gw.system("childrens-social-care");
+    assert_eq!(
+        c.get(h.gw.url(&format!("/v1/inbox/{csc_id}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let res =
+        h.gw.system("notts-police")
+            .post(h.gw.url(&format!("/v1/referrals/{first}/withdraw")))
+            .send()
+            .await
+            .unwrap();
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(
+        v["deliveries"],
+        json!([{ "to": "imara", "status": "acknowledged" }])
+    );
+
+    // Bad parameters are problems.
+    for q in [
+        "?limit=0",
+        "?limit=501",
+        "?wait=61",
+        "?cursor=abc",
+        "?limit=x",
+    ] {
+        let res =
+            h.gw.system("imara")
+                .get(h.gw.url(&format!("/v1/inbox{q}")))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(res.status(), 400, "{q}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+
+    let kinds: Vec<String> = h.audit().await.into_iter().map(|(k, _)| k).collect();
+    for k in ["fetched", "acknowledged", "withdrawn"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+    h.gw.stop().await;
+}
+
+async fn long_poll(store_url: Option<String>) {
+    let h = Arc::new(Harness::start(store_url).await);
+    let cursor = list(&h, "imara", "").await["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move { list(&h, "imara", &format!("?cursor={cursor}&wait=30")).await })
+    };
+    // Let the waiter reach its wait; if it has not, it still finds the delivery on its read.
+    tokio::task::yield_now().await;
+    send(&h, "imara", "poll-jti-00001").await;
+    let page = waiter.await.unwrap();
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1, "{page}");
+    // An empty wait=0 answers at once with the same cursor.
+    let next = page["next_cursor"].as_str().unwrap();
+    let empty = list(&h, "imara", &format!("?cursor={next}")).await;
+    assert_eq!(empty["messages"], json!([]));
+    assert_eq!(empty["next_cursor"], next);
+}
+
+/// Thousands of deliveries arriving from several writers while a reader pages with a small
+/// limit: every delivery is seen exactly once, in position order.
+async fn pagination(store_url: Option<String>) {
+    const WRITERS: usize = 6;
+    const PER_WRITER: usize = 500;
+    // The reader long-polls and answers as soon as one delivery lands, so it makes far more
+    // requests than pages: give this recipient a quota that never throttles the test.
+    let project = common::Project::with_copied_partners();
+    let imara = project.path().join("partners/imara.toml");
+    let text = std::fs::read_to_string(&imara).unwrap();
+    std::fs::write(
+        &imara,
+        text.replace("per_minute = 3000", "per_minute = 1000000")
+            .replace("burst = 200", "burst = 100000"),
+    )
+    .unwrap();
+    let h = Arc::new(Harness::start_in(project, store_url).await);
+    let store = h.gw.running().runtime.store.clone();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let rt = h.gw.running().runtime.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                let id = format!("ref_w{w}_{i}");
+                store
+                    .accept(&Acceptance {
+                        referral: ReferralRecord {
+                            id: id.clone(),
+                            sender: "notts-police".into(),
+                            sender_ref: "x".into(),
+                            referral_type: "child-sexual-abuse-support".into(),
+                            received_at: 1,
+                            lawful_basis: "{}".into(),
+                            consent_status: "given".into(),
+                            consent_override: None,
+                            subject_informed: "{}".into(),
+                            supersedes: None,
+                        },
+                        jti: format!("page-{w}-{i}"),
+                        deliveries: vec![DeliveryRecord {
+                            id: format!("dlv_w{w}_{i}"),
+                            recipient: "imara".into(),
+                            agreement: "isa".into(),
+                            status: DeliveryStatus::Queued,
+                            sealed: Some("eyJ.x".into()),
+                        }],
+                        hold: None,
+                        events: vec![],
+                    })
+                    .await
+                    .unwrap();
+                rt.inbox_changed();
+            }
+        }));
+    }
+    let total = WRITERS * PER_WRITER;
+    let mut seen = HashSet::new();
+    let mut cursor = "0".to_owned();
+    let mut last_position_order = Vec::new();
+    while seen.len() < total {
+        let page = list(&h, "imara", &format!("?cursor={cursor}&limit=50&wait=10")).await;
+        let messages = page["messages"].as_array().unwrap();
+        assert!(
+            !messages.is_empty() || seen.len() == total,
+            "stalled at {}",
+            seen.len()
+        );
+        for m in messages {
+            let id = m["id"].as_str().unwrap().to_owned();
+            assert!(seen.insert(id.clone()), "{id} repeated");
+            last_position_order.push(id);
+        }
+        cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(seen.len(), total);
+    // Nothing left after the end.
+    assert_eq!(
+        list(&h, "imara", &format!("?cursor={cursor}")).await["messages"],
+        json!([])
+    );
+    // Each writer's deliveries appear in the order that writer committed them.
+    for w in 0..WRITERS {
+        let mine: Vec<usize> = last_position_order
+            .iter()
+            .filter_map(|id| {
+                id.strip_prefix(&format!("dlv_w{w}_"))
+                    .map(|n| n.parse().unwrap())
+            })
+            .collect();
+        assert!(
+            mine.windows(2).all(|p| p[0] < p[1]),
+            "writer {w} out of order"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_recipients_day_on_sqlite() {
+    day(None).await;
+}
+
+#[tokio::test]
+async fn a_recipients_day_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    day(Some(url.clone())).await;
+    common::pg::drop_schema(&url).await;
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_commit_on_sqlite() {
+    long_poll(None).await;
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_commit_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    long_poll(Some(url.clone())).await;
+    common::pg::drop_schema(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_never_skips_or_repeats_under_concurrent_arrivals_on_sqlite() {
+    pagination(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_never_skips_or_repeats_under_concurrent_arrivals_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    pagination(Some(url.clone())).await;
+    common::pg::drop_schema(&url).await;
+}
