@@ -62,48 +62,64 @@ pub async fn submit(
     caller: &Principal,
     body: Bytes,
 ) -> Result<Submitted, SubmitError> {
-    let now = rt.clock.unix_seconds();
-    // JOSE (RSA above all), JSON parsing, validation and minimisation are CPU work: run them
-    // on the blocking pool so the reactor keeps serving other connections.
-    let prepared = {
-        let (rt, caller) = (rt.clone(), caller.clone());
-        tokio::task::spawn_blocking(move || prepare(&rt, rt.ids.as_ref(), &caller, &body, now))
-            .await
-            .unwrap_or_else(|_| Err(SubmitError::Seal(SealError("intake task failed".into()))))
-    };
-    let outcome = match prepared {
-        Ok((claims, acceptance)) => match check_supersedes(rt, caller, &claims).await {
-            Err(e) => Err(e),
-            Ok(()) => match rt.store.accept(&acceptance.acceptance).await {
-                Ok(()) => Ok({
-                    if acceptance
-                        .acceptance
-                        .deliveries
-                        .iter()
-                        .any(|d| d.status == DeliveryStatus::Queued)
-                    {
-                        rt.inbox_changed();
-                    }
-                    Submitted {
-                        id: acceptance.id.clone(),
-                        deliveries: acceptance
-                            .acceptance
-                            .deliveries
-                            .iter()
-                            .map(|d| (d.recipient.clone(), d.status))
-                            .collect(),
-                    }
-                }),
-                Err(StoreError::Replay) => Err(SubmitError::Intake(IntakeError::Replay)),
-                Err(e) => Err(SubmitError::Store(e)),
-            },
-        },
-        Err(e) => Err(e),
-    };
+    let outcome = run(rt, caller, body).await;
     if let Err(e) = &outcome {
         record_rejection(rt, caller, e.slug()).await;
     }
     outcome
+}
+
+/// Runs CPU work (JOSE, RSA above all; parsing; validation; minimisation) on the blocking
+/// pool so the reactor keeps serving other connections.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SubmitError> + Send + 'static,
+) -> Result<T, SubmitError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(SubmitError::Seal(SealError("intake task failed".into()))))
+}
+
+async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submitted, SubmitError> {
+    let now = rt.clock.unix_seconds();
+    let decided = {
+        let (rt, caller) = (rt.clone(), caller.clone());
+        blocking(move || decide(&rt, &caller, &body, now)).await?
+    };
+    let acked_old = superseded_recipients(rt, caller, &decided.claims).await?;
+    let prepared = {
+        let (rt, caller) = (rt.clone(), caller.clone());
+        blocking(move || {
+            let snapshot = rt.snapshot();
+            build(
+                &snapshot.config,
+                rt.ids.as_ref(),
+                &caller,
+                &decided,
+                &acked_old,
+                now,
+            )
+        })
+        .await?
+    };
+    match rt.store.accept(&prepared.acceptance).await {
+        Ok(()) => {}
+        Err(StoreError::Replay) => return Err(IntakeError::Replay.into()),
+        Err(e) => return Err(SubmitError::Store(e)),
+    }
+    let deliveries = &prepared.acceptance.deliveries;
+    if deliveries
+        .iter()
+        .any(|d| d.status == DeliveryStatus::Queued)
+    {
+        rt.inbox_changed();
+    }
+    Ok(Submitted {
+        id: prepared.id,
+        deliveries: deliveries
+            .iter()
+            .map(|d| (d.recipient.clone(), d.status))
+            .collect(),
+    })
 }
 
 /// Appends a `rejected` audit event naming only the reason; used for every refusal of a
@@ -128,29 +144,35 @@ struct Prepared {
     acceptance: Acceptance,
 }
 
-/// A correction may only supersede the sender's own earlier referral.
-async fn check_supersedes(
+/// A referral opened, parsed and decided.
+struct Decided {
+    claims: Claims,
+    decision: Decision,
+    signed_payload: Vec<u8>,
+}
+
+/// For a correction: the recipients that already acknowledged the superseded referral (they
+/// get the new one marked `supersedes`). It must be the sender's own referral, else `404`.
+async fn superseded_recipients(
     rt: &Runtime,
     caller: &Principal,
     claims: &Claims,
-) -> Result<(), SubmitError> {
+) -> Result<Vec<String>, SubmitError> {
     let Some(old) = &claims.referral.supersedes else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     match rt.store.delivery_states(old, caller.partner.as_str()).await {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(states)) => Ok(states
+            .into_iter()
+            .filter(|s| s.status == DeliveryStatus::Acknowledged)
+            .map(|s| s.recipient)
+            .collect()),
         Ok(None) => Err(SubmitError::Intake(IntakeError::UnknownSuperseded)),
         Err(e) => Err(SubmitError::Store(e)),
     }
 }
 
-fn prepare(
-    rt: &Runtime,
-    ids: &dyn IdSource,
-    caller: &Principal,
-    body: &[u8],
-    now: u64,
-) -> Result<(Claims, Prepared), SubmitError> {
+fn decide(rt: &Runtime, caller: &Principal, body: &[u8], now: u64) -> Result<Decided, SubmitError> {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;
     let sender_keys = config
@@ -158,22 +180,29 @@ fn prepare(
         .get(&caller.partner)
         .and_then(|p| p.keys.as_ref())
         .ok_or(EnvelopeError::SignerNotSender)?;
-    let payload = referral::open(body, &config.gateway_keys, sender_keys)?;
-    let claims = intake::parse(&payload, &config.schemas)?;
+    let signed_payload = referral::open(body, &config.gateway_keys, sender_keys)?;
+    let claims = intake::parse(&signed_payload, &config.schemas)?;
     let decision = intake::decide(&claims, caller, config, now)?;
-    let prepared = build(config, ids, caller, &claims, &payload, &decision, now)?;
-    Ok((claims, prepared))
+    Ok(Decided {
+        claims,
+        decision,
+        signed_payload,
+    })
 }
 
 fn build(
     config: &crate::config::Config,
     ids: &dyn IdSource,
     caller: &Principal,
-    claims: &Claims,
-    signed_payload: &[u8],
-    decision: &Decision,
+    decided: &Decided,
+    acked_old: &[String],
     now: u64,
 ) -> Result<Prepared, SubmitError> {
+    let Decided {
+        claims,
+        decision,
+        signed_payload,
+    } = decided;
     let r = &claims.referral;
     let referral_id = ReferralId::mint(ids);
     let at = now as i64;
@@ -236,7 +265,7 @@ fn build(
                     .keys
                     .as_ref()
                     .ok_or_else(|| SealError(format!("{} has no keys", route.recipient)))?;
-                let delivery = json!({
+                let mut delivery = json!({
                     "iss": config.settings.gateway_id,
                     "aud": route.recipient,
                     "jti": delivery_id.to_string(),
@@ -252,6 +281,13 @@ fn build(
                         "payload": minimised.value,
                     }
                 });
+                // Only a recipient that acknowledged the old referral is told of the link: to
+                // anyone else it would disclose that an earlier referral existed.
+                if let Some(old) = &r.supersedes {
+                    if acked_old.iter().any(|a| a == route.recipient.as_str()) {
+                        delivery["delivery"]["supersedes"] = json!(old);
+                    }
+                }
                 let bytes = serde_json::to_vec(&delivery).map_err(|e| SealError(e.to_string()))?;
                 let sealed = referral::seal(&bytes, &config.gateway_keys, keys)?;
                 events.push(event(
@@ -272,7 +308,7 @@ fn build(
     let hold = if decision.any_held() {
         let sealed = config
             .storage_key
-            .seal(signed_payload)
+            .seal(signed_payload.as_slice())
             .map_err(|e| SealError(e.to_string()))?;
         Some(HoldRecord {
             sealed,

@@ -386,6 +386,154 @@ async fn pagination(store_url: Option<String>) {
     }
 }
 
+async fn correct(h: &Harness, old: &str, to: &[&str], jti: &str) -> reqwest::Response {
+    let mut c = claims("notts-police", to[0], jti);
+    c["referral"]["to"] = json!(to);
+    c["referral"]["supersedes"] = json!(old);
+    h.post_as("notts-police", "notts-police", &c).await
+}
+
+async fn open_only(h: &Harness, who: &str) -> Vec<Value> {
+    let jwks: Value =
+        h.gw.system(who)
+            .get(h.gw.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let gateway = KeySet::parse_public(jwks.to_string().as_bytes(), "jwks").unwrap();
+    let page = list(h, who, "").await;
+    let mut out = Vec::new();
+    for m in page["messages"].as_array().unwrap() {
+        let id = m["id"].as_str().unwrap();
+        let sealed =
+            h.gw.system(who)
+                .get(h.gw.url(&format!("/v1/inbox/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+        out.push(
+            serde_json::from_slice(&partner::unwrap(&sealed, &h.keys(who), &gateway).unwrap())
+                .unwrap(),
+        );
+    }
+    out
+}
+
+async fn corrections(store_url: Option<String>) {
+    let h = Harness::start(store_url).await;
+    // A is fetched and acknowledged by imara; B corrects it, to imara and social care.
+    let a = send(&h, "imara", "fix-jti-00001").await;
+    for d in open_only(&h, "imara").await {
+        let id = d["jti"].as_str().unwrap();
+        h.gw.system("imara")
+            .post(h.gw.url(&format!("/v1/inbox/{id}/ack")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let res = correct(&h, &a, &["imara", "childrens-social-care"], "fix-jti-00002").await;
+    assert_eq!(res.status(), 202);
+    let b: Value = res.json().await.unwrap();
+    let b = b["id"].as_str().unwrap().to_owned();
+    let imara = open_only(&h, "imara").await;
+    assert_eq!(imara.len(), 1);
+    assert_eq!(
+        imara[0]["delivery"]["supersedes"],
+        a.as_str(),
+        "the recipient that acknowledged A is told"
+    );
+    let csc = open_only(&h, "childrens-social-care").await;
+    assert!(
+        csc[0]["delivery"].get("supersedes").is_none(),
+        "a recipient that never had A is not told of it"
+    );
+
+    // Statuses link both ways.
+    let get = |id: String| {
+        let h = &h;
+        async move {
+            h.gw.system("notts-police")
+                .get(h.gw.url(&format!("/v1/referrals/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get(a.clone()).await["superseded_by"], b.as_str());
+    assert_eq!(get(b.clone()).await["supersedes"], a.as_str());
+
+    // C is still unacknowledged when D corrects it: C leaves the inbox as withdrawn.
+    let before: Vec<String> = list(&h, "imara", "").await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let c = send(&h, "imara", "fix-jti-00004").await;
+    assert_eq!(
+        list(&h, "imara", "").await["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before.len() + 1
+    );
+    let res = correct(&h, &c, &["imara"], "fix-jti-00005").await;
+    assert_eq!(res.status(), 202);
+    assert_eq!(
+        get(c.clone()).await["deliveries"],
+        json!([{ "to": "imara", "status": "withdrawn" }])
+    );
+    let now_listed: Vec<String> = list(&h, "imara", "").await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(now_listed.len(), before.len() + 1, "C withdrawn, D queued");
+
+    // Another partner's referral cannot be superseded: 404, nothing written.
+    let theirs = {
+        let mut cl = claims("imara", "childrens-social-care", "fix-jti-imara1");
+        cl["referral"]["type"] = json!("safeguarding-concern");
+        cl["referral"]["payload"] =
+            common::partner::example("safeguarding-concern", "child-neglect");
+        let res = h.post_as("imara", "imara", &cl).await;
+        assert_eq!(res.status(), 202);
+        res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let res = correct(&h, &theirs, &["imara"], "fix-jti-00006").await;
+    assert_eq!(res.status(), 404);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:refex:problem:unknown-superseded");
+    h.gw.stop().await;
+}
+
+#[tokio::test]
+async fn corrections_on_sqlite() {
+    corrections(None).await;
+}
+
+#[tokio::test]
+async fn corrections_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    corrections(Some(url.clone())).await;
+    common::pg::drop_schema(&url).await;
+}
+
 #[tokio::test]
 async fn a_recipients_day_on_sqlite() {
     day(None).await;

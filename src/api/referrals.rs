@@ -82,11 +82,21 @@ pub async fn status(
             ApiError::Unavailable { retry_after: 5 }
         })?
         .ok_or(ApiError::NotFound)?;
-    let body = json!({
+    let (supersedes, superseded_by) = rt.store.referral_links(id.as_str()).await.map_err(|e| {
+        tracing::error!(error = %e, "referral links lookup failed");
+        ApiError::Unavailable { retry_after: 5 }
+    })?;
+    let mut body = json!({
         "id": id.to_string(),
         "deliveries": states.iter()
             .map(|s| json!({ "to": s.recipient, "status": s.status.as_str() }))
             .collect::<Vec<_>>(),
     });
+    if let Some(old) = supersedes {
+        body["supersedes"] = json!(old);
+    }
+    if let Some(new) = superseded_by {
+        body["superseded_by"] = json!(new);
+    }
     Ok(Json(body).into_response())
 }

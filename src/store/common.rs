@@ -105,10 +105,41 @@ macro_rules! store_impl {
                 .await
                 .map_err(query_err("insert hold"))?;
             }
+            if let Some(old) = &r.supersedes {
+                withdraw_open(
+                    &mut tx,
+                    old,
+                    r.received_at,
+                    a.events.first().and_then(|e| e.actor.as_deref()).unwrap_or_default(),
+                    serde_json::json!({ "reason": "superseded", "by": r.id }),
+                )
+                .await?;
+            }
             for e in &a.events {
                 insert_event(&mut *tx, e).await?;
             }
             tx.commit().await.map_err(query_err("commit"))
+        }
+
+        async fn referral_links(
+            &self,
+            referral_id: &str,
+        ) -> Result<(Option<String>, Option<String>), crate::store::StoreError> {
+            use crate::store::query_err;
+            let supersedes: Option<Option<String>> =
+                sqlx::query_scalar("SELECT supersedes FROM referrals WHERE id = $1")
+                    .bind(referral_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_err("referral links"))?;
+            let superseded_by: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM referrals WHERE supersedes = $1 ORDER BY received_at DESC, id DESC LIMIT 1",
+            )
+            .bind(referral_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("referral links"))?;
+            Ok((supersedes.flatten(), superseded_by))
         }
 
         async fn record_event(&self, e: &crate::store::records::AuditRecord) -> Result<(), crate::store::StoreError> {
@@ -295,38 +326,7 @@ macro_rules! store_impl {
             if owner.as_deref() != Some(sender) {
                 return Ok(None);
             }
-            let open: Vec<(String, String)> = sqlx::query_as(
-                "SELECT id, recipient FROM deliveries WHERE referral_id = $1 \
-                 AND status IN ('queued', 'delivered', 'held-for-review') ORDER BY seq",
-            )
-            .bind(referral_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(query_err("withdraw"))?;
-            for (id, recipient) in &open {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'withdrawn', sealed = NULL, updated_at = $1 WHERE id = $2",
-                )
-                .bind(at)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("withdraw"))?;
-                insert_event(&mut *tx, &crate::store::records::AuditRecord {
-                    at,
-                    kind: "withdrawn",
-                    referral_id: Some(referral_id.to_owned()),
-                    delivery_id: Some(id.clone()),
-                    actor: Some(actor.to_owned()),
-                    detail: serde_json::json!({ "to": recipient }),
-                })
-                .await?;
-            }
-            sqlx::query("DELETE FROM holds WHERE referral_id = $1")
-                .bind(referral_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("withdraw hold"))?;
+            withdraw_open(&mut tx, referral_id, at, actor, serde_json::json!({ "reason": "withdrawn-by-sender" })).await?;
             tx.commit().await.map_err(query_err("commit"))?;
             self.delivery_states(referral_id, sender).await
         }
@@ -357,6 +357,54 @@ macro_rules! store_impl {
             .await
             .map(|_| ())
             .map_err(crate::store::query_err("insert audit event"))
+        }
+
+        /// Withdraws every delivery of a referral that is not yet acknowledged (held ones
+        /// included): status `withdrawn`, ciphertext deleted, a `withdrawn` event each with
+        /// `detail`; and deletes its hold.
+        async fn withdraw_open(
+            tx: &mut sqlx::Transaction<'_, <$conn as sqlx::Connection>::Database>,
+            referral_id: &str,
+            at: i64,
+            actor: &str,
+            detail: serde_json::Value,
+        ) -> Result<(), crate::store::StoreError> {
+            use crate::store::query_err;
+            let open: Vec<(String, String)> = sqlx::query_as(
+                "SELECT id, recipient FROM deliveries WHERE referral_id = $1 \
+                 AND status IN ('queued', 'delivered', 'held-for-review') ORDER BY seq",
+            )
+            .bind(referral_id)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(query_err("withdraw"))?;
+            for (id, recipient) in &open {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'withdrawn', sealed = NULL, updated_at = $1 WHERE id = $2",
+                )
+                .bind(at)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_err("withdraw"))?;
+                let mut detail = detail.clone();
+                detail["to"] = serde_json::json!(recipient);
+                insert_event(&mut **tx, &crate::store::records::AuditRecord {
+                    at,
+                    kind: "withdrawn",
+                    referral_id: Some(referral_id.to_owned()),
+                    delivery_id: Some(id.clone()),
+                    actor: Some(actor.to_owned()),
+                    detail,
+                })
+                .await?;
+            }
+            sqlx::query("DELETE FROM holds WHERE referral_id = $1")
+                .bind(referral_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_err("withdraw hold"))?;
+            Ok(())
         }
     };
 }

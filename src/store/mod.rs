@@ -70,7 +70,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn close(&self);
 
     /// Commits an accepted referral: replay marker, referral, deliveries, hold and audit
-    /// events in one transaction. [`StoreError::Replay`] if the `jti` was seen before (and
+    /// events in one transaction; for a correction, the superseded referral's unacknowledged
+    /// deliveries are withdrawn in the same transaction. [`StoreError::Replay`] if the `jti` was seen before (and
     /// nothing is written).
     async fn accept(&self, acceptance: &records::Acceptance) -> Result<(), StoreError>;
 
@@ -124,6 +125,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: i64,
         actor: &str,
     ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
+
+    /// The referral a referral corrects, and the latest referral that corrects it.
+    async fn referral_links(
+        &self,
+        referral_id: &str,
+    ) -> Result<(Option<String>, Option<String>), StoreError>;
 
     /// How many rows a table holds (operations and tests: proving nothing half-written).
     async fn count_rows(&self, table: Table) -> Result<i64, StoreError>;
