@@ -103,6 +103,17 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     let server = Server::bind(runtime.clone(), listen, admin_listen).await?;
     let (api_addr, admin_addr) = (server.api_addr(), server.admin_addr());
     let (stop, stopped) = watch::channel(false);
+    let interval = runtime
+        .snapshot()
+        .config
+        .settings
+        .retention
+        .housekeeping_interval;
+    tokio::spawn(crate::housekeeping::run_every(
+        runtime.clone(),
+        interval,
+        stopped.clone(),
+    ));
     let task = tokio::spawn(server.run(stopped));
     tracing::info!(api = %api_addr, admin = %admin_addr, store = ?runtime.store.backend(), "refex ready to accept connections");
     Ok(Running {
@@ -112,4 +123,18 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
         stop,
         task,
     })
+}
+
+/// Runs one housekeeping pass against the configured store (`refex purge`).
+pub async fn housekeep_once(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<crate::housekeeping::Report, StartError> {
+    tls::install_default_provider();
+    let config = Config::load(settings)?;
+    let store = store::open(&config.settings.store_url()).await?;
+    let runtime = Runtime::new(config, store, clock, Arc::new(Uuid7Ids));
+    let report = crate::housekeeping::run_once(&runtime).await?;
+    runtime.store.close().await;
+    Ok(report)
 }

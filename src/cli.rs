@@ -1,5 +1,5 @@
-//! The command line: `refex serve` and `refex dev-pki` (more commands join as their
-//! features land). Flags fall back to `REFEX_*` environment variables.
+//! The command line: `refex serve`, `refex dev-pki` and `refex purge` (more commands join as
+//! their features land). Flags fall back to `REFEX_*` environment variables.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +30,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write a development-only PKI for the gateway and every partner in `partners/`.
     DevPki(DevPkiArgs),
+    /// Run one housekeeping pass now: expire unacknowledged deliveries past their
+    /// recipient's retention, purge records past the retention period.
+    Purge(PurgeArgs),
+}
+
+/// `refex purge`.
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    /// Where the embedded store lives.
+    #[arg(long, env = "REFEX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`.
+    #[arg(long, env = "REFEX_STORE_URL")]
+    pub store_url: Option<String>,
 }
 
 /// `refex serve`.

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod devpki;
 pub mod envelope;
+pub mod housekeeping;
 pub mod identity;
 pub mod ids;
 pub mod intake;

@@ -44,6 +44,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("refex stopped");
             Ok(())
         }
+        Command::Purge(args) => {
+            let overrides = Overrides {
+                data_dir: args.data_dir,
+                store_url: args.store_url,
+                ..Overrides::default()
+            };
+            let settings = config::load_settings(&cli.config, explicit, &overrides)?;
+            refex::telemetry::init_logging(&settings.log);
+            let report = refex::app::housekeep_once(settings, Arc::new(SystemClock)).await?;
+            println!(
+                "expired {} deliveries, purged {} referral records, dropped {} replay markers",
+                report.expired, report.purged, report.markers
+            );
+            Ok(())
+        }
         Command::DevPki(args) => {
             let settings = config::load_settings(&cli.config, explicit, &Overrides::default())?;
             let summary = refex::devpki::generate(

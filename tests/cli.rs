@@ -254,3 +254,22 @@ fn serve_refuses_a_bad_configuration_naming_every_problem() {
         "a refused start touched the store"
     );
 }
+
+#[test]
+fn purge_runs_one_housekeeping_pass_and_reports_it() {
+    let dir = checkout();
+    let out = refex(dir.path()).args(["dev-pki"]).output().unwrap();
+    assert!(out.status.success());
+    let out = refex(dir.path())
+        .args(["purge", "--data-dir", "data"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("expired 0 deliveries"), "{stdout}");
+    assert!(dir.path().join("data/refex.db").is_file());
+}

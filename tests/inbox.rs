@@ -575,3 +575,84 @@ async fn pagination_never_skips_or_repeats_under_concurrent_arrivals_on_postgres
     pagination(Some(url.clone())).await;
     common::pg::drop_schema(&url).await;
 }
+
+async fn expiry_and_purge(store_url: Option<String>) {
+    use refex::clock::{Clock as _, ManualClock};
+    use std::time::{Duration, SystemTime};
+    let clock = ManualClock::at(SystemTime::now());
+    let h = Harness::start_full(common::Project::new(), store_url, Arc::new(clock.clone())).await;
+    let rt = h.gw.running().runtime.clone();
+    let kept = send(&h, "imara", "exp-jti-00001").await;
+    let acked = send(&h, "imara", "exp-jti-00002").await;
+    let page = list(&h, "imara", "").await;
+    let acked_delivery = page["messages"][1]["id"].as_str().unwrap().to_owned();
+    h.gw.system("imara")
+        .post(h.gw.url(&format!("/v1/inbox/{acked_delivery}/ack")))
+        .send()
+        .await
+        .unwrap();
+
+    // Within imara's 30-day retention nothing expires.
+    clock.advance(Duration::from_secs(29 * 86400));
+    let report = refex::housekeeping::run_once(&rt).await.unwrap();
+    assert_eq!(report.expired, 0);
+    assert_eq!(
+        report.markers, 2,
+        "replay markers outlive their iat window only briefly"
+    );
+    // Past it, the unacknowledged delivery expires and its ciphertext is deleted.
+    clock.advance(Duration::from_secs(2 * 86400));
+    let report = refex::housekeeping::run_once(&rt).await.unwrap();
+    assert_eq!(report.expired, 1);
+    assert_eq!(
+        status(&h, &kept).await,
+        vec![("imara".into(), "expired".into())]
+    );
+    assert_eq!(
+        status(&h, &acked).await,
+        vec![("imara".into(), "acknowledged".into())]
+    );
+    assert_eq!(list(&h, "imara", "").await["messages"], json!([]));
+    let sealed: i64 = h
+        .sql(async |c| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE sealed IS NOT NULL")
+                .fetch_one(c)
+                .await
+                .unwrap()
+        })
+        .await;
+    assert_eq!(sealed, 0);
+
+    // Seven years after the last activity the records are purged, with a `purged` event.
+    clock.advance(Duration::from_secs(7 * 366 * 86400));
+    let report = refex::housekeeping::run_once(&rt).await.unwrap();
+    assert_eq!(report.purged, 2, "{report:?}");
+    let res =
+        h.gw.system("notts-police")
+            .get(h.gw.url(&format!("/v1/referrals/{kept}")))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 404);
+    let kinds: Vec<String> = h.audit().await.into_iter().map(|(k, _)| k).collect();
+    assert!(
+        kinds.contains(&"expired".to_owned()) && kinds.contains(&"purged".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(clock.unix_seconds() > 0);
+    h.gw.stop().await;
+}
+
+#[tokio::test]
+async fn expiry_and_purge_on_sqlite() {
+    expiry_and_purge(None).await;
+}
+
+#[tokio::test]
+async fn expiry_and_purge_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    expiry_and_purge(Some(url.clone())).await;
+    common::pg::drop_schema(&url).await;
+}

@@ -42,6 +42,9 @@ pub struct Settings {
     /// Request and connection limits.
     #[serde(default)]
     pub limits: Limits,
+    /// How long records are kept, and how often housekeeping runs.
+    #[serde(default)]
+    pub retention: Retention,
     /// Certificates and trust.
     #[serde(default)]
     pub tls: TlsSettings,
@@ -88,6 +91,28 @@ impl Default for Limits {
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
             request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+/// Retention of records, and the housekeeping that enforces it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Referral and disclosure records are kept this long after their last activity
+    /// (domain.md: 7 years), then purged.
+    #[serde(default = "default_records", with = "humantime_serde")]
+    pub records: Duration,
+    /// How often the housekeeping pass (expiry, purge) runs.
+    #[serde(default = "default_housekeeping", with = "humantime_serde")]
+    pub housekeeping_interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            records: default_records(),
+            housekeeping_interval: default_housekeeping(),
         }
     }
 }
@@ -299,6 +324,12 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(90)
+}
+fn default_records() -> Duration {
+    Duration::from_secs(7 * 365 * 24 * 3600 + 2 * 24 * 3600)
+}
+fn default_housekeeping() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_log_format() -> LogFormat {
     LogFormat::Json

@@ -121,6 +121,87 @@ macro_rules! store_impl {
             tx.commit().await.map_err(query_err("commit"))
         }
 
+        async fn expire_deliveries(
+            &self,
+            recipient: &str,
+            cutoff: i64,
+            at: i64,
+        ) -> Result<u64, crate::store::StoreError> {
+            use crate::store::query_err;
+            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let due: Vec<(String, String)> = sqlx::query_as(
+                "SELECT id, referral_id FROM deliveries WHERE recipient = $1 \
+                 AND status IN ('queued', 'delivered') AND created_at < $2 ORDER BY seq",
+            )
+            .bind(recipient)
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_err("expire"))?;
+            for (id, referral_id) in &due {
+                sqlx::query("UPDATE deliveries SET status = 'expired', sealed = NULL, updated_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("expire"))?;
+                insert_event(&mut *tx, &crate::store::records::AuditRecord {
+                    at,
+                    kind: "expired",
+                    referral_id: Some(referral_id.clone()),
+                    delivery_id: Some(id.clone()),
+                    actor: None,
+                    detail: serde_json::json!({ "to": recipient }),
+                })
+                .await?;
+            }
+            tx.commit().await.map_err(query_err("commit"))?;
+            Ok(due.len() as u64)
+        }
+
+        async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
+            use crate::store::query_err;
+            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let due: Vec<String> = sqlx::query_scalar(
+                "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.updated_at >= $1) \
+                 AND NOT EXISTS (SELECT 1 FROM referrals n WHERE n.supersedes = r.id)",
+            )
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_err("purge"))?;
+            for id in &due {
+                for sql in [
+                    "DELETE FROM holds WHERE referral_id = $1",
+                    "DELETE FROM deliveries WHERE referral_id = $1",
+                    "DELETE FROM referrals WHERE id = $1",
+                ] {
+                    sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(query_err("purge"))?;
+                }
+                insert_event(&mut *tx, &crate::store::records::AuditRecord {
+                    at,
+                    kind: "purged",
+                    referral_id: Some(id.clone()),
+                    delivery_id: None,
+                    actor: None,
+                    detail: serde_json::json!({ "what": "referral and delivery records" }),
+                })
+                .await?;
+            }
+            tx.commit().await.map_err(query_err("commit"))?;
+            Ok(due.len() as u64)
+        }
+
+        async fn purge_replay_markers(&self, cutoff: i64) -> Result<u64, crate::store::StoreError> {
+            sqlx::query("DELETE FROM replay_markers WHERE seen_at < $1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(crate::store::query_err("purge replay markers"))
+        }
+
         async fn referral_links(
             &self,
             referral_id: &str,

@@ -126,6 +126,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         actor: &str,
     ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
 
+    /// Expires `recipient`'s deliveries still unacknowledged that arrived before `cutoff`:
+    /// status `expired`, ciphertext deleted, an `expired` event each. Returns how many.
+    async fn expire_deliveries(
+        &self,
+        recipient: &str,
+        cutoff: i64,
+        at: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes referral, delivery and hold records with no activity since `cutoff` (and not
+    /// linked from a later correction), with a `purged` event each. Returns how many.
+    async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
+
+    /// Deletes replay markers older than `cutoff` (a `jti` that old is refused by the `iat`
+    /// check anyway). Returns how many.
+    async fn purge_replay_markers(&self, cutoff: i64) -> Result<u64, StoreError>;
+
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,

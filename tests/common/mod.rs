@@ -108,7 +108,17 @@ impl Project {
 
     /// Starts a gateway on the given store.
     pub async fn start_with(&self, store_url: Option<String>) -> Gateway {
-        let running = app::start(self.settings(store_url), Arc::new(SystemClock))
+        self.start_with_clock(store_url, Arc::new(SystemClock))
+            .await
+    }
+
+    /// Starts a gateway on the given store and clock.
+    pub async fn start_with_clock(
+        &self,
+        store_url: Option<String>,
+        clock: Arc<dyn refex::clock::Clock>,
+    ) -> Gateway {
+        let running = app::start(self.settings(store_url), clock)
             .await
             .expect("gateway starts");
         Gateway {

@@ -53,13 +53,27 @@ impl Harness {
 
     /// Starts on a prepared project (e.g. one with edited partner files).
     pub async fn start_in(project: Project, store_url: Option<String>) -> Self {
+        Self::start_full(
+            project,
+            store_url,
+            std::sync::Arc::new(refex::clock::SystemClock),
+        )
+        .await
+    }
+
+    /// Starts on a prepared project with a given clock.
+    pub async fn start_full(
+        project: Project,
+        store_url: Option<String>,
+        clock: std::sync::Arc<dyn refex::clock::Clock>,
+    ) -> Self {
         let url = store_url.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}",
                 project.path().join("data/refex.db").display()
             )
         });
-        let gw = project.start_with(Some(url.clone())).await;
+        let gw = project.start_with_clock(Some(url.clone()), clock).await;
         Self {
             project,
             gw,
