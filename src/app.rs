@@ -68,9 +68,14 @@ impl Running {
 /// that it is for development only.
 pub fn ensure_dev_pki(settings: &Settings, clock: &dyn Clock) -> Result<(), devpki::DevPkiError> {
     let pki = settings.pki();
-    if !pki.dev || devpki::exists(&pki.dev_dir) {
-        if pki.dev {
-            tracing::warn!(dir = %pki.dev_dir.display(), "running on the DEVELOPMENT PKI: never use it for real referrals");
+    if !pki.dev {
+        return Ok(());
+    }
+    if devpki::exists(&pki.dev_dir) {
+        tracing::warn!(dir = %pki.dev_dir.display(), "running on the DEVELOPMENT PKI: never use it for real referrals");
+        // A dev PKI from before the storage key existed: add one rather than refuse to start.
+        if devpki::ensure_storage_key(&pki.dev_dir)? {
+            tracing::warn!(dir = %pki.dev_dir.display(), "added a DEVELOPMENT-ONLY storage key to the dev PKI");
         }
         return Ok(());
     }
@@ -131,6 +136,7 @@ pub async fn housekeep_once(
     clock: Arc<dyn Clock>,
 ) -> Result<crate::housekeeping::Report, StartError> {
     tls::install_default_provider();
+    ensure_dev_pki(&settings, clock.as_ref())?;
     let config = Config::load(settings)?;
     let store = store::open(&config.settings.store_url()).await?;
     let runtime = Runtime::new(config, store, clock, Arc::new(Uuid7Ids));

@@ -87,6 +87,17 @@ pub fn exists(dir: &Path) -> bool {
     dir.join("ca.pem").exists()
 }
 
+/// Adds `gateway/storage.key` to a dev PKI that lacks it; `true` if it wrote one.
+pub fn ensure_storage_key(dir: &Path) -> Result<bool, DevPkiError> {
+    let path = dir.join("gateway/storage.key");
+    if path.exists() {
+        return Ok(false);
+    }
+    let key = StorageKey::generate_base64().map_err(|e| DevPkiError::Storage(e.to_string()))?;
+    write(&path, format!("{key}\n").as_bytes(), true)?;
+    Ok(true)
+}
+
 /// Writes the dev PKI for every partner in `partners_dir` to `dir`. The whole tree is built
 /// beside `dir` and moved into place at the end, so an interrupted run leaves no half PKI.
 pub fn generate(

@@ -318,7 +318,7 @@ async fn pagination(store_url: Option<String>) {
                             sender: "notts-police".into(),
                             sender_ref: "x".into(),
                             referral_type: "child-sexual-abuse-support".into(),
-                            received_at: 1,
+                            received_at: common::partner::now() as i64,
                             lawful_basis: "{}".into(),
                             consent_status: "given".into(),
                             consent_override: None,
@@ -349,11 +349,21 @@ async fn pagination(store_url: Option<String>) {
     while seen.len() < total {
         let page = list(&h, "imara", &format!("?cursor={cursor}&limit=50&wait=10")).await;
         let messages = page["messages"].as_array().unwrap();
-        assert!(
-            !messages.is_empty() || seen.len() == total,
-            "stalled at {}",
-            seen.len()
-        );
+        if messages.is_empty() && seen.len() < total {
+            let rows: Vec<(String, Option<i64>, String)> = h
+                .sql(async |c| {
+                    sqlx::query_as("SELECT id, inbox_pos, status FROM deliveries WHERE recipient = 'imara' ORDER BY inbox_pos")
+                        .fetch_all(c)
+                        .await
+                        .unwrap()
+                })
+                .await;
+            let unseen: Vec<_> = rows.iter().filter(|r| !seen.contains(&r.0)).collect();
+            panic!(
+                "stalled at {} with cursor {cursor}; unseen: {unseen:?}",
+                seen.len()
+            );
+        }
         for m in messages {
             let id = m["id"].as_str().unwrap().to_owned();
             assert!(seen.insert(id.clone()), "{id} repeated");
