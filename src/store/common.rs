@@ -202,6 +202,88 @@ macro_rules! store_impl {
                 .map_err(crate::store::query_err("purge replay markers"))
         }
 
+        async fn audit_size(&self) -> Result<u64, crate::store::StoreError> {
+            let size: i64 = sqlx::query_scalar("SELECT size FROM audit_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(crate::store::query_err("audit size"))?;
+            Ok(size as u64)
+        }
+
+        async fn audit_nodes(
+            &self,
+            keys: &[(u32, u64)],
+        ) -> Result<std::collections::HashMap<(u32, u64), crate::audit::tree::Hash>, crate::store::StoreError> {
+            use crate::store::query_err;
+            let mut out = std::collections::HashMap::with_capacity(keys.len());
+            let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
+            for &(level, idx) in keys {
+                let hash: Option<String> =
+                    sqlx::query_scalar("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
+                        .bind(level as i32)
+                        .bind(idx as i64)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(query_err("audit nodes"))?;
+                if let Some(h) = hash.as_deref().and_then(crate::audit::parse_hash) {
+                    out.insert((level, idx), h);
+                }
+            }
+            Ok(out)
+        }
+
+        async fn audit_checkpoints(&self) -> Result<Vec<crate::store::records::CheckpointRecord>, crate::store::StoreError> {
+            let rows: Vec<(i64, String, i64, String)> =
+                sqlx::query_as("SELECT size, root, at, signed FROM audit_checkpoints ORDER BY size")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(crate::store::query_err("audit checkpoints"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(size, root, at, signed)| crate::store::records::CheckpointRecord {
+                    size: size as u64,
+                    root,
+                    at,
+                    signed,
+                })
+                .collect())
+        }
+
+        async fn save_checkpoint(&self, c: &crate::store::records::CheckpointRecord) -> Result<(), crate::store::StoreError> {
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (size, root, at, signed) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (size) DO NOTHING",
+            )
+            .bind(c.size as i64)
+            .bind(&c.root)
+            .bind(c.at)
+            .bind(&c.signed)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(crate::store::query_err("save checkpoint"))
+        }
+
+        async fn audit_leaves(
+            &self,
+            from: u64,
+            limit: u64,
+        ) -> Result<Vec<crate::store::records::LeafRecord>, crate::store::StoreError> {
+            let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(
+                "SELECT e.idx, e.leaf, n.hash FROM audit_events e JOIN audit_nodes n \
+                 ON n.level = 0 AND n.idx = e.idx WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2",
+            )
+            .bind(from as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(crate::store::query_err("audit leaves"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(idx, leaf, hash)| crate::store::records::LeafRecord { idx: idx as u64, leaf, hash })
+                .collect())
+        }
+
         async fn referral_links(
             &self,
             referral_id: &str,
@@ -224,8 +306,11 @@ macro_rules! store_impl {
         }
 
         async fn record_event(&self, e: &crate::store::records::AuditRecord) -> Result<(), crate::store::StoreError> {
-            let mut conn = self.pool.acquire().await.map_err(crate::store::query_err("acquire"))?;
-            insert_event(&mut *conn, e).await
+            use crate::store::query_err;
+            // One transaction: the tree head, the leaf and its nodes move together.
+            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            insert_event(&mut *tx, e).await?;
+            tx.commit().await.map_err(query_err("commit"))
         }
 
         async fn delivery_states(
@@ -420,13 +505,24 @@ macro_rules! store_impl {
         }
         }
 
+        /// Appends one audit event as the next leaf of the Merkle tree: takes the next
+        /// index under the `audit_head` row lock (held until commit), stores the canonical
+        /// leaf and its hash, and the hash of every perfect subtree the leaf completes.
         async fn insert_event(
             conn: &mut $conn,
             e: &crate::store::records::AuditRecord,
         ) -> Result<(), crate::store::StoreError> {
+            use crate::audit::tree::{completed_by_append, leaf_hash, node_hash};
+            use crate::store::query_err;
+            let size: i64 = sqlx::query_scalar("UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(query_err("audit head"))?;
+            let idx = size - 1;
+            let leaf = crate::audit::canonical_leaf(idx, e);
             sqlx::query(
-                "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, detail, idx, leaf) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(e.at)
             .bind(e.kind)
@@ -434,10 +530,41 @@ macro_rules! store_impl {
             .bind(&e.delivery_id)
             .bind(&e.actor)
             .bind(e.detail.to_string())
-            .execute(conn)
+            .bind(idx)
+            .bind(&leaf)
+            .execute(&mut *conn)
             .await
-            .map(|_| ())
-            .map_err(crate::store::query_err("insert audit event"))
+            .map_err(query_err("insert audit event"))?;
+            let mut right = leaf_hash(leaf.as_bytes());
+            let insert_node = "INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)";
+            sqlx::query(insert_node)
+                .bind(0i32)
+                .bind(idx)
+                .bind(hex::encode(right))
+                .execute(&mut *conn)
+                .await
+                .map_err(query_err("audit node"))?;
+            for (level, node) in completed_by_append(idx as u64) {
+                let left: String = sqlx::query_scalar("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
+                    .bind((level - 1) as i32)
+                    .bind((2 * node) as i64)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(query_err("audit node"))?;
+                let left = crate::audit::parse_hash(&left).ok_or(crate::store::StoreError::Query {
+                    op: "audit node",
+                    reason: "malformed stored hash".into(),
+                })?;
+                right = node_hash(&left, &right);
+                sqlx::query(insert_node)
+                    .bind(level as i32)
+                    .bind(node as i64)
+                    .bind(hex::encode(right))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query_err("audit node"))?;
+            }
+            Ok(())
         }
 
         /// Withdraws every delivery of a referral that is not yet acknowledged (held ones

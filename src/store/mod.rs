@@ -143,6 +143,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// check anyway). Returns how many.
     async fn purge_replay_markers(&self, cutoff: i64) -> Result<u64, StoreError>;
 
+    /// How many leaves the audit tree has.
+    async fn audit_size(&self) -> Result<u64, StoreError>;
+
+    /// The stored hashes of the given perfect subtrees (`(level, index)`; level 0 = leaves).
+    async fn audit_nodes(
+        &self,
+        keys: &[(u32, u64)],
+    ) -> Result<std::collections::HashMap<(u32, u64), crate::audit::tree::Hash>, StoreError>;
+
+    /// Every signed checkpoint, smallest first.
+    async fn audit_checkpoints(&self) -> Result<Vec<records::CheckpointRecord>, StoreError>;
+
+    /// Stores a signed checkpoint (a second one for the same size is ignored).
+    async fn save_checkpoint(
+        &self,
+        checkpoint: &records::CheckpointRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Audit leaves from index `from`, at most `limit`, in order.
+    async fn audit_leaves(
+        &self,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<records::LeafRecord>, StoreError>;
+
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,

@@ -170,3 +170,27 @@ pub enum AckOutcome {
     /// Not one of the recipient's deliveries in its inbox.
     NotFound,
 }
+
+/// A signed audit checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash, hex.
+    pub root: String,
+    /// When it was signed (Unix seconds).
+    pub at: i64,
+    /// The compact JWS.
+    pub signed: String,
+}
+
+/// One audit leaf for export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafRecord {
+    /// Leaf index.
+    pub idx: u64,
+    /// The canonical leaf text (None once purged).
+    pub leaf: Option<String>,
+    /// The leaf hash, hex.
+    pub hash: String,
+}
