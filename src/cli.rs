@@ -1,5 +1,5 @@
-//! The command line: `refex serve`, `refex dev-pki` and `refex purge` (more commands join as
-//! their features land). Flags fall back to `REFEX_*` environment variables.
+//! The command line: `refex serve`, `refex dev-pki`, `refex purge` and `refex audit` (more
+//! commands join as their features land). Flags fall back to `REFEX_*` environment variables.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +33,46 @@ pub enum Command {
     /// Run one housekeeping pass now: expire unacknowledged deliveries past their
     /// recipient's retention, purge records past the retention period.
     Purge(PurgeArgs),
+    /// Export or verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `refex audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write the log (events, leaf hashes, every signed checkpoint) as JSON lines.
+    Export(AuditExportArgs),
+    /// Check an exported log offline; exits non-zero naming the first fault.
+    Verify(AuditVerifyArgs),
+}
+
+/// `refex audit export`.
+#[derive(Debug, clap::Args)]
+pub struct AuditExportArgs {
+    /// The file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where the embedded store lives.
+    #[arg(long, env = "REFEX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`.
+    #[arg(long, env = "REFEX_STORE_URL")]
+    pub store_url: Option<String>,
+}
+
+/// `refex audit verify`.
+#[derive(Debug, clap::Args)]
+pub struct AuditVerifyArgs {
+    /// The exported log.
+    #[arg(long)]
+    pub log: PathBuf,
+    /// The gateway's public JWKS: a file, or an `http(s)://` URL.
+    #[arg(long)]
+    pub jwks: String,
+    /// A checkpoint (compact JWS) obtained independently; the log must extend it.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// `refex purge`.

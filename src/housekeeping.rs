@@ -1,6 +1,6 @@
 //! Housekeeping: expire deliveries left unacknowledged past their recipient's retention,
-//! purge referral records with no activity for the retention period, and drop replay
-//! markers that the `iat` check makes redundant. Runs on an interval inside `serve` and once
+//! purge referral records with no activity for the retention period, drop replay markers
+//! that the `iat` check makes redundant, and sign an audit checkpoint when the tree grew. Runs on an interval inside `serve` and once
 //! from `refex purge`; time comes from the runtime's clock, so tests advance a clock rather
 //! than wait.
 
@@ -21,6 +21,8 @@ pub struct Report {
     pub purged: u64,
     /// Replay markers dropped.
     pub markers: u64,
+    /// Size of the audit checkpoint signed (or confirmed) by this pass.
+    pub checkpoint: u64,
 }
 
 /// Runs one pass.
@@ -41,6 +43,17 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     // A marker matters only while its referral's `iat` could still pass the skew check.
     let marker_cutoff = now - 2 * config.settings.limits.iat_skew.as_secs() as i64;
     report.markers = rt.store.purge_replay_markers(marker_cutoff).await?;
+    // Sign a checkpoint whenever the tree has grown, so auditors always have a recent one.
+    report.checkpoint = crate::audit::log::checkpoint(rt)
+        .await
+        .map_err(|e| match e {
+            crate::audit::log::AuditError::Store(s) => s,
+            other => StoreError::Query {
+                op: "checkpoint",
+                reason: other.to_string(),
+            },
+        })?
+        .size;
     Ok(report)
 }
 

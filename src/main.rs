@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use refex::cli::{Cli, Command};
+use refex::cli::{AuditCommand, Cli, Command};
 use refex::clock::{Clock as _, SystemClock};
 use refex::config::{self, Overrides};
 
@@ -64,6 +64,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "expired {} deliveries, purged {} referral records, dropped {} replay markers",
                 report.expired, report.purged, report.markers
+            );
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Export(args)) => {
+            let overrides = Overrides {
+                data_dir: args.data_dir,
+                store_url: args.store_url,
+                ..Overrides::default()
+            };
+            let settings = config::load_settings(&cli.config, explicit, &overrides)?;
+            let store = refex::store::open(&settings.store_url()).await?;
+            let tmp = args.out.with_extension("partial");
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("creating {}", tmp.display()))?,
+            );
+            let n = refex::audit::export::export(store.as_ref(), &settings.gateway_id, &mut file)
+                .await?;
+            drop(file);
+            std::fs::rename(&tmp, &args.out)
+                .with_context(|| format!("writing {}", args.out.display()))?;
+            store.close().await;
+            eprintln!("exported {n} audit events to {}", args.out.display());
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify(args)) => {
+            let export = std::fs::read_to_string(&args.log)
+                .with_context(|| format!("reading {}", args.log.display()))?;
+            let jwks_text = if args.jwks.starts_with("http://") || args.jwks.starts_with("https://")
+            {
+                refex::tls::install_default_provider();
+                reqwest::get(&args.jwks)
+                    .await?
+                    .error_for_status()?
+                    .text()
+                    .await?
+            } else {
+                std::fs::read_to_string(&args.jwks)
+                    .with_context(|| format!("reading {}", args.jwks))?
+            };
+            let jwks =
+                refex::envelope::keys::KeySet::parse_public(jwks_text.as_bytes(), &args.jwks)?;
+            let trusted = match &args.checkpoint {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let v = refex::audit::verify::verify(&export, &jwks, trusted.as_deref().map(str::trim))
+                .map_err(|fault| anyhow::anyhow!("audit log verification FAILED: {fault}"))?;
+            println!(
+                "audit log OK: {} events, {} checkpoints, latest checkpoint at size {}",
+                v.events, v.checkpoints, v.latest
             );
             Ok(())
         }

@@ -5,6 +5,7 @@
 //! limit → principal resolution (`403` for unmapped certificates) → per-partner rate limit.
 
 pub mod admin;
+pub mod audit;
 pub mod inbox;
 pub mod limits;
 pub mod observe;
@@ -34,6 +35,9 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/v1/referrals/{id}/withdraw",
             axum::routing::post(inbox::withdraw),
         )
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/proof/inclusion", get(audit::inclusion))
+        .route("/v1/audit/proof/consistency", get(audit::consistency))
         .route("/v1/inbox", get(inbox::list))
         .route("/v1/inbox/{id}", get(inbox::fetch))
         .route("/v1/inbox/{id}/ack", axum::routing::post(inbox::ack))

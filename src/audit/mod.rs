@@ -3,7 +3,10 @@
 //! Events carry ids, times, principals, lawful bases, reasons and field pointers, never a
 //! payload value.
 
+pub mod export;
+pub mod log;
 pub mod tree;
+pub mod verify;
 
 use serde_json::json;
 

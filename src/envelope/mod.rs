@@ -1,6 +1,7 @@
 //! JOSE, and only JOSE: key sets with `kid` lookup and the algorithm allow-lists (`keys`),
 //! the allow-listed primitives (`jose`), opening referrals and sealing deliveries
-//! (`referral`), and encryption at rest of held referrals (`at_rest`).
+//! (`referral`), signed gateway statements such as audit checkpoints (`signed`), and
+//! encryption at rest of held referrals (`at_rest`).
 //!
 //! Nothing outside this module touches josekit.
 
@@ -8,3 +9,4 @@ pub mod at_rest;
 pub mod jose;
 pub mod keys;
 pub mod referral;
+pub mod signed;
