@@ -87,15 +87,20 @@ pub fn exists(dir: &Path) -> bool {
     dir.join("ca.pem").exists()
 }
 
-/// Adds `gateway/storage.key` to a dev PKI that lacks it; `true` if it wrote one.
+/// Adds the gateway's secrets (`gateway/storage.key`, `gateway/subject.key`) to a dev PKI
+/// that lacks them (one made by an older refex); `true` if it wrote any.
 pub fn ensure_storage_key(dir: &Path) -> Result<bool, DevPkiError> {
-    let path = dir.join("gateway/storage.key");
-    if path.exists() {
-        return Ok(false);
+    let mut wrote = false;
+    for name in ["storage.key", "subject.key"] {
+        let path = dir.join("gateway").join(name);
+        if path.exists() {
+            continue;
+        }
+        let key = StorageKey::generate_base64().map_err(|e| DevPkiError::Storage(e.to_string()))?;
+        write(&path, format!("{key}\n").as_bytes(), true)?;
+        wrote = true;
     }
-    let key = StorageKey::generate_base64().map_err(|e| DevPkiError::Storage(e.to_string()))?;
-    write(&path, format!("{key}\n").as_bytes(), true)?;
-    Ok(true)
+    Ok(wrote)
 }
 
 /// Writes the dev PKI for every partner in `partners_dir` to `dir`. The whole tree is built
@@ -156,13 +161,7 @@ fn write_tree(
     write(&gw.join("tls.pem"), server.cert_pem.as_bytes(), false)?;
     write(&gw.join("tls.key"), server.key_pem.as_bytes(), true)?;
     write_json(&gw.join("jwks.private.json"), &key_pair_doc("refex")?, true)?;
-    let storage_key =
-        StorageKey::generate_base64().map_err(|e| DevPkiError::Storage(e.to_string()))?;
-    write(
-        &gw.join("storage.key"),
-        format!("{storage_key}\n").as_bytes(),
-        true,
-    )?;
+    ensure_storage_key(dir)?;
 
     let files = partner_files(partners_dir, agreements).map_err(io_err(partners_dir))?;
     let mut partners = Vec::new();

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod schema;
 pub mod server;
 pub mod store;
+pub mod subject;
 pub mod submit;
 pub mod telemetry;
 pub mod tls;

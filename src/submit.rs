@@ -243,6 +243,7 @@ fn build(
             "minimised",
             Some(&delivery_id),
             json!({ "to": route.recipient, "view": format!("{}/{}", recipient.kind, r.referral_type),
+                    "disclosed": crate::schema::leaf_pointers(&minimised.value),
                     "withheld": minimised.withheld }),
         ));
         match route.disposition {
@@ -335,11 +336,21 @@ fn build(
                 .and_then(|o| json!(o).as_str().map(str::to_owned)),
             subject_informed: subject_informed.to_string(),
             supersedes: r.supersedes.clone(),
+            justification_sealed: match &r.consent.justification {
+                Some(j) => Some(
+                    config
+                        .storage_key
+                        .seal(j.as_bytes())
+                        .map_err(|e| SealError(e.to_string()))?,
+                ),
+                None => None,
+            },
         },
         jti: claims.jti.clone(),
         deliveries,
         hold,
         events,
+        subjects: config.subject_key.keys_in(&r.payload),
     };
     Ok(Prepared {
         id: referral_id,

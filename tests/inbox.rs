@@ -324,6 +324,7 @@ async fn pagination(store_url: Option<String>) {
                             consent_override: None,
                             subject_informed: "{}".into(),
                             supersedes: None,
+                            justification_sealed: None,
                         },
                         jti: format!("page-{w}-{i}"),
                         deliveries: vec![DeliveryRecord {
@@ -335,6 +336,7 @@ async fn pagination(store_url: Option<String>) {
                         }],
                         hold: None,
                         events: vec![],
+                        subjects: vec![],
                     })
                     .await
                     .unwrap();

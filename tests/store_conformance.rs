@@ -36,6 +36,7 @@ fn acceptance(id: &str, jti: &str, held: bool) -> Acceptance {
             consent_override: None,
             subject_informed: r#"{"status":"yes"}"#.into(),
             supersedes: None,
+            justification_sealed: None,
         },
         jti: jti.into(),
         deliveries: vec![
@@ -70,6 +71,7 @@ fn acceptance(id: &str, jti: &str, held: bool) -> Acceptance {
             actor: Some("notts-police/system:case-system".into()),
             detail: serde_json::json!({ "type": "domestic-abuse" }),
         }],
+        subjects: vec![],
     }
 }
 

@@ -16,6 +16,7 @@ use crate::envelope::at_rest::StorageKey;
 use crate::envelope::keys::{KeySet, KeyUse};
 use crate::identity::{Actor, Fingerprint, PartnerId, Principal, Role};
 use crate::schema::SchemaSet;
+use crate::subject::SubjectKey;
 use crate::{lawful, tls};
 
 use agreements::{Agreement, AgreementsFile, Condition, Review};
@@ -31,11 +32,9 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "configuration refused ({} problems):",
-            self.problems.len()
-        )?;
+        let n = self.problems.len();
+        let plural = if n == 1 { "" } else { "s" };
+        writeln!(f, "configuration refused ({n} problem{plural}):")?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -129,6 +128,8 @@ pub struct Config {
     pub gateway_keys: KeySet,
     /// The key held referrals are encrypted under.
     pub storage_key: StorageKey,
+    /// The subject-access HMAC secret.
+    pub subject_key: SubjectKey,
     /// The TLS server configuration.
     pub tls: Arc<rustls::ServerConfig>,
 }
@@ -148,6 +149,9 @@ impl Config {
             if settings.keys.storage_key.is_none() {
                 problems.push("tls.server_cert is set but keys.storage_key is not".to_owned());
             }
+            if settings.keys.subject_key.is_none() {
+                problems.push("tls.server_cert is set but keys.subject_key is not".to_owned());
+            }
         }
         let tls = tls::server_config(&pki)
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
@@ -158,6 +162,9 @@ impl Config {
         let storage_key = StorageKey::load(&pki.storage_key)
             .map_err(|e| problems.push(e.to_string()))
             .ok();
+        let subject_key = SubjectKey::load(&pki.subject_key)
+            .map_err(|e| problems.push(e.to_string()))
+            .ok();
         let schemas = SchemaSet::load(&settings.schemas_dir)
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
             .ok();
@@ -165,21 +172,24 @@ impl Config {
         let agreements = load_agreements(&settings.agreements, &mut problems);
         check_agreements(&agreements, &partners, schemas.as_ref(), &mut problems);
 
-        match (tls, gateway_keys, storage_key, schemas) {
-            (Some(tls), Some(gateway_keys), Some(storage_key), Some(schemas))
-                if problems.is_empty() =>
-            {
-                Ok(Config {
-                    settings,
-                    partners,
-                    agreements,
-                    schemas,
-                    principals,
-                    gateway_keys,
-                    storage_key,
-                    tls,
-                })
-            }
+        match (tls, gateway_keys, storage_key, subject_key, schemas) {
+            (
+                Some(tls),
+                Some(gateway_keys),
+                Some(storage_key),
+                Some(subject_key),
+                Some(schemas),
+            ) if problems.is_empty() => Ok(Config {
+                settings,
+                partners,
+                agreements,
+                schemas,
+                principals,
+                gateway_keys,
+                storage_key,
+                subject_key,
+                tls,
+            }),
             _ => Err(ConfigError { problems }),
         }
     }

@@ -151,6 +151,10 @@ pub struct KeySettings {
     /// default in dev: `<dev_pki_dir>/gateway/storage.key`.
     #[serde(default)]
     pub storage_key: Option<PathBuf>,
+    /// The HMAC secret for subject-access look-ups (32 random bytes, base64, in a file);
+    /// default in dev: `<dev_pki_dir>/gateway/subject.key`.
+    #[serde(default)]
+    pub subject_key: Option<PathBuf>,
 }
 
 /// Log output.
@@ -203,6 +207,8 @@ pub struct PkiPaths {
     pub gateway_jwks: PathBuf,
     /// The storage key for held referrals.
     pub storage_key: PathBuf,
+    /// The subject-access HMAC secret.
+    pub subject_key: PathBuf,
 }
 
 impl Settings {
@@ -224,6 +230,7 @@ impl Settings {
             &mut self.tls.dev_pki_dir,
             &mut self.keys.gateway_jwks,
             &mut self.keys.storage_key,
+            &mut self.keys.subject_key,
         ]
         .into_iter()
         .flatten()
@@ -256,6 +263,7 @@ impl Settings {
                 crls: vec![dev_dir.join("crl.pem")],
                 gateway_jwks: dev_dir.join("gateway/jwks.private.json"),
                 storage_key: dev_dir.join("gateway/storage.key"),
+                subject_key: dev_dir.join("gateway/subject.key"),
                 dev_dir,
             },
             Some(cert) => PkiPaths {
@@ -270,6 +278,7 @@ impl Settings {
                 crls: self.tls.crls.clone(),
                 gateway_jwks: self.keys.gateway_jwks.clone().unwrap_or_default(),
                 storage_key: self.keys.storage_key.clone().unwrap_or_default(),
+                subject_key: self.keys.subject_key.clone().unwrap_or_default(),
                 dev_dir,
             },
         }

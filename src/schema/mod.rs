@@ -17,7 +17,7 @@ use crate::identity::{PartnerKind, ReferralType};
 mod minimise;
 mod validate;
 
-pub use minimise::{Minimised, minimise};
+pub use minimise::{Minimised, leaf_pointers, minimise};
 pub use validate::{Violation, validate};
 
 /// The only dialect refex accepts; declared by every schema's `$schema`.

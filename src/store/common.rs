@@ -42,8 +42,8 @@ macro_rules! store_impl {
             }
             sqlx::query(
                 "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
-                 consent_status, consent_override, subject_informed, supersedes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 consent_status, consent_override, subject_informed, supersedes, justification_sealed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&r.id)
             .bind(&r.sender)
@@ -55,9 +55,18 @@ macro_rules! store_impl {
             .bind(&r.consent_override)
             .bind(&r.subject_informed)
             .bind(&r.supersedes)
+            .bind(&r.justification_sealed)
             .execute(&mut *tx)
             .await
             .map_err(query_err("insert referral"))?;
+            for subject in &a.subjects {
+                sqlx::query("INSERT INTO subject_index (referral_id, subject) VALUES ($1, $2)")
+                    .bind(&r.id)
+                    .bind(subject)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("subject index"))?;
+            }
             for d in &a.deliveries {
                 // Queued deliveries take the recipient's next inbox position; the counter row
                 // stays locked until commit, so positions become visible in order.
@@ -175,7 +184,11 @@ macro_rules! store_impl {
                 for sql in [
                     "DELETE FROM holds WHERE referral_id = $1",
                     "DELETE FROM deliveries WHERE referral_id = $1",
+                    "DELETE FROM subject_index WHERE referral_id = $1",
                     "DELETE FROM referrals WHERE id = $1",
+                    // The events' content goes; their leaf hashes stay in audit_nodes, so the
+                    // tree and every checkpoint still verify.
+                    "UPDATE audit_events SET leaf = NULL, detail = '{}', actor = NULL WHERE referral_id = $1",
                 ] {
                     sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(query_err("purge"))?;
                 }

@@ -76,6 +76,8 @@ pub struct ReferralRecord {
     pub subject_informed: String,
     /// The referral this one corrects.
     pub supersedes: Option<String>,
+    /// The override justification, sealed under the storage key.
+    pub justification_sealed: Option<String>,
 }
 
 /// One recipient's delivery.
@@ -132,6 +134,8 @@ pub struct Acceptance {
     pub hold: Option<HoldRecord>,
     /// Its audit events.
     pub events: Vec<AuditRecord>,
+    /// Keyed hashes of the people it concerns (subject access).
+    pub subjects: Vec<String>,
 }
 
 /// A delivery's recipient and status, for the sender's view.
