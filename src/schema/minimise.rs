@@ -94,6 +94,29 @@ fn project(
     }
 }
 
+/// The pointers of every scalar (leaf) value in `value`: what a disclosure actually contains,
+/// for the disclosure record. Array elements are listed by index.
+pub fn leaf_pointers(value: &Value) -> Vec<String> {
+    fn walk(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    walk(child, format!("{at}/{}", escape(k)), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, format!("{at}/{i}"), out);
+                }
+            }
+            _ => out.push(at),
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, String::new(), &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,27 +163,4 @@ mod tests {
         assert_eq!(once.value, twice.value);
         assert!(twice.withheld.is_empty());
     }
-}
-
-/// The pointers of every scalar (leaf) value in `value`: what a disclosure actually contains,
-/// for the disclosure record. Array elements are listed by index.
-pub fn leaf_pointers(value: &Value) -> Vec<String> {
-    fn walk(v: &Value, at: String, out: &mut Vec<String>) {
-        match v {
-            Value::Object(map) => {
-                for (k, child) in map {
-                    walk(child, format!("{at}/{}", escape(k)), out);
-                }
-            }
-            Value::Array(items) => {
-                for (i, child) in items.iter().enumerate() {
-                    walk(child, format!("{at}/{i}"), out);
-                }
-            }
-            _ => out.push(at),
-        }
-    }
-    let mut out = Vec::new();
-    walk(value, String::new(), &mut out);
-    out
 }
