@@ -36,6 +36,46 @@ pub enum Command {
     /// Export or verify the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Which of a partner's disclosures (sent or received) concerned a person.
+    SubjectAccess(SubjectAccessArgs),
+}
+
+/// `refex subject-access`.
+#[derive(Debug, clap::Args)]
+pub struct SubjectAccessArgs {
+    /// The partner whose disclosures to search.
+    #[arg(long)]
+    pub partner: String,
+    /// The person's NHS number.
+    #[arg(long)]
+    pub nhs_number: Option<String>,
+    /// Given name (with --family and --dob).
+    #[arg(long)]
+    pub given: Option<String>,
+    /// Family name.
+    #[arg(long)]
+    pub family: Option<String>,
+    /// Date of birth, YYYY-MM-DD.
+    #[arg(long)]
+    pub dob: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: OutputFormat,
+    /// Where the embedded store lives.
+    #[arg(long, env = "REFEX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`.
+    #[arg(long, env = "REFEX_STORE_URL")]
+    pub store_url: Option<String>,
+}
+
+/// Machine-readable output formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// JSON.
+    Json,
+    /// CSV, one row per delivery.
+    Csv,
 }
 
 /// `refex audit …`.

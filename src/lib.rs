@@ -3,6 +3,7 @@
 //! Layout follows the path a referral takes; each module says its one job in its `//!`.
 //! See `docs/ARCHITECTURE.md` for the invariants that hold between them.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -10,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devpki;
+pub mod disclosure;
 pub mod envelope;
 pub mod housekeeping;
 pub mod identity;

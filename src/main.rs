@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use refex::cli::{AuditCommand, Cli, Command};
+use refex::cli::{AuditCommand, Cli, Command, OutputFormat};
 use refex::clock::{Clock as _, SystemClock};
 use refex::config::{self, Overrides};
 
@@ -119,6 +119,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "audit log OK: {} events, {} checkpoints, latest checkpoint at size {}",
                 v.events, v.checkpoints, v.latest
             );
+            Ok(())
+        }
+        Command::SubjectAccess(args) => {
+            let overrides = Overrides {
+                data_dir: args.data_dir,
+                store_url: args.store_url,
+                ..Overrides::default()
+            };
+            let settings = config::load_settings(&cli.config, explicit, &overrides)?;
+            refex::tls::install_default_provider();
+            refex::app::ensure_dev_pki(&settings, &SystemClock)?;
+            let config = refex::config::Config::load(settings)?;
+            let partner: refex::identity::PartnerId = args.partner.parse()?;
+            anyhow::ensure!(
+                config.partners.contains_key(&partner),
+                "unknown partner {partner}"
+            );
+            let store = refex::store::open(&config.settings.store_url()).await?;
+            let ids = refex::subject::Identifiers {
+                nhs_number: args.nhs_number,
+                given: args.given,
+                family: args.family,
+                date_of_birth: args.dob,
+            };
+            let records = refex::access::subject_access_for(
+                store.as_ref(),
+                &config,
+                &partner,
+                "operator:refex-subject-access",
+                &ids,
+                SystemClock.unix_seconds() as i64,
+            )
+            .await?;
+            store.close().await;
+            match args.format {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "partner": partner, "referrals": records })
+                    )?
+                ),
+                OutputFormat::Csv => print!("{}", refex::disclosure::to_csv(&records)?),
+            }
             Ok(())
         }
         Command::DevPki(args) => {

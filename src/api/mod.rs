@@ -12,6 +12,7 @@ pub mod observe;
 pub mod principal;
 pub mod problem;
 pub mod public;
+pub mod records;
 pub mod referrals;
 pub mod whoami;
 
@@ -38,6 +39,11 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/proof/inclusion", get(audit::inclusion))
         .route("/v1/audit/proof/consistency", get(audit::consistency))
+        .route("/v1/disclosures/{id}", get(records::disclosure))
+        .route(
+            "/v1/subject-access",
+            axum::routing::post(records::subject_access),
+        )
         .route("/v1/inbox", get(inbox::list))
         .route("/v1/inbox/{id}", get(inbox::fetch))
         .route("/v1/inbox/{id}/ack", axum::routing::post(inbox::ack))

@@ -297,6 +297,87 @@ macro_rules! store_impl {
                 .collect())
         }
 
+        async fn referral_detail(
+            &self,
+            referral_id: &str,
+        ) -> Result<Option<crate::store::records::ReferralDetail>, crate::store::StoreError> {
+            use crate::store::query_err;
+            use crate::store::records::{DeliveryRow, DeliveryStatus, EventRow, ReferralDetail, ReferralRecord};
+            type RefRow = (String, String, String, String, i64, String, String, Option<String>, String, Option<String>, Option<String>);
+            let row: Option<RefRow> = sqlx::query_as(
+                "SELECT id, sender, sender_ref, referral_type, received_at, lawful_basis, consent_status, \
+                 consent_override, subject_informed, supersedes, justification_sealed FROM referrals WHERE id = $1",
+            )
+            .bind(referral_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("referral detail"))?;
+            let Some(r) = row else { return Ok(None) };
+            let deliveries: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+                "SELECT id, recipient, agreement, status, created_at, updated_at FROM deliveries \
+                 WHERE referral_id = $1 ORDER BY seq",
+            )
+            .bind(referral_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("referral detail"))?;
+            let events: Vec<(String, i64, Option<String>, Option<String>, String)> = sqlx::query_as(
+                "SELECT kind, at, delivery_id, actor, detail FROM audit_events WHERE referral_id = $1 ORDER BY idx",
+            )
+            .bind(referral_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("referral detail"))?;
+            Ok(Some(ReferralDetail {
+                referral: ReferralRecord {
+                    id: r.0, sender: r.1, sender_ref: r.2, referral_type: r.3, received_at: r.4,
+                    lawful_basis: r.5, consent_status: r.6, consent_override: r.7, subject_informed: r.8,
+                    supersedes: r.9, justification_sealed: r.10,
+                },
+                deliveries: deliveries
+                    .into_iter()
+                    .filter_map(|d| {
+                        Some(DeliveryRow {
+                            status: DeliveryStatus::parse(&d.3)?,
+                            id: d.0, recipient: d.1, agreement: d.2, created_at: d.4, updated_at: d.5,
+                        })
+                    })
+                    .collect(),
+                events: events
+                    .into_iter()
+                    .map(|e| EventRow {
+                        kind: e.0, at: e.1, delivery_id: e.2, actor: e.3,
+                        detail: serde_json::from_str(&e.4).unwrap_or(serde_json::Value::Null),
+                    })
+                    .collect(),
+            }))
+        }
+
+        async fn referrals_for_subjects(
+            &self,
+            subjects: &[String],
+            partner: &str,
+        ) -> Result<Vec<String>, crate::store::StoreError> {
+            let mut out: Vec<String> = Vec::new();
+            for subject in subjects {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT DISTINCT r.id FROM subject_index s JOIN referrals r ON r.id = s.referral_id \
+                     WHERE s.subject = $1 AND (r.sender = $2 OR EXISTS \
+                     (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.recipient = $2)) \
+                     ORDER BY r.id",
+                )
+                .bind(subject)
+                .bind(partner)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(crate::store::query_err("subject access"))?;
+                out.extend(ids);
+            }
+            out.sort();
+            out.dedup();
+            Ok(out)
+        }
+
         async fn referral_links(
             &self,
             referral_id: &str,

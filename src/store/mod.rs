@@ -168,6 +168,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u64,
     ) -> Result<Vec<records::LeafRecord>, StoreError>;
 
+    /// Everything recorded about a referral (record, deliveries, audit events), if it exists.
+    async fn referral_detail(
+        &self,
+        referral_id: &str,
+    ) -> Result<Option<records::ReferralDetail>, StoreError>;
+
+    /// Referrals concerning any of the keyed `subjects` that `partner` sent or received.
+    async fn referrals_for_subjects(
+        &self,
+        subjects: &[String],
+        partner: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,

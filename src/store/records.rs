@@ -198,3 +198,46 @@ pub struct LeafRecord {
     /// The leaf hash, hex.
     pub hash: String,
 }
+
+/// Everything recorded about one referral, for disclosure records (no payload: there is none).
+#[derive(Clone, Debug)]
+pub struct ReferralDetail {
+    /// The referral record.
+    pub referral: ReferralRecord,
+    /// Its deliveries: id, recipient, agreement, status, created, last changed.
+    pub deliveries: Vec<DeliveryRow>,
+    /// Its audit events, in order.
+    pub events: Vec<EventRow>,
+}
+
+/// A delivery row for disclosure records.
+#[derive(Clone, Debug)]
+pub struct DeliveryRow {
+    /// `dlv_…`.
+    pub id: String,
+    /// Recipient.
+    pub recipient: String,
+    /// Agreement id.
+    pub agreement: String,
+    /// Status.
+    pub status: DeliveryStatus,
+    /// Created (Unix seconds).
+    pub created_at: i64,
+    /// Last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// An audit event row for disclosure records.
+#[derive(Clone, Debug)]
+pub struct EventRow {
+    /// Kind.
+    pub kind: String,
+    /// When.
+    pub at: i64,
+    /// Delivery concerned.
+    pub delivery_id: Option<String>,
+    /// Who.
+    pub actor: Option<String>,
+    /// Detail (JSON).
+    pub detail: serde_json::Value,
+}

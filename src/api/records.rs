@@ -1,0 +1,106 @@
+//! `GET /v1/disclosures/{id}` (the sending partner's leads, auditors and DPOs) and `POST
+//! /v1/subject-access` (a partner's DPO or auditor; JSON, or CSV with `Accept: text/csv`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::principal::Caller;
+use super::problem::ApiError;
+use crate::access::{self, AccessError};
+use crate::disclosure;
+use crate::ids::ReferralId;
+use crate::runtime::Runtime;
+use crate::subject::Identifiers;
+
+fn access_error(e: AccessError) -> ApiError {
+    match e {
+        AccessError::NotFound => ApiError::NotFound,
+        AccessError::Forbidden(why) => ApiError::Forbidden(why),
+        AccessError::NoIdentifier => ApiError::Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            slug: "no-identifier",
+            detail: e.to_string(),
+        },
+        AccessError::Store(s) => {
+            tracing::error!(error = %s, "records lookup failed");
+            ApiError::Unavailable { retry_after: 5 }
+        }
+    }
+}
+
+/// `GET /v1/disclosures/{id}`.
+pub async fn disclosure(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    let snapshot = rt.snapshot();
+    let record =
+        access::disclosure_record(rt.store.as_ref(), &snapshot.config, &caller, id.as_str())
+            .await
+            .map_err(access_error)?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(record)).into_response())
+}
+
+/// A subject-access request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectAccessRequest {
+    nhs_number: Option<String>,
+    given: Option<String>,
+    family: Option<String>,
+    date_of_birth: Option<String>,
+}
+
+/// `POST /v1/subject-access`.
+pub async fn subject_access(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    body: Result<Json<SubjectAccessRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|_| ApiError::Refused {
+        status: StatusCode::BAD_REQUEST,
+        slug: "bad-request",
+        detail: "expected a JSON object with nhs_number, or given, family and date_of_birth".into(),
+    })?;
+    let ids = Identifiers {
+        nhs_number: req.nhs_number,
+        given: req.given,
+        family: req.family,
+        date_of_birth: req.date_of_birth,
+    };
+    let snapshot = rt.snapshot();
+    let now = rt.clock.unix_seconds() as i64;
+    let records = access::subject_access(rt.store.as_ref(), &snapshot.config, &caller, &ids, now)
+        .await
+        .map_err(access_error)?;
+    let wants_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if wants_csv {
+        let csv = disclosure::to_csv(&records).map_err(|_| ApiError::Internal)?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            csv,
+        )
+            .into_response());
+    }
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "partner": caller.partner, "referrals": records })),
+    )
+        .into_response())
+}
