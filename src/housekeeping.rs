@@ -1,6 +1,7 @@
 //! Housekeeping: expire deliveries left unacknowledged past their recipient's retention,
 //! purge referral records with no activity for the retention period, drop replay markers
-//! that the `iat` check makes redundant, and sign an audit checkpoint when the tree grew. Runs on an interval inside `serve` and once
+//! that the `iat` check makes redundant, escalate holds undecided past the review deadline,
+//! and sign an audit checkpoint when the tree grew. Runs on an interval inside `serve` and once
 //! from `refex purge`; time comes from the runtime's clock, so tests advance a clock rather
 //! than wait.
 
@@ -23,6 +24,8 @@ pub struct Report {
     pub markers: u64,
     /// Size of the audit checkpoint signed (or confirmed) by this pass.
     pub checkpoint: u64,
+    /// Holds escalated by this pass.
+    pub escalated: u64,
 }
 
 /// Runs one pass.
@@ -38,6 +41,10 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
             .expire_deliveries(partner.id.as_str(), cutoff, now)
             .await?;
     }
+    let review_cutoff = now - config.settings.review.escalate_after.as_secs() as i64;
+    report.escalated = rt.store.escalate_holds(review_cutoff, now).await?;
+    metrics::gauge!(crate::telemetry::HOLDS_ESCALATED)
+        .set(rt.store.count_escalated().await? as f64);
     let records_cutoff = now - config.settings.retention.records.as_secs() as i64;
     report.purged = rt.store.purge_records(records_cutoff, now).await?;
     // A marker matters only while its referral's `iat` could still pass the skew check.

@@ -262,35 +262,17 @@ fn build(
                 });
             }
             Disposition::Deliver => {
-                let keys = recipient
-                    .keys
-                    .as_ref()
-                    .ok_or_else(|| SealError(format!("{} has no keys", route.recipient)))?;
-                let mut delivery = json!({
-                    "iss": config.settings.gateway_id,
-                    "aud": route.recipient,
-                    "jti": delivery_id.to_string(),
-                    "iat": now,
-                    "delivery": {
-                        "referral_id": referral_id.to_string(),
-                        "from": caller.partner,
-                        "type": r.referral_type,
-                        "sender_ref": r.sender_ref,
-                        "lawful_basis": lawful_basis,
-                        "consent": consent,
-                        "subject_informed": subject_informed,
-                        "payload": minimised.value,
-                    }
-                });
-                // Only a recipient that acknowledged the old referral is told of the link: to
-                // anyone else it would disclose that an earlier referral existed.
-                if let Some(old) = &r.supersedes {
-                    if acked_old.iter().any(|a| a == route.recipient.as_str()) {
-                        delivery["delivery"]["supersedes"] = json!(old);
-                    }
-                }
-                let bytes = serde_json::to_vec(&delivery).map_err(|e| SealError(e.to_string()))?;
-                let sealed = referral::seal(&bytes, &config.gateway_keys, keys)?;
+                let tell_supersedes = acked_old.iter().any(|a| a == route.recipient.as_str());
+                let sealed = seal_delivery(
+                    config,
+                    claims,
+                    &referral_id,
+                    &delivery_id,
+                    recipient,
+                    &minimised.value,
+                    tell_supersedes,
+                    now,
+                )?;
                 events.push(event(
                     "queued",
                     Some(&delivery_id),
@@ -356,6 +338,51 @@ fn build(
         id: referral_id,
         acceptance,
     })
+}
+
+/// Seals one recipient's delivery of a referral: the contract's delivery payload with the
+/// minimised view, signed by the gateway and encrypted to the recipient. `supersedes` is set
+/// only when `tell_supersedes` (the recipient acknowledged the referral this one corrects).
+/// Intake and review approval both seal through here.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn seal_delivery(
+    config: &crate::config::Config,
+    claims: &Claims,
+    referral_id: &ReferralId,
+    delivery_id: &DeliveryId,
+    recipient: &crate::config::partners::Partner,
+    minimised: &Value,
+    tell_supersedes: bool,
+    now: u64,
+) -> Result<String, SubmitError> {
+    let r = &claims.referral;
+    let keys = recipient
+        .keys
+        .as_ref()
+        .ok_or_else(|| SealError(format!("{} has no keys", recipient.id)))?;
+    let mut delivery = json!({
+        "iss": config.settings.gateway_id,
+        "aud": recipient.id,
+        "jti": delivery_id.to_string(),
+        "iat": now,
+        "delivery": {
+            "referral_id": referral_id.to_string(),
+            "from": claims.iss,
+            "type": r.referral_type,
+            "sender_ref": r.sender_ref,
+            "lawful_basis": r.lawful_basis,
+            "consent": { "status": r.consent.status, "override": r.consent.override_ },
+            "subject_informed": r.subject_informed,
+            "payload": minimised,
+        }
+    });
+    // Only a recipient that acknowledged the old referral is told of the link: to anyone
+    // else it would disclose that an earlier referral existed.
+    if let (Some(old), true) = (&r.supersedes, tell_supersedes) {
+        delivery["delivery"]["supersedes"] = json!(old);
+    }
+    let bytes = serde_json::to_vec(&delivery).map_err(|e| SealError(e.to_string()))?;
+    Ok(referral::seal(&bytes, &config.gateway_keys, keys)?)
 }
 
 fn hold_reason(reason: HoldReason) -> Value {

@@ -20,6 +20,8 @@ pub const HTTP_DURATION: &str = "refex_http_request_duration_seconds";
 pub const TLS_HANDSHAKE_FAILURES: &str = "refex_tls_handshake_failures_total";
 /// Completed TLS handshakes.
 pub const TLS_HANDSHAKES: &str = "refex_tls_handshakes_total";
+/// Held referrals escalated for being undecided past the review deadline.
+pub const HOLDS_ESCALATED: &str = "refex_holds_escalated";
 /// Requests refused by a partner's rate limit.
 pub const RATE_LIMITED: &str = "refex_rate_limited_total";
 

@@ -14,6 +14,7 @@ pub mod problem;
 pub mod public;
 pub mod records;
 pub mod referrals;
+pub mod reviews;
 pub mod whoami;
 
 use std::sync::Arc;
@@ -43,6 +44,12 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route(
             "/v1/subject-access",
             axum::routing::post(records::subject_access),
+        )
+        .route("/v1/reviews", get(reviews::list))
+        .route("/v1/reviews/{id}", get(reviews::show))
+        .route(
+            "/v1/reviews/{id}/decision",
+            axum::routing::post(reviews::decide),
         )
         .route("/v1/inbox", get(inbox::list))
         .route("/v1/inbox/{id}", get(inbox::fetch))

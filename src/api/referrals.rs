@@ -95,6 +95,11 @@ pub async fn status(
     if let Some(old) = supersedes {
         body["supersedes"] = json!(old);
     }
+    // A lead's reason is shown to its own organisation's sender (sealed at rest).
+    let reason = rt.store.review_reason(id.as_str()).await.ok().flatten();
+    if let Some(text) = reason.and_then(|r| rt.snapshot().config.storage_key.open(&r).ok()) {
+        body["review_reason"] = json!(String::from_utf8_lossy(&text));
+    }
     if let Some(new) = superseded_by {
         body["superseded_by"] = json!(new);
     }

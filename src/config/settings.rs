@@ -45,6 +45,9 @@ pub struct Settings {
     /// How long records are kept, and how often housekeeping runs.
     #[serde(default)]
     pub retention: Retention,
+    /// Safeguarding review of held disclosures.
+    #[serde(default)]
+    pub review: ReviewSettings,
     /// Certificates and trust.
     #[serde(default)]
     pub tls: TlsSettings,
@@ -113,6 +116,23 @@ impl Default for Retention {
         Self {
             records: default_records(),
             housekeeping_interval: default_housekeeping(),
+        }
+    }
+}
+
+/// Safeguarding review of held disclosures.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// A hold undecided this long is escalated (flagged, counted, audited; never released).
+    #[serde(default = "default_escalate_after", with = "humantime_serde")]
+    pub escalate_after: Duration,
+}
+
+impl Default for ReviewSettings {
+    fn default() -> Self {
+        Self {
+            escalate_after: default_escalate_after(),
         }
     }
 }
@@ -339,6 +359,9 @@ fn default_records() -> Duration {
 }
 fn default_housekeeping() -> Duration {
     Duration::from_secs(60)
+}
+fn default_escalate_after() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 fn default_log_format() -> LogFormat {
     LogFormat::Json

@@ -378,6 +378,183 @@ macro_rules! store_impl {
             Ok(out)
         }
 
+        async fn held_referrals(&self, sender: &str) -> Result<Vec<crate::store::records::HeldRow>, crate::store::StoreError> {
+            use crate::store::query_err;
+            let rows: Vec<(String, String, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT r.id, r.referral_type, r.received_at, r.consent_override, h.escalated_at \
+                 FROM holds h JOIN referrals r ON r.id = h.referral_id WHERE r.sender = $1 \
+                 ORDER BY r.received_at, r.id",
+            )
+            .bind(sender)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("held referrals"))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (referral_id, referral_type, received_at, consent_override, escalated_at) in rows {
+                let recipients: Vec<String> = sqlx::query_scalar(
+                    "SELECT recipient FROM deliveries WHERE referral_id = $1 AND status = 'held-for-review' ORDER BY seq",
+                )
+                .bind(&referral_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("held referrals"))?;
+                out.push(crate::store::records::HeldRow {
+                    referral_id, referral_type, received_at, consent_override, escalated_at, recipients,
+                });
+            }
+            Ok(out)
+        }
+
+        async fn hold_sealed(&self, referral_id: &str) -> Result<Option<String>, crate::store::StoreError> {
+            sqlx::query_scalar("SELECT sealed FROM holds WHERE referral_id = $1")
+                .bind(referral_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(crate::store::query_err("hold"))
+        }
+
+        async fn decide_hold(
+            &self,
+            d: &crate::store::records::ReviewDecision,
+        ) -> Result<crate::store::records::DecideOutcome, crate::store::StoreError> {
+            use crate::store::query_err;
+            use crate::store::records::{AuditRecord, DecideOutcome};
+            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            // Deleting the hold first takes its row lock: a concurrent decision waits, then
+            // finds nothing to delete and changes nothing. A decision is final.
+            let gone = sqlx::query("DELETE FROM holds WHERE referral_id = $1")
+                .bind(&d.referral_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("decide"))?
+                .rows_affected();
+            if gone == 0 {
+                return Ok(DecideOutcome::AlreadyDecided);
+            }
+            sqlx::query("UPDATE referrals SET review_reason_sealed = $1 WHERE id = $2")
+                .bind(&d.reason_sealed)
+                .bind(&d.referral_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("decide"))?;
+            let held: Vec<(String, String)> = sqlx::query_as(
+                "SELECT id, recipient FROM deliveries WHERE referral_id = $1 AND status = 'held-for-review' ORDER BY seq",
+            )
+            .bind(&d.referral_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_err("decide"))?;
+            let decision = if d.approve { "approve" } else { "reject" };
+            for (id, recipient) in &held {
+                insert_event(&mut *tx, &AuditRecord {
+                    at: d.at,
+                    kind: "reviewed",
+                    referral_id: Some(d.referral_id.clone()),
+                    delivery_id: Some(id.clone()),
+                    actor: Some(d.actor.clone()),
+                    detail: serde_json::json!({ "to": recipient, "decision": decision }),
+                })
+                .await?;
+                let sealed = d.released.iter().find(|(rid, _)| rid == id).map(|(_, s)| s);
+                match (d.approve, sealed) {
+                    (true, Some(sealed)) => {
+                        let position: i64 = sqlx::query_scalar(
+                            "INSERT INTO inbox_counters (recipient, next) VALUES ($1, 1) \
+                             ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + 1 RETURNING next",
+                        )
+                        .bind(recipient)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(query_err("inbox position"))?;
+                        sqlx::query(
+                            "UPDATE deliveries SET status = 'queued', sealed = $1, bytes = $2, inbox_pos = $3, \
+                             updated_at = $4 WHERE id = $5",
+                        )
+                        .bind(sealed)
+                        .bind(sealed.len() as i64)
+                        .bind(position)
+                        .bind(d.at)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("release"))?;
+                        insert_event(&mut *tx, &AuditRecord {
+                            at: d.at,
+                            kind: "queued",
+                            referral_id: Some(d.referral_id.clone()),
+                            delivery_id: Some(id.clone()),
+                            actor: Some(d.actor.clone()),
+                            detail: serde_json::json!({ "to": recipient }),
+                        })
+                        .await?;
+                    }
+                    (true, None) => {
+                        return Err(crate::store::StoreError::Query {
+                            op: "release",
+                            reason: "an approved delivery has no ciphertext".into(),
+                        });
+                    }
+                    (false, _) => {
+                        sqlx::query("UPDATE deliveries SET status = 'rejected-by-review', updated_at = $1 WHERE id = $2")
+                            .bind(d.at)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err("reject"))?;
+                    }
+                }
+            }
+            tx.commit().await.map_err(query_err("commit"))?;
+            Ok(DecideOutcome::Decided)
+        }
+
+        async fn review_reason(&self, referral_id: &str) -> Result<Option<String>, crate::store::StoreError> {
+            let r: Option<Option<String>> = sqlx::query_scalar("SELECT review_reason_sealed FROM referrals WHERE id = $1")
+                .bind(referral_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(crate::store::query_err("review reason"))?;
+            Ok(r.flatten())
+        }
+
+        async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
+            use crate::store::query_err;
+            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let due: Vec<String> = sqlx::query_scalar(
+                "SELECT referral_id FROM holds WHERE escalated_at IS NULL AND held_at < $1 ORDER BY held_at",
+            )
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(query_err("escalate"))?;
+            for id in &due {
+                sqlx::query("UPDATE holds SET escalated_at = $1 WHERE referral_id = $2")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("escalate"))?;
+                insert_event(&mut *tx, &crate::store::records::AuditRecord {
+                    at,
+                    kind: "escalated",
+                    referral_id: Some(id.clone()),
+                    delivery_id: None,
+                    actor: None,
+                    detail: serde_json::json!({ "reason": "undecided past the review deadline" }),
+                })
+                .await?;
+            }
+            tx.commit().await.map_err(query_err("commit"))?;
+            Ok(due.len() as u64)
+        }
+
+        async fn count_escalated(&self) -> Result<i64, crate::store::StoreError> {
+            sqlx::query_scalar("SELECT COUNT(*) FROM holds WHERE escalated_at IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(crate::store::query_err("count escalated"))
+        }
+
         async fn referral_links(
             &self,
             referral_id: &str,

@@ -181,6 +181,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         partner: &str,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// `sender`'s held referrals, oldest first.
+    async fn held_referrals(&self, sender: &str) -> Result<Vec<records::HeldRow>, StoreError>;
+
+    /// The sealed hold of a referral, while undecided.
+    async fn hold_sealed(&self, referral_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Commits a lead's decision in one transaction: the hold is deleted, every held delivery
+    /// is released (queued with its ciphertext and inbox position) or rejected, each with its
+    /// `reviewed` event. [`records::DecideOutcome::AlreadyDecided`] if the hold was gone.
+    async fn decide_hold(
+        &self,
+        decision: &records::ReviewDecision,
+    ) -> Result<records::DecideOutcome, StoreError>;
+
+    /// The sealed reason of a referral's review decision.
+    async fn review_reason(&self, referral_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Marks holds undecided since before `cutoff` as escalated (an `escalated` event each);
+    /// they stay held. Returns how many.
+    async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
+
+    /// How many holds are escalated and still undecided.
+    async fn count_escalated(&self) -> Result<i64, StoreError>;
+
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,

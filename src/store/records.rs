@@ -241,3 +241,46 @@ pub struct EventRow {
     /// Detail (JSON).
     pub detail: serde_json::Value,
 }
+
+/// A held referral in a safeguarding lead's queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRow {
+    /// `ref_…`.
+    pub referral_id: String,
+    /// Referral type.
+    pub referral_type: String,
+    /// When it was received (Unix seconds).
+    pub received_at: i64,
+    /// The consent override relied on, if any.
+    pub consent_override: Option<String>,
+    /// When it was escalated for being undecided too long.
+    pub escalated_at: Option<i64>,
+    /// The recipients waiting on the decision.
+    pub recipients: Vec<String>,
+}
+
+/// A lead's decision on a held referral, ready to commit.
+#[derive(Clone, Debug)]
+pub struct ReviewDecision {
+    /// The referral.
+    pub referral_id: String,
+    /// Approve (release) or reject.
+    pub approve: bool,
+    /// When.
+    pub at: i64,
+    /// The deciding lead (principal display form).
+    pub actor: String,
+    /// The reason, sealed under the storage key.
+    pub reason_sealed: Option<String>,
+    /// For an approval: each held delivery's id and its sealed ciphertext.
+    pub released: Vec<(String, String)>,
+}
+
+/// What committing a decision did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecideOutcome {
+    /// Decided now.
+    Decided,
+    /// Someone decided first (or the hold is gone): nothing changed.
+    AlreadyDecided,
+}
