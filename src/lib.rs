@@ -18,6 +18,7 @@ pub mod identity;
 pub mod ids;
 pub mod intake;
 pub mod lawful;
+pub mod report;
 pub mod review;
 pub mod runtime;
 pub mod schema;

@@ -1,0 +1,253 @@
+//! Anonymised aggregate reports for commissioners: counts of disclosures (deliveries) by any
+//! of month × referral type × sender kind × recipient kind × consent status × review outcome,
+//! laid out as a two-way table (the last dimension across), with disclosure control: cells
+//! under the threshold are suppressed, secondary suppression leaves no row or column with a
+//! single hidden cell (so no total can be subtracted to recover one), and every total is
+//! rounded to the nearest 5. Pure: rows in, a table out; no store, no records.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+/// The dimensions a report can be broken down by.
+pub const DIMENSIONS: &[&str] = &[
+    "month",
+    "type",
+    "sender_kind",
+    "recipient_kind",
+    "consent",
+    "review",
+];
+
+/// Totals are rounded to a multiple of this.
+pub const ROUND_TO: u64 = 5;
+
+/// One disclosure, described only by its dimensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fact {
+    /// Each dimension's value, in [`DIMENSIONS`] order.
+    pub values: [String; 6],
+}
+
+/// Why a report request was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReportError {
+    /// An unknown dimension was asked for.
+    #[error("unknown dimension {0:?} (use {DIMENSIONS:?})")]
+    Dimension(String),
+    /// No dimension, or one named twice.
+    #[error("name between one and six distinct dimensions")]
+    Shape,
+}
+
+/// A published cell: a count, or suppressed.
+pub type Cell = Option<u64>;
+
+/// The published table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Table {
+    /// The dimensions, rows first, the last across.
+    pub by: Vec<String>,
+    /// Cells under this are suppressed.
+    pub threshold: u64,
+    /// Column labels (values of the last dimension).
+    pub columns: Vec<String>,
+    /// Rows: the values of the other dimensions, the cells, and the rounded row total.
+    pub rows: Vec<Row>,
+    /// Rounded column totals; absent when each column has one cell (the total would be it).
+    pub column_totals: Option<Vec<u64>>,
+    /// Rounded grand total; absent when the table is one hidden cell.
+    pub grand_total: Option<u64>,
+    /// How many cells are suppressed.
+    pub suppressed: usize,
+}
+
+/// One row of a [`Table`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Row {
+    /// The row's values of the leading dimensions (empty for a one-dimension report).
+    pub key: Vec<String>,
+    /// One cell per column.
+    pub cells: Vec<Cell>,
+    /// Rounded row total; absent when each row has one cell (the total would be it).
+    pub total: Option<u64>,
+}
+
+/// Rounds to the nearest multiple of [`ROUND_TO`] (halves up).
+pub fn round(n: u64) -> u64 {
+    (n + ROUND_TO / 2) / ROUND_TO * ROUND_TO
+}
+
+/// Parses `by`, e.g. `month,type`.
+pub fn parse_by(by: &str) -> Result<Vec<usize>, ReportError> {
+    let mut out = Vec::new();
+    for name in by.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let i = DIMENSIONS
+            .iter()
+            .position(|d| *d == name)
+            .ok_or_else(|| ReportError::Dimension(name.to_owned()))?;
+        if out.contains(&i) {
+            return Err(ReportError::Shape);
+        }
+        out.push(i);
+    }
+    if out.is_empty() {
+        return Err(ReportError::Shape);
+    }
+    Ok(out)
+}
+
+/// Counts `facts` by the dimensions `by` and applies disclosure control.
+pub fn tabulate(facts: &[Fact], by: &[usize], threshold: u64) -> Table {
+    let (lead, last) = by.split_at(by.len() - 1);
+    let last = last[0];
+    let mut counts: BTreeMap<(Vec<String>, String), u64> = BTreeMap::new();
+    let mut row_keys = BTreeSet::new();
+    let mut columns = BTreeSet::new();
+    for f in facts {
+        let key: Vec<String> = lead.iter().map(|&d| f.values[d].clone()).collect();
+        let col = f.values[last].clone();
+        *counts.entry((key.clone(), col.clone())).or_default() += 1;
+        row_keys.insert(key);
+        columns.insert(col);
+    }
+    let columns: Vec<String> = columns.into_iter().collect();
+    let row_keys: Vec<Vec<String>> = row_keys.into_iter().collect();
+    let values: Vec<Vec<u64>> = row_keys
+        .iter()
+        .map(|k| {
+            columns
+                .iter()
+                .map(|c| counts.get(&(k.clone(), c.clone())).copied().unwrap_or(0))
+                .collect()
+        })
+        .collect();
+    // A total over a single cell is that cell: publish totals only for longer lines, and
+    // protect exactly the lines whose totals are published.
+    let row_totals = columns.len() > 1;
+    let column_totals = row_keys.len() > 1;
+    let hidden = suppress(&values, threshold, row_totals, column_totals);
+    let any_hidden = hidden.iter().flatten().any(|h| *h);
+    let rows: Vec<Row> = row_keys
+        .into_iter()
+        .zip(values.iter().zip(&hidden))
+        .map(|(key, (vals, hid))| Row {
+            key,
+            cells: vals
+                .iter()
+                .zip(hid)
+                .map(|(v, h)| (!h).then_some(*v))
+                .collect(),
+            total: row_totals.then(|| round(vals.iter().sum())),
+        })
+        .collect();
+    Table {
+        by: by.iter().map(|&d| DIMENSIONS[d].to_owned()).collect(),
+        threshold,
+        column_totals: column_totals.then(|| {
+            (0..columns.len())
+                .map(|c| round(values.iter().map(|r| r[c]).sum()))
+                .collect()
+        }),
+        columns,
+        suppressed: hidden.iter().flatten().filter(|h| **h).count(),
+        rows,
+        grand_total: (row_totals || column_totals || !any_hidden)
+            .then(|| round(values.iter().flatten().sum())),
+    }
+}
+
+/// Which cells to hide: primary (0 < n < threshold), then secondary until no row or column
+/// whose total is published has exactly one hidden cell. The secondary cell chosen
+/// is the smallest visible one in that line, so the least information is lost.
+fn suppress(
+    values: &[Vec<u64>],
+    threshold: u64,
+    row_totals: bool,
+    column_totals: bool,
+) -> Vec<Vec<bool>> {
+    let mut hidden: Vec<Vec<bool>> = values
+        .iter()
+        .map(|r| r.iter().map(|&v| v > 0 && v < threshold).collect())
+        .collect();
+    let rows = values.len();
+    let cols = values.first().map_or(0, Vec::len);
+    loop {
+        let mut changed = false;
+        let mut lines: Vec<Vec<(usize, usize)>> = Vec::new();
+        if row_totals {
+            lines.extend((0..rows).map(|r| (0..cols).map(|c| (r, c)).collect()));
+        }
+        if column_totals {
+            lines.extend((0..cols).map(|c| (0..rows).map(|r| (r, c)).collect()));
+        }
+        for line in lines {
+            let n_hidden = line.iter().filter(|&&(r, c)| hidden[r][c]).count();
+            if n_hidden == 1 {
+                let pick = line
+                    .iter()
+                    .filter(|&&(r, c)| !hidden[r][c])
+                    .min_by_key(|&&(r, c)| (values[r][c] == 0, values[r][c]));
+                if let Some(&(r, c)) = pick {
+                    hidden[r][c] = true;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return hidden;
+        }
+    }
+}
+
+/// The table as CSV in long form: one line per cell, `suppressed` where hidden.
+pub fn to_csv(t: &Table) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<&str> = t.by.iter().map(String::as_str).collect();
+    header.push("count");
+    w.write_record(&header)?;
+    for row in &t.rows {
+        for (col, cell) in t.columns.iter().zip(&row.cells) {
+            let mut rec: Vec<String> = row.key.clone();
+            rec.push(col.clone());
+            rec.push(cell.map_or_else(|| "suppressed".to_owned(), |v| v.to_string()));
+            w.write_record(&rec)?;
+        }
+    }
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_to_the_nearest_five() {
+        assert_eq!(
+            [
+                round(0),
+                round(2),
+                round(3),
+                round(12),
+                round(13),
+                round(15)
+            ],
+            [0, 0, 5, 10, 15, 15]
+        );
+    }
+
+    #[test]
+    fn a_lone_small_cell_takes_a_partner_in_its_row_and_column() {
+        let v = vec![vec![3, 7, 20], vec![9, 8, 30]];
+        let h = suppress(&v, 5, true, true);
+        assert!(h[0][0], "primary");
+        assert_eq!(h.iter().flatten().filter(|x| **x).count(), 4, "{h:?}");
+        for row in &h {
+            assert_ne!(row.iter().filter(|x| **x).count(), 1);
+        }
+        for c in 0..3 {
+            assert_ne!(h.iter().filter(|r| r[c]).count(), 1);
+        }
+    }
+}
