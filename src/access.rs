@@ -1,5 +1,5 @@
-//! Reading the records: a referral's disclosure record for the sending partner's people, and
-//! subject-access requests (which of a partner's disclosures, sent or received, concerned a
+//! Reading the records: a referral's disclosure record for the sending partner's people,
+//! anonymised aggregate reports for commissioners (each audited), and subject-access requests (which of a partner's disclosures, sent or received, concerned a
 //! person). Each subject-access request is itself audited (who asked, how many matched;
 //! never the identifiers).
 
@@ -123,4 +123,94 @@ pub async fn subject_access_for(
         })
         .await?;
     Ok(out)
+}
+
+/// Why a report was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportRequestError {
+    /// Not a commissioner.
+    #[error("aggregate reports are for commissioners only")]
+    Forbidden,
+    /// A bad date or dimension.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether a principal may receive aggregate reports: the commissioner role, or a
+/// commissioner organisation.
+pub fn is_commissioner(config: &Config, p: &Principal) -> bool {
+    p.has_role(Role::Commissioner)
+        || config
+            .partners
+            .get(&p.partner)
+            .is_some_and(|partner| partner.kind.as_str() == "commissioner")
+}
+
+/// Unix seconds at 00:00 UTC of a `YYYY-MM-DD` date.
+pub fn day_start(date: &str) -> Result<i64, ReportRequestError> {
+    let bad = || ReportRequestError::Invalid(format!("{date:?} is not a YYYY-MM-DD date"));
+    let mut parts = date.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let (y, m, d): (i32, u8, u8) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    let month = time::Month::try_from(m).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(y, month, d).map_err(|_| bad())?;
+    Ok(date.midnight().assume_utc().unix_timestamp())
+}
+
+/// An aggregate report over referrals received from `from` to `to` (dates, inclusive), by
+/// the named dimensions; audited (who, which dimensions, which period).
+pub async fn aggregate_report(
+    store: &dyn Store,
+    config: &Config,
+    actor: &str,
+    from: &str,
+    to: &str,
+    by: &str,
+    now: i64,
+) -> Result<crate::report::Table, ReportRequestError> {
+    let dims =
+        crate::report::parse_by(by).map_err(|e| ReportRequestError::Invalid(e.to_string()))?;
+    let (start, end) = (day_start(from)?, day_start(to)? + 86_400);
+    if end <= start {
+        return Err(ReportRequestError::Invalid(
+            "\"to\" is before \"from\"".into(),
+        ));
+    }
+    let kind_of = |id: &str| {
+        config
+            .partners
+            .iter()
+            .find(|(pid, _)| pid.as_str() == id)
+            .map(|(_, p)| p.kind.to_string())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let facts: Vec<crate::report::Fact> = store
+        .report_facts(start, end)
+        .await?
+        .iter()
+        .map(|row| crate::report::fact(row, kind_of))
+        .collect();
+    let table = crate::report::tabulate(&facts, &dims, config.settings.reports.threshold);
+    store
+        .record_event(&AuditRecord {
+            at: now,
+            kind: "report",
+            referral_id: None,
+            delivery_id: None,
+            actor: Some(actor.to_owned()),
+            detail: json!({ "by": table.by, "from": from, "to": to, "suppressed": table.suppressed }),
+        })
+        .await?;
+    Ok(table)
 }

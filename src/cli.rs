@@ -38,6 +38,46 @@ pub enum Command {
     Audit(AuditCommand),
     /// Which of a partner's disclosures (sent or received) concerned a person.
     SubjectAccess(SubjectAccessArgs),
+    /// An anonymised aggregate report (small numbers suppressed), with an optional chart.
+    Report(ReportArgs),
+}
+
+/// `refex report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// First day, YYYY-MM-DD.
+    #[arg(long)]
+    pub from: String,
+    /// Last day, YYYY-MM-DD (inclusive).
+    #[arg(long)]
+    pub to: String,
+    /// Dimensions, comma-separated, the last across: month, type, sender_kind, recipient_kind,
+    /// consent, review.
+    #[arg(long, default_value = "month,type")]
+    pub by: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ReportFormat,
+    /// Also write an SVG chart of monthly referrals by type to this file.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+    /// Where the embedded store lives.
+    #[arg(long, env = "REFEX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`.
+    #[arg(long, env = "REFEX_STORE_URL")]
+    pub store_url: Option<String>,
+}
+
+/// `refex report` output formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// An aligned table for people.
+    Table,
+    /// JSON.
+    Json,
+    /// CSV (one line per cell).
+    Csv,
 }
 
 /// `refex subject-access`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use refex::cli::{AuditCommand, Cli, Command, OutputFormat};
+use refex::cli::{AuditCommand, Cli, Command, OutputFormat, ReportFormat};
 use refex::clock::{Clock as _, SystemClock};
 use refex::config::{self, Overrides};
 
@@ -161,6 +161,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )?
                 ),
                 OutputFormat::Csv => print!("{}", refex::disclosure::to_csv(&records)?),
+            }
+            Ok(())
+        }
+        Command::Report(args) => {
+            let overrides = Overrides {
+                data_dir: args.data_dir,
+                store_url: args.store_url,
+                ..Overrides::default()
+            };
+            let settings = config::load_settings(&cli.config, explicit, &overrides)?;
+            refex::tls::install_default_provider();
+            refex::app::ensure_dev_pki(&settings, &SystemClock)?;
+            let config = refex::config::Config::load(settings)?;
+            let store = refex::store::open(&config.settings.store_url()).await?;
+            let now = SystemClock.unix_seconds() as i64;
+            let actor = "operator:refex-report";
+            let table = refex::access::aggregate_report(
+                store.as_ref(),
+                &config,
+                actor,
+                &args.from,
+                &args.to,
+                &args.by,
+                now,
+            )
+            .await?;
+            if let Some(path) = &args.chart {
+                let chart = refex::access::aggregate_report(
+                    store.as_ref(),
+                    &config,
+                    actor,
+                    &args.from,
+                    &args.to,
+                    "month,type",
+                    now,
+                )
+                .await?;
+                std::fs::write(path, refex::report::chart_svg(&chart))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("chart written to {}", path.display());
+            }
+            store.close().await;
+            match args.format {
+                ReportFormat::Table => print!("{}", refex::report::render_text(&table)),
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&table)?),
+                ReportFormat::Csv => print!("{}", refex::report::to_csv(&table)?),
             }
             Ok(())
         }

@@ -200,6 +200,31 @@ fn suppress(
     }
 }
 
+/// A delivery row as report dimensions: month, type, sender and recipient *kinds* (never
+/// partner ids in the dimensions other than kinds), consent status, review outcome.
+pub fn fact(row: &crate::store::records::FactRow, kind_of: impl Fn(&str) -> String) -> Fact {
+    use crate::store::records::DeliveryStatus;
+    let month = time::OffsetDateTime::from_unix_timestamp(row.received_at)
+        .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
+        .unwrap_or_else(|_| "unknown".into());
+    let review = match (row.decision.as_deref(), row.status) {
+        (Some("approve"), _) => "approved",
+        (Some("reject"), _) | (_, DeliveryStatus::RejectedByReview) => "rejected",
+        (_, DeliveryStatus::HeldForReview) => "pending",
+        _ => "not-reviewed",
+    };
+    Fact {
+        values: [
+            month,
+            row.referral_type.clone(),
+            kind_of(&row.sender),
+            kind_of(&row.recipient),
+            row.consent_status.clone(),
+            review.to_owned(),
+        ],
+    }
+}
+
 /// The table as CSV in long form: one line per cell, `suppressed` where hidden.
 pub fn to_csv(t: &Table) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -216,6 +241,122 @@ pub fn to_csv(t: &Table) -> Result<String, csv::Error> {
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The table for people: aligned columns, `<5` where suppressed, totals marked `~`.
+pub fn render_text(t: &Table) -> String {
+    let cell = |c: &Cell| c.map_or_else(|| format!("<{}", t.threshold), |v| v.to_string());
+    let mut grid: Vec<Vec<String>> = Vec::new();
+    let mut header: Vec<String> = t.by[..t.by.len() - 1].to_vec();
+    header.extend(t.columns.iter().cloned());
+    header.push("total".into());
+    grid.push(header);
+    for row in &t.rows {
+        let mut line = row.key.clone();
+        line.extend(row.cells.iter().map(cell));
+        line.push(row.total.map_or_else(String::new, |v| format!("~{v}")));
+        grid.push(line);
+    }
+    let mut totals: Vec<String> = vec![String::new(); t.by.len() - 1];
+    if let Some(first) = totals.first_mut() {
+        *first = "total".into();
+    }
+    match &t.column_totals {
+        Some(ct) => totals.extend(ct.iter().map(|v| format!("~{v}"))),
+        None => totals.extend(t.columns.iter().map(|_| String::new())),
+    }
+    totals.push(t.grand_total.map_or_else(String::new, |v| format!("~{v}")));
+    grid.push(totals);
+    let widths: Vec<usize> = (0..grid[0].len())
+        .map(|i| {
+            grid.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in grid {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "cells under {} suppressed ({} hidden, secondary included); totals (~) rounded to {}\n",
+        t.threshold, t.suppressed, ROUND_TO
+    ));
+    out
+}
+
+/// An SVG bar chart of a `month,type` table: one group of bars per month, one bar per type;
+/// suppressed cells are drawn as dashed outlines at the threshold's height, never as values.
+pub fn chart_svg(t: &Table) -> String {
+    const W: usize = 900;
+    const H: usize = 420;
+    const PAD: usize = 60;
+    const COLOURS: &[&str] = &[
+        "#1b6ca8", "#d9822b", "#2e8b57", "#8e44ad", "#c0392b", "#7f8c8d",
+    ];
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let max = t
+        .rows
+        .iter()
+        .flat_map(|r| r.cells.iter().map(|c| c.unwrap_or(t.threshold)))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let groups = t.rows.len().max(1);
+    let group_w = (W - 2 * PAD) / groups;
+    let bar_w = (group_w.saturating_sub(10) / t.columns.len().max(1)).max(2);
+    let y = |v: u64| (H - PAD) - (v as usize * (H - 2 * PAD) / max as usize);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" role=\"img\" \
+         aria-label=\"Referrals by month and type\"><title>Referrals by month and type</title>\
+         <rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>\
+         <line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>",
+        b = H - PAD,
+        r = W - PAD
+    );
+    for (g, row) in t.rows.iter().enumerate() {
+        let x0 = PAD + g * group_w + 5;
+        for (i, c) in row.cells.iter().enumerate() {
+            let x = x0 + i * bar_w;
+            let colour = COLOURS[i % COLOURS.len()];
+            match c {
+                Some(v) => svg.push_str(&format!(
+                    "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{colour}\"><title>{}: {v}</title></rect>",
+                    y(*v), bar_w - 1, (H - PAD) - y(*v), esc(&t.columns[i])
+                )),
+                None => svg.push_str(&format!(
+                    "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"{colour}\" \
+                     stroke-dasharray=\"3,2\"><title>{}: suppressed</title></rect>",
+                    y(t.threshold), bar_w - 1, (H - PAD) - y(t.threshold), esc(&t.columns[i])
+                )),
+            }
+        }
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">{}</text>",
+            x0 + group_w / 2,
+            H - PAD + 18,
+            esc(&row.key.join(" "))
+        ));
+    }
+    for (i, col) in t.columns.iter().enumerate() {
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{}</text>",
+            PAD, 10 + i * 16, COLOURS[i % COLOURS.len()], PAD + 18, 21 + i * 16, esc(col)
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 #[cfg(test)]

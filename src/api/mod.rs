@@ -14,6 +14,7 @@ pub mod problem;
 pub mod public;
 pub mod records;
 pub mod referrals;
+pub mod reports;
 pub mod reviews;
 pub mod whoami;
 
@@ -51,6 +52,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/v1/reviews/{id}/decision",
             axum::routing::post(reviews::decide),
         )
+        .route("/v1/reports/aggregates", get(reports::aggregates))
         .route("/v1/inbox", get(inbox::list))
         .route("/v1/inbox/{id}", get(inbox::fetch))
         .route("/v1/inbox/{id}/ack", axum::routing::post(inbox::ack))

@@ -48,6 +48,9 @@ pub struct Settings {
     /// Safeguarding review of held disclosures.
     #[serde(default)]
     pub review: ReviewSettings,
+    /// Aggregate reports for commissioners.
+    #[serde(default)]
+    pub reports: ReportSettings,
     /// Certificates and trust.
     #[serde(default)]
     pub tls: TlsSettings,
@@ -133,6 +136,23 @@ impl Default for ReviewSettings {
     fn default() -> Self {
         Self {
             escalate_after: default_escalate_after(),
+        }
+    }
+}
+
+/// Aggregate reports.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// Cells under this count are suppressed (domain.md: 5).
+    #[serde(default = "default_threshold")]
+    pub threshold: u64,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            threshold: default_threshold(),
         }
     }
 }
@@ -362,6 +382,9 @@ fn default_housekeeping() -> Duration {
 }
 fn default_escalate_after() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn default_threshold() -> u64 {
+    5
 }
 fn default_log_format() -> LogFormat {
     LogFormat::Json

@@ -555,6 +555,43 @@ macro_rules! store_impl {
                 .map_err(crate::store::query_err("count escalated"))
         }
 
+        async fn report_facts(
+            &self,
+            from: i64,
+            to: i64,
+        ) -> Result<Vec<crate::store::records::FactRow>, crate::store::StoreError> {
+            use crate::store::records::{DeliveryStatus, FactRow};
+            let rows: Vec<(i64, String, String, String, String, String, Option<String>)> = sqlx::query_as(
+                "SELECT r.received_at, r.referral_type, r.sender, d.recipient, r.consent_status, d.status, \
+                 (SELECT e.detail FROM audit_events e WHERE e.delivery_id = d.id AND e.kind = 'reviewed' LIMIT 1) \
+                 FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
+                 WHERE r.received_at >= $1 AND r.received_at < $2",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(crate::store::query_err("report"))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|r| {
+                    Some(FactRow {
+                        received_at: r.0,
+                        referral_type: r.1,
+                        sender: r.2,
+                        recipient: r.3,
+                        consent_status: r.4,
+                        status: DeliveryStatus::parse(&r.5)?,
+                        decision: r.6.and_then(|d| {
+                            serde_json::from_str::<serde_json::Value>(&d)
+                                .ok()
+                                .and_then(|v| v["decision"].as_str().map(str::to_owned))
+                        }),
+                    })
+                })
+                .collect())
+        }
+
         async fn referral_links(
             &self,
             referral_id: &str,

@@ -205,6 +205,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How many holds are escalated and still undecided.
     async fn count_escalated(&self) -> Result<i64, StoreError>;
 
+    /// Every delivery of referrals received in `[from, to)`, as report dimensions.
+    async fn report_facts(&self, from: i64, to: i64) -> Result<Vec<records::FactRow>, StoreError>;
+
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,

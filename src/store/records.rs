@@ -284,3 +284,22 @@ pub enum DecideOutcome {
     /// Someone decided first (or the hold is gone): nothing changed.
     AlreadyDecided,
 }
+
+/// One delivery as a report counts it: dimensions only, no ids, no content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FactRow {
+    /// When the referral was received (Unix seconds).
+    pub received_at: i64,
+    /// Referral type.
+    pub referral_type: String,
+    /// Sending partner.
+    pub sender: String,
+    /// Receiving partner.
+    pub recipient: String,
+    /// `consent.status`.
+    pub consent_status: String,
+    /// Delivery status.
+    pub status: DeliveryStatus,
+    /// The review decision (`approve`/`reject`), if reviewed.
+    pub decision: Option<String>,
+}

@@ -1,0 +1,83 @@
+//! `GET /v1/reports/aggregates?from&to&by`: anonymised aggregates for commissioners, as JSON
+//! or CSV (`Accept: text/csv`). Everyone else gets `403`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::principal::Caller;
+use super::problem::ApiError;
+use crate::access::{self, ReportRequestError};
+use crate::runtime::Runtime;
+
+/// Query parameters.
+#[derive(Debug, Deserialize)]
+pub struct ReportQuery {
+    from: String,
+    to: String,
+    #[serde(default = "default_by")]
+    by: String,
+}
+
+fn default_by() -> String {
+    "month,type".into()
+}
+
+/// `GET /v1/reports/aggregates`.
+pub async fn aggregates(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    q: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let snapshot = rt.snapshot();
+    if !access::is_commissioner(&snapshot.config, &caller) {
+        return Err(ApiError::Forbidden(
+            "aggregate reports are for commissioners only",
+        ));
+    }
+    let Query(q) = q.map_err(|_| ApiError::Refused {
+        status: StatusCode::BAD_REQUEST,
+        slug: "bad-query",
+        detail: "from and to (YYYY-MM-DD) are required; by is optional".into(),
+    })?;
+    let now = rt.clock.unix_seconds() as i64;
+    let table = access::aggregate_report(
+        rt.store.as_ref(),
+        &snapshot.config,
+        &caller.to_string(),
+        &q.from,
+        &q.to,
+        &q.by,
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        ReportRequestError::Forbidden => {
+            ApiError::Forbidden("aggregate reports are for commissioners only")
+        }
+        ReportRequestError::Invalid(detail) => ApiError::Refused {
+            status: StatusCode::BAD_REQUEST,
+            slug: "bad-report",
+            detail,
+        },
+        ReportRequestError::Store(s) => {
+            tracing::error!(error = %s, "report failed");
+            ApiError::Unavailable { retry_after: 5 }
+        }
+    })?;
+    let wants_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if wants_csv {
+        let csv = crate::report::to_csv(&table).map_err(|_| ApiError::Internal)?;
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
+    }
+    Ok(Json(table).into_response())
+}
