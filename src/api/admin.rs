@@ -1,5 +1,6 @@
 //! The admin listener (plain HTTP, loopback by default): liveness, readiness, Prometheus
-//! metrics, and the public JWKS for anyone without a client certificate yet.
+//! metrics, and the public JWKS and OpenAPI description for anyone without a client
+//! certificate yet.
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/openapi.json", get(super::openapi::document))
         .fallback(|| async { ApiError::NotFound })
         .with_state(rt)
 }

@@ -1,0 +1,204 @@
+//! The route table: every API route with its method, handler and documentation, in one
+//! place. The router is built from this table and `GET /openapi.json` is generated from it,
+//! so the description cannot drift from what is served.
+
+use std::sync::Arc;
+
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, on};
+use serde_json::{Map, Value, json};
+
+use super::{audit, inbox, public, records, referrals, reports, reviews, whoami};
+use crate::runtime::Runtime;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Any verified client certificate, mapped or not (public documents).
+    AnyCertificate,
+    /// A mapped partner system or person.
+    Partner,
+    /// A person with one of the named roles (documented in the description).
+    Role(&'static str),
+}
+
+/// One documented route.
+pub struct RouteDoc {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template (`{id}` segments).
+    pub path: &'static str,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// Query parameters: name, required, description.
+    pub query: &'static [(&'static str, bool, &'static str)],
+    /// Request body media type, if any.
+    pub body: Option<&'static str>,
+    /// Success status and media type.
+    pub success: (u16, &'static str),
+    /// Problem statuses it can answer with (besides 403 unknown certificate, 429, 503).
+    pub problems: &'static [u16],
+    make: fn(MethodFilter) -> MethodRouter<Arc<Runtime>>,
+}
+
+macro_rules! route {
+    ($method:ident $path:literal => $handler:path, $summary:literal, $access:expr,
+     query: $query:expr, body: $body:expr, ok: ($status:literal, $media:literal), problems: $problems:expr) => {
+        RouteDoc {
+            method: Method::$method,
+            path: $path,
+            summary: $summary,
+            access: $access,
+            query: $query,
+            body: $body,
+            success: ($status, $media),
+            problems: $problems,
+            make: |filter| on(filter, $handler),
+        }
+    };
+}
+
+const JSON: &str = "application/json";
+const JOSE: &str = "application/jose";
+
+/// Every route the API serves.
+pub static ROUTES: &[RouteDoc] = &[
+    route!(GET "/.well-known/jwks.json" => public::jwks, "The gateway's public keys (enc and sig)",
+        Access::AnyCertificate, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+    route!(GET "/v1/whoami" => whoami::whoami, "Which principal the client certificate maps to",
+        Access::Partner, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+    route!(POST "/v1/referrals" => referrals::create, "Submit a referral: JWE(JWS(claims)) to the gateway",
+        Access::Partner, query: &[], body: Some(JOSE), ok: (202, "application/json"),
+        problems: &[400, 403, 404, 409, 413, 415, 422]),
+    route!(GET "/v1/referrals/{id}" => referrals::status, "Per-recipient status of one of your referrals",
+        Access::Partner, query: &[], body: None, ok: (200, "application/json"), problems: &[404]),
+    route!(POST "/v1/referrals/{id}/withdraw" => inbox::withdraw, "Withdraw every unacknowledged delivery of your referral",
+        Access::Partner, query: &[], body: None, ok: (200, "application/json"), problems: &[404]),
+    route!(GET "/v1/inbox" => inbox::list, "Your inbox: metadata in arrival order, cursor pages, long-poll",
+        Access::Partner, query: &[("limit", false, "1-500, default 50"), ("cursor", false, "next_cursor of the previous page"),
+                                   ("wait", false, "long-poll seconds, 0-60")],
+        body: None, ok: (200, "application/json"), problems: &[400]),
+    route!(GET "/v1/inbox/{id}" => inbox::fetch, "One delivery: JWE to your enc key of a JWS by the gateway",
+        Access::Partner, query: &[], body: None, ok: (200, "application/jose"), problems: &[404]),
+    route!(POST "/v1/inbox/{id}/ack" => inbox::ack, "Acknowledge a delivery (idempotent); it leaves the inbox",
+        Access::Partner, query: &[], body: None, ok: (204, ""), problems: &[404]),
+    route!(GET "/v1/reviews" => reviews::list, "Held referrals of your organisation, oldest first",
+        Access::Role("designated-safeguarding-lead"), query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+    route!(GET "/v1/reviews/{id}" => reviews::show, "A held referral: per recipient, fields disclosed and withheld",
+        Access::Role("designated-safeguarding-lead"), query: &[], body: None, ok: (200, "application/json"), problems: &[404, 409]),
+    route!(POST "/v1/reviews/{id}/decision" => reviews::decide, "Approve or reject a held referral (four eyes)",
+        Access::Role("designated-safeguarding-lead"), query: &[], body: Some(JSON), ok: (200, "application/json"),
+        problems: &[400, 404, 409, 422]),
+    route!(GET "/v1/disclosures/{id}" => records::disclosure, "The disclosure record of one of your referrals",
+        Access::Role("designated-safeguarding-lead, auditor or data-protection-officer"), query: &[], body: None,
+        ok: (200, "application/json"), problems: &[404]),
+    route!(POST "/v1/subject-access" => records::subject_access, "Your disclosures, sent or received, concerning a person",
+        Access::Role("data-protection-officer or auditor"), query: &[], body: Some(JSON), ok: (200, "application/json"),
+        problems: &[400, 422]),
+    route!(GET "/v1/audit/checkpoint" => audit::checkpoint, "The latest signed audit checkpoint",
+        Access::Role("auditor or data-protection-officer"), query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+    route!(GET "/v1/audit/proof/inclusion" => audit::inclusion, "Inclusion proof of one audit leaf",
+        Access::Role("auditor or data-protection-officer"),
+        query: &[("index", true, "leaf index"), ("size", true, "tree size")], body: None, ok: (200, "application/json"),
+        problems: &[400]),
+    route!(GET "/v1/audit/proof/consistency" => audit::consistency, "Consistency proof between two tree sizes",
+        Access::Role("auditor or data-protection-officer"),
+        query: &[("from", true, "earlier size"), ("to", true, "later size")], body: None, ok: (200, "application/json"),
+        problems: &[400]),
+    route!(GET "/v1/reports/aggregates" => reports::aggregates, "Anonymised aggregates, small numbers suppressed",
+        Access::Role("commissioner"),
+        query: &[("from", true, "YYYY-MM-DD"), ("to", true, "YYYY-MM-DD, inclusive"),
+                 ("by", false, "month,type,sender_kind,recipient_kind,consent,review; the last across")],
+        body: None, ok: (200, "application/json"), problems: &[400]),
+    route!(GET "/openapi.json" => super::openapi::document, "This description",
+        Access::AnyCertificate, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+];
+
+/// Registers every route of the table on `router`.
+pub fn register(mut router: axum::Router<Arc<Runtime>>) -> axum::Router<Arc<Runtime>> {
+    for r in ROUTES {
+        let filter = MethodFilter::try_from(r.method.clone())
+            .unwrap_or_else(|_| unreachable!("the table only uses standard methods"));
+        router = router.route(r.path, (r.make)(filter));
+    }
+    router
+}
+
+/// The OpenAPI 3.1 description of the table, with the referral type schemas embedded as
+/// they are (JSON Schema 2020-12 is OpenAPI 3.1's schema dialect).
+pub fn describe(gateway_id: &str, referral_types: Map<String, Value>) -> Value {
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let mut responses = Map::new();
+        let mut ok = json!({ "description": "Success" });
+        if !r.success.1.is_empty() {
+            ok["content"] = json!({ r.success.1: { "schema": {} } });
+        }
+        responses.insert(r.success.0.to_string(), ok);
+        let mut problems: Vec<u16> = r.problems.to_vec();
+        problems.extend([403, 429, 503]);
+        problems.sort_unstable();
+        problems.dedup();
+        for p in problems {
+            responses.insert(
+                p.to_string(),
+                json!({ "description": "Problem (RFC 9457)",
+                        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } } }),
+            );
+        }
+        let mut op = json!({
+            "summary": r.summary,
+            "operationId": format!("{} {}", r.method, r.path),
+            "responses": responses,
+            "x-refex-access": match r.access {
+                Access::AnyCertificate => "any verified client certificate".to_owned(),
+                Access::Partner => "a registered partner system or person".to_owned(),
+                Access::Role(roles) => format!("a person with role: {roles}"),
+            },
+        });
+        let mut params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter(|s| s.starts_with('{'))
+            .map(|s| json!({ "name": s.trim_matches(|c| c == '{' || c == '}'), "in": "path", "required": true,
+                             "schema": { "type": "string" } }))
+            .collect();
+        params.extend(r.query.iter().map(|(name, required, desc)| {
+            json!({ "name": name, "in": "query", "required": required, "description": desc, "schema": { "type": "string" } })
+        }));
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if let Some(media) = r.body {
+            op["requestBody"] = json!({ "required": true, "content": { media: { "schema": {} } } });
+        }
+        paths
+            .entry(r.path.to_owned())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|o| o.insert(r.method.as_str().to_lowercase(), op));
+    }
+    let mut schemas = referral_types;
+    schemas.insert(
+        "Problem".into(),
+        json!({ "type": "object", "required": ["type", "title", "status"],
+                "properties": { "type": { "type": "string" }, "title": { "type": "string" },
+                                "status": { "type": "integer" }, "detail": { "type": "string" },
+                                "errors": { "type": "array", "items": { "type": "object",
+                                    "properties": { "pointer": { "type": "string" }, "keyword": { "type": "string" },
+                                                    "message": { "type": "string" } } } } } }),
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": format!("refex gateway ({gateway_id})"), "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Multi-agency referral exchange. Every route requires mutual TLS; see x-refex-access." },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "mutualTLS": { "type": "mutualTLS" } },
+        },
+        "security": [{ "mutualTLS": [] }],
+        "paths": paths,
+    })
+}
