@@ -420,15 +420,15 @@ async fn open_only(h: &Harness, who: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for m in page["messages"].as_array().unwrap() {
         let id = m["id"].as_str().unwrap();
-        let sealed =
+        let res =
             h.gw.system(who)
                 .get(h.gw.url(&format!("/v1/inbox/{id}")))
                 .send()
                 .await
-                .unwrap()
-                .text()
-                .await
                 .unwrap();
+        let status = res.status();
+        let sealed = res.text().await.unwrap();
+        assert_eq!(status, 200, "fetch {id} listed in {page}: {sealed}");
         out.push(
             serde_json::from_slice(&partner::unwrap(&sealed, &h.keys(who), &gateway).unwrap())
                 .unwrap(),

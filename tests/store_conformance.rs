@@ -178,3 +178,53 @@ async fn unknown_store_schemes_are_refused() {
     let err = store::open("mysql://localhost/refex").await.unwrap_err();
     assert!(err.to_string().contains("mysql"), "{err}");
 }
+
+/// Read-then-write transactions (a first fetch reads, then marks delivered) running beside
+/// other writers must never fail: on SQLite a deferred transaction would get SQLITE_BUSY.
+async fn concurrent_read_then_write(store: Arc<dyn Store>) {
+    for i in 0..40 {
+        let mut a = acceptance(&format!("ref_rw{i}"), &format!("rw-jti-{i}"), false);
+        a.deliveries.truncate(1);
+        a.deliveries[0].id = format!("dlv_rw{i}");
+        store.accept(&a).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.fetch_delivery("cambs-idva", &format!("dlv_rw{i}"), 1_795_000_100, "t")
+                .await
+                .map(|o| o.is_some())
+        }));
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut a = acceptance(&format!("ref_rx{i}"), &format!("rx-jti-{i}"), false);
+            a.deliveries.truncate(1);
+            a.deliveries[0].id = format!("dlv_rx{i}");
+            s.accept(&a).await.map(|_| true)
+        }));
+    }
+    for t in tasks {
+        assert!(
+            t.await
+                .unwrap()
+                .expect("no transaction may fail under concurrency")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_read_then_write_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("rw.db").display());
+    concurrent_read_then_write(store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_then_write_under_concurrency() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    concurrent_read_then_write(store::open(&url).await.unwrap()).await;
+    common::pg::drop_schema(&url).await;
+}

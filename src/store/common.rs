@@ -4,7 +4,18 @@
 /// Implements [`Store`](super::Store) for a backend type with a `pool` field, and defines
 /// `insert_event` for its connection type.
 macro_rules! store_impl {
-    ($store:ty, $backend:expr, $conn:ty) => {
+    ($store:ty, $backend:expr, $conn:ty, $begin:literal) => {
+        impl $store {
+            /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`: a
+            /// deferred transaction that reads and then writes fails at once (`SQLITE_BUSY`,
+            /// which no busy timeout waits out) if another writer committed in between.
+            async fn begin_write(
+                &self,
+            ) -> Result<sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>, sqlx::Error> {
+                self.pool.begin_with($begin).await
+            }
+        }
+
         #[async_trait::async_trait]
         impl crate::store::Store for $store {
             fn backend(&self) -> crate::store::Backend {
@@ -26,7 +37,7 @@ macro_rules! store_impl {
 
         async fn accept(&self, a: &crate::store::records::Acceptance) -> Result<(), crate::store::StoreError> {
             use crate::store::{StoreError, query_err};
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             let r = &a.referral;
             let marker = sqlx::query("INSERT INTO replay_markers (sender, jti, seen_at) VALUES ($1, $2, $3)")
                 .bind(&r.sender)
@@ -137,7 +148,7 @@ macro_rules! store_impl {
             at: i64,
         ) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             let due: Vec<(String, String)> = sqlx::query_as(
                 "SELECT id, referral_id FROM deliveries WHERE recipient = $1 \
                  AND status IN ('queued', 'delivered') AND created_at < $2 ORDER BY seq",
@@ -170,7 +181,7 @@ macro_rules! store_impl {
 
         async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             let due: Vec<String> = sqlx::query_scalar(
                 "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
                  (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.updated_at >= $1) \
@@ -419,7 +430,7 @@ macro_rules! store_impl {
         ) -> Result<crate::store::records::DecideOutcome, crate::store::StoreError> {
             use crate::store::query_err;
             use crate::store::records::{AuditRecord, DecideOutcome};
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             // Deleting the hold first takes its row lock: a concurrent decision waits, then
             // finds nothing to delete and changes nothing. A decision is final.
             let gone = sqlx::query("DELETE FROM holds WHERE referral_id = $1")
@@ -519,7 +530,7 @@ macro_rules! store_impl {
 
         async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             let due: Vec<String> = sqlx::query_scalar(
                 "SELECT referral_id FROM holds WHERE escalated_at IS NULL AND held_at < $1 ORDER BY held_at",
             )
@@ -616,7 +627,7 @@ macro_rules! store_impl {
         async fn record_event(&self, e: &crate::store::records::AuditRecord) -> Result<(), crate::store::StoreError> {
             use crate::store::query_err;
             // One transaction: the tree head, the leaf and its nodes move together.
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             insert_event(&mut *tx, e).await?;
             tx.commit().await.map_err(query_err("commit"))
         }
@@ -699,7 +710,7 @@ macro_rules! store_impl {
             actor: &str,
         ) -> Result<Option<String>, crate::store::StoreError> {
             use crate::store::query_err;
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             let row: Option<(String, Option<String>, String)> = sqlx::query_as(
                 "SELECT status, sealed, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
             )
@@ -746,7 +757,7 @@ macro_rules! store_impl {
         ) -> Result<crate::store::records::AckOutcome, crate::store::StoreError> {
             use crate::store::query_err;
             use crate::store::records::AckOutcome;
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             let row: Option<(String, String)> = sqlx::query_as(
                 "SELECT status, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
             )
@@ -791,7 +802,7 @@ macro_rules! store_impl {
             actor: &str,
         ) -> Result<Option<Vec<crate::store::records::DeliveryState>>, crate::store::StoreError> {
             use crate::store::query_err;
-            let mut tx = self.pool.begin().await.map_err(query_err("begin"))?;
+            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
             let owner: Option<String> = sqlx::query_scalar("SELECT sender FROM referrals WHERE id = $1")
                 .bind(referral_id)
                 .fetch_optional(&mut *tx)

@@ -45,5 +45,6 @@ impl PostgresStore {
 store_impl!(
     PostgresStore,
     crate::store::Backend::Postgres,
-    sqlx::PgConnection
+    sqlx::PgConnection,
+    "BEGIN"
 );

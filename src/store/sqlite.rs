@@ -56,5 +56,6 @@ impl SqliteStore {
 store_impl!(
     SqliteStore,
     crate::store::Backend::Sqlite,
-    sqlx::SqliteConnection
+    sqlx::SqliteConnection,
+    "BEGIN IMMEDIATE"
 );
