@@ -40,6 +40,121 @@ pub enum Command {
     SubjectAccess(SubjectAccessArgs),
     /// An anonymised aggregate report (small numbers suppressed), with an optional chart.
     Report(ReportArgs),
+    /// As a partner: sign, encrypt and submit a referral.
+    Send(Box<SendArgs>),
+    /// As a partner: a referral's per-recipient status.
+    Status(PartnerIdArgs),
+    /// As a partner: withdraw a referral's unacknowledged deliveries.
+    Withdraw(PartnerIdArgs),
+    /// As a partner: fetch, decrypt, verify and durably write deliveries, then acknowledge them.
+    Inbox(InboxArgs),
+}
+
+/// Who the partner tools act as, and where the gateway is.
+#[derive(Debug, clap::Args)]
+pub struct PartnerArgs {
+    /// The partner to act as (its files are taken from --pki unless given one by one).
+    #[arg(long = "as")]
+    pub partner: String,
+    /// The gateway's API address.
+    #[arg(long, default_value = "https://localhost:8443", env = "REFEX_GATEWAY")]
+    pub gateway: String,
+    /// A dev PKI directory laid out as `refex dev-pki` writes it.
+    #[arg(long, default_value = "certs/dev")]
+    pub pki: PathBuf,
+    /// Client certificate (PEM), instead of the dev PKI's.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM), instead of the dev PKI's.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The partner's private JWK set, instead of the dev PKI's.
+    #[arg(long)]
+    pub jwks_private: Option<PathBuf>,
+    /// The CA of the gateway's certificate, instead of the dev PKI's.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+/// `refex send`.
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// Identity and gateway.
+    #[command(flatten)]
+    pub who: PartnerArgs,
+    /// A complete referral object (type, to, sender_ref, lawful_basis, consent,
+    /// subject_informed, payload), instead of the flags below.
+    #[arg(long, conflicts_with_all = ["referral_type", "file"])]
+    pub referral: Option<PathBuf>,
+    /// The referral type.
+    #[arg(long = "type")]
+    pub referral_type: Option<String>,
+    /// A recipient (repeat for several; omit to let routing choose).
+    #[arg(long)]
+    pub to: Vec<String>,
+    /// The payload (JSON), validated against the type's schema by the gateway.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Your own reference.
+    #[arg(long, default_value = "refex-send")]
+    pub sender_ref: String,
+    /// UK GDPR Article 6 basis.
+    #[arg(long, default_value = "public-task")]
+    pub article6: String,
+    /// Article 9 condition.
+    #[arg(long, default_value = "substantial-public-interest")]
+    pub article9: String,
+    /// DPA 2018 Schedule 1 condition.
+    #[arg(long)]
+    pub schedule1: Option<String>,
+    /// Consent status: given, refused, not-sought, withdrawn.
+    #[arg(long, default_value = "given")]
+    pub consent: String,
+    /// The override relied on when consent is not given.
+    #[arg(long = "override")]
+    pub override_: Option<String>,
+    /// Why the override applies.
+    #[arg(long)]
+    pub justification: Option<String>,
+    /// Whether the person was told: yes, no, not-yet.
+    #[arg(long, default_value = "yes")]
+    pub informed: String,
+    /// Why not, when not told.
+    #[arg(long)]
+    pub informed_reason: Option<String>,
+    /// The gateway id (the claims' audience).
+    #[arg(long, default_value = "refex")]
+    pub aud: String,
+    /// Print the gateway's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `refex status` / `refex withdraw`.
+#[derive(Debug, clap::Args)]
+pub struct PartnerIdArgs {
+    /// Identity and gateway.
+    #[command(flatten)]
+    pub who: PartnerArgs,
+    /// The referral id.
+    pub id: String,
+}
+
+/// `refex inbox`.
+#[derive(Debug, clap::Args)]
+pub struct InboxArgs {
+    /// Identity and gateway.
+    #[command(flatten)]
+    pub who: PartnerArgs,
+    /// Where to write each delivery (`<id>.json`).
+    #[arg(long, default_value = "inbox")]
+    pub out: PathBuf,
+    /// Keep long-polling for new deliveries instead of stopping when the inbox is empty.
+    #[arg(long)]
+    pub follow: bool,
+    /// One JSON line per delivery instead of a summary for people.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `refex report`.

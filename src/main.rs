@@ -210,6 +210,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Send(args) => {
+            let claims = refex::toolkit::claims(&args)?;
+            let answer = refex::toolkit::client(&args.who)?.send(&claims).await?;
+            if args.json {
+                println!("{answer}");
+            } else {
+                println!(
+                    "{} {}",
+                    answer["id"].as_str().unwrap_or("?"),
+                    answer["status"].as_str().unwrap_or("?")
+                );
+                for d in answer["deliveries"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {} {}",
+                        d["to"].as_str().unwrap_or("?"),
+                        d["status"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Status(args) => {
+            println!(
+                "{:#}",
+                refex::toolkit::client(&args.who)?.status(&args.id).await?
+            );
+            Ok(())
+        }
+        Command::Withdraw(args) => {
+            println!(
+                "{:#}",
+                refex::toolkit::client(&args.who)?
+                    .withdraw(&args.id)
+                    .await?
+            );
+            Ok(())
+        }
+        Command::Inbox(args) => {
+            let json = args.json;
+            let run = refex::toolkit::inbox(&args, |d, path| {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "id": d["jti"], "from": d["delivery"]["from"],
+                        "type": d["delivery"]["type"], "file": path.display().to_string() })
+                    );
+                } else {
+                    eprintln!(
+                        "saved {} from {} ({}) to {}",
+                        d["jti"].as_str().unwrap_or("?"),
+                        d["delivery"]["from"].as_str().unwrap_or("?"),
+                        d["delivery"]["type"].as_str().unwrap_or("?"),
+                        path.display()
+                    );
+                }
+            })
+            .await?;
+            if !json {
+                eprintln!("{} deliveries saved and acknowledged", run.saved);
+            }
+            Ok(())
+        }
         Command::DevPki(args) => {
             let settings = config::load_settings(&cli.config, explicit, &Overrides::default())?;
             let summary = refex::devpki::generate(

@@ -1,0 +1,225 @@
+//! The partner side of the wire, as a library: an mTLS client with a partner's certificate
+//! that fetches the gateway's JWKS, signs and encrypts referrals, reads and acknowledges its
+//! inbox, and decrypts and verifies deliveries. `refex send`, `status`, `withdraw` and `inbox`
+//! are built on it; a partner's own integration can be too.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::Value;
+
+use crate::envelope::keys::KeySet;
+use crate::envelope::referral::partner;
+
+/// Longest a client waits for one response: above the inbox long-poll ceiling of 60 s.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why a partner operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A certificate, key or CA file could not be used.
+    #[error("{0}")]
+    Identity(String),
+    /// The request failed in transport (TLS refused, connection lost).
+    #[error("request failed: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The gateway answered with a problem.
+    #[error("gateway answered {status}: {problem}")]
+    Problem {
+        /// HTTP status.
+        status: u16,
+        /// The problem document (or body text).
+        problem: String,
+    },
+    /// JOSE failed (sealing, opening, verifying).
+    #[error("JOSE: {0}")]
+    Jose(String),
+}
+
+/// Where a partner's files are.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Client certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub key: PathBuf,
+    /// The partner's private JWK set (`enc` and `sig`).
+    pub jwks_private: PathBuf,
+    /// The CA that issued the gateway's server certificate.
+    pub ca: PathBuf,
+}
+
+impl Identity {
+    /// The files the dev PKI (`refex dev-pki`) writes for `partner`.
+    pub fn dev(pki: &Path, partner: &str) -> Self {
+        let dir = pki.join("partners").join(partner);
+        Self {
+            cert: dir.join("system.pem"),
+            key: dir.join("system.key"),
+            jwks_private: dir.join("jwks.private.json"),
+            ca: pki.join("ca.pem"),
+        }
+    }
+}
+
+/// A partner connected to a gateway.
+pub struct PartnerClient {
+    http: reqwest::Client,
+    base: String,
+    keys: KeySet,
+}
+
+impl PartnerClient {
+    /// A client for the gateway at `base` (e.g. `https://localhost:8443`).
+    pub fn new(identity: &Identity, base: &str) -> Result<Self, ClientError> {
+        crate::tls::install_default_provider();
+        let err =
+            |what: &str, e: &dyn std::fmt::Display| ClientError::Identity(format!("{what}: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&identity.ca).map_err(|e| err("CA", &e))? {
+            roots
+                .add(c.map_err(|e| err("CA", &e))?)
+                .map_err(|e| err("CA", &e))?;
+        }
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&identity.cert)
+            .map_err(|e| err("certificate", &e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err("certificate", &e))?;
+        let key = PrivateKeyDer::from_pem_file(&identity.key).map_err(|e| err("key", &e))?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| err("TLS", &e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| err("certificate and key", &e))?;
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        let keys = KeySet::load_private(&identity.jwks_private).map_err(|e| err("JWKS", &e))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            keys,
+        })
+    }
+
+    async fn check(res: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        if res.status().is_success() {
+            Ok(res)
+        } else {
+            let status = res.status().as_u16();
+            Err(ClientError::Problem {
+                status,
+                problem: res.text().await.unwrap_or_default(),
+            })
+        }
+    }
+
+    /// The gateway's public keys.
+    pub async fn gateway_keys(&self) -> Result<KeySet, ClientError> {
+        let res = Self::check(
+            self.http
+                .get(format!("{}/.well-known/jwks.json", self.base))
+                .send()
+                .await?,
+        )
+        .await?;
+        let text = res.text().await?;
+        KeySet::parse_public(text.as_bytes(), "gateway JWKS")
+            .map_err(|e| ClientError::Jose(e.to_string()))
+    }
+
+    /// Signs and encrypts `claims` and submits them; returns the gateway's answer.
+    pub async fn send(&self, claims: &Value) -> Result<Value, ClientError> {
+        let gateway = self.gateway_keys().await?;
+        let body = partner::wrap(claims.to_string().as_bytes(), &self.keys, &gateway)
+            .map_err(|e| ClientError::Jose(e.to_string()))?;
+        let res = self
+            .http
+            .post(format!("{}/v1/referrals", self.base))
+            .header("content-type", "application/jose")
+            .body(body)
+            .send()
+            .await?;
+        Ok(Self::check(res).await?.json().await?)
+    }
+
+    /// A referral's per-recipient status.
+    pub async fn status(&self, id: &str) -> Result<Value, ClientError> {
+        let res = self
+            .http
+            .get(format!("{}/v1/referrals/{id}", self.base))
+            .send()
+            .await?;
+        Ok(Self::check(res).await?.json().await?)
+    }
+
+    /// Withdraws a referral's unacknowledged deliveries.
+    pub async fn withdraw(&self, id: &str) -> Result<Value, ClientError> {
+        let res = self
+            .http
+            .post(format!("{}/v1/referrals/{id}/withdraw", self.base))
+            .send()
+            .await?;
+        Ok(Self::check(res).await?.json().await?)
+    }
+
+    /// One inbox page after `cursor` (a number the gateway issued), long-polling up to `wait`
+    /// seconds.
+    pub async fn inbox(&self, cursor: &str, wait: u64) -> Result<Value, ClientError> {
+        let res = self
+            .http
+            .get(format!(
+                "{}/v1/inbox?cursor={cursor}&wait={wait}",
+                self.base
+            ))
+            .send()
+            .await?;
+        Ok(Self::check(res).await?.json().await?)
+    }
+
+    /// Fetches a delivery, decrypts it with the partner's key and verifies the gateway's
+    /// signature; returns the delivery payload.
+    pub async fn fetch(&self, id: &str, gateway: &KeySet) -> Result<Value, ClientError> {
+        let res = self
+            .http
+            .get(format!("{}/v1/inbox/{id}", self.base))
+            .send()
+            .await?;
+        let sealed = Self::check(res).await?.text().await?;
+        let plain = partner::unwrap(&sealed, &self.keys, gateway)
+            .map_err(|e| ClientError::Jose(e.to_string()))?;
+        serde_json::from_slice(&plain).map_err(|e| ClientError::Jose(e.to_string()))
+    }
+
+    /// Acknowledges a delivery.
+    pub async fn ack(&self, id: &str) -> Result<(), ClientError> {
+        let res = self
+            .http
+            .post(format!("{}/v1/inbox/{id}/ack", self.base))
+            .send()
+            .await?;
+        Self::check(res).await.map(|_| ())
+    }
+}
+
+/// Writes `bytes` to `dir/name` durably: a temporary file, fsync, rename, fsync of the
+/// directory. Only after this returns may a delivery be acknowledged.
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".{name}.partial"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &target)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(target)
+}

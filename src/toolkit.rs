@@ -1,0 +1,131 @@
+//! The partner toolkit commands (`refex send`, `status`, `withdraw`, `inbox`) over
+//! `partner_client`: building claims from flags or a file, and the inbox loop that acks a
+//! delivery only after it is durably written.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::cli::{InboxArgs, PartnerArgs, SendArgs};
+use crate::partner_client::{ClientError, Identity, PartnerClient, write_durably};
+
+/// Why a toolkit command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolkitError {
+    /// The gateway or the client failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A file could not be read or written.
+    #[error("{0}")]
+    File(String),
+    /// The flags do not make a referral.
+    #[error("{0}")]
+    Usage(&'static str),
+}
+
+/// The client the flags describe.
+pub fn client(who: &PartnerArgs) -> Result<PartnerClient, ToolkitError> {
+    let dev = Identity::dev(&who.pki, &who.partner);
+    let identity = Identity {
+        cert: who.cert.clone().unwrap_or(dev.cert),
+        key: who.key.clone().unwrap_or(dev.key),
+        jwks_private: who.jwks_private.clone().unwrap_or(dev.jwks_private),
+        ca: who.ca.clone().unwrap_or(dev.ca),
+    };
+    Ok(PartnerClient::new(&identity, &who.gateway)?)
+}
+
+fn read_json(path: &std::path::Path) -> Result<Value, ToolkitError> {
+    let text =
+        std::fs::read(path).map_err(|e| ToolkitError::File(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| ToolkitError::File(format!("{}: {e}", path.display())))
+}
+
+/// The claims `refex send` signs.
+pub fn claims(args: &SendArgs) -> Result<Value, ToolkitError> {
+    let referral = match &args.referral {
+        Some(path) => read_json(path)?,
+        None => {
+            let ty = args
+                .referral_type
+                .as_deref()
+                .ok_or(ToolkitError::Usage("give --type and --file, or --referral"))?;
+            let file = args
+                .file
+                .as_deref()
+                .ok_or(ToolkitError::Usage("give --file with the payload"))?;
+            let mut lawful = json!({ "article6": args.article6, "article9": args.article9 });
+            if let Some(s) = &args.schedule1 {
+                lawful["dpa2018_schedule1"] = json!(s);
+            }
+            let mut consent = json!({ "status": args.consent });
+            if let Some(o) = &args.override_ {
+                consent["override"] = json!(o);
+            }
+            if let Some(j) = &args.justification {
+                consent["justification"] = json!(j);
+            }
+            let mut informed = json!({ "status": args.informed });
+            if let Some(r) = &args.informed_reason {
+                informed["reason"] = json!(r);
+            }
+            let mut r = json!({
+                "type": ty, "sender_ref": args.sender_ref, "lawful_basis": lawful,
+                "consent": consent, "subject_informed": informed, "payload": read_json(file)?,
+            });
+            if !args.to.is_empty() {
+                r["to"] = json!(args.to);
+            }
+            r
+        }
+    };
+    let iat = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(json!({
+        "iss": args.who.partner, "aud": args.aud, "jti": uuid::Uuid::now_v7().to_string(),
+        "iat": iat, "referral": referral,
+    }))
+}
+
+/// What one pass of `refex inbox` did.
+#[derive(Debug, Default)]
+pub struct InboxRun {
+    /// Deliveries written and acknowledged.
+    pub saved: usize,
+}
+
+/// Drains the inbox (or follows it): each delivery is fetched, decrypted, verified, written
+/// durably to `--out`, and only then acknowledged. `report` is told about each one.
+pub async fn inbox(
+    args: &InboxArgs,
+    mut report: impl FnMut(&Value, &std::path::Path),
+) -> Result<InboxRun, ToolkitError> {
+    let client = client(&args.who)?;
+    let gateway = client.gateway_keys().await?;
+    let mut cursor = "0".to_owned();
+    let mut run = InboxRun::default();
+    loop {
+        let page = client
+            .inbox(&cursor, if args.follow { 30 } else { 0 })
+            .await?;
+        let messages = page["messages"].as_array().cloned().unwrap_or_default();
+        for m in &messages {
+            let Some(id) = m["id"].as_str() else { continue };
+            let delivery = client.fetch(id, &gateway).await?;
+            let bytes = serde_json::to_vec_pretty(&delivery)
+                .map_err(|e| ToolkitError::File(e.to_string()))?;
+            let path = write_durably(&args.out, &format!("{id}.json"), &bytes)
+                .map_err(|e| ToolkitError::File(format!("{}: {e}", args.out.display())))?;
+            client.ack(id).await?;
+            run.saved += 1;
+            report(&delivery, &path);
+        }
+        cursor = page["next_cursor"].as_str().unwrap_or(&cursor).to_owned();
+        if messages.is_empty() && !args.follow {
+            return Ok(run);
+        }
+    }
+}
