@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Interoperability: start a real gateway on a throwaway PKI, run the Python partner
+# (jwcrypto + requests, in a virtualenv this script creates) against it, stop the gateway.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+bin="${REFEX_BIN:-$repo/target/debug/refex}"
+work="$(mktemp -d)"
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+venv="${INTEROP_VENV:-$repo/target/interop-venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check jwcrypto requests
+
+ln -s "$repo/partners" "$work/partners"
+ln -s "$repo/schemas" "$work/schemas"
+printf 'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\n' > "$work/refex.toml"
+(cd "$work" && exec "$bin" serve --data-dir data 2> "$work/serve.log") &
+pid=$!
+for _ in $(seq 1 300); do
+  grep -q "ready to accept" "$work/serve.log" 2>/dev/null && break
+  kill -0 "$pid" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+  sleep 0.1
+done
+ready="$(grep "ready to accept" "$work/serve.log")"
+api="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api"].rsplit(":",1)[1])')"
+admin="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin"])')"
+"$venv/bin/python" "$repo/tests/interop/partner.py" --gateway "https://localhost:$api" --admin "http://$admin" \
+  --pki "$work/certs/dev" --examples "$repo/schemas/examples"
