@@ -130,15 +130,25 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     })
 }
 
+/// Loads the configuration and opens the store for an operator command that runs without
+/// the listeners (`purge`, `report`, `subject-access`).
+pub async fn open_offline(
+    settings: Settings,
+    clock: &dyn Clock,
+) -> Result<(Config, Arc<dyn crate::store::Store>), StartError> {
+    tls::install_default_provider();
+    ensure_dev_pki(&settings, clock)?;
+    let config = Config::load(settings)?;
+    let store = store::open(&config.settings.store_url()).await?;
+    Ok((config, store))
+}
+
 /// Runs one housekeeping pass against the configured store (`refex purge`).
 pub async fn housekeep_once(
     settings: Settings,
     clock: Arc<dyn Clock>,
 ) -> Result<crate::housekeeping::Report, StartError> {
-    tls::install_default_provider();
-    ensure_dev_pki(&settings, clock.as_ref())?;
-    let config = Config::load(settings)?;
-    let store = store::open(&config.settings.store_url()).await?;
+    let (config, store) = open_offline(settings, clock.as_ref()).await?;
     let runtime = Runtime::new(config, store, clock, Arc::new(Uuid7Ids));
     let report = crate::housekeeping::run_once(&runtime).await?;
     runtime.store.close().await;

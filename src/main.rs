@@ -53,11 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Purge(args) => {
-            let overrides = Overrides {
-                data_dir: args.data_dir,
-                store_url: args.store_url,
-                ..Overrides::default()
-            };
+            let overrides = store_overrides(args.data_dir, args.store_url);
             let settings = config::load_settings(&cli.config, explicit, &overrides)?;
             refex::telemetry::init_logging(&settings.log);
             let report = refex::app::housekeep_once(settings, Arc::new(SystemClock)).await?;
@@ -68,11 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Export(args)) => {
-            let overrides = Overrides {
-                data_dir: args.data_dir,
-                store_url: args.store_url,
-                ..Overrides::default()
-            };
+            let overrides = store_overrides(args.data_dir, args.store_url);
             let settings = config::load_settings(&cli.config, explicit, &overrides)?;
             let store = refex::store::open(&settings.store_url()).await?;
             let tmp = args.out.with_extension("partial");
@@ -122,21 +114,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SubjectAccess(args) => {
-            let overrides = Overrides {
-                data_dir: args.data_dir,
-                store_url: args.store_url,
-                ..Overrides::default()
-            };
+            let overrides = store_overrides(args.data_dir, args.store_url);
             let settings = config::load_settings(&cli.config, explicit, &overrides)?;
-            refex::tls::install_default_provider();
-            refex::app::ensure_dev_pki(&settings, &SystemClock)?;
-            let config = refex::config::Config::load(settings)?;
+            let (config, store) = refex::app::open_offline(settings, &SystemClock).await?;
             let partner: refex::identity::PartnerId = args.partner.parse()?;
             anyhow::ensure!(
                 config.partners.contains_key(&partner),
                 "unknown partner {partner}"
             );
-            let store = refex::store::open(&config.settings.store_url()).await?;
             let ids = refex::subject::Identifiers {
                 nhs_number: args.nhs_number,
                 given: args.given,
@@ -165,16 +150,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Report(args) => {
-            let overrides = Overrides {
-                data_dir: args.data_dir,
-                store_url: args.store_url,
-                ..Overrides::default()
-            };
+            let overrides = store_overrides(args.data_dir, args.store_url);
             let settings = config::load_settings(&cli.config, explicit, &overrides)?;
-            refex::tls::install_default_provider();
-            refex::app::ensure_dev_pki(&settings, &SystemClock)?;
-            let config = refex::config::Config::load(settings)?;
-            let store = refex::store::open(&config.settings.store_url()).await?;
+            let (config, store) = refex::app::open_offline(settings, &SystemClock).await?;
             let now = SystemClock.unix_seconds() as i64;
             let actor = "operator:refex-report";
             let table = refex::access::aggregate_report(
@@ -291,6 +269,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// Command-line overrides for commands that only choose a store.
+fn store_overrides(data_dir: Option<std::path::PathBuf>, store_url: Option<String>) -> Overrides {
+    Overrides {
+        data_dir,
+        store_url,
+        ..Overrides::default()
     }
 }
 
