@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod devpki;
 pub mod disclosure;
 pub mod envelope;

@@ -70,6 +70,16 @@ impl StorageKey {
         Ok(STANDARD.encode(raw))
     }
 
+    /// A 32-byte secret for another purpose (e.g. signing CSRF tokens), derived from this key
+    /// by HMAC-SHA-256 over `label`, so configuration holds one secret, not many.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The key's id.
     pub fn id(&self) -> &str {
         &self.id

@@ -603,6 +603,29 @@ macro_rules! store_impl {
                 .collect())
         }
 
+        async fn sent_referrals(
+            &self,
+            sender: &str,
+            limit: i64,
+        ) -> Result<Vec<(String, String, i64, Vec<crate::store::records::DeliveryState>)>, crate::store::StoreError> {
+            use crate::store::query_err;
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT id, referral_type, received_at FROM referrals WHERE sender = $1 \
+                 ORDER BY received_at DESC, id DESC LIMIT $2",
+            )
+            .bind(sender)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("sent referrals"))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (id, ty, at) in rows {
+                let states = self.delivery_states(&id, sender).await?.unwrap_or_default();
+                out.push((id, ty, at, states));
+            }
+            Ok(out)
+        }
+
         async fn referral_links(
             &self,
             referral_id: &str,

@@ -208,6 +208,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every delivery of referrals received in `[from, to)`, as report dimensions.
     async fn report_facts(&self, from: i64, to: i64) -> Result<Vec<records::FactRow>, StoreError>;
 
+    /// `sender`'s most recent referrals (id, type, received) with their delivery states.
+    async fn sent_referrals(
+        &self,
+        sender: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i64, Vec<records::DeliveryState>)>, StoreError>;
+
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,

@@ -1,0 +1,249 @@
+//! The review console over real mutual TLS with a lead's certificate (HTTP client; the
+//! real-browser run is still to come): strict headers on every page, the queue, the preview,
+//! CSRF-checked decisions that approve and reject, four eyes, and the sent history.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use common::partner::{Harness, claims};
+use refex::envelope::referral::partner;
+use serde_json::{Value, json};
+
+async fn held(h: &Harness, client: reqwest::Client, jti: &str) -> String {
+    let mut c = claims("notts-police", "imara", jti);
+    c["referral"]["consent"] = json!({ "status": "not-sought", "override": "risk-of-significant-harm",
+                                       "justification": "Immediate risk." });
+    let body = partner::wrap(
+        c.to_string().as_bytes(),
+        &h.keys("notts-police"),
+        &h.gateway_public(),
+    )
+    .unwrap();
+    let res = client
+        .post(h.gw.url("/v1/referrals"))
+        .header("content-type", "application/jose")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn hidden_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_lead_reviews_in_the_console() {
+    let h = Harness::start(None).await;
+    let a = held(&h, h.gw.system("notts-police"), "con-jti-00001").await;
+    let b = held(&h, h.gw.system("notts-police"), "con-jti-00002").await;
+    let lead = h.gw.person("notts-police", "dsl-a");
+    let origin = format!("https://localhost:{}", h.gw.running().api_addr.port());
+
+    // The queue, with the console's headers.
+    let res = lead.get(h.gw.url("/console/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let headers = res.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["content-security-policy"], refex::console::CSP);
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("<html lang=\"en\">")
+            && html.contains(&format!("href=\"/console/reviews/{a}\"")),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "no JavaScript");
+
+    // The preview: per recipient, disclosed and withheld; a CSRF cookie and token.
+    let res = lead
+        .get(h.gw.url(&format!("/console/reviews/{a}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("Secure")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie_pair = cookie.split(';').next().unwrap().to_owned();
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("Withheld by minimisation") && html.contains("/offence/narrative"),
+        "{html}"
+    );
+    assert!(html.contains("<label for=\"reason\">") && html.contains("<legend>Decision</legend>"));
+    assert!(html.contains("Immediate risk."));
+    let token = hidden_csrf(&html);
+
+    let post = |id: &str, form: Vec<(&str, String)>, cookie: Option<&str>, origin: Option<&str>| {
+        let mut req = lead
+            .post(h.gw.url(&format!("/console/reviews/{id}/decision")))
+            .form(&form);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    let approve = || {
+        vec![
+            ("decision", "approve".to_string()),
+            ("reason", String::new()),
+            ("csrf", token.clone()),
+        ]
+    };
+    // No cookie, a forged token, or a foreign origin: refused, nothing decided.
+    assert_eq!(
+        post(&a, approve(), None, Some(&origin))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let forged = vec![
+        ("decision", "approve".to_string()),
+        ("csrf", "00".repeat(32)),
+    ];
+    assert_eq!(
+        post(&a, forged, Some(&cookie_pair), Some(&origin))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(
+            &a,
+            approve(),
+            Some(&cookie_pair),
+            Some("https://evil.example")
+        )
+        .await
+        .unwrap()
+        .status(),
+        403
+    );
+    assert_eq!(h.count("holds").await, 2);
+
+    // Approve: 303 back to the queue (the client follows it); the delivery is in imara's inbox.
+    let res = post(&a, approve(), Some(&cookie_pair), Some(&origin))
+        .await
+        .unwrap();
+    assert!(
+        res.status() == 303 || res.url().path() == "/console/",
+        "{}",
+        res.status()
+    );
+    let inbox: Value =
+        h.gw.system("imara")
+            .get(h.gw.url("/v1/inbox"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(inbox["messages"].as_array().unwrap().len(), 1);
+
+    // Reject needs a reason; with one, nothing is ever delivered.
+    let reject = |reason: &str| {
+        vec![
+            ("decision", "reject".to_string()),
+            ("reason", reason.to_string()),
+            ("csrf", token.clone()),
+        ]
+    };
+    let res = post(&b, reject(""), Some(&cookie_pair), Some(&origin))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("a rejection needs a reason")
+    );
+    let res = post(
+        &b,
+        reject("Threshold not met."),
+        Some(&cookie_pair),
+        Some(&origin),
+    )
+    .await
+    .unwrap();
+    assert!(res.status().is_success() || res.status() == 303);
+    let status: Value =
+        h.gw.system("notts-police")
+            .get(h.gw.url(&format!("/v1/referrals/{b}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(status["deliveries"][0]["status"], "rejected-by-review");
+
+    // Four eyes: the submitting lead gets no form.
+    let c = held(&h, lead.clone(), "con-jti-00003").await;
+    let html = lead
+        .get(h.gw.url(&format!("/console/reviews/{c}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("another designated safeguarding lead must decide")
+            && !html.contains("<form")
+    );
+
+    // The outbound history; systems and other partners see nothing.
+    let html = lead
+        .get(h.gw.url("/console/sent"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(&a)
+            && html.contains("imara: queued")
+            && html.contains("imara: rejected-by-review"),
+        "{html}"
+    );
+    assert_eq!(
+        h.gw.system("notts-police")
+            .get(h.gw.url("/console/sent"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        h.gw.person("imara", "dsl-a")
+            .get(h.gw.url(&format!("/console/reviews/{c}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    h.gw.stop().await;
+}
