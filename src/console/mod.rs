@@ -53,7 +53,10 @@ fn page(status: StatusCode, html: String, cookie: Option<String>) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null`
+        // on form posts (Fetch standard), defeating the Origin check. No referrer still leaves
+        // for other sites.
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&csrf::set_cookie(&c)).ok()) {
