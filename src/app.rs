@@ -105,6 +105,13 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     let store = store::open(&config.settings.store_url()).await?;
     let (listen, admin_listen) = (config.settings.listen, config.settings.admin_listen);
     let runtime = Arc::new(Runtime::new(config, store, clock, Arc::new(Uuid7Ids)));
+    // Other replicas' commits wake this process's long-polls too.
+    let weak = Arc::downgrade(&runtime);
+    runtime.store.watch_inbox_changes(Arc::new(move || {
+        if let Some(rt) = weak.upgrade() {
+            rt.inbox_changed();
+        }
+    }));
     let server = Server::bind(runtime.clone(), listen, admin_listen).await?;
     let (api_addr, admin_addr) = (server.api_addr(), server.admin_addr());
     let (stop, stopped) = watch::channel(false);

@@ -4,7 +4,7 @@
 /// Implements [`Store`](super::Store) for a backend type with a `pool` field, and defines
 /// `insert_event` for its connection type.
 macro_rules! store_impl {
-    ($store:ty, $backend:expr, $conn:ty, $begin:literal) => {
+    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal) => {
         impl $store {
             /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`: a
             /// deferred transaction that reads and then writes fails at once (`SQLITE_BUSY`,
@@ -14,6 +14,19 @@ macro_rules! store_impl {
             ) -> Result<sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>, sqlx::Error> {
                 self.pool.begin_with($begin).await
             }
+        }
+
+        /// Tells other replicas, at commit, that an inbox changed (PostgreSQL `NOTIFY`; the
+        /// embedded store has no other replicas and no statement).
+        async fn notify_inbox(conn: &mut $conn) -> Result<(), crate::store::StoreError> {
+            if $notify.is_empty() {
+                return Ok(());
+            }
+            sqlx::query($notify)
+                .execute(conn)
+                .await
+                .map(|_| ())
+                .map_err(crate::store::query_err("notify"))
         }
 
         #[async_trait::async_trait]
@@ -33,6 +46,10 @@ macro_rules! store_impl {
 
             async fn close(&self) {
                 self.pool.close().await;
+            }
+
+            fn watch_inbox_changes(&self, on_change: std::sync::Arc<dyn Fn() + Send + Sync>) {
+                self.watch_inbox(on_change);
             }
 
         async fn accept(&self, a: &crate::store::records::Acceptance) -> Result<(), crate::store::StoreError> {
@@ -137,6 +154,9 @@ macro_rules! store_impl {
             }
             for e in &a.events {
                 insert_event(&mut *tx, e).await?;
+            }
+            if a.deliveries.iter().any(|d| d.status == crate::store::records::DeliveryStatus::Queued) {
+                notify_inbox(&mut *tx).await?;
             }
             tx.commit().await.map_err(query_err("commit"))
         }
@@ -514,6 +534,9 @@ macro_rules! store_impl {
                             .map_err(query_err("reject"))?;
                     }
                 }
+            }
+            if d.approve {
+                notify_inbox(&mut *tx).await?;
             }
             tx.commit().await.map_err(query_err("commit"))?;
             Ok(DecideOutcome::Decided)

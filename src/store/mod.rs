@@ -221,6 +221,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         referral_id: &str,
     ) -> Result<(Option<String>, Option<String>), StoreError>;
 
+    /// Calls `on_change` whenever another process (a replica) commits deliveries to an inbox,
+    /// until the store closes. PostgreSQL `LISTEN`s (reconnecting by itself); the embedded
+    /// store has no other processes and does nothing.
+    fn watch_inbox_changes(&self, on_change: std::sync::Arc<dyn Fn() + Send + Sync>);
+
     /// How many rows a table holds (operations and tests: proving nothing half-written).
     async fn count_rows(&self, table: Table) -> Result<i64, StoreError>;
 }

@@ -42,9 +42,43 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Listens for `refex_inbox` notifications on a dedicated connection and calls
+    /// `on_change` for each; `PgListener` reconnects after a lost connection.
+    fn watch_inbox(&self, on_change: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut listener = loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut l) => match l.listen("refex_inbox").await {
+                        Ok(()) => break l,
+                        Err(e) => tracing::warn!(error = %e, "LISTEN refex_inbox failed; retrying"),
+                    },
+                    Err(_) if pool.is_closed() => return,
+                    Err(e) => tracing::warn!(error = %e, "inbox listener cannot connect; retrying"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            };
+            loop {
+                match listener.recv().await {
+                    Ok(_) => on_change(),
+                    Err(_) if pool.is_closed() => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inbox listener lost its connection; reconnecting");
+                        // Wake waiters: a notification may have been missed meanwhile.
+                        on_change();
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
 store_impl!(
     PostgresStore,
     crate::store::Backend::Postgres,
     sqlx::PgConnection,
-    "BEGIN"
+    "BEGIN",
+    "SELECT pg_notify('refex_inbox', '')"
 );

@@ -53,9 +53,15 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One process owns the embedded store: its own commits already wake its long-polls.
+    fn watch_inbox(&self, _on_change: std::sync::Arc<dyn Fn() + Send + Sync>) {}
+}
+
 store_impl!(
     SqliteStore,
     crate::store::Backend::Sqlite,
     sqlx::SqliteConnection,
-    "BEGIN IMMEDIATE"
+    "BEGIN IMMEDIATE",
+    ""
 );
