@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
-use common::partner::{Harness, claims};
+use common::partner::{Harness, override_claims};
 use refex::envelope::referral::partner;
 use serde_json::{Value, json};
 
@@ -259,39 +259,24 @@ impl Driver {
     }
 }
 
-async fn held(h: &Harness, jti: &str) -> String {
-    let mut c = claims("notts-police", "imara", jti);
-    c["referral"]["consent"] = json!({ "status": "not-sought", "override": "risk-of-significant-harm",
-                                       "justification": "Disclosed at school; risk at home tonight." });
-    let body = partner::wrap(
-        c.to_string().as_bytes(),
-        &h.keys("notts-police"),
-        &h.gateway_public(),
-    )
-    .unwrap();
-    let res =
-        h.gw.system("notts-police")
-            .post(h.gw.url("/v1/referrals"))
-            .header("content-type", "application/jose")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-    assert_eq!(res.status(), 202);
-    res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_approves_and_rejects_in_a_real_browser() {
     if !tools_present() {
         return;
     }
     let h = Harness::start(None).await;
-    let approve_me = held(&h, "browser-jti-0001").await;
-    let reject_me = held(&h, "browser-jti-0002").await;
+    let approve_me = h
+        .submit_held(
+            &h.gw.system("notts-police"),
+            &override_claims(&["imara"], "browser-jti-0001"),
+        )
+        .await;
+    let reject_me = h
+        .submit_held(
+            &h.gw.system("notts-police"),
+            &override_claims(&["imara"], "browser-jti-0002"),
+        )
+        .await;
 
     let home = tempfile::tempdir().unwrap();
     let people = h.project.pki().join("partners/notts-police/people");

@@ -6,33 +6,8 @@
 
 mod common;
 
-use common::partner::{Harness, claims};
-use refex::envelope::referral::partner;
-use serde_json::{Value, json};
-
-async fn held(h: &Harness, client: reqwest::Client, jti: &str) -> String {
-    let mut c = claims("notts-police", "imara", jti);
-    c["referral"]["consent"] = json!({ "status": "not-sought", "override": "risk-of-significant-harm",
-                                       "justification": "Immediate risk." });
-    let body = partner::wrap(
-        c.to_string().as_bytes(),
-        &h.keys("notts-police"),
-        &h.gateway_public(),
-    )
-    .unwrap();
-    let res = client
-        .post(h.gw.url("/v1/referrals"))
-        .header("content-type", "application/jose")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use common::partner::{Harness, override_claims};
+use serde_json::Value;
 
 fn hidden_csrf(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
@@ -42,8 +17,18 @@ fn hidden_csrf(html: &str) -> String {
 #[tokio::test]
 async fn a_lead_reviews_in_the_console() {
     let h = Harness::start(None).await;
-    let a = held(&h, h.gw.system("notts-police"), "con-jti-00001").await;
-    let b = held(&h, h.gw.system("notts-police"), "con-jti-00002").await;
+    let a = h
+        .submit_held(
+            &h.gw.system("notts-police"),
+            &override_claims(&["imara"], "con-jti-00001"),
+        )
+        .await;
+    let b = h
+        .submit_held(
+            &h.gw.system("notts-police"),
+            &override_claims(&["imara"], "con-jti-00002"),
+        )
+        .await;
     let lead = h.gw.person("notts-police", "dsl-a");
     let origin = format!("https://localhost:{}", h.gw.running().api_addr.port());
 
@@ -84,7 +69,7 @@ async fn a_lead_reviews_in_the_console() {
         "{html}"
     );
     assert!(html.contains("<label for=\"reason\">") && html.contains("<legend>Decision</legend>"));
-    assert!(html.contains("Immediate risk."));
+    assert!(html.contains("risk at home tonight."));
     let token = hidden_csrf(&html);
 
     let post = |id: &str, form: Vec<(&str, String)>, cookie: Option<&str>, origin: Option<&str>| {
@@ -198,7 +183,9 @@ async fn a_lead_reviews_in_the_console() {
     assert_eq!(status["deliveries"][0]["status"], "rejected-by-review");
 
     // Four eyes: the submitting lead gets no form.
-    let c = held(&h, lead.clone(), "con-jti-00003").await;
+    let c = h
+        .submit_held(&lead, &override_claims(&["imara"], "con-jti-00003"))
+        .await;
     let html = lead
         .get(h.gw.url(&format!("/console/reviews/{c}")))
         .send()

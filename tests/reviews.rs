@@ -8,37 +8,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::partner::{Harness, claims};
+use common::partner::{Harness, override_claims};
 use refex::envelope::referral::partner;
 use serde_json::{Value, json};
-
-fn held(to: &[&str], jti: &str) -> Value {
-    let mut c = claims("notts-police", to[0], jti);
-    c["referral"]["to"] = json!(to);
-    c["referral"]["consent"] = json!({ "status": "not-sought", "override": "risk-of-significant-harm",
-                                       "justification": "Disclosed at school today; risk at home tonight." });
-    c
-}
-
-async fn submit(h: &Harness, client: reqwest::Client, doc: &Value) -> String {
-    let body = partner::wrap(
-        doc.to_string().as_bytes(),
-        &h.keys("notts-police"),
-        &h.gateway_public(),
-    )
-    .unwrap();
-    let res = client
-        .post(h.gw.url("/v1/referrals"))
-        .header("content-type", "application/jose")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let v: Value = res.json().await.unwrap();
-    assert_eq!(v["status"], "held-for-review");
-    v["id"].as_str().unwrap().to_owned()
-}
 
 async fn decide(h: &Harness, who: reqwest::Client, id: &str, body: Value) -> reqwest::Response {
     who.post(h.gw.url(&format!("/v1/reviews/{id}/decision")))
@@ -69,13 +41,15 @@ async fn inbox_ids(h: &Harness, who: &str) -> Vec<String> {
 async fn reviews(store_url: Option<String>) {
     let h = Harness::start(store_url).await;
     let police = h.gw.system("notts-police");
-    let a = submit(
-        &h,
-        police.clone(),
-        &held(&["imara", "childrens-social-care"], "rev-jti-00001"),
-    )
-    .await;
-    let b = submit(&h, police.clone(), &held(&["imara"], "rev-jti-00002")).await;
+    let a = h
+        .submit_held(
+            &police,
+            &override_claims(&["imara", "childrens-social-care"], "rev-jti-00001"),
+        )
+        .await;
+    let b = h
+        .submit_held(&police, &override_claims(&["imara"], "rev-jti-00002"))
+        .await;
     assert!(
         inbox_ids(&h, "imara").await.is_empty(),
         "nothing is delivered before review"
@@ -312,7 +286,9 @@ async fn reviews(store_url: Option<String>) {
     );
 
     // Four eyes: a lead who submitted with their own certificate cannot decide it.
-    let c = submit(&h, dsl_a.clone(), &held(&["imara"], "rev-jti-00003")).await;
+    let c = h
+        .submit_held(&dsl_a, &override_claims(&["imara"], "rev-jti-00003"))
+        .await;
     let v: Value = dsl_a
         .get(h.gw.url(&format!("/v1/reviews/{c}")))
         .send()
@@ -348,12 +324,12 @@ async fn escalation(store_url: Option<String>) {
     let clock = ManualClock::at(SystemTime::now());
     let h = Harness::start_full(common::Project::new(), store_url, Arc::new(clock.clone())).await;
     let rt = h.gw.running().runtime.clone();
-    let a = submit(
-        &h,
-        h.gw.system("notts-police"),
-        &held(&["imara"], "esc-jti-00001"),
-    )
-    .await;
+    let a = h
+        .submit_held(
+            &h.gw.system("notts-police"),
+            &override_claims(&["imara"], "esc-jti-00001"),
+        )
+        .await;
     clock.advance(Duration::from_secs(23 * 3600));
     assert_eq!(
         refex::housekeeping::run_once(&rt).await.unwrap().escalated,

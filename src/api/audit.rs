@@ -35,9 +35,10 @@ fn audit_error(e: AuditError) -> ApiError {
             slug: "bad-range",
             detail,
         },
+        AuditError::Store(s) => ApiError::from(s),
         other => {
             tracing::error!(error = %other, "audit operation failed");
-            ApiError::Unavailable { retry_after: 5 }
+            ApiError::Internal
         }
     }
 }

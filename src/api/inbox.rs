@@ -18,7 +18,6 @@ use super::problem::ApiError;
 use super::referrals::APPLICATION_JOSE;
 use crate::ids::{DeliveryId, ReferralId};
 use crate::runtime::Runtime;
-use crate::store::StoreError;
 use crate::store::records::{AckOutcome, InboxItem};
 
 /// Page size when the client names none (the contract's default).
@@ -35,14 +34,6 @@ pub struct InboxQuery {
     limit: Option<i64>,
     cursor: Option<String>,
     wait: Option<u64>,
-}
-
-fn store_error(e: StoreError) -> ApiError {
-    tracing::error!(error = %e, "store failed on the receiving side");
-    match e {
-        StoreError::Unavailable(_) => ApiError::Unavailable { retry_after: 5 },
-        _ => ApiError::Internal,
-    }
 }
 
 fn bad_request(slug: &'static str, detail: &str) -> ApiError {
@@ -88,19 +79,11 @@ pub async fn list(
     // Subscribe before the first read, so a commit between the read and the wait still wakes us.
     let mut changes = rt.watch_inboxes();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    let mut page = rt
-        .store
-        .inbox_page(recipient, after, limit)
-        .await
-        .map_err(store_error)?;
+    let mut page = rt.store.inbox_page(recipient, after, limit).await?;
     while page.is_empty() && wait > 0 {
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {
-                page = rt
-                    .store
-                    .inbox_page(recipient, after, limit)
-                    .await
-                    .map_err(store_error)?;
+                page = rt.store.inbox_page(recipient, after, limit).await?;
             }
             _ => break,
         }
@@ -132,8 +115,7 @@ pub async fn fetch(
             at,
             &caller.to_string(),
         )
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or(ApiError::NotFound)?;
     Ok((
         [
@@ -161,8 +143,7 @@ pub async fn ack(
             at,
             &caller.to_string(),
         )
-        .await
-        .map_err(store_error)?
+        .await?
     {
         AckOutcome::Acknowledged | AckOutcome::AlreadyAcknowledged => {
             Ok(StatusCode::NO_CONTENT.into_response())
@@ -188,8 +169,7 @@ pub async fn withdraw(
             at,
             &caller.to_string(),
         )
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or(ApiError::NotFound)?;
     let body = json!({
         "id": id.to_string(),

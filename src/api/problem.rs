@@ -200,17 +200,25 @@ impl From<SubmitError> for ApiError {
                 e @ (IntakeError::Malformed | IntakeError::WrongAudience | IntakeError::StaleIat),
             ) => refused(StatusCode::BAD_REQUEST, e.slug(), e.to_string()),
             SubmitError::Intake(e) => refused(StatusCode::FORBIDDEN, e.slug(), e.to_string()),
-            SubmitError::Store(StoreError::Unavailable(_)) => ApiError::Unavailable {
-                retry_after: STORE_RETRY_AFTER,
-            },
+            SubmitError::Store(e) => ApiError::from(e),
             SubmitError::Seal(e) => {
                 tracing::error!(error = %e, "sealing failed");
                 ApiError::Internal
             }
-            SubmitError::Store(e) => {
-                tracing::error!(error = %e, "store failed during intake");
-                ApiError::Internal
-            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// A store failure: `503` with `Retry-After` when the store is unreachable, `500`
+    /// otherwise. Logged here; the client never sees the store's message.
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        match e {
+            StoreError::Unavailable(_) => ApiError::Unavailable {
+                retry_after: STORE_RETRY_AFTER,
+            },
+            _ => ApiError::Internal,
         }
     }
 }

@@ -28,10 +28,7 @@ fn access_error(e: AccessError) -> ApiError {
             slug: "no-identifier",
             detail: e.to_string(),
         },
-        AccessError::Store(s) => {
-            tracing::error!(error = %s, "records lookup failed");
-            ApiError::Unavailable { retry_after: 5 }
-        }
+        AccessError::Store(s) => ApiError::from(s),
     }
 }
 

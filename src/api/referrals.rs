@@ -76,16 +76,9 @@ pub async fn status(
     let states = rt
         .store
         .delivery_states(id.as_str(), caller.partner.as_str())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "referral status lookup failed");
-            ApiError::Unavailable { retry_after: 5 }
-        })?
+        .await?
         .ok_or(ApiError::NotFound)?;
-    let (supersedes, superseded_by) = rt.store.referral_links(id.as_str()).await.map_err(|e| {
-        tracing::error!(error = %e, "referral links lookup failed");
-        ApiError::Unavailable { retry_after: 5 }
-    })?;
+    let (supersedes, superseded_by) = rt.store.referral_links(id.as_str()).await?;
     let mut body = json!({
         "id": id.to_string(),
         "deliveries": states.iter()

@@ -66,10 +66,7 @@ pub async fn aggregates(
             slug: "bad-report",
             detail,
         },
-        ReportRequestError::Store(s) => {
-            tracing::error!(error = %s, "report failed");
-            ApiError::Unavailable { retry_after: 5 }
-        }
+        ReportRequestError::Store(s) => ApiError::from(s),
     })?;
     let wants_csv = headers
         .get(header::ACCEPT)

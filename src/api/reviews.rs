@@ -36,10 +36,7 @@ pub fn review_error(e: ReviewError) -> ApiError {
             "invalid-decision",
             why.into(),
         ),
-        ReviewError::Store(s) => {
-            tracing::error!(error = %s, "review store failure");
-            ApiError::Unavailable { retry_after: 5 }
-        }
+        ReviewError::Store(s) => ApiError::from(s),
         ReviewError::Release(why) => {
             tracing::error!(error = %why, "review release failure");
             ApiError::Internal

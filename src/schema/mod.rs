@@ -161,7 +161,14 @@ impl SchemaSet {
     }
 }
 
-fn json_files(dir: &Path, problems: &mut Vec<SchemaError>) -> Vec<(PathBuf, String)> {
+/// The entries of `dir` that `keep` accepts, with the name `name` gives them, sorted; an
+/// unreadable directory is reported as a problem.
+fn listing(
+    dir: &Path,
+    problems: &mut Vec<SchemaError>,
+    keep: fn(&Path) -> bool,
+    name: fn(&Path) -> Option<&std::ffi::OsStr>,
+) -> Vec<(PathBuf, String)> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(source) => {
@@ -175,38 +182,29 @@ fn json_files(dir: &Path, problems: &mut Vec<SchemaError>) -> Vec<(PathBuf, Stri
     let mut out: Vec<_> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| keep(p))
         .filter_map(|p| {
-            let stem = p.file_stem()?.to_str()?.to_owned();
-            Some((p, stem))
+            let n = name(&p)?.to_str()?.to_owned();
+            Some((p, n))
         })
         .collect();
     out.sort();
     out
 }
 
+/// `dir/*.json` with their stems.
+fn json_files(dir: &Path, problems: &mut Vec<SchemaError>) -> Vec<(PathBuf, String)> {
+    listing(
+        dir,
+        problems,
+        |p| p.extension().is_some_and(|x| x == "json"),
+        Path::file_stem,
+    )
+}
+
+/// The subdirectories of `dir` with their names.
 fn subdirs(dir: &Path, problems: &mut Vec<SchemaError>) -> Vec<(PathBuf, String)> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(source) => {
-            problems.push(SchemaError::Read {
-                path: dir.to_owned(),
-                source,
-            });
-            return Vec::new();
-        }
-    };
-    let mut out: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_owned();
-            Some((p, name))
-        })
-        .collect();
-    out.sort();
-    out
+    listing(dir, problems, Path::is_dir, Path::file_name)
 }
 
 fn compile_file(path: &Path, problems: &mut Vec<SchemaError>) -> Option<Compiled> {

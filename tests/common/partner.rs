@@ -40,6 +40,15 @@ pub fn claims(iss: &str, to: &str, jti: &str) -> Value {
     })
 }
 
+/// Police claims to `to` that rely on a consent override, so they are held for review.
+pub fn override_claims(to: &[&str], jti: &str) -> Value {
+    let mut c = claims("notts-police", to[0], jti);
+    c["referral"]["to"] = json!(to);
+    c["referral"]["consent"] = json!({ "status": "not-sought", "override": "risk-of-significant-harm",
+                                       "justification": "Disclosed at school today; risk at home tonight." });
+    c
+}
+
 pub struct Harness {
     pub project: Project,
     pub gw: Gateway,
@@ -47,6 +56,28 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Submits police claims with `client`'s certificate, signed with the police key; expects
+    /// `202 held-for-review` and returns the referral id.
+    pub async fn submit_held(&self, client: &reqwest::Client, doc: &Value) -> String {
+        let body = partner::wrap(
+            doc.to_string().as_bytes(),
+            &self.keys("notts-police"),
+            &self.gateway_public(),
+        )
+        .unwrap();
+        let res = client
+            .post(self.gw.url("/v1/referrals"))
+            .header("content-type", "application/jose")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["status"], "held-for-review");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn start(store_url: Option<String>) -> Self {
         Self::start_in(Project::new(), store_url).await
     }
