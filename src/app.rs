@@ -102,7 +102,11 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     crate::telemetry::metrics();
     ensure_dev_pki(&settings, clock.as_ref())?;
     let config = Config::load(settings)?;
-    let store = store::open(&config.settings.store_url()).await?;
+    let store = store::open_with(
+        &config.settings.store_url(),
+        config.settings.store.group_commit(),
+    )
+    .await?;
     let (listen, admin_listen) = (config.settings.listen, config.settings.admin_listen);
     let runtime = Arc::new(Runtime::new(config, store, clock, Arc::new(Uuid7Ids)));
     // Other replicas' commits wake this process's long-polls too.
@@ -146,7 +150,11 @@ pub async fn open_offline(
     tls::install_default_provider();
     ensure_dev_pki(&settings, clock)?;
     let config = Config::load(settings)?;
-    let store = store::open(&config.settings.store_url()).await?;
+    let store = store::open_with(
+        &config.settings.store_url(),
+        config.settings.store.group_commit(),
+    )
+    .await?;
     Ok((config, store))
 }
 

@@ -64,6 +64,33 @@ impl Identity {
     }
 }
 
+/// The rustls client configuration of a partner: its client certificate, the gateway's CA,
+/// TLS 1.3 and 1.2, ALPN h2 and HTTP/1.1. The session cache is rustls's default, so repeat
+/// connections resume.
+pub fn tls_config(identity: &Identity) -> Result<rustls::ClientConfig, ClientError> {
+    crate::tls::install_default_provider();
+    let err = |what: &str, e: &dyn std::fmt::Display| ClientError::Identity(format!("{what}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&identity.ca).map_err(|e| err("CA", &e))? {
+        roots
+            .add(c.map_err(|e| err("CA", &e))?)
+            .map_err(|e| err("CA", &e))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&identity.cert)
+        .map_err(|e| err("certificate", &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("certificate", &e))?;
+    let key = PrivateKeyDer::from_pem_file(&identity.key).map_err(|e| err("key", &e))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| err("TLS", &e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| err("certificate and key", &e))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
 /// A partner connected to a gateway.
 pub struct PartnerClient {
     http: reqwest::Client,
@@ -74,32 +101,13 @@ pub struct PartnerClient {
 impl PartnerClient {
     /// A client for the gateway at `base` (e.g. `https://localhost:8443`).
     pub fn new(identity: &Identity, base: &str) -> Result<Self, ClientError> {
-        crate::tls::install_default_provider();
-        let err =
-            |what: &str, e: &dyn std::fmt::Display| ClientError::Identity(format!("{what}: {e}"));
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&identity.ca).map_err(|e| err("CA", &e))? {
-            roots
-                .add(c.map_err(|e| err("CA", &e))?)
-                .map_err(|e| err("CA", &e))?;
-        }
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&identity.cert)
-            .map_err(|e| err("certificate", &e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| err("certificate", &e))?;
-        let key = PrivateKeyDer::from_pem_file(&identity.key).map_err(|e| err("key", &e))?;
-        let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| err("TLS", &e))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| err("certificate and key", &e))?;
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = tls_config(identity)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(REQUEST_TIMEOUT)
             .build()?;
-        let keys = KeySet::load_private(&identity.jwks_private).map_err(|e| err("JWKS", &e))?;
+        let keys = KeySet::load_private(&identity.jwks_private)
+            .map_err(|e| ClientError::Identity(format!("JWKS: {e}")))?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -83,7 +83,7 @@ async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submi
     let now = rt.clock.unix_seconds();
     let decided = {
         let (rt, caller) = (rt.clone(), caller.clone());
-        blocking(move || decide(&rt, &caller, &body, now)).await?
+        blocking(move || decide(&rt.snapshot().config, &caller, &body, now)).await?
     };
     let acked_old = superseded_recipients(rt, caller, &decided.claims).await?;
     let prepared = {
@@ -101,24 +101,23 @@ async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submi
         })
         .await?
     };
-    match rt.store.accept(&prepared.acceptance).await {
+    let deliveries: Vec<(String, DeliveryStatus)> = prepared
+        .acceptance
+        .deliveries
+        .iter()
+        .map(|d| (d.recipient.clone(), d.status))
+        .collect();
+    match rt.store.accept(prepared.acceptance).await {
         Ok(()) => {}
         Err(StoreError::Replay) => return Err(IntakeError::Replay.into()),
         Err(e) => return Err(SubmitError::Store(e)),
     }
-    let deliveries = &prepared.acceptance.deliveries;
-    if deliveries
-        .iter()
-        .any(|d| d.status == DeliveryStatus::Queued)
-    {
+    if deliveries.iter().any(|(_, s)| *s == DeliveryStatus::Queued) {
         rt.inbox_changed();
     }
     Ok(Submitted {
         id: prepared.id,
-        deliveries: deliveries
-            .iter()
-            .map(|d| (d.recipient.clone(), d.status))
-            .collect(),
+        deliveries,
     })
 }
 
@@ -172,9 +171,26 @@ async fn superseded_recipients(
     }
 }
 
-fn decide(rt: &Runtime, caller: &Principal, body: &[u8], now: u64) -> Result<Decided, SubmitError> {
-    let snapshot = rt.snapshot();
-    let config = &snapshot.config;
+/// The whole CPU path of one referral that corrects nothing, without the store: open the
+/// envelope, parse and decide, minimise and seal each recipient's copy (or encrypt the hold).
+/// What [`submit`] commits; also what `refex bench` and the criterion benches time.
+pub fn prepare(
+    config: &crate::config::Config,
+    ids: &dyn IdSource,
+    caller: &Principal,
+    body: &[u8],
+    now: u64,
+) -> Result<Acceptance, SubmitError> {
+    let decided = decide(config, caller, body, now)?;
+    Ok(build(config, ids, caller, &decided, &[], now)?.acceptance)
+}
+
+fn decide(
+    config: &crate::config::Config,
+    caller: &Principal,
+    body: &[u8],
+    now: u64,
+) -> Result<Decided, SubmitError> {
     let sender_keys = config
         .partners
         .get(&caller.partner)

@@ -25,6 +25,16 @@ pub const HOLDS_ESCALATED: &str = "refex_holds_escalated";
 /// Requests refused by a partner's rate limit.
 pub const RATE_LIMITED: &str = "refex_rate_limited_total";
 
+/// Store transactions that committed acceptances (each one fsync).
+pub const STORE_COMMITS: &str = "refex_store_commits_total";
+/// Acceptances committed (or refused) through group commit.
+pub const STORE_ACCEPTANCES: &str = "refex_store_acceptances_total";
+/// Acceptances per group-commit transaction.
+pub const STORE_BATCH_SIZE: &str = "refex_store_batch_size";
+
+/// Batch-size buckets: from a lone referral to the batch ceiling.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
 /// Latency buckets (seconds): from a cached JWKS read to a long-poll's full minute.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -38,6 +48,9 @@ pub fn metrics() -> &'static PrometheusHandle {
     METRICS.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(STORE_BATCH_SIZE.into()), BATCH_BUCKETS)
+            })
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();

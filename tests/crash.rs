@@ -1,6 +1,8 @@
 //! Crash safety: a stream of referrals, SIGKILL of the gateway process mid-stream, a restart
 //! on the same store. Every referral that got `202` is intact; nothing is half-written (no
-//! referral without its deliveries, replay marker and audit events).
+//! referral without its deliveries, replay marker and audit events). Group commit is on, and
+//! the test checks from the gateway's own metrics that referrals did share commits before the
+//! kill: batching never acknowledges what is not yet durable.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -30,13 +32,14 @@ fn checkout() -> tempfile::TempDir {
     std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
     std::fs::write(
         dir.path().join("refex.toml"),
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[log]\nfilter = \"warn,refex::app=info\"\n",
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[store]\ngroup_commit_window = \"2ms\"\ngroup_commit_max = 64\n[log]\nfilter = \"warn,refex::app=info\"\n",
     )
     .unwrap();
     dir
 }
 
-fn serve(dir: &Path, store_url: &str) -> (Child, u16) {
+/// The gateway process, its API port and its admin port.
+fn serve(dir: &Path, store_url: &str) -> (Child, u16, u16) {
     let mut child = Command::new(BIN)
         .current_dir(dir)
         .args(["serve", "--data-dir", "data", "--store-url", store_url])
@@ -45,13 +48,13 @@ fn serve(dir: &Path, store_url: &str) -> (Child, u16) {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let port = read_ready(&mut stderr);
+    let (port, admin) = read_ready(&mut stderr);
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in stderr.lines() {});
-    (child, port)
+    (child, port, admin)
 }
 
-fn read_ready(stderr: &mut BufReader<ChildStderr>) -> u16 {
+fn read_ready(stderr: &mut BufReader<ChildStderr>) -> (u16, u16) {
     loop {
         let mut line = String::new();
         assert!(
@@ -60,14 +63,17 @@ fn read_ready(stderr: &mut BufReader<ChildStderr>) -> u16 {
         );
         if line.contains("ready to accept") {
             let v: Value = serde_json::from_str(&line).unwrap();
-            return v["api"]
-                .as_str()
-                .unwrap()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let port = |key: &str| -> u16 {
+                v[key]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            return (port("api"), port("admin"));
         }
     }
 }
@@ -108,7 +114,7 @@ fn body(dir: &Path, jti: usize) -> String {
 
 async fn crash_and_recover(store_url: String) {
     let dir = checkout();
-    let (mut child, port) = serve(dir.path(), &store_url);
+    let (mut child, port, admin) = serve(dir.path(), &store_url);
     let pki = dir.path().join("certs/dev");
     let police = pki.join("partners/notts-police");
     let client = common::client(
@@ -120,10 +126,12 @@ async fn crash_and_recover(store_url: String) {
 
     let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let count = Arc::new(AtomicUsize::new(0));
+    let metrics_at_kill = Arc::new(std::sync::Mutex::new(String::new()));
     let pid = child.id();
     let mut tasks = Vec::new();
     for b in bodies {
         let (client, accepted, count) = (client.clone(), accepted.clone(), count.clone());
+        let metrics_at_kill = metrics_at_kill.clone();
         tasks.push(tokio::spawn(async move {
             let res = client
                 .post(format!("https://localhost:{port}/v1/referrals"))
@@ -137,6 +145,13 @@ async fn crash_and_recover(store_url: String) {
                     if let Some(id) = v["id"].as_str() {
                         accepted.lock().unwrap().push(id.to_owned());
                         if count.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
+                            let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+                                .await
+                                .unwrap()
+                                .text()
+                                .await
+                                .unwrap();
+                            *metrics_at_kill.lock().unwrap() = text;
                             Command::new("kill")
                                 .args(["-KILL", &pid.to_string()])
                                 .status()
@@ -162,8 +177,19 @@ async fn crash_and_recover(store_url: String) {
         "the kill came after the whole stream; nothing was in flight"
     );
 
+    // Referrals shared commits before the kill (more acceptances than transactions).
+    let metrics = metrics_at_kill.lock().unwrap().clone();
+    let (commits, acceptances) = (
+        metric(&metrics, "refex_store_commits_total"),
+        metric(&metrics, "refex_store_acceptances_total"),
+    );
+    assert!(
+        acceptances > commits && commits > 0.0,
+        "no group commit happened: {acceptances} acceptances in {commits} commits"
+    );
+
     // Restart on the same store: every 202'd referral is there with its deliveries.
-    let (mut child, port) = serve(dir.path(), &store_url);
+    let (mut child, port, _) = serve(dir.path(), &store_url);
     for id in &accepted {
         let res = client
             .get(format!("https://localhost:{port}/v1/referrals/{id}"))
@@ -214,6 +240,11 @@ async fn crash_and_recover(store_url: String) {
         .await,
         referrals
     );
+    // The audit tree's head counts exactly the events written: no batch half-appended.
+    assert_eq!(
+        scalar(&mut c, "SELECT size FROM audit_head WHERE id = 1").await,
+        scalar(&mut c, "SELECT COUNT(*) FROM audit_events").await
+    );
     assert_eq!(
         scalar(
             &mut c,
@@ -232,6 +263,13 @@ async fn crash_and_recover(store_url: String) {
         .await,
         0
     );
+}
+
+/// A counter's value in Prometheus text (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

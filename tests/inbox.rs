@@ -312,7 +312,7 @@ async fn pagination(store_url: Option<String>) {
             for i in 0..PER_WRITER {
                 let id = format!("ref_w{w}_{i}");
                 store
-                    .accept(&Acceptance {
+                    .accept(Acceptance {
                         referral: ReferralRecord {
                             id: id.clone(),
                             sender: "notts-police".into(),

@@ -21,6 +21,7 @@ async fn conformance(url: &str, backend: Backend) {
     again.ping().await.expect("ping after reopen");
     acceptance_is_atomic_and_replay_proof(again.as_ref()).await;
     again.close().await;
+    group_commit_keeps_each_acceptance_whole(store::open(url).await.expect("reopen")).await;
 }
 
 fn acceptance(id: &str, jti: &str, held: bool) -> Acceptance {
@@ -77,7 +78,7 @@ fn acceptance(id: &str, jti: &str, held: bool) -> Acceptance {
 
 async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
     store
-        .accept(&acceptance("ref_A", "jti-1", true))
+        .accept(acceptance("ref_A", "jti-1", true))
         .await
         .expect("accept");
     let states = store
@@ -115,7 +116,7 @@ async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
     // Replay: same sender and jti under a new id writes nothing at all.
     let before = counts(store).await;
     let err = store
-        .accept(&acceptance("ref_B", "jti-1", false))
+        .accept(acceptance("ref_B", "jti-1", false))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Replay), "{err}");
@@ -124,7 +125,7 @@ async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
     // A failure half-way (duplicate delivery id) rolls everything back.
     let mut broken = acceptance("ref_C", "jti-2", false);
     broken.deliveries[1].id = broken.deliveries[0].id.clone();
-    assert!(store.accept(&broken).await.is_err());
+    assert!(store.accept(broken.clone()).await.is_err());
     assert_eq!(counts(store).await, before);
     assert!(
         store
@@ -137,7 +138,50 @@ async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
     // The same jti from another sender is not a replay.
     let mut other = acceptance("ref_D", "jti-1", false);
     other.referral.sender = "imara".into();
-    store.accept(&other).await.expect("other sender's jti");
+    store.accept(other).await.expect("other sender's jti");
+}
+
+/// Many acceptances at once share transactions (group commit), yet each stands or falls on
+/// its own: a replay inside the same batch and a broken acceptance are refused alone, and
+/// every audit event of those that stood is a leaf of one gapless tree.
+async fn group_commit_keeps_each_acceptance_whole(store: Arc<dyn Store>) {
+    let before = counts(store.as_ref()).await;
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let mut a = acceptance(&format!("ref_g{i}"), &format!("g-jti-{i}"), i % 4 == 0);
+        if i == 7 {
+            a.jti = "g-jti-6".into(); // the same sender and jti as its neighbour
+        }
+        if i == 9 {
+            a.deliveries[1].id = a.deliveries[0].id.clone(); // fails half-way
+        }
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { (i, s.accept(a).await) }));
+    }
+    let mut refused = Vec::new();
+    for t in tasks {
+        let (i, result) = t.await.unwrap();
+        if let Err(e) = result {
+            refused.push((i, matches!(e, StoreError::Replay)));
+        }
+    }
+    refused.sort();
+    // Exactly one of 6 and 7 is the replay (whichever committed second); 9 is broken.
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|&(i, replay)| (i == 6 || i == 7) && replay)
+    );
+    assert!(refused.contains(&(9, false)), "{refused:?}");
+    let after = counts(store.as_ref()).await;
+    let stood = 46;
+    assert_eq!(after[0] - before[0], stood, "referrals");
+    assert_eq!(after[1] - before[1], 2 * stood, "deliveries");
+    assert_eq!(after[3] - before[3], stood, "replay markers");
+    assert_eq!(after[4] - before[4], stood, "one audit event each");
+    assert_eq!(store.audit_size().await.unwrap() as i64, after[4]);
+    store.close().await;
 }
 
 async fn counts(store: &dyn Store) -> Vec<i64> {
@@ -186,7 +230,7 @@ async fn concurrent_read_then_write(store: Arc<dyn Store>) {
         let mut a = acceptance(&format!("ref_rw{i}"), &format!("rw-jti-{i}"), false);
         a.deliveries.truncate(1);
         a.deliveries[0].id = format!("dlv_rw{i}");
-        store.accept(&a).await.unwrap();
+        store.accept(a).await.unwrap();
     }
     let mut tasks = Vec::new();
     for i in 0..40 {
@@ -201,7 +245,7 @@ async fn concurrent_read_then_write(store: Arc<dyn Store>) {
             let mut a = acceptance(&format!("ref_rx{i}"), &format!("rx-jti-{i}"), false);
             a.deliveries.truncate(1);
             a.deliveries[0].id = format!("dlv_rx{i}");
-            s.accept(&a).await.map(|_| true)
+            s.accept(a).await.map(|_| true)
         }));
     }
     for t in tasks {

@@ -42,6 +42,9 @@ pub struct Settings {
     /// Request and connection limits.
     #[serde(default)]
     pub limits: Limits,
+    /// How the store commits.
+    #[serde(default)]
+    pub store: StoreSettings,
     /// How long records are kept, and how often housekeeping runs.
     #[serde(default)]
     pub retention: Retention,
@@ -98,6 +101,39 @@ impl Default for Limits {
             idle_timeout: default_idle_timeout(),
             request_timeout: default_request_timeout(),
         }
+    }
+}
+
+/// How the store commits acceptances (group commit).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Under load, how long the committer waits for more acceptances to share a transaction
+    /// (and its fsync) with the first; a lone referral never waits. Capped at 20 ms.
+    #[serde(default = "default_group_commit_window", with = "humantime_serde")]
+    pub group_commit_window: Duration,
+    /// Most acceptances in one transaction; 1 turns group commit off. Capped at 1024.
+    #[serde(default = "default_group_commit_max")]
+    pub group_commit_max: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            group_commit_window: default_group_commit_window(),
+            group_commit_max: default_group_commit_max(),
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The store's group-commit options.
+    pub fn group_commit(&self) -> crate::store::group_commit::Options {
+        crate::store::group_commit::Options {
+            window: self.group_commit_window,
+            max_batch: self.group_commit_max,
+        }
+        .clamped()
     }
 }
 
@@ -373,6 +409,12 @@ fn default_idle_timeout() -> Duration {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(90)
+}
+fn default_group_commit_window() -> Duration {
+    crate::store::group_commit::Options::default().window
+}
+fn default_group_commit_max() -> usize {
+    crate::store::group_commit::Options::default().max_batch
 }
 fn default_records() -> Duration {
     Duration::from_secs(7 * 365 * 24 * 3600 + 2 * 24 * 3600)

@@ -1,10 +1,16 @@
 //! The SQL both backends share, generated for each pool type by one macro: sqlx accepts `$N`
 //! placeholders on SQLite too, so the statements are written once.
 
+/// Rows per multi-row `INSERT`: 8 columns × 500 rows stays far below SQLite's 32,766 bound
+/// variables and PostgreSQL's 65,535, while one statement carries a whole typical batch.
+pub(crate) const INSERT_CHUNK: usize = 500;
+
 /// Implements [`Store`](super::Store) for a backend type with a `pool` field, and defines
 /// `insert_event` for its connection type.
 macro_rules! store_impl {
     ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal) => {
+        use crate::store::common::INSERT_CHUNK;
+
         impl $store {
             /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`: a
             /// deferred transaction that reads and then writes fails at once (`SQLITE_BUSY`,
@@ -52,113 +58,8 @@ macro_rules! store_impl {
                 self.watch_inbox(on_change);
             }
 
-        async fn accept(&self, a: &crate::store::records::Acceptance) -> Result<(), crate::store::StoreError> {
-            use crate::store::{StoreError, query_err};
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            let r = &a.referral;
-            let marker = sqlx::query("INSERT INTO replay_markers (sender, jti, seen_at) VALUES ($1, $2, $3)")
-                .bind(&r.sender)
-                .bind(&a.jti)
-                .bind(r.received_at)
-                .execute(&mut *tx)
-                .await;
-            match marker {
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(StoreError::Replay),
-                other => {
-                    other.map_err(query_err("replay marker"))?;
-                }
-            }
-            sqlx::query(
-                "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
-                 consent_status, consent_override, subject_informed, supersedes, justification_sealed) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&r.id)
-            .bind(&r.sender)
-            .bind(&r.sender_ref)
-            .bind(&r.referral_type)
-            .bind(r.received_at)
-            .bind(&r.lawful_basis)
-            .bind(&r.consent_status)
-            .bind(&r.consent_override)
-            .bind(&r.subject_informed)
-            .bind(&r.supersedes)
-            .bind(&r.justification_sealed)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("insert referral"))?;
-            for subject in &a.subjects {
-                sqlx::query("INSERT INTO subject_index (referral_id, subject) VALUES ($1, $2)")
-                    .bind(&r.id)
-                    .bind(subject)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("subject index"))?;
-            }
-            for d in &a.deliveries {
-                // Queued deliveries take the recipient's next inbox position; the counter row
-                // stays locked until commit, so positions become visible in order.
-                let position: Option<i64> = if d.status == crate::store::records::DeliveryStatus::Queued {
-                    Some(
-                        sqlx::query_scalar(
-                            "INSERT INTO inbox_counters (recipient, next) VALUES ($1, 1) \
-                             ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + 1 \
-                             RETURNING next",
-                        )
-                        .bind(&d.recipient)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(query_err("inbox position"))?,
-                    )
-                } else {
-                    None
-                };
-                sqlx::query(
-                    "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, \
-                     created_at, updated_at, inbox_pos) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
-                )
-                .bind(&d.id)
-                .bind(&r.id)
-                .bind(&d.recipient)
-                .bind(&d.agreement)
-                .bind(d.status.as_str())
-                .bind(&d.sealed)
-                .bind(d.sealed.as_ref().map(|s| s.len() as i64))
-                .bind(r.received_at)
-                .bind(position)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("insert delivery"))?;
-            }
-            if let Some(h) = &a.hold {
-                sqlx::query(
-                    "INSERT INTO holds (referral_id, sealed, storage_key_id, held_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&r.id)
-                .bind(&h.sealed)
-                .bind(&h.storage_key_id)
-                .bind(r.received_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("insert hold"))?;
-            }
-            if let Some(old) = &r.supersedes {
-                withdraw_open(
-                    &mut tx,
-                    old,
-                    r.received_at,
-                    a.events.first().and_then(|e| e.actor.as_deref()).unwrap_or_default(),
-                    serde_json::json!({ "reason": "superseded", "by": r.id }),
-                )
-                .await?;
-            }
-            for e in &a.events {
-                insert_event(&mut *tx, e).await?;
-            }
-            if a.deliveries.iter().any(|d| d.status == crate::store::records::DeliveryStatus::Queued) {
-                notify_inbox(&mut *tx).await?;
-            }
-            tx.commit().await.map_err(query_err("commit"))
+        async fn accept(&self, a: crate::store::records::Acceptance) -> Result<(), crate::store::StoreError> {
+            self.group.accept(a).await
         }
 
         async fn expire_deliveries(
@@ -857,7 +758,8 @@ macro_rules! store_impl {
             if owner.as_deref() != Some(sender) {
                 return Ok(None);
             }
-            withdraw_open(&mut tx, referral_id, at, actor, serde_json::json!({ "reason": "withdrawn-by-sender" })).await?;
+            let events = withdraw_open(&mut tx, referral_id, at, actor, serde_json::json!({ "reason": "withdrawn-by-sender" })).await?;
+            insert_events(&mut *tx, &events).await?;
             tx.commit().await.map_err(query_err("commit"))?;
             self.delivery_states(referral_id, sender).await
         }
@@ -870,64 +772,259 @@ macro_rules! store_impl {
         }
         }
 
-        /// Appends one audit event as the next leaf of the Merkle tree: takes the next
-        /// index under the `audit_head` row lock (held until commit), stores the canonical
-        /// leaf and its hash, and the hash of every perfect subtree the leaf completes.
+        /// Commits a batch of acceptances in one transaction (group commit). Each acceptance
+        /// is written inside its own savepoint: a replay, or any failure of one acceptance,
+        /// rolls back that acceptance alone and is reported to its caller; the audit events of
+        /// those that stood are then appended together and everything commits at once. If
+        /// the transaction itself fails, every acceptance in it gets the error.
+        async fn accept_batch(
+            pool: &sqlx::Pool<<$conn as sqlx::Connection>::Database>,
+            batch: Vec<crate::store::records::Acceptance>,
+        ) -> Vec<Result<(), crate::store::StoreError>> {
+            match accept_batch_tx(pool, &batch).await {
+                Ok(results) => results,
+                Err(e) => batch
+                    .iter()
+                    .map(|_| Err(match &e {
+                        crate::store::StoreError::Unavailable(m) => crate::store::StoreError::Unavailable(m.clone()),
+                        other => crate::store::StoreError::Query { op: "group commit", reason: other.to_string() },
+                    }))
+                    .collect(),
+            }
+        }
+
+        async fn accept_batch_tx(
+            pool: &sqlx::Pool<<$conn as sqlx::Connection>::Database>,
+            batch: &[crate::store::records::Acceptance],
+        ) -> Result<Vec<Result<(), crate::store::StoreError>>, crate::store::StoreError> {
+            use crate::store::query_err;
+            let mut tx = pool.begin_with($begin).await.map_err(query_err("begin"))?;
+            let mut results = Vec::with_capacity(batch.len());
+            let mut events = Vec::new();
+            let mut notify = false;
+            for a in batch {
+                sqlx::query("SAVEPOINT acceptance").execute(&mut *tx).await.map_err(query_err("savepoint"))?;
+                match accept_one(&mut tx, a).await {
+                    Ok(withdrawn) => {
+                        sqlx::query("RELEASE SAVEPOINT acceptance").execute(&mut *tx).await.map_err(query_err("savepoint"))?;
+                        events.extend(withdrawn);
+                        events.extend(a.events.iter().cloned());
+                        notify |= a.deliveries.iter().any(|d| d.status == crate::store::records::DeliveryStatus::Queued);
+                        results.push(Ok(()));
+                    }
+                    Err(e) => {
+                        sqlx::query("ROLLBACK TO SAVEPOINT acceptance").execute(&mut *tx).await.map_err(query_err("savepoint"))?;
+                        sqlx::query("RELEASE SAVEPOINT acceptance").execute(&mut *tx).await.map_err(query_err("savepoint"))?;
+                        results.push(Err(e));
+                    }
+                }
+            }
+            insert_events(&mut *tx, &events).await?;
+            if notify {
+                notify_inbox(&mut *tx).await?;
+            }
+            tx.commit().await.map_err(query_err("commit"))?;
+            Ok(results)
+        }
+
+        /// Writes one acceptance's rows (not its audit events); returns the events of the
+        /// withdrawals a correction makes, which come before the acceptance's own.
+        async fn accept_one(
+            tx: &mut sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>,
+            a: &crate::store::records::Acceptance,
+        ) -> Result<Vec<crate::store::records::AuditRecord>, crate::store::StoreError> {
+            use crate::store::{StoreError, query_err};
+            let r = &a.referral;
+            // ON CONFLICT DO NOTHING rather than a unique violation: the replay is seen
+            // without an error, so nothing else in the batch is disturbed.
+            let marker = sqlx::query(
+                "INSERT INTO replay_markers (sender, jti, seen_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (sender, jti) DO NOTHING",
+            )
+            .bind(&r.sender)
+            .bind(&a.jti)
+            .bind(r.received_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(query_err("replay marker"))?;
+            if marker.rows_affected() == 0 {
+                return Err(StoreError::Replay);
+            }
+            sqlx::query(
+                "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
+                 consent_status, consent_override, subject_informed, supersedes, justification_sealed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&r.id)
+            .bind(&r.sender)
+            .bind(&r.sender_ref)
+            .bind(&r.referral_type)
+            .bind(r.received_at)
+            .bind(&r.lawful_basis)
+            .bind(&r.consent_status)
+            .bind(&r.consent_override)
+            .bind(&r.subject_informed)
+            .bind(&r.supersedes)
+            .bind(&r.justification_sealed)
+            .execute(&mut **tx)
+            .await
+            .map_err(query_err("insert referral"))?;
+            if !a.subjects.is_empty() {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO subject_index (referral_id, subject) ");
+                q.push_values(&a.subjects, |mut row, subject| {
+                    row.push_bind(&r.id).push_bind(subject);
+                });
+                q.build().execute(&mut **tx).await.map_err(query_err("subject index"))?;
+            }
+            for d in &a.deliveries {
+                // Queued deliveries take the recipient's next inbox position; the counter row
+                // stays locked until commit, so positions become visible in order.
+                let position: Option<i64> = if d.status == crate::store::records::DeliveryStatus::Queued {
+                    Some(
+                        sqlx::query_scalar(
+                            "INSERT INTO inbox_counters (recipient, next) VALUES ($1, 1) \
+                             ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + 1 \
+                             RETURNING next",
+                        )
+                        .bind(&d.recipient)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(query_err("inbox position"))?,
+                    )
+                } else {
+                    None
+                };
+                sqlx::query(
+                    "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, \
+                     created_at, updated_at, inbox_pos) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+                )
+                .bind(&d.id)
+                .bind(&r.id)
+                .bind(&d.recipient)
+                .bind(&d.agreement)
+                .bind(d.status.as_str())
+                .bind(&d.sealed)
+                .bind(d.sealed.as_ref().map(|s| s.len() as i64))
+                .bind(r.received_at)
+                .bind(position)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_err("insert delivery"))?;
+            }
+            if let Some(h) = &a.hold {
+                sqlx::query(
+                    "INSERT INTO holds (referral_id, sealed, storage_key_id, held_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&r.id)
+                .bind(&h.sealed)
+                .bind(&h.storage_key_id)
+                .bind(r.received_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_err("insert hold"))?;
+            }
+            match &r.supersedes {
+                Some(old) => {
+                    withdraw_open(
+                        tx,
+                        old,
+                        r.received_at,
+                        a.events.first().and_then(|e| e.actor.as_deref()).unwrap_or_default(),
+                        serde_json::json!({ "reason": "superseded", "by": r.id }),
+                    )
+                    .await
+                }
+                None => Ok(Vec::new()),
+            }
+        }
+
+        /// Appends one audit event as the next leaf of the Merkle tree (see
+        /// [`insert_events`]).
         async fn insert_event(
             conn: &mut $conn,
             e: &crate::store::records::AuditRecord,
         ) -> Result<(), crate::store::StoreError> {
+            insert_events(conn, std::slice::from_ref(e)).await
+        }
+
+        /// Appends audit events, in order, as the next leaves of the Merkle tree: takes
+        /// their indices under the `audit_head` row lock (held until commit), stores each
+        /// canonical leaf and its hash, and the hash of every perfect subtree they complete.
+        /// Hashes completed within the batch are kept in memory, so only the left edge of
+        /// the existing tree is read (at most one hash per level), and rows are written with
+        /// multi-row inserts.
+        async fn insert_events(
+            conn: &mut $conn,
+            events: &[crate::store::records::AuditRecord],
+        ) -> Result<(), crate::store::StoreError> {
             use crate::audit::tree::{completed_by_append, leaf_hash, node_hash};
             use crate::store::query_err;
-            let size: i64 = sqlx::query_scalar("UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size")
+            if events.is_empty() {
+                return Ok(());
+            }
+            let size: i64 = sqlx::query_scalar("UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size")
+                .bind(events.len() as i64)
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(query_err("audit head"))?;
-            let idx = size - 1;
-            let leaf = crate::audit::canonical_leaf(idx, e);
-            sqlx::query(
-                "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, detail, idx, leaf) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(e.at)
-            .bind(e.kind)
-            .bind(&e.referral_id)
-            .bind(&e.delivery_id)
-            .bind(&e.actor)
-            .bind(e.detail.to_string())
-            .bind(idx)
-            .bind(&leaf)
-            .execute(&mut *conn)
-            .await
-            .map_err(query_err("insert audit event"))?;
-            let mut right = leaf_hash(leaf.as_bytes());
-            let insert_node = "INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)";
-            sqlx::query(insert_node)
-                .bind(0i32)
-                .bind(idx)
-                .bind(hex::encode(right))
-                .execute(&mut *conn)
-                .await
-                .map_err(query_err("audit node"))?;
-            for (level, node) in completed_by_append(idx as u64) {
-                let left: String = sqlx::query_scalar("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
-                    .bind((level - 1) as i32)
-                    .bind((2 * node) as i64)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(query_err("audit node"))?;
-                let left = crate::audit::parse_hash(&left).ok_or(crate::store::StoreError::Query {
-                    op: "audit node",
-                    reason: "malformed stored hash".into(),
-                })?;
-                right = node_hash(&left, &right);
-                sqlx::query(insert_node)
-                    .bind(level as i32)
-                    .bind(node as i64)
-                    .bind(hex::encode(right))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(query_err("audit node"))?;
+            let first = size - events.len() as i64;
+            let mut fresh: std::collections::HashMap<(u32, u64), crate::audit::tree::Hash> =
+                std::collections::HashMap::new();
+            let mut nodes: Vec<(i32, i64, String)> = Vec::new();
+            let mut leaves: Vec<(i64, String)> = Vec::with_capacity(events.len());
+            for (k, e) in events.iter().enumerate() {
+                let idx = first + k as i64;
+                let leaf = crate::audit::canonical_leaf(idx, e);
+                let mut right = leaf_hash(leaf.as_bytes());
+                fresh.insert((0, idx as u64), right);
+                nodes.push((0, idx, hex::encode(right)));
+                for (level, node) in completed_by_append(idx as u64) {
+                    let key = (level - 1, 2 * node);
+                    let left = match fresh.get(&key) {
+                        Some(h) => *h,
+                        None => {
+                            let stored: String = sqlx::query_scalar(
+                                "SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2",
+                            )
+                            .bind(key.0 as i32)
+                            .bind(key.1 as i64)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(query_err("audit node"))?;
+                            crate::audit::parse_hash(&stored).ok_or(crate::store::StoreError::Query {
+                                op: "audit node",
+                                reason: "malformed stored hash".into(),
+                            })?
+                        }
+                    };
+                    right = node_hash(&left, &right);
+                    fresh.insert((level, node), right);
+                    nodes.push((level as i32, node as i64, hex::encode(right)));
+                }
+                leaves.push((idx, leaf));
+            }
+            for chunk in events.iter().zip(&leaves).collect::<Vec<_>>().chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, detail, idx, leaf) ",
+                );
+                q.push_values(chunk, |mut row, (e, (idx, leaf))| {
+                    row.push_bind(e.at)
+                        .push_bind(e.kind)
+                        .push_bind(&e.referral_id)
+                        .push_bind(&e.delivery_id)
+                        .push_bind(&e.actor)
+                        .push_bind(e.detail.to_string())
+                        .push_bind(*idx)
+                        .push_bind(leaf);
+                });
+                q.build().execute(&mut *conn).await.map_err(query_err("insert audit event"))?;
+            }
+            for chunk in nodes.chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO audit_nodes (level, idx, hash) ");
+                q.push_values(chunk, |mut row, (level, idx, hash)| {
+                    row.push_bind(*level).push_bind(*idx).push_bind(hash);
+                });
+                q.build().execute(&mut *conn).await.map_err(query_err("audit node"))?;
             }
             Ok(())
         }
@@ -941,8 +1038,9 @@ macro_rules! store_impl {
             at: i64,
             actor: &str,
             detail: serde_json::Value,
-        ) -> Result<(), crate::store::StoreError> {
+        ) -> Result<Vec<crate::store::records::AuditRecord>, crate::store::StoreError> {
             use crate::store::query_err;
+            let mut events = Vec::new();
             let open: Vec<(String, String)> = sqlx::query_as(
                 "SELECT id, recipient FROM deliveries WHERE referral_id = $1 \
                  AND status IN ('queued', 'delivered', 'held-for-review') ORDER BY seq",
@@ -962,22 +1060,21 @@ macro_rules! store_impl {
                 .map_err(query_err("withdraw"))?;
                 let mut detail = detail.clone();
                 detail["to"] = serde_json::json!(recipient);
-                insert_event(&mut **tx, &crate::store::records::AuditRecord {
+                events.push(crate::store::records::AuditRecord {
                     at,
                     kind: "withdrawn",
                     referral_id: Some(referral_id.to_owned()),
                     delivery_id: Some(id.clone()),
                     actor: Some(actor.to_owned()),
                     detail,
-                })
-                .await?;
+                });
             }
             sqlx::query("DELETE FROM holds WHERE referral_id = $1")
                 .bind(referral_id)
                 .execute(&mut **tx)
                 .await
                 .map_err(query_err("withdraw hold"))?;
-            Ok(())
+            Ok(events)
         }
     };
 }

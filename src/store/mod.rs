@@ -5,6 +5,7 @@
 //! The same conformance suite (`tests/store_conformance.rs`) runs against both backends.
 
 mod common;
+pub mod group_commit;
 mod postgres;
 pub mod records;
 mod sqlite;
@@ -71,9 +72,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Commits an accepted referral: replay marker, referral, deliveries, hold and audit
     /// events in one transaction; for a correction, the superseded referral's unacknowledged
-    /// deliveries are withdrawn in the same transaction. [`StoreError::Replay`] if the `jti` was seen before (and
-    /// nothing is written).
-    async fn accept(&self, acceptance: &records::Acceptance) -> Result<(), StoreError>;
+    /// deliveries are withdrawn in the same transaction. [`StoreError::Replay`] if the `jti`
+    /// was seen before (and nothing is written). Concurrent acceptances share a transaction
+    /// ([`group_commit`]); each returns only once its transaction is durable, and each
+    /// succeeds or fails on its own.
+    async fn accept(&self, acceptance: records::Acceptance) -> Result<(), StoreError>;
 
     /// Appends one audit event on its own (e.g. a rejection, which writes nothing else).
     async fn record_event(&self, event: &records::AuditRecord) -> Result<(), StoreError>;
@@ -257,12 +260,21 @@ impl Table {
     }
 }
 
-/// Opens the store a URL names and brings its schema up to date.
+/// Opens the store a URL names and brings its schema up to date, with the default
+/// group-commit options.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, group_commit::Options::default()).await
+}
+
+/// Opens the store a URL names with the given group-commit options.
+pub async fn open_with(
+    url: &str,
+    options: group_commit::Options,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, options).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(PostgresStore::open(url, options).await?))
     } else {
         let scheme = url.split(':').next().unwrap_or_default();
         Err(StoreError::Url(format!("scheme {scheme:?}")))

@@ -20,12 +20,16 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    group: super::group_commit::GroupCommit,
 }
 
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names and migrates it. A
     /// `?options=-c search_path=…` parameter selects a schema (tests give each its own).
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &str,
+        batching: super::group_commit::Options,
+    ) -> Result<Self, StoreError> {
         let options =
             PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
         let pool = PgPoolOptions::new()
@@ -38,7 +42,12 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Self { pool })
+        let committer = pool.clone();
+        let group = super::group_commit::GroupCommit::spawn(batching, move |batch| {
+            let pool = committer.clone();
+            async move { accept_batch(&pool, batch).await }
+        });
+        Ok(Self { pool, group })
     }
 }
 

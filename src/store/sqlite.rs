@@ -22,11 +22,15 @@ const MAX_CONNECTIONS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    group: super::group_commit::GroupCommit,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database a `sqlite://path` URL names and migrates it.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &str,
+        batching: super::group_commit::Options,
+    ) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Url(e.to_string()))?
             .create_if_missing(true)
@@ -49,7 +53,12 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Self { pool })
+        let committer = pool.clone();
+        let group = super::group_commit::GroupCommit::spawn(batching, move |batch| {
+            let pool = committer.clone();
+            async move { accept_batch(&pool, batch).await }
+        });
+        Ok(Self { pool, group })
     }
 }
 
