@@ -48,6 +48,24 @@ pub enum Command {
     Withdraw(PartnerIdArgs),
     /// As a partner: fetch, decrypt, verify and durably write deliveries, then acknowledge them.
     Inbox(InboxArgs),
+    /// Measure this gateway on this machine: a throwaway PKI and store, a real gateway
+    /// process, pre-built referrals; prints a table and checks the performance targets.
+    Bench(BenchArgs),
+}
+
+/// `refex bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Also run the submission phases on this PostgreSQL server (a fresh schema is created
+    /// and dropped), e.g. `postgres://postgres@127.0.0.1:5432/test`.
+    #[arg(long = "store")]
+    pub store: Option<String>,
+    /// Write the full report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Every phase, tiny (a smoke run: numbers are not meaningful).
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// Who the partner tools act as, and where the gateway is.

@@ -188,6 +188,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => {
+            let settings = config::load_settings(&cli.config, explicit, &Overrides::default())?;
+            if args
+                .store
+                .as_deref()
+                .is_some_and(|s| !s.starts_with("postgres"))
+            {
+                anyhow::bail!("--store takes a postgres:// URL (SQLite is always measured)");
+            }
+            let options = refex::bench::Options {
+                settings,
+                postgres: args.store,
+                budget: if args.quick {
+                    refex::bench::Budget::quick()
+                } else {
+                    refex::bench::Budget::full()
+                },
+            };
+            let report = refex::bench::run(options).await?;
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("report written to {}", path.display());
+            }
+            Ok(())
+        }
         Command::Send(args) => {
             let claims = refex::toolkit::claims(&args)?;
             let answer = refex::toolkit::client(&args.who)?.send(&claims).await?;

@@ -1,0 +1,167 @@
+//! The gateway under test, as its own process (`refex serve` of this very binary) so that
+//! its CPU time and resident memory can be read apart from the load generator's: from
+//! `/proc/<pid>/stat` and `/proc/<pid>/status`, and its counters from `/metrics`.
+//!
+//! Out of scope: generating load (`driver`, `net`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::BenchError;
+
+/// How long the gateway may take to say it is ready (it migrates a fresh store first).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running gateway process.
+pub struct GatewayProcess {
+    child: Child,
+    /// The mutual-TLS API listener.
+    pub api: SocketAddr,
+    /// The plain-HTTP admin listener.
+    pub admin: SocketAddr,
+    ticks_per_second: f64,
+}
+
+impl GatewayProcess {
+    /// Starts `refex serve` in `dir` (which holds `refex.toml`) on `store_url` and waits for
+    /// its "ready" line.
+    pub fn start(dir: &Path, store_url: &str) -> Result<Self, BenchError> {
+        let exe = std::env::current_exe().map_err(|e| BenchError::Setup(e.to_string()))?;
+        let mut child = Command::new(exe)
+            .current_dir(dir)
+            .args(["serve", "--config", "refex.toml", "--store-url", store_url])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| BenchError::Setup(format!("starting the gateway: {e}")))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| BenchError::Setup("no stderr".into()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut sent = false;
+            for line in lines.by_ref().map_while(Result::ok) {
+                if !sent && line.contains("ready to accept") {
+                    let _ = tx.send(line);
+                    sent = true;
+                }
+            }
+        });
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(BenchError::Setup(
+                    "the gateway exited or did not become ready".into(),
+                ));
+            }
+        };
+        let ready: Value =
+            serde_json::from_str(&line).map_err(|e| BenchError::Setup(e.to_string()))?;
+        let addr = |key: &str| -> Result<SocketAddr, BenchError> {
+            ready[key]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| BenchError::Setup(format!("no {key} address in the ready line")))
+        };
+        Ok(Self {
+            api: addr("api")?,
+            admin: addr("admin")?,
+            child,
+            ticks_per_second: clock_ticks(),
+        })
+    }
+
+    /// The process's CPU time so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64, BenchError> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map_err(|e| BenchError::Measure(format!("/proc stat: {e}")))?;
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or_else(|| BenchError::Measure("malformed /proc stat".into()))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ")".
+        Ok((ticks(11) + ticks(12)) / self.ticks_per_second)
+    }
+
+    /// The process's resident set size, in bytes.
+    pub fn rss_bytes(&self) -> Result<u64, BenchError> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .map_err(|e| BenchError::Measure(format!("/proc status: {e}")))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| BenchError::Measure("no VmRSS".into()))
+    }
+
+    /// Group-commit counters: (transactions, acceptances) committed so far.
+    pub async fn commit_counters(&self) -> Result<(f64, f64), BenchError> {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?
+            .text()
+            .await
+            .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?;
+        Ok((
+            counter(&text, crate::telemetry::STORE_COMMITS),
+            counter(&text, crate::telemetry::STORE_ACCEPTANCES),
+        ))
+    }
+
+    /// Stops the gateway with SIGTERM (it drains and exits 0), or kills it after 30 s.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A counter's value in Prometheus text (0 when absent).
+pub fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux if it cannot say).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}

@@ -1,0 +1,258 @@
+//! In-process microbenchmarks, timed on one thread: the CPU path of one referral (open,
+//! parse, validate, decide, minimise and seal per recipient) by recipients × payload size;
+//! its parts; store commits with the gateway's own settings; and a raw `fdatasync`.
+//!
+//! Out of scope: anything over the network (`driver`, `net`).
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use serde::Serialize;
+
+use super::BenchError;
+use super::corpus::{Corpus, RECIPIENTS, REFERRAL_TYPE, SENDER};
+use crate::config::Config;
+use crate::envelope::referral;
+use crate::identity::{Actor, Principal, ReferralType};
+use crate::ids::Uuid7Ids;
+use crate::store::records::Acceptance;
+
+/// One cell of the crypto-pipeline matrix.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineCell {
+    /// Recipients per referral.
+    pub recipients: usize,
+    /// Payload size in KiB.
+    pub payload_kib: usize,
+    /// CPU microseconds per referral on one core.
+    pub us_per_referral: f64,
+    /// Referrals per second on one core.
+    pub per_second_per_core: f64,
+}
+
+/// Store commit rates.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StoreRates {
+    /// One acceptance at a time (each its own transaction and fsync).
+    pub sequential_per_second: f64,
+    /// 64 concurrent acceptances (group commit shares transactions).
+    pub concurrent_per_second: f64,
+    /// Acceptances per transaction in the concurrent run.
+    pub referrals_per_commit: f64,
+}
+
+/// Everything measured in-process.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Micro {
+    /// The full CPU path per referral, by recipients × size.
+    pub pipeline: Vec<PipelineCell>,
+    /// Opening one referral envelope (JWE decrypt + JWS verify), µs.
+    pub open_us: f64,
+    /// Sealing one small delivery (one signature + one ephemeral ECDH), µs: the crypto cost
+    /// of one more recipient.
+    pub seal_us: f64,
+    /// Validating one 5 KiB payload against its type schema, µs.
+    pub validate_us: f64,
+    /// Minimising one 5 KiB payload onto one view, µs.
+    pub minimise_us: f64,
+    /// Store commits on the embedded store with the gateway's settings.
+    pub store: StoreRates,
+    /// Raw `write` + `fdatasync` of 4 KiB in the data directory, per second.
+    pub fdatasync_per_second: f64,
+}
+
+/// The principal of the sending partner's system, as the TLS layer would map it.
+pub fn sender(config: &Config) -> Result<Principal, BenchError> {
+    config
+        .principals
+        .values()
+        .find(|p| p.partner.as_str() == SENDER && matches!(p.actor, Actor::System(_)))
+        .cloned()
+        .ok_or_else(|| BenchError::Setup(format!("no system certificate for {SENDER}")))
+}
+
+/// Times `f` over `items`, returning microseconds per item.
+fn per_item<T>(items: &[T], mut f: impl FnMut(&T)) -> f64 {
+    let start = Instant::now();
+    for item in items {
+        f(item);
+    }
+    start.elapsed().as_secs_f64() * 1e6 / items.len().max(1) as f64
+}
+
+/// Runs the microbenchmarks. `n` bodies per pipeline cell (more is steadier).
+pub async fn run(
+    config: &Config,
+    corpus: &Corpus,
+    store_url: &str,
+    data_dir: &Path,
+    n: usize,
+    now: u64,
+) -> Result<Micro, BenchError> {
+    let caller = sender(config)?;
+    let mut micro = Micro::default();
+    for recipients in 1..=RECIPIENTS.len() {
+        for kib in [2, 5, 10] {
+            let bodies = corpus.bodies(n, recipients, kib * 1024, &format!("micro-{recipients}-{kib}"), now)?;
+            let mut failure = None;
+            let us = per_item(&bodies, |b| {
+                if let Err(e) = crate::submit::prepare(config, &Uuid7Ids, &caller, b, now) {
+                    failure.get_or_insert(e.to_string());
+                }
+            });
+            if let Some(e) = failure {
+                return Err(BenchError::Measure(format!("pipeline refused a bench referral: {e}")));
+            }
+            micro.pipeline.push(PipelineCell {
+                recipients,
+                payload_kib: kib,
+                us_per_referral: us,
+                per_second_per_core: 1e6 / us,
+            });
+        }
+    }
+    parts(config, corpus, &mut micro, n, now)?;
+    micro.store = store_rates(config, corpus, &caller, store_url, n, now).await?;
+    micro.fdatasync_per_second = fdatasync_rate(data_dir, Duration::from_millis(500))?;
+    Ok(micro)
+}
+
+/// The pieces of the pipeline, each on its own.
+fn parts(config: &Config, corpus: &Corpus, micro: &mut Micro, n: usize, now: u64) -> Result<(), BenchError> {
+    let sender_keys = config
+        .partners
+        .values()
+        .find(|p| p.id.as_str() == SENDER)
+        .and_then(|p| p.keys.as_ref())
+        .ok_or_else(|| BenchError::Setup("sender has no keys".into()))?;
+    let bodies = corpus.bodies(n, 2, 5 * 1024, "micro-open", now)?;
+    micro.open_us = per_item(&bodies, |b| {
+        let _ = referral::open(b, &config.gateway_keys, sender_keys);
+    });
+    let recipient = config
+        .partners
+        .values()
+        .find(|p| p.id.as_str() == RECIPIENTS[0])
+        .ok_or_else(|| BenchError::Setup("no recipient".into()))?;
+    let recipient_keys = recipient
+        .keys
+        .as_ref()
+        .ok_or_else(|| BenchError::Setup("recipient has no keys".into()))?;
+    let small = vec![b"{\"delivery\":{\"payload\":{}}}".to_vec(); n];
+    micro.seal_us = per_item(&small, |p| {
+        let _ = referral::seal(p, &config.gateway_keys, recipient_keys);
+    });
+    let ty: ReferralType = REFERRAL_TYPE
+        .parse()
+        .map_err(|e: crate::identity::IdError| BenchError::Setup(e.to_string()))?;
+    let schema = config
+        .schemas
+        .referral_type(&ty)
+        .ok_or_else(|| BenchError::Setup("no schema".into()))?;
+    let view = config
+        .schemas
+        .view(&recipient.kind, &ty)
+        .ok_or_else(|| BenchError::Setup("no view".into()))?;
+    let payloads = vec![corpus.payload(5 * 1024); n];
+    micro.validate_us = per_item(&payloads, |p| {
+        let _ = crate::schema::validate(schema, p, "/payload");
+    });
+    micro.minimise_us = per_item(&payloads, |p| {
+        let _ = crate::schema::minimise(p, &view.source);
+    });
+    Ok(())
+}
+
+/// Commits prepared acceptances to a fresh embedded store opened with the gateway's
+/// group-commit settings: first one at a time, then 64 at once.
+async fn store_rates(
+    config: &Config,
+    corpus: &Corpus,
+    caller: &Principal,
+    store_url: &str,
+    n: usize,
+    now: u64,
+) -> Result<StoreRates, BenchError> {
+    let store = crate::store::open_with(store_url, config.settings.store.group_commit())
+        .await
+        .map_err(|e| BenchError::Setup(format!("store: {e}")))?;
+    let prepare = |bodies: Vec<Bytes>| -> Result<Vec<Acceptance>, BenchError> {
+        bodies
+            .iter()
+            .map(|b| {
+                crate::submit::prepare(config, &Uuid7Ids, caller, b, now)
+                    .map_err(|e| BenchError::Measure(e.to_string()))
+            })
+            .collect()
+    };
+    let sequential = prepare(corpus.bodies(n / 4 + 1, 2, 5 * 1024, "store-seq", now)?)?;
+    let count = sequential.len();
+    let start = Instant::now();
+    for a in sequential {
+        store
+            .accept(a)
+            .await
+            .map_err(|e| BenchError::Measure(format!("store: {e}")))?;
+    }
+    let sequential_per_second = count as f64 / start.elapsed().as_secs_f64();
+
+    let concurrent = prepare(corpus.bodies(n * 2, 2, 5 * 1024, "store-par", now)?)?;
+    let count = concurrent.len();
+    let metrics = crate::telemetry::metrics();
+    let before = commit_counters(&metrics.render());
+    let queue = Arc::new(std::sync::Mutex::new(concurrent));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (store, queue) = (store.clone(), queue.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop());
+                let Some(a) = next else { break };
+                store.accept(a).await?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| BenchError::Measure(e.to_string()))?
+            .map_err(|e| BenchError::Measure(format!("store: {e}")))?;
+    }
+    let concurrent_per_second = count as f64 / start.elapsed().as_secs_f64();
+    let after = commit_counters(&metrics.render());
+    store.close().await;
+    Ok(StoreRates {
+        sequential_per_second,
+        concurrent_per_second,
+        referrals_per_commit: (after.1 - before.1) / (after.0 - before.0).max(1.0),
+    })
+}
+
+fn commit_counters(text: &str) -> (f64, f64) {
+    (
+        super::gateway::counter(text, crate::telemetry::STORE_COMMITS),
+        super::gateway::counter(text, crate::telemetry::STORE_ACCEPTANCES),
+    )
+}
+
+/// `write` + `fdatasync` of one 4 KiB block, repeated for `limit`.
+fn fdatasync_rate(dir: &Path, limit: Duration) -> Result<f64, BenchError> {
+    let path = dir.join("fdatasync.probe");
+    let mut file = std::fs::File::create(&path).map_err(|e| BenchError::Measure(e.to_string()))?;
+    let block = [0x5au8; 4096];
+    let start = Instant::now();
+    let mut count = 0u64;
+    while start.elapsed() < limit {
+        file.write_all(&block)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| BenchError::Measure(e.to_string()))?;
+        count += 1;
+    }
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Ok(rate)
+}

@@ -1,0 +1,427 @@
+//! The benchmark's report: every measurement, the ratios the performance targets are stated
+//! in, and each target beside what was measured (met, or the gap). Serialised as JSON for
+//! machines and rendered as a table for people.
+//!
+//! Out of scope: measuring (the other `bench` modules).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::Budget;
+use super::driver::PhaseResult;
+use super::micro::Micro;
+use super::net::{HandshakeRate, IdleMemory};
+use crate::config::Config;
+
+/// Targets, as the performance issue states them.
+mod goal {
+    /// End-to-end rate ÷ (crypto pipeline rate × cores), SQLite, 2 recipients, 5 KiB.
+    pub const E2E_OVER_CRYPTO: f64 = 0.5;
+    /// Referrals per fsync under load: more than one.
+    pub const REFERRALS_PER_COMMIT: f64 = 1.0;
+    /// p99 at 70 % of the maximum rate, milliseconds.
+    pub const P99_MS: f64 = 25.0;
+    /// An extra recipient's cost ÷ its crypto cost (one ephemeral ECDH + one signature).
+    pub const EXTRA_RECIPIENT: f64 = 1.5;
+    /// Resident bytes per idle mTLS connection.
+    pub const IDLE_BYTES: f64 = 64.0 * 1024.0;
+    /// PostgreSQL end-to-end referrals per second, 2 recipients.
+    pub const POSTGRES_PER_SECOND: f64 = 1000.0;
+}
+
+/// The machine the run was on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Machine {
+    /// Cores available to the gateway.
+    pub cores: usize,
+    /// `/proc/cpuinfo`'s model name.
+    pub cpu: String,
+}
+
+/// One closed-loop phase.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClosedPhase {
+    /// Keep-alive connections.
+    pub connections: usize,
+    /// What it did.
+    pub result: PhaseResult,
+    /// Gateway CPU time per accepted referral, µs.
+    pub server_cpu_us_per_referral: f64,
+    /// Acceptances per store transaction (per fsync on SQLite).
+    pub referrals_per_commit: f64,
+}
+
+/// One open-loop phase.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OpenPhase {
+    /// Offered load as a share of the maximum closed-loop rate.
+    pub load_share: f64,
+    /// Offered referrals per second.
+    pub offered_per_second: f64,
+    /// What it did (latency timed from each scheduled send).
+    pub result: PhaseResult,
+}
+
+/// One recipients × size cell, end to end.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MatrixCell {
+    /// Recipients per referral.
+    pub recipients: usize,
+    /// Payload size, KiB.
+    pub payload_kib: usize,
+    /// Accepted referrals per second (64 connections).
+    pub per_second: f64,
+    /// Gateway CPU time per accepted referral, µs.
+    pub server_cpu_us_per_referral: f64,
+    /// Requests that failed.
+    pub errors: u64,
+}
+
+/// The submission phases on one store.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EndToEnd {
+    /// `sqlite` or `postgres`.
+    pub store: String,
+    /// Closed loop at 1, 8 and 64 connections.
+    pub closed: Vec<ClosedPhase>,
+    /// The best closed-loop rate.
+    pub max_per_second: f64,
+    /// Open loop at 25, 50 and 70 % of it.
+    pub open: Vec<OpenPhase>,
+    /// Recipients × payload size.
+    pub matrix: Vec<MatrixCell>,
+}
+
+/// Full and resumed handshakes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Handshakes {
+    /// Every connection a full handshake.
+    pub full: HandshakeRate,
+    /// Connections resuming a session.
+    pub resumed: HandshakeRate,
+}
+
+/// The ratios the targets are stated in, from the same run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Ratios {
+    /// Crypto pipeline capacity: one core's pipeline rate (2 recipients, 5 KiB) × cores.
+    pub crypto_capacity_per_second: f64,
+    /// End-to-end maximum ÷ crypto capacity.
+    pub e2e_over_crypto_capacity: f64,
+    /// End-to-end maximum ÷ store-only concurrent commit rate.
+    pub e2e_over_store_only: f64,
+    /// Gateway CPU µs per extra recipient, end to end (5 KiB; (3 − 1 recipients) ÷ 2).
+    pub us_per_extra_recipient: f64,
+    /// The same from the in-process pipeline.
+    pub us_per_extra_recipient_pipeline: f64,
+    /// End-to-end µs per extra recipient ÷ the crypto cost of one (seal of a delivery).
+    pub extra_recipient_over_crypto: f64,
+    /// p99 ÷ p50 at 70 % load.
+    pub p99_over_p50: f64,
+}
+
+/// A target beside its measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetCheck {
+    /// What is aimed for.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether it was met (`None`: not measured in this run).
+    pub met: Option<bool>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// The machine.
+    pub machine: Machine,
+    /// Group-commit window (µs) and ceiling the gateway ran with.
+    pub group_commit: (u128, usize),
+    /// Longest submission phase, seconds.
+    pub phase_seconds: f64,
+    /// In-process measurements.
+    pub micro: Micro,
+    /// Submission on the embedded store.
+    pub sqlite: EndToEnd,
+    /// Submission on PostgreSQL, when asked for.
+    pub postgres: Option<EndToEnd>,
+    /// A receiving service draining its inbox: deliveries fetched and acknowledged.
+    pub inbox: PhaseResult,
+    /// Handshakes per second.
+    pub handshakes: Handshakes,
+    /// Memory per idle connection.
+    pub idle: IdleMemory,
+    /// The ratios.
+    pub ratios: Ratios,
+    /// Each target and its measurement.
+    pub targets: Vec<TargetCheck>,
+}
+
+impl Report {
+    /// An empty report for a run on `config` with `budget`.
+    pub fn new(config: &Config, budget: Budget) -> Self {
+        let store = &config.settings.store;
+        Self {
+            machine: Machine {
+                cores: std::thread::available_parallelism().map_or(1, usize::from),
+                cpu: std::fs::read_to_string("/proc/cpuinfo")
+                    .ok()
+                    .and_then(|c| {
+                        c.lines()
+                            .find_map(|l| l.strip_prefix("model name"))
+                            .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+                    })
+                    .unwrap_or_default(),
+            },
+            group_commit: (store.group_commit_window.as_micros(), store.group_commit_max),
+            phase_seconds: budget.phase.as_secs_f64(),
+            ..Self::default()
+        }
+    }
+
+    fn pipeline_us(&self, recipients: usize, kib: usize) -> f64 {
+        self.micro
+            .pipeline
+            .iter()
+            .find(|c| c.recipients == recipients && c.payload_kib == kib)
+            .map_or(0.0, |c| c.us_per_referral)
+    }
+
+    fn matrix_cpu(&self, recipients: usize, kib: usize) -> f64 {
+        self.sqlite
+            .matrix
+            .iter()
+            .find(|c| c.recipients == recipients && c.payload_kib == kib)
+            .map_or(0.0, |c| c.server_cpu_us_per_referral)
+    }
+
+    /// Computes the ratios and checks every target.
+    pub fn evaluate(&mut self) {
+        let cores = self.machine.cores as f64;
+        let pipeline = self.pipeline_us(2, 5);
+        let capacity = if pipeline > 0.0 { 1e6 / pipeline * cores } else { 0.0 };
+        let e2e = self.sqlite.max_per_second;
+        let extra = (self.matrix_cpu(3, 5) - self.matrix_cpu(1, 5)) / 2.0;
+        let at70 = self.sqlite.open.iter().find(|o| (o.load_share - 0.7).abs() < 1e-9);
+        self.ratios = Ratios {
+            crypto_capacity_per_second: capacity,
+            e2e_over_crypto_capacity: ratio(e2e, capacity),
+            e2e_over_store_only: ratio(e2e, self.micro.store.concurrent_per_second),
+            us_per_extra_recipient: extra,
+            us_per_extra_recipient_pipeline: (self.pipeline_us(3, 5) - self.pipeline_us(1, 5)) / 2.0,
+            extra_recipient_over_crypto: ratio(extra, self.micro.seal_us),
+            p99_over_p50: at70.map_or(0.0, |o| ratio(o.result.latency.p99_ms, o.result.latency.p50_ms)),
+        };
+        let r = &self.ratios;
+        let per_commit = self
+            .sqlite
+            .closed
+            .iter()
+            .map(|c| c.referrals_per_commit)
+            .fold(0.0, f64::max);
+        let mut targets = vec![
+            TargetCheck {
+                target: format!(
+                    "SQLite end to end >= {} x crypto pipeline x cores (2 recipients, 5 KiB)",
+                    goal::E2E_OVER_CRYPTO
+                ),
+                measured: format!(
+                    "{:.2} ({e2e:.0}/s of {capacity:.0}/s)",
+                    r.e2e_over_crypto_capacity
+                ),
+                met: Some(r.e2e_over_crypto_capacity >= goal::E2E_OVER_CRYPTO),
+            },
+            TargetCheck {
+                target: "more than one referral per fsync under load (SQLite)".into(),
+                measured: format!("{per_commit:.1} referrals per commit"),
+                met: Some(per_commit > goal::REFERRALS_PER_COMMIT),
+            },
+            TargetCheck {
+                target: format!("p99 <= {} ms at 70 % of the maximum rate", goal::P99_MS),
+                measured: at70.map_or("not measured".into(), |o| {
+                    format!("p99 {:.1} ms (p50 {:.1} ms)", o.result.latency.p99_ms, o.result.latency.p50_ms)
+                }),
+                met: at70.map(|o| o.result.latency.p99_ms <= goal::P99_MS),
+            },
+            TargetCheck {
+                target: format!(
+                    "an extra recipient costs <= {} x its crypto (one ephemeral ECDH + one signature)",
+                    goal::EXTRA_RECIPIENT
+                ),
+                measured: format!(
+                    "{:.0} us end to end vs {:.0} us crypto: {:.2}x",
+                    r.us_per_extra_recipient, self.micro.seal_us, r.extra_recipient_over_crypto
+                ),
+                met: Some(r.extra_recipient_over_crypto <= goal::EXTRA_RECIPIENT),
+            },
+            TargetCheck {
+                target: "<= 64 KiB RSS per idle mTLS connection".into(),
+                measured: format!(
+                    "{:.1} KiB over {} connections",
+                    self.idle.bytes_per_connection / 1024.0,
+                    self.idle.connections
+                ),
+                met: Some(self.idle.bytes_per_connection <= goal::IDLE_BYTES),
+            },
+        ];
+        let pg = self.postgres.as_ref().map(|p| p.max_per_second);
+        targets.push(TargetCheck {
+            target: format!(
+                "PostgreSQL end to end >= {} referrals/s (2 recipients)",
+                goal::POSTGRES_PER_SECOND
+            ),
+            measured: pg.map_or("not run (pass --store postgres://...)".into(), |v| format!("{v:.0}/s")),
+            met: pg.map(|v| v >= goal::POSTGRES_PER_SECOND),
+        });
+        self.targets = targets;
+    }
+
+    /// The report as a table for people.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "refex bench on {} cores ({})", self.machine.cores, self.machine.cpu);
+        let _ = writeln!(
+            t,
+            "group commit: window {} us, at most {} per transaction\n",
+            self.group_commit.0, self.group_commit.1
+        );
+        let m = &self.micro;
+        let _ = writeln!(t, "crypto pipeline per referral, one core (us | referrals/s):");
+        let _ = writeln!(t, "  recipients   2 KiB            5 KiB            10 KiB");
+        for recipients in 1..=3 {
+            let mut line = format!("  {recipients:<10}");
+            for kib in [2, 5, 10] {
+                let us = self.pipeline_us(recipients, kib);
+                let _ = write!(line, " {us:>6.0} | {:>6.0}  ", ratio(1e6, us));
+            }
+            let _ = writeln!(t, "{}", line.trim_end());
+        }
+        let _ = writeln!(
+            t,
+            "  open {:.0} us, seal one delivery {:.0} us, validate {:.1} us, minimise {:.1} us",
+            m.open_us, m.seal_us, m.validate_us, m.minimise_us
+        );
+        let _ = writeln!(
+            t,
+            "store (SQLite, server settings): {:.0}/s one at a time, {:.0}/s 64 at once ({:.1} per commit); raw fdatasync {:.0}/s\n",
+            m.store.sequential_per_second,
+            m.store.concurrent_per_second,
+            m.store.referrals_per_commit,
+            m.fdatasync_per_second
+        );
+        for e2e in std::iter::once(&self.sqlite).chain(self.postgres.iter()) {
+            let _ = writeln!(t, "end to end on {} (2 recipients, 5 KiB):", e2e.store);
+            let _ = writeln!(
+                t,
+                "  conns  referrals/s  p50 ms  p99 ms  errors  server us/referral  per commit"
+            );
+            for c in &e2e.closed {
+                let _ = writeln!(
+                    t,
+                    "  {:>5}  {:>11.0}  {:>6.1}  {:>6.1}  {:>6}  {:>18.0}  {:>10.1}",
+                    c.connections,
+                    c.result.per_second,
+                    c.result.latency.p50_ms,
+                    c.result.latency.p99_ms,
+                    c.result.errors,
+                    c.server_cpu_us_per_referral,
+                    c.referrals_per_commit
+                );
+            }
+            if !e2e.open.is_empty() {
+                let _ = writeln!(t, "  open loop (Poisson; latency from scheduled send):");
+                let _ = writeln!(t, "  load  offered/s  done/s   p50 ms  p90 ms  p99 ms  p99.9 ms  errors");
+                for o in &e2e.open {
+                    let l = &o.result.latency;
+                    let _ = writeln!(
+                        t,
+                        "  {:>3.0}%  {:>9.0}  {:>6.0}  {:>7.1}  {:>6.1}  {:>6.1}  {:>8.1}  {:>6}",
+                        o.load_share * 100.0,
+                        o.offered_per_second,
+                        o.result.per_second,
+                        l.p50_ms,
+                        l.p90_ms,
+                        l.p99_ms,
+                        l.p999_ms,
+                        o.result.errors
+                    );
+                }
+            }
+            if !e2e.matrix.is_empty() {
+                let _ = writeln!(t, "  recipients x size (64 connections): referrals/s | server us/referral");
+                for recipients in 1..=3 {
+                    let mut line = format!("  {recipients:<10}");
+                    for kib in [2, 5, 10] {
+                        if let Some(c) = e2e
+                            .matrix
+                            .iter()
+                            .find(|c| c.recipients == recipients && c.payload_kib == kib)
+                        {
+                            let _ = write!(
+                                line,
+                                " {kib:>2} KiB {:>6.0} | {:>5.0}  ",
+                                c.per_second, c.server_cpu_us_per_referral
+                            );
+                        }
+                    }
+                    let _ = writeln!(t, "{}", line.trim_end());
+                }
+            }
+            let _ = writeln!(t);
+        }
+        let _ = writeln!(
+            t,
+            "inbox drain (8 connections): {:.0} deliveries/s fetched and acknowledged (p50 {:.1} ms, p99 {:.1} ms, {} errors)",
+            self.inbox.per_second,
+            self.inbox.latency.p50_ms,
+            self.inbox.latency.p99_ms,
+            self.inbox.errors
+        );
+        let h = &self.handshakes;
+        let _ = writeln!(
+            t,
+            "mTLS handshakes + one request: full {:.0}/s, resumed {:.0}/s ({:.0} % resumed)",
+            h.full.per_second,
+            h.resumed.per_second,
+            h.resumed.resumed_share * 100.0
+        );
+        let _ = writeln!(
+            t,
+            "idle mTLS connections: {} held, RSS {:.1} MiB -> {:.1} MiB, {:.1} KiB each\n",
+            self.idle.connections,
+            self.idle.rss_before as f64 / 1048576.0,
+            self.idle.rss_after as f64 / 1048576.0,
+            self.idle.bytes_per_connection / 1024.0
+        );
+        let r = &self.ratios;
+        let _ = writeln!(t, "ratios (same run):");
+        let _ = writeln!(
+            t,
+            "  end to end / (crypto pipeline x cores)  {:.2}",
+            r.e2e_over_crypto_capacity
+        );
+        let _ = writeln!(t, "  end to end / store-only commits         {:.2}", r.e2e_over_store_only);
+        let _ = writeln!(
+            t,
+            "  us per extra recipient                  {:.0} end to end, {:.0} in-process",
+            r.us_per_extra_recipient, r.us_per_extra_recipient_pipeline
+        );
+        let _ = writeln!(t, "  p99 / p50 at 70 %                       {:.2}\n", r.p99_over_p50);
+        let _ = writeln!(t, "targets:");
+        for target in &self.targets {
+            let mark = match target.met {
+                Some(true) => "met ",
+                Some(false) => "GAP ",
+                None => "n/a ",
+            };
+            let _ = writeln!(t, "  [{mark}] {}: {}", target.target, target.measured);
+        }
+        t
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
