@@ -305,6 +305,55 @@ pub fn completed_by_append(index: u64) -> impl Iterator<Item = (u32, u64)> {
     (1..=count).map(move |level| (level, ((index + 1) >> level) - 1))
 }
 
+/// The perfect subtrees that make up a tree of `size` leaves, largest (leftmost) first, as
+/// `(level, index)`: the only stored hashes an append at `size` can need.
+pub fn frontier(size: u64) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    for level in (0..64u32).rev() {
+        if size & (1u64 << level) != 0 {
+            out.push((level, start >> level));
+            start += 1u64 << level;
+        }
+    }
+    out
+}
+
+/// A frontier hash an append needed was not given.
+#[derive(Debug, thiserror::Error)]
+#[error("frontier hash ({0}, {1}) missing")]
+pub struct MissingFrontier(pub u32, pub u64);
+
+/// Appends `leaves` (leaf hashes) at indices `first..` to a tree whose [`frontier`] hashes
+/// at size `first` are given, and returns every new stored hash in order: each leaf's, and
+/// each perfect subtree it completes (`(level, index)`, level 0 = leaf). Pure: the store
+/// reads the frontier, calls this, and writes the result.
+pub fn append(
+    first: u64,
+    frontier_hashes: &std::collections::HashMap<(u32, u64), Hash>,
+    leaves: &[Hash],
+) -> Result<Vec<((u32, u64), Hash)>, MissingFrontier> {
+    let mut fresh: std::collections::HashMap<(u32, u64), Hash> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(leaves.len() * 2);
+    for (k, leaf) in leaves.iter().enumerate() {
+        let index = first + k as u64;
+        let mut right = *leaf;
+        fresh.insert((0, index), right);
+        out.push(((0, index), right));
+        for (level, node) in completed_by_append(index) {
+            let key = (level - 1, 2 * node);
+            let left = fresh
+                .get(&key)
+                .or_else(|| frontier_hashes.get(&key))
+                .ok_or(MissingFrontier(key.0, key.1))?;
+            right = node_hash(left, &right);
+            fresh.insert((level, node), right);
+            out.push(((level, node), right));
+        }
+    }
+    Ok(out)
+}
+
 /// In-memory leaf hashes as [`Nodes`] (verification and tests).
 pub struct Leaves<'a>(pub &'a [Hash]);
 
@@ -327,6 +376,41 @@ impl Nodes for Leaves<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appends_in_batches_store_the_same_hashes_as_the_tree_defines() {
+        let leaves: Vec<Hash> = (0..100u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut stored: std::collections::HashMap<(u32, u64), Hash> = Default::default();
+        let mut size = 0u64;
+        for batch in [1usize, 2, 5, 8, 13, 1, 30, 40] {
+            let frontier_hashes = frontier(size)
+                .into_iter()
+                .map(|k| (k, stored[&k]))
+                .collect();
+            let end = (size as usize + batch).min(leaves.len());
+            let new = append(size, &frontier_hashes, &leaves[size as usize..end]).expect("frontier");
+            stored.extend(new);
+            size = end as u64;
+            // Every stored perfect subtree hash matches the definition.
+            for (&(level, index), hash) in &stored {
+                assert_eq!(*hash, Leaves(&leaves[..size as usize]).perfect(level, index).expect("in range"));
+            }
+        }
+        assert_eq!(size, 100);
+        assert!(matches!(
+            append(3, &Default::default(), &leaves[..1]),
+            Err(MissingFrontier(0, 2))
+        ));
+    }
+
+    #[test]
+    fn the_frontier_decomposes_the_size() {
+        assert_eq!(frontier(0), vec![]);
+        assert_eq!(frontier(1), vec![(0, 0)]);
+        assert_eq!(frontier(6), vec![(2, 0), (1, 2)]);
+        assert_eq!(frontier(7), vec![(2, 0), (1, 2), (0, 6)]);
+        assert_eq!(frontier(8), vec![(3, 0)]);
+    }
 
     fn leaves(n: u64) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()

@@ -950,14 +950,14 @@ macro_rules! store_impl {
         /// Appends audit events, in order, as the next leaves of the Merkle tree: takes
         /// their indices under the `audit_head` row lock (held until commit), stores each
         /// canonical leaf and its hash, and the hash of every perfect subtree they complete.
-        /// Hashes completed within the batch are kept in memory, so only the left edge of
-        /// the existing tree is read (at most one hash per level), and rows are written with
+        /// The existing tree's frontier (at most one hash per level) is read in one query,
+        /// the new hashes computed by the pure `audit::tree::append`, and rows written with
         /// multi-row inserts.
         async fn insert_events(
             conn: &mut $conn,
             events: &[crate::store::records::AuditRecord],
         ) -> Result<(), crate::store::StoreError> {
-            use crate::audit::tree::{completed_by_append, leaf_hash, node_hash};
+            use crate::audit::tree::leaf_hash;
             use crate::store::query_err;
             if events.is_empty() {
                 return Ok(());
@@ -968,41 +968,46 @@ macro_rules! store_impl {
                 .await
                 .map_err(query_err("audit head"))?;
             let first = size - events.len() as i64;
-            let mut fresh: std::collections::HashMap<(u32, u64), crate::audit::tree::Hash> =
-                std::collections::HashMap::new();
-            let mut nodes: Vec<(i32, i64, String)> = Vec::new();
-            let mut leaves: Vec<(i64, String)> = Vec::with_capacity(events.len());
-            for (k, e) in events.iter().enumerate() {
-                let idx = first + k as i64;
-                let leaf = crate::audit::canonical_leaf(idx, e);
-                let mut right = leaf_hash(leaf.as_bytes());
-                fresh.insert((0, idx as u64), right);
-                nodes.push((0, idx, hex::encode(right)));
-                for (level, node) in completed_by_append(idx as u64) {
-                    let key = (level - 1, 2 * node);
-                    let left = match fresh.get(&key) {
-                        Some(h) => *h,
-                        None => {
-                            let stored: String = sqlx::query_scalar(
-                                "SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2",
-                            )
-                            .bind(key.0 as i32)
-                            .bind(key.1 as i64)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(query_err("audit node"))?;
-                            crate::audit::parse_hash(&stored).ok_or(crate::store::StoreError::Query {
-                                op: "audit node",
-                                reason: "malformed stored hash".into(),
-                            })?
-                        }
-                    };
-                    right = node_hash(&left, &right);
-                    fresh.insert((level, node), right);
-                    nodes.push((level as i32, node as i64, hex::encode(right)));
+            let mut frontier = std::collections::HashMap::new();
+            let keys = crate::audit::tree::frontier(first as u64);
+            if !keys.is_empty() {
+                let mut q = sqlx::QueryBuilder::new("SELECT level, idx, hash FROM audit_nodes WHERE ");
+                let mut sep = q.separated(" OR ");
+                for (level, idx) in &keys {
+                    sep.push("(level = ");
+                    sep.push_bind_unseparated(*level as i32);
+                    sep.push_unseparated(" AND idx = ");
+                    sep.push_bind_unseparated(*idx as i64);
+                    sep.push_unseparated(")");
                 }
-                leaves.push((idx, leaf));
+                let rows: Vec<(i32, i64, String)> = q
+                    .build_query_as()
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(query_err("audit frontier"))?;
+                for (level, idx, hash) in rows {
+                    let hash = crate::audit::parse_hash(&hash).ok_or(crate::store::StoreError::Query {
+                        op: "audit frontier",
+                        reason: "malformed stored hash".into(),
+                    })?;
+                    frontier.insert((level as u32, idx as u64), hash);
+                }
             }
+            let leaves: Vec<(i64, String)> = events
+                .iter()
+                .enumerate()
+                .map(|(k, e)| {
+                    let idx = first + k as i64;
+                    (idx, crate::audit::canonical_leaf(idx, e))
+                })
+                .collect();
+            let hashes: Vec<crate::audit::tree::Hash> =
+                leaves.iter().map(|(_, leaf)| leaf_hash(leaf.as_bytes())).collect();
+            let nodes: Vec<(i32, i64, String)> = crate::audit::tree::append(first as u64, &frontier, &hashes)
+                .map_err(|e| crate::store::StoreError::Query { op: "audit append", reason: e.to_string() })?
+                .into_iter()
+                .map(|((level, idx), hash)| (level as i32, idx as i64, hex::encode(hash)))
+                .collect();
             for chunk in events.iter().zip(&leaves).collect::<Vec<_>>().chunks(INSERT_CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, detail, idx, leaf) ",
