@@ -40,11 +40,26 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
     // In-process: nine pipeline cells, each part, the store and fdatasync.
     let cells = report["micro"]["pipeline"].as_array().unwrap();
     assert_eq!(cells.len(), 9);
-    assert!(cells.iter().all(|c| c["us_per_referral"].as_f64().unwrap() > 0.0));
-    for part in ["open_us", "seal_us", "validate_us", "minimise_us", "fdatasync_per_second"] {
+    assert!(
+        cells
+            .iter()
+            .all(|c| c["us_per_referral"].as_f64().unwrap() > 0.0)
+    );
+    for part in [
+        "open_us",
+        "seal_us",
+        "validate_us",
+        "minimise_us",
+        "fdatasync_per_second",
+    ] {
         assert!(report["micro"][part].as_f64().unwrap() > 0.0, "{part}");
     }
-    assert!(report["micro"]["store"]["concurrent_per_second"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["micro"]["store"]["concurrent_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 
     // End to end: every phase accepted referrals and none failed.
     let mut stores = vec![&report["sqlite"]];
@@ -55,11 +70,17 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
         let closed = e2e["closed"].as_array().unwrap();
         assert_eq!(closed.len(), 3);
         for phase in closed {
-            assert!(phase["result"]["completed"].as_u64().unwrap() > 0, "{phase}");
+            assert!(
+                phase["result"]["completed"].as_u64().unwrap() > 0,
+                "{phase}"
+            );
             assert_eq!(phase["result"]["errors"], 0, "{phase}");
         }
         // At 64 connections the store shared commits.
-        assert!(closed[2]["referrals_per_commit"].as_f64().unwrap() > 1.0, "{e2e}");
+        assert!(
+            closed[2]["referrals_per_commit"].as_f64().unwrap() > 1.0,
+            "{e2e}"
+        );
     }
     let sqlite = &report["sqlite"];
     assert_eq!(sqlite["open"].as_array().unwrap().len(), 3);
@@ -69,14 +90,23 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
     }
     let matrix = sqlite["matrix"].as_array().unwrap();
     assert_eq!(matrix.len(), 9);
-    assert!(matrix.iter().all(|c| c["errors"] == 0 && c["per_second"].as_f64().unwrap() > 0.0));
+    assert!(
+        matrix
+            .iter()
+            .all(|c| c["errors"] == 0 && c["per_second"].as_f64().unwrap() > 0.0)
+    );
 
     // Receiving, handshakes (resumption really resumed), idle connections.
     assert!(report["inbox"]["completed"].as_u64().unwrap() > 0);
     assert_eq!(report["inbox"]["errors"], 0);
     assert!(report["handshakes"]["full"]["completed"].as_u64().unwrap() > 0);
     assert_eq!(report["handshakes"]["full"]["resumed_share"], 0.0);
-    assert!(report["handshakes"]["resumed"]["resumed_share"].as_f64().unwrap() > 0.5);
+    assert!(
+        report["handshakes"]["resumed"]["resumed_share"]
+            .as_f64()
+            .unwrap()
+            > 0.5
+    );
     assert_eq!(report["idle"]["connections"], 50);
 
     // Every target is there, judged or marked not run; the table says the same.
@@ -85,7 +115,12 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
     let judged = targets.iter().filter(|t| !t["met"].is_null()).count();
     assert_eq!(judged, if pg.is_some() { 6 } else { 5 });
     assert!(stdout.contains("targets:"), "{stdout}");
-    for name in ["e2e_over_crypto_capacity", "e2e_over_store_only", "us_per_extra_recipient", "p99_over_p50"] {
+    for name in [
+        "e2e_over_crypto_capacity",
+        "e2e_over_store_only",
+        "us_per_extra_recipient",
+        "p99_over_p50",
+    ] {
         assert!(report["ratios"][name].is_number(), "{name}");
     }
 }

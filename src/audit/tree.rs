@@ -319,6 +319,9 @@ pub fn frontier(size: u64) -> Vec<(u32, u64)> {
     out
 }
 
+/// A perfect subtree's position: `(level, index)`, level 0 = leaves.
+pub type NodeKey = (u32, u64);
+
 /// A frontier hash an append needed was not given.
 #[derive(Debug, thiserror::Error)]
 #[error("frontier hash ({0}, {1}) missing")]
@@ -330,10 +333,10 @@ pub struct MissingFrontier(pub u32, pub u64);
 /// reads the frontier, calls this, and writes the result.
 pub fn append(
     first: u64,
-    frontier_hashes: &std::collections::HashMap<(u32, u64), Hash>,
+    frontier_hashes: &std::collections::HashMap<NodeKey, Hash>,
     leaves: &[Hash],
-) -> Result<Vec<((u32, u64), Hash)>, MissingFrontier> {
-    let mut fresh: std::collections::HashMap<(u32, u64), Hash> = std::collections::HashMap::new();
+) -> Result<Vec<(NodeKey, Hash)>, MissingFrontier> {
+    let mut fresh: std::collections::HashMap<NodeKey, Hash> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(leaves.len() * 2);
     for (k, leaf) in leaves.iter().enumerate() {
         let index = first + k as u64;
@@ -388,12 +391,18 @@ mod tests {
                 .map(|k| (k, stored[&k]))
                 .collect();
             let end = (size as usize + batch).min(leaves.len());
-            let new = append(size, &frontier_hashes, &leaves[size as usize..end]).expect("frontier");
+            let new =
+                append(size, &frontier_hashes, &leaves[size as usize..end]).expect("frontier");
             stored.extend(new);
             size = end as u64;
             // Every stored perfect subtree hash matches the definition.
             for (&(level, index), hash) in &stored {
-                assert_eq!(*hash, Leaves(&leaves[..size as usize]).perfect(level, index).expect("in range"));
+                assert_eq!(
+                    *hash,
+                    Leaves(&leaves[..size as usize])
+                        .perfect(level, index)
+                        .expect("in range")
+                );
             }
         }
         assert_eq!(size, 100);

@@ -40,8 +40,9 @@ impl Corpus {
     /// Loads the sender's private keys and the gateway's public keys from a dev PKI, and
     /// the example payload from the schemas directory.
     pub fn load(pki: &Path, schemas: &Path) -> Result<Self, BenchError> {
-        let own = KeySet::load_private(&pki.join("partners").join(SENDER).join("jwks.private.json"))
-            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        let own =
+            KeySet::load_private(&pki.join("partners").join(SENDER).join("jwks.private.json"))
+                .map_err(|e| BenchError::Setup(e.to_string()))?;
         let gw: Value = read_json(&pki.join("gateway/jwks.private.json"))?;
         let public = public_document(&gw).map_err(|e| BenchError::Setup(e.to_string()))?;
         let gateway = KeySet::parse_public(public.to_string().as_bytes(), "gateway")
@@ -100,9 +101,13 @@ impl Corpus {
                             .map(|i| {
                                 let jti = format!("bench-{}-{tag}-{i}", self.run);
                                 let claims = self.claims(payload, recipients, &jti, iat);
-                                partner::wrap(claims.to_string().as_bytes(), &self.own, &self.gateway)
-                                    .map(Bytes::from)
-                                    .map_err(|e| BenchError::Setup(e.to_string()))
+                                partner::wrap(
+                                    claims.to_string().as_bytes(),
+                                    &self.own,
+                                    &self.gateway,
+                                )
+                                .map(Bytes::from)
+                                .map_err(|e| BenchError::Setup(e.to_string()))
                             })
                             .collect()
                     })
@@ -125,9 +130,10 @@ impl Corpus {
 }
 
 fn read_json(path: &Path) -> Result<Value, BenchError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| BenchError::Setup(format!("{}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes).map_err(|e| BenchError::Setup(format!("{}: {e}", path.display())))
+    let bytes =
+        std::fs::read(path).map_err(|e| BenchError::Setup(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", path.display())))
 }
 
 /// `example` with its free-text fields filled until its compact JSON is about `bytes` long.
@@ -150,7 +156,8 @@ fn padded(example: &Value, bytes: usize) -> Value {
 
 /// Plain words, `len` bytes long.
 fn filler(len: usize) -> String {
-    const WORDS: &str = "Observed during the visit and recorded by the referrer for the receiving service. ";
+    const WORDS: &str =
+        "Observed during the visit and recorded by the referrer for the receiving service. ";
     WORDS.chars().cycle().take(len).collect()
 }
 
@@ -159,7 +166,9 @@ mod tests {
     use super::*;
 
     fn example() -> Value {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(EXAMPLE);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("schemas")
+            .join(EXAMPLE);
         read_json(&path).expect("example")
     }
 
@@ -176,7 +185,10 @@ mod tests {
     fn padding_never_passes_a_fields_max_length() {
         let p = padded(&example(), 1_000_000);
         for (pointer, max) in PADDABLE {
-            let len = p.pointer(pointer).and_then(Value::as_str).map_or(0, str::len);
+            let len = p
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .map_or(0, str::len);
             assert!(len <= max, "{pointer}: {len}");
         }
     }

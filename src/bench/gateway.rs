@@ -92,7 +92,12 @@ impl GatewayProcess {
             .map(|(_, r)| r)
             .ok_or_else(|| BenchError::Measure("malformed /proc stat".into()))?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ")".
         Ok((ticks(11) + ticks(12)) / self.ticks_per_second)
     }

@@ -96,7 +96,13 @@ pub async fn run(
     let mut micro = Micro::default();
     for recipients in 1..=RECIPIENTS.len() {
         for kib in [2, 5, 10] {
-            let bodies = corpus.bodies(n, recipients, kib * 1024, &format!("micro-{recipients}-{kib}"), now)?;
+            let bodies = corpus.bodies(
+                n,
+                recipients,
+                kib * 1024,
+                &format!("micro-{recipients}-{kib}"),
+                now,
+            )?;
             let mut failure = None;
             let us = per_item(&bodies, |b| {
                 if let Err(e) = crate::submit::prepare(config, &Uuid7Ids, &caller, b, now) {
@@ -104,7 +110,9 @@ pub async fn run(
                 }
             });
             if let Some(e) = failure {
-                return Err(BenchError::Measure(format!("pipeline refused a bench referral: {e}")));
+                return Err(BenchError::Measure(format!(
+                    "pipeline refused a bench referral: {e}"
+                )));
             }
             micro.pipeline.push(PipelineCell {
                 recipients,
@@ -121,7 +129,13 @@ pub async fn run(
 }
 
 /// The pieces of the pipeline, each on its own.
-fn parts(config: &Config, corpus: &Corpus, micro: &mut Micro, n: usize, now: u64) -> Result<(), BenchError> {
+fn parts(
+    config: &Config,
+    corpus: &Corpus,
+    micro: &mut Micro,
+    n: usize,
+    now: u64,
+) -> Result<(), BenchError> {
     let sender_keys = config
         .partners
         .values()

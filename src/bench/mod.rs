@@ -185,7 +185,13 @@ async fn end_to_end(
             8 => budget.closed_bodies / 2,
             _ => budget.closed_bodies,
         };
-        let bodies = corpus.bodies(n, 2, 5 * 1024, &format!("{store}-closed-{connections}"), unix_now())?;
+        let bodies = corpus.bodies(
+            n,
+            2,
+            5 * 1024,
+            &format!("{store}-closed-{connections}"),
+            unix_now(),
+        )?;
         let (result, cpu, per_commit) = measured(gateway, async {
             driver::closed_loop(target, bodies, connections, budget.phase).await
         })
@@ -207,10 +213,15 @@ async fn end_to_end(
     }
     for (i, share) in [0.25, 0.50, 0.70].into_iter().enumerate() {
         let rate = (e2e.max_per_second * share).max(1.0);
-        eprintln!("bench: {store}: open loop at {:.0}/s ({:.0} %)", rate, share * 100.0);
+        eprintln!(
+            "bench: {store}: open loop at {:.0}/s ({:.0} %)",
+            rate,
+            share * 100.0
+        );
         let n = (rate * budget.phase.as_secs_f64() * 1.05).ceil() as usize + 1;
         let bodies = corpus.bodies(n, 2, 5 * 1024, &format!("{store}-open-{i}"), unix_now())?;
-        let result = driver::open_loop(target, bodies, rate, budget.phase, 0x5eed + i as u64).await?;
+        let result =
+            driver::open_loop(target, bodies, rate, budget.phase, 0x5eed + i as u64).await?;
         e2e.open.push(OpenPhase {
             load_share: share,
             offered_per_second: rate,
@@ -222,7 +233,13 @@ async fn end_to_end(
             eprintln!("bench: {store}: {recipients} recipient(s), {kib} KiB");
             let n = ((e2e.max_per_second * budget.cell.as_secs_f64() * 1.3) as usize)
                 .clamp(16, budget.closed_bodies);
-            let bodies = corpus.bodies(n, recipients, kib * 1024, &format!("{store}-m-{recipients}-{kib}"), unix_now())?;
+            let bodies = corpus.bodies(
+                n,
+                recipients,
+                kib * 1024,
+                &format!("{store}-m-{recipients}-{kib}"),
+                unix_now(),
+            )?;
             let (result, cpu, _) = measured(gateway, async {
                 driver::closed_loop(target, bodies, 64, budget.cell).await
             })
@@ -270,7 +287,8 @@ fn unix_now() -> u64 {
 
 /// Lays out the bench project in `dir`: partners copied with unlimited quotas, schemas
 /// linked, a dev PKI, and a `refex.toml` carrying the benchmarked settings' store options.
-fn prepare_project(dir: &Path, source: &Settings) -> Result<Settings, BenchError> {
+/// Returns the project's settings (the criterion benches load their configuration so too).
+pub fn prepare_project(dir: &Path, source: &Settings) -> Result<Settings, BenchError> {
     let io = |what: &str, e: std::io::Error| BenchError::Setup(format!("{what}: {e}"));
     let partners = dir.join("partners");
     std::fs::create_dir_all(&partners).map_err(|e| io("partners", e))?;
@@ -281,10 +299,12 @@ fn prepare_project(dir: &Path, source: &Settings) -> Result<Settings, BenchError
         {
             let text = std::fs::read_to_string(&path).map_err(|e| io("partner file", e))?;
             let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-            std::fs::write(partners.join(name), unlimited(&text)).map_err(|e| io("partner file", e))?;
+            std::fs::write(partners.join(name), unlimited(&text))
+                .map_err(|e| io("partner file", e))?;
         }
     }
-    std::fs::copy(&source.agreements, partners.join("agreements.toml")).map_err(|e| io("agreements", e))?;
+    std::fs::copy(&source.agreements, partners.join("agreements.toml"))
+        .map_err(|e| io("agreements", e))?;
     let schemas = std::fs::canonicalize(&source.schemas_dir).map_err(|e| io("schemas", e))?;
     std::os::unix::fs::symlink(schemas, dir.join("schemas")).map_err(|e| io("schemas", e))?;
     crate::devpki::generate(
@@ -305,7 +325,8 @@ fn prepare_project(dir: &Path, source: &Settings) -> Result<Settings, BenchError
     );
     let file = dir.join("refex.toml");
     std::fs::write(&file, toml).map_err(|e| io("refex.toml", e))?;
-    config::load_settings(&file, true, &Overrides::default()).map_err(|e| BenchError::Setup(e.to_string()))
+    config::load_settings(&file, true, &Overrides::default())
+        .map_err(|e| BenchError::Setup(e.to_string()))
 }
 
 /// A partner file with its rate quota replaced by an unlimited one.
@@ -354,7 +375,10 @@ async fn postgres_schema(base: &str) -> Result<(String, String), BenchError> {
         .await
         .map_err(|e| BenchError::Setup(format!("PostgreSQL: {e}")))?;
     let sep = if base.contains('?') { '&' } else { '?' };
-    Ok((format!("{base}{sep}options=-c%20search_path%3D{schema}"), schema))
+    Ok((
+        format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    ))
 }
 
 async fn drop_postgres_schema(base: &str, schema: &str) {
@@ -372,7 +396,8 @@ mod tests {
 
     #[test]
     fn quotas_are_replaced_or_added() {
-        let with = "name = \"x\"\n[rate_quota]\nper_minute = 10\nburst = 2\n\n[[systems]]\nid = \"a\"\n";
+        let with =
+            "name = \"x\"\n[rate_quota]\nper_minute = 10\nburst = 2\n\n[[systems]]\nid = \"a\"\n";
         let out = unlimited(with);
         assert!(out.contains(&format!("per_minute = {UNLIMITED_PER_MINUTE}")));
         assert!(!out.contains("per_minute = 10"));

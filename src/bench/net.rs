@@ -62,11 +62,17 @@ fn connector(tls: &rustls::ClientConfig, resume: bool) -> TlsConnector {
 
 /// One connection: TCP connect, handshake, one request whose answer headers are read. The
 /// connection stays open (keep-alive) for the caller.
-async fn connect(connector: &TlsConnector, addr: SocketAddr) -> Result<(TlsStream<TcpStream>, bool), String> {
+async fn connect(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+) -> Result<(TlsStream<TcpStream>, bool), String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     tls.write_all(b"GET /v1/whoami HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
@@ -75,7 +81,10 @@ async fn connect(connector: &TlsConnector, addr: SocketAddr) -> Result<(TlsStrea
     let mut read = 0;
     // Read until the end of the headers and a body that fits this small answer.
     loop {
-        let n = tls.read(&mut buf[read..]).await.map_err(|e| e.to_string())?;
+        let n = tls
+            .read(&mut buf[read..])
+            .await
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("closed before the answer".into());
         }
@@ -92,7 +101,10 @@ async fn connect(connector: &TlsConnector, addr: SocketAddr) -> Result<(TlsStrea
                 .unwrap_or(0);
             if read >= end + 4 + length {
                 if !text.starts_with("HTTP/1.1 200") {
-                    return Err(format!("answer {}", text.lines().next().unwrap_or_default()));
+                    return Err(format!(
+                        "answer {}",
+                        text.lines().next().unwrap_or_default()
+                    ));
                 }
                 return Ok((tls, resumed));
             }
@@ -126,8 +138,12 @@ pub async fn handshakes(
     let deadline = start + limit;
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (connector, completed, resumed, errors) =
-            (connector.clone(), completed.clone(), resumed.clone(), errors.clone());
+        let (connector, completed, resumed, errors) = (
+            connector.clone(),
+            completed.clone(),
+            resumed.clone(),
+            errors.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline && completed.load(Ordering::Relaxed) < max {
                 match connect(&connector, addr).await {
@@ -175,9 +191,7 @@ pub async fn idle_memory(
         let mut tasks = Vec::new();
         for _ in chunk {
             let connector = connector.clone();
-            tasks.push(tokio::spawn(
-                async move { connect(&connector, addr).await },
-            ));
+            tasks.push(tokio::spawn(async move { connect(&connector, addr).await }));
         }
         for t in tasks {
             match t.await {

@@ -175,7 +175,10 @@ impl Report {
                     })
                     .unwrap_or_default(),
             },
-            group_commit: (store.group_commit_window.as_micros(), store.group_commit_max),
+            group_commit: (
+                store.group_commit_window.as_micros(),
+                store.group_commit_max,
+            ),
             phase_seconds: budget.phase.as_secs_f64(),
             ..Self::default()
         }
@@ -201,18 +204,29 @@ impl Report {
     pub fn evaluate(&mut self) {
         let cores = self.machine.cores as f64;
         let pipeline = self.pipeline_us(2, 5);
-        let capacity = if pipeline > 0.0 { 1e6 / pipeline * cores } else { 0.0 };
+        let capacity = if pipeline > 0.0 {
+            1e6 / pipeline * cores
+        } else {
+            0.0
+        };
         let e2e = self.sqlite.max_per_second;
         let extra = (self.matrix_cpu(3, 5) - self.matrix_cpu(1, 5)) / 2.0;
-        let at70 = self.sqlite.open.iter().find(|o| (o.load_share - 0.7).abs() < 1e-9);
+        let at70 = self
+            .sqlite
+            .open
+            .iter()
+            .find(|o| (o.load_share - 0.7).abs() < 1e-9);
         self.ratios = Ratios {
             crypto_capacity_per_second: capacity,
             e2e_over_crypto_capacity: ratio(e2e, capacity),
             e2e_over_store_only: ratio(e2e, self.micro.store.concurrent_per_second),
             us_per_extra_recipient: extra,
-            us_per_extra_recipient_pipeline: (self.pipeline_us(3, 5) - self.pipeline_us(1, 5)) / 2.0,
+            us_per_extra_recipient_pipeline: (self.pipeline_us(3, 5) - self.pipeline_us(1, 5))
+                / 2.0,
             extra_recipient_over_crypto: ratio(extra, self.micro.seal_us),
-            p99_over_p50: at70.map_or(0.0, |o| ratio(o.result.latency.p99_ms, o.result.latency.p50_ms)),
+            p99_over_p50: at70.map_or(0.0, |o| {
+                ratio(o.result.latency.p99_ms, o.result.latency.p50_ms)
+            }),
         };
         let r = &self.ratios;
         let per_commit = self
@@ -241,7 +255,10 @@ impl Report {
             TargetCheck {
                 target: format!("p99 <= {} ms at 70 % of the maximum rate", goal::P99_MS),
                 measured: at70.map_or("not measured".into(), |o| {
-                    format!("p99 {:.1} ms (p50 {:.1} ms)", o.result.latency.p99_ms, o.result.latency.p50_ms)
+                    format!(
+                        "p99 {:.1} ms (p50 {:.1} ms)",
+                        o.result.latency.p99_ms, o.result.latency.p50_ms
+                    )
                 }),
                 met: at70.map(|o| o.result.latency.p99_ms <= goal::P99_MS),
             },
@@ -272,7 +289,9 @@ impl Report {
                 "PostgreSQL end to end >= {} referrals/s (2 recipients)",
                 goal::POSTGRES_PER_SECOND
             ),
-            measured: pg.map_or("not run (pass --store postgres://...)".into(), |v| format!("{v:.0}/s")),
+            measured: pg.map_or("not run (pass --store postgres://...)".into(), |v| {
+                format!("{v:.0}/s")
+            }),
             met: pg.map(|v| v >= goal::POSTGRES_PER_SECOND),
         });
         self.targets = targets;
@@ -281,14 +300,21 @@ impl Report {
     /// The report as a table for people.
     pub fn table(&self) -> String {
         let mut t = String::new();
-        let _ = writeln!(t, "refex bench on {} cores ({})", self.machine.cores, self.machine.cpu);
+        let _ = writeln!(
+            t,
+            "refex bench on {} cores ({})",
+            self.machine.cores, self.machine.cpu
+        );
         let _ = writeln!(
             t,
             "group commit: window {} us, at most {} per transaction\n",
             self.group_commit.0, self.group_commit.1
         );
         let m = &self.micro;
-        let _ = writeln!(t, "crypto pipeline per referral, one core (us | referrals/s):");
+        let _ = writeln!(
+            t,
+            "crypto pipeline per referral, one core (us | referrals/s):"
+        );
         let _ = writeln!(t, "  recipients   2 KiB            5 KiB            10 KiB");
         for recipients in 1..=3 {
             let mut line = format!("  {recipients:<10}");
@@ -332,7 +358,10 @@ impl Report {
             }
             if !e2e.open.is_empty() {
                 let _ = writeln!(t, "  open loop (Poisson; latency from scheduled send):");
-                let _ = writeln!(t, "  load  offered/s  done/s   p50 ms  p90 ms  p99 ms  p99.9 ms  errors");
+                let _ = writeln!(
+                    t,
+                    "  load  offered/s  done/s   p50 ms  p90 ms  p99 ms  p99.9 ms  errors"
+                );
                 for o in &e2e.open {
                     let l = &o.result.latency;
                     let _ = writeln!(
@@ -350,7 +379,10 @@ impl Report {
                 }
             }
             if !e2e.matrix.is_empty() {
-                let _ = writeln!(t, "  recipients x size (64 connections): referrals/s | server us/referral");
+                let _ = writeln!(
+                    t,
+                    "  recipients x size (64 connections): referrals/s | server us/referral"
+                );
                 for recipients in 1..=3 {
                     let mut line = format!("  {recipients:<10}");
                     for kib in [2, 5, 10] {
@@ -402,13 +434,21 @@ impl Report {
             "  end to end / (crypto pipeline x cores)  {:.2}",
             r.e2e_over_crypto_capacity
         );
-        let _ = writeln!(t, "  end to end / store-only commits         {:.2}", r.e2e_over_store_only);
+        let _ = writeln!(
+            t,
+            "  end to end / store-only commits         {:.2}",
+            r.e2e_over_store_only
+        );
         let _ = writeln!(
             t,
             "  us per extra recipient                  {:.0} end to end, {:.0} in-process",
             r.us_per_extra_recipient, r.us_per_extra_recipient_pipeline
         );
-        let _ = writeln!(t, "  p99 / p50 at 70 %                       {:.2}\n", r.p99_over_p50);
+        let _ = writeln!(
+            t,
+            "  p99 / p50 at 70 %                       {:.2}\n",
+            r.p99_over_p50
+        );
         let _ = writeln!(t, "targets:");
         for target in &self.targets {
             let mark = match target.met {

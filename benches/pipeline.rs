@@ -1,0 +1,158 @@
+//! Criterion microbenchmarks of the hot path, so that a regression shows in review:
+//! envelope open and seal, schema validation, minimisation, the whole CPU path of one
+//! referral, and Merkle appends. `cargo bench`; `refex bench` measures the whole gateway.
+#![allow(missing_docs, clippy::unwrap_used)] // a bench harness, not library code
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+
+use refex::audit::tree;
+use refex::bench::corpus::{Corpus, RECIPIENTS, REFERRAL_TYPE, SENDER};
+use refex::config::{self, Config, Overrides};
+use refex::envelope::referral;
+use refex::identity::ReferralType;
+use refex::ids::Uuid7Ids;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: Config,
+    corpus: Corpus,
+}
+
+fn fixture() -> Fixture {
+    refex::tls::install_default_provider();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings =
+        config::load_settings(&repo.join("refex.toml"), true, &Overrides::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let settings = refex::bench::prepare_project(dir.path(), &settings).unwrap();
+    let config = Config::load(settings).unwrap();
+    let corpus = Corpus::load(&dir.path().join("certs/dev"), &config.settings.schemas_dir).unwrap();
+    Fixture {
+        _dir: dir,
+        config,
+        corpus,
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn envelope(c: &mut Criterion) {
+    let f = fixture();
+    let sender = f
+        .config
+        .partners
+        .values()
+        .find(|p| p.id.as_str() == SENDER)
+        .unwrap();
+    let recipient = f
+        .config
+        .partners
+        .values()
+        .find(|p| p.id.as_str() == RECIPIENTS[0])
+        .unwrap();
+    let bodies = f
+        .corpus
+        .bodies(1, 2, 5 * 1024, "criterion-open", now())
+        .unwrap();
+    c.bench_function("envelope/open 5 KiB referral", |b| {
+        b.iter(|| {
+            referral::open(
+                black_box(&bodies[0]),
+                &f.config.gateway_keys,
+                sender.keys.as_ref().unwrap(),
+            )
+            .unwrap()
+        })
+    });
+    let delivery = serde_json::to_vec(&f.corpus.payload(2 * 1024)).unwrap();
+    c.bench_function("envelope/seal 2 KiB delivery", |b| {
+        b.iter(|| {
+            referral::seal(
+                black_box(&delivery),
+                &f.config.gateway_keys,
+                recipient.keys.as_ref().unwrap(),
+            )
+            .unwrap()
+        })
+    });
+}
+
+fn schema(c: &mut Criterion) {
+    let f = fixture();
+    let ty: ReferralType = REFERRAL_TYPE.parse().unwrap();
+    let compiled = f.config.schemas.referral_type(&ty).unwrap();
+    let recipient = f
+        .config
+        .partners
+        .values()
+        .find(|p| p.id.as_str() == RECIPIENTS[0])
+        .unwrap();
+    let view = f.config.schemas.view(&recipient.kind, &ty).unwrap();
+    let payload = f.corpus.payload(5 * 1024);
+    c.bench_function("schema/validate 5 KiB", |b| {
+        b.iter(|| refex::schema::validate(compiled, black_box(&payload), "/payload"))
+    });
+    c.bench_function("schema/minimise 5 KiB onto a view", |b| {
+        b.iter(|| refex::schema::minimise(black_box(&payload), &view.source))
+    });
+}
+
+fn pipeline(c: &mut Criterion) {
+    let f = fixture();
+    let caller = refex::bench::micro::sender(&f.config).unwrap();
+    let mut group = c.benchmark_group("pipeline");
+    for recipients in 1..=RECIPIENTS.len() {
+        let bodies = f
+            .corpus
+            .bodies(
+                512,
+                recipients,
+                5 * 1024,
+                &format!("criterion-{recipients}"),
+                now(),
+            )
+            .unwrap();
+        let mut next = 0usize;
+        group.bench_function(format!("{recipients} recipient(s), 5 KiB"), |b| {
+            b.iter_batched(
+                || {
+                    next = (next + 1) % bodies.len();
+                    &bodies[next]
+                },
+                |body| refex::submit::prepare(&f.config, &Uuid7Ids, &caller, body, now()).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn merkle(c: &mut Criterion) {
+    let leaves: Vec<tree::Hash> = (0..64u32)
+        .map(|i| tree::leaf_hash(&i.to_be_bytes()))
+        .collect();
+    // A tree of 1,000,003 leaves: its frontier has one hash per set bit.
+    let size = 1_000_003u64;
+    let frontier = tree::frontier(size)
+        .into_iter()
+        .map(|k| (k, tree::leaf_hash(&k.1.to_be_bytes())))
+        .collect();
+    c.bench_function("merkle/append 64 leaves to a 1M-leaf tree", |b| {
+        b.iter(|| tree::append(black_box(size), &frontier, &leaves).unwrap())
+    });
+    c.bench_function("merkle/leaf hash of a 600-byte event", |b| {
+        let event = vec![b'x'; 600];
+        b.iter(|| tree::leaf_hash(black_box(&event)))
+    });
+}
+
+criterion_group!(benches, envelope, schema, pipeline, merkle);
+criterion_main!(benches);
