@@ -6,9 +6,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use josekit::jwe::{ECDH_ES_A256KW, JweHeader, RSA_OAEP_256};
+use josekit::jwe::{ECDH_ES_A256KW, JweDecrypter, JweEncrypter, JweHeader, RSA_OAEP_256};
 use josekit::jwk::Jwk;
-use josekit::jws::{ES256, EdDSA, JwsHeader, PS256};
+use josekit::jws::{ES256, EdDSA, JwsHeader, JwsSigner, JwsVerifier, PS256};
 use serde_json::{Map, Value};
 
 use super::keys::{ENC_ALGS, SIG_ALGS};
@@ -69,6 +69,151 @@ pub enum JoseError {
     /// Producing a JWE or JWS failed.
     #[error("could not produce {0}")]
     Produce(&'static str),
+}
+
+/// A key the JOSE operations can use: a bare [`Jwk`] (its crypto object is built for each
+/// use) or a [`PreparedKey`] (built once: importing a P-256 private key costs several times
+/// more than signing with it).
+pub trait JoseKey {
+    /// The key as a JWK.
+    fn jwk(&self) -> &Jwk;
+    /// A ready signer, if one was prepared.
+    fn signer(&self) -> Option<&dyn JwsSigner> {
+        None
+    }
+    /// A ready verifier, if one was prepared.
+    fn verifier(&self) -> Option<&dyn JwsVerifier> {
+        None
+    }
+    /// A ready encrypter, if one was prepared.
+    fn encrypter(&self) -> Option<&dyn JweEncrypter> {
+        None
+    }
+    /// A ready decrypter, if one was prepared.
+    fn decrypter(&self) -> Option<&dyn JweDecrypter> {
+        None
+    }
+}
+
+impl JoseKey for Jwk {
+    fn jwk(&self) -> &Jwk {
+        self
+    }
+}
+
+/// The crypto object a key is for, built when the key set is loaded.
+enum Prepared {
+    Signer(Box<dyn JwsSigner>),
+    Verifier(Box<dyn JwsVerifier>),
+    Encrypter(Box<dyn JweEncrypter>),
+    Decrypter(Box<dyn JweDecrypter>),
+    /// The JWK could not be imported (it fails the same way when used).
+    Nothing,
+}
+
+/// A JWK with the one crypto object its `use`, `alg` and visibility call for, built once:
+/// a private `sig` key signs, a public one verifies, a private `enc` key decrypts, a public
+/// one encrypts. Any other use falls back to building from the JWK.
+#[derive(Clone)]
+pub struct PreparedKey {
+    jwk: Jwk,
+    prepared: std::sync::Arc<Prepared>,
+}
+
+impl std::fmt::Debug for PreparedKey {
+    /// Names the key, never its material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedKey")
+            .field("kid", &self.jwk.key_id())
+            .field("alg", &self.jwk.algorithm())
+            .finish()
+    }
+}
+
+impl PreparedKey {
+    /// Prepares `jwk` for what it is for (`private`: it carries private material).
+    pub fn new(jwk: Jwk, private: bool) -> Self {
+        let prepared = match (jwk.key_use(), jwk.algorithm(), private) {
+            (Some("sig"), Some(alg), true) => match alg {
+                "ES256" => ES256
+                    .signer_from_jwk(&jwk)
+                    .map(|s| Prepared::Signer(Box::new(s))),
+                "EdDSA" => EdDSA
+                    .signer_from_jwk(&jwk)
+                    .map(|s| Prepared::Signer(Box::new(s))),
+                "PS256" => PS256
+                    .signer_from_jwk(&jwk)
+                    .map(|s| Prepared::Signer(Box::new(s))),
+                _ => Ok(Prepared::Nothing),
+            },
+            (Some("sig"), Some(alg), false) => match alg {
+                "ES256" => ES256
+                    .verifier_from_jwk(&jwk)
+                    .map(|v| Prepared::Verifier(Box::new(v))),
+                "EdDSA" => EdDSA
+                    .verifier_from_jwk(&jwk)
+                    .map(|v| Prepared::Verifier(Box::new(v))),
+                "PS256" => PS256
+                    .verifier_from_jwk(&jwk)
+                    .map(|v| Prepared::Verifier(Box::new(v))),
+                _ => Ok(Prepared::Nothing),
+            },
+            (Some("enc"), Some(alg), true) => match alg {
+                "ECDH-ES+A256KW" => ECDH_ES_A256KW
+                    .decrypter_from_jwk(&jwk)
+                    .map(|d| Prepared::Decrypter(Box::new(d))),
+                "RSA-OAEP-256" => RSA_OAEP_256
+                    .decrypter_from_jwk(&jwk)
+                    .map(|d| Prepared::Decrypter(Box::new(d))),
+                _ => Ok(Prepared::Nothing),
+            },
+            (Some("enc"), Some(alg), false) => match alg {
+                "ECDH-ES+A256KW" => ECDH_ES_A256KW
+                    .encrypter_from_jwk(&jwk)
+                    .map(|e| Prepared::Encrypter(Box::new(e))),
+                "RSA-OAEP-256" => RSA_OAEP_256
+                    .encrypter_from_jwk(&jwk)
+                    .map(|e| Prepared::Encrypter(Box::new(e))),
+                _ => Ok(Prepared::Nothing),
+            },
+            _ => Ok(Prepared::Nothing),
+        }
+        .unwrap_or(Prepared::Nothing);
+        Self {
+            jwk,
+            prepared: std::sync::Arc::new(prepared),
+        }
+    }
+}
+
+impl JoseKey for PreparedKey {
+    fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+    fn signer(&self) -> Option<&dyn JwsSigner> {
+        match self.prepared.as_ref() {
+            Prepared::Signer(s) => Some(s.as_ref()),
+            _ => None,
+        }
+    }
+    fn verifier(&self) -> Option<&dyn JwsVerifier> {
+        match self.prepared.as_ref() {
+            Prepared::Verifier(v) => Some(v.as_ref()),
+            _ => None,
+        }
+    }
+    fn encrypter(&self) -> Option<&dyn JweEncrypter> {
+        match self.prepared.as_ref() {
+            Prepared::Encrypter(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+    fn decrypter(&self) -> Option<&dyn JweDecrypter> {
+        match self.prepared.as_ref() {
+            Prepared::Decrypter(d) => Some(d.as_ref()),
+            _ => None,
+        }
+    }
 }
 
 /// A parsed protected header.
@@ -146,9 +291,9 @@ pub fn jwe_header(compact: &str) -> Result<Header, JoseError> {
 }
 
 /// Decrypts a compact JWE with the key `lookup` finds for its `kid` (required).
-pub fn decrypt<'k>(
+pub fn decrypt<'k, K: JoseKey + 'k>(
     compact: &str,
-    lookup: impl FnOnce(&str) -> Option<&'k Jwk>,
+    lookup: impl FnOnce(&str) -> Option<&'k K>,
 ) -> Result<(Header, Vec<u8>), JoseError> {
     let h = jwe_header(compact)?;
     let alg = h.get("alg").unwrap_or_default();
@@ -156,21 +301,22 @@ pub fn decrypt<'k>(
         what: "JWE",
         kid: h.get("kid").map(str::to_owned),
     };
-    let jwk = h.get("kid").and_then(lookup).ok_or_else(unknown)?;
+    let key = h.get("kid").and_then(lookup).ok_or_else(unknown)?;
+    let jwk = key.jwk();
     check_key_alg(jwk, alg, "JWE")?;
-    let result = match alg {
-        "ECDH-ES+A256KW" => ECDH_ES_A256KW
+    let open = |d: &dyn JweDecrypter| {
+        josekit::jwe::deserialize_compact(compact, d).map_err(|_| JoseError::Decrypt)
+    };
+    let result = match (alg, key.decrypter()) {
+        ("ECDH-ES+A256KW" | "RSA-OAEP-256", Some(d)) => open(d),
+        ("ECDH-ES+A256KW", None) => ECDH_ES_A256KW
             .decrypter_from_jwk(jwk)
             .map_err(|_| JoseError::Decrypt)
-            .and_then(|d| {
-                josekit::jwe::deserialize_compact(compact, &d).map_err(|_| JoseError::Decrypt)
-            }),
-        "RSA-OAEP-256" => RSA_OAEP_256
+            .and_then(|d| open(&d)),
+        ("RSA-OAEP-256", None) => RSA_OAEP_256
             .decrypter_from_jwk(jwk)
             .map_err(|_| JoseError::Decrypt)
-            .and_then(|d| {
-                josekit::jwe::deserialize_compact(compact, &d).map_err(|_| JoseError::Decrypt)
-            }),
+            .and_then(|d| open(&d)),
         _ => Err(JoseError::Alg {
             what: "JWE",
             alg: Some(alg.to_owned()),
@@ -202,9 +348,9 @@ pub fn jws_header(compact: &str) -> Result<Header, JoseError> {
 
 /// Verifies a compact JWS with the key `lookup` finds for its `kid` (required); returns the
 /// payload.
-pub fn verify<'k>(
+pub fn verify<'k, K: JoseKey + 'k>(
     compact: &str,
-    lookup: impl FnOnce(&str) -> Option<&'k Jwk>,
+    lookup: impl FnOnce(&str) -> Option<&'k K>,
 ) -> Result<(Header, Vec<u8>), JoseError> {
     let h = jws_header(compact)?;
     let alg = h.get("alg").unwrap_or_default();
@@ -212,27 +358,26 @@ pub fn verify<'k>(
         what: "JWS",
         kid: h.get("kid").map(str::to_owned),
     };
-    let jwk = h.get("kid").and_then(lookup).ok_or_else(unknown)?;
+    let key = h.get("kid").and_then(lookup).ok_or_else(unknown)?;
+    let jwk = key.jwk();
     check_key_alg(jwk, alg, "JWS")?;
-    let verified = match alg {
-        "ES256" => ES256
+    let check = |v: &dyn JwsVerifier| {
+        josekit::jws::deserialize_compact(compact, v).map_err(|_| JoseError::Signature)
+    };
+    let verified = match (alg, key.verifier()) {
+        ("ES256" | "EdDSA" | "PS256", Some(v)) => check(v),
+        ("ES256", None) => ES256
             .verifier_from_jwk(jwk)
             .map_err(|_| JoseError::Signature)
-            .and_then(|v| {
-                josekit::jws::deserialize_compact(compact, &v).map_err(|_| JoseError::Signature)
-            }),
-        "EdDSA" => EdDSA
+            .and_then(|v| check(&v)),
+        ("EdDSA", None) => EdDSA
             .verifier_from_jwk(jwk)
             .map_err(|_| JoseError::Signature)
-            .and_then(|v| {
-                josekit::jws::deserialize_compact(compact, &v).map_err(|_| JoseError::Signature)
-            }),
-        "PS256" => PS256
+            .and_then(|v| check(&v)),
+        ("PS256", None) => PS256
             .verifier_from_jwk(jwk)
             .map_err(|_| JoseError::Signature)
-            .and_then(|v| {
-                josekit::jws::deserialize_compact(compact, &v).map_err(|_| JoseError::Signature)
-            }),
+            .and_then(|v| check(&v)),
         _ => Err(JoseError::Alg {
             what: "JWS",
             alg: Some(alg.to_owned()),
@@ -242,37 +387,29 @@ pub fn verify<'k>(
     Ok((h, payload))
 }
 
-/// Signs `payload` as a compact JWS with `jwk` (its `alg` and `kid` go in the header).
-pub fn sign(payload: &[u8], jwk: &Jwk, typ: &str) -> Result<String, JoseError> {
+/// Signs `payload` as a compact JWS with `key` (its `alg` and `kid` go in the header).
+pub fn sign(payload: &[u8], key: &impl JoseKey, typ: &str) -> Result<String, JoseError> {
+    let jwk = key.jwk();
     let mut header = JwsHeader::new();
     header.set_token_type(typ);
     if let Some(kid) = jwk.key_id() {
         header.set_key_id(kid);
     }
     let fail = |_| JoseError::Produce("JWS");
-    match jwk.algorithm() {
-        Some("ES256") => josekit::jws::serialize_compact(
-            payload,
-            &header,
-            &ES256.signer_from_jwk(jwk).map_err(fail)?,
-        ),
-        Some("EdDSA") => josekit::jws::serialize_compact(
-            payload,
-            &header,
-            &EdDSA.signer_from_jwk(jwk).map_err(fail)?,
-        ),
-        Some("PS256") => josekit::jws::serialize_compact(
-            payload,
-            &header,
-            &PS256.signer_from_jwk(jwk).map_err(fail)?,
-        ),
+    let produce = |s: &dyn JwsSigner| josekit::jws::serialize_compact(payload, &header, s);
+    match (jwk.algorithm(), key.signer()) {
+        (Some("ES256" | "EdDSA" | "PS256"), Some(s)) => produce(s),
+        (Some("ES256"), None) => produce(&ES256.signer_from_jwk(jwk).map_err(fail)?),
+        (Some("EdDSA"), None) => produce(&EdDSA.signer_from_jwk(jwk).map_err(fail)?),
+        (Some("PS256"), None) => produce(&PS256.signer_from_jwk(jwk).map_err(fail)?),
         _ => return Err(JoseError::Produce("JWS")),
     }
     .map_err(fail)
 }
 
-/// Encrypts `plaintext` as a compact JWE (`cty` as given, `enc` A256GCM) to `jwk`.
-pub fn encrypt(plaintext: &[u8], jwk: &Jwk, cty: &str) -> Result<String, JoseError> {
+/// Encrypts `plaintext` as a compact JWE (`cty` as given, `enc` A256GCM) to `key`.
+pub fn encrypt(plaintext: &[u8], key: &impl JoseKey, cty: &str) -> Result<String, JoseError> {
+    let jwk = key.jwk();
     let mut header = JweHeader::new();
     header.set_content_encryption(ENC);
     header.set_content_type(cty);
@@ -280,17 +417,15 @@ pub fn encrypt(plaintext: &[u8], jwk: &Jwk, cty: &str) -> Result<String, JoseErr
         header.set_key_id(kid);
     }
     let fail = |_| JoseError::Produce("JWE");
-    match jwk.algorithm() {
-        Some("ECDH-ES+A256KW") => josekit::jwe::serialize_compact(
-            plaintext,
-            &header,
-            &ECDH_ES_A256KW.encrypter_from_jwk(jwk).map_err(fail)?,
-        ),
-        Some("RSA-OAEP-256") => josekit::jwe::serialize_compact(
-            plaintext,
-            &header,
-            &RSA_OAEP_256.encrypter_from_jwk(jwk).map_err(fail)?,
-        ),
+    let produce = |e: &dyn JweEncrypter| josekit::jwe::serialize_compact(plaintext, &header, e);
+    match (jwk.algorithm(), key.encrypter()) {
+        (Some("ECDH-ES+A256KW" | "RSA-OAEP-256"), Some(e)) => produce(e),
+        (Some("ECDH-ES+A256KW"), None) => {
+            produce(&ECDH_ES_A256KW.encrypter_from_jwk(jwk).map_err(fail)?)
+        }
+        (Some("RSA-OAEP-256"), None) => {
+            produce(&RSA_OAEP_256.encrypter_from_jwk(jwk).map_err(fail)?)
+        }
         _ => return Err(JoseError::Produce("JWE")),
     }
     .map_err(fail)
@@ -330,7 +465,7 @@ mod tests {
             JoseError::Decrypt
         );
         assert!(matches!(
-            decrypt(&jwe, |_| None).unwrap_err(),
+            decrypt::<Jwk>(&jwe, |_| None).unwrap_err(),
             JoseError::UnknownKid { .. }
         ));
     }

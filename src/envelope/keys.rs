@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use josekit::jwk::{Jwk, JwkSet};
+
+use super::jose::{JoseKey as _, PreparedKey};
 use serde_json::{Map, Value};
 
 /// Algorithms a partner may encrypt to the gateway with, and the gateway to a partner.
@@ -70,10 +72,11 @@ enum Visibility {
     Public,
 }
 
-/// A checked key set.
+/// A checked key set, each key prepared once for what it is for (see
+/// [`PreparedKey`]).
 #[derive(Clone, Debug)]
 pub struct KeySet {
-    keys: Vec<(KeyUse, Jwk)>,
+    keys: Vec<(KeyUse, PreparedKey)>,
 }
 
 impl KeySet {
@@ -149,14 +152,14 @@ impl KeySet {
                 }
                 _ => {}
             }
-            keys.push((key_use, jwk.clone()));
+            keys.push((key_use, PreparedKey::new(jwk.clone(), has_private)));
         }
         Ok(Self { keys })
     }
 
     /// Fails unless the set holds at least one key for `key_use`.
     pub fn require(&self, key_use: KeyUse, origin: &Path) -> Result<(), KeyError> {
-        if self.keys.iter().any(|(u, _)| *u == key_use) {
+        if self.has(key_use) {
             Ok(())
         } else {
             Err(KeyError::Missing {
@@ -176,7 +179,7 @@ impl KeySet {
         let keys = self
             .keys
             .iter()
-            .filter_map(|(_, jwk)| public_half(jwk))
+            .filter_map(|(_, key)| public_half(key.jwk()))
             .map(Value::Object)
             .collect();
         let mut doc = Map::new();
@@ -185,28 +188,28 @@ impl KeySet {
     }
 
     /// The key with `kid` for `key_use`, if the set has it.
-    pub fn find(&self, kid: &str, key_use: KeyUse) -> Option<&Jwk> {
+    pub fn find(&self, kid: &str, key_use: KeyUse) -> Option<&PreparedKey> {
         self.keys
             .iter()
-            .find(|(u, jwk)| *u == key_use && jwk.key_id() == Some(kid))
-            .map(|(_, jwk)| jwk)
+            .find(|(u, key)| *u == key_use && key.jwk().key_id() == Some(kid))
+            .map(|(_, key)| key)
     }
 
     /// The key to use for new signatures or encryptions: the last listed for `key_use`
     /// (rotation appends the new key; old ones stay listed while in their grace period).
-    pub fn current(&self, key_use: KeyUse) -> Option<&Jwk> {
+    pub fn current(&self, key_use: KeyUse) -> Option<&PreparedKey> {
         self.keys
             .iter()
             .rev()
             .find(|(u, _)| *u == key_use)
-            .map(|(_, jwk)| jwk)
+            .map(|(_, key)| key)
     }
 
     /// The `kid`s in the set, with their use.
     pub fn kids(&self) -> impl Iterator<Item = (KeyUse, &str)> {
         self.keys
             .iter()
-            .filter_map(|(u, jwk)| jwk.key_id().map(|k| (*u, k)))
+            .filter_map(|(u, key)| key.jwk().key_id().map(|k| (*u, k)))
     }
 }
 
