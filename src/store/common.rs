@@ -793,7 +793,206 @@ macro_rules! store_impl {
             }
         }
 
+        /// The batch as whole-batch statements (one multi-row `INSERT` per table); if any
+        /// statement fails before the commit, the transaction is rolled back and the batch
+        /// is written again one savepoint per acceptance, so that only the acceptance at
+        /// fault fails. A failed commit is reported to every acceptance (it is ambiguous,
+        /// so it is never retried here).
         async fn accept_batch_tx(
+            pool: &sqlx::Pool<<$conn as sqlx::Connection>::Database>,
+            batch: &[crate::store::records::Acceptance],
+        ) -> Result<Vec<Result<(), crate::store::StoreError>>, crate::store::StoreError> {
+            let mut tx = pool.begin_with($begin).await.map_err(crate::store::query_err("begin"))?;
+            match write_batch(&mut tx, batch).await {
+                Ok((results, notify)) => {
+                    if notify {
+                        notify_inbox(&mut *tx).await?;
+                    }
+                    tx.commit().await.map_err(crate::store::query_err("commit"))?;
+                    Ok(results)
+                }
+                Err(_) => {
+                    drop(tx);
+                    accept_each(pool, batch).await
+                }
+            }
+        }
+
+        /// Writes a batch with whole-batch statements: replay markers (`ON CONFLICT DO
+        /// NOTHING RETURNING` tells which are new; duplicates within the batch are replays of
+        /// the first), referrals, subject index, inbox positions (one counter update per
+        /// recipient, in recipient order so concurrent writers lock counters alike),
+        /// deliveries, holds, corrections' withdrawals, then the audit events. Returns each
+        /// acceptance's result and whether an inbox was filled.
+        async fn write_batch(
+            tx: &mut sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>,
+            batch: &[crate::store::records::Acceptance],
+        ) -> Result<(Vec<Result<(), crate::store::StoreError>>, bool), crate::store::StoreError> {
+            use crate::store::records::DeliveryStatus;
+            use crate::store::{StoreError, query_err};
+            let mut results: Vec<Result<(), StoreError>> = batch.iter().map(|_| Ok(())).collect();
+            let mut first_of = std::collections::HashSet::new();
+            let mut candidates = Vec::new();
+            for (i, a) in batch.iter().enumerate() {
+                if first_of.insert((a.referral.sender.as_str(), a.jti.as_str())) {
+                    candidates.push(i);
+                } else {
+                    results[i] = Err(StoreError::Replay);
+                }
+            }
+            let mut fresh = std::collections::HashSet::new();
+            for chunk in candidates.chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO replay_markers (sender, jti, seen_at) ");
+                q.push_values(chunk, |mut row, &i| {
+                    let a = &batch[i];
+                    row.push_bind(&a.referral.sender).push_bind(&a.jti).push_bind(a.referral.received_at);
+                });
+                q.push(" ON CONFLICT (sender, jti) DO NOTHING RETURNING sender, jti");
+                let rows: Vec<(String, String)> =
+                    q.build_query_as().fetch_all(&mut **tx).await.map_err(query_err("replay marker"))?;
+                fresh.extend(rows);
+            }
+            let mut live = Vec::new();
+            for i in candidates {
+                let a = &batch[i];
+                if fresh.contains(&(a.referral.sender.clone(), a.jti.clone())) {
+                    live.push(i);
+                } else {
+                    results[i] = Err(StoreError::Replay);
+                }
+            }
+            if live.is_empty() {
+                return Ok((results, false));
+            }
+            for chunk in live.chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
+                     consent_status, consent_override, subject_informed, supersedes, justification_sealed) ",
+                );
+                q.push_values(chunk, |mut row, &i| {
+                    let r = &batch[i].referral;
+                    row.push_bind(&r.id)
+                        .push_bind(&r.sender)
+                        .push_bind(&r.sender_ref)
+                        .push_bind(&r.referral_type)
+                        .push_bind(r.received_at)
+                        .push_bind(&r.lawful_basis)
+                        .push_bind(&r.consent_status)
+                        .push_bind(&r.consent_override)
+                        .push_bind(&r.subject_informed)
+                        .push_bind(&r.supersedes)
+                        .push_bind(&r.justification_sealed);
+                });
+                q.build().execute(&mut **tx).await.map_err(query_err("insert referral"))?;
+            }
+            let subjects: Vec<(&String, &String)> = live
+                .iter()
+                .flat_map(|&i| batch[i].subjects.iter().map(move |s| (&batch[i].referral.id, s)))
+                .collect();
+            for chunk in subjects.chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO subject_index (referral_id, subject) ");
+                q.push_values(chunk, |mut row, (id, subject)| {
+                    row.push_bind(*id).push_bind(*subject);
+                });
+                q.build().execute(&mut **tx).await.map_err(query_err("subject index"))?;
+            }
+            // Inbox positions: each recipient's counter moves once by its count in this
+            // batch; positions are handed out in batch order.
+            let deliveries: Vec<(usize, &crate::store::records::DeliveryRecord)> = live
+                .iter()
+                .flat_map(|&i| batch[i].deliveries.iter().map(move |d| (i, d)))
+                .collect();
+            let mut per_recipient: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+            for (_, d) in &deliveries {
+                if d.status == DeliveryStatus::Queued {
+                    *per_recipient.entry(d.recipient.as_str()).or_default() += 1;
+                }
+            }
+            let mut next_position: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+            for (recipient, count) in &per_recipient {
+                let last: i64 = sqlx::query_scalar(
+                    "INSERT INTO inbox_counters (recipient, next) VALUES ($1, $2) \
+                     ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + $2 \
+                     RETURNING next",
+                )
+                .bind(*recipient)
+                .bind(*count)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(query_err("inbox position"))?;
+                next_position.insert(recipient, last - count + 1);
+            }
+            let mut rows = Vec::with_capacity(deliveries.len());
+            for (i, d) in deliveries {
+                let position = if d.status == DeliveryStatus::Queued {
+                    let p = next_position.get_mut(d.recipient.as_str()).ok_or(StoreError::Query {
+                        op: "inbox position",
+                        reason: "no counter for a queued delivery".into(),
+                    })?;
+                    *p += 1;
+                    Some(*p - 1)
+                } else {
+                    None
+                };
+                rows.push((i, d, position));
+            }
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, \
+                     created_at, updated_at, inbox_pos) ",
+                );
+                q.push_values(chunk, |mut row, (i, d, position)| {
+                    let r = &batch[*i].referral;
+                    row.push_bind(&d.id)
+                        .push_bind(&r.id)
+                        .push_bind(&d.recipient)
+                        .push_bind(&d.agreement)
+                        .push_bind(d.status.as_str())
+                        .push_bind(&d.sealed)
+                        .push_bind(d.sealed.as_ref().map(|s| s.len() as i64))
+                        .push_bind(r.received_at)
+                        .push_bind(r.received_at)
+                        .push_bind(*position);
+                });
+                q.build().execute(&mut **tx).await.map_err(query_err("insert delivery"))?;
+            }
+            let holds: Vec<(&crate::store::records::ReferralRecord, &crate::store::records::HoldRecord)> = live
+                .iter()
+                .filter_map(|&i| batch[i].hold.as_ref().map(|h| (&batch[i].referral, h)))
+                .collect();
+            for chunk in holds.chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO holds (referral_id, sealed, storage_key_id, held_at) ");
+                q.push_values(chunk, |mut row, (r, h)| {
+                    row.push_bind(&r.id).push_bind(&h.sealed).push_bind(&h.storage_key_id).push_bind(r.received_at);
+                });
+                q.build().execute(&mut **tx).await.map_err(query_err("insert hold"))?;
+            }
+            let mut events = Vec::new();
+            let mut notify = false;
+            for &i in &live {
+                let a = &batch[i];
+                if let Some(old) = &a.referral.supersedes {
+                    events.extend(
+                        withdraw_open(
+                            tx,
+                            old,
+                            a.referral.received_at,
+                            a.events.first().and_then(|e| e.actor.as_deref()).unwrap_or_default(),
+                            serde_json::json!({ "reason": "superseded", "by": a.referral.id }),
+                        )
+                        .await?,
+                    );
+                }
+                events.extend(a.events.iter().cloned());
+                notify |= a.deliveries.iter().any(|d| d.status == DeliveryStatus::Queued);
+            }
+            insert_events(&mut **tx, &events).await?;
+            Ok((results, notify))
+        }
+
+        /// The careful path: one savepoint per acceptance, so a failing acceptance is rolled
+        /// back alone and the rest still commit.
+        async fn accept_each(
             pool: &sqlx::Pool<<$conn as sqlx::Connection>::Database>,
             batch: &[crate::store::records::Acceptance],
         ) -> Result<Vec<Result<(), crate::store::StoreError>>, crate::store::StoreError> {
