@@ -10,6 +10,11 @@ use refex::cli::{AuditCommand, Cli, Command, OutputFormat, ReportFormat};
 use refex::clock::{Clock as _, SystemClock};
 use refex::config::{self, Overrides};
 
+/// mimalloc rather than glibc malloc: submissions allocate on many threads (reactor, blocking
+/// pool, store workers), where glibc's arenas contend (see docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()

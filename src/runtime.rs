@@ -49,6 +49,8 @@ pub struct Runtime {
     pub ids: Arc<dyn IdSource>,
     /// Bumped after every commit that puts a delivery in an inbox; long-polls wait on it.
     inbox_signal: watch::Sender<u64>,
+    /// One slot per core for submissions' CPU work (fair: first come, first served).
+    cpu_slots: tokio::sync::Semaphore,
 }
 
 impl Runtime {
@@ -65,7 +67,16 @@ impl Runtime {
             clock,
             ids,
             inbox_signal: watch::channel(0).0,
+            cpu_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, usize::from),
+            ),
         }
+    }
+
+    /// Waits for a core to do a submission's CPU work on; the slot is held until dropped.
+    pub async fn cpu_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed, so this is always a permit.
+        self.cpu_slots.acquire().await.ok()
     }
 
     /// Wakes long-polling inbox readers after deliveries were committed to inboxes.

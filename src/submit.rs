@@ -70,36 +70,67 @@ pub async fn submit(
 }
 
 /// Runs CPU work (JOSE, RSA above all; parsing; validation; minimisation) on the blocking
-/// pool so the reactor keeps serving other connections.
+/// pool so the reactor keeps serving other connections. At most one submission per core
+/// runs at a time (the runtime's CPU slots, handed out first come first served): with more,
+/// the cores would be time-sliced among them and every submission would finish late.
 async fn blocking<T: Send + 'static>(
+    rt: &Runtime,
     f: impl FnOnce() -> Result<T, SubmitError> + Send + 'static,
 ) -> Result<T, SubmitError> {
+    let _slot = rt.cpu_slot().await;
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|_| Err(SubmitError::Seal(SealError("intake task failed".into()))))
 }
 
+/// The first CPU step's result: a finished acceptance, or, for a correction, the decision
+/// (building it needs the superseded referral's recipients from the store first).
+enum Step {
+    Ready(Prepared),
+    Correction(Box<Decided>),
+}
+
 async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submitted, SubmitError> {
     let now = rt.clock.unix_seconds();
-    let decided = {
-        let (rt, caller) = (rt.clone(), caller.clone());
-        blocking(move || decide(&rt.snapshot().config, &caller, &body, now)).await?
-    };
-    let acked_old = superseded_recipients(rt, caller, &decided.claims).await?;
-    let prepared = {
-        let (rt, caller) = (rt.clone(), caller.clone());
-        blocking(move || {
-            let snapshot = rt.snapshot();
-            build(
-                &snapshot.config,
-                rt.ids.as_ref(),
-                &caller,
-                &decided,
-                &acked_old,
-                now,
-            )
+    let step = {
+        let (rt2, caller) = (rt.clone(), caller.clone());
+        blocking(rt, move || {
+            let snapshot = rt2.snapshot();
+            let decided = decide(&snapshot.config, &caller, &body, now)?;
+            if decided.claims.referral.supersedes.is_none() {
+                let built = build(
+                    &snapshot.config,
+                    rt2.ids.as_ref(),
+                    &caller,
+                    &decided,
+                    &[],
+                    now,
+                )?;
+                Ok(Step::Ready(built))
+            } else {
+                Ok(Step::Correction(Box::new(decided)))
+            }
         })
         .await?
+    };
+    let prepared = match step {
+        Step::Ready(prepared) => prepared,
+        Step::Correction(decided) => {
+            let acked_old = superseded_recipients(rt, caller, &decided.claims).await?;
+            let (rt2, caller) = (rt.clone(), caller.clone());
+            blocking(rt, move || {
+                let snapshot = rt2.snapshot();
+                build(
+                    &snapshot.config,
+                    rt2.ids.as_ref(),
+                    &caller,
+                    &decided,
+                    &acked_old,
+                    now,
+                )
+            })
+            .await?
+        }
     };
     let deliveries: Vec<(String, DeliveryStatus)> = prepared
         .acceptance

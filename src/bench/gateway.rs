@@ -128,6 +128,35 @@ impl GatewayProcess {
         ))
     }
 
+    /// The gateway's own latency histogram for `route`: `(upper bound in seconds, cumulative
+    /// count)` per bucket.
+    pub async fn latency_buckets(&self, route: &str) -> Result<Vec<(f64, f64)>, BenchError> {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?
+            .text()
+            .await
+            .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?;
+        let prefix = format!("{}_bucket{{", crate::telemetry::HTTP_DURATION);
+        let label = format!("route=\"{route}\"");
+        let mut buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(&label))
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                let count = l.rsplit(' ').next()?.parse().ok()?;
+                Some((le, count))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(buckets)
+    }
+
     /// Stops the gateway with SIGTERM (it drains and exits 0), or kills it after 30 s.
     pub fn stop(mut self) {
         let _ = Command::new("kill")
@@ -151,6 +180,26 @@ impl Drop for GatewayProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The upper bound (ms) of the bucket holding quantile `q` of the requests counted between
+/// two readings of [`GatewayProcess::latency_buckets`].
+pub fn quantile_bound_ms(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let was = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, n - was)
+        })
+        .collect();
+    let total = counts.last().map_or(0.0, |(_, n)| *n);
+    counts
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map_or(f64::INFINITY, |(le, _)| le * 1000.0)
 }
 
 /// A counter's value in Prometheus text (0 when absent).

@@ -53,6 +53,9 @@ const UNLIMITED_PER_MINUTE: u32 = 60_000_000;
 /// Burst to match.
 const UNLIMITED_BURST: u32 = 1_000_000;
 
+/// The submission route's label in the gateway's metrics.
+const SUBMIT_ROUTE: &str = "/v1/referrals";
+
 /// How much work each phase may do.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
@@ -220,12 +223,16 @@ async fn end_to_end(
         );
         let n = (rate * budget.phase.as_secs_f64() * 1.05).ceil() as usize + 1;
         let bodies = corpus.bodies(n, 2, 5 * 1024, &format!("{store}-open-{i}"), unix_now())?;
+        let before = gateway.latency_buckets(SUBMIT_ROUTE).await?;
         let result =
             driver::open_loop(target, bodies, rate, budget.phase, 0x5eed + i as u64).await?;
+        let after = gateway.latency_buckets(SUBMIT_ROUTE).await?;
         e2e.open.push(OpenPhase {
             load_share: share,
             offered_per_second: rate,
             result,
+            server_p50_ms_at_most: gateway::quantile_bound_ms(&before, &after, 0.50),
+            server_p99_ms_at_most: gateway::quantile_bound_ms(&before, &after, 0.99),
         });
     }
     for recipients in 1..=corpus::RECIPIENTS.len() {

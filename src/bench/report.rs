@@ -61,6 +61,10 @@ pub struct OpenPhase {
     pub offered_per_second: f64,
     /// What it did (latency timed from each scheduled send).
     pub result: PhaseResult,
+    /// The gateway's own view: the upper bound of the latency bucket holding its p50, ms.
+    pub server_p50_ms_at_most: f64,
+    /// The same for its p99.
+    pub server_p99_ms_at_most: f64,
 }
 
 /// One recipients × size cell, end to end.
@@ -366,7 +370,7 @@ impl Report {
                     let l = &o.result.latency;
                     let _ = writeln!(
                         t,
-                        "  {:>3.0}%  {:>9.0}  {:>6.0}  {:>7.1}  {:>6.1}  {:>6.1}  {:>8.1}  {:>6}",
+                        "  {:>3.0}%  {:>9.0}  {:>6.0}  {:>7.1}  {:>6.1}  {:>6.1}  {:>8.1}  {:>6}  {:>6.1} / {:.1}",
                         o.load_share * 100.0,
                         o.offered_per_second,
                         o.result.per_second,
@@ -374,7 +378,9 @@ impl Report {
                         l.p90_ms,
                         l.p99_ms,
                         l.p999_ms,
-                        o.result.errors
+                        o.result.errors,
+                        o.server_p50_ms_at_most,
+                        o.server_p99_ms_at_most
                     );
                 }
             }
