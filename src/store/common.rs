@@ -18,7 +18,7 @@ macro_rules! store_impl {
             async fn begin_write(
                 &self,
             ) -> Result<sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>, sqlx::Error> {
-                self.pool.begin_with($begin).await
+                self.writer.begin_with($begin).await
             }
         }
 
@@ -51,6 +51,7 @@ macro_rules! store_impl {
             }
 
             async fn close(&self) {
+                self.writer.close().await;
                 self.pool.close().await;
             }
 
@@ -141,7 +142,7 @@ macro_rules! store_impl {
         async fn purge_replay_markers(&self, cutoff: i64) -> Result<u64, crate::store::StoreError> {
             sqlx::query("DELETE FROM replay_markers WHERE seen_at < $1")
                 .bind(cutoff)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map(|r| r.rows_affected())
                 .map_err(crate::store::query_err("purge replay markers"))
@@ -203,7 +204,7 @@ macro_rules! store_impl {
             .bind(&c.root)
             .bind(c.at)
             .bind(&c.signed)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map(|_| ())
             .map_err(crate::store::query_err("save checkpoint"))

@@ -20,6 +20,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL runs writers side by side.
+    writer: PgPool,
     group: super::group_commit::GroupCommit,
 }
 
@@ -47,7 +49,11 @@ impl PostgresStore {
             let pool = committer.clone();
             async move { accept_batch(&pool, batch).await }
         });
-        Ok(Self { pool, group })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+            group,
+        })
     }
 }
 

@@ -21,7 +21,12 @@ const MAX_CONNECTIONS: u32 = 8;
 /// The embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// The one writer connection. SQLite admits one writer at a time; queueing writers here,
+    /// first come first served, beats queueing them in SQLite's busy handler, which sleeps
+    /// in steps of up to 100 ms (it put 180 ms on the p99 of inbox acknowledgements).
+    writer: SqlitePool,
     group: super::group_commit::GroupCommit,
 }
 
@@ -46,19 +51,28 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let committer = pool.clone();
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let committer = writer.clone();
         let group = super::group_commit::GroupCommit::spawn(batching, move |batch| {
             let pool = committer.clone();
             async move { accept_batch(&pool, batch).await }
         });
-        Ok(Self { pool, group })
+        Ok(Self {
+            pool,
+            writer,
+            group,
+        })
     }
 }
 
