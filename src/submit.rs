@@ -407,29 +407,66 @@ pub(crate) fn seal_delivery(
         .keys
         .as_ref()
         .ok_or_else(|| SealError(format!("{} has no keys", recipient.id)))?;
-    let mut delivery = json!({
-        "iss": config.settings.gateway_id,
-        "aud": recipient.id,
-        "jti": delivery_id.to_string(),
-        "iat": now,
-        "delivery": {
-            "referral_id": referral_id.to_string(),
-            "from": claims.iss,
-            "type": r.referral_type,
-            "sender_ref": r.sender_ref,
-            "lawful_basis": r.lawful_basis,
-            "consent": { "status": r.consent.status, "override": r.consent.override_ },
-            "subject_informed": r.subject_informed,
-            "payload": minimised,
-        }
-    });
     // Only a recipient that acknowledged the old referral is told of the link: to anyone
     // else it would disclose that an earlier referral existed.
-    if let (Some(old), true) = (&r.supersedes, tell_supersedes) {
-        delivery["delivery"]["supersedes"] = json!(old);
-    }
+    let supersedes = r.supersedes.as_deref().filter(|_| tell_supersedes);
+    // Serialised from borrows: the minimised payload is not copied again.
+    let delivery = DeliveryClaims {
+        iss: &config.settings.gateway_id,
+        aud: recipient.id.as_str(),
+        jti: delivery_id.as_str(),
+        iat: now,
+        delivery: DeliveryBody {
+            referral_id: referral_id.as_str(),
+            from: claims.iss.as_str(),
+            referral_type: r.referral_type.as_str(),
+            sender_ref: &r.sender_ref,
+            lawful_basis: &r.lawful_basis,
+            consent: ConsentView {
+                status: r.consent.status,
+                override_: r.consent.override_,
+            },
+            subject_informed: &r.subject_informed,
+            payload: minimised,
+            supersedes,
+        },
+    };
     let bytes = serde_json::to_vec(&delivery).map_err(|e| SealError(e.to_string()))?;
     Ok(referral::seal(&bytes, &config.gateway_keys, keys)?)
+}
+
+/// The delivery JWS payload (contract: "Receiving: the inbox"), in the contract's key order.
+#[derive(serde::Serialize)]
+struct DeliveryClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    jti: &'a str,
+    iat: u64,
+    delivery: DeliveryBody<'a>,
+}
+
+/// The `delivery` object of [`DeliveryClaims`].
+#[derive(serde::Serialize)]
+struct DeliveryBody<'a> {
+    referral_id: &'a str,
+    from: &'a str,
+    #[serde(rename = "type")]
+    referral_type: &'a str,
+    sender_ref: &'a str,
+    lawful_basis: &'a crate::intake::claims::LawfulBasis,
+    consent: ConsentView,
+    subject_informed: &'a crate::intake::claims::SubjectInformed,
+    payload: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supersedes: Option<&'a str>,
+}
+
+/// Consent as a delivery shows it: status and override, never the justification.
+#[derive(serde::Serialize)]
+struct ConsentView {
+    status: crate::intake::claims::ConsentStatus,
+    #[serde(rename = "override")]
+    override_: Option<crate::intake::claims::Override>,
 }
 
 fn hold_reason(reason: HoldReason) -> Value {

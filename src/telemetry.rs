@@ -29,6 +29,8 @@ pub const RATE_LIMITED: &str = "refex_rate_limited_total";
 pub const STORE_COMMITS: &str = "refex_store_commits_total";
 /// Acceptances committed (or refused) through group commit.
 pub const STORE_ACCEPTANCES: &str = "refex_store_acceptances_total";
+/// Time to write and commit one group-commit transaction, in seconds.
+pub const STORE_COMMIT_DURATION: &str = "refex_store_commit_seconds";
 /// Acceptances per group-commit transaction.
 pub const STORE_BATCH_SIZE: &str = "refex_store_batch_size";
 
@@ -50,6 +52,12 @@ pub fn metrics() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), LATENCY_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(STORE_BATCH_SIZE.into()), BATCH_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(STORE_COMMIT_DURATION.into()),
+                    LATENCY_BUCKETS,
+                )
             })
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());

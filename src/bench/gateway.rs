@@ -114,18 +114,15 @@ impl GatewayProcess {
             .ok_or_else(|| BenchError::Measure("no VmRSS".into()))
     }
 
-    /// Group-commit counters: (transactions, acceptances) committed so far.
-    pub async fn commit_counters(&self) -> Result<(f64, f64), BenchError> {
+    /// Group-commit counters so far.
+    pub async fn commit_counters(&self) -> Result<CommitCounters, BenchError> {
         let text = reqwest::get(format!("http://{}/metrics", self.admin))
             .await
             .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?
             .text()
             .await
             .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?;
-        Ok((
-            counter(&text, crate::telemetry::STORE_COMMITS),
-            counter(&text, crate::telemetry::STORE_ACCEPTANCES),
-        ))
+        Ok(CommitCounters::read(&text))
     }
 
     /// The gateway's own latency histogram for `route`: `(upper bound in seconds, cumulative
@@ -200,6 +197,40 @@ pub fn quantile_bound_ms(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) ->
         .iter()
         .find(|(_, n)| *n >= q * total)
         .map_or(f64::INFINITY, |(le, _)| le * 1000.0)
+}
+
+/// The store's group-commit counters, from Prometheus text.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommitCounters {
+    /// Transactions committed.
+    pub commits: f64,
+    /// Acceptances in them.
+    pub acceptances: f64,
+    /// Seconds spent writing and committing them.
+    pub seconds: f64,
+}
+
+impl CommitCounters {
+    /// Reads the counters from Prometheus text.
+    pub fn read(text: &str) -> Self {
+        Self {
+            commits: counter(text, crate::telemetry::STORE_COMMITS),
+            acceptances: counter(text, crate::telemetry::STORE_ACCEPTANCES),
+            seconds: counter(
+                text,
+                &format!("{}_sum", crate::telemetry::STORE_COMMIT_DURATION),
+            ),
+        }
+    }
+
+    /// (acceptances per commit, milliseconds per commit) between two readings.
+    pub fn since(&self, before: &Self) -> (f64, f64) {
+        let commits = (self.commits - before.commits).max(1.0);
+        (
+            (self.acceptances - before.acceptances) / commits,
+            (self.seconds - before.seconds) * 1000.0 / commits,
+        )
+    }
 }
 
 /// A counter's value in Prometheus text (0 when absent).

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::BenchError;
 use super::corpus::{Corpus, RECIPIENTS, REFERRAL_TYPE, SENDER};
+use super::gateway::CommitCounters;
 use crate::config::Config;
 use crate::envelope::referral;
 use crate::identity::{Actor, Principal, ReferralType};
@@ -42,6 +43,8 @@ pub struct StoreRates {
     pub concurrent_per_second: f64,
     /// Acceptances per transaction in the concurrent run.
     pub referrals_per_commit: f64,
+    /// Milliseconds per transaction (write and commit) in the concurrent run.
+    pub ms_per_commit: f64,
 }
 
 /// Everything measured in-process.
@@ -216,7 +219,7 @@ async fn store_rates(
     let concurrent = prepare(corpus.bodies(n * 2, 2, 5 * 1024, "store-par", now)?)?;
     let count = concurrent.len();
     let metrics = crate::telemetry::metrics();
-    let before = commit_counters(&metrics.render());
+    let before = CommitCounters::read(&metrics.render());
     let queue = Arc::new(std::sync::Mutex::new(concurrent));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -237,20 +240,15 @@ async fn store_rates(
             .map_err(|e| BenchError::Measure(format!("store: {e}")))?;
     }
     let concurrent_per_second = count as f64 / start.elapsed().as_secs_f64();
-    let after = commit_counters(&metrics.render());
+    let (referrals_per_commit, ms_per_commit) =
+        CommitCounters::read(&metrics.render()).since(&before);
     store.close().await;
     Ok(StoreRates {
         sequential_per_second,
         concurrent_per_second,
-        referrals_per_commit: (after.1 - before.1) / (after.0 - before.0).max(1.0),
+        referrals_per_commit,
+        ms_per_commit,
     })
-}
-
-fn commit_counters(text: &str) -> (f64, f64) {
-    (
-        super::gateway::counter(text, crate::telemetry::STORE_COMMITS),
-        super::gateway::counter(text, crate::telemetry::STORE_ACCEPTANCES),
-    )
 }
 
 /// `write` + `fdatasync` of one 4 KiB block, repeated for `limit`.

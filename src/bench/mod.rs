@@ -195,7 +195,7 @@ async fn end_to_end(
             &format!("{store}-closed-{connections}"),
             unix_now(),
         )?;
-        let (result, cpu, per_commit) = measured(gateway, async {
+        let (result, cpu, (per_commit, commit_ms)) = measured(gateway, async {
             driver::closed_loop(target, bodies, connections, budget.phase).await
         })
         .await?;
@@ -203,6 +203,7 @@ async fn end_to_end(
             connections,
             server_cpu_us_per_referral: cpu * 1e6 / result.completed.max(1) as f64,
             referrals_per_commit: per_commit,
+            ms_per_commit: commit_ms,
             result,
         });
     }
@@ -263,16 +264,16 @@ async fn end_to_end(
     Ok(e2e)
 }
 
-/// Runs a phase and reads, around it, the gateway's CPU seconds and its acceptances per
-/// commit.
+/// Runs a phase and reads, around it, the gateway's CPU seconds and its acceptances and
+/// milliseconds per commit.
 async fn measured(
     gateway: &GatewayProcess,
     phase: impl std::future::Future<Output = Result<PhaseResult, BenchError>>,
-) -> Result<(PhaseResult, f64, f64), BenchError> {
-    let (cpu0, (c0, a0)) = (gateway.cpu_seconds()?, gateway.commit_counters().await?);
+) -> Result<(PhaseResult, f64, (f64, f64)), BenchError> {
+    let (cpu0, before) = (gateway.cpu_seconds()?, gateway.commit_counters().await?);
     let result = phase.await?;
-    let (cpu1, (c1, a1)) = (gateway.cpu_seconds()?, gateway.commit_counters().await?);
-    Ok((result, cpu1 - cpu0, (a1 - a0) / (c1 - c0).max(1.0)))
+    let (cpu1, after) = (gateway.cpu_seconds()?, gateway.commit_counters().await?);
+    Ok((result, cpu1 - cpu0, after.since(&before)))
 }
 
 /// A partner's client to the gateway, from the bench's dev PKI.

@@ -50,6 +50,8 @@ pub struct ClosedPhase {
     pub server_cpu_us_per_referral: f64,
     /// Acceptances per store transaction (per fsync on SQLite).
     pub referrals_per_commit: f64,
+    /// Milliseconds per store transaction (write and commit).
+    pub ms_per_commit: f64,
 }
 
 /// One open-loop phase.
@@ -335,29 +337,31 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "store (SQLite, server settings): {:.0}/s one at a time, {:.0}/s 64 at once ({:.1} per commit); raw fdatasync {:.0}/s\n",
+            "store (SQLite, server settings): {:.0}/s one at a time, {:.0}/s 64 at once ({:.1} per commit, {:.2} ms each); raw fdatasync {:.0}/s\n",
             m.store.sequential_per_second,
             m.store.concurrent_per_second,
             m.store.referrals_per_commit,
+            m.store.ms_per_commit,
             m.fdatasync_per_second
         );
         for e2e in std::iter::once(&self.sqlite).chain(self.postgres.iter()) {
             let _ = writeln!(t, "end to end on {} (2 recipients, 5 KiB):", e2e.store);
             let _ = writeln!(
                 t,
-                "  conns  referrals/s  p50 ms  p99 ms  errors  server us/referral  per commit"
+                "  conns  referrals/s  p50 ms  p99 ms  errors  server us/referral  per commit  ms/commit"
             );
             for c in &e2e.closed {
                 let _ = writeln!(
                     t,
-                    "  {:>5}  {:>11.0}  {:>6.1}  {:>6.1}  {:>6}  {:>18.0}  {:>10.1}",
+                    "  {:>5}  {:>11.0}  {:>6.1}  {:>6.1}  {:>6}  {:>18.0}  {:>10.1}  {:>9.2}",
                     c.connections,
                     c.result.per_second,
                     c.result.latency.p50_ms,
                     c.result.latency.p99_ms,
                     c.result.errors,
                     c.server_cpu_us_per_referral,
-                    c.referrals_per_commit
+                    c.referrals_per_commit,
+                    c.ms_per_commit
                 );
             }
             if !e2e.open.is_empty() {

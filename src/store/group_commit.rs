@@ -111,7 +111,10 @@ where
         let (acceptances, waiters): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|j| (j.acceptance, j.done)).unzip();
         let count = acceptances.len();
+        let started = std::time::Instant::now();
         let results = commit(acceptances).await;
+        metrics::histogram!(crate::telemetry::STORE_COMMIT_DURATION)
+            .record(started.elapsed().as_secs_f64());
         metrics::counter!(crate::telemetry::STORE_COMMITS).increment(1);
         metrics::counter!(crate::telemetry::STORE_ACCEPTANCES).increment(count as u64);
         metrics::histogram!(crate::telemetry::STORE_BATCH_SIZE).record(count as f64);
