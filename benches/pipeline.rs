@@ -154,5 +154,77 @@ fn merkle(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, envelope, schema, pipeline, merkle);
+/// `a` with fresh ids and `jti`, so it can be committed again.
+fn renamed(a: &refex::store::records::Acceptance, n: u64) -> refex::store::records::Acceptance {
+    let mut a = a.clone();
+    let old = a.referral.id.clone();
+    a.referral.id = format!("ref_bench{n}");
+    a.jti = format!("jti-bench-{n}");
+    for (k, d) in a.deliveries.iter_mut().enumerate() {
+        d.id = format!("dlv_bench{n}_{k}");
+    }
+    for e in &mut a.events {
+        e.referral_id = Some(a.referral.id.clone());
+        if let Some(d) = &e.delivery_id {
+            e.delivery_id = Some(d.replace(&old, &a.referral.id));
+        }
+    }
+    a
+}
+
+fn store(c: &mut Criterion) {
+    let f = fixture();
+    let caller = refex::bench::micro::sender(&f.config).unwrap();
+    let body = f
+        .corpus
+        .bodies(1, 2, 5 * 1024, "criterion-store", now())
+        .unwrap();
+    let template = refex::submit::prepare(&f.config, &Uuid7Ids, &caller, &body[0], now()).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = runtime
+        .block_on(refex::store::open_with(
+            &url,
+            f.config.settings.store.group_commit(),
+        ))
+        .unwrap();
+    let mut n = 0u64;
+    let mut group = c.benchmark_group("store");
+    group.sample_size(20);
+    group.bench_function("SQLite: 32 acceptances (2 recipients) at once", |b| {
+        b.iter_batched(
+            || {
+                (0..32)
+                    .map(|_| {
+                        n += 1;
+                        renamed(&template, n)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |batch| {
+                runtime.block_on(async {
+                    let tasks: Vec<_> = batch
+                        .into_iter()
+                        .map(|a| {
+                            let s = store.clone();
+                            tokio::spawn(async move { s.accept(a).await })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap().unwrap();
+                    }
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, envelope, schema, pipeline, merkle, store);
 criterion_main!(benches);

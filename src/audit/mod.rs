@@ -8,36 +8,32 @@ pub mod log;
 pub mod tree;
 pub mod verify;
 
-use serde::Serialize;
+use serde_json::Value;
 
 use crate::store::records::AuditRecord;
-
-/// A leaf's fields in their canonical order, borrowed from the event (no copy of `detail`).
-#[derive(Serialize)]
-struct Leaf<'a> {
-    idx: i64,
-    at: i64,
-    kind: &'a str,
-    referral_id: &'a Option<String>,
-    delivery_id: &'a Option<String>,
-    actor: &'a Option<String>,
-    detail: &'a serde_json::Value,
-}
 
 /// The exact text of leaf `idx`: canonical JSON (fixed key order, no whitespace) of the event.
 /// This string is what is hashed, stored and exported.
 pub fn canonical_leaf(idx: i64, e: &AuditRecord) -> String {
-    let leaf = Leaf {
-        idx,
-        at: e.at,
-        kind: e.kind,
-        referral_id: &e.referral_id,
-        delivery_id: &e.delivery_id,
-        actor: &e.actor,
-        detail: &e.detail,
+    leaf_with_detail(idx, e, &e.detail.to_string())
+}
+
+/// [`canonical_leaf`] for an event whose `detail` is already serialised (compact JSON, as
+/// `Value::to_string` writes it): the store serialises each detail once, for its column and
+/// for the leaf.
+pub fn leaf_with_detail(idx: i64, e: &AuditRecord, detail: &str) -> String {
+    let text = |v: &Option<String>| match v {
+        Some(s) => Value::from(s.as_str()).to_string(),
+        None => "null".to_owned(),
     };
-    // Serialising strings, integers and a JSON value cannot fail.
-    serde_json::to_string(&leaf).unwrap_or_default()
+    format!(
+        "{{\"idx\":{idx},\"at\":{},\"kind\":{},\"referral_id\":{},\"delivery_id\":{},\"actor\":{},\"detail\":{detail}}}",
+        e.at,
+        Value::from(e.kind),
+        text(&e.referral_id),
+        text(&e.delivery_id),
+        text(&e.actor),
+    )
 }
 
 /// A stored hex hash.
@@ -62,6 +58,16 @@ mod tests {
             actor: Some("p/system:s".into()),
             detail: serde_json::json!({ "to": "imara", "a": [1, 2] }),
         };
+        let escaped = AuditRecord {
+            actor: Some("a \"quoted\"\nname/é".into()),
+            ..e.clone()
+        };
+        assert_eq!(
+            canonical_leaf(7, &escaped),
+            serde_json::json!({"idx": 7, "at": 1_795_000_000, "kind": "queued", "referral_id": "ref_1",
+                "delivery_id": null, "actor": "a \"quoted\"\nname/é", "detail": {"to": "imara", "a": [1, 2]}})
+            .to_string()
+        );
         assert_eq!(
             canonical_leaf(7, &e),
             r#"{"idx":7,"at":1795000000,"kind":"queued","referral_id":"ref_1","delivery_id":null,"actor":"p/system:s","detail":{"to":"imara","a":[1,2]}}"#

@@ -1193,16 +1193,18 @@ macro_rules! store_impl {
                     frontier.insert((level as u32, idx as u64), hash);
                 }
             }
-            let leaves: Vec<(i64, String)> = events
+            // Each detail is serialised once, for its column and inside its leaf.
+            let leaves: Vec<(i64, String, String)> = events
                 .iter()
                 .enumerate()
                 .map(|(k, e)| {
                     let idx = first + k as i64;
-                    (idx, crate::audit::canonical_leaf(idx, e))
+                    let detail = e.detail.to_string();
+                    (idx, crate::audit::leaf_with_detail(idx, e, &detail), detail)
                 })
                 .collect();
             let hashes: Vec<crate::audit::tree::Hash> =
-                leaves.iter().map(|(_, leaf)| leaf_hash(leaf.as_bytes())).collect();
+                leaves.iter().map(|(_, leaf, _)| leaf_hash(leaf.as_bytes())).collect();
             let nodes: Vec<(i32, i64, String)> = crate::audit::tree::append(first as u64, &frontier, &hashes)
                 .map_err(|e| crate::store::StoreError::Query { op: "audit append", reason: e.to_string() })?
                 .into_iter()
@@ -1212,13 +1214,13 @@ macro_rules! store_impl {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, detail, idx, leaf) ",
                 );
-                q.push_values(chunk, |mut row, (e, (idx, leaf))| {
+                q.push_values(chunk, |mut row, (e, (idx, leaf, detail))| {
                     row.push_bind(e.at)
                         .push_bind(e.kind)
                         .push_bind(&e.referral_id)
                         .push_bind(&e.delivery_id)
                         .push_bind(&e.actor)
-                        .push_bind(e.detail.to_string())
+                        .push_bind(detail)
                         .push_bind(*idx)
                         .push_bind(leaf);
                 });
