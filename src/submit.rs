@@ -87,7 +87,7 @@ async fn blocking<T: Send + 'static>(
 /// (building it needs the superseded referral's recipients from the store first).
 enum Step {
     Ready(Prepared),
-    Correction(Box<Decided>),
+    Correction(Decided),
 }
 
 async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submitted, SubmitError> {
@@ -108,7 +108,7 @@ async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submi
                 )?;
                 Ok(Step::Ready(built))
             } else {
-                Ok(Step::Correction(Box::new(decided)))
+                Ok(Step::Correction(decided))
             }
         })
         .await?
