@@ -78,7 +78,7 @@ impl Budget {
             phase: Duration::from_secs(5),
             closed_bodies: 20_000,
             micro: 400,
-            cell: Duration::from_secs(2),
+            cell: Duration::from_secs(3),
             idle_connections: 2_000,
         }
     }

@@ -117,7 +117,8 @@ pub struct Ratios {
     pub e2e_over_crypto_capacity: f64,
     /// End-to-end maximum ÷ store-only concurrent commit rate.
     pub e2e_over_store_only: f64,
-    /// Gateway CPU µs per extra recipient, end to end (5 KiB; (3 − 1 recipients) ÷ 2).
+    /// Gateway CPU µs per extra recipient, end to end: the least-squares slope of CPU per
+    /// referral over recipients, across every payload size of the matrix.
     pub us_per_extra_recipient: f64,
     /// The same from the in-process pipeline.
     pub us_per_extra_recipient_pipeline: f64,
@@ -198,14 +199,6 @@ impl Report {
             .map_or(0.0, |c| c.us_per_referral)
     }
 
-    fn matrix_cpu(&self, recipients: usize, kib: usize) -> f64 {
-        self.sqlite
-            .matrix
-            .iter()
-            .find(|c| c.recipients == recipients && c.payload_kib == kib)
-            .map_or(0.0, |c| c.server_cpu_us_per_referral)
-    }
-
     /// Computes the ratios and checks every target.
     pub fn evaluate(&mut self) {
         let cores = self.machine.cores as f64;
@@ -216,7 +209,12 @@ impl Report {
             0.0
         };
         let e2e = self.sqlite.max_per_second;
-        let extra = (self.matrix_cpu(3, 5) - self.matrix_cpu(1, 5)) / 2.0;
+        let extra = slope(
+            self.sqlite
+                .matrix
+                .iter()
+                .map(|c| (c.recipients as f64, c.server_cpu_us_per_referral)),
+        );
         let at70 = self
             .sqlite
             .open
@@ -472,6 +470,42 @@ impl Report {
     }
 }
 
+/// The least-squares slope of `y` over `x`.
+fn slope(points: impl Iterator<Item = (f64, f64)>) -> f64 {
+    let points: Vec<(f64, f64)> = points.collect();
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let cov: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    ratio(cov, var)
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slope_is_the_least_squares_fit() {
+        let line = [(1.0, 10.0), (2.0, 30.0), (3.0, 50.0)];
+        assert!((slope(line.into_iter()) - 20.0).abs() < 1e-9);
+        let noisy = [
+            (1.0, 9.0),
+            (1.0, 11.0),
+            (2.0, 30.0),
+            (3.0, 49.0),
+            (3.0, 51.0),
+        ];
+        assert!((slope(noisy.into_iter()) - 20.0).abs() < 1e-9);
+        assert_eq!(slope([(1.0, 5.0)].into_iter()), 0.0);
+    }
 }
