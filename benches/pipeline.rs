@@ -21,6 +21,16 @@ struct Fixture {
     corpus: Corpus,
 }
 
+impl Fixture {
+    fn partner(&self, id: &str) -> &refex::config::partners::Partner {
+        self.config
+            .partners
+            .values()
+            .find(|p| p.id.as_str() == id)
+            .unwrap()
+    }
+}
+
 fn fixture() -> Fixture {
     refex::tls::install_default_provider();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -46,18 +56,8 @@ fn now() -> u64 {
 
 fn envelope(c: &mut Criterion) {
     let f = fixture();
-    let sender = f
-        .config
-        .partners
-        .values()
-        .find(|p| p.id.as_str() == SENDER)
-        .unwrap();
-    let recipient = f
-        .config
-        .partners
-        .values()
-        .find(|p| p.id.as_str() == RECIPIENTS[0])
-        .unwrap();
+    let sender = f.partner(SENDER);
+    let recipient = f.partner(RECIPIENTS[0]);
     let bodies = f
         .corpus
         .bodies(1, 2, 5 * 1024, "criterion-open", now())
@@ -89,12 +89,7 @@ fn schema(c: &mut Criterion) {
     let f = fixture();
     let ty: ReferralType = REFERRAL_TYPE.parse().unwrap();
     let compiled = f.config.schemas.referral_type(&ty).unwrap();
-    let recipient = f
-        .config
-        .partners
-        .values()
-        .find(|p| p.id.as_str() == RECIPIENTS[0])
-        .unwrap();
+    let recipient = f.partner(RECIPIENTS[0]);
     let view = f.config.schemas.view(&recipient.kind, &ty).unwrap();
     let payload = f.corpus.payload(5 * 1024);
     c.bench_function("schema/validate 5 KiB", |b| {

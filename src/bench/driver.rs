@@ -142,6 +142,22 @@ impl Tally {
     }
 }
 
+/// Waits for a phase's tasks, then turns its tally into the phase's result.
+async fn conclude(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tally: Arc<Mutex<Tally>>,
+    started: impl Fn() -> Duration,
+) -> Result<PhaseResult, BenchError> {
+    for t in tasks {
+        let _ = t.await;
+    }
+    let seconds = started().as_secs_f64();
+    let tally = Arc::try_unwrap(tally)
+        .map_err(|_| BenchError::Measure("tally still shared".into()))?
+        .into_inner();
+    Ok(tally.finish(seconds))
+}
+
 async fn post(client: &reqwest::Client, url: &str, body: Bytes) -> Result<(), String> {
     let res = client
         .post(url)
@@ -220,14 +236,7 @@ pub async fn closed_loop(
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let tally = Arc::try_unwrap(tally)
-        .map_err(|_| BenchError::Measure("tally still shared".into()))?
-        .into_inner();
-    Ok(tally.finish(seconds))
+    conclude(tasks, tally, || start.elapsed()).await
 }
 
 /// Open loop: requests scheduled as a Poisson process at `rate` per second (a fixed seed, so
@@ -264,14 +273,7 @@ pub async fn open_loop(
             tally.lock().await.record(outcome, latency);
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let tally = Arc::try_unwrap(tally)
-        .map_err(|_| BenchError::Measure("tally still shared".into()))?
-        .into_inner();
-    Ok(tally.finish(seconds))
+    conclude(tasks, tally, || start.elapsed()).await
 }
 
 /// A receiving service draining its inbox with `connections` workers: each lists a page,
@@ -334,14 +336,7 @@ pub async fn drain_inbox(
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let tally = Arc::try_unwrap(tally)
-        .map_err(|_| BenchError::Measure("tally still shared".into()))?
-        .into_inner();
-    Ok(tally.finish(seconds))
+    conclude(tasks, tally, || start.elapsed()).await
 }
 
 /// Most deliveries one inbox page lists (the contract's default page size).

@@ -114,26 +114,26 @@ impl GatewayProcess {
             .ok_or_else(|| BenchError::Measure("no VmRSS".into()))
     }
 
-    /// Group-commit counters so far.
-    pub async fn commit_counters(&self) -> Result<CommitCounters, BenchError> {
-        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+    /// The gateway's `/metrics` text.
+    async fn metrics(&self) -> Result<String, BenchError> {
+        reqwest::get(format!("http://{}/metrics", self.admin))
             .await
             .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?
             .text()
             .await
-            .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?;
+            .map_err(|e| BenchError::Measure(format!("metrics: {e}")))
+    }
+
+    /// Group-commit counters so far.
+    pub async fn commit_counters(&self) -> Result<CommitCounters, BenchError> {
+        let text = self.metrics().await?;
         Ok(CommitCounters::read(&text))
     }
 
     /// The gateway's own latency histogram for `route`: `(upper bound in seconds, cumulative
     /// count)` per bucket.
     pub async fn latency_buckets(&self, route: &str) -> Result<Vec<(f64, f64)>, BenchError> {
-        let text = reqwest::get(format!("http://{}/metrics", self.admin))
-            .await
-            .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?
-            .text()
-            .await
-            .map_err(|e| BenchError::Measure(format!("metrics: {e}")))?;
+        let text = self.metrics().await?;
         let prefix = format!("{}_bucket{{", crate::telemetry::HTTP_DURATION);
         let label = format!("route=\"{route}\"");
         let mut buckets: Vec<(f64, f64)> = text
