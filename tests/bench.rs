@@ -115,6 +115,12 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
     let judged = targets.iter().filter(|t| !t["met"].is_null()).count();
     assert_eq!(judged, if pg.is_some() { 6 } else { 5 });
     assert!(stdout.contains("targets:"), "{stdout}");
+    // A gap always says why, from the same run.
+    for t in targets {
+        if t["met"] == false {
+            assert!(t["why"].as_str().is_some_and(|w| !w.is_empty()), "{t}");
+        }
+    }
     for name in [
         "e2e_over_crypto_capacity",
         "e2e_over_store_only",
