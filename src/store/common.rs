@@ -8,7 +8,7 @@ pub(crate) const INSERT_CHUNK: usize = 500;
 /// Implements [`Store`](super::Store) for a backend type with a `pool` field, and defines
 /// `insert_event` for its connection type.
 macro_rules! store_impl {
-    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal) => {
+    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal) => {
         use crate::store::common::INSERT_CHUNK;
 
         impl $store {
@@ -20,6 +20,21 @@ macro_rules! store_impl {
             ) -> Result<sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>, sqlx::Error> {
                 self.writer.begin_with($begin).await
             }
+        }
+
+        /// Takes a housekeeping job's lock until the transaction ends (PostgreSQL: a
+        /// transaction-scoped advisory lock), so that of several replicas only one does the
+        /// job at a time; `false` when another replica holds it. The embedded store has one
+        /// process and always gets it.
+        async fn job_lock(conn: &mut $conn, job: &str) -> Result<bool, crate::store::StoreError> {
+            if $job_lock.is_empty() {
+                return Ok(true);
+            }
+            sqlx::query_scalar::<_, bool>($job_lock)
+                .bind(job)
+                .fetch_one(conn)
+                .await
+                .map_err(crate::store::query_err("job lock"))
         }
 
         /// Tells other replicas, at commit, that an inbox changed (PostgreSQL `NOTIFY`; the
@@ -71,6 +86,10 @@ macro_rules! store_impl {
         ) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
             let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+            // Of several replicas, one does this job at a time; the others skip this pass.
+            if !job_lock(&mut *tx, "expire").await? {
+                return Ok(0);
+            }
             let due: Vec<(String, String)> = sqlx::query_as(
                 "SELECT id, referral_id FROM deliveries WHERE recipient = $1 \
                  AND status IN ('queued', 'delivered') AND created_at < $2 ORDER BY seq",
@@ -104,6 +123,10 @@ macro_rules! store_impl {
         async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
             let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+            // Of several replicas, one does this job at a time; the others skip this pass.
+            if !job_lock(&mut *tx, "purge").await? {
+                return Ok(0);
+            }
             let due: Vec<String> = sqlx::query_scalar(
                 "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
                  (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.updated_at >= $1) \
@@ -456,6 +479,10 @@ macro_rules! store_impl {
         async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
             let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+            // Of several replicas, one does this job at a time; the others skip this pass.
+            if !job_lock(&mut *tx, "escalate").await? {
+                return Ok(0);
+            }
             let due: Vec<String> = sqlx::query_scalar(
                 "SELECT referral_id FROM holds WHERE escalated_at IS NULL AND held_at < $1 ORDER BY held_at",
             )

@@ -95,5 +95,6 @@ store_impl!(
     crate::store::Backend::Postgres,
     sqlx::PgConnection,
     "BEGIN",
-    "SELECT pg_notify('refex_inbox', '')"
+    "SELECT pg_notify('refex_inbox', '')",
+    "SELECT pg_try_advisory_xact_lock(hashtext('refex:' || $1))"
 );

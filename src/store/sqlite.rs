@@ -86,5 +86,6 @@ store_impl!(
     crate::store::Backend::Sqlite,
     sqlx::SqliteConnection,
     "BEGIN IMMEDIATE",
+    "",
     ""
 );
