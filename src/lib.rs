@@ -21,6 +21,7 @@ pub mod ids;
 pub mod intake;
 pub mod lawful;
 pub mod partner_client;
+pub mod reload;
 pub mod report;
 pub mod review;
 pub mod runtime;

@@ -45,6 +45,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = config::load_settings(&cli.config, explicit, &overrides)?;
             refex::telemetry::init_logging(&settings.log);
             let running = refex::app::start(settings, Arc::new(SystemClock)).await?;
+            // SIGHUP reloads partners, agreements, schemas, keys and CRLs; a bad
+            // configuration is refused whole and logged, the old one keeps serving.
+            let rt = running.runtime.clone();
+            let mut hangups =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .context("installing the SIGHUP handler")?;
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    let _ = refex::reload::reload(&rt, "operator:sighup").await;
+                }
+            });
             let stop = running.stopper();
             tokio::spawn(async move {
                 shutdown_signal().await;

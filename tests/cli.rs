@@ -1,5 +1,5 @@
 //! The `refex` binary as operators and outside suites drive it: `dev-pki`, first start on a
-//! fresh checkout, a refused configuration, and graceful shutdown on SIGTERM.
+//! fresh checkout, a refused configuration, reload on SIGHUP, and graceful shutdown on SIGTERM.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
@@ -272,4 +272,58 @@ fn purge_runs_one_housekeeping_pass_and_reports_it() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("expired 0 deliveries"), "{stdout}");
     assert!(dir.path().join("data/refex.db").is_file());
+}
+
+/// `SIGHUP` reloads: a broken partner file is refused (logged, the process keeps serving),
+/// and once it is fixed the next `SIGHUP` puts the configuration in force.
+#[test]
+fn sighup_reloads_and_a_bad_configuration_is_refused_without_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let partners = dir.path().join("partners");
+    std::fs::create_dir_all(&partners).unwrap();
+    for entry in std::fs::read_dir(common::repo().join("partners")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), partners.join(entry.file_name())).unwrap();
+    }
+    std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("refex.toml"),
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = refex(dir.path())
+        .args(["serve", "--data-dir", "data"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    read_until(&mut stderr, "ready to accept");
+    let pid = child.id().to_string();
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+
+    let broken = partners.join("zz-broken.toml");
+    std::fs::write(&broken, "name = \"Broken\"\nkind = \"no-such-kind\"\n").unwrap();
+    hup();
+    let refused = read_until(&mut stderr, "configuration reload refused");
+    assert!(refused.contains("zz-broken"), "{refused}");
+    assert!(child.try_wait().unwrap().is_none(), "the gateway stopped");
+
+    std::fs::remove_file(&broken).unwrap();
+    hup();
+    read_until(&mut stderr, "configuration reloaded");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    read_until(&mut stderr, "refex stopped");
+    assert!(child.wait().unwrap().success());
 }

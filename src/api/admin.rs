@@ -1,6 +1,7 @@
 //! The admin listener (plain HTTP, loopback by default): liveness, readiness, Prometheus
-//! metrics, and the public JWKS and OpenAPI description for anyone without a client
-//! certificate yet.
+//! metrics, configuration reload, and the public JWKS and OpenAPI description for anyone
+//! without a client certificate yet. Whoever reaches this listener operates the gateway: keep
+//! it on loopback or a management network.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
 use super::problem::ApiError;
@@ -26,6 +27,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/admin/reload", post(reload))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/openapi.json", get(super::openapi::document))
         .fallback(|| async { ApiError::NotFound })
@@ -48,6 +50,25 @@ async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
                 retry_after: NOT_READY_RETRY_AFTER,
             }
             .into_response()
+        }
+    }
+}
+
+/// `POST /admin/reload`: partners, agreements, schemas, keys, certificates and CRLs read
+/// again; `422 config-refused` with every problem if any, the old configuration staying in
+/// force.
+async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
+    match crate::reload::reload(&rt, "operator:admin-reload").await {
+        Ok(r) => Json(
+            json!({ "status": "reloaded", "partners": r.partners, "agreements": r.agreements }),
+        )
+        .into_response(),
+        Err(crate::reload::ReloadError::Refused(e)) => {
+            ApiError::ConfigRefused(e.problems).into_response()
+        }
+        Err(crate::reload::ReloadError::Failed(e)) => {
+            tracing::error!(error = %e, "configuration reload failed");
+            ApiError::Internal.into_response()
         }
     }
 }

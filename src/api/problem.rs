@@ -71,6 +71,9 @@ pub enum ApiError {
     /// Schema or rule violations, each by pointer.
     #[error("the referral is invalid: {} violations", .0.len())]
     Invalid(Vec<Violation>),
+    /// A new configuration was refused whole (reload); the old one stays in force.
+    #[error("the new configuration has {} problems; the previous one stays in force", .0.len())]
+    ConfigRefused(Vec<String>),
     /// Something failed inside the gateway; the log has the detail under the request id.
     #[error("internal error")]
     Internal,
@@ -123,6 +126,11 @@ impl ApiError {
                 "invalid-referral",
                 "Referral does not validate",
             ),
+            ApiError::ConfigRefused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "config-refused",
+                "Configuration refused",
+            ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -147,6 +155,10 @@ struct ProblemBody {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<Vec<Violation>>,
+    /// A refused configuration's problems (admin listener only; they name files and keys,
+    /// never payload values).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problems: Option<Vec<String>>,
 }
 
 impl IntoResponse for ApiError {
@@ -157,12 +169,17 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(ref v) => Some(v.clone()),
             _ => None,
         };
+        let problems = match self {
+            ApiError::ConfigRefused(ref p) => Some(p.clone()),
+            _ => None,
+        };
         let body = ProblemBody {
             type_: format!("urn:refex:problem:{slug}"),
             title,
             status: status.as_u16(),
             detail,
             errors,
+            problems,
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();

@@ -1,0 +1,78 @@
+//! Reloading the configuration without a restart (`SIGHUP`, `POST /admin/reload`): the
+//! partners, agreements, schemas, keys, certificates and CRLs are read again with the
+//! settings the gateway started with. A configuration with any problem is refused whole, its
+//! problems logged, and the one in force keeps serving. New connections handshake with the
+//! new TLS configuration (so a newly revoked certificate is refused), and every request maps
+//! its principal through the configuration in force when it arrives.
+//!
+//! Out of scope: `refex.toml` itself (listener addresses, the store) needs a restart.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::config::{Config, ConfigError};
+use crate::runtime::Runtime;
+use crate::store::records::AuditRecord;
+
+/// Why a reload did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration has problems; the old one is still in force.
+    #[error(transparent)]
+    Refused(#[from] ConfigError),
+    /// Loading could not run at all (the loader task failed).
+    #[error("reload failed: {0}")]
+    Failed(String),
+}
+
+/// What a successful reload put in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Partners configured.
+    pub partners: usize,
+    /// Agreements configured.
+    pub agreements: usize,
+}
+
+/// Loads the configuration again and, if it is valid whole, puts it in force and records a
+/// `config-loaded` audit event; otherwise logs every problem and changes nothing.
+pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError> {
+    let settings = rt.snapshot().config.settings.clone();
+    // Reading files and compiling schemas is blocking work.
+    let loaded = tokio::task::spawn_blocking(move || Config::load(settings))
+        .await
+        .map_err(|e| ReloadError::Failed(e.to_string()))?;
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in &e.problems {
+                tracing::error!(problem = %problem, "configuration reload refused; the previous configuration stays in force");
+            }
+            return Err(e.into());
+        }
+    };
+    let reloaded = Reloaded {
+        partners: config.partners.len(),
+        agreements: config.agreements.len(),
+    };
+    rt.replace(config);
+    let event = AuditRecord {
+        at: rt.clock.unix_seconds() as i64,
+        kind: "config-loaded",
+        referral_id: None,
+        delivery_id: None,
+        actor: Some(by.to_owned()),
+        detail: json!({ "partners": reloaded.partners, "agreements": reloaded.agreements }),
+    };
+    if let Err(e) = rt.store.record_event(&event).await {
+        tracing::error!(error = %e, "could not record the configuration reload");
+    }
+    tracing::info!(
+        partners = reloaded.partners,
+        agreements = reloaded.agreements,
+        by,
+        "configuration reloaded"
+    );
+    Ok(reloaded)
+}
