@@ -45,6 +45,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = config::load_settings(&cli.config, explicit, &overrides)?;
             refex::telemetry::init_logging(&settings.log);
             let running = refex::app::start(settings, Arc::new(SystemClock)).await?;
+            // Both listeners are bound: tell systemd (Type=notify); nothing without it.
+            if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+                tracing::warn!(error = %e, "could not notify systemd of readiness");
+            }
             // SIGHUP reloads partners, agreements, schemas, keys and CRLs; a bad
             // configuration is refused whole and logged, the old one keeps serving.
             let rt = running.runtime.clone();
@@ -62,6 +66,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(
                     "shutdown requested: no new connections; finishing in-flight requests"
                 );
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                 let _ = stop.send(true);
             });
             running.wait().await;
