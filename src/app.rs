@@ -101,7 +101,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     // Install the metrics recorder before anything records.
     crate::telemetry::metrics();
     ensure_dev_pki(&settings, clock.as_ref())?;
-    let config = Config::load(settings)?;
+    let config = Config::load_at(settings, clock.now())?;
     let store = store::open_with(
         &config.settings.store_url(),
         config.settings.store.group_commit(),
@@ -149,7 +149,7 @@ pub async fn open_offline(
 ) -> Result<(Config, Arc<dyn crate::store::Store>), StartError> {
     tls::install_default_provider();
     ensure_dev_pki(&settings, clock)?;
-    let config = Config::load(settings)?;
+    let config = Config::load_at(settings, clock.now())?;
     let store = store::open_with(
         &config.settings.store_url(),
         config.settings.store.group_commit(),

@@ -48,9 +48,34 @@ pub enum Command {
     Withdraw(PartnerIdArgs),
     /// As a partner: fetch, decrypt, verify and durably write deliveries, then acknowledge them.
     Inbox(InboxArgs),
+    /// The gateway's own keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measure this gateway on this machine: a throwaway PKI and store, a real gateway
     /// process, pre-built referrals; prints a table and checks the performance targets.
     Bench(BenchArgs),
+}
+
+/// `refex keys`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new encryption and signing key; the old ones stay listed and usable for the
+    /// grace period. Reload running gateways afterwards (SIGHUP or POST /admin/reload).
+    Rotate(RotateArgs),
+}
+
+/// `refex keys rotate`.
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// How long the replaced keys stay listed and usable (e.g. 30d, 12h).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// Where the embedded store lives (for the audit event).
+    #[arg(long, env = "REFEX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite://…` or `postgres://…`.
+    #[arg(long, env = "REFEX_STORE_URL")]
+    pub store_url: Option<String>,
 }
 
 /// `refex bench`.

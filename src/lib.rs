@@ -24,6 +24,7 @@ pub mod partner_client;
 pub mod reload;
 pub mod report;
 pub mod review;
+pub mod rotation;
 pub mod runtime;
 pub mod schema;
 pub mod server;

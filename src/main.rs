@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use refex::cli::{AuditCommand, Cli, Command, OutputFormat, ReportFormat};
+use refex::cli::{AuditCommand, Cli, Command, KeysCommand, OutputFormat, ReportFormat};
 use refex::clock::{Clock as _, SystemClock};
 use refex::config::{self, Overrides};
 
@@ -207,6 +207,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&table)?),
                 ReportFormat::Csv => print!("{}", refex::report::to_csv(&table)?),
             }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rotate(args)) => {
+            let overrides = store_overrides(args.data_dir, args.store_url);
+            let settings = config::load_settings(&cli.config, explicit, &overrides)?;
+            let path = settings.pki().gateway_jwks;
+            let (_, store) = refex::app::open_offline(settings, &SystemClock).await?;
+            let rotation = refex::rotation::rotate(
+                &path,
+                args.grace,
+                &SystemClock,
+                store.as_ref(),
+                "operator:refex-keys-rotate",
+            )
+            .await;
+            store.close().await;
+            let rotation = rotation?;
+            println!(
+                "new keys: enc {} and sig {}; retiring {} at {} (Unix time)",
+                rotation.enc,
+                rotation.sig,
+                rotation.retiring.join(", "),
+                rotation.retire_at
+            );
+            println!("reload every gateway (SIGHUP or POST /admin/reload) to use them");
             Ok(())
         }
         Command::Bench(args) => {

@@ -39,8 +39,9 @@ pub struct Reloaded {
 /// `config-loaded` audit event; otherwise logs every problem and changes nothing.
 pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError> {
     let settings = rt.snapshot().config.settings.clone();
+    let now = rt.clock.now();
     // Reading files and compiling schemas is blocking work.
-    let loaded = tokio::task::spawn_blocking(move || Config::load(settings))
+    let loaded = tokio::task::spawn_blocking(move || Config::load_at(settings, now))
         .await
         .map_err(|e| ReloadError::Failed(e.to_string()))?;
     let config = match loaded {

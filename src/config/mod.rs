@@ -135,8 +135,18 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads and cross-checks everything the settings point at.
+    /// Loads and cross-checks everything the settings point at, as of now.
     pub fn load(settings: Settings) -> Result<Self, ConfigError> {
+        Self::load_at(settings, std::time::SystemTime::now())
+    }
+
+    /// [`Config::load`] as of `now`: gateway keys whose rotation grace period has ended by
+    /// then are left out.
+    pub fn load_at(settings: Settings, now: std::time::SystemTime) -> Result<Self, ConfigError> {
+        let now_unix = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
         let mut problems = Vec::new();
         let pki = settings.pki();
         if !pki.dev {
@@ -156,7 +166,7 @@ impl Config {
         let tls = tls::server_config(&pki)
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
             .ok();
-        let gateway_keys = load_gateway_keys(&pki.gateway_jwks)
+        let gateway_keys = load_gateway_keys(&pki.gateway_jwks, now_unix)
             .map_err(|e| problems.push(e))
             .ok();
         let storage_key = StorageKey::load(&pki.storage_key)
@@ -200,8 +210,10 @@ impl Config {
     }
 }
 
-fn load_gateway_keys(path: &Path) -> Result<KeySet, String> {
-    let keys = KeySet::load_private(path).map_err(|e| format!("gateway keys: {e}"))?;
+fn load_gateway_keys(path: &Path, now_unix: u64) -> Result<KeySet, String> {
+    let keys = KeySet::load_private(path)
+        .map_err(|e| format!("gateway keys: {e}"))?
+        .without_retired(now_unix);
     keys.require(KeyUse::Enc, path)
         .and_then(|_| keys.require(KeyUse::Sig, path))
         .map_err(|e| format!("gateway keys: {e}"))?;

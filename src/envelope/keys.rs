@@ -14,6 +14,11 @@ pub const ENC_ALGS: &[&str] = &["ECDH-ES+A256KW", "RSA-OAEP-256"];
 /// Algorithms a referral or delivery may be signed with.
 pub const SIG_ALGS: &[&str] = &["ES256", "EdDSA", "PS256"];
 
+/// A key's retirement time (Unix seconds), set by `refex keys rotate` on the keys it
+/// replaces: until then the key stays listed and usable (its grace period); a configuration
+/// loaded after it leaves the key out.
+pub const RETIRE_AT: &str = "refex_retire_at";
+
 /// Parameters that carry private key material in a JWK (RFC 7518 §6, RFC 8037).
 const PRIVATE_PARAMS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
@@ -205,6 +210,21 @@ impl KeySet {
             .map(|(_, key)| key)
     }
 
+    /// The set without the keys whose [`RETIRE_AT`] time has come.
+    pub fn without_retired(self, now_unix: u64) -> Self {
+        let keys = self
+            .keys
+            .into_iter()
+            .filter(|(_, key)| {
+                key.jwk()
+                    .parameter(RETIRE_AT)
+                    .and_then(Value::as_u64)
+                    .is_none_or(|at| at > now_unix)
+            })
+            .collect();
+        Self { keys }
+    }
+
     /// The `kid`s in the set, with their use.
     pub fn kids(&self) -> impl Iterator<Item = (KeyUse, &str)> {
         self.keys
@@ -227,7 +247,7 @@ impl KeyUse {
 fn public_half(jwk: &Jwk) -> Option<Map<String, Value>> {
     let public = jwk.to_public_key().ok()?;
     let mut map: Map<String, Value> = public.as_ref().clone();
-    for param in ["kid", "use", "alg"] {
+    for param in ["kid", "use", "alg", RETIRE_AT] {
         if let Some(v) = jwk.parameter(param) {
             map.insert(param.into(), v.clone());
         }
@@ -256,6 +276,65 @@ pub fn generate_p256(kid: &str, key_use: KeyUse) -> Result<Value, KeyError> {
     Ok(Value::Object(jwk.as_ref().clone()))
 }
 
+/// What a rotation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// The new encryption key's `kid`.
+    pub enc: String,
+    /// The new signing key's `kid`.
+    pub sig: String,
+    /// The `kid`s now in their grace period.
+    pub retiring: Vec<String>,
+    /// When they retire (Unix seconds).
+    pub retire_at: u64,
+}
+
+/// Rotates a private JWKS document: every key not already retiring is marked to retire at
+/// `retire_at`, and a new P-256 `enc` and `sig` key is appended (the last listed of each use is
+/// the one used for new work). `stamp` makes the new `kid`s unique (e.g. a date and a random
+/// suffix). Pure: the caller reads and writes the file.
+pub fn rotate(private: &Value, stamp: &str, retire_at: u64) -> Result<(Value, Rotation), KeyError> {
+    let bad = |reason: &str| KeyError::Parse {
+        path: "<rotation>".into(),
+        reason: reason.to_owned(),
+    };
+    let mut doc = private.clone();
+    let keys = doc
+        .get_mut("keys")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| bad("not a JWK set"))?;
+    let mut retiring = Vec::new();
+    for key in keys.iter_mut() {
+        let Some(map) = key.as_object_mut() else {
+            return Err(bad("a key is not an object"));
+        };
+        if !map.contains_key(RETIRE_AT) {
+            map.insert(RETIRE_AT.into(), Value::from(retire_at));
+            if let Some(kid) = map.get("kid").and_then(Value::as_str) {
+                retiring.push(kid.to_owned());
+            }
+        }
+    }
+    let (enc, sig) = (format!("gw-enc-{stamp}"), format!("gw-sig-{stamp}"));
+    keys.push(generate_p256(&enc, KeyUse::Enc)?);
+    keys.push(generate_p256(&sig, KeyUse::Sig)?);
+    // The result must still be a valid private set (kids unique, algs allowed).
+    KeySet::parse(
+        doc.to_string().as_bytes(),
+        "<rotation>",
+        Visibility::Private,
+    )?;
+    Ok((
+        doc,
+        Rotation {
+            enc,
+            sig,
+            retiring,
+            retire_at,
+        },
+    ))
+}
+
 /// The public halves of a private JWKS document, for writing a partner's `jwks.json`.
 pub fn public_document(private: &Value) -> Result<Value, KeyError> {
     let set = KeySet::parse(
@@ -269,6 +348,51 @@ pub fn public_document(private: &Value) -> Result<Value, KeyError> {
         Visibility::Private,
     )?;
     Ok(set.public_jwks())
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+
+    #[test]
+    fn rotation_appends_new_current_keys_and_retires_the_old_after_grace() {
+        let doc = serde_json::json!({ "keys": [
+            generate_p256("old-enc", KeyUse::Enc).expect("key"),
+            generate_p256("old-sig", KeyUse::Sig).expect("key"),
+        ]});
+        let (rotated, r) = rotate(&doc, "20261126-a1", 1_000).expect("rotate");
+        assert_eq!(r.retiring, vec!["old-enc", "old-sig"]);
+        let set =
+            KeySet::parse(rotated.to_string().as_bytes(), "t", Visibility::Private).expect("valid");
+        assert_eq!(
+            set.current(KeyUse::Enc).and_then(|k| k.jwk().key_id()),
+            Some("gw-enc-20261126-a1")
+        );
+        assert_eq!(
+            set.current(KeyUse::Sig).and_then(|k| k.jwk().key_id()),
+            Some("gw-sig-20261126-a1")
+        );
+        // In grace: the old keys still open and are still published.
+        let during = set.clone().without_retired(999);
+        assert!(during.find("old-enc", KeyUse::Enc).is_some());
+        assert_eq!(
+            during.public_jwks()["keys"].as_array().map(Vec::len),
+            Some(4)
+        );
+        // After: gone.
+        let after = set.without_retired(1_000);
+        assert!(after.find("old-enc", KeyUse::Enc).is_none());
+        assert_eq!(
+            after.public_jwks()["keys"].as_array().map(Vec::len),
+            Some(2)
+        );
+        // A second rotation retires only the keys not already retiring.
+        let (_, again) = rotate(&rotated, "20261127-b2", 2_000).expect("rotate");
+        assert_eq!(
+            again.retiring,
+            vec!["gw-enc-20261126-a1", "gw-sig-20261126-a1"]
+        );
+    }
 }
 
 #[cfg(test)]
