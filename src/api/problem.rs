@@ -71,6 +71,12 @@ pub enum ApiError {
     /// Schema or rule violations, each by pointer.
     #[error("the referral is invalid: {} violations", .0.len())]
     Invalid(Vec<Violation>),
+    /// The store has no space left; nothing was written.
+    #[error("the gateway's store is full; nothing was written; retry later")]
+    StoreFull {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// A new configuration was refused whole (reload); the old one stays in force.
     #[error("the new configuration has {} problems; the previous one stays in force", .0.len())]
     ConfigRefused(Vec<String>),
@@ -126,6 +132,9 @@ impl ApiError {
                 "invalid-referral",
                 "Referral does not validate",
             ),
+            ApiError::StoreFull { .. } => {
+                (StatusCode::INSUFFICIENT_STORAGE, "store-full", "Store full")
+            }
             ApiError::ConfigRefused(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "config-refused",
@@ -184,7 +193,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let ApiError::RateLimited { retry_after } | ApiError::Unavailable { retry_after } = self
+        if let ApiError::RateLimited { retry_after }
+        | ApiError::Unavailable { retry_after }
+        | ApiError::StoreFull { retry_after } = self
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
@@ -233,6 +244,9 @@ impl From<StoreError> for ApiError {
         tracing::error!(error = %e, "store failure");
         match e {
             StoreError::Unavailable(_) => ApiError::Unavailable {
+                retry_after: STORE_RETRY_AFTER,
+            },
+            StoreError::Full(_) => ApiError::StoreFull {
                 retry_after: STORE_RETRY_AFTER,
             },
             _ => ApiError::Internal,

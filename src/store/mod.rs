@@ -36,6 +36,10 @@ pub enum StoreError {
         /// What the store holds.
         found: Option<String>,
     },
+    /// The store is out of space (SQLite `SQLITE_FULL`, PostgreSQL `disk_full`): nothing was
+    /// written; retry once space is freed.
+    #[error("store full: {0}")]
+    Full(String),
     /// The sender used this `jti` before.
     #[error("replayed jti")]
     Replay,
@@ -290,13 +294,75 @@ fn check_format(found: Option<String>) -> Result<(), StoreError> {
 }
 
 fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+    move |e| match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        // Not even a transaction could begin (a refused connection, a database not
+        // accepting connections): the store is unavailable, whatever the code.
+        sqlx::Error::Database(_) if matches!(op, "begin" | "acquire") => {
             StoreError::Unavailable(e.to_string())
         }
-        other => StoreError::Query {
-            op,
-            reason: other.to_string(),
+        sqlx::Error::Database(db) => match classify(db.code().as_deref()) {
+            Transient::Unavailable => StoreError::Unavailable(e.to_string()),
+            Transient::Full => StoreError::Full(e.to_string()),
+            Transient::No => StoreError::Query {
+                op,
+                reason: e.to_string(),
+            },
         },
+        _ => StoreError::Query {
+            op,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// What a database error code says about retrying.
+#[derive(Debug, PartialEq, Eq)]
+enum Transient {
+    /// The store is unreachable or restarting: retry later (`503`).
+    Unavailable,
+    /// The store has no space: retry once freed (`507`).
+    Full,
+    /// A real failure of this query.
+    No,
+}
+
+/// Classifies PostgreSQL SQLSTATEs and SQLite result codes.
+fn classify(code: Option<&str>) -> Transient {
+    match code {
+        // PostgreSQL: connection exceptions (class 08), the server shutting down or starting
+        // (57P01-57P03), too many connections (53300).
+        Some(c) if c.starts_with("08") => Transient::Unavailable,
+        Some("57P01" | "57P02" | "57P03" | "53300") => Transient::Unavailable,
+        // PostgreSQL disk_full; SQLite SQLITE_FULL.
+        Some("53100" | "13") => Transient::Full,
+        // SQLite SQLITE_BUSY and SQLITE_LOCKED (and their extended codes): another writer
+        // held the database past the busy timeout.
+        Some(c) if c == "5" || c == "6" || c.parse::<u32>().is_ok_and(|n| n & 0xff == 5) => {
+            Transient::Unavailable
+        }
+        _ => Transient::No,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_classified_for_retry() {
+        assert_eq!(classify(Some("57P01")), Transient::Unavailable);
+        assert_eq!(classify(Some("08006")), Transient::Unavailable);
+        assert_eq!(classify(Some("53100")), Transient::Full);
+        assert_eq!(classify(Some("13")), Transient::Full);
+        assert_eq!(classify(Some("5")), Transient::Unavailable);
+        assert_eq!(classify(Some("517")), Transient::Unavailable); // SQLITE_BUSY_SNAPSHOT
+        assert_eq!(classify(Some("23505")), Transient::No);
+        assert_eq!(classify(Some("2067")), Transient::No); // SQLITE_CONSTRAINT_UNIQUE
+        assert_eq!(classify(None), Transient::No);
     }
 }

@@ -1,0 +1,192 @@
+//! Faults: the PostgreSQL store goes away under load (its database stops accepting
+//! connections and every gateway connection is terminated, as in a server restart). Requests
+//! meanwhile get `503` with `Retry-After`, never a `500` or a dropped connection; nothing is
+//! half-written; and the gateway recovers by itself once the database is back.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::Arc;
+
+use common::partner::claims;
+use refex::envelope::keys::KeySet;
+use refex::envelope::referral::partner;
+use serde_json::Value;
+use sqlx::Connection as _;
+
+/// A fresh database of its own (the outage must not touch other tests' schemas); its URL.
+async fn fresh_database() -> Option<(String, String)> {
+    // Reachability the tests' way (skip outside CI, fail under CI=true).
+    let probe = common::pg::fresh_schema().await?;
+    common::pg::drop_schema(&probe).await;
+    let base = common::pg::base_url();
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    let name = format!("refex_fault_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let rest = base
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    Some((format!("{prefix}/{name}{rest}"), name))
+}
+
+async fn admin(sql: String) {
+    let mut conn = sqlx::PgConnection::connect(&common::pg::base_url())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn post(gw: &common::Gateway, body: String) -> (u16, Option<String>, Option<String>) {
+    let res = gw
+        .system("notts-police")
+        .post(gw.url("/v1/referrals"))
+        .header("content-type", "application/jose")
+        .body(body)
+        .send()
+        .await
+        .expect("the gateway answers, even without its store");
+    let status = res.status().as_u16();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let v: Value = res.json().await.unwrap_or_default();
+    (status, retry, v["id"].as_str().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_gives_503s_writes_nothing_half_and_recovers_by_itself() {
+    let Some((url, db)) = fresh_database().await else {
+        return;
+    };
+    let project = common::Project::new();
+    let gw = Arc::new(project.start_with(Some(url.clone())).await);
+    let police = KeySet::load_private(
+        &project
+            .pki()
+            .join("partners/notts-police/jwks.private.json"),
+    )
+    .unwrap();
+    let jwks: Value = reqwest::get(gw.admin_url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gateway = KeySet::parse_public(jwks.to_string().as_bytes(), "jwks").unwrap();
+    let body = |i: usize| {
+        partner::wrap(
+            claims("notts-police", "imara", &format!("outage-{i:03}"))
+                .to_string()
+                .as_bytes(),
+            &police,
+            &gateway,
+        )
+        .unwrap()
+    };
+    let mut accepted = Vec::new();
+    for i in 0..5 {
+        let (status, _, id) = post(&gw, body(i)).await;
+        assert_eq!(status, 202);
+        accepted.push(id.unwrap());
+    }
+
+    // The outage: no new connections, and every open one terminated, while requests arrive.
+    admin(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false")).await;
+    let during: Vec<_> = (5..11)
+        .map(|i| {
+            let (gw, b) = (gw.clone(), body(i));
+            tokio::spawn(async move { post(&gw, b).await })
+        })
+        .collect();
+    admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    ))
+    .await;
+    let mut unavailable = 0;
+    for t in during {
+        let (status, retry, id) = t.await.unwrap();
+        match status {
+            202 => accepted.push(id.unwrap()),
+            503 => {
+                assert!(retry.is_some(), "503 without Retry-After");
+                unavailable += 1;
+            }
+            other => panic!("during the outage a request got {other}"),
+        }
+    }
+    let ready = reqwest::get(gw.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready while the store is away");
+    let (status, retry, _) = post(&gw, body(11)).await;
+    assert_eq!((status, retry.is_some()), (503, true));
+    eprintln!("{unavailable} of 6 requests in flight at the cut got 503");
+
+    // Back: the gateway reconnects by itself (no restart, no operator).
+    admin(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).await;
+    let mut recovered = false;
+    for i in 12..40 {
+        let (status, _, id) = post(&gw, body(i)).await;
+        if status == 202 {
+            accepted.push(id.unwrap());
+            recovered = true;
+            break;
+        }
+        assert_eq!(status, 503);
+    }
+    assert!(recovered, "the gateway did not recover");
+    assert_eq!(
+        reqwest::get(gw.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Every 202 is whole; nothing is half-written.
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    for id in &accepted {
+        let deliveries: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE referral_id = $1")
+                .bind(id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        assert_eq!(deliveries, 1, "{id}");
+    }
+    let scalar = async |c: &mut sqlx::PgConnection, q: &'static str| -> i64 {
+        sqlx::query_scalar::<_, i64>(q).fetch_one(c).await.unwrap()
+    };
+    let referrals = scalar(&mut c, "SELECT COUNT(*) FROM referrals").await;
+    assert_eq!(
+        scalar(&mut c, "SELECT COUNT(*) FROM deliveries").await,
+        referrals
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT COUNT(*) FROM replay_markers").await,
+        referrals
+    );
+    assert_eq!(
+        scalar(
+            &mut c,
+            "SELECT COUNT(*) FROM audit_events WHERE kind = 'accepted'"
+        )
+        .await,
+        referrals
+    );
+    assert_eq!(
+        scalar(&mut c, "SELECT size FROM audit_head WHERE id = 1").await,
+        scalar(&mut c, "SELECT COUNT(*) FROM audit_events").await
+    );
+    drop(c);
+    Arc::try_unwrap(gw).ok().unwrap().stop().await;
+    admin(format!("DROP DATABASE {db} WITH (FORCE)")).await;
+}
