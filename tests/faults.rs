@@ -1,12 +1,15 @@
 //! Faults: the PostgreSQL store goes away under load (its database stops accepting
 //! connections and every gateway connection is terminated, as in a server restart). Requests
 //! meanwhile get `503` with `Retry-After`, never a `500` or a dropped connection; nothing is
-//! half-written; and the gateway recovers by itself once the database is back.
+//! half-written; and the gateway recovers by itself once the database is back. And the
+//! embedded store's disk fills up (a small tmpfs): `507`, no corruption, recovery once freed.
+//! (SIGKILL of a replica is in `tests/crash.rs`.)
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
+use std::process::Command;
 use std::sync::Arc;
 
 use common::partner::claims;
@@ -189,4 +192,125 @@ async fn a_postgres_outage_gives_503s_writes_nothing_half_and_recovers_by_itself
     drop(c);
     Arc::try_unwrap(gw).ok().unwrap().stop().await;
     admin(format!("DROP DATABASE {db} WITH (FORCE)")).await;
+}
+
+/// Mounts a small tmpfs (root only); `None` where the machine does not allow it.
+fn small_disk(dir: &std::path::Path, size: &str) -> bool {
+    std::fs::create_dir_all(dir).unwrap();
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// SQLite on a disk that fills up: refusals are `507 store-full` (or `503`), each with
+/// `Retry-After`, never a `500`; once space is freed the gateway accepts again by itself,
+/// and the database is intact with every acknowledged referral whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_gives_507_and_corrupts_nothing() {
+    let project = common::Project::new();
+    let disk = project.path().join("small-disk");
+    if !small_disk(&disk, "4m") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: this machine must allow a tmpfs mount (run as root)"
+        );
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    // Most of the disk is taken by a file the test frees later.
+    let filler = disk.join("filler");
+    std::fs::write(&filler, vec![0u8; 3 * 1024 * 1024 - 512 * 1024]).unwrap();
+    let url = format!("sqlite://{}", disk.join("refex.db").display());
+    let gw = project.start_with(Some(url.clone())).await;
+    let police = KeySet::load_private(
+        &project
+            .pki()
+            .join("partners/notts-police/jwks.private.json"),
+    )
+    .unwrap();
+    let jwks: Value = reqwest::get(gw.admin_url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gateway = KeySet::parse_public(jwks.to_string().as_bytes(), "jwks").unwrap();
+    let body = |i: usize| {
+        partner::wrap(
+            claims("notts-police", "imara", &format!("full-{i:04}"))
+                .to_string()
+                .as_bytes(),
+            &police,
+            &gateway,
+        )
+        .unwrap()
+    };
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for i in 0..2000 {
+        let (status, retry, id) = post(&gw, body(i)).await;
+        match status {
+            202 => accepted.push(id.unwrap()),
+            507 | 503 => {
+                assert!(retry.is_some(), "{status} without Retry-After");
+                refused = Some(status);
+                break;
+            }
+            other => panic!("a full disk gave {other}"),
+        }
+    }
+    assert!(refused.is_some(), "the disk never filled");
+    assert!(!accepted.is_empty());
+
+    // Space again: the next referral is accepted without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, _, id) = post(&gw, body(5000)).await;
+    assert_eq!(status, 202);
+    accepted.push(id.unwrap());
+    gw.stop().await;
+
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    for id in &accepted {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE referral_id = $1")
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{id}");
+    }
+    let referrals: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM referrals")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        referrals as usize,
+        accepted.len(),
+        "a refused referral was written"
+    );
+    let (size, events): (i64, i64) = (
+        sqlx::query_scalar("SELECT size FROM audit_head WHERE id = 1")
+            .fetch_one(&mut c)
+            .await
+            .unwrap(),
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+            .fetch_one(&mut c)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(size, events);
 }

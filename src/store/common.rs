@@ -815,6 +815,7 @@ macro_rules! store_impl {
                     .iter()
                     .map(|_| Err(match &e {
                         crate::store::StoreError::Unavailable(m) => crate::store::StoreError::Unavailable(m.clone()),
+                        crate::store::StoreError::Full(m) => crate::store::StoreError::Full(m.clone()),
                         other => crate::store::StoreError::Query { op: "group commit", reason: other.to_string() },
                     }))
                     .collect(),
