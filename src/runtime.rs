@@ -51,6 +51,8 @@ pub struct Runtime {
     inbox_signal: watch::Sender<u64>,
     /// One slot per core for submissions' CPU work (fair: first come, first served).
     cpu_slots: tokio::sync::Semaphore,
+    /// Bumped whenever a new configuration is put in force.
+    config_signal: watch::Sender<u64>,
 }
 
 impl Runtime {
@@ -67,6 +69,7 @@ impl Runtime {
             clock,
             ids,
             inbox_signal: watch::channel(0).0,
+            config_signal: watch::channel(0).0,
             cpu_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
@@ -94,8 +97,14 @@ impl Runtime {
         self.snapshot.load_full()
     }
 
-    /// Puts a new, already validated configuration in force.
+    /// Puts a new, already validated configuration in force and tells whoever watches.
     pub fn replace(&self, config: Config) {
         self.snapshot.store(Arc::new(Snapshot::new(config)));
+        self.config_signal.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later [`Runtime::replace`].
+    pub fn watch_config(&self) -> watch::Receiver<u64> {
+        self.config_signal.subscribe()
     }
 }

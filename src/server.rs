@@ -111,6 +111,21 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
+/// Resolves once a configuration put in force after the connection began revokes its
+/// certificate; never otherwise.
+async fn revoked_later(rt: Arc<Runtime>, cert: Option<tls::CertId>) {
+    let Some(cert) = cert else {
+        return std::future::pending().await;
+    };
+    let mut changes = rt.watch_config();
+    while changes.changed().await.is_ok() {
+        if rt.snapshot().config.revoked.contains(&cert) {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) {
     let router = api::router(rt.clone());
     let graceful = GracefulShutdown::new();
@@ -133,6 +148,7 @@ async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch:
         drop(snapshot);
         let router = router.clone();
         let watcher = graceful.watcher();
+        let rt = rt.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let stream = idle::IdleTimeout::new(tcp, limits.idle_timeout);
@@ -159,6 +175,7 @@ async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch:
                 // Unreachable with client authentication required; refuse rather than serve.
                 return;
             };
+            let cert_id = tls::peer_cert_id(tls.get_ref().1);
             let service = router.map_request(
                 move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(PeerCertificate(fingerprint));
@@ -175,8 +192,18 @@ async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch:
                 TokioIo::new(tls),
                 TowerToHyperService::new(service),
             );
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // A reload whose CRL revokes this connection's certificate ends the connection
+            // (the next handshake with it fails anyway).
+            let revoked = revoked_later(rt.clone(), cert_id);
+            tokio::select! {
+                ended = watcher.watch(conn.into_owned()) => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                () = revoked => {
+                    tracing::info!(%peer, "certificate revoked by a reload: connection closed");
+                }
             }
         });
     }

@@ -153,6 +153,51 @@ fn build(
     Ok(Arc::new(config))
 }
 
+/// A certificate as a CRL names it: its issuer's DER-encoded name and its serial number.
+pub type CertId = (Vec<u8>, Vec<u8>);
+
+/// Every certificate the configured CRLs revoke, for checking connections that were
+/// verified before a reload brought a newer CRL.
+#[derive(Clone, Debug, Default)]
+pub struct Revocations(std::collections::HashSet<CertId>);
+
+impl Revocations {
+    /// Reads the CRL files (already checked by [`server_config`]; an unreadable one adds
+    /// nothing here).
+    pub fn load(paths: &[std::path::PathBuf]) -> Self {
+        let mut set = std::collections::HashSet::new();
+        for path in paths {
+            let Ok(iter) = CertificateRevocationListDer::pem_file_iter(path) else {
+                continue;
+            };
+            for der in iter.flatten() {
+                if let Ok((_, crl)) = x509_parser::parse_x509_crl(der.as_ref()) {
+                    let issuer = crl.issuer().as_raw().to_vec();
+                    for revoked in crl.iter_revoked_certificates() {
+                        set.insert((issuer.clone(), revoked.raw_serial().to_vec()));
+                    }
+                }
+            }
+        }
+        Self(set)
+    }
+
+    /// Whether the certificate is revoked.
+    pub fn contains(&self, id: &CertId) -> bool {
+        self.0.contains(id)
+    }
+}
+
+/// The issuer and serial of the client certificate a completed handshake verified.
+pub fn peer_cert_id(conn: &ServerConnection) -> Option<CertId> {
+    let der = conn.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some((
+        cert.issuer().as_raw().to_vec(),
+        cert.tbs_certificate.raw_serial().to_vec(),
+    ))
+}
+
 /// The fingerprint of the client certificate a completed handshake verified.
 pub fn peer_fingerprint(conn: &ServerConnection) -> Option<Fingerprint> {
     conn.peer_certificates()

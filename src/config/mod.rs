@@ -132,6 +132,9 @@ pub struct Config {
     pub subject_key: SubjectKey,
     /// The TLS server configuration.
     pub tls: Arc<rustls::ServerConfig>,
+    /// Certificates the CRLs revoke (connections verified before a reload are checked
+    /// against it and closed).
+    pub revoked: tls::Revocations,
 }
 
 impl Config {
@@ -198,6 +201,7 @@ impl Config {
                 gateway_keys,
                 storage_key,
                 subject_key,
+                revoked: tls::Revocations::load(&pki.crls),
                 tls,
             }),
             _ => Err(ConfigError { problems }),
