@@ -9,9 +9,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,7 +20,6 @@ use refex::envelope::referral::partner;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
-const BIN: &str = env!("CARGO_BIN_EXE_refex");
 /// Referrals in the stream, and how many 202s arrive before the kill.
 const STREAM: usize = 160;
 const KILL_AFTER: usize = 25;
@@ -31,52 +29,17 @@ fn checkout() -> tempfile::TempDir {
     std::os::unix::fs::symlink(common::repo().join("partners"), dir.path().join("partners"))
         .unwrap();
     std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
-    std::fs::write(
-        dir.path().join("refex.toml"),
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[store]\ngroup_commit_window = \"2ms\"\ngroup_commit_max = 64\n[log]\nfilter = \"warn,refex::app=info\"\n",
-    )
-    .unwrap();
+    common::process::write_toml(
+        dir.path(),
+        "[store]\ngroup_commit_window = \"2ms\"\ngroup_commit_max = 64",
+    );
     dir
 }
 
 /// The gateway process, its API port and its admin port.
 fn serve(dir: &Path, store_url: &str) -> (Child, u16, u16) {
-    let mut child = Command::new(BIN)
-        .current_dir(dir)
-        .args(["serve", "--data-dir", "data", "--store-url", store_url])
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let (port, admin) = read_ready(&mut stderr);
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    (child, port, admin)
-}
-
-fn read_ready(stderr: &mut BufReader<ChildStderr>) -> (u16, u16) {
-    loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "gateway exited before ready"
-        );
-        if line.contains("ready to accept") {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            let port = |key: &str| -> u16 {
-                v[key]
-                    .as_str()
-                    .unwrap()
-                    .rsplit(':')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            };
-            return (port("api"), port("admin"));
-        }
-    }
+    let served = common::process::serve(dir, store_url);
+    (served.child, served.api, served.admin)
 }
 
 fn body(dir: &Path, jti: usize) -> String {

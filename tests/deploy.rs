@@ -268,11 +268,7 @@ fn the_systemd_unit_uses_real_flags_and_verifies() {
 fn serve_tells_systemd_it_is_ready_once_listening() {
     use std::os::unix::net::UnixDatagram;
     let project = common::Project::new();
-    std::fs::write(
-        project.path().join("refex.toml"),
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\nfilter = \"warn,refex::app=info\"\n",
-    )
-    .unwrap();
+    common::process::write_toml(project.path(), "");
     let socket_path = project.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket

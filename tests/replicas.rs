@@ -1,5 +1,5 @@
 //! Gateway replicas on one PostgreSQL: a long-poll waiting on one replica is woken by a
-//! referral accepted on another (LISTEN/NOTIFY); three replicas taking referrals and serving
+//! referral accepted on another (LISTEN/NOTIFY); three replica processes taking referrals and serving
 //! inboxes at once deliver each referral exactly once, page without skips or repeats, refuse
 //! a replay sent to two of them, and append to one audit tree; housekeeping run by every
 //! replica at once does each job once (advisory locks).
@@ -92,8 +92,32 @@ async fn a_long_poll_on_one_replica_wakes_for_a_commit_on_another() {
     common::pg::drop_schema(&url).await;
 }
 
+/// A gateway replica, in this process or its own.
+trait Replica: Send + Sync + 'static {
+    fn system(&self, partner: &str) -> reqwest::Client;
+    fn url(&self, path: &str) -> String;
+}
+
+impl Replica for common::Gateway {
+    fn system(&self, partner: &str) -> reqwest::Client {
+        common::Gateway::system(self, partner)
+    }
+    fn url(&self, path: &str) -> String {
+        common::Gateway::url(self, path)
+    }
+}
+
+impl Replica for common::process::Served {
+    fn system(&self, partner: &str) -> reqwest::Client {
+        common::process::Served::system(self, partner)
+    }
+    fn url(&self, path: &str) -> String {
+        common::process::Served::url(self, path)
+    }
+}
+
 /// The police's signing keys and the gateway's public keys, for building bodies.
-async fn keys(project: &common::Project, gw: &common::Gateway) -> (KeySet, KeySet) {
+async fn keys(project: &common::Project, gw: &impl Replica) -> (KeySet, KeySet) {
     let police = KeySet::load_private(
         &project
             .pki()
@@ -115,7 +139,7 @@ async fn keys(project: &common::Project, gw: &common::Gateway) -> (KeySet, KeySe
     )
 }
 
-async fn post(gw: &common::Gateway, body: String) -> u16 {
+async fn post(gw: &impl Replica, body: String) -> u16 {
     gw.system("notts-police")
         .post(gw.url("/v1/referrals"))
         .header("content-type", "application/jose")
@@ -134,8 +158,8 @@ const RECIPIENTS: [&str; 2] = ["imara", "childrens-social-care"];
 /// A receiving service that pages its inbox through the replicas in turn (small pages, so
 /// cursors cross replicas often) and fetches and acknowledges each delivery through the
 /// next replica. Returns every delivery id in the order the pages listed them.
-async fn drain(
-    gws: Arc<Vec<common::Gateway>>,
+async fn drain<R: Replica>(
+    gws: Arc<Vec<R>>,
     recipient: &'static str,
     expect: usize,
 ) -> Vec<String> {
@@ -186,10 +210,12 @@ async fn three_replicas_deliver_each_referral_once_hold_replay_and_never_fork_th
     let Some(url) = common::pg::fresh_schema().await else {
         return;
     };
+    // Three gateway processes sharing the project's configuration and one PostgreSQL.
     let project = common::Project::new();
+    common::process::write_toml(project.path(), "replicas = 3");
     let mut gws = Vec::new();
     for _ in 0..3 {
-        gws.push(project.start_with(Some(url.clone())).await);
+        gws.push(common::process::serve(project.path(), &url));
     }
     let gws = Arc::new(gws);
     let (police, gateway) = keys(&project, &gws[0]).await;
@@ -254,12 +280,31 @@ async fn three_replicas_deliver_each_referral_once_hold_replay_and_never_fork_th
 
     // One audit tree: indices 0..n with no gap or repeat, and the export verifies against a
     // checkpoint signed by one replica over what all three wrote.
-    let rt = gws[0].running().runtime.clone();
-    refex::audit::log::checkpoint(&rt).await.unwrap();
-    let mut export = Vec::new();
-    refex::audit::export::export(rt.store.as_ref(), "refex", &mut export)
+    let checkpoint = gws[0]
+        .system("notts-police")
+        .get(gws[0].url("/v1/audit/checkpoint"))
+        .send()
         .await
         .unwrap();
+    let _ = checkpoint.bytes().await;
+    let gws = Arc::try_unwrap(gws).ok().unwrap();
+    for gw in gws {
+        gw.stop();
+    }
+    let store = refex::store::open(&url).await.unwrap();
+    refex::audit::log::checkpoint(&refex::runtime::Runtime::new(
+        refex::config::Config::load(project.settings(Some(url.clone()))).unwrap(),
+        store.clone(),
+        Arc::new(refex::clock::SystemClock),
+        Arc::new(refex::ids::Uuid7Ids),
+    ))
+    .await
+    .unwrap();
+    let mut export = Vec::new();
+    refex::audit::export::export(store.as_ref(), "refex", &mut export)
+        .await
+        .unwrap();
+    store.close().await;
     let export = String::from_utf8(export).unwrap();
     let indices: Vec<u64> = export
         .lines()
@@ -269,11 +314,6 @@ async fn three_replicas_deliver_each_referral_once_hold_replay_and_never_fork_th
     assert!(!indices.is_empty());
     assert!(indices.iter().enumerate().all(|(i, idx)| *idx == i as u64));
     refex::audit::verify::verify(&export, &gateway, None).unwrap();
-
-    let gws = Arc::try_unwrap(gws).ok().unwrap();
-    for gw in gws {
-        gw.stop().await;
-    }
     common::pg::drop_schema(&url).await;
 }
 

@@ -1,0 +1,111 @@
+//! Gateways as separate processes (`refex serve` of the built binary), for tests that kill,
+//! signal or multiply them: start one in a project directory, talk to it over mutual TLS,
+//! stop it gracefully or SIGKILL it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_refex");
+
+/// Writes a `refex.toml` on random ports whose logs are JSON lines with the ready line in
+/// them; `extra` is appended (whole tables).
+pub fn write_toml(dir: &Path, extra: &str) {
+    std::fs::write(
+        dir.join("refex.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{extra}\n[log]\nformat = \"json\"\nfilter = \"warn,refex::app=info\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// A gateway process.
+pub struct Served {
+    pub child: Child,
+    pub api: u16,
+    pub admin: u16,
+    pki: PathBuf,
+}
+
+/// Starts `refex serve` in `dir` on `store_url` and waits for its ready line.
+pub fn serve(dir: &Path, store_url: &str) -> Served {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["serve", "--data-dir", "data", "--store-url", store_url])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let ready = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "gateway exited before ready"
+        );
+        if line.contains("ready to accept") {
+            break serde_json::from_str::<Value>(&line).unwrap();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let port = |key: &str| -> u16 {
+        ready[key]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    Served {
+        api: port("api"),
+        admin: port("admin"),
+        child,
+        pki: dir.join("certs/dev"),
+    }
+}
+
+impl Served {
+    /// `https://localhost:<port><path>` of the API listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.api)
+    }
+
+    /// `http://127.0.0.1:<port><path>` of the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    /// A client presenting `partner`'s system certificate.
+    pub fn system(&self, partner: &str) -> reqwest::Client {
+        let dir = self.pki.join("partners").join(partner);
+        super::client(
+            &self.pki,
+            Some((&dir.join("system.pem"), &dir.join("system.key"))),
+            None,
+        )
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&self) {
+        signal(&self.child, "-KILL");
+    }
+
+    /// SIGTERM, and the exit it must make (0).
+    pub fn stop(mut self) {
+        signal(&self.child, "-TERM");
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+}
