@@ -12,9 +12,6 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::partner::claims;
-use refex::envelope::keys::KeySet;
-use refex::envelope::referral::partner;
 use serde_json::Value;
 use sqlx::Connection as _;
 
@@ -48,15 +45,11 @@ async fn admin(sql: String) {
         .unwrap();
 }
 
+/// Posts as the police: status, `Retry-After`, and the id of an accepted referral.
 async fn post(gw: &common::Gateway, body: String) -> (u16, Option<String>, Option<String>) {
-    let res = gw
-        .system("notts-police")
-        .post(gw.url("/v1/referrals"))
-        .header("content-type", "application/jose")
-        .body(body)
-        .send()
-        .await
-        .expect("the gateway answers, even without its store");
+    let res =
+        common::partner::post_jose(&gw.system("notts-police"), &gw.url("/v1/referrals"), body)
+            .await;
     let status = res.status().as_u16();
     let retry = res
         .headers()
@@ -73,29 +66,10 @@ async fn a_postgres_outage_gives_503s_writes_nothing_half_and_recovers_by_itself
     };
     let project = common::Project::new();
     let gw = Arc::new(project.start_with(Some(url.clone())).await);
-    let police = KeySet::load_private(
-        &project
-            .pki()
-            .join("partners/notts-police/jwks.private.json"),
-    )
-    .unwrap();
-    let jwks: Value = reqwest::get(gw.admin_url("/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let gateway = KeySet::parse_public(jwks.to_string().as_bytes(), "jwks").unwrap();
-    let body = |i: usize| {
-        partner::wrap(
-            claims("notts-police", "imara", &format!("outage-{i:03}"))
-                .to_string()
-                .as_bytes(),
-            &police,
-            &gateway,
-        )
-        .unwrap()
-    };
+    let gateway = common::partner::gateway_keys(&gw.admin_url("/.well-known/jwks.json")).await;
+    let pki = project.pki();
+    let body =
+        |i: usize| common::partner::police_body(&pki, &gateway, "imara", &format!("outage-{i:03}"));
     let mut accepted = Vec::new();
     for i in 0..5 {
         let (status, _, id) = post(&gw, body(i)).await;
@@ -231,29 +205,10 @@ async fn a_full_disk_gives_507_and_corrupts_nothing() {
     std::fs::write(&filler, vec![0u8; 3 * 1024 * 1024 - 512 * 1024]).unwrap();
     let url = format!("sqlite://{}", disk.join("refex.db").display());
     let gw = project.start_with(Some(url.clone())).await;
-    let police = KeySet::load_private(
-        &project
-            .pki()
-            .join("partners/notts-police/jwks.private.json"),
-    )
-    .unwrap();
-    let jwks: Value = reqwest::get(gw.admin_url("/.well-known/jwks.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let gateway = KeySet::parse_public(jwks.to_string().as_bytes(), "jwks").unwrap();
-    let body = |i: usize| {
-        partner::wrap(
-            claims("notts-police", "imara", &format!("full-{i:04}"))
-                .to_string()
-                .as_bytes(),
-            &police,
-            &gateway,
-        )
-        .unwrap()
-    };
+    let gateway = common::partner::gateway_keys(&gw.admin_url("/.well-known/jwks.json")).await;
+    let pki = project.pki();
+    let body =
+        |i: usize| common::partner::police_body(&pki, &gateway, "imara", &format!("full-{i:04}"));
     let mut accepted = Vec::new();
     let mut refused = None;
     for i in 0..2000 {

@@ -57,14 +57,9 @@ async fn send(gw: &common::Gateway, police: &KeySet, gateway: &KeySet, jti: &str
         gateway,
     )
     .unwrap();
-    let res = gw
-        .system("notts-police")
-        .post(gw.url("/v1/referrals"))
-        .header("content-type", "application/jose")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        common::partner::post_jose(&gw.system("notts-police"), &gw.url("/v1/referrals"), body)
+            .await;
     let status = res.status().as_u16();
     let body: Value = res.json().await.unwrap_or_default();
     (status, body["type"].as_str().unwrap_or_default().to_owned())

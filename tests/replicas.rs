@@ -140,13 +140,8 @@ async fn keys(project: &common::Project, gw: &impl Replica) -> (KeySet, KeySet) 
 }
 
 async fn post(gw: &impl Replica, body: String) -> u16 {
-    gw.system("notts-police")
-        .post(gw.url("/v1/referrals"))
-        .header("content-type", "application/jose")
-        .body(body)
-        .send()
+    common::partner::post_jose(&gw.system("notts-police"), &gw.url("/v1/referrals"), body)
         .await
-        .unwrap()
         .status()
         .as_u16()
 }

@@ -217,3 +217,33 @@ impl Harness {
         .await
     }
 }
+
+/// The gateway's public keys, read from its admin listener (`…/.well-known/jwks.json`).
+pub async fn gateway_keys(jwks_url: &str) -> KeySet {
+    let doc: Value = reqwest::get(jwks_url).await.unwrap().json().await.unwrap();
+    KeySet::parse_public(doc.to_string().as_bytes(), "gateway jwks").unwrap()
+}
+
+/// A police referral to `to` with `jti`, signed with the police key from `pki` and encrypted
+/// to `gateway`.
+pub fn police_body(pki: &std::path::Path, gateway: &KeySet, to: &str, jti: &str) -> String {
+    let police =
+        KeySet::load_private(&pki.join("partners/notts-police/jwks.private.json")).unwrap();
+    partner::wrap(
+        claims("notts-police", to, jti).to_string().as_bytes(),
+        &police,
+        gateway,
+    )
+    .unwrap()
+}
+
+/// Posts a referral body as `client` to the gateway at `url` (`…/v1/referrals`).
+pub async fn post_jose(client: &reqwest::Client, url: &str, body: String) -> reqwest::Response {
+    client
+        .post(url)
+        .header("content-type", "application/jose")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
