@@ -285,17 +285,6 @@ pub async fn open_with(
     }
 }
 
-/// A pool hook that closes, instead of reusing, a connection handed back still inside a
-/// transaction: a failed `COMMIT` (a full disk, a lost server) can leave one so, and the next
-/// `BEGIN` on it would fail forever. The pool opens a fresh connection in its place.
-fn reusable<C: sqlx::Connection>(
-    conn: &mut C,
-    _meta: sqlx::pool::PoolConnectionMetadata,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
-    let clean = !conn.is_in_transaction();
-    Box::pin(async move { Ok(clean) })
-}
-
 fn check_format(found: Option<String>) -> Result<(), StoreError> {
     if found.as_deref() == Some(STORE_FORMAT) {
         Ok(())

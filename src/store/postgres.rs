@@ -36,7 +36,6 @@ impl PostgresStore {
             PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .after_release(super::reusable)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await

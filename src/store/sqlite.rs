@@ -51,7 +51,6 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .after_release(super::reusable)
             .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -61,7 +60,6 @@ impl SqliteStore {
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .after_release(super::reusable)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
