@@ -409,7 +409,7 @@ impl Report {
                 let _ = writeln!(t, "  open loop (Poisson; latency from scheduled send):");
                 let _ = writeln!(
                     t,
-                    "  load  offered/s  done/s   p50 ms  p90 ms  p99 ms  p99.9 ms  errors"
+                    "  load  offered/s  done/s   p50 ms  p90 ms  p99 ms  p99.9 ms  errors  gateway p50/p99 <= ms"
                 );
                 for o in &e2e.open {
                     let l = &o.result.latency;
