@@ -23,9 +23,9 @@ macro_rules! store_impl {
         }
 
         /// Takes a housekeeping job's lock until the transaction ends (PostgreSQL: a
-        /// transaction-scoped advisory lock), so that of several replicas only one does the
-        /// job at a time; `false` when another replica holds it. The embedded store has one
-        /// process and always gets it.
+        /// transaction-scoped advisory lock, waited for), so that of several replicas one does
+        /// the job at a time: the next finds the work already done. The embedded store has
+        /// one process and needs none.
         async fn job_lock(conn: &mut $conn, job: &str) -> Result<bool, crate::store::StoreError> {
             if $job_lock.is_empty() {
                 return Ok(true);
@@ -108,8 +108,8 @@ macro_rules! store_impl {
         ) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
             let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            // Of several replicas, one does this job at a time; the others skip this pass.
-            if !job_lock(&mut *tx, "expire").await? {
+            // Of several replicas, one does this job at a time; the next finds it done.
+            if !job_lock(&mut *tx, &format!("expire:{recipient}")).await? {
                 return Ok(0);
             }
             let due: Vec<(String, String)> = sqlx::query_as(
@@ -145,7 +145,7 @@ macro_rules! store_impl {
         async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
             let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            // Of several replicas, one does this job at a time; the others skip this pass.
+            // Of several replicas, one does this job at a time; the next finds it done.
             if !job_lock(&mut *tx, "purge").await? {
                 return Ok(0);
             }
@@ -501,7 +501,7 @@ macro_rules! store_impl {
         async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
             use crate::store::query_err;
             let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            // Of several replicas, one does this job at a time; the others skip this pass.
+            // Of several replicas, one does this job at a time; the next finds it done.
             if !job_lock(&mut *tx, "escalate").await? {
                 return Ok(0);
             }

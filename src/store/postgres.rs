@@ -96,5 +96,5 @@ store_impl!(
     sqlx::PgConnection,
     "BEGIN",
     "SELECT pg_notify('refex_inbox', '')",
-    "SELECT pg_try_advisory_xact_lock(hashtext('refex:' || $1))"
+    "SELECT true FROM (SELECT pg_advisory_xact_lock(hashtext('refex:' || $1))) AS held"
 );
