@@ -236,6 +236,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             let settings = config::load_settings(&cli.config, explicit, &Overrides::default())?;
+            // Progress goes to the log (stderr); the table to stdout.
+            refex::telemetry::init_logging(&settings.log);
             if args
                 .store
                 .as_deref()

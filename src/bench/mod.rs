@@ -122,7 +122,7 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
     let now = unix_now();
     let mut report = Report::new(&config, budget);
 
-    eprintln!("bench: microbenchmarks");
+    tracing::info!("bench: microbenchmarks");
     let micro_dir = work.path().join("micro");
     std::fs::create_dir_all(&micro_dir).map_err(|e| BenchError::Setup(e.to_string()))?;
     let micro_url = format!("sqlite://{}", micro_dir.join("store.db").display());
@@ -133,23 +133,23 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
     let sender = target(&pki, SENDER, &gateway)?;
     report.sqlite = end_to_end("sqlite", &gateway, &sender, &corpus, budget, true).await?;
 
-    eprintln!("bench: inbox");
+    tracing::info!("bench: inbox");
     let receiver = target(&pki, corpus::RECIPIENTS[0], &gateway)?;
     report.inbox = driver::drain_inbox(&receiver, 8, budget.closed_bodies, budget.phase).await?;
 
-    eprintln!("bench: handshakes");
+    tracing::info!("bench: handshakes");
     let h = budget.closed_bodies as u64;
     report.handshakes.full =
         net::handshakes(gateway.api, &sender.tls, false, 8, h, budget.phase).await;
     report.handshakes.resumed =
         net::handshakes(gateway.api, &sender.tls, true, 8, h, budget.phase).await;
 
-    eprintln!("bench: idle connections");
+    tracing::info!("bench: idle connections");
     report.idle = net::idle_memory(&gateway, &sender.tls, budget.idle_connections).await?;
     gateway.stop();
 
     if let Some(base) = &options.postgres {
-        eprintln!("bench: PostgreSQL");
+        tracing::info!("bench: PostgreSQL");
         let (url, schema) = postgres_schema(base).await?;
         let outcome = async {
             let gateway = GatewayProcess::start(work.path(), &url)?;
@@ -182,7 +182,7 @@ async fn end_to_end(
         ..EndToEnd::default()
     };
     for connections in [1usize, 8, 64] {
-        eprintln!("bench: {store}: closed loop, {connections} connections");
+        tracing::info!("bench: {store}: closed loop, {connections} connections");
         let n = match connections {
             1 => budget.closed_bodies / 6,
             8 => budget.closed_bodies / 2,
@@ -217,7 +217,7 @@ async fn end_to_end(
     }
     for (i, share) in [0.25, 0.50, 0.70].into_iter().enumerate() {
         let rate = (e2e.max_per_second * share).max(1.0);
-        eprintln!(
+        tracing::info!(
             "bench: {store}: open loop at {:.0}/s ({:.0} %)",
             rate,
             share * 100.0
@@ -238,7 +238,7 @@ async fn end_to_end(
     }
     for recipients in 1..=corpus::RECIPIENTS.len() {
         for kib in [2usize, 5, 10] {
-            eprintln!("bench: {store}: {recipients} recipient(s), {kib} KiB");
+            tracing::info!("bench: {store}: {recipients} recipient(s), {kib} KiB");
             let n = ((e2e.max_per_second * budget.cell.as_secs_f64() * 1.3) as usize)
                 .clamp(16, budget.closed_bodies);
             let bodies = corpus.bodies(
