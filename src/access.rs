@@ -1,16 +1,23 @@
 //! Reading the records: a referral's disclosure record for the sending partner's people,
-//! anonymised aggregate reports for commissioners (each audited), and subject-access requests (which of a partner's disclosures, sent or received, concerned a
-//! person). Each subject-access request is itself audited (who asked, how many matched;
-//! never the identifiers).
+//! subject-access requests, and anonymised aggregate reports. Who may ask is the permission
+//! policy's question (`policy`); this module answers only what the asking partner may be
+//! shown, and audits every reading (a `consulted` event for a record or a subject-access
+//! answer, a `subject-access` event, a `report` event — never the identifiers).
+//!
+//! Subject access answers only what was disclosed, to whom it was disclosed: a sender finds
+//! its own referrals (indexed from the full payload); a recipient finds only deliveries that
+//! reached its inbox, indexed from the copy it received, never a held, rejected, or
+//! withdrawn- or expired-before-fetch one. "No such person" and "not yours" are the same
+//! empty answer.
 
-use serde_json::{Value, json};
-
+use crate::audit::event::{self as ev, ActorRef, AuditEvent, AuditRecord, Consultation};
 use crate::config::Config;
 use crate::disclosure::{self, Viewer};
-use crate::identity::{Principal, Role};
-use crate::store::records::AuditRecord;
+use crate::identity::{PartnerId, Principal, Role};
+use crate::ids::ReferralId;
+use crate::store::records::SubjectMatch;
 use crate::store::{Store, StoreError};
-use crate::subject::Identifiers;
+use crate::subject::{IdentifierProblem, Identifiers};
 
 /// Why a request for records was refused.
 #[derive(Debug, thiserror::Error)]
@@ -18,109 +25,128 @@ pub enum AccessError {
     /// Not the caller's to see (the API answers 404: ids do not leak).
     #[error("not found")]
     NotFound,
-    /// The caller's role does not allow it.
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// No usable identifier was given.
-    #[error("give an NHS number, or given name, family name and date of birth")]
-    NoIdentifier,
+    /// The identifiers given are not usable, field by field.
+    #[error("the identifiers are not usable")]
+    BadIdentifiers(Vec<IdentifierProblem>),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// The disclosure record of `referral_id` for a person of the sending partner.
+/// The disclosure record of `referral` for a person of the sending partner; the reading is
+/// audited. The override justification is shown to leads and auditors only.
 pub async fn disclosure_record(
     store: &dyn Store,
     config: &Config,
     caller: &Principal,
-    referral_id: &str,
-) -> Result<Value, AccessError> {
+    referral: &ReferralId,
+    now: i64,
+) -> Result<disclosure::Record, AccessError> {
     let detail = store
-        .referral_detail(referral_id)
+        .referral_detail(referral)
         .await?
-        .filter(|d| d.referral.sender == caller.partner.as_str())
+        .filter(|d| d.referral.sender == caller.partner)
         .ok_or(AccessError::NotFound)?;
-    let lead_or_auditor =
+    let justification =
         caller.has_role(Role::DesignatedSafeguardingLead) || caller.has_role(Role::Auditor);
-    if !lead_or_auditor && !caller.has_role(Role::DataProtectionOfficer) {
-        return Err(AccessError::Forbidden(
-            "disclosure records are for safeguarding leads, auditors and data protection officers",
-        ));
-    }
-    Ok(disclosure::record(
+    let record = disclosure::record(
         &detail,
-        &Viewer::Sender {
-            justification: lead_or_auditor,
-        },
+        &Viewer::Sender { justification },
         &config.storage_key,
-    ))
+    );
+    store
+        .record_event(
+            &AuditRecord::new(
+                now,
+                Some(ActorRef::from(caller)),
+                AuditEvent::Consulted(ev::Consulted {
+                    what: Consultation::DisclosureRecord,
+                    previews: Vec::new(),
+                    matches: None,
+                }),
+            )
+            .about(referral),
+        )
+        .await?;
+    Ok(record)
 }
 
 /// The disclosure records, sent or received by `caller`'s partner, that concern the person
-/// `ids` identifies. For data protection officers and auditors.
+/// `ids` identifies; audited as a consultation by the caller.
 pub async fn subject_access(
     store: &dyn Store,
     config: &Config,
     caller: &Principal,
     ids: &Identifiers,
     now: i64,
-) -> Result<Vec<Value>, AccessError> {
-    if !(caller.has_role(Role::DataProtectionOfficer) || caller.has_role(Role::Auditor)) {
-        return Err(AccessError::Forbidden(
-            "subject access is for data protection officers and auditors",
-        ));
-    }
-    subject_access_for(
+) -> Result<Vec<disclosure::Record>, AccessError> {
+    let out = subject_access_for(
         store,
         config,
         &caller.partner,
-        &caller.to_string(),
+        &ActorRef::from(caller),
         ids,
         now,
     )
-    .await
+    .await?;
+    store
+        .record_event(&AuditRecord::new(
+            now,
+            Some(ActorRef::from(caller)),
+            AuditEvent::Consulted(ev::Consulted {
+                what: Consultation::SubjectAccess,
+                previews: Vec::new(),
+                matches: Some(out.len() as u64),
+            }),
+        ))
+        .await?;
+    Ok(out)
 }
 
-/// Subject access for a partner, on an operator's behalf (`refex subject-access`).
+/// Subject access for a partner, by a person or on an operator's behalf (`refex
+/// subject-access`); audited (`subject-access`: who asked, for which partner, how many
+/// matched).
 pub async fn subject_access_for(
     store: &dyn Store,
     config: &Config,
-    partner: &crate::identity::PartnerId,
-    actor: &str,
+    partner: &PartnerId,
+    actor: &ActorRef,
     ids: &Identifiers,
     now: i64,
-) -> Result<Vec<Value>, AccessError> {
+) -> Result<Vec<disclosure::Record>, AccessError> {
+    let today = time::OffsetDateTime::from_unix_timestamp(now)
+        .map(|t| t.date())
+        .unwrap_or(time::Date::MIN);
+    ids.validate(today).map_err(AccessError::BadIdentifiers)?;
     let keys = config.subject_key.keys_for(ids);
-    if keys.is_empty() {
-        return Err(AccessError::NoIdentifier);
-    }
     let mut out = Vec::new();
-    for id in store
-        .referrals_for_subjects(&keys, partner.as_str())
-        .await?
-    {
-        let Some(detail) = store.referral_detail(&id).await? else {
+    for found in store.subject_matches(&keys, partner).await? {
+        let (referral, viewer) = match found {
+            SubjectMatch::Sent(r) => (
+                r,
+                Viewer::Sender {
+                    justification: false,
+                },
+            ),
+            SubjectMatch::Received(r, d) => (r, Viewer::Recipient(partner.clone(), d)),
+        };
+        let Some(detail) = store.referral_detail(&referral).await? else {
             continue;
         };
-        let viewer = if detail.referral.sender == partner.as_str() {
-            Viewer::Sender {
-                justification: false,
-            }
-        } else {
-            Viewer::Recipient(partner.clone())
-        };
+        if matches!(viewer, Viewer::Sender { .. }) && detail.referral.sender != *partner {
+            continue;
+        }
         out.push(disclosure::record(&detail, &viewer, &config.storage_key));
     }
     store
-        .record_event(&AuditRecord {
-            at: now,
-            kind: "subject-access",
-            referral_id: None,
-            delivery_id: None,
-            actor: Some(actor.to_owned()),
-            detail: json!({ "partner": partner, "matches": out.len() }),
-        })
+        .record_event(&AuditRecord::new(
+            now,
+            Some(actor.clone()),
+            AuditEvent::SubjectAccess(ev::SubjectAccess {
+                partner: partner.clone(),
+                matches: out.len() as u64,
+            }),
+        ))
         .await?;
     Ok(out)
 }
@@ -128,25 +154,12 @@ pub async fn subject_access_for(
 /// Why a report was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportRequestError {
-    /// Not a commissioner.
-    #[error("aggregate reports are for commissioners only")]
-    Forbidden,
     /// A bad date or dimension.
     #[error("{0}")]
     Invalid(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Whether a principal may receive aggregate reports: the commissioner role, or a
-/// commissioner organisation.
-pub fn is_commissioner(config: &Config, p: &Principal) -> bool {
-    p.has_role(Role::Commissioner)
-        || config
-            .partners
-            .get(&p.partner)
-            .is_some_and(|partner| partner.kind.as_str() == "commissioner")
 }
 
 /// Unix seconds at 00:00 UTC of a `YYYY-MM-DD` date.
@@ -173,7 +186,7 @@ pub fn day_start(date: &str) -> Result<i64, ReportRequestError> {
 pub async fn aggregate_report(
     store: &dyn Store,
     config: &Config,
-    actor: &str,
+    actor: &ActorRef,
     from: &str,
     to: &str,
     by: &str,
@@ -187,12 +200,11 @@ pub async fn aggregate_report(
             "\"to\" is before \"from\"".into(),
         ));
     }
-    let kind_of = |id: &str| {
+    let kind_of = |id: &PartnerId| {
         config
             .partners
-            .iter()
-            .find(|(pid, _)| pid.as_str() == id)
-            .map(|(_, p)| p.kind.to_string())
+            .get(id)
+            .map(|p| p.kind.to_string())
             .unwrap_or_else(|| "unknown".into())
     };
     let facts: Vec<crate::report::Fact> = store
@@ -203,14 +215,16 @@ pub async fn aggregate_report(
         .collect();
     let table = crate::report::tabulate(&facts, &dims, config.settings.reports.threshold);
     store
-        .record_event(&AuditRecord {
-            at: now,
-            kind: "report",
-            referral_id: None,
-            delivery_id: None,
-            actor: Some(actor.to_owned()),
-            detail: json!({ "by": table.by, "from": from, "to": to, "suppressed": table.suppressed }),
-        })
+        .record_event(&AuditRecord::new(
+            now,
+            Some(actor.clone()),
+            AuditEvent::Report(ev::Report {
+                by: table.by.clone(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+                suppressed: table.suppressed as u64,
+            }),
+        ))
         .await?;
     Ok(table)
 }

@@ -1,14 +1,22 @@
 //! Disclosure records: for each delivery of a referral, what was disclosed (field pointers,
-//! never values), to whom, when, by whom, why (lawful basis, consent, override) and who
-//! approved it, assembled from the referral record and its audit events and shaped for who
-//! is asking. The override justification is shown only to the sender's leads and auditors;
-//! a recipient sees only what it received.
+//! never values), to whom, when, by whom, why (regime, lawful basis and every condition,
+//! consent, override) and who approved or refused it — folded from the referral's audit
+//! events, so the record says what happened, not what was planned at intake. A delivery a
+//! lead rejected discloses nothing and names who refused it; one withdrawn or expired before
+//! its first fetch was never received. Shaped for who is asking: the override justification
+//! only for the sender's leads and auditors; a recipient sees only the delivery it received
+//! and only what that delivery carried.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
+use crate::audit::event::{ActorRef, AuditEvent, ConsentRecord, Verdict};
 use crate::envelope::at_rest::StorageKey;
-use crate::identity::PartnerId;
-use crate::store::records::ReferralDetail;
+use crate::identity::{PartnerId, ReferralType};
+use crate::ids::{DeliveryId, ReferralId};
+use crate::intake::claims::SubjectInformed;
+use crate::lawful::LawfulBasis;
+use crate::lifecycle::DeliveryStatus;
+use crate::store::records::{DeliveryRow, ReferralDetail};
 
 /// Who a record is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,84 +26,226 @@ pub enum Viewer {
         /// Whether the override justification may be shown.
         justification: bool,
     },
-    /// A receiving partner (subject access): only its own deliveries, nothing withheld shown.
-    Recipient(PartnerId),
+    /// A receiving partner: only this delivery of the referral, as it was received.
+    Recipient(PartnerId, DeliveryId),
 }
 
-fn parsed(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
+/// What became of one delivery, in words a record can state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Waiting for the sender's lead: nothing has left the gateway.
+    AwaitingReview,
+    /// A lead refused it: nothing ever reached the recipient.
+    Refused,
+    /// In the recipient's inbox, not yet fetched.
+    Available,
+    /// The recipient fetched it.
+    Received,
+    /// Withdrawn or expired before the recipient fetched it: never received.
+    NeverReceived,
+}
+
+/// One delivery's record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    /// `dlv_…`.
+    pub delivery_id: DeliveryId,
+    /// The recipient.
+    pub to: PartnerId,
+    /// The agreement it went under.
+    pub agreement: String,
+    /// Its status now.
+    pub status: DeliveryStatus,
+    /// What became of it.
+    pub outcome: Outcome,
+    /// The view its copy was minimised to.
+    pub view: Option<String>,
+    /// Leaf pointers the recipient was given (empty when nothing reached it).
+    pub disclosed: Vec<String>,
+    /// Pointers minimisation withheld (sender only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<Vec<String>>,
+    /// Whether the recipient fetched it.
+    pub received: bool,
+    /// When it entered the inbox.
+    pub queued_at: Option<i64>,
+    /// First fetched.
+    pub fetched_at: Option<i64>,
+    /// Acknowledged.
+    pub acknowledged_at: Option<i64>,
+    /// Withdrawn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withdrawn_at: Option<i64>,
+    /// Expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<i64>,
+    /// The lead who approved its release (sender only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// The lead who refused it (sender only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_by: Option<String>,
+    /// When it was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_at: Option<i64>,
+}
+
+/// Consent as a record shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConsentShown {
+    /// Status and override.
+    #[serde(flatten)]
+    pub consent: ConsentRecord,
+    /// The justification, for the sender's leads and auditors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+}
+
+/// One referral's disclosure record.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    /// The referral.
+    pub referral_id: ReferralId,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub referral_type: ReferralType,
+    /// The sender.
+    pub from: PartnerId,
+    /// The sender's reference.
+    pub sender_ref: String,
+    /// When it was received.
+    pub received_at: i64,
+    /// Who submitted it (sender only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<String>,
+    /// The lawful basis, with its regime and every condition.
+    pub lawful_basis: LawfulBasis,
+    /// Consent.
+    pub consent: ConsentShown,
+    /// Whether the person was told.
+    pub subject_informed: SubjectInformed,
+    /// The referral it corrects (sender only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<ReferralId>,
+    /// Its deliveries, as far as the viewer may see them.
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// One delivery's story, folded from the events about it.
+fn delivery(detail: &ReferralDetail, d: &DeliveryRow, sender_view: bool) -> DeliveryRecord {
+    let mut view = None;
+    let mut offered = Vec::new();
+    let mut withheld = Vec::new();
+    let (mut queued_at, mut fetched_at, mut acknowledged_at) = (None, None, None);
+    let (mut withdrawn_at, mut expired_at) = (None, None);
+    let (mut approved_by, mut refused_by, mut refused_at) = (None, None, None);
+    let name = |a: &Option<ActorRef>| a.as_ref().map(ToString::to_string);
+    for e in detail
+        .events
+        .iter()
+        .filter(|e| e.delivery_id.as_ref() == Some(&d.id))
+    {
+        match &e.event {
+            // The latest minimisation is what was released (a release minimises again).
+            AuditEvent::Minimised(m) => {
+                view = Some(m.view.clone());
+                offered = m.disclosed.clone();
+                withheld = m.withheld.clone();
+            }
+            AuditEvent::Queued(_) => queued_at = Some(e.at),
+            AuditEvent::Reviewed(r) => match r.decision {
+                Verdict::Approve => approved_by = name(&e.actor),
+                Verdict::Reject => {
+                    refused_by = name(&e.actor);
+                    refused_at = Some(e.at);
+                }
+            },
+            AuditEvent::Fetched(_) => fetched_at = fetched_at.or(Some(e.at)),
+            AuditEvent::Acknowledged(_) => acknowledged_at = Some(e.at),
+            AuditEvent::Withdrawn(_) => withdrawn_at = Some(e.at),
+            AuditEvent::Expired(_) => expired_at = Some(e.at),
+            _ => {}
+        }
+    }
+    let received = fetched_at.is_some();
+    let outcome = match d.status {
+        DeliveryStatus::HeldForReview => Outcome::AwaitingReview,
+        DeliveryStatus::RejectedByReview => Outcome::Refused,
+        DeliveryStatus::ExpiredUndecided => Outcome::NeverReceived,
+        _ if received => Outcome::Received,
+        DeliveryStatus::Queued => Outcome::Available,
+        _ => Outcome::NeverReceived,
+    };
+    let disclosed = match outcome {
+        Outcome::Received | Outcome::Available => offered,
+        _ => Vec::new(),
+    };
+    DeliveryRecord {
+        delivery_id: d.id.clone(),
+        to: d.recipient.clone(),
+        agreement: d.agreement.clone(),
+        status: d.status,
+        outcome,
+        view,
+        disclosed,
+        withheld: sender_view.then_some(withheld),
+        received,
+        queued_at,
+        fetched_at,
+        acknowledged_at,
+        withdrawn_at,
+        expired_at,
+        approved_by: approved_by.filter(|_| sender_view),
+        refused_by: refused_by.filter(|_| sender_view),
+        refused_at: refused_at.filter(|_| sender_view),
+    }
 }
 
 /// The disclosure record of one referral for `viewer`.
-pub fn record(detail: &ReferralDetail, viewer: &Viewer, storage_key: &StorageKey) -> Value {
+pub fn record(detail: &ReferralDetail, viewer: &Viewer, storage_key: &StorageKey) -> Record {
     let r = &detail.referral;
-    let event_for = |kind: &str, delivery: &str| {
-        detail
-            .events
-            .iter()
-            .find(|e| e.kind == kind && e.delivery_id.as_deref() == Some(delivery))
-    };
-    let deliveries: Vec<Value> = detail
+    let sender_view = matches!(viewer, Viewer::Sender { .. });
+    let deliveries = detail
         .deliveries
         .iter()
         .filter(|d| match viewer {
             Viewer::Sender { .. } => true,
-            Viewer::Recipient(p) => d.recipient == p.as_str(),
+            Viewer::Recipient(p, id) => d.recipient == *p && d.id == *id,
         })
-        .map(|d| {
-            let minimised = event_for("minimised", &d.id);
-            let disclosed = minimised
-                .map(|e| e.detail["disclosed"].clone())
-                .unwrap_or(Value::Null);
-            let mut out = json!({
-                "delivery_id": d.id,
-                "to": d.recipient,
-                "agreement": d.agreement,
-                "status": d.status.as_str(),
-                "view": minimised.map(|e| e.detail["view"].clone()).unwrap_or(Value::Null),
-                "disclosed": disclosed,
-                "queued_at": event_for("queued", &d.id).map(|e| e.at),
-                "fetched_at": event_for("fetched", &d.id).map(|e| e.at),
-                "acknowledged_at": event_for("acknowledged", &d.id).map(|e| e.at),
-                "approved_by": event_for("reviewed", &d.id).and_then(|e| e.actor.clone()),
-            });
-            if matches!(viewer, Viewer::Sender { .. }) {
-                out["withheld"] = minimised
-                    .map(|e| e.detail["withheld"].clone())
-                    .unwrap_or(Value::Null);
-            }
-            out
-        })
+        .map(|d| delivery(detail, d, sender_view))
         .collect();
-    let accepted = detail.events.iter().find(|e| e.kind == "accepted");
-    let mut consent = json!({ "status": r.consent_status, "override": r.consent_override });
-    if let (
-        Viewer::Sender {
-            justification: true,
-        },
-        Some(sealed),
-    ) = (viewer, &r.justification_sealed)
-    {
-        consent["justification"] = storage_key
+    let justification = match (viewer, &r.justification_sealed) {
+        (
+            Viewer::Sender {
+                justification: true,
+            },
+            Some(sealed),
+        ) => storage_key
             .open(sealed)
             .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .map(Value::from)
-            .unwrap_or(Value::Null);
+            .and_then(|b| String::from_utf8(b).ok()),
+        _ => None,
+    };
+    Record {
+        referral_id: r.id.clone(),
+        referral_type: r.referral_type.clone(),
+        from: r.sender.clone(),
+        sender_ref: r.sender_ref.clone(),
+        received_at: r.received_at,
+        sent_by: detail
+            .submitted_by()
+            .map(ToString::to_string)
+            .filter(|_| sender_view),
+        lawful_basis: r.lawful_basis,
+        consent: ConsentShown {
+            consent: r.consent,
+            justification,
+        },
+        subject_informed: r.subject_informed.clone(),
+        supersedes: r.supersedes.clone().filter(|_| sender_view),
+        deliveries,
     }
-    json!({
-        "referral_id": r.id,
-        "type": r.referral_type,
-        "from": r.sender,
-        "sender_ref": r.sender_ref,
-        "received_at": r.received_at,
-        "sent_by": accepted.and_then(|e| e.actor.clone()),
-        "lawful_basis": parsed(&r.lawful_basis),
-        "consent": consent,
-        "subject_informed": parsed(&r.subject_informed),
-        "supersedes": r.supersedes,
-        "deliveries": deliveries,
-    })
 }
 
 /// The CSV columns of [`to_csv`].
@@ -106,49 +256,60 @@ pub const CSV_HEADER: &[&str] = &[
     "to",
     "received_at",
     "delivery_status",
+    "outcome",
+    "received",
+    "regime",
     "article6",
     "article9",
+    "dpa2018_schedule1",
+    "article10",
+    "section35",
+    "sensitive_processing",
+    "dpa2018_schedule8",
     "consent_status",
     "consent_override",
     "subject_informed",
     "approved_by",
+    "refused_by",
     "disclosed_fields",
 ];
 
-/// Disclosure records as CSV, one row per delivery (portability for subject access).
-pub fn to_csv(records: &[Value]) -> Result<String, csv::Error> {
+/// Disclosure records as CSV, one row per delivery (portability for subject access). It says
+/// exactly what the records say.
+pub fn to_csv(records: &[Record]) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_HEADER)?;
-    let s = |v: &Value| match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     for r in records {
-        for d in r["deliveries"].as_array().into_iter().flatten() {
-            let disclosed = d["disclosed"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(";")
-                })
+        let basis = crate::lawful::LawfulBasisWire::from(r.lawful_basis);
+        let opt = |v: Option<&'static str>| v.unwrap_or("").to_owned();
+        for d in &r.deliveries {
+            let outcome = serde_json::to_value(d.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
             w.write_record([
-                s(&r["referral_id"]),
-                s(&r["type"]),
-                s(&r["from"]),
-                s(&d["to"]),
-                s(&r["received_at"]),
-                s(&d["status"]),
-                s(&r["lawful_basis"]["article6"]),
-                s(&r["lawful_basis"]["article9"]),
-                s(&r["consent"]["status"]),
-                s(&r["consent"]["override"]),
-                s(&r["subject_informed"]["status"]),
-                s(&d["approved_by"]),
-                disclosed,
+                r.referral_id.to_string(),
+                r.referral_type.to_string(),
+                r.from.to_string(),
+                d.to.to_string(),
+                r.received_at.to_string(),
+                d.status.to_string(),
+                outcome,
+                d.received.to_string(),
+                r.lawful_basis.regime().to_string(),
+                opt(basis.article6.map(|a| a.as_str())),
+                opt(basis.article9.map(|a| a.as_str())),
+                opt(basis.dpa2018_schedule1.map(|a| a.as_str())),
+                opt(r.lawful_basis.article10_in_effect().map(|a| a.as_str())),
+                opt(basis.section35.map(|a| a.as_str())),
+                opt(basis.sensitive_processing.map(|a| a.as_str())),
+                opt(basis.dpa2018_schedule8.map(|a| a.as_str())),
+                r.consent.consent.status.as_str().to_owned(),
+                opt(r.consent.consent.override_.map(|o| o.as_str())),
+                r.subject_informed.status_str().to_owned(),
+                d.approved_by.clone().unwrap_or_default(),
+                d.refused_by.clone().unwrap_or_default(),
+                d.disclosed.join(";"),
             ])?;
         }
     }

@@ -38,7 +38,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
         let cutoff = now - partner.inbox_retention.as_secs() as i64;
         report.expired += rt
             .store
-            .expire_deliveries(partner.id.as_str(), cutoff, now)
+            .expire_deliveries(&partner.id, cutoff, now)
             .await?;
     }
     let review_cutoff = now - config.settings.review.escalate_after.as_secs() as i64;

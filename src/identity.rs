@@ -107,6 +107,11 @@ slug_id!(
     /// A referral type, e.g. `domestic-abuse`; its schema is `schemas/types/<type>.json`.
     ReferralType
 );
+slug_id!(
+    /// What the gateway's operator did (`admin-reload`, `refex-subject-access`, …): the
+    /// audit trail's actor for work that no certificate asked for.
+    OperatorTask
+);
 
 /// SHA-256 of a certificate's DER encoding, as written in `partners/*.toml`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,9 +161,22 @@ pub enum Role {
     DataProtectionOfficer,
     /// Receives anonymised aggregate reports, never records.
     Commissioner,
+    /// Acts for the organisation as its case system does: submits referrals, works the
+    /// inbox (fetch, acknowledge) and withdraws referrals. Granted explicitly in the partner
+    /// file; no other role implies it.
+    Practitioner,
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 5] = [
+        Role::DesignatedSafeguardingLead,
+        Role::Auditor,
+        Role::DataProtectionOfficer,
+        Role::Commissioner,
+        Role::Practitioner,
+    ];
+
     /// The role's name as written in configuration.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -166,6 +184,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::DataProtectionOfficer => "data-protection-officer",
             Role::Commissioner => "commissioner",
+            Role::Practitioner => "practitioner",
         }
     }
 }
@@ -173,14 +192,9 @@ impl Role {
 impl FromStr for Role {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        [
-            Role::DesignatedSafeguardingLead,
-            Role::Auditor,
-            Role::DataProtectionOfficer,
-            Role::Commissioner,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
         .ok_or_else(|| IdError::Role(s.to_owned()))
     }
 }

@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 store.as_ref(),
                 &config,
                 &partner,
-                "operator:refex-subject-access",
+                &refex::audit::event::ActorRef::operator("refex-subject-access")?,
                 &ids,
                 SystemClock.unix_seconds() as i64,
             )
@@ -175,7 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = config::load_settings(&cli.config, explicit, &overrides)?;
             let (config, store) = refex::app::open_offline(settings, &SystemClock).await?;
             let now = SystemClock.unix_seconds() as i64;
-            let actor = "operator:refex-report";
+            let actor = &refex::audit::event::ActorRef::operator("refex-report")?;
             let table = refex::access::aggregate_report(
                 store.as_ref(),
                 &config,

@@ -9,11 +9,9 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-
 use crate::config::{Config, ConfigError};
 use crate::runtime::Runtime;
-use crate::store::records::AuditRecord;
+use crate::audit::event::{ActorRef, AuditEvent, AuditRecord, ConfigLoaded};
 
 /// Why a reload did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -58,14 +56,14 @@ pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError
         agreements: config.agreements.len(),
     };
     rt.replace(config);
-    let event = AuditRecord {
-        at: rt.clock.unix_seconds() as i64,
-        kind: "config-loaded",
-        referral_id: None,
-        delivery_id: None,
-        actor: Some(by.to_owned()),
-        detail: json!({ "partners": reloaded.partners, "agreements": reloaded.agreements }),
-    };
+    let event = AuditRecord::new(
+        rt.clock.unix_seconds() as i64,
+        ActorRef::operator(by).ok(),
+        AuditEvent::ConfigLoaded(ConfigLoaded {
+            partners: reloaded.partners as u64,
+            agreements: reloaded.agreements as u64,
+        }),
+    );
     if let Err(e) = rt.store.record_event(&event).await {
         tracing::error!(error = %e, "could not record the configuration reload");
     }

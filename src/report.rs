@@ -202,24 +202,28 @@ fn suppress(
 
 /// A delivery row as report dimensions: month, type, sender and recipient *kinds* (never
 /// partner ids in the dimensions other than kinds), consent status, review outcome.
-pub fn fact(row: &crate::store::records::FactRow, kind_of: impl Fn(&str) -> String) -> Fact {
+pub fn fact(
+    row: &crate::store::records::FactRow,
+    kind_of: impl Fn(&crate::identity::PartnerId) -> String,
+) -> Fact {
+    use crate::audit::event::Verdict;
     use crate::store::records::DeliveryStatus;
     let month = time::OffsetDateTime::from_unix_timestamp(row.received_at)
         .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
         .unwrap_or_else(|_| "unknown".into());
-    let review = match (row.decision.as_deref(), row.status) {
-        (Some("approve"), _) => "approved",
-        (Some("reject"), _) | (_, DeliveryStatus::RejectedByReview) => "rejected",
+    let review = match (row.decision, row.status) {
+        (Some(Verdict::Approve), _) => "approved",
+        (Some(Verdict::Reject), _) | (_, DeliveryStatus::RejectedByReview) => "rejected",
         (_, DeliveryStatus::HeldForReview) => "pending",
         _ => "not-reviewed",
     };
     Fact {
         values: [
             month,
-            row.referral_type.clone(),
+            row.referral_type.to_string(),
             kind_of(&row.sender),
             kind_of(&row.recipient),
-            row.consent_status.clone(),
+            row.consent.as_str().to_owned(),
             review.to_owned(),
         ],
     }

@@ -12,12 +12,12 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::envelope::keys::{self, Rotation};
 use crate::store::Store;
-use crate::store::records::AuditRecord;
+use crate::audit::event::{ActorRef, AuditEvent, AuditRecord, KeyRotated};
 
 /// Why a rotation did not happen. The key file is either rewritten whole or left as it was.
 #[derive(Debug, thiserror::Error)]
@@ -64,15 +64,16 @@ pub async fn rotate(
     let (rotated, rotation) = keys::rotate(&doc, &stamp, now + grace.as_secs())?;
     write_private(path, rotated.to_string().as_bytes()).map_err(|e| file_err(e.to_string()))?;
     store
-        .record_event(&AuditRecord {
-            at: now as i64,
-            kind: "key-rotated",
-            referral_id: None,
-            delivery_id: None,
-            actor: Some(actor.to_owned()),
-            detail: json!({ "enc": rotation.enc, "sig": rotation.sig,
-                            "retiring": rotation.retiring, "retire_at": rotation.retire_at }),
-        })
+        .record_event(&AuditRecord::new(
+            now as i64,
+            ActorRef::operator(actor).ok(),
+            AuditEvent::KeyRotated(KeyRotated {
+                enc: rotation.enc.clone(),
+                sig: rotation.sig.clone(),
+                retiring: rotation.retiring.clone(),
+                retire_at: rotation.retire_at,
+            }),
+        ))
         .await?;
     Ok(rotation)
 }

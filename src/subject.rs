@@ -31,6 +31,19 @@ impl std::fmt::Debug for SubjectKey {
     }
 }
 
+/// Longest name accepted in a subject-access request: longer than any real name, short
+/// enough that a request stays small.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// One problem with the identifiers a DPO gave, by field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentifierProblem {
+    /// The field (`nhs_number`, `given`, `family`, `date_of_birth`).
+    pub field: &'static str,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
 /// A person's identifiers as a DPO gives them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Identifiers {
@@ -42,6 +55,107 @@ pub struct Identifiers {
     pub family: Option<String>,
     /// Date of birth, `YYYY-MM-DD`.
     pub date_of_birth: Option<String>,
+}
+
+impl Identifiers {
+    /// Checks a request's identifiers: an NHS number that passes the Modulus 11 check, or
+    /// given name, family name and a real past date of birth; names non-empty, at most
+    /// [`MAX_NAME_CHARS`] characters, no control characters. Every problem at once.
+    pub fn validate(&self, today: time::Date) -> Result<(), Vec<IdentifierProblem>> {
+        let mut out = Vec::new();
+        let mut problem = |field, message: &str| {
+            out.push(IdentifierProblem {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if let Some(n) = &self.nhs_number {
+            if nhs(n).is_none() {
+                problem("nhs_number", "must be 10 digits (spaces allowed)");
+            } else if !nhs_check_digit_ok(n) {
+                problem(
+                    "nhs_number",
+                    "fails the NHS number check digit (Modulus 11): check it was copied correctly",
+                );
+            }
+        }
+        let name_form = [&self.given, &self.family, &self.date_of_birth];
+        let given = name_form.iter().filter(|f| f.is_some()).count();
+        if given > 0 && given < 3 {
+            for (field, v) in [
+                ("given", &self.given),
+                ("family", &self.family),
+                ("date_of_birth", &self.date_of_birth),
+            ] {
+                if v.is_none() {
+                    problem(
+                        field,
+                        "is required with the other name fields (given, family, date_of_birth)",
+                    );
+                }
+            }
+        }
+        for (field, v) in [("given", &self.given), ("family", &self.family)] {
+            if let Some(name) = v {
+                let trimmed = name.trim();
+                if trimmed.is_empty() {
+                    problem(field, "must not be empty");
+                } else if trimmed.chars().count() > MAX_NAME_CHARS {
+                    problem(field, "is longer than 100 characters");
+                } else if trimmed.chars().any(char::is_control) {
+                    problem(field, "must not contain control characters");
+                }
+            }
+        }
+        if let Some(dob) = &self.date_of_birth {
+            match parse_date(dob.trim()) {
+                None => problem("date_of_birth", "must be a real date, YYYY-MM-DD"),
+                Some(d) if d > today => problem("date_of_birth", "must not be in the future"),
+                Some(d) if d.year() < 1900 => problem("date_of_birth", "must be after 1900-01-01"),
+                Some(_) => {}
+            }
+        }
+        if self.nhs_number.is_none() && given == 0 {
+            problem(
+                "nhs_number",
+                "give an NHS number, or given name, family name and date of birth",
+            );
+        }
+        if out.is_empty() { Ok(()) } else { Err(out) }
+    }
+}
+
+/// A `YYYY-MM-DD` calendar date, if it is one.
+fn parse_date(s: &str) -> Option<time::Date> {
+    let mut parts = s.split('-');
+    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let month = time::Month::try_from(m.parse::<u8>().ok()?).ok()?;
+    time::Date::from_calendar_date(y.parse().ok()?, month, d.parse().ok()?).ok()
+}
+
+/// The NHS number Modulus 11 check: weights 10 to 2 on the first nine digits, the check
+/// digit is 11 minus the remainder (11 becomes 0; 10 means no valid number).
+fn nhs_check_digit_ok(raw: &str) -> bool {
+    let digits: Vec<u32> = raw.chars().filter_map(|c| c.to_digit(10)).collect();
+    if digits.len() != 10 {
+        return false;
+    }
+    let sum: u32 = digits[..9]
+        .iter()
+        .zip((2..=10).rev())
+        .map(|(d, w)| d * w)
+        .sum();
+    match 11 - sum % 11 {
+        11 => digits[9] == 0,
+        10 => false,
+        check => digits[9] == check,
+    }
 }
 
 impl SubjectKey {
@@ -136,6 +250,37 @@ mod tests {
 
     fn key() -> SubjectKey {
         SubjectKey([7; 32])
+    }
+
+    #[test]
+    fn requests_are_checked_field_by_field() {
+        let today = time::Date::from_calendar_date(2026, time::Month::November, 27).unwrap();
+        let ok = Identifiers {
+            nhs_number: Some("943 476 5919".into()),
+            ..Default::default()
+        };
+        assert_eq!(ok.validate(today), Ok(()));
+        let bad_check = Identifiers {
+            nhs_number: Some("9434765918".into()),
+            ..Default::default()
+        };
+        assert_eq!(bad_check.validate(today).unwrap_err()[0].field, "nhs_number");
+        let bad = Identifiers {
+            given: Some("".into()),
+            family: Some("x".repeat(100_000)),
+            date_of_birth: Some("2013-02-30".into()),
+            ..Default::default()
+        };
+        let fields: Vec<_> = bad.validate(today).unwrap_err().iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["given", "family", "date_of_birth"]);
+        let future = Identifiers {
+            given: Some("Amy".into()),
+            family: Some("Example".into()),
+            date_of_birth: Some("2030-01-01".into()),
+            ..Default::default()
+        };
+        assert!(future.validate(today).is_err());
+        assert!(Identifiers::default().validate(today).is_err());
     }
 
     #[test]

@@ -1,22 +1,36 @@
 //! The path of one submitted referral: open the envelope, parse and decide, minimise and
 //! seal each recipient's copy (or encrypt the hold), and commit it all with its audit events
 //! in one store transaction. A refusal writes only a `rejected` audit event with its reason.
+//!
+//! Submission is idempotent by `jti`: a retry of the same referral (same sender, `jti` and
+//! signed claims) is answered with the original acceptance; and when a commit's outcome is
+//! lost (the database connection died during `COMMIT`), the replay marker says whether it
+//! committed before the sender is answered.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
+use crate::audit::event::{
+    self as ev, ActorRef, AuditEvent, AuditRecord, ConsentRecord, RecipientAgreement,
+};
 use crate::envelope::referral::{self, EnvelopeError, SealError};
-use crate::identity::Principal;
+use crate::identity::{PartnerId, Principal};
 use crate::ids::{DeliveryId, IdSource, ReferralId};
 use crate::intake::{self, Claims, Decision, Disposition, HoldReason, IntakeError};
 use crate::runtime::Runtime;
 use crate::schema::minimise;
 use crate::store::StoreError;
 use crate::store::records::{
-    Acceptance, AuditRecord, DeliveryRecord, DeliveryStatus, HoldRecord, ReferralRecord,
+    AcceptOutcome, Acceptance, DeliveryRecord, DeliveryStatus, HoldRecord, ReferralRecord,
 };
+
+/// How long a submission whose commit outcome was lost keeps asking the store whether it
+/// committed, before answering `503`: well inside the request timeout, long enough to ride
+/// out a database restart.
+pub const COMMIT_OUTCOME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why a submission was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +44,10 @@ pub enum SubmitError {
     /// The gateway could not seal (a key is missing: a configuration fault).
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// The `jti` was used before for a different referral (or before the gateway kept
+    /// which).
+    #[error("this \"jti\" has been used before for a different referral")]
+    Replay,
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -42,6 +60,7 @@ impl SubmitError {
             SubmitError::Envelope(e) => e.slug(),
             SubmitError::Intake(e) => e.slug(),
             SubmitError::Seal(_) => "seal-failed",
+            SubmitError::Replay => IntakeError::Replay.slug(),
             SubmitError::Store(_) => "store-failed",
         }
     }
@@ -50,17 +69,19 @@ impl SubmitError {
 /// An accepted referral, as the `202` reports it.
 #[derive(Debug, Clone)]
 pub struct Submitted {
-    /// The new referral's id.
+    /// The referral's id.
     pub id: ReferralId,
     /// Each recipient and its delivery status.
-    pub deliveries: Vec<(String, DeliveryStatus)>,
+    pub deliveries: Vec<(PartnerId, DeliveryStatus)>,
+    /// Whether this answers a retry of an earlier, identical submission.
+    pub repeated: bool,
 }
 
 /// Accepts one referral body from `caller`.
 pub async fn submit(
     rt: &Arc<Runtime>,
     caller: &Principal,
-    body: Bytes,
+    body: Vec<u8>,
 ) -> Result<Submitted, SubmitError> {
     let outcome = run(rt, caller, body).await;
     if let Err(e) = &outcome {
@@ -86,11 +107,15 @@ async fn blocking<T: Send + 'static>(
 /// The first CPU step's result: a finished acceptance, or, for a correction, the decision
 /// (building it needs the superseded referral's recipients from the store first).
 enum Step {
-    Ready(Prepared),
+    Ready(Acceptance),
     Correction(Decided),
 }
 
-async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submitted, SubmitError> {
+async fn run(
+    rt: &Arc<Runtime>,
+    caller: &Principal,
+    body: Vec<u8>,
+) -> Result<Submitted, SubmitError> {
     let now = rt.clock.unix_seconds();
     let step = {
         let (rt2, caller) = (rt.clone(), caller.clone());
@@ -113,8 +138,8 @@ async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submi
         })
         .await?
     };
-    let prepared = match step {
-        Step::Ready(prepared) => prepared,
+    let acceptance = match step {
+        Step::Ready(acceptance) => acceptance,
         Step::Correction(decided) => {
             let acked_old = superseded_recipients(rt, caller, &decided.claims).await?;
             let (rt2, caller) = (rt.clone(), caller.clone());
@@ -132,46 +157,105 @@ async fn run(rt: &Arc<Runtime>, caller: &Principal, body: Bytes) -> Result<Submi
             .await?
         }
     };
-    let deliveries: Vec<(String, DeliveryStatus)> = prepared
-        .acceptance
-        .deliveries
-        .iter()
-        .map(|d| (d.recipient.clone(), d.status))
-        .collect();
-    match rt.store.accept(prepared.acceptance).await {
-        Ok(()) => {}
-        Err(StoreError::Replay) => return Err(IntakeError::Replay.into()),
+    let submitted = Submitted {
+        id: acceptance.referral.id.clone(),
+        deliveries: acceptance
+            .deliveries
+            .iter()
+            .map(|d| (d.recipient.clone(), d.status))
+            .collect(),
+        repeated: false,
+    };
+    let (sender, jti, digest) = (
+        acceptance.referral.sender.clone(),
+        acceptance.jti.clone(),
+        acceptance.digest.clone(),
+    );
+    match rt.store.accept(acceptance).await {
+        Ok(AcceptOutcome::Accepted) => {}
+        Ok(AcceptOutcome::Replay(Some(prior))) if prior.digest == digest => {
+            return original(rt, &sender, prior.referral_id).await;
+        }
+        Ok(AcceptOutcome::Replay(_)) => return Err(SubmitError::Replay),
+        Err(StoreError::Unavailable(reason)) => {
+            // The store may have committed before the failure reached us (a connection lost
+            // during COMMIT): the replay marker says which, once the store answers again.
+            match commit_outcome(rt, &sender, &jti).await {
+                Some(prior) if prior.referral_id == submitted.id => {
+                    tracing::warn!(referral = %submitted.id, "commit outcome was lost; the replay marker shows it committed");
+                }
+                Some(prior) if prior.digest == digest => {
+                    return original(rt, &sender, prior.referral_id).await;
+                }
+                Some(_) => return Err(SubmitError::Replay),
+                None => return Err(SubmitError::Store(StoreError::Unavailable(reason))),
+            }
+        }
         Err(e) => return Err(SubmitError::Store(e)),
     }
-    if deliveries.iter().any(|(_, s)| *s == DeliveryStatus::Queued) {
+    if submitted.deliveries.iter().any(|(_, s)| s.in_inbox()) {
         rt.inbox_changed();
     }
+    Ok(submitted)
+}
+
+/// After a lost commit outcome: asks the store for the `jti`'s replay marker until it
+/// answers or [`COMMIT_OUTCOME_DEADLINE`] passes. `None`: not committed, or still unknown.
+async fn commit_outcome(
+    rt: &Runtime,
+    sender: &PartnerId,
+    jti: &str,
+) -> Option<crate::store::records::PriorAcceptance> {
+    let deadline = tokio::time::Instant::now() + COMMIT_OUTCOME_DEADLINE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match rt.store.prior_acceptance(sender, jti).await {
+            Ok(found) => return found,
+            Err(e) => {
+                if tokio::time::Instant::now() + pause > deadline {
+                    tracing::warn!(error = %e, "commit outcome still unknown at the deadline");
+                    return None;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// The answer to a retry of a referral that was accepted before: its id and its deliveries'
+/// statuses now.
+async fn original(
+    rt: &Runtime,
+    sender: &PartnerId,
+    id: ReferralId,
+) -> Result<Submitted, SubmitError> {
+    let states = rt
+        .store
+        .delivery_states(&id, sender)
+        .await
+        .map_err(SubmitError::Store)?
+        .ok_or(SubmitError::Replay)?;
     Ok(Submitted {
-        id: prepared.id,
-        deliveries,
+        id,
+        deliveries: states.into_iter().map(|s| (s.recipient, s.status)).collect(),
+        repeated: true,
     })
 }
 
 /// Appends a `rejected` audit event naming only the reason; used for every refusal of a
 /// submission, including those decided before the body is read (media type, size).
 pub async fn record_rejection(rt: &Runtime, caller: &Principal, reason: &'static str) {
-    let event = AuditRecord {
-        at: rt.clock.unix_seconds() as i64,
-        kind: "rejected",
-        referral_id: None,
-        delivery_id: None,
-        actor: Some(caller.to_string()),
-        detail: json!({ "reason": reason }),
-    };
+    let event = AuditRecord::new(
+        rt.clock.unix_seconds() as i64,
+        Some(ActorRef::from(caller)),
+        AuditEvent::Rejected(ev::Rejected {
+            reason: reason.to_owned(),
+        }),
+    );
     if let Err(store_err) = rt.store.record_event(&event).await {
         tracing::error!(error = %store_err, reason, "could not record a rejection");
     }
-}
-
-/// An acceptance with the id it was minted under.
-struct Prepared {
-    id: ReferralId,
-    acceptance: Acceptance,
 }
 
 /// A referral opened, parsed and decided.
@@ -187,19 +271,24 @@ async fn superseded_recipients(
     rt: &Runtime,
     caller: &Principal,
     claims: &Claims,
-) -> Result<Vec<String>, SubmitError> {
+) -> Result<Vec<PartnerId>, SubmitError> {
     let Some(old) = &claims.referral.supersedes else {
         return Ok(Vec::new());
     };
-    match rt.store.delivery_states(old, caller.partner.as_str()).await {
-        Ok(Some(states)) => Ok(states
-            .into_iter()
-            .filter(|s| s.status == DeliveryStatus::Acknowledged)
-            .map(|s| s.recipient)
-            .collect()),
+    match rt.store.delivery_states(old, &caller.partner).await {
+        Ok(Some(states)) => Ok(acknowledged_by(&states)),
         Ok(None) => Err(SubmitError::Intake(IntakeError::UnknownSuperseded)),
         Err(e) => Err(SubmitError::Store(e)),
     }
+}
+
+/// The recipients that acknowledged a referral (a correction tells only them of the link).
+pub(crate) fn acknowledged_by(states: &[crate::store::records::DeliveryState]) -> Vec<PartnerId> {
+    states
+        .iter()
+        .filter(|s| s.status == DeliveryStatus::Acknowledged)
+        .map(|s| s.recipient.clone())
+        .collect()
 }
 
 /// The whole CPU path of one referral that corrects nothing, without the store: open the
@@ -213,7 +302,7 @@ pub fn prepare(
     now: u64,
 ) -> Result<Acceptance, SubmitError> {
     let decided = decide(config, caller, body, now)?;
-    Ok(build(config, ids, caller, &decided, &[], now)?.acceptance)
+    build(config, ids, caller, &decided, &[], now)
 }
 
 fn decide(
@@ -237,14 +326,36 @@ fn decide(
     })
 }
 
+/// SHA-256 (hex) of a referral's signed claims: what tells a retry from a different referral
+/// under the same `jti`.
+pub fn claims_digest(signed_payload: &[u8]) -> String {
+    hex::encode(Sha256::digest(signed_payload))
+}
+
+/// The `minimised` event of one recipient's copy.
+pub(crate) fn minimised_event(
+    to: &PartnerId,
+    view: &crate::schema::Compiled,
+    view_name: String,
+    minimised: &crate::schema::Minimised,
+) -> AuditEvent {
+    AuditEvent::Minimised(ev::Minimised {
+        to: to.clone(),
+        view: view_name,
+        view_version: Some(view.version.clone()),
+        disclosed: crate::schema::leaf_pointers(&minimised.value),
+        withheld: minimised.withheld.clone(),
+    })
+}
+
 fn build(
     config: &crate::config::Config,
     ids: &dyn IdSource,
     caller: &Principal,
     decided: &Decided,
-    acked_old: &[String],
+    acked_old: &[PartnerId],
     now: u64,
-) -> Result<Prepared, SubmitError> {
+) -> Result<Acceptance, SubmitError> {
     let Decided {
         claims,
         decision,
@@ -253,30 +364,27 @@ fn build(
     let r = &claims.referral;
     let referral_id = ReferralId::mint(ids);
     let at = now as i64;
-    let actor = Some(caller.to_string());
-    let lawful_basis = serde_json::to_value(&r.lawful_basis).unwrap_or(Value::Null);
-    let consent = json!({ "status": r.consent.status, "override": r.consent.override_ });
-    let subject_informed = serde_json::to_value(&r.subject_informed).unwrap_or(Value::Null);
-    let event = |kind: &'static str, delivery: Option<&DeliveryId>, detail: Value| AuditRecord {
-        at,
-        kind,
-        referral_id: Some(referral_id.to_string()),
-        delivery_id: delivery.map(ToString::to_string),
-        actor: actor.clone(),
-        detail,
+    let actor = Some(ActorRef::from(caller));
+    let consent = ConsentRecord {
+        status: r.consent.status,
+        override_: r.consent.override_,
     };
-    let mut events = vec![event(
-        "accepted",
-        None,
-        json!({
-            "type": r.referral_type,
-            "sender": caller.partner,
-            "lawful_basis": lawful_basis,
-            "consent": consent,
-            "subject_informed": subject_informed,
-            "recipients": decision.routes.iter().map(|x| json!({"to": x.recipient, "agreement": x.agreement})).collect::<Vec<_>>(),
-        }),
-    )];
+    let event = |e: AuditEvent| AuditRecord::new(at, actor.clone(), e).about(&referral_id);
+    let mut events = vec![event(AuditEvent::Accepted(ev::Accepted {
+        referral_type: r.referral_type.clone(),
+        sender: caller.partner.clone(),
+        lawful_basis: r.lawful_basis,
+        consent,
+        subject_informed: r.subject_informed.clone(),
+        recipients: decision
+            .routes
+            .iter()
+            .map(|x| RecipientAgreement {
+                to: x.recipient.clone(),
+                agreement: x.agreement.clone(),
+            })
+            .collect(),
+    }))];
     let mut deliveries = Vec::with_capacity(decision.routes.len());
     for route in &decision.routes {
         let delivery_id = DeliveryId::mint(ids);
@@ -286,30 +394,36 @@ fn build(
             return Err(SealError(format!("no view or partner for {}", route.recipient)).into());
         };
         let minimised = minimise(&r.payload, &view.source);
-        events.push(event(
-            "minimised",
-            Some(&delivery_id),
-            json!({ "to": route.recipient, "view": format!("{}/{}", recipient.kind, r.referral_type),
-                    "disclosed": crate::schema::leaf_pointers(&minimised.value),
-                    "withheld": minimised.withheld }),
-        ));
+        let view_name = format!("{}/{}", recipient.kind, r.referral_type);
+        events.push(
+            event(minimised_event(
+                &route.recipient,
+                view,
+                view_name,
+                &minimised,
+            ))
+            .delivery(&delivery_id),
+        );
         match route.disposition {
             Disposition::Hold(reason) => {
-                events.push(event(
-                    "held",
-                    Some(&delivery_id),
-                    json!({ "to": route.recipient, "reason": hold_reason(reason) }),
-                ));
+                events.push(
+                    event(AuditEvent::Held(ev::Held {
+                        to: route.recipient.clone(),
+                        reason: hold_ground(reason),
+                    }))
+                    .delivery(&delivery_id),
+                );
                 deliveries.push(DeliveryRecord {
-                    id: delivery_id.to_string(),
-                    recipient: route.recipient.to_string(),
+                    id: delivery_id,
+                    recipient: route.recipient.clone(),
                     agreement: route.agreement.clone(),
                     status: DeliveryStatus::HeldForReview,
                     sealed: None,
+                    subjects: Vec::new(),
                 });
             }
             Disposition::Deliver => {
-                let tell_supersedes = acked_old.iter().any(|a| a == route.recipient.as_str());
+                let tell_supersedes = acked_old.contains(&route.recipient);
                 let sealed = seal_delivery(
                     config,
                     claims,
@@ -320,17 +434,19 @@ fn build(
                     tell_supersedes,
                     now,
                 )?;
-                events.push(event(
-                    "queued",
-                    Some(&delivery_id),
-                    json!({ "to": route.recipient }),
-                ));
+                events.push(
+                    event(AuditEvent::Queued(ev::ToRecipient {
+                        to: route.recipient.clone(),
+                    }))
+                    .delivery(&delivery_id),
+                );
                 deliveries.push(DeliveryRecord {
-                    id: delivery_id.to_string(),
-                    recipient: route.recipient.to_string(),
+                    id: delivery_id,
+                    recipient: route.recipient.clone(),
                     agreement: route.agreement.clone(),
                     status: DeliveryStatus::Queued,
                     sealed: Some(sealed),
+                    subjects: config.subject_key.keys_in(&minimised.value),
                 });
             }
         }
@@ -347,23 +463,22 @@ fn build(
     } else {
         None
     };
-    let acceptance = Acceptance {
+    // A correction withdraws the original once one of its own copies enters an inbox; a
+    // correction held for review does it when a lead releases it (never if it is rejected).
+    let withdraws = r
+        .supersedes
+        .clone()
+        .filter(|_| deliveries.iter().any(|d| d.status.in_inbox()));
+    Ok(Acceptance {
         referral: ReferralRecord {
-            id: referral_id.to_string(),
-            sender: caller.partner.to_string(),
+            id: referral_id,
+            sender: caller.partner.clone(),
             sender_ref: r.sender_ref.clone(),
-            referral_type: r.referral_type.to_string(),
+            referral_type: r.referral_type.clone(),
             received_at: at,
-            lawful_basis: lawful_basis.to_string(),
-            consent_status: json!(r.consent.status)
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            consent_override: r
-                .consent
-                .override_
-                .and_then(|o| json!(o).as_str().map(str::to_owned)),
-            subject_informed: subject_informed.to_string(),
+            lawful_basis: r.lawful_basis,
+            consent,
+            subject_informed: r.subject_informed.clone(),
             supersedes: r.supersedes.clone(),
             justification_sealed: match &r.consent.justification {
                 Some(j) => Some(
@@ -376,14 +491,12 @@ fn build(
             },
         },
         jti: claims.jti.clone(),
+        digest: claims_digest(signed_payload),
         deliveries,
         hold,
         events,
         subjects: config.subject_key.keys_in(&r.payload),
-    };
-    Ok(Prepared {
-        id: referral_id,
-        acceptance,
+        withdraws,
     })
 }
 
@@ -409,7 +522,11 @@ pub(crate) fn seal_delivery(
         .ok_or_else(|| SealError(format!("{} has no keys", recipient.id)))?;
     // Only a recipient that acknowledged the old referral is told of the link: to anyone
     // else it would disclose that an earlier referral existed.
-    let supersedes = r.supersedes.as_deref().filter(|_| tell_supersedes);
+    let supersedes = r
+        .supersedes
+        .as_ref()
+        .map(ReferralId::as_str)
+        .filter(|_| tell_supersedes);
     // Serialised from borrows: the minimised payload is not copied again.
     let delivery = DeliveryClaims {
         iss: &config.settings.gateway_id,
@@ -453,7 +570,7 @@ struct DeliveryBody<'a> {
     #[serde(rename = "type")]
     referral_type: &'a str,
     sender_ref: &'a str,
-    lawful_basis: &'a crate::intake::claims::LawfulBasis,
+    lawful_basis: &'a crate::lawful::LawfulBasis,
     consent: ConsentView,
     subject_informed: &'a crate::intake::claims::SubjectInformed,
     payload: &'a Value,
@@ -469,9 +586,10 @@ struct ConsentView {
     override_: Option<crate::intake::claims::Override>,
 }
 
-fn hold_reason(reason: HoldReason) -> Value {
+/// How a hold's reason is recorded.
+pub(crate) fn hold_ground(reason: HoldReason) -> ev::HoldGround {
     match reason {
-        HoldReason::ConsentOverride(o) => json!({ "consent-override": o }),
-        HoldReason::AgreementRequiresReview => json!("agreement-requires-review"),
+        HoldReason::ConsentOverride(o) => ev::HoldGround::ConsentOverride(o),
+        HoldReason::AgreementRequiresReview => ev::HoldGround::AgreementRequiresReview,
     }
 }

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::principal::Caller;
 use super::problem::ApiError;
 use super::referrals::APPLICATION_JOSE;
+use crate::audit::event::ActorRef;
 use crate::ids::{DeliveryId, ReferralId};
 use crate::runtime::Runtime;
 use crate::store::records::{AckOutcome, InboxItem};
@@ -37,8 +38,7 @@ pub struct InboxQuery {
 }
 
 fn bad_request(slug: &'static str, detail: &str) -> ApiError {
-    ApiError::Refused {
-        status: StatusCode::BAD_REQUEST,
+    ApiError::BadRequest {
         slug,
         detail: detail.to_owned(),
     }
@@ -75,7 +75,7 @@ pub async fn list(
                 bad_request("bad-cursor", "cursor is not one this gateway issued")
             })?,
         };
-    let recipient = caller.partner.as_str();
+    let recipient = &caller.partner;
     // Subscribe before the first read, so a commit between the read and the wait still wakes us.
     let mut changes = rt.watch_inboxes();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
@@ -96,7 +96,11 @@ pub async fn list(
                     "received_at": rfc3339(m.received_at), "bytes": m.bytes })
         })
         .collect();
-    Ok(Json(json!({ "messages": messages, "next_cursor": next.to_string() })).into_response())
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "messages": messages, "next_cursor": next.to_string() })),
+    )
+        .into_response())
 }
 
 /// `GET /v1/inbox/{id}`: the sealed delivery; the first fetch marks it `delivered`.
@@ -109,12 +113,7 @@ pub async fn fetch(
     let at = rt.clock.unix_seconds() as i64;
     let sealed = rt
         .store
-        .fetch_delivery(
-            caller.partner.as_str(),
-            id.as_str(),
-            at,
-            &caller.to_string(),
-        )
+        .fetch_delivery(&caller.partner, &id, at, &ActorRef::from(&caller))
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok((
@@ -137,12 +136,7 @@ pub async fn ack(
     let at = rt.clock.unix_seconds() as i64;
     match rt
         .store
-        .ack_delivery(
-            caller.partner.as_str(),
-            id.as_str(),
-            at,
-            &caller.to_string(),
-        )
+        .ack_delivery(&caller.partner, &id, at, &ActorRef::from(&caller))
         .await?
     {
         AckOutcome::Acknowledged | AckOutcome::AlreadyAcknowledged => {
@@ -163,12 +157,7 @@ pub async fn withdraw(
     let at = rt.clock.unix_seconds() as i64;
     let states = rt
         .store
-        .withdraw(
-            id.as_str(),
-            caller.partner.as_str(),
-            at,
-            &caller.to_string(),
-        )
+        .withdraw(&id, &caller.partner, at, &ActorRef::from(&caller))
         .await?
         .ok_or(ApiError::NotFound)?;
     let body = json!({
@@ -177,5 +166,5 @@ pub async fn withdraw(
             .map(|s| json!({ "to": s.recipient, "status": s.status.as_str() }))
             .collect::<Vec<_>>(),
     });
-    Ok(Json(body).into_response())
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

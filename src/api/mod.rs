@@ -2,7 +2,9 @@
 //! here: handlers extract, call the core, and map the result.
 //!
 //! Layers, outermost first: observe (request id, span, log line, metrics) → timeout → body
-//! limit → principal resolution (`403` for unmapped certificates) → per-partner rate limit.
+//! limit → principal resolution → per-partner rate limit → (per route) the permission the
+//! route table declares, decided by `policy` (`403` for unmapped certificates and principals
+//! without the grant; cross-site state-changing requests refused).
 
 pub mod admin;
 pub mod audit;
@@ -26,13 +28,12 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 
 use crate::runtime::Runtime;
-use problem::ApiError;
 
 /// The mutual-TLS API routes with every layer applied.
 pub fn router(rt: Arc<Runtime>) -> Router {
     routes::register(Router::new())
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(principal::not_found)
+        .method_not_allowed_fallback(principal::method_not_allowed)
         .layer(from_fn_with_state(rt.clone(), limits::rate_limit))
         .layer(from_fn_with_state(rt.clone(), principal::resolve))
         .layer(from_fn_with_state(rt.clone(), limits::body_limit))

@@ -1,15 +1,19 @@
 //! Turns the verified peer certificate of a connection into the request's [`Caller`], and
-//! refuses every non-public route to a certificate that maps to no principal (`403`).
+//! enforces each route's permission (declared in the route table, decided by `policy`)
+//! before its handler runs. State-changing API requests must not be simple cross-site
+//! requests: a `POST` with a CORS-simple content type or a foreign `Origin` is refused.
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::ApiError;
 use crate::identity::{Fingerprint, Principal};
+use crate::policy::{self, Denied, Permission};
 use crate::runtime::Runtime;
 
 /// The fingerprint of the client certificate that the connection's handshake verified;
@@ -22,23 +26,102 @@ pub struct PeerCertificate(pub Fingerprint);
 #[derive(Clone, Debug)]
 pub struct Caller(pub Principal);
 
-/// Paths served to any verified certificate, mapped or not: public documents a partner
-/// needs while onboarding.
-const PUBLIC_PATHS: &[&str] = &["/.well-known/jwks.json", "/openapi.json"];
-
-/// Resolves the caller; refuses unmapped certificates except on public paths.
+/// Resolves the caller, if the certificate maps to one; refusing is the permission layer's
+/// job (public documents are served to unmapped certificates).
 pub async fn resolve(State(rt): State<Arc<Runtime>>, mut request: Request, next: Next) -> Response {
     let fingerprint = request.extensions().get::<PeerCertificate>().map(|p| p.0);
     let principal = fingerprint.and_then(|fp| rt.snapshot().config.principal(&fp).cloned());
-    match principal {
-        Some(p) => {
-            tracing::Span::current().record("principal", tracing::field::display(&p));
-            request.extensions_mut().insert(Caller(p));
-        }
-        None if PUBLIC_PATHS.contains(&request.uri().path()) => {}
-        None => return ApiError::UnknownPrincipal.into_response(),
+    if let Some(p) = principal {
+        tracing::Span::current().record("principal", tracing::field::display(&p));
+        request.extensions_mut().insert(Caller(p));
     }
     next.run(request).await
+}
+
+/// Whether a path is a console page (its failures are rendered as HTML).
+pub fn is_console(path: &str) -> bool {
+    path.starts_with("/console/")
+}
+
+/// Media types a cross-site form or `fetch` can send without a CORS preflight.
+const CORS_SIMPLE: &[&str] = &[
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "text/plain",
+];
+
+/// Refuses a state-changing API request that a browser on another site could have sent
+/// without the gateway's consent: a simple content type, or an `Origin` that is not this
+/// gateway's. Partner systems send neither. Console forms are checked by `console::csrf`.
+fn cross_site(request: &Request) -> Option<ApiError> {
+    if request.method() != Method::POST || is_console(request.uri().path()) {
+        return None;
+    }
+    let headers = request.headers();
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    if media.as_deref().is_some_and(|m| CORS_SIMPLE.contains(&m)) {
+        return Some(ApiError::CrossSite(
+            "a form or text/plain body is refused on state-changing requests; send application/json or application/jose",
+        ));
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    match (origin, host) {
+        (None, _) => None,
+        (Some(o), Some(h)) if o == format!("https://{h}") => None,
+        _ => Some(ApiError::CrossSite(
+            "a request from another site's page is refused; partner systems send no Origin",
+        )),
+    }
+}
+
+/// The permission layer of one route: asks the policy, refuses with a problem (HTML on the
+/// console) before the handler runs.
+pub async fn enforce(State(permission): State<Permission>, request: Request, next: Next) -> Response {
+    let caller = request.extensions().get::<Caller>().map(|c| &c.0);
+    let refused = match policy::decide(caller, permission) {
+        Ok(()) => cross_site(&request),
+        Err(Denied::UnknownPrincipal) => Some(ApiError::UnknownPrincipal),
+        Err(Denied::NotGranted { .. }) => Some(ApiError::NotPermitted(permission)),
+    };
+    match refused {
+        None => next.run(request).await,
+        Some(e) if is_console(request.uri().path()) => {
+            crate::console::problem_page(&e, caller).into_response()
+        }
+        Some(e) => e.into_response(),
+    }
+}
+
+/// The answer for a path no route serves: `403` to an unmapped certificate (it learns
+/// nothing about paths), `404` otherwise.
+pub async fn not_found(request: Request) -> Response {
+    not_served(&request, ApiError::NotFound)
+}
+
+/// The answer for a known path with another method.
+pub async fn method_not_allowed(request: Request) -> Response {
+    not_served(&request, ApiError::MethodNotAllowed)
+}
+
+fn not_served(request: &Request, e: ApiError) -> Response {
+    let caller = request.extensions().get::<Caller>().map(|c| &c.0);
+    let e = if caller.is_none() {
+        ApiError::UnknownPrincipal
+    } else {
+        e
+    };
+    if is_console(request.uri().path()) {
+        crate::console::problem_page(&e, caller).into_response()
+    } else {
+        e.into_response()
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -1,13 +1,20 @@
-//! RFC 9457 problem details: every error a client sees is one of [`ApiError`]'s variants,
-//! and this is the one place that chooses its status code, `type` slug and title.
+//! RFC 9457 problem details: every failure a client sees is one of [`ApiError`]'s variants,
+//! and this is the one place that chooses its status code, `type` slug, title and detail —
+//! for the API (rendered here as `application/problem+json`) and for the console (rendered
+//! as an HTML page by `console::problem_page` from the same [`Problem`]). No store or library
+//! message ever reaches a client: such failures are logged here under the request id.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::access::AccessError;
 use crate::envelope::referral::EnvelopeError;
+use crate::identity::PartnerId;
 use crate::intake::IntakeError;
+use crate::policy::{Permission, grant};
+use crate::review::ReviewError;
 use crate::schema::Violation;
 use crate::store::StoreError;
 use crate::submit::SubmitError;
@@ -18,16 +25,19 @@ const STORE_RETRY_AFTER: u64 = 5;
 /// The media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An error as the API reports it. Variants carry only what may be shown to the caller:
+/// A failure as the API reports it. Variants carry only what may be shown to the caller:
 /// never a payload value, never a store or library message.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The certificate chains to the trust bundle but maps to no principal.
     #[error("certificate is not registered to any partner")]
     UnknownPrincipal,
-    /// The caller may not do this.
+    /// The policy does not grant the caller this permission.
+    #[error("{} is for {}", .0.as_str(), grant(*.0).describe())]
+    NotPermitted(Permission),
+    /// A state-changing request a browser on another site could have sent.
     #[error("{0}")]
-    Forbidden(&'static str),
+    CrossSite(&'static str),
     /// No such resource (or not the caller's: ids do not leak).
     #[error("not found")]
     NotFound,
@@ -40,7 +50,7 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The partner's rate quota is used up.
+    /// The caller's rate quota is used up.
     #[error("rate limit exceeded")]
     RateLimited {
         /// Seconds until a request will be accepted.
@@ -58,19 +68,29 @@ pub enum ApiError {
     /// The body's media type is not the one the route takes.
     #[error("Content-Type must be {0}")]
     UnsupportedMediaType(&'static str),
-    /// A referral or envelope was refused; the status, slug and text come from the refusal.
+    /// A query or body that does not have the route's shape.
     #[error("{detail}")]
-    Refused {
-        /// The HTTP status.
-        status: StatusCode,
+    BadRequest {
         /// The stable slug.
         slug: &'static str,
-        /// What failed (never a payload value).
+        /// What is wrong and what would be right.
         detail: String,
     },
-    /// Schema or rule violations, each by pointer.
-    #[error("the referral is invalid: {} violations", .0.len())]
-    Invalid(Vec<Violation>),
+    /// A referral or envelope was refused.
+    #[error(transparent)]
+    Submit(SubmitError),
+    /// A review request was refused.
+    #[error(transparent)]
+    Review(ReviewError),
+    /// A records request was refused.
+    #[error(transparent)]
+    Access(AccessError),
+    /// A report request was refused.
+    #[error("{0}")]
+    Report(String),
+    /// An audit proof request is out of range.
+    #[error("{0}")]
+    AuditRange(String),
     /// The store has no space left; nothing was written.
     #[error("the gateway's store is full; nothing was written; retry later")]
     StoreFull {
@@ -85,66 +105,77 @@ pub enum ApiError {
     Internal,
 }
 
+/// A failure as a client is shown it, for either renderer.
+#[derive(Debug)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable slug (`urn:refex:problem:<slug>`).
+    pub slug: &'static str,
+    /// A short title.
+    pub title: &'static str,
+    /// What happened and what would fix it (never a payload value).
+    pub detail: String,
+    /// Violations by pointer (422).
+    pub errors: Option<Vec<Violation>>,
+    /// Recipients concerned (a stale preview).
+    pub recipients: Option<Vec<PartnerId>>,
+    /// A refused configuration's problems.
+    pub problems: Option<Vec<String>>,
+    /// Seconds to wait before retrying.
+    pub retry_after: Option<u64>,
+}
+
 impl ApiError {
-    /// Status, `type` slug and title.
+    /// Status, slug and title: the one table.
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
         match self {
-            ApiError::UnknownPrincipal => (
-                StatusCode::FORBIDDEN,
-                "unknown-principal",
-                "Certificate not registered",
-            ),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-            ),
-            ApiError::PayloadTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Request body too large",
-            ),
-            ApiError::RateLimited { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "Too many requests",
-            ),
-            ApiError::Timeout => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "Request timed out",
-            ),
-            ApiError::Unavailable { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-            ),
+            ApiError::UnknownPrincipal => {
+                (S::FORBIDDEN, "unknown-principal", "Certificate not registered")
+            }
+            ApiError::NotPermitted(_) => (S::FORBIDDEN, "not-permitted", "Not permitted"),
+            ApiError::CrossSite(_) => (S::FORBIDDEN, "cross-site-request", "Cross-site request refused"),
+            ApiError::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
+            ApiError::MethodNotAllowed => {
+                (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+            }
+            ApiError::PayloadTooLarge { .. } => {
+                (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large")
+            }
+            ApiError::RateLimited { .. } => {
+                (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+            }
+            ApiError::Timeout => (S::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
+            ApiError::Unavailable { .. } => {
+                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+            }
             ApiError::UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
-            ApiError::Refused { status, slug, .. } => (*status, slug, "Referral refused"),
-            ApiError::Invalid(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-referral",
-                "Referral does not validate",
-            ),
-            ApiError::StoreFull { .. } => {
-                (StatusCode::INSUFFICIENT_STORAGE, "store-full", "Store full")
-            }
+            ApiError::BadRequest { slug, .. } => (S::BAD_REQUEST, slug, "Bad request"),
+            ApiError::Submit(e) => submit_parts(e),
+            ApiError::Review(e) => review_parts(e),
+            ApiError::Access(e) => match e {
+                AccessError::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
+                AccessError::BadIdentifiers(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "bad-identifiers",
+                    "Identifiers not usable",
+                ),
+                AccessError::Store(e) => store_parts(e),
+            },
+            ApiError::Report(_) => (S::BAD_REQUEST, "bad-query", "Bad request"),
+            ApiError::AuditRange(_) => (S::BAD_REQUEST, "bad-range", "Bad request"),
+            ApiError::StoreFull { .. } => (S::INSUFFICIENT_STORAGE, "store-full", "Store full"),
             ApiError::ConfigRefused(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
+                S::UNPROCESSABLE_ENTITY,
                 "config-refused",
                 "Configuration refused",
             ),
-            ApiError::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
+            ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
 
@@ -152,51 +183,176 @@ impl ApiError {
     pub fn slug(&self) -> &'static str {
         self.parts().1
     }
+
+    /// The problem as a client is shown it. Failures inside the gateway are logged here and
+    /// shown only as "internal error" or "unavailable".
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self.log_text(), slug, "request failed");
+        }
+        let detail = match status {
+            StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal.to_string(),
+            StatusCode::SERVICE_UNAVAILABLE if !matches!(self, ApiError::Timeout) => {
+                "the gateway's store is unavailable; nothing was written; retry later".into()
+            }
+            StatusCode::INSUFFICIENT_STORAGE => ApiError::StoreFull { retry_after: 0 }.to_string(),
+            _ => self.to_string(),
+        };
+        let retry_after = match status {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE => {
+                Some(STORE_RETRY_AFTER)
+            }
+            _ => None,
+        };
+        Problem {
+            status,
+            slug,
+            title,
+            detail,
+            errors: match self {
+                ApiError::Submit(SubmitError::Intake(IntakeError::Invalid(v))) => Some(v.clone()),
+                ApiError::Review(ReviewError::NoLongerPermitted {
+                    reason: IntakeError::Invalid(v),
+                    ..
+                }) => Some(v.clone()),
+                ApiError::Access(AccessError::BadIdentifiers(p)) => Some(
+                    p.iter()
+                        .map(|p| Violation {
+                            pointer: format!("/{}", p.field),
+                            keyword: "identifier".into(),
+                            message: p.message.clone(),
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            },
+            recipients: match self {
+                ApiError::Review(ReviewError::PreviewStale { recipients }) => {
+                    Some(recipients.clone())
+                }
+                ApiError::Review(ReviewError::NoLongerPermitted { recipient, .. }) => {
+                    Some(vec![recipient.clone()])
+                }
+                _ => None,
+            },
+            problems: match self {
+                ApiError::ConfigRefused(p) => Some(p.clone()),
+                _ => None,
+            },
+            retry_after: match self {
+                ApiError::RateLimited { retry_after } => Some(*retry_after),
+                _ => retry_after,
+            },
+        }
+    }
+
+    /// The full text for the log (it may name a store's message; a client never sees it).
+    fn log_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+fn store_parts(e: &StoreError) -> (StatusCode, &'static str, &'static str) {
+    match e {
+        StoreError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        ),
+        StoreError::Full(_) => (StatusCode::INSUFFICIENT_STORAGE, "store-full", "Store full"),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        ),
+    }
+}
+
+/// The status for each refusal of a submission: envelope and freshness faults are `400`,
+/// authority faults (issuer, agreement, basis, consent) `403`, replay `409`, schema and
+/// rules `422`.
+fn submit_parts(e: &SubmitError) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    const REFUSED: &str = "Referral refused";
+    match e {
+        SubmitError::Envelope(e @ EnvelopeError::SignerNotSender) => (S::FORBIDDEN, e.slug(), REFUSED),
+        SubmitError::Envelope(e) => (S::BAD_REQUEST, e.slug(), REFUSED),
+        SubmitError::Intake(IntakeError::Invalid(_)) => (
+            S::UNPROCESSABLE_ENTITY,
+            "invalid-referral",
+            "Referral does not validate",
+        ),
+        SubmitError::Intake(e @ IntakeError::Replay) => (S::CONFLICT, e.slug(), REFUSED),
+        SubmitError::Replay => (S::CONFLICT, IntakeError::Replay.slug(), REFUSED),
+        SubmitError::Intake(e @ IntakeError::UnknownSuperseded) => (S::NOT_FOUND, e.slug(), REFUSED),
+        SubmitError::Intake(
+            e @ (IntakeError::Malformed | IntakeError::WrongAudience | IntakeError::StaleIat),
+        ) => (S::BAD_REQUEST, e.slug(), REFUSED),
+        SubmitError::Intake(e) => (S::FORBIDDEN, e.slug(), REFUSED),
+        SubmitError::Store(e) => store_parts(e),
+        SubmitError::Seal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+    }
+}
+
+fn review_parts(e: &ReviewError) -> (StatusCode, &'static str, &'static str) {
+    use StatusCode as S;
+    match e {
+        ReviewError::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
+        ReviewError::FourEyes => (S::FORBIDDEN, "four-eyes", "Four eyes"),
+        ReviewError::AlreadyDecided => (S::CONFLICT, "already-decided", "Already decided"),
+        ReviewError::Invalid(_) => (
+            S::UNPROCESSABLE_ENTITY,
+            "invalid-decision",
+            "Decision not valid",
+        ),
+        ReviewError::PreviewStale { .. } => (S::CONFLICT, "preview-stale", "Preview changed"),
+        ReviewError::NoLongerPermitted { .. } => (
+            S::CONFLICT,
+            "no-longer-permitted",
+            "Release no longer permitted",
+        ),
+        ReviewError::Store(e) => store_parts(e),
+        ReviewError::Release(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+    }
 }
 
 /// The JSON body of a problem response.
 #[derive(Debug, Serialize)]
-struct ProblemBody {
+struct ProblemBody<'a> {
     #[serde(rename = "type")]
     type_: String,
     title: &'static str,
     status: u16,
-    detail: String,
+    detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<Vec<Violation>>,
+    errors: Option<&'a [Violation]>,
+    /// The recipients a review refusal concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipients: Option<&'a [PartnerId]>,
     /// A refused configuration's problems (admin listener only; they name files and keys,
     /// never payload values).
     #[serde(skip_serializing_if = "Option::is_none")]
-    problems: Option<Vec<String>>,
+    problems: Option<&'a [String]>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, slug, title) = self.parts();
-        let detail = self.to_string();
-        let errors = match self {
-            ApiError::Invalid(ref v) => Some(v.clone()),
-            _ => None,
-        };
-        let problems = match self {
-            ApiError::ConfigRefused(ref p) => Some(p.clone()),
-            _ => None,
-        };
+        let p = self.problem();
         let body = ProblemBody {
-            type_: format!("urn:refex:problem:{slug}"),
-            title,
-            status: status.as_u16(),
-            detail,
-            errors,
-            problems,
+            type_: format!("urn:refex:problem:{}", p.slug),
+            title: p.title,
+            status: p.status.as_u16(),
+            detail: &p.detail,
+            errors: p.errors.as_deref(),
+            recipients: p.recipients.as_deref(),
+            problems: p.problems.as_deref(),
         };
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (p.status, Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let ApiError::RateLimited { retry_after }
-        | ApiError::Unavailable { retry_after }
-        | ApiError::StoreFull { retry_after } = self
-        {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(retry_after) = p.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         response
@@ -204,52 +360,44 @@ impl IntoResponse for ApiError {
 }
 
 impl From<SubmitError> for ApiError {
-    /// The status for each refusal: envelope and freshness faults are `400`, authority faults
-    /// (issuer, agreement, basis, consent) `403`, replay `409`, schema and rules `422`.
     fn from(e: SubmitError) -> Self {
-        let refused = |status, slug, detail: String| ApiError::Refused {
-            status,
-            slug,
-            detail,
-        };
-        match e {
-            SubmitError::Envelope(e @ EnvelopeError::SignerNotSender) => {
-                refused(StatusCode::FORBIDDEN, e.slug(), e.to_string())
-            }
-            SubmitError::Envelope(e) => refused(StatusCode::BAD_REQUEST, e.slug(), e.to_string()),
-            SubmitError::Intake(IntakeError::Invalid(v)) => ApiError::Invalid(v),
-            SubmitError::Intake(e @ IntakeError::Replay) => {
-                refused(StatusCode::CONFLICT, e.slug(), e.to_string())
-            }
-            SubmitError::Intake(e @ IntakeError::UnknownSuperseded) => {
-                refused(StatusCode::NOT_FOUND, e.slug(), e.to_string())
-            }
-            SubmitError::Intake(
-                e @ (IntakeError::Malformed | IntakeError::WrongAudience | IntakeError::StaleIat),
-            ) => refused(StatusCode::BAD_REQUEST, e.slug(), e.to_string()),
-            SubmitError::Intake(e) => refused(StatusCode::FORBIDDEN, e.slug(), e.to_string()),
-            SubmitError::Store(e) => ApiError::from(e),
-            SubmitError::Seal(e) => {
-                tracing::error!(error = %e, "sealing failed");
-                ApiError::Internal
-            }
-        }
+        ApiError::Submit(e)
+    }
+}
+
+impl From<ReviewError> for ApiError {
+    fn from(e: ReviewError) -> Self {
+        ApiError::Review(e)
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        ApiError::Access(e)
     }
 }
 
 impl From<StoreError> for ApiError {
-    /// A store failure: `503` with `Retry-After` when the store is unreachable, `500`
-    /// otherwise. Logged here; the client never sees the store's message.
+    /// A store failure: `503` with `Retry-After` when the store is unreachable, `507` when
+    /// full, `500` otherwise. The client never sees the store's message.
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
         match e {
-            StoreError::Unavailable(_) => ApiError::Unavailable {
-                retry_after: STORE_RETRY_AFTER,
-            },
-            StoreError::Full(_) => ApiError::StoreFull {
-                retry_after: STORE_RETRY_AFTER,
-            },
-            _ => ApiError::Internal,
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "store unavailable");
+                ApiError::Unavailable {
+                    retry_after: STORE_RETRY_AFTER,
+                }
+            }
+            StoreError::Full(_) => {
+                tracing::error!(error = %e, "store full");
+                ApiError::StoreFull {
+                    retry_after: STORE_RETRY_AFTER,
+                }
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::Internal
+            }
         }
     }
 }

@@ -1,36 +1,24 @@
 //! `GET /v1/disclosures/{id}` (the sending partner's leads, auditors and DPOs) and `POST
 //! /v1/subject-access` (a partner's DPO or auditor; JSON, or CSV with `Accept: text/csv`).
+//! Thin: who may ask is the policy's; what is answered is `access`'s.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::principal::Caller;
 use super::problem::ApiError;
-use crate::access::{self, AccessError};
+use crate::access;
 use crate::disclosure;
+use crate::identity::PartnerId;
 use crate::ids::ReferralId;
 use crate::runtime::Runtime;
 use crate::subject::Identifiers;
-
-fn access_error(e: AccessError) -> ApiError {
-    match e {
-        AccessError::NotFound => ApiError::NotFound,
-        AccessError::Forbidden(why) => ApiError::Forbidden(why),
-        AccessError::NoIdentifier => ApiError::Refused {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            slug: "no-identifier",
-            detail: e.to_string(),
-        },
-        AccessError::Store(s) => ApiError::from(s),
-    }
-}
 
 /// `GET /v1/disclosures/{id}`.
 pub async fn disclosure(
@@ -40,10 +28,9 @@ pub async fn disclosure(
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let snapshot = rt.snapshot();
+    let now = rt.clock.unix_seconds() as i64;
     let record =
-        access::disclosure_record(rt.store.as_ref(), &snapshot.config, &caller, id.as_str())
-            .await
-            .map_err(access_error)?;
+        access::disclosure_record(rt.store.as_ref(), &snapshot.config, &caller, &id, now).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(record)).into_response())
 }
 
@@ -57,6 +44,13 @@ pub struct SubjectAccessRequest {
     date_of_birth: Option<String>,
 }
 
+/// A subject-access answer.
+#[derive(Debug, Serialize)]
+struct SubjectAccessAnswer {
+    partner: PartnerId,
+    referrals: Vec<disclosure::Record>,
+}
+
 /// `POST /v1/subject-access`.
 pub async fn subject_access(
     State(rt): State<Arc<Runtime>>,
@@ -64,10 +58,10 @@ pub async fn subject_access(
     headers: HeaderMap,
     body: Result<Json<SubjectAccessRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|_| ApiError::Refused {
-        status: StatusCode::BAD_REQUEST,
+    let Json(req) = body.map_err(|_| ApiError::BadRequest {
         slug: "bad-request",
-        detail: "expected a JSON object with nhs_number, or given, family and date_of_birth".into(),
+        detail: "expected a JSON object with nhs_number, or given, family and date_of_birth"
+            .into(),
     })?;
     let ids = Identifiers {
         nhs_number: req.nhs_number,
@@ -77,9 +71,8 @@ pub async fn subject_access(
     };
     let snapshot = rt.snapshot();
     let now = rt.clock.unix_seconds() as i64;
-    let records = access::subject_access(rt.store.as_ref(), &snapshot.config, &caller, &ids, now)
-        .await
-        .map_err(access_error)?;
+    let records =
+        access::subject_access(rt.store.as_ref(), &snapshot.config, &caller, &ids, now).await?;
     let wants_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -97,7 +90,10 @@ pub async fn subject_access(
     }
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "partner": caller.partner, "referrals": records })),
+        Json(SubjectAccessAnswer {
+            partner: caller.partner,
+            referrals: records,
+        }),
     )
         .into_response())
 }

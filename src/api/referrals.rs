@@ -51,22 +51,33 @@ pub async fn create(
             return Err(e);
         }
     };
-    let submitted = submit::submit(&rt, &caller, bytes).await?;
+    let submitted = submit::submit(&rt, &caller, bytes.to_vec()).await?;
     let held = submitted
         .deliveries
         .iter()
         .any(|(_, s)| *s == DeliveryStatus::HeldForReview);
-    let body = json!({
+    let mut body = json!({
         "id": submitted.id.to_string(),
         "status": if held { "held-for-review" } else { "queued" },
         "deliveries": submitted.deliveries.iter()
             .map(|(to, status)| json!({ "to": to, "status": status.as_str() }))
             .collect::<Vec<_>>(),
     });
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    if submitted.repeated {
+        // A retry of a referral accepted before: the original acceptance, not a new one.
+        body["repeated"] = json!(true);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(body),
+    )
+        .into_response())
 }
 
 /// `GET /v1/referrals/{id}`: per-recipient status, for the sender only (`404` otherwise).
+/// A recipient a lead rejected carries the lead's reason (sealed at rest, shown only to the
+/// sending organisation).
 pub async fn status(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
@@ -75,26 +86,41 @@ pub async fn status(
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let states = rt
         .store
-        .delivery_states(id.as_str(), caller.partner.as_str())
+        .delivery_states(&id, &caller.partner)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let (supersedes, superseded_by) = rt.store.referral_links(id.as_str()).await?;
+    let (supersedes, superseded_by) = rt.store.referral_links(&id).await?;
+    let key = &rt.snapshot().config.storage_key;
+    let reason = |sealed: &Option<String>| {
+        sealed
+            .as_ref()
+            .and_then(|r| key.open(r).ok())
+            .map(|text| String::from_utf8_lossy(&text).into_owned())
+    };
+    let reasons: Vec<Option<String>> = states.iter().map(|s| reason(&s.reason_sealed)).collect();
     let mut body = json!({
         "id": id.to_string(),
-        "deliveries": states.iter()
-            .map(|s| json!({ "to": s.recipient, "status": s.status.as_str() }))
+        "deliveries": states.iter().zip(&reasons)
+            .map(|(s, r)| {
+                let mut d = json!({ "to": s.recipient, "status": s.status.as_str() });
+                if let Some(r) = r {
+                    d["review_reason"] = json!(r);
+                }
+                d
+            })
             .collect::<Vec<_>>(),
     });
     if let Some(old) = supersedes {
         body["supersedes"] = json!(old);
     }
-    // A lead's reason is shown to its own organisation's sender (sealed at rest).
-    let reason = rt.store.review_reason(id.as_str()).await.ok().flatten();
-    if let Some(text) = reason.and_then(|r| rt.snapshot().config.storage_key.open(&r).ok()) {
-        body["review_reason"] = json!(String::from_utf8_lossy(&text));
+    // The v1 field: the lead's reason when every rejection gave the same one.
+    let mut given: Vec<&String> = reasons.iter().flatten().collect();
+    given.dedup();
+    if let [only] = given.as_slice() {
+        body["review_reason"] = json!(only);
     }
     if let Some(new) = superseded_by {
         body["superseded_by"] = json!(new);
     }
-    Ok(Json(body).into_response())
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -36,13 +36,7 @@ pub async fn aggregates(
     q: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let snapshot = rt.snapshot();
-    if !access::is_commissioner(&snapshot.config, &caller) {
-        return Err(ApiError::Forbidden(
-            "aggregate reports are for commissioners only",
-        ));
-    }
-    let Query(q) = q.map_err(|_| ApiError::Refused {
-        status: StatusCode::BAD_REQUEST,
+    let Query(q) = q.map_err(|_| ApiError::BadRequest {
         slug: "bad-query",
         detail: "from and to (YYYY-MM-DD) are required; by is optional".into(),
     })?;
@@ -50,7 +44,7 @@ pub async fn aggregates(
     let table = access::aggregate_report(
         rt.store.as_ref(),
         &snapshot.config,
-        &caller.to_string(),
+        &crate::audit::event::ActorRef::from(&caller),
         &q.from,
         &q.to,
         &q.by,
@@ -58,14 +52,7 @@ pub async fn aggregates(
     )
     .await
     .map_err(|e| match e {
-        ReportRequestError::Forbidden => {
-            ApiError::Forbidden("aggregate reports are for commissioners only")
-        }
-        ReportRequestError::Invalid(detail) => ApiError::Refused {
-            status: StatusCode::BAD_REQUEST,
-            slug: "bad-report",
-            detail,
-        },
+        ReportRequestError::Invalid(detail) => ApiError::Report(detail),
         ReportRequestError::Store(s) => ApiError::from(s),
     })?;
     let wants_csv = headers
@@ -74,7 +61,14 @@ pub async fn aggregates(
         .is_some_and(|v| v.contains("text/csv"));
     if wants_csv {
         let csv = crate::report::to_csv(&table).map_err(|_| ApiError::Internal)?;
-        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            csv,
+        )
+            .into_response());
     }
-    Ok(Json(table).into_response())
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(table)).into_response())
 }

@@ -1,45 +1,62 @@
-//! `GET /v1/reviews`, `GET /v1/reviews/{id}`, `POST /v1/reviews/{id}/decision`: thin handlers
-//! over `review`, for the sending partner's designated safeguarding leads.
+//! `GET /v1/reviews`, `GET /v1/reviews/{id}`, `POST /v1/reviews/{id}/decision`: thin
+//! handlers over `review` for the sending partner's designated safeguarding leads. The wire
+//! shapes (DTOs) are here; the decisions are `review`'s.
+//!
+//! A decision is either the v1 form for every held recipient,
+//! `{"decision": "approve"|"reject", "reason": "…", "preview": "sha256:…"}`, or one choice
+//! per recipient, `{"recipients": {"imara": {"decision": "approve", "preview": "sha256:…"},
+//! "housing": {"decision": "reject", "reason": "…"}}}`. An approval is bound to the preview
+//! it names, or (when it names none) to the preview this lead was last shown.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::principal::Caller;
 use super::problem::ApiError;
+use crate::identity::PartnerId;
 use crate::ids::ReferralId;
-use crate::review::{self, ReviewError};
+use crate::intake::claims::{ConsentStatus, Override, SubjectInformed};
+use crate::lawful::LawfulBasis;
+use crate::review::{Choice, Request, Service, Shown};
 use crate::runtime::Runtime;
+use crate::store::records::HeldRow;
 
-/// The one place review refusals become statuses.
-pub fn review_error(e: ReviewError) -> ApiError {
-    let refused = |status, slug, detail: String| ApiError::Refused {
-        status,
-        slug,
-        detail,
-    };
-    match e {
-        ReviewError::NotFound => ApiError::NotFound,
-        ReviewError::NotALead => refused(StatusCode::FORBIDDEN, "not-a-lead", e.to_string()),
-        ReviewError::FourEyes => refused(StatusCode::FORBIDDEN, "four-eyes", e.to_string()),
-        ReviewError::AlreadyDecided => {
-            refused(StatusCode::CONFLICT, "already-decided", e.to_string())
-        }
-        ReviewError::Invalid(why) => refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-decision",
-            why.into(),
-        ),
-        ReviewError::Store(s) => ApiError::from(s),
-        ReviewError::Release(why) => {
-            tracing::error!(error = %why, "review release failure");
-            ApiError::Internal
+/// One held referral in the queue.
+#[derive(Debug, Serialize)]
+pub struct QueueItem {
+    id: ReferralId,
+    #[serde(rename = "type")]
+    referral_type: String,
+    sender_ref: String,
+    received_at: i64,
+    age_seconds: i64,
+    #[serde(rename = "override")]
+    override_: Option<Override>,
+    escalated: bool,
+    recipients: Vec<PartnerId>,
+    submitted_by: Option<String>,
+}
+
+impl QueueItem {
+    /// The queue line of a held referral at `now`.
+    pub fn of(h: HeldRow, now: i64) -> Self {
+        Self {
+            id: h.referral_id,
+            referral_type: h.referral_type.to_string(),
+            sender_ref: h.sender_ref,
+            received_at: h.received_at,
+            age_seconds: (now - h.received_at).max(0),
+            override_: h.consent_override,
+            escalated: h.escalated_at.is_some(),
+            recipients: h.recipients,
+            submitted_by: h.submitted_by.map(|a| a.to_string()),
         }
     }
 }
@@ -49,34 +66,224 @@ pub async fn list(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
 ) -> Result<Response, ApiError> {
-    let reviews = review::queue(&rt, &caller).await.map_err(review_error)?;
+    let now = rt.clock.unix_seconds() as i64;
+    let rows = Service::new(&rt).queue(&caller).await?;
+    let reviews: Vec<QueueItem> = rows.into_iter().map(|h| QueueItem::of(h, now)).collect();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "reviews": reviews })),
+        Json(serde_json::json!({ "reviews": reviews })),
     )
         .into_response())
 }
 
-/// `GET /v1/reviews/{id}`.
+/// Whether releasing to a recipient is still permitted, as the preview shows it.
+#[derive(Debug, Serialize)]
+struct Permitted {
+    permitted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// One recipient's preview.
+#[derive(Debug, Serialize)]
+struct RecipientView {
+    to: PartnerId,
+    recipient_name: String,
+    agreement: Option<String>,
+    view: String,
+    view_version: String,
+    disclosed: Vec<String>,
+    withheld: Vec<String>,
+    preview: String,
+    release: Permitted,
+}
+
+/// Consent as the lead sees it (with the justification).
+#[derive(Debug, Serialize)]
+struct ConsentView {
+    status: ConsentStatus,
+    #[serde(rename = "override")]
+    override_: Option<Override>,
+    justification: Option<String>,
+}
+
+/// A held referral as its reviewer sees it.
+#[derive(Debug, Serialize)]
+pub struct ReviewView {
+    id: ReferralId,
+    #[serde(rename = "type")]
+    referral_type: String,
+    sender_ref: String,
+    received_at: i64,
+    age_seconds: i64,
+    submitted_by: Option<String>,
+    lawful_basis: LawfulBasis,
+    consent: ConsentView,
+    subject_informed: SubjectInformed,
+    court_order_ref: Option<String>,
+    supersedes: Option<ReferralId>,
+    preview: String,
+    recipients: Vec<RecipientView>,
+    can_decide: bool,
+}
+
+impl ReviewView {
+    /// The wire form of what `review` shows.
+    pub fn of(s: &Shown, now: i64) -> Self {
+        let r = &s.pending.claims.referral;
+        let record = &s.pending.detail.referral;
+        Self {
+            id: record.id.clone(),
+            referral_type: r.referral_type.to_string(),
+            sender_ref: r.sender_ref.clone(),
+            received_at: record.received_at,
+            age_seconds: (now - record.received_at).max(0),
+            submitted_by: s.pending.detail.submitted_by().map(ToString::to_string),
+            lawful_basis: r.lawful_basis,
+            consent: ConsentView {
+                status: r.consent.status,
+                override_: r.consent.override_,
+                justification: r.consent.justification.clone(),
+            },
+            subject_informed: r.subject_informed.clone(),
+            court_order_ref: r.court_order_ref.clone(),
+            supersedes: r.supersedes.clone(),
+            preview: s.preview.digest(),
+            recipients: s
+                .preview
+                .recipients
+                .iter()
+                .map(|p| RecipientView {
+                    to: p.to.clone(),
+                    recipient_name: p.name.clone(),
+                    agreement: p.permitted.as_ref().ok().cloned(),
+                    view: p.view.clone(),
+                    view_version: p.view_version.clone(),
+                    disclosed: p.disclosed.clone(),
+                    withheld: p.minimised.withheld.clone(),
+                    preview: p.digest.clone(),
+                    release: match &p.permitted {
+                        Ok(_) => Permitted {
+                            permitted: true,
+                            reason: None,
+                            detail: None,
+                        },
+                        Err(e) => Permitted {
+                            permitted: false,
+                            reason: Some(e.slug()),
+                            detail: Some(e.to_string()),
+                        },
+                    },
+                })
+                .collect(),
+            can_decide: s.can_decide,
+        }
+    }
+}
+
+/// `GET /v1/reviews/{id}`: the preview (audited as a consultation).
 pub async fn show(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let detail = review::show(&rt, &caller, id.as_str())
-        .await
-        .map_err(review_error)?;
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(detail)).into_response())
+    let shown = Service::new(&rt).show(&caller, &id).await?;
+    let now = rt.clock.unix_seconds() as i64;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(ReviewView::of(&shown, now)),
+    )
+        .into_response())
 }
 
-/// A decision body.
+/// `approve` or `reject`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Verdict {
+    Approve,
+    Reject,
+}
+
+/// One recipient's choice.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipientChoice {
+    decision: Verdict,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    preview: Option<String>,
+}
+
+/// A decision body: the v1 form (one verdict for every held recipient) or one per recipient.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    decision: String,
+    #[serde(default)]
+    decision: Option<Verdict>,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    preview: Option<String>,
+    #[serde(default)]
+    recipients: Option<BTreeMap<PartnerId, RecipientChoice>>,
+}
+
+fn choice(decision: Verdict, reason: Option<String>, preview: Option<String>) -> Choice {
+    match decision {
+        Verdict::Approve => Choice::Approve { preview },
+        Verdict::Reject => Choice::Reject {
+            reason: reason.unwrap_or_default(),
+        },
+    }
+}
+
+/// The decision as the review core takes it, or why the body is not one.
+fn request_of(body: DecisionBody) -> Result<RequestShape, ApiError> {
+    let bad = |detail: &str| ApiError::BadRequest {
+        slug: "bad-request",
+        detail: detail.to_owned(),
+    };
+    match (body.decision, body.recipients) {
+        (Some(d), None) => Ok(RequestShape::All(choice(d, body.reason, body.preview))),
+        (None, Some(map)) if body.reason.is_none() && body.preview.is_none() => {
+            Ok(RequestShape::Each(
+                map.into_iter()
+                    .map(|(to, c)| (to, choice(c.decision, c.reason, c.preview)))
+                    .collect(),
+            ))
+        }
+        _ => Err(bad(
+            "expected {\"decision\": \"approve\"|\"reject\", \"reason\": \"…\", \"preview\": \"…\"} \
+             or {\"recipients\": {\"<partner>\": {\"decision\": …, \"reason\": …, \"preview\": …}}}",
+        )),
+    }
+}
+
+/// A decision body's shape, before the held recipients are known.
+enum RequestShape {
+    All(Choice),
+    Each(Vec<(PartnerId, Choice)>),
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Serialize)]
+struct DecisionOutcome {
+    id: ReferralId,
+    decision: &'static str,
+    approved: Vec<PartnerId>,
+    rejected: Vec<PartnerId>,
+    deliveries: Vec<DeliveryLine>,
+}
+
+/// One delivery's status.
+#[derive(Debug, Serialize)]
+struct DeliveryLine {
+    to: PartnerId,
+    status: crate::lifecycle::DeliveryStatus,
 }
 
 /// `POST /v1/reviews/{id}/decision`.
@@ -87,22 +294,37 @@ pub async fn decide(
     body: Result<Json<DecisionBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let Json(body) = body.map_err(|_| ApiError::Refused {
-        status: StatusCode::BAD_REQUEST,
+    let Json(body) = body.map_err(|_| ApiError::BadRequest {
         slug: "bad-request",
-        detail: "expected {\"decision\": \"approve\"|\"reject\", \"reason\": \"…\"}".into(),
+        detail: "expected {\"decision\": \"approve\"|\"reject\", \"reason\": \"…\", \"preview\": \"…\"} \
+                 or {\"recipients\": {…}}"
+            .into(),
     })?;
-    let approve = match body.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        _ => {
-            return Err(review_error(ReviewError::Invalid(
-                "decision must be \"approve\" or \"reject\"",
-            )));
-        }
+    let shape = request_of(body)?;
+    let decided = Service::new(&rt)
+        .decide(&caller, &id, |pending, preview| match shape {
+            RequestShape::All(c) => Request::for_all(pending, c, preview),
+            RequestShape::Each(choices) => Request { choices },
+        })
+        .await?;
+    let decision = match (decided.approved.is_empty(), decided.rejected.is_empty()) {
+        (false, true) => "approve",
+        (true, false) => "reject",
+        _ => "mixed",
     };
-    let out = review::decide(&rt, &caller, id.as_str(), approve, body.reason.as_deref())
-        .await
-        .map_err(review_error)?;
-    Ok(Json(out).into_response())
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(DecisionOutcome {
+            id: decided.id,
+            decision,
+            approved: decided.approved,
+            rejected: decided.rejected,
+            deliveries: decided
+                .deliveries
+                .into_iter()
+                .map(|(to, status)| DeliveryLine { to, status })
+                .collect(),
+        }),
+    )
+        .into_response())
 }

@@ -9,18 +9,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::{Map, Value, json};
 
 use super::{audit, inbox, public, records, referrals, reports, reviews, whoami};
+use crate::policy::{Permission, grant};
 use crate::runtime::Runtime;
-
-/// Who may call a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// Any verified client certificate, mapped or not (public documents).
-    AnyCertificate,
-    /// A mapped partner system or person.
-    Partner,
-    /// A person with one of the named roles (documented in the description).
-    Role(&'static str),
-}
 
 /// One documented route.
 pub struct RouteDoc {
@@ -30,8 +20,9 @@ pub struct RouteDoc {
     pub path: &'static str,
     /// One-line summary.
     pub summary: &'static str,
-    /// Who may call it.
-    pub access: Access,
+    /// What the caller must be allowed to do (the policy decides who; a layer enforces it
+    /// before the handler runs).
+    pub permission: Permission,
     /// Query parameters: name, required, description.
     pub query: &'static [(&'static str, bool, &'static str)],
     /// Request body media type, if any.
@@ -50,7 +41,7 @@ macro_rules! route {
             method: Method::$method,
             path: $path,
             summary: $summary,
-            access: $access,
+            permission: $access,
             query: $query,
             body: $body,
             success: ($status, $media),
@@ -66,74 +57,79 @@ const JOSE: &str = "application/jose";
 /// Every route the API serves.
 pub static ROUTES: &[RouteDoc] = &[
     route!(GET "/.well-known/jwks.json" => public::jwks, "The gateway's public keys (enc and sig)",
-        Access::AnyCertificate, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+        Permission::ReadPublicDocuments, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
     route!(GET "/v1/whoami" => whoami::whoami, "Which principal the client certificate maps to",
-        Access::Partner, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+        Permission::Identify, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
     route!(POST "/v1/referrals" => referrals::create, "Submit a referral: JWE(JWS(claims)) to the gateway",
-        Access::Partner, query: &[], body: Some(JOSE), ok: (202, "application/json"),
+        Permission::SubmitReferral, query: &[], body: Some(JOSE), ok: (202, "application/json"),
         problems: &[400, 403, 404, 409, 413, 415, 422]),
     route!(GET "/v1/referrals/{id}" => referrals::status, "Per-recipient status of one of your referrals",
-        Access::Partner, query: &[], body: None, ok: (200, "application/json"), problems: &[404]),
+        Permission::ReadReferralStatus, query: &[], body: None, ok: (200, "application/json"), problems: &[404]),
     route!(POST "/v1/referrals/{id}/withdraw" => inbox::withdraw, "Withdraw every unacknowledged delivery of your referral",
-        Access::Partner, query: &[], body: None, ok: (200, "application/json"), problems: &[404]),
+        Permission::WithdrawReferral, query: &[], body: None, ok: (200, "application/json"), problems: &[404]),
     route!(GET "/v1/inbox" => inbox::list, "Your inbox: metadata in arrival order, cursor pages, long-poll",
-        Access::Partner, query: &[("limit", false, "1-500, default 50"), ("cursor", false, "next_cursor of the previous page"),
+        Permission::ReadInbox, query: &[("limit", false, "1-500, default 50"), ("cursor", false, "next_cursor of the previous page"),
                                    ("wait", false, "long-poll seconds, 0-60")],
         body: None, ok: (200, "application/json"), problems: &[400]),
     route!(GET "/v1/inbox/{id}" => inbox::fetch, "One delivery: JWE to your enc key of a JWS by the gateway",
-        Access::Partner, query: &[], body: None, ok: (200, "application/jose"), problems: &[404]),
+        Permission::FetchDelivery, query: &[], body: None, ok: (200, "application/jose"), problems: &[404]),
     route!(POST "/v1/inbox/{id}/ack" => inbox::ack, "Acknowledge a delivery (idempotent); it leaves the inbox",
-        Access::Partner, query: &[], body: None, ok: (204, ""), problems: &[404]),
+        Permission::AcknowledgeDelivery, query: &[], body: None, ok: (204, ""), problems: &[404]),
     route!(GET "/v1/reviews" => reviews::list, "Held referrals of your organisation, oldest first",
-        Access::Role("designated-safeguarding-lead"), query: &[], body: None, ok: (200, "application/json"), problems: &[]),
-    route!(GET "/v1/reviews/{id}" => reviews::show, "A held referral: per recipient, fields disclosed and withheld",
-        Access::Role("designated-safeguarding-lead"), query: &[], body: None, ok: (200, "application/json"), problems: &[404, 409]),
-    route!(POST "/v1/reviews/{id}/decision" => reviews::decide, "Approve or reject a held referral (four eyes)",
-        Access::Role("designated-safeguarding-lead"), query: &[], body: Some(JSON), ok: (200, "application/json"),
+        Permission::ReviewReferrals, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+    route!(GET "/v1/reviews/{id}" => reviews::show, "A held referral: per recipient, fields disclosed and withheld, and each preview digest",
+        Permission::ReviewReferrals, query: &[], body: None, ok: (200, "application/json"), problems: &[404, 409]),
+    route!(POST "/v1/reviews/{id}/decision" => reviews::decide, "Approve or reject each held recipient (four eyes; an approval is bound to its preview)",
+        Permission::DecideReview, query: &[], body: Some(JSON), ok: (200, "application/json"),
         problems: &[400, 404, 409, 422]),
     route!(GET "/v1/disclosures/{id}" => records::disclosure, "The disclosure record of one of your referrals",
-        Access::Role("designated-safeguarding-lead, auditor or data-protection-officer"), query: &[], body: None,
+        Permission::ReadDisclosureRecord, query: &[], body: None,
         ok: (200, "application/json"), problems: &[404]),
     route!(POST "/v1/subject-access" => records::subject_access, "Your disclosures, sent or received, concerning a person",
-        Access::Role("data-protection-officer or auditor"), query: &[], body: Some(JSON), ok: (200, "application/json"),
+        Permission::SubjectAccess, query: &[], body: Some(JSON), ok: (200, "application/json"),
         problems: &[400, 422]),
     route!(GET "/v1/audit/checkpoint" => audit::checkpoint, "The latest signed audit checkpoint",
-        Access::Role("auditor or data-protection-officer"), query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+        Permission::ReadAuditProofs, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
     route!(GET "/v1/audit/proof/inclusion" => audit::inclusion, "Inclusion proof of one audit leaf",
-        Access::Role("auditor or data-protection-officer"),
+        Permission::ReadAuditProofs,
         query: &[("index", true, "leaf index"), ("size", true, "tree size")], body: None, ok: (200, "application/json"),
         problems: &[400]),
     route!(GET "/v1/audit/proof/consistency" => audit::consistency, "Consistency proof between two tree sizes",
-        Access::Role("auditor or data-protection-officer"),
+        Permission::ReadAuditProofs,
         query: &[("from", true, "earlier size"), ("to", true, "later size")], body: None, ok: (200, "application/json"),
         problems: &[400]),
     route!(GET "/v1/reports/aggregates" => reports::aggregates, "Anonymised aggregates, small numbers suppressed",
-        Access::Role("commissioner"),
+        Permission::ReadAggregates,
         query: &[("from", true, "YYYY-MM-DD"), ("to", true, "YYYY-MM-DD, inclusive"),
                  ("by", false, "month,type,sender_kind,recipient_kind,consent,review; the last across")],
         body: None, ok: (200, "application/json"), problems: &[400]),
     route!(GET "/console/" => crate::console::queue, "Console: held referrals awaiting review (HTML)",
-        Access::Role("designated-safeguarding-lead"), query: &[], body: None, ok: (200, "text/html"), problems: &[]),
+        Permission::ReviewReferrals, query: &[], body: None, ok: (200, "text/html"), problems: &[]),
     route!(GET "/console/reviews/{id}" => crate::console::review, "Console: one held referral's preview and decision form (HTML)",
-        Access::Role("designated-safeguarding-lead"), query: &[], body: None, ok: (200, "text/html"), problems: &[404]),
+        Permission::ReviewReferrals, query: &[], body: None, ok: (200, "text/html"), problems: &[404]),
     route!(POST "/console/reviews/{id}/decision" => crate::console::decide, "Console: record a decision (form, CSRF-checked)",
-        Access::Role("designated-safeguarding-lead"), query: &[], body: Some("application/x-www-form-urlencoded"),
+        Permission::DecideReview, query: &[], body: Some("application/x-www-form-urlencoded"),
         ok: (303, ""), problems: &[404, 409, 422]),
     route!(GET "/console/sent" => crate::console::sent, "Console: your organisation's sent referrals (HTML)",
-        Access::Role("designated-safeguarding-lead, auditor or data-protection-officer"), query: &[], body: None,
+        Permission::ReadSentHistory, query: &[], body: None,
         ok: (200, "text/html"), problems: &[]),
     route!(GET "/console/style.css" => crate::console::style, "Console stylesheet",
-        Access::Partner, query: &[], body: None, ok: (200, "text/css"), problems: &[]),
+        Permission::Identify, query: &[], body: None, ok: (200, "text/css"), problems: &[]),
     route!(GET "/openapi.json" => super::openapi::document, "This description",
-        Access::AnyCertificate, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
+        Permission::ReadPublicDocuments, query: &[], body: None, ok: (200, "application/json"), problems: &[]),
 ];
 
-/// Registers every route of the table on `router`.
+/// Registers every route of the table on `router`, each behind the layer that enforces its
+/// permission (so no handler runs for a caller the policy refuses).
 pub fn register(mut router: axum::Router<Arc<Runtime>>) -> axum::Router<Arc<Runtime>> {
     for r in ROUTES {
         let filter = MethodFilter::try_from(r.method.clone())
             .unwrap_or_else(|_| unreachable!("the table only uses standard methods"));
-        router = router.route(r.path, (r.make)(filter));
+        let route = (r.make)(filter).route_layer(axum::middleware::from_fn_with_state(
+            r.permission,
+            super::principal::enforce,
+        ));
+        router = router.route(r.path, route);
     }
     router
 }
@@ -164,11 +160,8 @@ pub fn describe(gateway_id: &str, referral_types: Map<String, Value>) -> Value {
             "summary": r.summary,
             "operationId": format!("{} {}", r.method, r.path),
             "responses": responses,
-            "x-refex-access": match r.access {
-                Access::AnyCertificate => "any verified client certificate".to_owned(),
-                Access::Partner => "a registered partner system or person".to_owned(),
-                Access::Role(roles) => format!("a person with role: {roles}"),
-            },
+            "x-refex-permission": r.permission.as_str(),
+            "x-refex-access": grant(r.permission).describe(),
         });
         let mut params: Vec<Value> = r
             .path

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use crate::identity::{PartnerId, ReferralType};
-use crate::lawful::Article6;
+use crate::lawful::{AcceptedBasis, AcceptedBasisFile, LawfulBasis};
 
 /// The agreements file as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -31,13 +31,13 @@ pub struct Agreement {
     pub recipient: PartnerId,
     /// Referral types covered.
     pub types: Vec<ReferralType>,
-    /// Article 6 bases the sender may rely on.
-    pub article6: Vec<Article6>,
-    /// Article 9 conditions the sender may rely on.
-    pub article9: Vec<String>,
-    /// DPA 2018 Schedule 1 conditions the sender may rely on.
-    #[serde(default)]
-    pub schedule1: Vec<String>,
+    /// The lawful-basis combinations the sender may rely on, one `[[agreement.basis]]` each
+    /// (the loader refuses a combination that is not law, naming it).
+    #[serde(rename = "basis")]
+    pub basis_file: Vec<AcceptedBasisFile>,
+    /// [`Agreement::basis_file`] read and checked by the loader.
+    #[serde(skip)]
+    pub basis: Vec<AcceptedBasis>,
     /// When a disclosure is held for review.
     pub review: Review,
     /// Extra conditions.
@@ -75,5 +75,19 @@ impl Agreement {
     /// Whether the agreement carries `condition`.
     pub fn has(&self, condition: Condition) -> bool {
         self.conditions.contains(&condition)
+    }
+
+    /// Whether one of its combinations admits `basis`.
+    pub fn admits(&self, basis: &LawfulBasis) -> bool {
+        self.basis.iter().any(|b| b.admits(basis))
+    }
+
+    /// Its combinations in words (for a refusal that says what would be accepted).
+    pub fn describe_bases(&self) -> String {
+        self.basis
+            .iter()
+            .map(AcceptedBasis::describe)
+            .collect::<Vec<_>>()
+            .join("; or ")
     }
 }

@@ -17,7 +17,7 @@ use crate::envelope::keys::{KeySet, KeyUse};
 use crate::identity::{Actor, Fingerprint, PartnerId, Principal, Role};
 use crate::schema::SchemaSet;
 use crate::subject::SubjectKey;
-use crate::{lawful, tls};
+use crate::tls;
 
 use agreements::{Agreement, AgreementsFile, Condition, Review};
 use partners::{Partner, PartnerFile, Person, Sector};
@@ -289,15 +289,14 @@ fn load_partners(
                 .map_err(|e| problems.push(format!("{shown}: jwks: {e}")))
                 .ok()
         });
-        let mut holders: Vec<(Option<&String>, Option<&PathBuf>, Actor, String)> = Vec::new();
+        let mut holders: Vec<(Vec<partners::CertificateRef>, Actor, String)> = Vec::new();
         let mut seen = HashSet::new();
         for s in &file.systems {
             if !seen.insert(format!("system:{}", s.id)) {
                 problems.push(format!("{shown}: system {} listed twice", s.id));
             }
             holders.push((
-                s.fingerprint.as_ref(),
-                s.certificate.as_ref(),
+                s.certificate_refs(),
                 Actor::System(s.id.clone()),
                 format!("system {}", s.id),
             ));
@@ -309,9 +308,14 @@ fn load_partners(
             if p.roles.is_empty() {
                 problems.push(format!("{shown}: person {} has no roles", p.id));
             }
+            if p.roles.contains(&Role::Practitioner) && p.roles.contains(&Role::Commissioner) {
+                problems.push(format!(
+                    "{shown}: person {}: a commissioner sees only aggregates and cannot also be                      a practitioner acting for the organisation",
+                    p.id
+                ));
+            }
             holders.push((
-                p.fingerprint.as_ref(),
-                p.certificate.as_ref(),
+                p.certificate_refs(),
                 Actor::Person {
                     id: p.id.clone(),
                     roles: p.roles.clone(),
@@ -319,35 +323,43 @@ fn load_partners(
                 format!("person {}", p.id),
             ));
         }
-        for (fp, cert, actor, who) in holders {
-            let fingerprint = match (fp, cert) {
-                (Some(fp), None) => fp.parse::<Fingerprint>().map_err(|e| e.to_string()),
-                (None, Some(cert)) => {
-                    tls::fingerprint_of_file(&resolve(&base, cert)).map_err(|e| e.to_string())
-                }
-                _ => Err("give exactly one of fingerprint or certificate".to_owned()),
-            };
-            let fingerprint = match fingerprint {
-                Ok(f) => f,
-                Err(e) => {
-                    problems.push(format!("{shown}: {who}: {e}"));
+        for (certs, actor, who) in holders {
+            if certs.is_empty() {
+                problems.push(format!(
+                    "{shown}: {who}: give at least one fingerprint or certificate"
+                ));
+            }
+            for cert in certs {
+                let fingerprint = match &cert {
+                    partners::CertificateRef::Fingerprint(fp) => {
+                        fp.parse::<Fingerprint>().map_err(|e| e.to_string())
+                    }
+                    partners::CertificateRef::File(path) => {
+                        tls::fingerprint_of_file(&resolve(&base, path)).map_err(|e| e.to_string())
+                    }
+                };
+                let fingerprint = match fingerprint {
+                    Ok(f) => f,
+                    Err(e) => {
+                        problems.push(format!("{shown}: {who}: {e}"));
+                        continue;
+                    }
+                };
+                if let Some(other) = principals.get(&fingerprint) {
+                    problems.push(format!(
+                        "{shown}: {who}: certificate fingerprint {fingerprint} is already used by {other}"
+                    ));
                     continue;
                 }
-            };
-            if let Some(other) = principals.get(&fingerprint) {
-                problems.push(format!(
-                    "{shown}: {who}: certificate fingerprint {fingerprint} is already used by {other}"
-                ));
-                continue;
-            }
-            principals.insert(
-                fingerprint,
-                Principal {
-                    partner: id.clone(),
-                    actor,
+                principals.insert(
                     fingerprint,
-                },
-            );
+                    Principal {
+                        partner: id.clone(),
+                        actor: actor.clone(),
+                        fingerprint,
+                    },
+                );
+            }
         }
         if file.rate_quota.per_minute == 0 || file.rate_quota.burst == 0 {
             problems.push(format!("{shown}: rate_quota values must be at least 1"));
@@ -359,6 +371,7 @@ fn load_partners(
                 name: file.name,
                 kind: file.kind,
                 sector: file.sector,
+                competent_authority: file.competent_authority,
                 contact: file.contact,
                 inbox_retention: file.inbox_retention,
                 rate_quota: file.rate_quota,
@@ -385,7 +398,28 @@ fn load_agreements(path: &Path, problems: &mut Vec<String>) -> Vec<Agreement> {
         .map_err(|e| e.to_string())
         .and_then(|t| toml::from_str::<AgreementsFile>(&t).map_err(|e| e.to_string()))
     {
-        Ok(f) => f.agreements,
+        Ok(f) => f
+            .agreements
+            .into_iter()
+            .map(|mut a| {
+                a.basis = a
+                    .basis_file
+                    .iter()
+                    .filter_map(|b| {
+                        crate::lawful::AcceptedBasis::from_file(b)
+                            .map_err(|e| {
+                                problems.push(format!(
+                                    "{}: agreement {:?}: basis: {e}",
+                                    path.display(),
+                                    a.id
+                                ))
+                            })
+                            .ok()
+                    })
+                    .collect();
+                a
+            })
+            .collect(),
         Err(e) => {
             problems.push(format!("{}: {e}", path.display()));
             Vec::new()
@@ -427,19 +461,22 @@ fn check_agreements(
         if a.types.is_empty() {
             problems.push(format!("{at}: no referral types"));
         }
-        if a.article6.is_empty() || a.article9.is_empty() {
+        if a.basis.is_empty() {
             problems.push(format!(
-                "{at}: needs at least one article6 basis and one article9 condition"
+                "{at}: needs at least one [[agreement.basis]] combination"
             ));
         }
-        for c in &a.article9 {
-            if !lawful::ARTICLE9.contains(&c.as_str()) {
-                problems.push(format!("{at}: unknown article9 condition {c:?}"));
+        for b in &a.basis {
+            for p in b.check() {
+                problems.push(format!("{at}: basis {}: not law: {p}", b.describe()));
             }
-        }
-        for c in &a.schedule1 {
-            if !lawful::SCHEDULE1.contains(&c.as_str()) {
-                problems.push(format!("{at}: unknown schedule1 condition {c:?}"));
+            if b.regime() == crate::lawful::Regime::Dpa2018Part3
+                && sender.is_some_and(|s| !s.competent_authority)
+            {
+                problems.push(format!(
+                    "{at}: a dpa2018-part3 basis needs a competent authority as sender; {} is not                      (competent_authority = true in its partner file)",
+                    a.sender
+                ));
             }
         }
         if a.review == Review::Never && !a.has(Condition::ConsentRequired) {

@@ -19,6 +19,10 @@ pub struct PartnerFile {
     pub kind: PartnerKind,
     /// Statutory body or voluntary sector.
     pub sector: Sector,
+    /// A competent authority for DPA 2018 Part 3 (police, probation, courts' law-enforcement
+    /// functions): only such a sender's agreements may name a `dpa2018-part3` basis.
+    #[serde(default)]
+    pub competent_authority: bool,
     /// Who to contact about this partner's connection.
     pub contact: String,
     /// How long unacknowledged deliveries wait in its inbox (default 30 days).
@@ -70,8 +74,64 @@ impl Default for RateQuota {
     }
 }
 
-/// A certificate named either by fingerprint (production) or by file (dev PKI, where the
-/// certificates are generated and their fingerprints are not known in advance).
+/// One certificate of a holder, as named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertificateRef {
+    /// By fingerprint.
+    Fingerprint(String),
+    /// By PEM file.
+    File(PathBuf),
+}
+
+/// Every certificate a system or person entry names, in order: one certificate each
+/// overlaps with the one it replaces during a renewal, or serves a second device; all map to
+/// the same principal.
+fn certificate_refs(
+    fingerprint: &Option<String>,
+    fingerprints: &[String],
+    certificate: &Option<PathBuf>,
+    certificates: &[PathBuf],
+) -> Vec<CertificateRef> {
+    fingerprint
+        .iter()
+        .chain(fingerprints)
+        .cloned()
+        .map(CertificateRef::Fingerprint)
+        .chain(
+            certificate
+                .iter()
+                .chain(certificates)
+                .cloned()
+                .map(CertificateRef::File),
+        )
+        .collect()
+}
+
+impl SystemFile {
+    /// Every certificate named.
+    pub fn certificate_refs(&self) -> Vec<CertificateRef> {
+        certificate_refs(
+            &self.fingerprint,
+            &self.fingerprints,
+            &self.certificate,
+            &self.certificates,
+        )
+    }
+}
+
+impl PersonFile {
+    /// Every certificate named.
+    pub fn certificate_refs(&self) -> Vec<CertificateRef> {
+        certificate_refs(
+            &self.fingerprint,
+            &self.fingerprints,
+            &self.certificate,
+            &self.certificates,
+        )
+    }
+}
+
+/// A partner system (a client application).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemFile {
@@ -80,9 +140,15 @@ pub struct SystemFile {
     /// SHA-256 fingerprint of the DER certificate, lower-case hex.
     #[serde(default)]
     pub fingerprint: Option<String>,
-    /// A PEM certificate file to fingerprint instead.
+    /// More fingerprints (a renewal overlapping the old certificate, a second device).
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
+    /// A PEM certificate file to fingerprint instead (dev).
     #[serde(default)]
     pub certificate: Option<PathBuf>,
+    /// More certificate files.
+    #[serde(default)]
+    pub certificates: Vec<PathBuf>,
 }
 
 /// A named person, with roles and certificate.
@@ -98,9 +164,15 @@ pub struct PersonFile {
     /// SHA-256 fingerprint of the DER certificate, lower-case hex.
     #[serde(default)]
     pub fingerprint: Option<String>,
-    /// A PEM certificate file to fingerprint instead.
+    /// More fingerprints (a renewal overlapping the old certificate, a second device).
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
+    /// A PEM certificate file to fingerprint instead (dev).
     #[serde(default)]
     pub certificate: Option<PathBuf>,
+    /// More certificate files.
+    #[serde(default)]
+    pub certificates: Vec<PathBuf>,
 }
 
 /// A validated partner.
@@ -114,6 +186,8 @@ pub struct Partner {
     pub kind: PartnerKind,
     /// Sector.
     pub sector: Sector,
+    /// A competent authority for DPA 2018 Part 3.
+    pub competent_authority: bool,
     /// Contact.
     pub contact: String,
     /// Inbox retention.

@@ -1,11 +1,15 @@
 //! The console: server-rendered HTML for people (designated safeguarding leads and their
 //! colleagues) under `/console/`. No JavaScript; a strict Content-Security-Policy; forms
 //! protected by `csrf`; `Cache-Control: no-store` on every page. Pages: the review queue
-//! (oldest first, with age), one held referral's disclosure preview per recipient with the
-//! decision form, and the organisation's outbound history.
+//! (oldest first, with age), one held referral's disclosure preview per recipient with a
+//! decision per recipient, and the organisation's outbound history.
+//!
+//! Who may see a page is the permission policy's (the route layer); failures are rendered
+//! from the same [`Problem`] the API sends as JSON ([`problem_page`]).
 
 pub mod csrf;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -14,12 +18,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::api::principal::Caller;
-use crate::identity::{Actor, Role};
+use crate::api::problem::ApiError;
+use crate::identity::{PartnerId, Principal};
 use crate::ids::ReferralId;
-use crate::review::{self, ReviewError};
+use crate::review::{Choice, Request, ReviewError, Service, Shown};
 use crate::runtime::Runtime;
 
 /// The console's Content-Security-Policy: nothing but our own stylesheet and forms.
@@ -33,7 +37,8 @@ th,td{border:1px solid #ccc;padding:.4rem .6rem;text-align:left;vertical-align:t
 .escalated{color:#a00;font-weight:bold}.notice{background:#e8f4e8;border-left:4px solid #2e7d32;padding:.6rem 1rem}\
 .error{background:#fbe9e9;border-left:4px solid #b00020;padding:.6rem 1rem}fieldset{margin:1rem 0}\
 label{display:block;margin:.3rem 0}textarea{width:100%;min-height:5rem}button{padding:.5rem 1.2rem;font-size:1rem}\
-code{font-size:.9em}a:focus,button:focus,input:focus,textarea:focus{outline:3px solid #ffbf47}";
+code{font-size:.9em}a:focus,button:focus,input:focus,textarea:focus{outline:3px solid #ffbf47}\
+section.recipient{background:#fff;border:1px solid #ccc;padding:.5rem 1rem;margin:1rem 0}";
 
 fn page(status: StatusCode, html: String, cookie: Option<String>) -> Response {
     let mut res = (status, html).into_response();
@@ -132,6 +137,23 @@ fn cell(text: impl Into<String>) -> TableCell {
     }
 }
 
+/// A failure as an HTML page: the same status, title and detail the API would send as
+/// `application/problem+json` (the one mapping is `ApiError::problem`).
+pub fn problem_page(e: &ApiError, caller: Option<&Principal>) -> Response {
+    let p = e.problem();
+    let t = ListPage {
+        title: p.title.into(),
+        who: caller.map(ToString::to_string).unwrap_or_default(),
+        notice: None,
+        error: Some(p.detail),
+        empty: "",
+        caption: "",
+        headings: vec![],
+        rows: vec![],
+    };
+    page(p.status, render(&t), None)
+}
+
 #[derive(Template)]
 #[template(
     ext = "html",
@@ -144,32 +166,35 @@ fn cell(text: impl Into<String>) -> TableCell {
 {% if let Some(e) = error %}<p class="error" role="alert">{{ e }}</p>{% endif %}
 <dl>
 <dt>Type</dt><dd>{{ kind }}</dd>
+<dt>Sender's reference</dt><dd>{{ sender_ref }}</dd>
 <dt>Received</dt><dd>{{ received }} ({{ age }} ago)</dd>
 <dt>Submitted by</dt><dd>{{ submitted_by }}</dd>
-<dt>Lawful basis</dt><dd>{{ basis }}</dd>
+{% for b in basis %}<dt>{{ b.0 }}</dt><dd>{{ b.1 }}</dd>{% endfor %}
 <dt>Consent</dt><dd>{{ consent }}</dd>
 <dt>Override justification</dt><dd>{{ justification }}</dd>
 <dt>Person told</dt><dd>{{ informed }}</dd>
 </dl>
+{% if can_decide %}<form method="post" action="/console/reviews/{{ id }}/decision">
+<input type="hidden" name="csrf" value="{{ csrf }}">{% endif %}
 {% for r in recipients %}
-<section aria-labelledby="to-{{ loop.index }}"><h2 id="to-{{ loop.index }}">To {{ r.name }} ({{ r.to }})</h2>
-<p>Agreement <code>{{ r.agreement }}</code>; view <code>{{ r.view }}</code>.</p>
+<section class="recipient" aria-labelledby="to-{{ loop.index }}"><h2 id="to-{{ loop.index }}">To {{ r.name }} ({{ r.to }})</h2>
+{% if let Some(w) = r.blocked %}<p class="error" role="alert" id="blocked-{{ loop.index }}">Release is no longer permitted: {{ w }}</p>{% else %}
+<p>Agreement <code>{{ r.agreement }}</code>; view <code>{{ r.view }}</code> (version <code>{{ r.version }}</code>).</p>{% endif %}
 <table><caption>Would be disclosed ({{ r.disclosed.len() }} fields)</caption><tbody>
 {% for p in r.disclosed %}<tr><td><code>{{ p }}</code></td></tr>{% endfor %}</tbody></table>
 <table><caption>Withheld by minimisation ({{ r.withheld.len() }} fields)</caption><tbody>
 {% for p in r.withheld %}<tr><td><code>{{ p }}</code></td></tr>{% endfor %}</tbody></table>
+{% if can_decide %}
+<input type="hidden" name="preview_{{ r.to }}" value="{{ r.preview }}">
+<fieldset><legend>Decision for {{ r.name }}</legend>
+<label><input type="radio" name="decision_{{ r.to }}" value="approve" required{% if r.blocked.is_some() %} disabled{% endif %}> Approve: disclose the fields above to {{ r.name }}</label>
+<label><input type="radio" name="decision_{{ r.to }}" value="reject"> Reject: disclose nothing to {{ r.name }}</label>
+<label for="reason-{{ loop.index }}">Reason (required to reject; shown to your organisation's sender)</label>
+<textarea id="reason-{{ loop.index }}" name="reason_{{ r.to }}" maxlength="2000"></textarea>
+</fieldset>{% endif %}
 </section>
 {% endfor %}
-{% if can_decide %}
-<form method="post" action="/console/reviews/{{ id }}/decision">
-<input type="hidden" name="csrf" value="{{ csrf }}">
-<fieldset><legend>Decision</legend>
-<label><input type="radio" name="decision" value="approve" required> Approve: disclose to every recipient above</label>
-<label><input type="radio" name="decision" value="reject"> Reject: disclose to no one</label>
-</fieldset>
-<label for="reason">Reason (required to reject; shown to your organisation's sender)</label>
-<textarea id="reason" name="reason" maxlength="2000"></textarea>
-<p><button type="submit">Record decision</button></p>
+{% if can_decide %}<p><button type="submit">Record decisions</button></p>
 </form>
 {% else %}
 <p class="error" role="note">You submitted this referral, so another designated safeguarding lead must decide it (four eyes).</p>
@@ -181,10 +206,11 @@ struct ReviewPage {
     who: String,
     error: Option<String>,
     kind: String,
+    sender_ref: String,
     received: String,
     age: String,
     submitted_by: String,
-    basis: String,
+    basis: Vec<(&'static str, String)>,
     consent: String,
     justification: String,
     informed: String,
@@ -198,41 +224,11 @@ struct RecipientView {
     name: String,
     agreement: String,
     view: String,
+    version: String,
+    blocked: Option<String>,
     disclosed: Vec<String>,
     withheld: Vec<String>,
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "—".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn error_page(rt: &Runtime, who: &str, status: StatusCode, message: String) -> Response {
-    let _ = rt;
-    let t = ListPage {
-        title: "Console".into(),
-        who: who.into(),
-        notice: None,
-        error: Some(message),
-        empty: "",
-        caption: "",
-        headings: vec![],
-        rows: vec![],
-    };
-    page(status, render(&t), None)
+    preview: String,
 }
 
 /// `GET /console/style.css`.
@@ -249,57 +245,63 @@ pub async fn queue(
     Caller(caller): Caller,
     q: axum::extract::Query<NoticeQuery>,
 ) -> Response {
-    let who = caller.to_string();
-    match review::queue(&rt, &caller).await {
-        Ok(items) => {
-            let rows = items
-                .iter()
-                .map(|r| TableRow {
-                    cells: vec![
-                        TableCell {
-                            text: r["id"].as_str().unwrap_or_default().to_owned(),
-                            link: Some(format!(
-                                "/console/reviews/{}",
-                                r["id"].as_str().unwrap_or_default()
-                            )),
-                            alert: false,
-                        },
-                        cell(text(&r["type"])),
-                        cell(strings(&r["recipients"]).join(", ")),
-                        cell(text(&r["override"])),
-                        TableCell {
-                            text: format!(
-                                "{}{}",
-                                age(r["age_seconds"].as_i64().unwrap_or(0)),
-                                if r["escalated"] == true {
-                                    " — escalated"
-                                } else {
-                                    ""
-                                }
-                            ),
-                            link: None,
-                            alert: r["escalated"] == true,
-                        },
-                    ],
-                })
-                .collect();
-            let t = ListPage {
-                title: "Held referrals awaiting review".into(),
-                who,
-                notice: q
-                    .decided
-                    .as_ref()
-                    .map(|id| format!("Decision recorded for {id}.")),
-                error: None,
-                empty: "Nothing is waiting for review.",
-                caption: "Oldest first",
-                headings: vec!["Referral", "Type", "Recipients", "Override", "Waiting"],
-                rows,
-            };
-            page(StatusCode::OK, render(&t), None)
-        }
-        Err(e) => error_page(&rt, &who, StatusCode::FORBIDDEN, e.to_string()),
-    }
+    let now = rt.clock.unix_seconds() as i64;
+    let items = match Service::new(&rt).queue(&caller).await {
+        Ok(items) => items,
+        Err(e) => return problem_page(&ApiError::from(e), Some(&caller)),
+    };
+    let rows = items
+        .into_iter()
+        .map(|r| {
+            let escalated = r.escalated_at.is_some();
+            TableRow {
+                cells: vec![
+                    TableCell {
+                        text: r.referral_id.to_string(),
+                        link: Some(format!("/console/reviews/{}", r.referral_id)),
+                        alert: false,
+                    },
+                    cell(r.sender_ref),
+                    cell(r.referral_type.to_string()),
+                    cell(
+                        r.recipients
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    cell(r.consent_override.map_or("—", |o| o.as_str())),
+                    TableCell {
+                        text: format!(
+                            "{}{}",
+                            age((now - r.received_at).max(0)),
+                            if escalated { " — escalated" } else { "" }
+                        ),
+                        link: None,
+                        alert: escalated,
+                    },
+                ],
+            }
+        })
+        .collect();
+    let t = ListPage {
+        title: "Held referrals awaiting review".into(),
+        who: caller.to_string(),
+        notice: q.decided.as_ref().map(|id| format!("Decision recorded for {id}.")),
+        error: None,
+        empty: "Nothing is waiting for review.",
+        caption: "Oldest first",
+        headings: vec![
+            "Referral",
+            "Sender's reference",
+            "Type",
+            "Recipients",
+            "Override",
+            "Waiting",
+        ],
+        rows,
+    };
+    page(StatusCode::OK, render(&t), None)
 }
 
 /// `?decided=` after a decision.
@@ -308,27 +310,14 @@ pub struct NoticeQuery {
     decided: Option<String>,
 }
 
-async fn review_page(
+fn review_document(
     rt: &Runtime,
-    caller: &crate::identity::Principal,
-    id: &str,
+    caller: &Principal,
+    shown: &Shown,
     headers: &HeaderMap,
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let who = caller.to_string();
-    let v = match review::show(rt, caller, id).await {
-        Ok(v) => v,
-        Err(ReviewError::NotFound) => {
-            return error_page(
-                rt,
-                &who,
-                StatusCode::NOT_FOUND,
-                "No such held referral.".into(),
-            );
-        }
-        Err(e) => return error_page(rt, &who, StatusCode::FORBIDDEN, e.to_string()),
-    };
     let existing = csrf::cookie_value(headers.get(header::COOKIE).and_then(|h| h.to_str().ok()));
     let (cookie, set) = match existing {
         Some(c) => (c, None),
@@ -342,49 +331,70 @@ async fn review_page(
         &cookie,
         &caller.fingerprint,
     );
-    let lb = &v["lawful_basis"];
+    let now = rt.clock.unix_seconds() as i64;
+    let r = &shown.pending.claims.referral;
+    let record = &shown.pending.detail.referral;
     let t = ReviewPage {
-        id: id.to_owned(),
-        who,
+        id: record.id.to_string(),
+        who: caller.to_string(),
         error,
-        kind: text(&v["type"]),
-        received: when(v["received_at"].as_i64().unwrap_or(0)),
-        age: age(v["age_seconds"].as_i64().unwrap_or(0)),
-        submitted_by: text(&v["submitted_by"]),
-        basis: format!(
-            "Article 6: {}; Article 9: {}; Schedule 1: {}",
-            text(&lb["article6"]),
-            text(&lb["article9"]),
-            text(&lb["dpa2018_schedule1"])
-        ),
+        kind: r.referral_type.to_string(),
+        sender_ref: r.sender_ref.clone(),
+        received: when(record.received_at),
+        age: age((now - record.received_at).max(0)),
+        submitted_by: shown
+            .pending
+            .detail
+            .submitted_by()
+            .map_or_else(|| "—".into(), ToString::to_string),
+        basis: r.lawful_basis.describe(),
         consent: format!(
             "{} (override: {})",
-            text(&v["consent"]["status"]),
-            text(&v["consent"]["override"])
+            r.consent.status.as_str(),
+            r.consent.override_.map_or("none", |o| o.as_str())
         ),
-        justification: text(&v["consent"]["justification"]),
+        justification: r.consent.justification.clone().unwrap_or_else(|| "—".into()),
         informed: format!(
             "{} {}",
-            text(&v["subject_informed"]["status"]),
-            text(&v["subject_informed"]["reason"])
+            r.subject_informed.status_str(),
+            r.subject_informed.reason.as_deref().unwrap_or("")
         ),
-        recipients: v["recipients"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| RecipientView {
-                to: text(&r["to"]),
-                name: text(&r["recipient_name"]),
-                agreement: text(&r["agreement"]),
-                view: text(&r["view"]),
-                disclosed: strings(&r["disclosed"]),
-                withheld: strings(&r["withheld"]),
+        recipients: shown
+            .preview
+            .recipients
+            .iter()
+            .map(|p| RecipientView {
+                to: p.to.to_string(),
+                name: p.name.clone(),
+                agreement: p.permitted.clone().unwrap_or_default(),
+                view: p.view.clone(),
+                version: p.view_version.clone(),
+                blocked: p.permitted.as_ref().err().map(ToString::to_string),
+                disclosed: p.disclosed.clone(),
+                withheld: p.minimised.withheld.clone(),
+                preview: p.digest.clone(),
             })
             .collect(),
-        can_decide: v["can_decide"] == true,
+        can_decide: shown.can_decide,
         csrf: token,
     };
     page(status, render(&t), set)
+}
+
+/// Shows a held referral (audited as a consultation), with an error message when a decision
+/// was refused; failures render as a problem page.
+async fn review_page(
+    rt: &Runtime,
+    caller: &Principal,
+    id: &ReferralId,
+    headers: &HeaderMap,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    match Service::new(rt).show(caller, id).await {
+        Ok(shown) => review_document(rt, caller, &shown, headers, error, status),
+        Err(e) => problem_page(&ApiError::from(e), Some(caller)),
+    }
 }
 
 /// `GET /console/reviews/{id}`: the disclosure preview and the decision form.
@@ -395,24 +405,36 @@ pub async fn review(
     headers: HeaderMap,
 ) -> Response {
     match ReferralId::parse(&id) {
-        Ok(id) => review_page(&rt, &caller, id.as_str(), &headers, None, StatusCode::OK).await,
-        Err(_) => error_page(
-            &rt,
-            &caller.to_string(),
-            StatusCode::NOT_FOUND,
-            "No such held referral.".into(),
-        ),
+        Ok(id) => review_page(&rt, &caller, &id, &headers, None, StatusCode::OK).await,
+        Err(_) => problem_page(&ApiError::NotFound, Some(&caller)),
     }
 }
 
-/// The decision form.
-#[derive(Debug, Deserialize)]
-pub struct DecisionForm {
-    decision: Option<String>,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    csrf: String,
+/// The choices a decision form carries: `decision_<partner>`, `reason_<partner>` and
+/// `preview_<partner>` for each recipient shown.
+fn choices(form: &HashMap<String, String>) -> Result<Vec<(PartnerId, Choice)>, String> {
+    let mut out = Vec::new();
+    for (name, value) in form {
+        let Some(to) = name.strip_prefix("decision_") else {
+            continue;
+        };
+        let to: PartnerId = to
+            .parse()
+            .map_err(|_| "The form names an unknown recipient.".to_owned())?;
+        let field = |prefix: &str| form.get(&format!("{prefix}_{to}")).cloned();
+        let choice = match value.as_str() {
+            "approve" => Choice::Approve {
+                preview: field("preview"),
+            },
+            "reject" => Choice::Reject {
+                reason: field("reason").unwrap_or_default(),
+            },
+            _ => return Err(format!("Choose approve or reject for {to}.")),
+        };
+        out.push((to, choice));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// `POST /console/reviews/{id}/decision`.
@@ -422,22 +444,16 @@ pub async fn decide(
     Path(id): Path<String>,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    form: Result<Form<DecisionForm>, axum::extract::rejection::FormRejection>,
+    form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let who = caller.to_string();
     let Ok(id) = ReferralId::parse(&id) else {
-        return error_page(
-            &rt,
-            &who,
-            StatusCode::NOT_FOUND,
-            "No such held referral.".into(),
-        );
+        return problem_page(&ApiError::NotFound, Some(&caller));
     };
     let Ok(Form(form)) = form else {
         return review_page(
             &rt,
             &caller,
-            id.as_str(),
+            &id,
             &headers,
             Some("The form was incomplete.".into()),
             StatusCode::BAD_REQUEST,
@@ -452,31 +468,37 @@ pub async fn decide(
     let genuine = csrf::check(
         &rt.snapshot().config.storage_key,
         csrf::cookie_value(get(header::COOKIE.as_str())).as_deref(),
-        &form.csrf,
+        form.get("csrf").map_or("", String::as_str),
         &caller.fingerprint,
         get(header::ORIGIN.as_str()),
         get(header::HOST.as_str()).or_else(|| uri.authority().map(|a| a.as_str())),
     );
     if !genuine {
-        return error_page(&rt, &who, StatusCode::FORBIDDEN, "This form did not come from this console (CSRF check failed). Reload the page and try again.".into());
+        return problem_page(
+            &ApiError::CrossSite(
+                "This form did not come from this console (CSRF check failed). Reload the page and try again.",
+            ),
+            Some(&caller),
+        );
     }
-    let approve = match form.decision.as_deref() {
-        Some("approve") => true,
-        Some("reject") => false,
-        _ => {
+    let chosen = match choices(&form) {
+        Ok(c) => c,
+        Err(why) => {
             return review_page(
                 &rt,
                 &caller,
-                id.as_str(),
+                &id,
                 &headers,
-                Some("Choose approve or reject.".into()),
+                Some(why),
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await;
         }
     };
-    let reason = Some(form.reason.as_str()).filter(|r| !r.trim().is_empty());
-    match review::decide(&rt, &caller, id.as_str(), approve, reason).await {
+    match Service::new(&rt)
+        .decide(&caller, &id, |_, _| Request { choices: chosen })
+        .await
+    {
         Ok(_) => {
             let mut res = StatusCode::SEE_OTHER.into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("/console/?decided={id}")) {
@@ -486,57 +508,36 @@ pub async fn decide(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             res
         }
-        Err(ReviewError::Invalid(why)) => {
-            review_page(
-                &rt,
-                &caller,
-                id.as_str(),
-                &headers,
-                Some(why.into()),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+        Err(
+            e @ (ReviewError::Invalid(_)
+            | ReviewError::PreviewStale { .. }
+            | ReviewError::NoLongerPermitted { .. }),
+        ) => {
+            // The page is shown again as it is now (with the new preview, when it changed),
+            // with what went wrong above the form.
+            let e = ApiError::from(e);
+            let p = e.problem();
+            review_page(&rt, &caller, &id, &headers, Some(p.detail), p.status).await
         }
-        Err(ReviewError::AlreadyDecided) => error_page(
-            &rt,
-            &who,
-            StatusCode::CONFLICT,
-            "This referral has already been decided.".into(),
-        ),
-        Err(ReviewError::NotFound) => error_page(
-            &rt,
-            &who,
-            StatusCode::NOT_FOUND,
-            "No such held referral.".into(),
-        ),
-        Err(e) => error_page(&rt, &who, StatusCode::FORBIDDEN, e.to_string()),
+        Err(e) => problem_page(&ApiError::from(e), Some(&caller)),
     }
 }
 
 /// `GET /console/sent`: the organisation's outbound history with statuses.
 pub async fn sent(State(rt): State<Arc<Runtime>>, Caller(caller): Caller) -> Response {
-    let who = caller.to_string();
-    let is_person = matches!(caller.actor, Actor::Person { .. });
-    if !is_person
-        || !(caller.has_role(Role::DesignatedSafeguardingLead)
-            || caller.has_role(Role::Auditor)
-            || caller.has_role(Role::DataProtectionOfficer))
-    {
-        return error_page(&rt, &who, StatusCode::FORBIDDEN, "The outbound history is for safeguarding leads, auditors and data protection officers.".into());
-    }
-    match rt.store.sent_referrals(caller.partner.as_str(), 200).await {
+    match rt.store.sent_referrals(&caller.partner, 200).await {
         Ok(list) => {
             let rows = list
                 .into_iter()
-                .map(|(id, ty, at, states)| TableRow {
+                .map(|s| TableRow {
                     cells: vec![
-                        cell(id),
-                        cell(ty),
-                        cell(when(at)),
+                        cell(s.id.to_string()),
+                        cell(s.referral_type.to_string()),
+                        cell(when(s.received_at)),
                         cell(
-                            states
+                            s.states
                                 .iter()
-                                .map(|s| format!("{}: {}", s.recipient, s.status.as_str()))
+                                .map(|d| format!("{}: {}", d.recipient, d.status))
                                 .collect::<Vec<_>>()
                                 .join("; "),
                         ),
@@ -545,7 +546,7 @@ pub async fn sent(State(rt): State<Arc<Runtime>>, Caller(caller): Caller) -> Res
                 .collect();
             let t = ListPage {
                 title: "Sent referrals".into(),
-                who,
+                who: caller.to_string(),
                 notice: None,
                 error: None,
                 empty: "Your organisation has sent no referrals.",
@@ -555,14 +556,6 @@ pub async fn sent(State(rt): State<Arc<Runtime>>, Caller(caller): Caller) -> Res
             };
             page(StatusCode::OK, render(&t), None)
         }
-        Err(e) => {
-            tracing::error!(error = %e, "sent referrals lookup failed");
-            error_page(
-                &rt,
-                &who,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The store is unavailable; try again shortly.".into(),
-            )
-        }
+        Err(e) => problem_page(&ApiError::from(e), Some(&caller)),
     }
 }

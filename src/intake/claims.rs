@@ -8,7 +8,6 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::identity::{PartnerId, ReferralType};
-use crate::lawful::Article6;
 use crate::schema::{Compiled, SchemaSet, Violation, validate};
 
 use super::IntakeError;
@@ -50,22 +49,12 @@ pub struct ReferralBody {
     pub court_order_ref: Option<String>,
     /// An earlier referral of the sender's that this one corrects.
     #[serde(default)]
-    pub supersedes: Option<String>,
+    pub supersedes: Option<crate::ids::ReferralId>,
     /// The referral's content, validated against `schemas/types/<type>.json`.
     pub payload: Value,
 }
 
-/// Lawful basis as stated by the sender.
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct LawfulBasis {
-    /// Article 6 basis.
-    pub article6: Article6,
-    /// Article 9 condition.
-    pub article9: String,
-    /// DPA 2018 Schedule 1 condition.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dpa2018_schedule1: Option<String>,
-}
+pub use crate::lawful::LawfulBasis;
 
 /// Consent state.
 #[derive(Clone, Debug, Deserialize)]
@@ -81,7 +70,7 @@ pub struct Consent {
 }
 
 /// `consent.status`.
-#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConsentStatus {
     /// Consent given.
@@ -92,6 +81,31 @@ pub enum ConsentStatus {
     NotSought,
     /// Given, then withdrawn.
     Withdrawn,
+}
+
+impl ConsentStatus {
+    /// Every status.
+    pub const ALL: [ConsentStatus; 4] = [
+        ConsentStatus::Given,
+        ConsentStatus::Refused,
+        ConsentStatus::NotSought,
+        ConsentStatus::Withdrawn,
+    ];
+
+    /// As the wire and the store spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsentStatus::Given => "given",
+            ConsentStatus::Refused => "refused",
+            ConsentStatus::NotSought => "not-sought",
+            ConsentStatus::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 /// `consent.override`.
@@ -108,6 +122,31 @@ pub enum Override {
     UnableToConsent,
 }
 
+impl Override {
+    /// Every override.
+    pub const ALL: [Override; 4] = [
+        Override::RiskOfSignificantHarm,
+        Override::PreventionOrDetectionOfCrime,
+        Override::CourtOrder,
+        Override::UnableToConsent,
+    ];
+
+    /// As the wire and the store spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Override::RiskOfSignificantHarm => "risk-of-significant-harm",
+            Override::PreventionOrDetectionOfCrime => "prevention-or-detection-of-crime",
+            Override::CourtOrder => "court-order",
+            Override::UnableToConsent => "unable-to-consent",
+        }
+    }
+
+    /// Parses a stored override.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
 /// `subject_informed`.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 pub struct SubjectInformed {
@@ -116,6 +155,17 @@ pub struct SubjectInformed {
     /// Why not, when not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+impl SubjectInformed {
+    /// The status as the wire spells it.
+    pub fn status_str(&self) -> &'static str {
+        match self.status {
+            InformedStatus::Yes => "yes",
+            InformedStatus::No => "no",
+            InformedStatus::NotYet => "not-yet",
+        }
+    }
 }
 
 /// `subject_informed.status`.
@@ -144,28 +194,76 @@ fn claims_schema() -> &'static Compiled {
         Compiled {
             source: Arc::new(source),
             validator: Arc::new(validator),
+            version: crate::schema::version_of(include_bytes!("claims.schema.json")),
         }
     })
 }
 
-/// Parses and validates claims; every violation (structure, payload, and the rules that tie
-/// fields together) is reported in one `422`.
-pub fn parse(bytes: &[u8], schemas: &SchemaSet) -> Result<Claims, IntakeError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|_| IntakeError::Malformed)?;
-    let mut violations: Vec<Violation> = validate(claims_schema(), &value, "")
+/// Reads claims: the one strict JSON reading (a repeated member is refused, naming it), the
+/// embedded claims schema (every structural fault listed at once), then typed values. The
+/// payload is not checked against its type's schema here (see [`check_content`]); a held referral
+/// is read back with this same function at review.
+pub fn read(bytes: &[u8]) -> Result<Claims, IntakeError> {
+    let value = match super::json::parse_strict(bytes) {
+        Ok(v) => v,
+        Err(super::json::StrictJsonError::Syntax) => return Err(IntakeError::Malformed),
+        Err(super::json::StrictJsonError::Duplicate { pointer }) => {
+            return Err(IntakeError::Invalid(vec![rule(
+                referral_relative(&pointer),
+                "duplicate-member",
+                "appears more than once in its object; send each member once",
+            )]));
+        }
+    };
+    let violations: Vec<Violation> = validate(claims_schema(), &value, "")
         .into_iter()
         .map(|mut v| {
-            if let Some(rest) = v.pointer.strip_prefix("/referral") {
-                v.pointer = rest.to_owned();
-            }
+            v.pointer = referral_relative(&v.pointer).to_owned();
             v
         })
         .collect();
     if !violations.is_empty() {
         return Err(IntakeError::Invalid(violations));
     }
-    let claims: Claims = serde_json::from_value(value).map_err(|_| IntakeError::Malformed)?;
+    let basis = value
+        .pointer("/referral/lawful_basis")
+        .cloned()
+        .unwrap_or_default();
+    if let Err(unlawful) = serde_json::from_value::<crate::lawful::LawfulBasisWire>(basis)
+        .map_err(|_| crate::lawful::Unlawful {
+            field: "",
+            why: "is not a lawful basis object".into(),
+        })
+        .and_then(LawfulBasis::try_from)
+    {
+        let pointer = if unlawful.field.is_empty() {
+            "/lawful_basis".to_owned()
+        } else {
+            format!("/lawful_basis/{}", unlawful.field)
+        };
+        return Err(IntakeError::Invalid(vec![Violation {
+            pointer,
+            keyword: "lawful-basis".into(),
+            message: unlawful.why,
+        }]));
+    }
+    serde_json::from_value(value).map_err(|_| IntakeError::Malformed)
+}
+
+/// Pointers inside `referral` are reported relative to it (`/payload/child/...`), as the
+/// contract's 422 examples show; claims-level members keep their own (`/aud`).
+fn referral_relative(pointer: &str) -> &str {
+    match pointer.strip_prefix("/referral") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => pointer,
+    }
+}
+
+/// Checks read claims against the configuration's schema for their type and the rules that
+/// tie fields together; every violation in one list. Intake and a release both run it.
+pub fn check_content(claims: &Claims, schemas: &SchemaSet) -> Result<(), IntakeError> {
     let r = &claims.referral;
+    let mut violations = Vec::new();
     match schemas.referral_type(&r.referral_type) {
         Some(schema) => violations.extend(validate(schema, &r.payload, "/payload")),
         None => violations.push(rule(
@@ -175,11 +273,28 @@ pub fn parse(bytes: &[u8], schemas: &SchemaSet) -> Result<Claims, IntakeError> {
         )),
     }
     violations.extend(rule_violations(r));
+    let offence_data = schemas
+        .referral_type(&r.referral_type)
+        .is_some_and(Compiled::criminal_offence_data);
+    if let Err(unlawful) = crate::lawful::check(&r.lawful_basis, offence_data) {
+        violations.push(Violation {
+            pointer: format!("/lawful_basis/{}", unlawful.field),
+            keyword: "lawful-basis".into(),
+            message: unlawful.why,
+        });
+    }
     if violations.is_empty() {
-        Ok(claims)
+        Ok(())
     } else {
         Err(IntakeError::Invalid(violations))
     }
+}
+
+/// Reads and checks claims as intake does: [`read`], then [`check_content`].
+pub fn parse(bytes: &[u8], schemas: &SchemaSet) -> Result<Claims, IntakeError> {
+    let claims = read(bytes)?;
+    check_content(&claims, schemas)?;
+    Ok(claims)
 }
 
 fn rule(pointer: &str, keyword: &str, message: &str) -> Violation {

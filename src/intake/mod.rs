@@ -6,6 +6,7 @@
 //! Replay (`jti`) is checked by the store in the acceptance transaction, where it is atomic.
 
 pub mod claims;
+pub mod json;
 
 use crate::config::Config;
 use crate::config::agreements::{Agreement, Condition, Review};
@@ -13,10 +14,10 @@ use crate::config::partners::Sector;
 use crate::identity::{PartnerId, Principal};
 use crate::schema::Violation;
 
-pub use claims::{Claims, ConsentStatus, Override, parse};
+pub use claims::{Claims, ConsentStatus, Override, check_content, parse, read};
 
 /// Why a referral was refused. Each maps to one problem type; none carries payload values.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IntakeError {
     /// The signed payload is not a JSON object of the right shape.
     #[error("the signed payload is not valid JSON claims")]
@@ -40,8 +41,13 @@ pub enum IntakeError {
     #[error("no recipient named and no agreement routes this referral type by default")]
     NoRoute,
     /// The lawful basis is not one the agreement allows.
-    #[error("the agreement with {0} does not allow the stated lawful basis")]
-    LawfulBasis(String),
+    #[error("the agreement with {recipient} does not allow the stated lawful basis; it accepts {allowed}")]
+    LawfulBasis {
+        /// The recipient.
+        recipient: String,
+        /// The combinations it accepts, in words.
+        allowed: String,
+    },
     /// The recipient accepts referrals from statutory partners only.
     #[error("{0} accepts referrals from professionals (statutory partners) only")]
     ProfessionalOnly(String),
@@ -67,7 +73,7 @@ impl IntakeError {
             IntakeError::StaleIat => "stale-iat",
             IntakeError::NoAgreement(_) => "no-agreement",
             IntakeError::NoRoute => "no-route",
-            IntakeError::LawfulBasis(_) => "lawful-basis-not-agreed",
+            IntakeError::LawfulBasis { .. } => "lawful-basis-not-agreed",
             IntakeError::ProfessionalOnly(_) => "professional-referrals-only",
             IntakeError::ConsentRequired(_) => "consent-required",
             IntakeError::UnknownSuperseded => "unknown-superseded",
@@ -121,13 +127,27 @@ impl Decision {
     }
 }
 
-/// Decides a parsed referral from `sender` at `now` (Unix seconds).
+/// Decides a parsed referral from `sender` at `now` (Unix seconds): is it from the partner
+/// the certificate names, for this gateway and fresh ([`check_fresh`]), and which recipients
+/// may have it, how ([`authorise`]).
 pub fn decide(
     claims: &Claims,
     sender: &Principal,
     config: &Config,
     now: u64,
 ) -> Result<Decision, IntakeError> {
+    check_fresh(claims, sender, config, now)?;
+    authorise(claims, &sender.partner, config, Recipients::AsClaimed)
+}
+
+/// The envelope-level checks that hold at the moment of submission only: `iss` is the
+/// certificate's partner, `aud` this gateway, `iat` within the allowed skew.
+pub fn check_fresh(
+    claims: &Claims,
+    sender: &Principal,
+    config: &Config,
+    now: u64,
+) -> Result<(), IntakeError> {
     if claims.iss != sender.partner {
         return Err(IntakeError::IssuerMismatch);
     }
@@ -138,15 +158,41 @@ pub fn decide(
     if claims.iat.abs_diff(now) > skew {
         return Err(IntakeError::StaleIat);
     }
+    Ok(())
+}
+
+/// Which recipients [`authorise`] decides for.
+#[derive(Clone, Copy, Debug)]
+pub enum Recipients<'a> {
+    /// Those the referral names, or the default routes when it names none (intake).
+    AsClaimed,
+    /// Exactly these (a lead releasing held deliveries).
+    Only(&'a [PartnerId]),
+}
+
+/// Which recipients an information sharing agreement in `config` lets `sender` give this
+/// referral to, on its lawful basis and conditions, and whether each copy is delivered now or
+/// held. The rule that every step after intake applies again: a lead's release calls it with
+/// the configuration in force at the release.
+pub fn authorise(
+    claims: &Claims,
+    sender: &PartnerId,
+    config: &Config,
+    recipients: Recipients<'_>,
+) -> Result<Decision, IntakeError> {
     let r = &claims.referral;
     let covering = |recipient: &PartnerId| {
         config.agreements.iter().find(|a| {
-            a.sender == sender.partner
+            a.sender == *sender
                 && a.recipient == *recipient
                 && a.types.contains(&r.referral_type)
         })
     };
-    let agreements: Vec<&Agreement> = match &r.to {
+    let named = match recipients {
+        Recipients::Only(only) => Some(only),
+        Recipients::AsClaimed => r.to.as_deref(),
+    };
+    let agreements: Vec<&Agreement> = match named {
         Some(to) => to
             .iter()
             .map(|recipient| {
@@ -158,7 +204,7 @@ pub fn decide(
                 .agreements
                 .iter()
                 .filter(|a| {
-                    a.sender == sender.partner
+                    a.sender == *sender
                         && a.route_by_default
                         && a.types.contains(&r.referral_type)
                 })
@@ -169,19 +215,15 @@ pub fn decide(
             routed
         }
     };
-    let sender_sector = config.partners.get(&sender.partner).map(|p| p.sector);
+    let sender_sector = config.partners.get(sender).map(|p| p.sector);
     let mut routes = Vec::with_capacity(agreements.len());
     for a in agreements {
         let who = a.recipient.to_string();
-        let lb = &r.lawful_basis;
-        let basis_ok = a.article6.contains(&lb.article6)
-            && a.article9.contains(&lb.article9)
-            && lb
-                .dpa2018_schedule1
-                .as_ref()
-                .is_none_or(|s| a.schedule1.contains(s));
-        if !basis_ok {
-            return Err(IntakeError::LawfulBasis(who));
+        if !a.admits(&r.lawful_basis) {
+            return Err(IntakeError::LawfulBasis {
+                recipient: who,
+                allowed: a.describe_bases(),
+            });
         }
         if a.has(Condition::ProfessionalReferralsOnly) && sender_sector != Some(Sector::Statutory) {
             return Err(IntakeError::ProfessionalOnly(who));

@@ -68,6 +68,10 @@ pub enum SchemaError {
     },
 }
 
+/// The annotation a type schema carries when its referrals hold criminal offence data (UK
+/// GDPR Article 10): such a referral needs an Article 10 basis too.
+pub const CRIMINAL_OFFENCE_DATA: &str = "x-refex-criminal-offence-data";
+
 /// One compiled schema and its source (minimisation walks the source).
 #[derive(Clone)]
 pub struct Compiled {
@@ -75,6 +79,16 @@ pub struct Compiled {
     pub source: Arc<Value>,
     /// The compiled validator.
     pub validator: Arc<jsonschema::Validator>,
+    /// The file's version: the first 16 hex digits of the SHA-256 of its bytes. A review
+    /// preview names the view's version, so a view changed by a reload is noticed.
+    pub version: String,
+}
+
+impl Compiled {
+    /// Whether the schema says its instances carry criminal offence data.
+    pub fn criminal_offence_data(&self) -> bool {
+        self.source.get(CRIMINAL_OFFENCE_DATA) == Some(&Value::Bool(true))
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -232,6 +246,7 @@ fn compile_file(path: &Path, problems: &mut Vec<SchemaError>) -> Option<Compiled
         Ok(validator) => Some(Compiled {
             source: Arc::new(source),
             validator: Arc::new(validator),
+            version: version_of(&text),
         }),
         Err(reason) => {
             problems.push(match reason {
@@ -247,6 +262,12 @@ fn compile_file(path: &Path, problems: &mut Vec<SchemaError>) -> Option<Compiled
             None
         }
     }
+}
+
+/// A schema file's version: the first 16 hex digits of the SHA-256 of its bytes.
+pub fn version_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(bytes)[..8])
 }
 
 enum CompileFailure {

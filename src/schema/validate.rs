@@ -121,6 +121,7 @@ mod tests {
         Compiled {
             source: std::sync::Arc::new(schema),
             validator: std::sync::Arc::new(validator),
+            version: String::new(),
         }
     }
 

@@ -1,23 +1,89 @@
 //! The SQL both backends share, generated for each pool type by one macro: sqlx accepts `$N`
-//! placeholders on SQLite too, so the statements are written once.
+//! placeholders on SQLite too, so the statements are written once. Every list of delivery
+//! statuses in a statement is generated from `lifecycle::DeliveryStatus` (the statics below);
+//! every status change asks `lifecycle::next` first; rows become typed records in `rows`.
 
-/// Rows per multi-row `INSERT`: 8 columns × 500 rows stays far below SQLite's 32,766 bound
+use std::sync::LazyLock;
+
+use crate::lifecycle::{DeliveryStatus, sql_list};
+
+/// Rows per multi-row `INSERT`: 10 columns × 500 rows stays far below SQLite's 32,766 bound
 /// variables and PostgreSQL's 65,535, while one statement carries a whole typical batch.
 pub(crate) const INSERT_CHUNK: usize = 500;
 
-/// Implements [`Store`](super::Store) for a backend type with a `pool` field, and defines
-/// `insert_event` for its connection type.
+/// Statuses of deliveries in their recipient's inbox.
+static IN_INBOX: LazyLock<String> = LazyLock::new(|| sql_list(&DeliveryStatus::IN_INBOX));
+
+/// Statuses a withdrawal reaches.
+static OPEN: LazyLock<String> = LazyLock::new(|| sql_list(&DeliveryStatus::OPEN));
+
+/// A recipient's inbox page.
+pub(crate) static INBOX_PAGE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT d.id, r.sender, r.referral_type, r.received_at, d.bytes, d.inbox_pos \
+         FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
+         WHERE d.recipient = $1 AND d.status IN ({}) AND d.inbox_pos > $2 \
+         ORDER BY d.inbox_pos LIMIT $3",
+        *IN_INBOX
+    )
+});
+
+/// A recipient's deliveries due to expire: in the inbox since before the cutoff.
+pub(crate) static EXPIRY_DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, referral_id, status FROM deliveries WHERE recipient = $1 \
+         AND status IN ({}) AND COALESCE(queued_at, created_at) < $2 ORDER BY seq",
+        *IN_INBOX
+    )
+});
+
+/// A referral's deliveries that a withdrawal reaches.
+pub(crate) static OPEN_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, recipient, status FROM deliveries WHERE referral_id = $1 \
+         AND status IN ({}) ORDER BY seq",
+        *OPEN
+    )
+});
+
+/// The referrals a partner may find by subject: those it sent, and its deliveries that
+/// reached it (in its inbox now, acknowledged, or fetched before they were withdrawn or
+/// expired). Recipient keys are only ever written when a delivery enters the inbox.
+pub(crate) static SUBJECT_MATCHES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.referral_id, s.delivery_id FROM subject_keys s \
+         LEFT JOIN deliveries d ON d.id = s.delivery_id \
+         WHERE s.subject = $1 AND s.partner = $2 AND (s.delivery_id IS NULL OR \
+         (d.recipient = $2 AND (d.status IN ({}) OR d.fetched_at IS NOT NULL)))",
+        sql_list(&[
+            DeliveryStatus::Queued,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Acknowledged,
+        ])
+    )
+});
+
+/// Implements [`Store`](super::Store) for a backend type with `pool`, `writer` and `group`
+/// fields, and defines the batch writer `accept_batch` for its pool type.
 macro_rules! store_impl {
     ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal) => {
+        use crate::audit::event::{self as ev, ActorRef, AuditEvent};
+        use crate::identity::PartnerId;
+        use crate::ids::{DeliveryId, ReferralId};
+        use crate::lifecycle::{self, DeliveryStatus, Outcome, Step};
         use crate::store::common::INSERT_CHUNK;
+        use crate::store::records::{self as rec, AuditRecord};
+        use crate::store::rows;
+        use crate::store::{StoreError, query_err};
+
+        type Db = <$conn as sqlx::Connection>::Database;
+        type Tx = sqlx::Transaction<'static, Db>;
 
         impl $store {
             /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`: a
             /// deferred transaction that reads and then writes fails at once (`SQLITE_BUSY`,
             /// which no busy timeout waits out) if another writer committed in between.
-            async fn begin_write(
-                &self,
-            ) -> Result<sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>, sqlx::Error> {
+            async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
                 begin_fresh(&self.writer).await
             }
         }
@@ -26,7 +92,7 @@ macro_rules! store_impl {
         /// transaction-scoped advisory lock, waited for), so that of several replicas one does
         /// the job at a time: the next finds the work already done. The embedded store has
         /// one process and needs none.
-        async fn job_lock(conn: &mut $conn, job: &str) -> Result<bool, crate::store::StoreError> {
+        async fn job_lock(conn: &mut $conn, job: &str) -> Result<bool, StoreError> {
             if $job_lock.is_empty() {
                 return Ok(true);
             }
@@ -34,7 +100,7 @@ macro_rules! store_impl {
                 .bind(job)
                 .fetch_one(conn)
                 .await
-                .map_err(crate::store::query_err("job lock"))
+                .map_err(query_err("job lock"))
         }
 
         /// Begins a write transaction. A `COMMIT` that failed (a full disk, a lost server)
@@ -42,9 +108,7 @@ macro_rules! store_impl {
         /// on it would fail: such a connection is closed here and the transaction begun on a
         /// fresh one. (Checking every released connection in a pool hook instead cost ~15 %
         /// of throughput: the hook delays each release.)
-        async fn begin_fresh(
-            pool: &sqlx::Pool<<$conn as sqlx::Connection>::Database>,
-        ) -> Result<sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>, sqlx::Error> {
+        async fn begin_fresh(pool: &sqlx::Pool<Db>) -> Result<Tx, sqlx::Error> {
             match pool.begin_with($begin).await {
                 Err(sqlx::Error::InvalidSavePointStatement | sqlx::Error::BeginFailed) => {
                     let stale = pool.acquire().await?;
@@ -61,7 +125,7 @@ macro_rules! store_impl {
 
         /// Tells other replicas, at commit, that an inbox changed (PostgreSQL `NOTIFY`; the
         /// embedded store has no other replicas and no statement).
-        async fn notify_inbox(conn: &mut $conn) -> Result<(), crate::store::StoreError> {
+        async fn notify_inbox(conn: &mut $conn) -> Result<(), StoreError> {
             if $notify.is_empty() {
                 return Ok(());
             }
@@ -69,7 +133,65 @@ macro_rules! store_impl {
                 .execute(conn)
                 .await
                 .map(|_| ())
-                .map_err(crate::store::query_err("notify"))
+                .map_err(query_err("notify"))
+        }
+
+        /// The next position in `recipient`'s inbox. The counter row stays locked until
+        /// commit, so positions become visible in order.
+        async fn inbox_position(conn: &mut $conn, recipient: &PartnerId) -> Result<i64, StoreError> {
+            sqlx::query_scalar(
+                "INSERT INTO inbox_counters (recipient, next) VALUES ($1, 1) \
+                 ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + 1 RETURNING next",
+            )
+            .bind(recipient.as_str())
+            .fetch_one(conn)
+            .await
+            .map_err(query_err("inbox position"))
+        }
+
+        /// Writes subject keys for `partner` (a recipient's from its delivery, or the
+        /// sender's with no delivery).
+        async fn insert_subject_keys(
+            conn: &mut $conn,
+            rows: &[(&ReferralId, &PartnerId, Option<&DeliveryId>, &String)],
+        ) -> Result<(), StoreError> {
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO subject_keys (referral_id, partner, delivery_id, subject) ",
+                );
+                q.push_values(chunk, |mut row, (referral, partner, delivery, subject)| {
+                    row.push_bind(referral.as_str())
+                        .push_bind(partner.as_str())
+                        .push_bind(delivery.map(DeliveryId::as_str))
+                        .push_bind(subject.as_str());
+                });
+                q.build().execute(&mut *conn).await.map_err(query_err("subject keys"))?;
+            }
+            Ok(())
+        }
+
+        /// The status of one of a referral's deliveries, if it is the referral's.
+        async fn held_status(
+            tx: &mut Tx,
+            referral: &ReferralId,
+            id: &DeliveryId,
+        ) -> Result<Option<DeliveryStatus>, StoreError> {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1 AND referral_id = $2")
+                    .bind(id.as_str())
+                    .bind(referral.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(query_err("decide"))?;
+            status.as_deref().map(rows::status).transpose()
+        }
+
+        /// The status a step leads to, or the store's refusal to take it.
+        fn moved(from: DeliveryStatus, step: Step) -> Result<Option<DeliveryStatus>, lifecycle::Refusal> {
+            lifecycle::next(from, step).map(|o| match o {
+                Outcome::Moves(to) => Some(to),
+                Outcome::Unchanged => None,
+            })
         }
 
         #[async_trait::async_trait]
@@ -78,12 +200,12 @@ macro_rules! store_impl {
                 $backend
             }
 
-            async fn ping(&self) -> Result<(), crate::store::StoreError> {
+            async fn ping(&self) -> Result<(), StoreError> {
                 let found: Option<String> =
                     sqlx::query_scalar("SELECT value FROM refex_meta WHERE key = 'store_format'")
                         .fetch_optional(&self.pool)
                         .await
-                        .map_err(crate::store::query_err("ping"))?;
+                        .map_err(query_err("ping"))?;
                 crate::store::check_format(found)
             }
 
@@ -96,750 +218,701 @@ macro_rules! store_impl {
                 self.watch_inbox(on_change);
             }
 
-        async fn accept(&self, a: crate::store::records::Acceptance) -> Result<(), crate::store::StoreError> {
-            self.group.accept(a).await
-        }
+            async fn accept(&self, a: rec::Acceptance) -> Result<rec::AcceptOutcome, StoreError> {
+                self.group.accept(a).await
+            }
 
-        async fn expire_deliveries(
-            &self,
-            recipient: &str,
-            cutoff: i64,
-            at: i64,
-        ) -> Result<u64, crate::store::StoreError> {
-            use crate::store::query_err;
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            // Of several replicas, one does this job at a time; the next finds it done.
-            if !job_lock(&mut *tx, &format!("expire:{recipient}")).await? {
-                return Ok(0);
+            async fn prior_acceptance(
+                &self,
+                sender: &PartnerId,
+                jti: &str,
+            ) -> Result<Option<rec::PriorAcceptance>, StoreError> {
+                let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+                    "SELECT referral_id, digest FROM replay_markers WHERE sender = $1 AND jti = $2",
+                )
+                .bind(sender.as_str())
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_err("prior acceptance"))?;
+                prior(row)
             }
-            let due: Vec<(String, String)> = sqlx::query_as(
-                "SELECT id, referral_id FROM deliveries WHERE recipient = $1 \
-                 AND status IN ('queued', 'delivered') AND created_at < $2 ORDER BY seq",
-            )
-            .bind(recipient)
-            .bind(cutoff)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(query_err("expire"))?;
-            for (id, referral_id) in &due {
-                sqlx::query("UPDATE deliveries SET status = 'expired', sealed = NULL, updated_at = $1 WHERE id = $2")
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("expire"))?;
-                insert_event(&mut *tx, &crate::store::records::AuditRecord {
-                    at,
-                    kind: "expired",
-                    referral_id: Some(referral_id.clone()),
-                    delivery_id: Some(id.clone()),
-                    actor: None,
-                    detail: serde_json::json!({ "to": recipient }),
-                })
-                .await?;
-            }
-            tx.commit().await.map_err(query_err("commit"))?;
-            Ok(due.len() as u64)
-        }
 
-        async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
-            use crate::store::query_err;
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            // Of several replicas, one does this job at a time; the next finds it done.
-            if !job_lock(&mut *tx, "purge").await? {
-                return Ok(0);
-            }
-            let due: Vec<String> = sqlx::query_scalar(
-                "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
-                 (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.updated_at >= $1) \
-                 AND NOT EXISTS (SELECT 1 FROM referrals n WHERE n.supersedes = r.id)",
-            )
-            .bind(cutoff)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(query_err("purge"))?;
-            for id in &due {
-                for sql in [
-                    "DELETE FROM holds WHERE referral_id = $1",
-                    "DELETE FROM deliveries WHERE referral_id = $1",
-                    "DELETE FROM subject_index WHERE referral_id = $1",
-                    "DELETE FROM referrals WHERE id = $1",
-                    // The events' content goes; their leaf hashes stay in audit_nodes, so the
-                    // tree and every checkpoint still verify.
-                    "UPDATE audit_events SET leaf = NULL, detail = '{}', actor = NULL WHERE referral_id = $1",
-                ] {
-                    sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(query_err("purge"))?;
+            async fn expire_deliveries(
+                &self,
+                recipient: &PartnerId,
+                cutoff: i64,
+                at: i64,
+            ) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                // Of several replicas, one does this job at a time; the next finds it done.
+                if !job_lock(&mut *tx, &format!("expire:{recipient}")).await? {
+                    return Ok(0);
                 }
-                insert_event(&mut *tx, &crate::store::records::AuditRecord {
-                    at,
-                    kind: "purged",
-                    referral_id: Some(id.clone()),
-                    delivery_id: None,
-                    actor: None,
-                    detail: serde_json::json!({ "what": "referral and delivery records" }),
-                })
-                .await?;
-            }
-            tx.commit().await.map_err(query_err("commit"))?;
-            Ok(due.len() as u64)
-        }
-
-        async fn purge_replay_markers(&self, cutoff: i64) -> Result<u64, crate::store::StoreError> {
-            sqlx::query("DELETE FROM replay_markers WHERE seen_at < $1")
+                let due: Vec<(String, String, String)> = sqlx::query_as(
+                    crate::store::common::EXPIRY_DUE.as_str(),
+                )
+                .bind(recipient.as_str())
                 .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_err("expire"))?;
+                let mut events = Vec::with_capacity(due.len());
+                for (id, referral_id, status) in &due {
+                    let id = rows::delivery_id(id)?;
+                    let referral = rows::referral_id("deliveries", referral_id)?;
+                    let Ok(Some(to)) = moved(rows::status(status)?, Step::Expire) else {
+                        continue;
+                    };
+                    sqlx::query("UPDATE deliveries SET status = $1, sealed = NULL, updated_at = $2 WHERE id = $3")
+                        .bind(to.as_str())
+                        .bind(at)
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("expire"))?;
+                    events.push(
+                        AuditRecord::new(at, None, AuditEvent::Expired(ev::ToRecipient { to: recipient.clone() }))
+                            .about(&referral)
+                            .delivery(&id),
+                    );
+                }
+                insert_events(&mut *tx, &events).await?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(events.len() as u64)
+            }
+
+            async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                // Of several replicas, one does this job at a time; the next finds it done.
+                if !job_lock(&mut *tx, "purge").await? {
+                    return Ok(0);
+                }
+                let due: Vec<String> = sqlx::query_scalar(
+                    "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.updated_at >= $1) \
+                     AND NOT EXISTS (SELECT 1 FROM referrals n WHERE n.supersedes = r.id)",
+                )
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_err("purge"))?;
+                let mut events = Vec::with_capacity(due.len());
+                for id in &due {
+                    let referral = rows::referral_id("referrals", id)?;
+                    for sql in [
+                        "DELETE FROM holds WHERE referral_id = $1",
+                        "DELETE FROM deliveries WHERE referral_id = $1",
+                        "DELETE FROM subject_keys WHERE referral_id = $1",
+                        "DELETE FROM referrals WHERE id = $1",
+                        // The events' content goes; their leaf hashes stay in audit_nodes, so the
+                        // tree and every checkpoint still verify.
+                        "UPDATE audit_events SET leaf = NULL, detail = '{}', actor = NULL WHERE referral_id = $1",
+                    ] {
+                        sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(query_err("purge"))?;
+                    }
+                    events.push(
+                        AuditRecord::new(
+                            at,
+                            None,
+                            AuditEvent::Purged(ev::Purged { what: "referral and delivery records".into() }),
+                        )
+                        .about(&referral),
+                    );
+                }
+                insert_events(&mut *tx, &events).await?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(due.len() as u64)
+            }
+
+            async fn purge_replay_markers(&self, cutoff: i64) -> Result<u64, StoreError> {
+                sqlx::query("DELETE FROM replay_markers WHERE seen_at < $1")
+                    .bind(cutoff)
+                    .execute(&self.writer)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(query_err("purge replay markers"))
+            }
+
+            async fn audit_size(&self) -> Result<u64, StoreError> {
+                let size: i64 = sqlx::query_scalar("SELECT size FROM audit_head WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(query_err("audit size"))?;
+                Ok(size as u64)
+            }
+
+            async fn audit_nodes(
+                &self,
+                keys: &[(u32, u64)],
+            ) -> Result<std::collections::HashMap<(u32, u64), crate::audit::tree::Hash>, StoreError> {
+                let mut out = std::collections::HashMap::with_capacity(keys.len());
+                let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
+                for &(level, idx) in keys {
+                    let hash: Option<String> =
+                        sqlx::query_scalar("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
+                            .bind(level as i32)
+                            .bind(idx as i64)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(query_err("audit nodes"))?;
+                    if let Some(h) = hash {
+                        let h = crate::audit::parse_hash(&h).ok_or(rows::corrupt("audit_nodes", "hash"))?;
+                        out.insert((level, idx), h);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn audit_checkpoints(&self) -> Result<Vec<rec::CheckpointRecord>, StoreError> {
+                let rows: Vec<(i64, String, i64, String)> =
+                    sqlx::query_as("SELECT size, root, at, signed FROM audit_checkpoints ORDER BY size")
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(query_err("audit checkpoints"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(size, root, at, signed)| rec::CheckpointRecord { size: size as u64, root, at, signed })
+                    .collect())
+            }
+
+            async fn save_checkpoint(&self, c: &rec::CheckpointRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (size, root, at, signed) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (size) DO NOTHING",
+                )
+                .bind(c.size as i64)
+                .bind(&c.root)
+                .bind(c.at)
+                .bind(&c.signed)
                 .execute(&self.writer)
                 .await
-                .map(|r| r.rows_affected())
-                .map_err(crate::store::query_err("purge replay markers"))
-        }
-
-        async fn audit_size(&self) -> Result<u64, crate::store::StoreError> {
-            let size: i64 = sqlx::query_scalar("SELECT size FROM audit_head WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(crate::store::query_err("audit size"))?;
-            Ok(size as u64)
-        }
-
-        async fn audit_nodes(
-            &self,
-            keys: &[(u32, u64)],
-        ) -> Result<std::collections::HashMap<(u32, u64), crate::audit::tree::Hash>, crate::store::StoreError> {
-            use crate::store::query_err;
-            let mut out = std::collections::HashMap::with_capacity(keys.len());
-            let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
-            for &(level, idx) in keys {
-                let hash: Option<String> =
-                    sqlx::query_scalar("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
-                        .bind(level as i32)
-                        .bind(idx as i64)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(query_err("audit nodes"))?;
-                if let Some(h) = hash.as_deref().and_then(crate::audit::parse_hash) {
-                    out.insert((level, idx), h);
-                }
+                .map(|_| ())
+                .map_err(query_err("save checkpoint"))
             }
-            Ok(out)
-        }
 
-        async fn audit_checkpoints(&self) -> Result<Vec<crate::store::records::CheckpointRecord>, crate::store::StoreError> {
-            let rows: Vec<(i64, String, i64, String)> =
-                sqlx::query_as("SELECT size, root, at, signed FROM audit_checkpoints ORDER BY size")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(crate::store::query_err("audit checkpoints"))?;
-            Ok(rows
-                .into_iter()
-                .map(|(size, root, at, signed)| crate::store::records::CheckpointRecord {
-                    size: size as u64,
-                    root,
-                    at,
-                    signed,
-                })
-                .collect())
-        }
-
-        async fn save_checkpoint(&self, c: &crate::store::records::CheckpointRecord) -> Result<(), crate::store::StoreError> {
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (size, root, at, signed) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (size) DO NOTHING",
-            )
-            .bind(c.size as i64)
-            .bind(&c.root)
-            .bind(c.at)
-            .bind(&c.signed)
-            .execute(&self.writer)
-            .await
-            .map(|_| ())
-            .map_err(crate::store::query_err("save checkpoint"))
-        }
-
-        async fn audit_leaves(
-            &self,
-            from: u64,
-            limit: u64,
-        ) -> Result<Vec<crate::store::records::LeafRecord>, crate::store::StoreError> {
-            let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(
-                "SELECT e.idx, e.leaf, n.hash FROM audit_events e JOIN audit_nodes n \
-                 ON n.level = 0 AND n.idx = e.idx WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2",
-            )
-            .bind(from as i64)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(crate::store::query_err("audit leaves"))?;
-            Ok(rows
-                .into_iter()
-                .map(|(idx, leaf, hash)| crate::store::records::LeafRecord { idx: idx as u64, leaf, hash })
-                .collect())
-        }
-
-        async fn referral_detail(
-            &self,
-            referral_id: &str,
-        ) -> Result<Option<crate::store::records::ReferralDetail>, crate::store::StoreError> {
-            use crate::store::query_err;
-            use crate::store::records::{DeliveryRow, DeliveryStatus, EventRow, ReferralDetail, ReferralRecord};
-            type RefRow = (String, String, String, String, i64, String, String, Option<String>, String, Option<String>, Option<String>);
-            let row: Option<RefRow> = sqlx::query_as(
-                "SELECT id, sender, sender_ref, referral_type, received_at, lawful_basis, consent_status, \
-                 consent_override, subject_informed, supersedes, justification_sealed FROM referrals WHERE id = $1",
-            )
-            .bind(referral_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("referral detail"))?;
-            let Some(r) = row else { return Ok(None) };
-            let deliveries: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
-                "SELECT id, recipient, agreement, status, created_at, updated_at FROM deliveries \
-                 WHERE referral_id = $1 ORDER BY seq",
-            )
-            .bind(referral_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("referral detail"))?;
-            let events: Vec<(String, i64, Option<String>, Option<String>, String)> = sqlx::query_as(
-                "SELECT kind, at, delivery_id, actor, detail FROM audit_events WHERE referral_id = $1 ORDER BY idx",
-            )
-            .bind(referral_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("referral detail"))?;
-            Ok(Some(ReferralDetail {
-                referral: ReferralRecord {
-                    id: r.0, sender: r.1, sender_ref: r.2, referral_type: r.3, received_at: r.4,
-                    lawful_basis: r.5, consent_status: r.6, consent_override: r.7, subject_informed: r.8,
-                    supersedes: r.9, justification_sealed: r.10,
-                },
-                deliveries: deliveries
-                    .into_iter()
-                    .filter_map(|d| {
-                        Some(DeliveryRow {
-                            status: DeliveryStatus::parse(&d.3)?,
-                            id: d.0, recipient: d.1, agreement: d.2, created_at: d.4, updated_at: d.5,
-                        })
-                    })
-                    .collect(),
-                events: events
-                    .into_iter()
-                    .map(|e| EventRow {
-                        kind: e.0, at: e.1, delivery_id: e.2, actor: e.3,
-                        detail: serde_json::from_str(&e.4).unwrap_or(serde_json::Value::Null),
-                    })
-                    .collect(),
-            }))
-        }
-
-        async fn referrals_for_subjects(
-            &self,
-            subjects: &[String],
-            partner: &str,
-        ) -> Result<Vec<String>, crate::store::StoreError> {
-            let mut out: Vec<String> = Vec::new();
-            for subject in subjects {
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT DISTINCT r.id FROM subject_index s JOIN referrals r ON r.id = s.referral_id \
-                     WHERE s.subject = $1 AND (r.sender = $2 OR EXISTS \
-                     (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.recipient = $2)) \
-                     ORDER BY r.id",
+            async fn audit_leaves(&self, from: u64, limit: u64) -> Result<Vec<rec::LeafRecord>, StoreError> {
+                let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(
+                    "SELECT e.idx, e.leaf, n.hash FROM audit_events e JOIN audit_nodes n \
+                     ON n.level = 0 AND n.idx = e.idx WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2",
                 )
-                .bind(subject)
-                .bind(partner)
+                .bind(from as i64)
+                .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(crate::store::query_err("subject access"))?;
-                out.extend(ids);
+                .map_err(query_err("audit leaves"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(idx, leaf, hash)| rec::LeafRecord { idx: idx as u64, leaf, hash })
+                    .collect())
             }
-            out.sort();
-            out.dedup();
-            Ok(out)
-        }
 
-        async fn held_referrals(&self, sender: &str) -> Result<Vec<crate::store::records::HeldRow>, crate::store::StoreError> {
-            use crate::store::query_err;
-            let rows: Vec<(String, String, i64, Option<String>, Option<i64>)> = sqlx::query_as(
-                "SELECT r.id, r.referral_type, r.received_at, r.consent_override, h.escalated_at \
-                 FROM holds h JOIN referrals r ON r.id = h.referral_id WHERE r.sender = $1 \
-                 ORDER BY r.received_at, r.id",
-            )
-            .bind(sender)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("held referrals"))?;
-            let mut out = Vec::with_capacity(rows.len());
-            for (referral_id, referral_type, received_at, consent_override, escalated_at) in rows {
-                let recipients: Vec<String> = sqlx::query_scalar(
-                    "SELECT recipient FROM deliveries WHERE referral_id = $1 AND status = 'held-for-review' ORDER BY seq",
+            async fn referral_detail(&self, referral: &ReferralId) -> Result<Option<rec::ReferralDetail>, StoreError> {
+                let sql = format!("SELECT {} FROM referrals WHERE id = $1", rows::REFERRAL_COLUMNS);
+                let row: Option<rows::ReferralRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(referral.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_err("referral detail"))?;
+                let Some(row) = row else { return Ok(None) };
+                let sql = format!(
+                    "SELECT {} FROM deliveries WHERE referral_id = $1 ORDER BY seq",
+                    rows::DELIVERY_COLUMNS
+                );
+                let deliveries: Vec<rows::DeliveryRowRaw> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(referral.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("referral detail"))?;
+                let sql = format!(
+                    "SELECT {} FROM audit_events WHERE referral_id = $1 ORDER BY idx",
+                    rows::EVENT_COLUMNS
+                );
+                let events: Vec<rows::EventRowRaw> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(referral.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("referral detail"))?;
+                Ok(Some(rec::ReferralDetail {
+                    referral: row.try_into()?,
+                    deliveries: deliveries.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+                    events: events.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+                }))
+            }
+
+            async fn subject_matches(
+                &self,
+                subjects: &[String],
+                partner: &PartnerId,
+            ) -> Result<Vec<rec::SubjectMatch>, StoreError> {
+                let mut out: Vec<rec::SubjectMatch> = Vec::new();
+                for subject in subjects {
+                    let found: Vec<(String, Option<String>)> =
+                        sqlx::query_as(crate::store::common::SUBJECT_MATCHES.as_str())
+                            .bind(subject)
+                            .bind(partner.as_str())
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(query_err("subject access"))?;
+                    for (referral, delivery) in found {
+                        let referral = rows::referral_id("subject_keys", &referral)?;
+                        out.push(match delivery {
+                            None => rec::SubjectMatch::Sent(referral),
+                            Some(d) => rec::SubjectMatch::Received(
+                                referral,
+                                rows::parse("subject_keys", "delivery_id", &d)?,
+                            ),
+                        });
+                    }
+                }
+                out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+                out.dedup();
+                Ok(out)
+            }
+
+            async fn held_referrals(&self, sender: &PartnerId) -> Result<Vec<rec::HeldRow>, StoreError> {
+                let found: Vec<(String, String, String, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+                    "SELECT r.id, r.referral_type, r.sender_ref, r.received_at, r.consent_override, h.escalated_at \
+                     FROM holds h JOIN referrals r ON r.id = h.referral_id WHERE r.sender = $1 \
+                     ORDER BY r.received_at, r.id",
                 )
-                .bind(&referral_id)
+                .bind(sender.as_str())
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_err("held referrals"))?;
-                out.push(crate::store::records::HeldRow {
-                    referral_id, referral_type, received_at, consent_override, escalated_at, recipients,
-                });
+                let mut out = Vec::with_capacity(found.len());
+                for row in found {
+                    let recipients: Vec<String> = sqlx::query_scalar(
+                        "SELECT recipient FROM deliveries WHERE referral_id = $1 AND status = $2 ORDER BY seq",
+                    )
+                    .bind(&row.0)
+                    .bind(DeliveryStatus::HeldForReview.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_err("held referrals"))?;
+                    let submitted_by: Option<Option<String>> = sqlx::query_scalar(
+                        "SELECT actor FROM audit_events WHERE referral_id = $1 AND kind = $2 ORDER BY idx LIMIT 1",
+                    )
+                    .bind(&row.0)
+                    .bind(ev::EventKind::Accepted.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_err("held referrals"))?;
+                    out.push(rows::held_row(row, recipients, submitted_by.flatten())?);
+                }
+                Ok(out)
             }
-            Ok(out)
-        }
 
-        async fn hold_sealed(&self, referral_id: &str) -> Result<Option<String>, crate::store::StoreError> {
-            sqlx::query_scalar("SELECT sealed FROM holds WHERE referral_id = $1")
-                .bind(referral_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(crate::store::query_err("hold"))
-        }
-
-        async fn decide_hold(
-            &self,
-            d: &crate::store::records::ReviewDecision,
-        ) -> Result<crate::store::records::DecideOutcome, crate::store::StoreError> {
-            use crate::store::query_err;
-            use crate::store::records::{AuditRecord, DecideOutcome};
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            // Deleting the hold first takes its row lock: a concurrent decision waits, then
-            // finds nothing to delete and changes nothing. A decision is final.
-            let gone = sqlx::query("DELETE FROM holds WHERE referral_id = $1")
-                .bind(&d.referral_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("decide"))?
-                .rows_affected();
-            if gone == 0 {
-                return Ok(DecideOutcome::AlreadyDecided);
+            async fn hold_sealed(&self, referral: &ReferralId) -> Result<Option<String>, StoreError> {
+                sqlx::query_scalar("SELECT sealed FROM holds WHERE referral_id = $1")
+                    .bind(referral.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(query_err("hold"))
             }
-            sqlx::query("UPDATE referrals SET review_reason_sealed = $1 WHERE id = $2")
-                .bind(&d.reason_sealed)
-                .bind(&d.referral_id)
-                .execute(&mut *tx)
+
+            async fn decide_hold(&self, d: &rec::ReviewCommit) -> Result<rec::DecideOutcome, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                // Deleting the hold first takes its row lock: a concurrent decision waits, then
+                // finds nothing to delete and changes nothing. A decision is final.
+                let gone = sqlx::query("DELETE FROM holds WHERE referral_id = $1")
+                    .bind(d.referral_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("decide"))?
+                    .rows_affected();
+                if gone == 0 {
+                    return Ok(rec::DecideOutcome::AlreadyDecided);
+                }
+                let refused = |why: String| StoreError::Query { op: "decide", reason: why };
+                let mut keys = Vec::new();
+                for r in &d.releases {
+                    let from = held_status(&mut tx, &d.referral_id, &r.delivery).await?
+                        .ok_or_else(|| refused("a released delivery is not the referral's".into()))?;
+                    let to = moved(from, Step::Release)
+                        .map_err(|e| refused(e.to_string()))?
+                        .ok_or_else(|| refused("release changes nothing".into()))?;
+                    let position = inbox_position(&mut *tx, &r.recipient).await?;
+                    sqlx::query(
+                        "UPDATE deliveries SET status = $1, sealed = $2, bytes = $3, inbox_pos = $4, \
+                         queued_at = $5, updated_at = $5 WHERE id = $6",
+                    )
+                    .bind(to.as_str())
+                    .bind(&r.sealed)
+                    .bind(r.sealed.len() as i64)
+                    .bind(position)
+                    .bind(d.at)
+                    .bind(r.delivery.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("release"))?;
+                    keys.extend(r.subjects.iter().map(|s| (&d.referral_id, &r.recipient, Some(&r.delivery), s)));
+                }
+                for j in &d.rejections {
+                    let from = held_status(&mut tx, &d.referral_id, &j.delivery).await?
+                        .ok_or_else(|| refused("a rejected delivery is not the referral's".into()))?;
+                    let to = moved(from, Step::Reject)
+                        .map_err(|e| refused(e.to_string()))?
+                        .ok_or_else(|| refused("rejection changes nothing".into()))?;
+                    sqlx::query(
+                        "UPDATE deliveries SET status = $1, review_reason_sealed = $2, updated_at = $3 WHERE id = $4",
+                    )
+                    .bind(to.as_str())
+                    .bind(&j.reason_sealed)
+                    .bind(d.at)
+                    .bind(j.delivery.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("reject"))?;
+                }
+                // A decision decides every held delivery: none may be left without one.
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM deliveries WHERE referral_id = $1 AND status = $2",
+                )
+                .bind(d.referral_id.as_str())
+                .bind(DeliveryStatus::HeldForReview.as_str())
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(query_err("decide"))?;
-            let held: Vec<(String, String)> = sqlx::query_as(
-                "SELECT id, recipient FROM deliveries WHERE referral_id = $1 AND status = 'held-for-review' ORDER BY seq",
-            )
-            .bind(&d.referral_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(query_err("decide"))?;
-            let decision = if d.approve { "approve" } else { "reject" };
-            for (id, recipient) in &held {
-                insert_event(&mut *tx, &AuditRecord {
-                    at: d.at,
-                    kind: "reviewed",
-                    referral_id: Some(d.referral_id.clone()),
-                    delivery_id: Some(id.clone()),
-                    actor: Some(d.actor.clone()),
-                    detail: serde_json::json!({ "to": recipient, "decision": decision }),
-                })
-                .await?;
-                let sealed = d.released.iter().find(|(rid, _)| rid == id).map(|(_, s)| s);
-                match (d.approve, sealed) {
-                    (true, Some(sealed)) => {
-                        let position: i64 = sqlx::query_scalar(
-                            "INSERT INTO inbox_counters (recipient, next) VALUES ($1, 1) \
-                             ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + 1 RETURNING next",
-                        )
-                        .bind(recipient)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(query_err("inbox position"))?;
-                        sqlx::query(
-                            "UPDATE deliveries SET status = 'queued', sealed = $1, bytes = $2, inbox_pos = $3, \
-                             updated_at = $4 WHERE id = $5",
-                        )
-                        .bind(sealed)
-                        .bind(sealed.len() as i64)
-                        .bind(position)
-                        .bind(d.at)
+                if left != 0 {
+                    return Err(refused(format!("{left} held deliveries left undecided")));
+                }
+                insert_subject_keys(&mut *tx, &keys).await?;
+                let mut events = d.events.clone();
+                if let Some(old) = &d.withdraws {
+                    events.extend(
+                        withdraw_open(&mut tx, old, d.at, Some(&d.actor), ev::WithdrawReason::Superseded, Some(&d.referral_id))
+                            .await?,
+                    );
+                }
+                insert_events(&mut *tx, &events).await?;
+                if !d.releases.is_empty() {
+                    notify_inbox(&mut *tx).await?;
+                }
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(rec::DecideOutcome::Decided)
+            }
+
+            async fn last_preview_shown(
+                &self,
+                referral: &ReferralId,
+                actor: &ActorRef,
+            ) -> Result<Option<Vec<ev::PreviewShown>>, StoreError> {
+                let details: Vec<String> = sqlx::query_scalar(
+                    "SELECT detail FROM audit_events WHERE referral_id = $1 AND kind = $2 AND actor = $3 \
+                     ORDER BY idx DESC",
+                )
+                .bind(referral.as_str())
+                .bind(ev::EventKind::Consulted.as_str())
+                .bind(actor.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("last preview"))?;
+                for detail in details {
+                    match AuditEvent::parse(ev::EventKind::Consulted.as_str(), &detail) {
+                        Ok(AuditEvent::Consulted(c)) if c.what == ev::Consultation::ReviewPreview => {
+                            return Ok(Some(c.previews));
+                        }
+                        Ok(_) => {}
+                        Err(_) => return Err(rows::corrupt("audit_events", "detail")),
+                    }
+                }
+                Ok(None)
+            }
+
+            async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                // Of several replicas, one does this job at a time; the next finds it done.
+                if !job_lock(&mut *tx, "escalate").await? {
+                    return Ok(0);
+                }
+                let due: Vec<String> = sqlx::query_scalar(
+                    "SELECT referral_id FROM holds WHERE escalated_at IS NULL AND held_at < $1 ORDER BY held_at",
+                )
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_err("escalate"))?;
+                let mut events = Vec::with_capacity(due.len());
+                for id in &due {
+                    let referral = rows::referral_id("holds", id)?;
+                    sqlx::query("UPDATE holds SET escalated_at = $1 WHERE referral_id = $2")
+                        .bind(at)
                         .bind(id)
                         .execute(&mut *tx)
                         .await
-                        .map_err(query_err("release"))?;
-                        insert_event(&mut *tx, &AuditRecord {
-                            at: d.at,
-                            kind: "queued",
-                            referral_id: Some(d.referral_id.clone()),
-                            delivery_id: Some(id.clone()),
-                            actor: Some(d.actor.clone()),
-                            detail: serde_json::json!({ "to": recipient }),
-                        })
-                        .await?;
-                    }
-                    (true, None) => {
-                        return Err(crate::store::StoreError::Query {
-                            op: "release",
-                            reason: "an approved delivery has no ciphertext".into(),
-                        });
-                    }
-                    (false, _) => {
-                        sqlx::query("UPDATE deliveries SET status = 'rejected-by-review', updated_at = $1 WHERE id = $2")
-                            .bind(d.at)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(query_err("reject"))?;
-                    }
+                        .map_err(query_err("escalate"))?;
+                    events.push(
+                        AuditRecord::new(
+                            at,
+                            None,
+                            AuditEvent::Escalated(ev::Escalated { reason: "undecided past the review deadline".into() }),
+                        )
+                        .about(&referral),
+                    );
                 }
+                insert_events(&mut *tx, &events).await?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(due.len() as u64)
             }
-            if d.approve {
-                notify_inbox(&mut *tx).await?;
-            }
-            tx.commit().await.map_err(query_err("commit"))?;
-            Ok(DecideOutcome::Decided)
-        }
 
-        async fn review_reason(&self, referral_id: &str) -> Result<Option<String>, crate::store::StoreError> {
-            let r: Option<Option<String>> = sqlx::query_scalar("SELECT review_reason_sealed FROM referrals WHERE id = $1")
-                .bind(referral_id)
+            async fn count_escalated(&self) -> Result<i64, StoreError> {
+                sqlx::query_scalar("SELECT COUNT(*) FROM holds WHERE escalated_at IS NOT NULL")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(query_err("count escalated"))
+            }
+
+            async fn report_facts(&self, from: i64, to: i64) -> Result<Vec<rec::FactRow>, StoreError> {
+                let found: Vec<(i64, String, String, String, String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT r.received_at, r.referral_type, r.sender, d.recipient, r.consent_status, d.status, \
+                     (SELECT e.detail FROM audit_events e WHERE e.referral_id = d.referral_id \
+                      AND e.delivery_id = d.id AND e.kind = $3 ORDER BY e.idx LIMIT 1) \
+                     FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
+                     WHERE r.received_at >= $1 AND r.received_at < $2",
+                )
+                .bind(from)
+                .bind(to)
+                .bind(ev::EventKind::Reviewed.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("report"))?;
+                found.into_iter().map(rows::fact).collect()
+            }
+
+            async fn sent_referrals(&self, sender: &PartnerId, limit: i64) -> Result<Vec<rec::SentRow>, StoreError> {
+                let found: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT id, referral_type, received_at FROM referrals WHERE sender = $1 \
+                     ORDER BY received_at DESC, id DESC LIMIT $2",
+                )
+                .bind(sender.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("sent referrals"))?;
+                let mut out = Vec::with_capacity(found.len());
+                for row in found {
+                    let (id, referral_type, received_at) = rows::sent_row(row)?;
+                    let states = self.delivery_states(&id, sender).await?.unwrap_or_default();
+                    out.push(rec::SentRow { id, referral_type, received_at, states });
+                }
+                Ok(out)
+            }
+
+            async fn referral_links(
+                &self,
+                referral: &ReferralId,
+            ) -> Result<(Option<ReferralId>, Option<ReferralId>), StoreError> {
+                let supersedes: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT supersedes FROM referrals WHERE id = $1")
+                        .bind(referral.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(query_err("referral links"))?;
+                let superseded_by: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM referrals WHERE supersedes = $1 ORDER BY received_at DESC, id DESC LIMIT 1",
+                )
+                .bind(referral.as_str())
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(crate::store::query_err("review reason"))?;
-            Ok(r.flatten())
-        }
-
-        async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, crate::store::StoreError> {
-            use crate::store::query_err;
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            // Of several replicas, one does this job at a time; the next finds it done.
-            if !job_lock(&mut *tx, "escalate").await? {
-                return Ok(0);
+                .map_err(query_err("referral links"))?;
+                Ok((
+                    rows::parse_opt("referrals", "supersedes", supersedes.flatten().as_deref())?,
+                    rows::parse_opt("referrals", "id", superseded_by.as_deref())?,
+                ))
             }
-            let due: Vec<String> = sqlx::query_scalar(
-                "SELECT referral_id FROM holds WHERE escalated_at IS NULL AND held_at < $1 ORDER BY held_at",
-            )
-            .bind(cutoff)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(query_err("escalate"))?;
-            for id in &due {
-                sqlx::query("UPDATE holds SET escalated_at = $1 WHERE referral_id = $2")
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("escalate"))?;
-                insert_event(&mut *tx, &crate::store::records::AuditRecord {
-                    at,
-                    kind: "escalated",
-                    referral_id: Some(id.clone()),
-                    delivery_id: None,
-                    actor: None,
-                    detail: serde_json::json!({ "reason": "undecided past the review deadline" }),
-                })
-                .await?;
+
+            async fn record_event(&self, e: &AuditRecord) -> Result<(), StoreError> {
+                // One transaction: the tree head, the leaf and its nodes move together.
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                insert_events(&mut *tx, std::slice::from_ref(e)).await?;
+                tx.commit().await.map_err(query_err("commit"))
             }
-            tx.commit().await.map_err(query_err("commit"))?;
-            Ok(due.len() as u64)
-        }
 
-        async fn count_escalated(&self) -> Result<i64, crate::store::StoreError> {
-            sqlx::query_scalar("SELECT COUNT(*) FROM holds WHERE escalated_at IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(crate::store::query_err("count escalated"))
-        }
-
-        async fn report_facts(
-            &self,
-            from: i64,
-            to: i64,
-        ) -> Result<Vec<crate::store::records::FactRow>, crate::store::StoreError> {
-            use crate::store::records::{DeliveryStatus, FactRow};
-            let rows: Vec<(i64, String, String, String, String, String, Option<String>)> = sqlx::query_as(
-                "SELECT r.received_at, r.referral_type, r.sender, d.recipient, r.consent_status, d.status, \
-                 (SELECT e.detail FROM audit_events e WHERE e.delivery_id = d.id AND e.kind = 'reviewed' LIMIT 1) \
-                 FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
-                 WHERE r.received_at >= $1 AND r.received_at < $2",
-            )
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(crate::store::query_err("report"))?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|r| {
-                    Some(FactRow {
-                        received_at: r.0,
-                        referral_type: r.1,
-                        sender: r.2,
-                        recipient: r.3,
-                        consent_status: r.4,
-                        status: DeliveryStatus::parse(&r.5)?,
-                        decision: r.6.and_then(|d| {
-                            serde_json::from_str::<serde_json::Value>(&d)
-                                .ok()
-                                .and_then(|v| v["decision"].as_str().map(str::to_owned))
-                        }),
-                    })
-                })
-                .collect())
-        }
-
-        async fn sent_referrals(
-            &self,
-            sender: &str,
-            limit: i64,
-        ) -> Result<Vec<(String, String, i64, Vec<crate::store::records::DeliveryState>)>, crate::store::StoreError> {
-            use crate::store::query_err;
-            let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                "SELECT id, referral_type, received_at FROM referrals WHERE sender = $1 \
-                 ORDER BY received_at DESC, id DESC LIMIT $2",
-            )
-            .bind(sender)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("sent referrals"))?;
-            let mut out = Vec::with_capacity(rows.len());
-            for (id, ty, at) in rows {
-                let states = self.delivery_states(&id, sender).await?.unwrap_or_default();
-                out.push((id, ty, at, states));
-            }
-            Ok(out)
-        }
-
-        async fn referral_links(
-            &self,
-            referral_id: &str,
-        ) -> Result<(Option<String>, Option<String>), crate::store::StoreError> {
-            use crate::store::query_err;
-            let supersedes: Option<Option<String>> =
-                sqlx::query_scalar("SELECT supersedes FROM referrals WHERE id = $1")
-                    .bind(referral_id)
+            async fn delivery_states(
+                &self,
+                referral: &ReferralId,
+                sender: &PartnerId,
+            ) -> Result<Option<Vec<rec::DeliveryState>>, StoreError> {
+                let owner: Option<String> = sqlx::query_scalar("SELECT sender FROM referrals WHERE id = $1")
+                    .bind(referral.as_str())
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(query_err("referral links"))?;
-            let superseded_by: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM referrals WHERE supersedes = $1 ORDER BY received_at DESC, id DESC LIMIT 1",
-            )
-            .bind(referral_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("referral links"))?;
-            Ok((supersedes.flatten(), superseded_by))
-        }
-
-        async fn record_event(&self, e: &crate::store::records::AuditRecord) -> Result<(), crate::store::StoreError> {
-            use crate::store::query_err;
-            // One transaction: the tree head, the leaf and its nodes move together.
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            insert_event(&mut *tx, e).await?;
-            tx.commit().await.map_err(query_err("commit"))
-        }
-
-        async fn delivery_states(
-            &self,
-            referral_id: &str,
-            sender: &str,
-        ) -> Result<Option<Vec<crate::store::records::DeliveryState>>, crate::store::StoreError> {
-            use crate::store::records::{DeliveryState, DeliveryStatus};
-            use crate::store::query_err;
-            use sqlx::Row as _;
-            let owner: Option<String> = sqlx::query_scalar("SELECT sender FROM referrals WHERE id = $1")
-                .bind(referral_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(query_err("referral owner"))?;
-            if owner.as_deref() != Some(sender) {
-                return Ok(None);
-            }
-            let rows = sqlx::query("SELECT recipient, status FROM deliveries WHERE referral_id = $1 ORDER BY seq")
-                .bind(referral_id)
+                    .map_err(query_err("referral owner"))?;
+                if owner.as_deref() != Some(sender.as_str()) {
+                    return Ok(None);
+                }
+                let found: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT recipient, status, review_reason_sealed FROM deliveries WHERE referral_id = $1 ORDER BY seq",
+                )
+                .bind(referral.as_str())
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_err("delivery states"))?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let status: String = row.try_get("status").map_err(query_err("delivery states"))?;
-                out.push(DeliveryState {
-                    recipient: row.try_get("recipient").map_err(query_err("delivery states"))?,
-                    status: DeliveryStatus::parse(&status).ok_or(crate::store::StoreError::Query {
-                        op: "delivery states",
-                        reason: "unknown status in store".into(),
-                    })?,
-                });
+                found.into_iter().map(rows::delivery_state).collect::<Result<_, _>>().map(Some)
             }
-            Ok(Some(out))
-        }
 
-        async fn inbox_page(
-            &self,
-            recipient: &str,
-            after: i64,
-            limit: i64,
-        ) -> Result<Vec<crate::store::records::InboxItem>, crate::store::StoreError> {
-            use crate::store::query_err;
-            use sqlx::Row as _;
-            let rows = sqlx::query(
-                "SELECT d.id, r.sender, r.referral_type, r.received_at, d.bytes, d.inbox_pos \
-                 FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
-                 WHERE d.recipient = $1 AND d.status IN ('queued', 'delivered') AND d.inbox_pos > $2 \
-                 ORDER BY d.inbox_pos LIMIT $3",
-            )
-            .bind(recipient)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("inbox page"))?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(crate::store::records::InboxItem {
-                        id: row.try_get(0)?,
-                        from: row.try_get(1)?,
-                        referral_type: row.try_get(2)?,
-                        received_at: row.try_get(3)?,
-                        bytes: row.try_get::<Option<i64>, _>(4)?.unwrap_or_default(),
-                        position: row.try_get::<Option<i64>, _>(5)?.unwrap_or_default(),
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(query_err("inbox page"))
-        }
+            async fn inbox_page(
+                &self,
+                recipient: &PartnerId,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<rec::InboxItem>, StoreError> {
+                #[allow(clippy::type_complexity)]
+                let found: Vec<(String, String, String, i64, Option<i64>, Option<i64>)> =
+                    sqlx::query_as(crate::store::common::INBOX_PAGE.as_str())
+                        .bind(recipient.as_str())
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(query_err("inbox page"))?;
+                found.into_iter().map(rows::inbox_item).collect()
+            }
 
-        async fn fetch_delivery(
-            &self,
-            recipient: &str,
-            id: &str,
-            at: i64,
-            actor: &str,
-        ) -> Result<Option<String>, crate::store::StoreError> {
-            use crate::store::query_err;
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
-                "SELECT status, sealed, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
-            )
-            .bind(id)
-            .bind(recipient)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query_err("fetch delivery"))?;
-            let Some((status, Some(sealed), referral_id)) = row else { return Ok(None) };
-            match status.as_str() {
-                "queued" => {
+            async fn fetch_delivery(
+                &self,
+                recipient: &PartnerId,
+                id: &DeliveryId,
+                at: i64,
+                actor: &ActorRef,
+            ) -> Result<Option<String>, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+                    "SELECT status, sealed, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
+                )
+                .bind(id.as_str())
+                .bind(recipient.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query_err("fetch delivery"))?;
+                let Some((status, sealed, referral)) = row else { return Ok(None) };
+                let referral = rows::referral_id("deliveries", &referral)?;
+                let to = match moved(rows::status(&status)?, Step::Fetch) {
+                    Ok(to) => to,
+                    Err(_) => return Ok(None),
+                };
+                // In the inbox, a delivery always has its ciphertext.
+                let sealed = sealed.ok_or(rows::corrupt("deliveries", "sealed"))?;
+                if let Some(to) = to {
                     sqlx::query(
-                        "UPDATE deliveries SET status = 'delivered', fetched_at = $1, updated_at = $1 \
-                         WHERE id = $2 AND status = 'queued'",
+                        "UPDATE deliveries SET status = $1, fetched_at = $2, updated_at = $2 WHERE id = $3",
                     )
+                    .bind(to.as_str())
                     .bind(at)
-                    .bind(id)
+                    .bind(id.as_str())
                     .execute(&mut *tx)
                     .await
                     .map_err(query_err("mark delivered"))?;
-                    insert_event(&mut *tx, &crate::store::records::AuditRecord {
-                        at,
-                        kind: "fetched",
-                        referral_id: Some(referral_id),
-                        delivery_id: Some(id.to_owned()),
-                        actor: Some(actor.to_owned()),
-                        detail: serde_json::json!({ "first": true }),
-                    })
-                    .await?;
+                    let event = AuditRecord::new(at, Some(actor.clone()), AuditEvent::Fetched(ev::Fetched { first: true }))
+                        .about(&referral)
+                        .delivery(id);
+                    insert_events(&mut *tx, std::slice::from_ref(&event)).await?;
+                    tx.commit().await.map_err(query_err("commit"))?;
                 }
-                "delivered" => {}
-                _ => return Ok(None),
+                Ok(Some(sealed))
             }
-            tx.commit().await.map_err(query_err("commit"))?;
-            Ok(Some(sealed))
-        }
 
-        async fn ack_delivery(
-            &self,
-            recipient: &str,
-            id: &str,
-            at: i64,
-            actor: &str,
-        ) -> Result<crate::store::records::AckOutcome, crate::store::StoreError> {
-            use crate::store::query_err;
-            use crate::store::records::AckOutcome;
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            let row: Option<(String, String)> = sqlx::query_as(
-                "SELECT status, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
-            )
-            .bind(id)
-            .bind(recipient)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query_err("ack delivery"))?;
-            let Some((status, referral_id)) = row else { return Ok(AckOutcome::NotFound) };
-            match status.as_str() {
-                "acknowledged" => return Ok(AckOutcome::AlreadyAcknowledged),
-                "queued" | "delivered" => {}
-                _ => return Ok(AckOutcome::NotFound),
-            }
-            sqlx::query(
-                "UPDATE deliveries SET status = 'acknowledged', sealed = NULL, acked_at = $1, updated_at = $1 \
-                 WHERE id = $2",
-            )
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("ack delivery"))?;
-            insert_event(&mut *tx, &crate::store::records::AuditRecord {
-                at,
-                kind: "acknowledged",
-                referral_id: Some(referral_id),
-                delivery_id: Some(id.to_owned()),
-                actor: Some(actor.to_owned()),
-                detail: serde_json::json!({}),
-            })
-            .await?;
-            tx.commit().await.map_err(query_err("commit"))?;
-            Ok(AckOutcome::Acknowledged)
-        }
-
-        async fn withdraw(
-            &self,
-            referral_id: &str,
-            sender: &str,
-            at: i64,
-            actor: &str,
-        ) -> Result<Option<Vec<crate::store::records::DeliveryState>>, crate::store::StoreError> {
-            use crate::store::query_err;
-            let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-            let owner: Option<String> = sqlx::query_scalar("SELECT sender FROM referrals WHERE id = $1")
-                .bind(referral_id)
+            async fn ack_delivery(
+                &self,
+                recipient: &PartnerId,
+                id: &DeliveryId,
+                at: i64,
+                actor: &ActorRef,
+            ) -> Result<rec::AckOutcome, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "SELECT status, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
+                )
+                .bind(id.as_str())
+                .bind(recipient.as_str())
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(query_err("referral owner"))?;
-            if owner.as_deref() != Some(sender) {
-                return Ok(None);
-            }
-            let events = withdraw_open(&mut tx, referral_id, at, actor, serde_json::json!({ "reason": "withdrawn-by-sender" })).await?;
-            insert_events(&mut *tx, &events).await?;
-            tx.commit().await.map_err(query_err("commit"))?;
-            self.delivery_states(referral_id, sender).await
-        }
-
-        async fn count_rows(&self, table: crate::store::Table) -> Result<i64, crate::store::StoreError> {
-            sqlx::query_scalar(table.count_sql())
-                .fetch_one(&self.pool)
+                .map_err(query_err("ack delivery"))?;
+                let Some((status, referral)) = row else { return Ok(rec::AckOutcome::NotFound) };
+                let referral = rows::referral_id("deliveries", &referral)?;
+                let to = match moved(rows::status(&status)?, Step::Acknowledge) {
+                    Ok(Some(to)) => to,
+                    Ok(None) => return Ok(rec::AckOutcome::AlreadyAcknowledged),
+                    Err(_) => return Ok(rec::AckOutcome::NotFound),
+                };
+                sqlx::query(
+                    "UPDATE deliveries SET status = $1, sealed = NULL, acked_at = $2, updated_at = $2 WHERE id = $3",
+                )
+                .bind(to.as_str())
+                .bind(at)
+                .bind(id.as_str())
+                .execute(&mut *tx)
                 .await
-                .map_err(crate::store::query_err("count"))
-        }
+                .map_err(query_err("ack delivery"))?;
+                let event = AuditRecord::new(at, Some(actor.clone()), AuditEvent::Acknowledged(ev::Acknowledged {}))
+                    .about(&referral)
+                    .delivery(id);
+                insert_events(&mut *tx, std::slice::from_ref(&event)).await?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(rec::AckOutcome::Acknowledged)
+            }
+
+            async fn withdraw(
+                &self,
+                referral: &ReferralId,
+                sender: &PartnerId,
+                at: i64,
+                actor: &ActorRef,
+            ) -> Result<Option<Vec<rec::DeliveryState>>, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                let owner: Option<String> = sqlx::query_scalar("SELECT sender FROM referrals WHERE id = $1")
+                    .bind(referral.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(query_err("referral owner"))?;
+                if owner.as_deref() != Some(sender.as_str()) {
+                    return Ok(None);
+                }
+                let events =
+                    withdraw_open(&mut tx, referral, at, Some(actor), ev::WithdrawReason::WithdrawnBySender, None).await?;
+                insert_events(&mut *tx, &events).await?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                self.delivery_states(referral, sender).await
+            }
+
+            async fn count_rows(&self, table: crate::store::Table) -> Result<i64, StoreError> {
+                sqlx::query_scalar(table.count_sql())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(query_err("count"))
+            }
         }
 
-        /// Commits a batch of acceptances in one transaction (group commit). Each acceptance
-        /// is written inside its own savepoint: a replay, or any failure of one acceptance,
-        /// rolls back that acceptance alone and is reported to its caller; the audit events of
-        /// those that stood are then appended together and everything commits at once. If
-        /// the transaction itself fails, every acceptance in it gets the error.
+        /// A replay marker's row as the prior acceptance it records (a marker written before
+        /// markers kept them has none).
+        fn prior(row: Option<(Option<String>, Option<String>)>) -> Result<Option<rec::PriorAcceptance>, StoreError> {
+            match row {
+                Some((Some(id), Some(digest))) => Ok(Some(rec::PriorAcceptance {
+                    referral_id: rows::referral_id("replay_markers", &id)?,
+                    digest,
+                })),
+                _ => Ok(None),
+            }
+        }
+
+        /// Commits a batch of acceptances in one transaction (group commit). If the
+        /// transaction itself fails, every acceptance in it gets the error.
         async fn accept_batch(
-            pool: &sqlx::Pool<<$conn as sqlx::Connection>::Database>,
-            batch: Vec<crate::store::records::Acceptance>,
-        ) -> Vec<Result<(), crate::store::StoreError>> {
+            pool: &sqlx::Pool<Db>,
+            batch: Vec<rec::Acceptance>,
+        ) -> Vec<Result<rec::AcceptOutcome, StoreError>> {
             match accept_batch_tx(pool, &batch).await {
                 Ok(results) => results,
                 Err(e) => batch
                     .iter()
-                    .map(|_| Err(match &e {
-                        crate::store::StoreError::Unavailable(m) => crate::store::StoreError::Unavailable(m.clone()),
-                        crate::store::StoreError::Full(m) => crate::store::StoreError::Full(m.clone()),
-                        other => crate::store::StoreError::Query { op: "group commit", reason: other.to_string() },
-                    }))
+                    .map(|_| {
+                        Err(match &e {
+                            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+                            StoreError::Full(m) => StoreError::Full(m.clone()),
+                            other => StoreError::Query { op: "group commit", reason: other.to_string() },
+                        })
+                    })
                     .collect(),
             }
         }
@@ -847,19 +920,19 @@ macro_rules! store_impl {
         /// The batch as whole-batch statements (one multi-row `INSERT` per table); if any
         /// statement fails before the commit, the transaction is rolled back and the batch
         /// is written again one savepoint per acceptance, so that only the acceptance at
-        /// fault fails. A failed commit is reported to every acceptance (it is ambiguous,
-        /// so it is never retried here).
+        /// fault fails. A failed commit is reported to every acceptance (it is ambiguous:
+        /// the submitter finds out from the replay marker).
         async fn accept_batch_tx(
-            pool: &sqlx::Pool<<$conn as sqlx::Connection>::Database>,
-            batch: &[crate::store::records::Acceptance],
-        ) -> Result<Vec<Result<(), crate::store::StoreError>>, crate::store::StoreError> {
-            let mut tx = begin_fresh(pool).await.map_err(crate::store::query_err("begin"))?;
+            pool: &sqlx::Pool<Db>,
+            batch: &[rec::Acceptance],
+        ) -> Result<Vec<Result<rec::AcceptOutcome, StoreError>>, StoreError> {
+            let mut tx = begin_fresh(pool).await.map_err(query_err("begin"))?;
             match write_batch(&mut tx, batch).await {
                 Ok((results, notify)) => {
                     if notify {
                         notify_inbox(&mut *tx).await?;
                     }
-                    tx.commit().await.map_err(crate::store::query_err("commit"))?;
+                    tx.commit().await.map_err(query_err("commit"))?;
                     Ok(results)
                 }
                 Err(_) => {
@@ -871,32 +944,42 @@ macro_rules! store_impl {
 
         /// Writes a batch with whole-batch statements: replay markers (`ON CONFLICT DO
         /// NOTHING RETURNING` tells which are new; duplicates within the batch are replays of
-        /// the first), referrals, subject index, inbox positions (one counter update per
+        /// the first), referrals, subject keys, inbox positions (one counter update per
         /// recipient, in recipient order so concurrent writers lock counters alike),
         /// deliveries, holds, corrections' withdrawals, then the audit events. Returns each
         /// acceptance's result and whether an inbox was filled.
         async fn write_batch(
-            tx: &mut sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>,
-            batch: &[crate::store::records::Acceptance],
-        ) -> Result<(Vec<Result<(), crate::store::StoreError>>, bool), crate::store::StoreError> {
-            use crate::store::records::DeliveryStatus;
-            use crate::store::{StoreError, query_err};
-            let mut results: Vec<Result<(), StoreError>> = batch.iter().map(|_| Ok(())).collect();
-            let mut first_of = std::collections::HashSet::new();
+            tx: &mut Tx,
+            batch: &[rec::Acceptance],
+        ) -> Result<(Vec<Result<rec::AcceptOutcome, StoreError>>, bool), StoreError> {
+            let mut results: Vec<Result<rec::AcceptOutcome, StoreError>> =
+                batch.iter().map(|_| Ok(rec::AcceptOutcome::Accepted)).collect();
+            // The first acceptance of each (sender, jti) in the batch is a candidate; later
+            // ones are replays of it.
+            let mut first_of: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
             let mut candidates = Vec::new();
+            let mut duplicates = Vec::new();
             for (i, a) in batch.iter().enumerate() {
-                if first_of.insert((a.referral.sender.as_str(), a.jti.as_str())) {
-                    candidates.push(i);
-                } else {
-                    results[i] = Err(StoreError::Replay);
+                match first_of.entry((a.referral.sender.as_str(), a.jti.as_str())) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(i);
+                        candidates.push(i);
+                    }
+                    std::collections::hash_map::Entry::Occupied(o) => duplicates.push((i, *o.get())),
                 }
             }
             let mut fresh = std::collections::HashSet::new();
             for chunk in candidates.chunks(INSERT_CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO replay_markers (sender, jti, seen_at) ");
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO replay_markers (sender, jti, seen_at, referral_id, digest) ",
+                );
                 q.push_values(chunk, |mut row, &i| {
                     let a = &batch[i];
-                    row.push_bind(&a.referral.sender).push_bind(&a.jti).push_bind(a.referral.received_at);
+                    row.push_bind(a.referral.sender.as_str())
+                        .push_bind(&a.jti)
+                        .push_bind(a.referral.received_at)
+                        .push_bind(a.referral.id.as_str())
+                        .push_bind(&a.digest);
                 });
                 q.push(" ON CONFLICT (sender, jti) DO NOTHING RETURNING sender, jti");
                 let rows: Vec<(String, String)> =
@@ -906,11 +989,28 @@ macro_rules! store_impl {
             let mut live = Vec::new();
             for i in candidates {
                 let a = &batch[i];
-                if fresh.contains(&(a.referral.sender.clone(), a.jti.clone())) {
+                if fresh.contains(&(a.referral.sender.to_string(), a.jti.clone())) {
                     live.push(i);
                 } else {
-                    results[i] = Err(StoreError::Replay);
+                    let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+                        "SELECT referral_id, digest FROM replay_markers WHERE sender = $1 AND jti = $2",
+                    )
+                    .bind(a.referral.sender.as_str())
+                    .bind(&a.jti)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(query_err("replay marker"))?;
+                    results[i] = Ok(rec::AcceptOutcome::Replay(prior(row)?));
                 }
+            }
+            for (i, first) in duplicates {
+                results[i] = match &results[first] {
+                    Ok(rec::AcceptOutcome::Accepted) => Ok(rec::AcceptOutcome::Replay(Some(rec::PriorAcceptance {
+                        referral_id: batch[first].referral.id.clone(),
+                        digest: batch[first].digest.clone(),
+                    }))),
+                    other => other.clone(),
+                };
             }
             if live.is_empty() {
                 return Ok((results, false));
@@ -922,40 +1022,38 @@ macro_rules! store_impl {
                 );
                 q.push_values(chunk, |mut row, &i| {
                     let r = &batch[i].referral;
-                    row.push_bind(&r.id)
-                        .push_bind(&r.sender)
+                    row.push_bind(r.id.as_str())
+                        .push_bind(r.sender.as_str())
                         .push_bind(&r.sender_ref)
-                        .push_bind(&r.referral_type)
+                        .push_bind(r.referral_type.as_str())
                         .push_bind(r.received_at)
-                        .push_bind(&r.lawful_basis)
-                        .push_bind(&r.consent_status)
-                        .push_bind(&r.consent_override)
-                        .push_bind(&r.subject_informed)
-                        .push_bind(&r.supersedes)
+                        .push_bind(rows::to_json(&r.lawful_basis))
+                        .push_bind(r.consent.status.as_str())
+                        .push_bind(r.consent.override_.map(|o| o.as_str()))
+                        .push_bind(rows::to_json(&r.subject_informed))
+                        .push_bind(r.supersedes.as_ref().map(ReferralId::as_str))
                         .push_bind(&r.justification_sealed);
                 });
                 q.build().execute(&mut **tx).await.map_err(query_err("insert referral"))?;
             }
-            let subjects: Vec<(&String, &String)> = live
-                .iter()
-                .flat_map(|&i| batch[i].subjects.iter().map(move |s| (&batch[i].referral.id, s)))
-                .collect();
-            for chunk in subjects.chunks(INSERT_CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO subject_index (referral_id, subject) ");
-                q.push_values(chunk, |mut row, (id, subject)| {
-                    row.push_bind(*id).push_bind(*subject);
-                });
-                q.build().execute(&mut **tx).await.map_err(query_err("subject index"))?;
+            let mut keys: Vec<(&ReferralId, &PartnerId, Option<&DeliveryId>, &String)> = Vec::new();
+            for &i in &live {
+                let a = &batch[i];
+                keys.extend(a.subjects.iter().map(|s| (&a.referral.id, &a.referral.sender, None, s)));
+                for d in &a.deliveries {
+                    keys.extend(d.subjects.iter().map(|s| (&a.referral.id, &d.recipient, Some(&d.id), s)));
+                }
             }
+            insert_subject_keys(&mut **tx, &keys).await?;
             // Inbox positions: each recipient's counter moves once by its count in this
             // batch; positions are handed out in batch order.
-            let deliveries: Vec<(usize, &crate::store::records::DeliveryRecord)> = live
+            let deliveries: Vec<(usize, &rec::DeliveryRecord)> = live
                 .iter()
                 .flat_map(|&i| batch[i].deliveries.iter().map(move |d| (i, d)))
                 .collect();
             let mut per_recipient: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
             for (_, d) in &deliveries {
-                if d.status == DeliveryStatus::Queued {
+                if d.status.in_inbox() {
                     *per_recipient.entry(d.recipient.as_str()).or_default() += 1;
                 }
             }
@@ -973,9 +1071,9 @@ macro_rules! store_impl {
                 .map_err(query_err("inbox position"))?;
                 next_position.insert(recipient, last - count + 1);
             }
-            let mut rows = Vec::with_capacity(deliveries.len());
+            let mut to_insert = Vec::with_capacity(deliveries.len());
             for (i, d) in deliveries {
-                let position = if d.status == DeliveryStatus::Queued {
+                let position = if d.status.in_inbox() {
                     let p = next_position.get_mut(d.recipient.as_str()).ok_or(StoreError::Query {
                         op: "inbox position",
                         reason: "no counter for a queued delivery".into(),
@@ -985,36 +1083,37 @@ macro_rules! store_impl {
                 } else {
                     None
                 };
-                rows.push((i, d, position));
+                to_insert.push((i, d, position));
             }
-            for chunk in rows.chunks(INSERT_CHUNK) {
+            for chunk in to_insert.chunks(INSERT_CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, \
-                     created_at, updated_at, inbox_pos) ",
+                     created_at, updated_at, inbox_pos, queued_at) ",
                 );
                 q.push_values(chunk, |mut row, (i, d, position)| {
                     let r = &batch[*i].referral;
-                    row.push_bind(&d.id)
-                        .push_bind(&r.id)
-                        .push_bind(&d.recipient)
+                    row.push_bind(d.id.as_str())
+                        .push_bind(r.id.as_str())
+                        .push_bind(d.recipient.as_str())
                         .push_bind(&d.agreement)
                         .push_bind(d.status.as_str())
                         .push_bind(&d.sealed)
                         .push_bind(d.sealed.as_ref().map(|s| s.len() as i64))
                         .push_bind(r.received_at)
                         .push_bind(r.received_at)
-                        .push_bind(*position);
+                        .push_bind(*position)
+                        .push_bind(position.map(|_| r.received_at));
                 });
                 q.build().execute(&mut **tx).await.map_err(query_err("insert delivery"))?;
             }
-            let holds: Vec<(&crate::store::records::ReferralRecord, &crate::store::records::HoldRecord)> = live
+            let holds: Vec<(&rec::ReferralRecord, &rec::HoldRecord)> = live
                 .iter()
                 .filter_map(|&i| batch[i].hold.as_ref().map(|h| (&batch[i].referral, h)))
                 .collect();
             for chunk in holds.chunks(INSERT_CHUNK) {
                 let mut q = sqlx::QueryBuilder::new("INSERT INTO holds (referral_id, sealed, storage_key_id, held_at) ");
                 q.push_values(chunk, |mut row, (r, h)| {
-                    row.push_bind(&r.id).push_bind(&h.sealed).push_bind(&h.storage_key_id).push_bind(r.received_at);
+                    row.push_bind(r.id.as_str()).push_bind(&h.sealed).push_bind(&h.storage_key_id).push_bind(r.received_at);
                 });
                 q.build().execute(&mut **tx).await.map_err(query_err("insert hold"))?;
             }
@@ -1022,45 +1121,39 @@ macro_rules! store_impl {
             let mut notify = false;
             for &i in &live {
                 let a = &batch[i];
-                if let Some(old) = &a.referral.supersedes {
+                if let Some(old) = &a.withdraws {
+                    let actor = a.events.first().and_then(|e| e.actor.as_ref());
                     events.extend(
-                        withdraw_open(
-                            tx,
-                            old,
-                            a.referral.received_at,
-                            a.events.first().and_then(|e| e.actor.as_deref()).unwrap_or_default(),
-                            serde_json::json!({ "reason": "superseded", "by": a.referral.id }),
-                        )
-                        .await?,
+                        withdraw_open(tx, old, a.referral.received_at, actor, ev::WithdrawReason::Superseded, Some(&a.referral.id))
+                            .await?,
                     );
                 }
                 events.extend(a.events.iter().cloned());
-                notify |= a.deliveries.iter().any(|d| d.status == DeliveryStatus::Queued);
+                notify |= a.deliveries.iter().any(|d| d.status.in_inbox());
             }
             insert_events(&mut **tx, &events).await?;
             Ok((results, notify))
         }
 
-        /// The careful path: one savepoint per acceptance, so a failing acceptance is rolled
-        /// back alone and the rest still commit.
+        /// The careful path: one savepoint per acceptance, each written as a batch of one, so
+        /// a failing acceptance is rolled back alone and the rest still commit.
         async fn accept_each(
-            pool: &sqlx::Pool<<$conn as sqlx::Connection>::Database>,
-            batch: &[crate::store::records::Acceptance],
-        ) -> Result<Vec<Result<(), crate::store::StoreError>>, crate::store::StoreError> {
-            use crate::store::query_err;
+            pool: &sqlx::Pool<Db>,
+            batch: &[rec::Acceptance],
+        ) -> Result<Vec<Result<rec::AcceptOutcome, StoreError>>, StoreError> {
             let mut tx = begin_fresh(pool).await.map_err(query_err("begin"))?;
             let mut results = Vec::with_capacity(batch.len());
-            let mut events = Vec::new();
             let mut notify = false;
             for a in batch {
                 sqlx::query("SAVEPOINT acceptance").execute(&mut *tx).await.map_err(query_err("savepoint"))?;
-                match accept_one(&mut tx, a).await {
-                    Ok(withdrawn) => {
+                match write_batch(&mut tx, std::slice::from_ref(a)).await {
+                    Ok((mut one, filled)) => {
                         sqlx::query("RELEASE SAVEPOINT acceptance").execute(&mut *tx).await.map_err(query_err("savepoint"))?;
-                        events.extend(withdrawn);
-                        events.extend(a.events.iter().cloned());
-                        notify |= a.deliveries.iter().any(|d| d.status == crate::store::records::DeliveryStatus::Queued);
-                        results.push(Ok(()));
+                        notify |= filled;
+                        results.push(one.pop().unwrap_or(Err(StoreError::Query {
+                            op: "group commit",
+                            reason: "a batch of one returned no result".into(),
+                        })));
                     }
                     Err(e) => {
                         sqlx::query("ROLLBACK TO SAVEPOINT acceptance").execute(&mut *tx).await.map_err(query_err("savepoint"))?;
@@ -1069,132 +1162,11 @@ macro_rules! store_impl {
                     }
                 }
             }
-            insert_events(&mut *tx, &events).await?;
             if notify {
                 notify_inbox(&mut *tx).await?;
             }
             tx.commit().await.map_err(query_err("commit"))?;
             Ok(results)
-        }
-
-        /// Writes one acceptance's rows (not its audit events); returns the events of the
-        /// withdrawals a correction makes, which come before the acceptance's own.
-        async fn accept_one(
-            tx: &mut sqlx::Transaction<'static, <$conn as sqlx::Connection>::Database>,
-            a: &crate::store::records::Acceptance,
-        ) -> Result<Vec<crate::store::records::AuditRecord>, crate::store::StoreError> {
-            use crate::store::{StoreError, query_err};
-            let r = &a.referral;
-            // ON CONFLICT DO NOTHING rather than a unique violation: the replay is seen
-            // without an error, so nothing else in the batch is disturbed.
-            let marker = sqlx::query(
-                "INSERT INTO replay_markers (sender, jti, seen_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (sender, jti) DO NOTHING",
-            )
-            .bind(&r.sender)
-            .bind(&a.jti)
-            .bind(r.received_at)
-            .execute(&mut **tx)
-            .await
-            .map_err(query_err("replay marker"))?;
-            if marker.rows_affected() == 0 {
-                return Err(StoreError::Replay);
-            }
-            sqlx::query(
-                "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
-                 consent_status, consent_override, subject_informed, supersedes, justification_sealed) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&r.id)
-            .bind(&r.sender)
-            .bind(&r.sender_ref)
-            .bind(&r.referral_type)
-            .bind(r.received_at)
-            .bind(&r.lawful_basis)
-            .bind(&r.consent_status)
-            .bind(&r.consent_override)
-            .bind(&r.subject_informed)
-            .bind(&r.supersedes)
-            .bind(&r.justification_sealed)
-            .execute(&mut **tx)
-            .await
-            .map_err(query_err("insert referral"))?;
-            if !a.subjects.is_empty() {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO subject_index (referral_id, subject) ");
-                q.push_values(&a.subjects, |mut row, subject| {
-                    row.push_bind(&r.id).push_bind(subject);
-                });
-                q.build().execute(&mut **tx).await.map_err(query_err("subject index"))?;
-            }
-            for d in &a.deliveries {
-                // Queued deliveries take the recipient's next inbox position; the counter row
-                // stays locked until commit, so positions become visible in order.
-                let position: Option<i64> = if d.status == crate::store::records::DeliveryStatus::Queued {
-                    Some(
-                        sqlx::query_scalar(
-                            "INSERT INTO inbox_counters (recipient, next) VALUES ($1, 1) \
-                             ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + 1 \
-                             RETURNING next",
-                        )
-                        .bind(&d.recipient)
-                        .fetch_one(&mut **tx)
-                        .await
-                        .map_err(query_err("inbox position"))?,
-                    )
-                } else {
-                    None
-                };
-                sqlx::query(
-                    "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, \
-                     created_at, updated_at, inbox_pos) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
-                )
-                .bind(&d.id)
-                .bind(&r.id)
-                .bind(&d.recipient)
-                .bind(&d.agreement)
-                .bind(d.status.as_str())
-                .bind(&d.sealed)
-                .bind(d.sealed.as_ref().map(|s| s.len() as i64))
-                .bind(r.received_at)
-                .bind(position)
-                .execute(&mut **tx)
-                .await
-                .map_err(query_err("insert delivery"))?;
-            }
-            if let Some(h) = &a.hold {
-                sqlx::query(
-                    "INSERT INTO holds (referral_id, sealed, storage_key_id, held_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&r.id)
-                .bind(&h.sealed)
-                .bind(&h.storage_key_id)
-                .bind(r.received_at)
-                .execute(&mut **tx)
-                .await
-                .map_err(query_err("insert hold"))?;
-            }
-            match &r.supersedes {
-                Some(old) => {
-                    withdraw_open(
-                        tx,
-                        old,
-                        r.received_at,
-                        a.events.first().and_then(|e| e.actor.as_deref()).unwrap_or_default(),
-                        serde_json::json!({ "reason": "superseded", "by": r.id }),
-                    )
-                    .await
-                }
-                None => Ok(Vec::new()),
-            }
-        }
-
-        /// Appends one audit event as the next leaf of the Merkle tree (see
-        /// [`insert_events`]).
-        async fn insert_event(
-            conn: &mut $conn,
-            e: &crate::store::records::AuditRecord,
-        ) -> Result<(), crate::store::StoreError> {
-            insert_events(conn, std::slice::from_ref(e)).await
         }
 
         /// Appends audit events, in order, as the next leaves of the Merkle tree: takes
@@ -1203,12 +1175,8 @@ macro_rules! store_impl {
         /// The existing tree's frontier (at most one hash per level) is read in one query,
         /// the new hashes computed by the pure `audit::tree::append`, and rows written with
         /// multi-row inserts.
-        async fn insert_events(
-            conn: &mut $conn,
-            events: &[crate::store::records::AuditRecord],
-        ) -> Result<(), crate::store::StoreError> {
+        async fn insert_events(conn: &mut $conn, events: &[AuditRecord]) -> Result<(), StoreError> {
             use crate::audit::tree::leaf_hash;
-            use crate::store::query_err;
             if events.is_empty() {
                 return Ok(());
             }
@@ -1236,10 +1204,7 @@ macro_rules! store_impl {
                     .await
                     .map_err(query_err("audit frontier"))?;
                 for (level, idx, hash) in rows {
-                    let hash = crate::audit::parse_hash(&hash).ok_or(crate::store::StoreError::Query {
-                        op: "audit frontier",
-                        reason: "malformed stored hash".into(),
-                    })?;
+                    let hash = crate::audit::parse_hash(&hash).ok_or(rows::corrupt("audit_nodes", "hash"))?;
                     frontier.insert((level as u32, idx as u64), hash);
                 }
             }
@@ -1249,14 +1214,14 @@ macro_rules! store_impl {
                 .enumerate()
                 .map(|(k, e)| {
                     let idx = first + k as i64;
-                    let detail = e.detail.to_string();
-                    (idx, crate::audit::leaf_with_detail(idx, e, &detail), detail)
+                    let detail = e.event.detail_json();
+                    (idx, e.leaf_with_detail(idx, &detail), detail)
                 })
                 .collect();
             let hashes: Vec<crate::audit::tree::Hash> =
                 leaves.iter().map(|(_, leaf, _)| leaf_hash(leaf.as_bytes())).collect();
             let nodes: Vec<(i32, i64, String)> = crate::audit::tree::append(first as u64, &frontier, &hashes)
-                .map_err(|e| crate::store::StoreError::Query { op: "audit append", reason: e.to_string() })?
+                .map_err(|e| StoreError::Query { op: "audit append", reason: e.to_string() })?
                 .into_iter()
                 .map(|((level, idx), hash)| (level as i32, idx as i64, hex::encode(hash)))
                 .collect();
@@ -1266,10 +1231,10 @@ macro_rules! store_impl {
                 );
                 q.push_values(chunk, |mut row, (e, (idx, leaf, detail))| {
                     row.push_bind(e.at)
-                        .push_bind(e.kind)
-                        .push_bind(&e.referral_id)
-                        .push_bind(&e.delivery_id)
-                        .push_bind(&e.actor)
+                        .push_bind(e.event.kind().as_str())
+                        .push_bind(e.referral_id.as_ref().map(ReferralId::as_str))
+                        .push_bind(e.delivery_id.as_ref().map(DeliveryId::as_str))
+                        .push_bind(e.actor.as_ref().map(ToString::to_string))
                         .push_bind(detail)
                         .push_bind(*idx)
                         .push_bind(leaf);
@@ -1286,48 +1251,48 @@ macro_rules! store_impl {
             Ok(())
         }
 
-        /// Withdraws every delivery of a referral that is not yet acknowledged (held ones
-        /// included): status `withdrawn`, ciphertext deleted, a `withdrawn` event each with
-        /// `detail`; and deletes its hold.
+        /// Withdraws every open delivery of a referral (held ones included): status
+        /// `withdrawn`, ciphertext deleted, a `withdrawn` event each; and deletes its hold.
+        /// Returns the events (the caller appends them).
         async fn withdraw_open(
-            tx: &mut sqlx::Transaction<'_, <$conn as sqlx::Connection>::Database>,
-            referral_id: &str,
+            tx: &mut Tx,
+            referral: &ReferralId,
             at: i64,
-            actor: &str,
-            detail: serde_json::Value,
-        ) -> Result<Vec<crate::store::records::AuditRecord>, crate::store::StoreError> {
-            use crate::store::query_err;
-            let mut events = Vec::new();
-            let open: Vec<(String, String)> = sqlx::query_as(
-                "SELECT id, recipient FROM deliveries WHERE referral_id = $1 \
-                 AND status IN ('queued', 'delivered', 'held-for-review') ORDER BY seq",
-            )
-            .bind(referral_id)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(query_err("withdraw"))?;
-            for (id, recipient) in &open {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'withdrawn', sealed = NULL, updated_at = $1 WHERE id = $2",
-                )
-                .bind(at)
-                .bind(id)
-                .execute(&mut **tx)
+            actor: Option<&ActorRef>,
+            reason: ev::WithdrawReason,
+            by: Option<&ReferralId>,
+        ) -> Result<Vec<AuditRecord>, StoreError> {
+            let open: Vec<(String, String, String)> = sqlx::query_as(crate::store::common::OPEN_DELIVERIES.as_str())
+                .bind(referral.as_str())
+                .fetch_all(&mut **tx)
                 .await
                 .map_err(query_err("withdraw"))?;
-                let mut detail = detail.clone();
-                detail["to"] = serde_json::json!(recipient);
-                events.push(crate::store::records::AuditRecord {
-                    at,
-                    kind: "withdrawn",
-                    referral_id: Some(referral_id.to_owned()),
-                    delivery_id: Some(id.clone()),
-                    actor: Some(actor.to_owned()),
-                    detail,
-                });
+            let mut events = Vec::with_capacity(open.len());
+            for (id, recipient, status) in &open {
+                let id = rows::delivery_id(id)?;
+                let recipient: PartnerId = rows::parse("deliveries", "recipient", recipient)?;
+                let Ok(Some(to)) = moved(rows::status(status)?, Step::Withdraw) else {
+                    continue;
+                };
+                sqlx::query("UPDATE deliveries SET status = $1, sealed = NULL, updated_at = $2 WHERE id = $3")
+                    .bind(to.as_str())
+                    .bind(at)
+                    .bind(id.as_str())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(query_err("withdraw"))?;
+                events.push(
+                    AuditRecord::new(
+                        at,
+                        actor.cloned(),
+                        AuditEvent::Withdrawn(ev::Withdrawn { reason, by: by.cloned(), to: recipient }),
+                    )
+                    .about(referral)
+                    .delivery(&id),
+                );
             }
             sqlx::query("DELETE FROM holds WHERE referral_id = $1")
-                .bind(referral_id)
+                .bind(referral.as_str())
                 .execute(&mut **tx)
                 .await
                 .map_err(query_err("withdraw hold"))?;

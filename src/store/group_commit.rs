@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::records::Acceptance;
+use super::records::{AcceptOutcome, Acceptance};
 
 /// Most acceptances one transaction commits: bounds the transaction's size and the time
 /// the audit head stays locked, while already sharing one fsync among many referrals (the
@@ -58,7 +58,7 @@ impl Options {
 /// One acceptance waiting for its commit.
 struct Job {
     acceptance: Acceptance,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: oneshot::Sender<Result<AcceptOutcome, StoreError>>,
 }
 
 /// The queue in front of a store's committer task.
@@ -79,7 +79,7 @@ impl GroupCommit {
     pub fn spawn<F, Fut>(options: Options, commit: F) -> Self
     where
         F: Fn(Vec<Acceptance>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<Result<(), StoreError>>> + Send + 'static,
+        Fut: Future<Output = Vec<Result<AcceptOutcome, StoreError>>> + Send + 'static,
     {
         let (jobs, queue) = mpsc::unbounded_channel();
         tokio::spawn(run(queue, options.clamped(), commit));
@@ -88,7 +88,7 @@ impl GroupCommit {
 
     /// Queues an acceptance and waits until the transaction holding it has committed (or
     /// failed).
-    pub async fn accept(&self, acceptance: Acceptance) -> Result<(), StoreError> {
+    pub async fn accept(&self, acceptance: Acceptance) -> Result<AcceptOutcome, StoreError> {
         let (done, result) = oneshot::channel();
         self.jobs
             .send(Job { acceptance, done })
@@ -102,7 +102,7 @@ impl GroupCommit {
 async fn run<F, Fut>(mut queue: mpsc::UnboundedReceiver<Job>, options: Options, commit: F)
 where
     F: Fn(Vec<Acceptance>) -> Fut,
-    Fut: Future<Output = Vec<Result<(), StoreError>>>,
+    Fut: Future<Output = Vec<Result<AcceptOutcome, StoreError>>>,
 {
     let mut loaded = false;
     while let Some(first) = queue.recv().await {
@@ -168,25 +168,38 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn acceptance(jti: &str) -> Acceptance {
+        use crate::audit::event::ConsentRecord;
+        use crate::intake::claims::{InformedStatus, LawfulBasis, SubjectInformed};
         Acceptance {
             referral: crate::store::records::ReferralRecord {
-                id: format!("ref_{jti}"),
-                sender: "s".into(),
+                id: crate::ids::ReferralId::mint(&crate::ids::Uuid7Ids),
+                sender: "s".parse().expect("id"),
                 sender_ref: "r".into(),
-                referral_type: "t".into(),
+                referral_type: "t".parse().expect("type"),
                 received_at: 0,
-                lawful_basis: "{}".into(),
-                consent_status: "given".into(),
-                consent_override: None,
-                subject_informed: "{}".into(),
+                lawful_basis: LawfulBasis::uk_gdpr(
+                    crate::lawful::Article6::PublicTask,
+                    crate::lawful::Article9::SubstantialPublicInterest,
+                    None,
+                ),
+                consent: ConsentRecord {
+                    status: crate::intake::ConsentStatus::Given,
+                    override_: None,
+                },
+                subject_informed: SubjectInformed {
+                    status: InformedStatus::Yes,
+                    reason: None,
+                },
                 supersedes: None,
                 justification_sealed: None,
             },
             jti: jti.into(),
+            digest: String::new(),
             deliveries: vec![],
             hold: None,
             events: vec![],
             subjects: vec![],
+            withdraws: None,
         }
     }
 
@@ -211,9 +224,9 @@ mod tests {
                     .iter()
                     .map(|a| {
                         if a.jti.starts_with("bad") {
-                            Err(StoreError::Replay)
+                            Ok(AcceptOutcome::Replay(None))
                         } else {
-                            Ok(())
+                            Ok(AcceptOutcome::Accepted)
                         }
                     })
                     .collect()
@@ -228,7 +241,7 @@ mod tests {
         gc: &GroupCommit,
         gate: &tokio::sync::Semaphore,
         jtis: Vec<String>,
-    ) -> Vec<Result<(), StoreError>> {
+    ) -> Vec<Result<AcceptOutcome, StoreError>> {
         let mut tasks = Vec::new();
         for jti in jtis {
             let gc = gc.clone();
@@ -261,8 +274,14 @@ mod tests {
             })
             .collect();
         let results = run_all(&gc, &gate, jtis).await;
-        assert!(matches!(results[5], Err(StoreError::Replay)));
-        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 9);
+        assert!(matches!(results[5], Ok(AcceptOutcome::Replay(None))));
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| matches!(r, Ok(AcceptOutcome::Accepted)))
+                .count(),
+            9
+        );
         let sizes = sizes.lock().expect("lock").clone();
         assert_eq!(sizes.iter().sum::<usize>(), 10);
         assert!(sizes.len() < 10, "no batching happened: {sizes:?}");

@@ -8,18 +8,23 @@ mod common;
 pub mod group_commit;
 mod postgres;
 pub mod records;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
+
+use crate::audit::event::ActorRef;
+use crate::identity::PartnerId;
+use crate::ids::{DeliveryId, ReferralId};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// The store format this build writes; [`Store::ping`] checks the store has it.
-pub const STORE_FORMAT: &str = "1";
+pub const STORE_FORMAT: &str = "2";
 
 /// A storage failure. Its text names the operation, never a stored value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL is not `sqlite://…` or `postgres://…`, or does not parse.
     #[error("unsupported or malformed store URL ({0})")]
@@ -40,9 +45,15 @@ pub enum StoreError {
     /// written; retry once space is freed.
     #[error("store full: {0}")]
     Full(String),
-    /// The sender used this `jti` before.
-    #[error("replayed jti")]
-    Replay,
+    /// A stored value does not parse into its type (a row written by something other than
+    /// this gateway, or damaged): an error, never a default or a skipped row.
+    #[error("store holds a value in {table}.{column} this build cannot read")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The column.
+        column: &'static str,
+    },
     /// A query failed.
     #[error("store query {op} failed: {reason}")]
     Query {
@@ -62,7 +73,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// Everything refex keeps durably.
+/// Everything refex keeps durably. Ids are typed here too; every status change a method makes
+/// is one that [`crate::lifecycle::next`] allows, with its audit event in the same transaction.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Which backend this is.
@@ -74,30 +86,42 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Closes the store's connections (after the last request has finished).
     async fn close(&self);
 
-    /// Commits an accepted referral: replay marker, referral, deliveries, hold and audit
-    /// events in one transaction; for a correction, the superseded referral's unacknowledged
-    /// deliveries are withdrawn in the same transaction. [`StoreError::Replay`] if the `jti`
-    /// was seen before (and nothing is written). Concurrent acceptances share a transaction
+    /// Commits an accepted referral: replay marker (with the referral id and digest),
+    /// referral, deliveries, hold, subject keys and audit events in one transaction; and, when
+    /// the acceptance says so, the open deliveries of the referral it corrects are withdrawn
+    /// in the same transaction. [`records::AcceptOutcome::Replay`] if the sender used the
+    /// `jti` before (nothing is written). Concurrent acceptances share a transaction
     /// ([`group_commit`]); each returns only once its transaction is durable, and each
     /// succeeds or fails on its own.
-    async fn accept(&self, acceptance: records::Acceptance) -> Result<(), StoreError>;
+    async fn accept(
+        &self,
+        acceptance: records::Acceptance,
+    ) -> Result<records::AcceptOutcome, StoreError>;
 
-    /// Appends one audit event on its own (e.g. a rejection, which writes nothing else).
+    /// The referral that `sender`'s `jti` admitted, if any: how a submission whose commit
+    /// outcome was lost learns whether it committed, and how a retry finds its original.
+    async fn prior_acceptance(
+        &self,
+        sender: &PartnerId,
+        jti: &str,
+    ) -> Result<Option<records::PriorAcceptance>, StoreError>;
+
+    /// Appends one audit event on its own (a rejection, a consultation, a report).
     async fn record_event(&self, event: &records::AuditRecord) -> Result<(), StoreError>;
 
     /// The recipients and statuses of a referral's deliveries, if `sender` sent it; `None`
     /// for an unknown referral or someone else's (the caller answers both with 404).
     async fn delivery_states(
         &self,
-        referral_id: &str,
-        sender: &str,
+        referral: &ReferralId,
+        sender: &PartnerId,
     ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
 
     /// A page of `recipient`'s inbox (queued or fetched, not acknowledged): deliveries with
     /// position after `after`, in position order, at most `limit`.
     async fn inbox_page(
         &self,
-        recipient: &str,
+        recipient: &PartnerId,
         after: i64,
         limit: i64,
     ) -> Result<Vec<records::InboxItem>, StoreError>;
@@ -106,38 +130,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `delivered` with a `fetched` audit event, in one transaction.
     async fn fetch_delivery(
         &self,
-        recipient: &str,
-        id: &str,
+        recipient: &PartnerId,
+        id: &DeliveryId,
         at: i64,
-        actor: &str,
+        actor: &ActorRef,
     ) -> Result<Option<String>, StoreError>;
 
     /// Acknowledges a delivery: its ciphertext is deleted and it leaves the inbox, with an
     /// `acknowledged` audit event. Idempotent.
     async fn ack_delivery(
         &self,
-        recipient: &str,
-        id: &str,
+        recipient: &PartnerId,
+        id: &DeliveryId,
         at: i64,
-        actor: &str,
+        actor: &ActorRef,
     ) -> Result<records::AckOutcome, StoreError>;
 
-    /// Withdraws every delivery of `sender`'s referral that is not yet acknowledged (held ones
-    /// included): ciphertext and hold deleted, a `withdrawn` event each. `None` if the
-    /// referral is not `sender`'s.
+    /// Withdraws every open delivery of `sender`'s referral (held ones included):
+    /// ciphertext and hold deleted, a `withdrawn` event each. `None` if the referral is not
+    /// `sender`'s.
     async fn withdraw(
         &self,
-        referral_id: &str,
-        sender: &str,
+        referral: &ReferralId,
+        sender: &PartnerId,
         at: i64,
-        actor: &str,
+        actor: &ActorRef,
     ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
 
-    /// Expires `recipient`'s deliveries still unacknowledged that arrived before `cutoff`:
-    /// status `expired`, ciphertext deleted, an `expired` event each. Returns how many.
+    /// Expires `recipient`'s deliveries still unacknowledged that entered its inbox before
+    /// `cutoff`: status `expired`, ciphertext deleted, an `expired` event each. Returns how
+    /// many.
     async fn expire_deliveries(
         &self,
-        recipient: &str,
+        recipient: &PartnerId,
         cutoff: i64,
         at: i64,
     ) -> Result<u64, StoreError>;
@@ -178,32 +203,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Everything recorded about a referral (record, deliveries, audit events), if it exists.
     async fn referral_detail(
         &self,
-        referral_id: &str,
+        referral: &ReferralId,
     ) -> Result<Option<records::ReferralDetail>, StoreError>;
 
-    /// Referrals concerning any of the keyed `subjects` that `partner` sent or received.
-    async fn referrals_for_subjects(
+    /// The referrals concerning any of the keyed `subjects` that `partner` may be shown:
+    /// those it sent (indexed from the full payload), and its deliveries that reached its
+    /// inbox (indexed from the copy it received; never held, rejected, or withdrawn or
+    /// expired before their first fetch).
+    async fn subject_matches(
         &self,
         subjects: &[String],
-        partner: &str,
-    ) -> Result<Vec<String>, StoreError>;
+        partner: &PartnerId,
+    ) -> Result<Vec<records::SubjectMatch>, StoreError>;
 
     /// `sender`'s held referrals, oldest first.
-    async fn held_referrals(&self, sender: &str) -> Result<Vec<records::HeldRow>, StoreError>;
+    async fn held_referrals(&self, sender: &PartnerId)
+    -> Result<Vec<records::HeldRow>, StoreError>;
 
     /// The sealed hold of a referral, while undecided.
-    async fn hold_sealed(&self, referral_id: &str) -> Result<Option<String>, StoreError>;
+    async fn hold_sealed(&self, referral: &ReferralId) -> Result<Option<String>, StoreError>;
 
-    /// Commits a lead's decision in one transaction: the hold is deleted, every held delivery
-    /// is released (queued with its ciphertext and inbox position) or rejected, each with its
-    /// `reviewed` event. [`records::DecideOutcome::AlreadyDecided`] if the hold was gone.
+    /// Commits a lead's decision in one transaction: the hold is deleted, each held delivery
+    /// released (queued with its ciphertext, inbox position and the recipient's subject keys)
+    /// or rejected (with its sealed reason), the decision's events appended, and a released
+    /// correction's original withdrawn. [`records::DecideOutcome::AlreadyDecided`] if the
+    /// hold was gone.
     async fn decide_hold(
         &self,
-        decision: &records::ReviewDecision,
+        decision: &records::ReviewCommit,
     ) -> Result<records::DecideOutcome, StoreError>;
 
-    /// The sealed reason of a referral's review decision.
-    async fn review_reason(&self, referral_id: &str) -> Result<Option<String>, StoreError>;
+    /// The review preview digests most recently shown to `actor` for a held referral (from
+    /// the `consulted` events the review page writes).
+    async fn last_preview_shown(
+        &self,
+        referral: &ReferralId,
+        actor: &ActorRef,
+    ) -> Result<Option<Vec<crate::audit::event::PreviewShown>>, StoreError>;
 
     /// Marks holds undecided since before `cutoff` as escalated (an `escalated` event each);
     /// they stay held. Returns how many.
@@ -218,15 +254,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `sender`'s most recent referrals (id, type, received) with their delivery states.
     async fn sent_referrals(
         &self,
-        sender: &str,
+        sender: &PartnerId,
         limit: i64,
-    ) -> Result<Vec<(String, String, i64, Vec<records::DeliveryState>)>, StoreError>;
+    ) -> Result<Vec<records::SentRow>, StoreError>;
 
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,
-        referral_id: &str,
-    ) -> Result<(Option<String>, Option<String>), StoreError>;
+        referral: &ReferralId,
+    ) -> Result<(Option<ReferralId>, Option<ReferralId>), StoreError>;
 
     /// Calls `on_change` whenever another process (a replica) commits deliveries to an inbox,
     /// until the store closes. PostgreSQL `LISTEN`s (reconnecting by itself); the embedded

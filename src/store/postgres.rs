@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::StoreError;
 use super::common::store_impl;
 
 /// Connections per replica: enough for both cores' worth of concurrent transactions plus
@@ -31,19 +30,19 @@ impl PostgresStore {
     pub async fn open(
         url: &str,
         batching: super::group_commit::Options,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, crate::store::StoreError> {
         let options =
-            PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+            PgConnectOptions::from_str(url).map_err(|e| crate::store::StoreError::Url(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
         sqlx::migrate!("migrations/postgres")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(|e| crate::store::StoreError::Migration(e.to_string()))?;
         let committer = pool.clone();
         let group = super::group_commit::GroupCommit::spawn(batching, move |batch| {
             let pool = committer.clone();

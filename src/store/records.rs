@@ -1,124 +1,67 @@
-//! What the store keeps, as plain rows: the boundary between the domain types and SQL. No
-//! field here ever holds payload plaintext; deliveries hold ciphertext for their recipient
-//! and holds hold ciphertext under the storage key.
+//! What the store keeps, as typed records: the boundary between the domain and SQL. Ids are
+//! newtypes, statuses and events enums; a stored row that does not parse into these is a
+//! [`StoreError::Corrupt`](super::StoreError::Corrupt), never a default or a dropped row.
+//! No field here ever holds payload plaintext: deliveries hold ciphertext for their
+//! recipient, holds ciphertext under the storage key.
 
-use serde_json::Value;
+use crate::audit::event::{ActorRef, ConsentRecord};
+use crate::identity::{PartnerId, ReferralType};
+use crate::ids::{DeliveryId, ReferralId};
+use crate::intake::claims::{LawfulBasis, Override, SubjectInformed};
 
-/// A delivery's status, as the sender sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    /// Waiting for the sender's safeguarding lead.
-    HeldForReview,
-    /// The lead refused the disclosure.
-    RejectedByReview,
-    /// In the recipient's inbox, not yet fetched.
-    Queued,
-    /// Fetched at least once.
-    Delivered,
-    /// Acknowledged by the recipient.
-    Acknowledged,
-    /// Withdrawn by the sender.
-    Withdrawn,
-    /// Not acknowledged within the recipient's retention.
-    Expired,
-}
-
-impl DeliveryStatus {
-    /// The status as the contract spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::HeldForReview => "held-for-review",
-            DeliveryStatus::RejectedByReview => "rejected-by-review",
-            DeliveryStatus::Queued => "queued",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Acknowledged => "acknowledged",
-            DeliveryStatus::Withdrawn => "withdrawn",
-            DeliveryStatus::Expired => "expired",
-        }
-    }
-
-    /// Parses a stored status.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            DeliveryStatus::HeldForReview,
-            DeliveryStatus::RejectedByReview,
-            DeliveryStatus::Queued,
-            DeliveryStatus::Delivered,
-            DeliveryStatus::Acknowledged,
-            DeliveryStatus::Withdrawn,
-            DeliveryStatus::Expired,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
-    }
-}
+pub use crate::audit::event::AuditRecord;
+pub use crate::lifecycle::DeliveryStatus;
 
 /// The referral record: who, what type, on what basis; never the payload.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ReferralRecord {
     /// `ref_…`.
-    pub id: String,
+    pub id: ReferralId,
     /// Sending partner.
-    pub sender: String,
+    pub sender: PartnerId,
     /// The sender's own reference.
     pub sender_ref: String,
     /// Referral type.
-    pub referral_type: String,
+    pub referral_type: ReferralType,
     /// Unix seconds.
     pub received_at: i64,
-    /// The lawful basis, as JSON.
-    pub lawful_basis: String,
-    /// `consent.status`.
-    pub consent_status: String,
-    /// `consent.override`.
-    pub consent_override: Option<String>,
-    /// `subject_informed`, as JSON.
-    pub subject_informed: String,
+    /// The lawful basis relied on.
+    pub lawful_basis: LawfulBasis,
+    /// Consent status and override.
+    pub consent: ConsentRecord,
+    /// Whether the person was told.
+    pub subject_informed: SubjectInformed,
     /// The referral this one corrects.
-    pub supersedes: Option<String>,
+    pub supersedes: Option<ReferralId>,
     /// The override justification, sealed under the storage key.
     pub justification_sealed: Option<String>,
 }
 
-/// One recipient's delivery.
+/// One recipient's delivery, as an acceptance writes it.
 #[derive(Clone, Debug)]
 pub struct DeliveryRecord {
     /// `dlv_…`.
-    pub id: String,
+    pub id: DeliveryId,
     /// The recipient.
-    pub recipient: String,
+    pub recipient: PartnerId,
     /// The agreement that allows it.
     pub agreement: String,
-    /// Its status.
+    /// Held or queued.
     pub status: DeliveryStatus,
     /// The JWE for the recipient (absent while held).
     pub sealed: Option<String>,
+    /// Keyed hashes of the people in the copy the recipient gets (written with it when it
+    /// enters the inbox; empty while held).
+    pub subjects: Vec<String>,
 }
 
 /// A held referral, encrypted at rest.
 #[derive(Clone, Debug)]
 pub struct HoldRecord {
-    /// The claims, sealed under the storage key.
+    /// The signed claims, sealed under the storage key.
     pub sealed: String,
     /// Which storage key.
     pub storage_key_id: String,
-}
-
-/// An audit event. `detail` holds ids, reasons, pointers and lawful bases, never values.
-#[derive(Clone, Debug)]
-pub struct AuditRecord {
-    /// Unix seconds.
-    pub at: i64,
-    /// What happened (`accepted`, `rejected`, `minimised`, `held`, `queued`, …).
-    pub kind: &'static str,
-    /// The referral concerned.
-    pub referral_id: Option<String>,
-    /// The delivery concerned.
-    pub delivery_id: Option<String>,
-    /// Who did it (a principal's display form).
-    pub actor: Option<String>,
-    /// Structured detail.
-    pub detail: Value,
 }
 
 /// Everything an accepted referral writes, committed together or not at all.
@@ -128,34 +71,61 @@ pub struct Acceptance {
     pub referral: ReferralRecord,
     /// Its `jti` (the replay marker).
     pub jti: String,
+    /// SHA-256 (hex) of the signed claims: a retry of the same referral has the same.
+    pub digest: String,
     /// Its deliveries.
     pub deliveries: Vec<DeliveryRecord>,
     /// The encrypted hold, when any delivery is held.
     pub hold: Option<HoldRecord>,
     /// Its audit events.
     pub events: Vec<AuditRecord>,
-    /// Keyed hashes of the people it concerns (subject access).
+    /// Keyed hashes of the people it concerns, for the sender's subject access (full
+    /// payload).
     pub subjects: Vec<String>,
+    /// The earlier referral whose open deliveries this correction withdraws now (a
+    /// correction withdraws the original only once one of its own deliveries enters an
+    /// inbox; a held correction does it at its release).
+    pub withdraws: Option<ReferralId>,
+}
+
+/// What the store says about a submission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// Committed.
+    Accepted,
+    /// The sender used this `jti` before: nothing was written.
+    Replay(Option<PriorAcceptance>),
+}
+
+/// The referral a replay marker admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorAcceptance {
+    /// The referral.
+    pub referral_id: ReferralId,
+    /// The digest of its signed claims.
+    pub digest: String,
 }
 
 /// A delivery's recipient and status, for the sender's view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryState {
     /// The recipient.
-    pub recipient: String,
+    pub recipient: PartnerId,
     /// Its status.
     pub status: DeliveryStatus,
+    /// The lead's reason when the delivery was rejected (sealed under the storage key).
+    pub reason_sealed: Option<String>,
 }
 
 /// One line of an inbox listing: metadata only, no personal data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboxItem {
     /// `dlv_…`.
-    pub id: String,
+    pub id: DeliveryId,
     /// The sending partner.
-    pub from: String,
+    pub from: PartnerId,
     /// The referral type.
-    pub referral_type: String,
+    pub referral_type: ReferralType,
     /// When the gateway accepted it (Unix seconds).
     pub received_at: i64,
     /// Size of the sealed delivery.
@@ -199,24 +169,35 @@ pub struct LeafRecord {
     pub hash: String,
 }
 
-/// Everything recorded about one referral, for disclosure records (no payload: there is none).
+/// Everything recorded about one referral, for disclosure records and reviews (no payload:
+/// there is none).
 #[derive(Clone, Debug)]
 pub struct ReferralDetail {
     /// The referral record.
     pub referral: ReferralRecord,
-    /// Its deliveries: id, recipient, agreement, status, created, last changed.
+    /// Its deliveries.
     pub deliveries: Vec<DeliveryRow>,
     /// Its audit events, in order.
-    pub events: Vec<EventRow>,
+    pub events: Vec<AuditRecord>,
 }
 
-/// A delivery row for disclosure records.
-#[derive(Clone, Debug)]
+impl ReferralDetail {
+    /// Who submitted it (the `accepted` event's actor).
+    pub fn submitted_by(&self) -> Option<&ActorRef> {
+        self.events
+            .iter()
+            .find(|e| matches!(e.event, crate::audit::event::AuditEvent::Accepted(_)))
+            .and_then(|e| e.actor.as_ref())
+    }
+}
+
+/// A delivery as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryRow {
     /// `dlv_…`.
-    pub id: String,
+    pub id: DeliveryId,
     /// Recipient.
-    pub recipient: String,
+    pub recipient: PartnerId,
     /// Agreement id.
     pub agreement: String,
     /// Status.
@@ -225,55 +206,72 @@ pub struct DeliveryRow {
     pub created_at: i64,
     /// Last changed (Unix seconds).
     pub updated_at: i64,
-}
-
-/// An audit event row for disclosure records.
-#[derive(Clone, Debug)]
-pub struct EventRow {
-    /// Kind.
-    pub kind: String,
-    /// When.
-    pub at: i64,
-    /// Delivery concerned.
-    pub delivery_id: Option<String>,
-    /// Who.
-    pub actor: Option<String>,
-    /// Detail (JSON).
-    pub detail: serde_json::Value,
+    /// When it entered the recipient's inbox.
+    pub queued_at: Option<i64>,
+    /// First fetched.
+    pub fetched_at: Option<i64>,
 }
 
 /// A held referral in a safeguarding lead's queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldRow {
     /// `ref_…`.
-    pub referral_id: String,
+    pub referral_id: ReferralId,
     /// Referral type.
-    pub referral_type: String,
+    pub referral_type: ReferralType,
+    /// The sender's reference.
+    pub sender_ref: String,
     /// When it was received (Unix seconds).
     pub received_at: i64,
     /// The consent override relied on, if any.
-    pub consent_override: Option<String>,
+    pub consent_override: Option<Override>,
     /// When it was escalated for being undecided too long.
     pub escalated_at: Option<i64>,
     /// The recipients waiting on the decision.
-    pub recipients: Vec<String>,
+    pub recipients: Vec<PartnerId>,
+    /// Who submitted it.
+    pub submitted_by: Option<ActorRef>,
 }
 
-/// A lead's decision on a held referral, ready to commit.
+/// One held delivery that a lead's decision releases.
 #[derive(Clone, Debug)]
-pub struct ReviewDecision {
+pub struct Release {
+    /// The delivery.
+    pub delivery: DeliveryId,
+    /// Its recipient.
+    pub recipient: PartnerId,
+    /// Its JWE.
+    pub sealed: String,
+    /// Keyed hashes of the people in the released copy (the recipient's subject access).
+    pub subjects: Vec<String>,
+}
+
+/// One held delivery that a lead's decision refuses.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    /// The delivery.
+    pub delivery: DeliveryId,
+    /// The lead's reason, sealed under the storage key.
+    pub reason_sealed: String,
+}
+
+/// A lead's decision on a held referral, planned by `review` and ready to commit.
+#[derive(Clone, Debug)]
+pub struct ReviewCommit {
     /// The referral.
-    pub referral_id: String,
-    /// Approve (release) or reject.
-    pub approve: bool,
+    pub referral_id: ReferralId,
     /// When.
     pub at: i64,
-    /// The deciding lead (principal display form).
-    pub actor: String,
-    /// The reason, sealed under the storage key.
-    pub reason_sealed: Option<String>,
-    /// For an approval: each held delivery's id and its sealed ciphertext.
-    pub released: Vec<(String, String)>,
+    /// Who decided.
+    pub actor: ActorRef,
+    /// The deliveries released.
+    pub releases: Vec<Release>,
+    /// The deliveries refused.
+    pub rejections: Vec<Rejection>,
+    /// The events the decision writes (`reviewed`, `minimised`, `queued`), in order.
+    pub events: Vec<AuditRecord>,
+    /// For a correction released now: the original whose open deliveries are withdrawn.
+    pub withdraws: Option<ReferralId>,
 }
 
 /// What committing a decision did.
@@ -291,15 +289,38 @@ pub struct FactRow {
     /// When the referral was received (Unix seconds).
     pub received_at: i64,
     /// Referral type.
-    pub referral_type: String,
+    pub referral_type: ReferralType,
     /// Sending partner.
-    pub sender: String,
+    pub sender: PartnerId,
     /// Receiving partner.
-    pub recipient: String,
+    pub recipient: PartnerId,
     /// `consent.status`.
-    pub consent_status: String,
+    pub consent: crate::intake::ConsentStatus,
     /// Delivery status.
     pub status: DeliveryStatus,
-    /// The review decision (`approve`/`reject`), if reviewed.
-    pub decision: Option<String>,
+    /// The lead's decision, if the delivery was reviewed.
+    pub decision: Option<crate::audit::event::Verdict>,
+}
+
+/// A referral a subject-access search found, and what the asking partner may see of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubjectMatch {
+    /// The asking partner sent it (its index comes from the full payload).
+    Sent(ReferralId),
+    /// The asking partner received this delivery of it (its index comes from the copy it
+    /// received, and only deliveries that reached it count).
+    Received(ReferralId, DeliveryId),
+}
+
+/// One of a sender's referrals for its outbound history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentRow {
+    /// The referral.
+    pub id: ReferralId,
+    /// Its type.
+    pub referral_type: ReferralType,
+    /// When it was received.
+    pub received_at: i64,
+    /// Each delivery's state.
+    pub states: Vec<DeliveryState>,
 }

@@ -8,7 +8,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::StoreError;
 use super::common::store_impl;
 
 /// How long a writer waits for SQLite's write lock before failing: far above any single
@@ -35,9 +34,9 @@ impl SqliteStore {
     pub async fn open(
         url: &str,
         batching: super::group_commit::Options,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, crate::store::StoreError> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url(e.to_string()))?
+            .map_err(|e| crate::store::StoreError::Url(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -46,23 +45,23 @@ impl SqliteStore {
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+                    .map_err(|e| crate::store::StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
             }
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options.clone())
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
+            .map_err(|e| crate::store::StoreError::Migration(e.to_string()))?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
         let committer = writer.clone();
         let group = super::group_commit::GroupCommit::spawn(batching, move |batch| {
             let pool = committer.clone();

@@ -1,0 +1,287 @@
+//! Rows as SQL returns them, and the one conversion of each into its typed record. Strings
+//! become ids, statuses and events here or the read fails with
+//! [`StoreError::Corrupt`] naming the table and column: never a default, never a dropped row.
+
+use std::str::FromStr;
+
+use super::StoreError;
+use super::records::{
+    AuditRecord, DeliveryRow, DeliveryState, DeliveryStatus, FactRow, HeldRow, InboxItem,
+    ReferralRecord,
+};
+use crate::audit::event::{ActorRef, AuditEvent, ConsentRecord};
+use crate::identity::{PartnerId, ReferralType};
+use crate::ids::{DeliveryId, ReferralId};
+use crate::intake::claims::{ConsentStatus, LawfulBasis, Override, SubjectInformed};
+
+/// A column's text that does not parse into its type.
+pub(crate) fn corrupt(table: &'static str, column: &'static str) -> StoreError {
+    StoreError::Corrupt { table, column }
+}
+
+/// Parses a required column.
+pub(crate) fn parse<T: FromStr>(
+    table: &'static str,
+    column: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    text.parse().map_err(|_| corrupt(table, column))
+}
+
+/// Parses an optional column.
+pub(crate) fn parse_opt<T: FromStr>(
+    table: &'static str,
+    column: &'static str,
+    text: Option<&str>,
+) -> Result<Option<T>, StoreError> {
+    text.map(|t| parse(table, column, t)).transpose()
+}
+
+/// Parses a JSON column.
+fn json<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    column: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|_| corrupt(table, column))
+}
+
+/// Serialises a typed value into its JSON column. The value types here are plain structs and
+/// enums; serialising them cannot fail.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| unreachable!("column value serialises: {e}"))
+}
+
+/// `referrals` as selected by [`REFERRAL_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReferralRow {
+    id: String,
+    sender: String,
+    sender_ref: String,
+    referral_type: String,
+    received_at: i64,
+    lawful_basis: String,
+    consent_status: String,
+    consent_override: Option<String>,
+    subject_informed: String,
+    supersedes: Option<String>,
+    justification_sealed: Option<String>,
+}
+
+/// The columns [`ReferralRow`] reads.
+pub(crate) const REFERRAL_COLUMNS: &str = "id, sender, sender_ref, referral_type, received_at, \
+     lawful_basis, consent_status, consent_override, subject_informed, supersedes, \
+     justification_sealed";
+
+impl TryFrom<ReferralRow> for ReferralRecord {
+    type Error = StoreError;
+    fn try_from(r: ReferralRow) -> Result<Self, StoreError> {
+        const T: &str = "referrals";
+        Ok(ReferralRecord {
+            id: parse(T, "id", &r.id)?,
+            sender: parse(T, "sender", &r.sender)?,
+            sender_ref: r.sender_ref,
+            referral_type: parse(T, "referral_type", &r.referral_type)?,
+            received_at: r.received_at,
+            lawful_basis: json::<LawfulBasis>(T, "lawful_basis", &r.lawful_basis)?,
+            consent: ConsentRecord {
+                status: ConsentStatus::parse(&r.consent_status)
+                    .ok_or(corrupt(T, "consent_status"))?,
+                override_: r
+                    .consent_override
+                    .as_deref()
+                    .map(|o| Override::parse(o).ok_or(corrupt(T, "consent_override")))
+                    .transpose()?,
+            },
+            subject_informed: json::<SubjectInformed>(T, "subject_informed", &r.subject_informed)?,
+            supersedes: parse_opt(T, "supersedes", r.supersedes.as_deref())?,
+            justification_sealed: r.justification_sealed,
+        })
+    }
+}
+
+/// `deliveries` as selected by [`DELIVERY_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRowRaw {
+    id: String,
+    recipient: String,
+    agreement: String,
+    status: String,
+    created_at: i64,
+    updated_at: i64,
+    queued_at: Option<i64>,
+    fetched_at: Option<i64>,
+}
+
+/// The columns [`DeliveryRowRaw`] reads.
+pub(crate) const DELIVERY_COLUMNS: &str =
+    "id, recipient, agreement, status, created_at, updated_at, queued_at, fetched_at";
+
+impl TryFrom<DeliveryRowRaw> for DeliveryRow {
+    type Error = StoreError;
+    fn try_from(d: DeliveryRowRaw) -> Result<Self, StoreError> {
+        const T: &str = "deliveries";
+        Ok(DeliveryRow {
+            id: parse(T, "id", &d.id)?,
+            recipient: parse(T, "recipient", &d.recipient)?,
+            agreement: d.agreement,
+            status: parse(T, "status", &d.status)?,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            queued_at: d.queued_at,
+            fetched_at: d.fetched_at,
+        })
+    }
+}
+
+/// `audit_events` as selected by [`EVENT_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRowRaw {
+    at: i64,
+    kind: String,
+    referral_id: Option<String>,
+    delivery_id: Option<String>,
+    actor: Option<String>,
+    detail: String,
+}
+
+/// The columns [`EventRowRaw`] reads.
+pub(crate) const EVENT_COLUMNS: &str = "at, kind, referral_id, delivery_id, actor, detail";
+
+impl TryFrom<EventRowRaw> for AuditRecord {
+    type Error = StoreError;
+    fn try_from(e: EventRowRaw) -> Result<Self, StoreError> {
+        const T: &str = "audit_events";
+        Ok(AuditRecord {
+            at: e.at,
+            referral_id: parse_opt(T, "referral_id", e.referral_id.as_deref())?,
+            delivery_id: parse_opt(T, "delivery_id", e.delivery_id.as_deref())?,
+            actor: parse_opt::<ActorRef>(T, "actor", e.actor.as_deref())?,
+            event: AuditEvent::parse(&e.kind, &e.detail).map_err(|err| match err {
+                crate::audit::event::EventParseError::Kind => corrupt(T, "kind"),
+                crate::audit::event::EventParseError::Detail(_) => corrupt(T, "detail"),
+            })?,
+        })
+    }
+}
+
+/// A `(recipient, status, review_reason_sealed)` row.
+pub(crate) fn delivery_state(
+    (recipient, status, reason_sealed): (String, String, Option<String>),
+) -> Result<DeliveryState, StoreError> {
+    Ok(DeliveryState {
+        recipient: parse("deliveries", "recipient", &recipient)?,
+        status: parse("deliveries", "status", &status)?,
+        reason_sealed,
+    })
+}
+
+/// An inbox listing row: `(id, sender, referral_type, received_at, bytes, inbox_pos)`.
+pub(crate) fn inbox_item(
+    (id, from, ty, received_at, bytes, position): (
+        String,
+        String,
+        String,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    ),
+) -> Result<InboxItem, StoreError> {
+    Ok(InboxItem {
+        id: parse("deliveries", "id", &id)?,
+        from: parse("referrals", "sender", &from)?,
+        referral_type: parse("referrals", "referral_type", &ty)?,
+        received_at,
+        bytes: bytes.ok_or(corrupt("deliveries", "bytes"))?,
+        position: position.ok_or(corrupt("deliveries", "inbox_pos"))?,
+    })
+}
+
+/// A report fact row: `(received_at, type, sender, recipient, consent, status, reviewed
+/// detail)`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn fact(
+    (received_at, ty, sender, recipient, consent, status, reviewed): (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+    ),
+) -> Result<FactRow, StoreError> {
+    let decision = match reviewed {
+        Some(detail) => match AuditEvent::parse("reviewed", &detail) {
+            Ok(AuditEvent::Reviewed(r)) => Some(r.decision),
+            _ => return Err(corrupt("audit_events", "detail")),
+        },
+        None => None,
+    };
+    Ok(FactRow {
+        received_at,
+        referral_type: parse("referrals", "referral_type", &ty)?,
+        sender: parse("referrals", "sender", &sender)?,
+        recipient: parse("deliveries", "recipient", &recipient)?,
+        consent: ConsentStatus::parse(&consent).ok_or(corrupt("referrals", "consent_status"))?,
+        status: parse("deliveries", "status", &status)?,
+        decision,
+    })
+}
+
+/// A held-referral row: `(id, type, sender_ref, received_at, override, escalated_at)`.
+pub(crate) fn held_row(
+    (id, ty, sender_ref, received_at, consent_override, escalated_at): (
+        String,
+        String,
+        String,
+        i64,
+        Option<String>,
+        Option<i64>,
+    ),
+    recipients: Vec<String>,
+    submitted_by: Option<String>,
+) -> Result<HeldRow, StoreError> {
+    Ok(HeldRow {
+        referral_id: parse("referrals", "id", &id)?,
+        referral_type: parse("referrals", "referral_type", &ty)?,
+        sender_ref,
+        received_at,
+        consent_override: consent_override
+            .as_deref()
+            .map(|o| Override::parse(o).ok_or(corrupt("referrals", "consent_override")))
+            .transpose()?,
+        escalated_at,
+        recipients: recipients
+            .iter()
+            .map(|r| parse::<PartnerId>("deliveries", "recipient", r))
+            .collect::<Result<_, _>>()?,
+        submitted_by: parse_opt("audit_events", "actor", submitted_by.as_deref())?,
+    })
+}
+
+/// A sent-referral row: `(id, type, received_at)`.
+pub(crate) fn sent_row(
+    (id, ty, at): (String, String, i64),
+) -> Result<(ReferralId, ReferralType, i64), StoreError> {
+    Ok((
+        parse("referrals", "id", &id)?,
+        parse("referrals", "referral_type", &ty)?,
+        at,
+    ))
+}
+
+/// A delivery id column.
+pub(crate) fn delivery_id(text: &str) -> Result<DeliveryId, StoreError> {
+    parse("deliveries", "id", text)
+}
+
+/// A referral id column of `table`.
+pub(crate) fn referral_id(table: &'static str, text: &str) -> Result<ReferralId, StoreError> {
+    parse(table, "referral_id", text)
+}
+
+/// The SQL list of every delivery status (for statements that need "any status").
+pub(crate) fn status(text: &str) -> Result<DeliveryStatus, StoreError> {
+    parse("deliveries", "status", text)
+}
