@@ -151,17 +151,20 @@ fn merkle(c: &mut Criterion) {
 
 /// `a` with fresh ids and `jti`, so it can be committed again.
 fn renamed(a: &refex::store::records::Acceptance, n: u64) -> refex::store::records::Acceptance {
+    use refex::ids::{DeliveryId, ReferralId};
     let mut a = a.clone();
-    let old = a.referral.id.clone();
-    a.referral.id = format!("ref_bench{n}");
+    a.referral.id = ReferralId::parse(&format!("ref_{:026}", n)).expect("id");
     a.jti = format!("jti-bench-{n}");
+    let mut renames = Vec::new();
     for (k, d) in a.deliveries.iter_mut().enumerate() {
-        d.id = format!("dlv_bench{n}_{k}");
+        let new = DeliveryId::parse(&format!("dlv_{:025}{k}", n)).expect("id");
+        renames.push((d.id.clone(), new.clone()));
+        d.id = new;
     }
     for e in &mut a.events {
         e.referral_id = Some(a.referral.id.clone());
         if let Some(d) = &e.delivery_id {
-            e.delivery_id = Some(d.replace(&old, &a.referral.id));
+            e.delivery_id = renames.iter().find(|(o, _)| o == d).map(|(_, n)| n.clone());
         }
     }
     a

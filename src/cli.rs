@@ -147,9 +147,14 @@ pub struct SendArgs {
     /// Article 9 condition.
     #[arg(long, default_value = "substantial-public-interest")]
     pub article9: String,
-    /// DPA 2018 Schedule 1 condition.
+    /// DPA 2018 Schedule 1 condition (`none` where the Article 9 condition needs none, as
+    /// explicit consent does).
+    #[arg(long, default_value = "para-18-safeguarding-children")]
+    pub schedule1: String,
+    /// UK GDPR Article 10 basis, for referral types that carry criminal offence data when the
+    /// Schedule 1 condition does not already cover it (e.g. `para-29-consent`).
     #[arg(long)]
-    pub schedule1: Option<String>,
+    pub article10: Option<String>,
     /// Consent status: given, refused, not-sought, withdrawn.
     #[arg(long, default_value = "given")]
     pub consent: String,

@@ -184,14 +184,20 @@ fn write_tree(
         write_json(&pdir.join("jwks.private.json"), &private, true)?;
         write_json(&pdir.join("jwks.json"), &public_document(&private)?, false)?;
         for person in &file.people {
-            let cert = ca.issue(&IssueRequest::client(
-                format!("{} of {id} ({DEV_ONLY})", person.id),
-                &file.name,
-                now,
-            ))?;
-            let base = pdir.join("people").join(person.id.as_str());
-            write(&base.with_extension("pem"), cert.cert_pem.as_bytes(), false)?;
-            write(&base.with_extension("key"), cert.key_pem.as_bytes(), true)?;
+            // The person's own certificate, and one more for each further certificate file
+            // the partner file names (a second device, a renewal), by that file's name.
+            let extra = person.certificates.iter().filter_map(|p| p.file_stem());
+            let stems = std::iter::once(std::ffi::OsStr::new(person.id.as_str())).chain(extra);
+            for stem in stems {
+                let cert = ca.issue(&IssueRequest::client(
+                    format!("{} of {id} ({DEV_ONLY})", stem.to_string_lossy()),
+                    &file.name,
+                    now,
+                ))?;
+                let base = pdir.join("people").join(stem);
+                write(&base.with_extension("pem"), cert.cert_pem.as_bytes(), false)?;
+                write(&base.with_extension("key"), cert.key_pem.as_bytes(), true)?;
+            }
             people += 1;
         }
         partners.push(id);

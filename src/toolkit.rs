@@ -56,8 +56,11 @@ pub fn claims(args: &SendArgs) -> Result<Value, ToolkitError> {
                 .as_deref()
                 .ok_or(ToolkitError::Usage("give --file with the payload"))?;
             let mut lawful = json!({ "article6": args.article6, "article9": args.article9 });
-            if let Some(s) = &args.schedule1 {
-                lawful["dpa2018_schedule1"] = json!(s);
+            if args.schedule1 != "none" {
+                lawful["dpa2018_schedule1"] = json!(args.schedule1);
+            }
+            if let Some(a) = &args.article10 {
+                lawful["article10"] = json!(a);
             }
             let mut consent = json!({ "status": args.consent });
             if let Some(o) = &args.override_ {

@@ -177,7 +177,7 @@ fn first_serve_generates_the_dev_pki_and_sigterm_exits_cleanly() {
         let claims = serde_json::json!({
             "iss": "imara", "aud": "refex", "jti": "cli-canary-0001", "iat": now,
             "referral": { "type": "safeguarding-concern", "to": ["childrens-social-care"], "sender_ref": "IM/1",
-                "lawful_basis": { "article6": "public-task", "article9": "substantial-public-interest" },
+                "lawful_basis": { "article6": "public-task", "article9": "substantial-public-interest", "dpa2018_schedule1": "para-18-safeguarding-children" },
                 "consent": { "status": "given" }, "subject_informed": { "status": "yes" }, "payload": payload }
         });
         let body = refex::envelope::referral::partner::wrap(

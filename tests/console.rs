@@ -68,7 +68,18 @@ async fn a_lead_reviews_in_the_console() {
         html.contains("Withheld by minimisation") && html.contains("/offence/narrative"),
         "{html}"
     );
-    assert!(html.contains("<label for=\"reason\">") && html.contains("<legend>Decision</legend>"));
+    assert!(
+        html.contains("<label for=\"reason-1\">")
+            && html.contains("<legend>Decision for ")
+            && html.contains("name=\"preview_imara\""),
+        "{html}"
+    );
+    let preview = {
+        let at = html.find("name=\"preview_imara\" value=\"").unwrap()
+            + "name=\"preview_imara\" value=\"".len();
+        html[at..].split('"').next().unwrap().to_owned()
+    };
+    assert!(preview.starts_with("sha256:"), "{preview}");
     assert!(html.contains("risk at home tonight."));
     let token = hidden_csrf(&html);
 
@@ -86,8 +97,9 @@ async fn a_lead_reviews_in_the_console() {
     };
     let approve = || {
         vec![
-            ("decision", "approve".to_string()),
-            ("reason", String::new()),
+            ("decision_imara", "approve".to_string()),
+            ("reason_imara", String::new()),
+            ("preview_imara", preview.clone()),
             ("csrf", token.clone()),
         ]
     };
@@ -100,7 +112,7 @@ async fn a_lead_reviews_in_the_console() {
         403
     );
     let forged = vec![
-        ("decision", "approve".to_string()),
+        ("decision_imara", "approve".to_string()),
         ("csrf", "00".repeat(32)),
     ];
     assert_eq!(
@@ -147,8 +159,8 @@ async fn a_lead_reviews_in_the_console() {
     // Reject needs a reason; with one, nothing is ever delivered.
     let reject = |reason: &str| {
         vec![
-            ("decision", "reject".to_string()),
-            ("reason", reason.to_string()),
+            ("decision_imara", "reject".to_string()),
+            ("reason_imara", reason.to_string()),
             ("csrf", token.clone()),
         ]
     };

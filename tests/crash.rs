@@ -69,7 +69,7 @@ fn body(dir: &Path, jti: usize) -> String {
         "iss": "notts-police", "aud": "refex", "jti": format!("crash-jti-{jti:06}"), "iat": now,
         "referral": {
             "type": "domestic-abuse", "to": ["cambs-idva", "childrens-social-care"], "sender_ref": format!("NP/{jti}"),
-            "lawful_basis": { "article6": "public-task", "article9": "substantial-public-interest" },
+            "lawful_basis": { "article6": "public-task", "article9": "substantial-public-interest", "dpa2018_schedule1": "para-18-safeguarding-children" },
             "consent": consent, "subject_informed": { "status": "yes" }, "payload": payload
         }
     });

@@ -15,6 +15,11 @@ use refex::envelope::referral::partner;
 use refex::identity::{PartnerKind, ReferralType};
 use refex::schema::validate;
 use refex::store::records::{Acceptance, DeliveryRecord, DeliveryStatus, ReferralRecord};
+use refex::audit::event::ConsentRecord;
+use refex::ids::{DeliveryId, ReferralId};
+use refex::intake::ConsentStatus;
+use refex::intake::claims::{InformedStatus, SubjectInformed};
+use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
 use serde_json::{Value, json};
 
 async fn send(h: &Harness, to: &str, jti: &str) -> String {
@@ -310,33 +315,46 @@ async fn pagination(store_url: Option<String>) {
         let rt = h.gw.running().runtime.clone();
         writers.push(tokio::spawn(async move {
             for i in 0..PER_WRITER {
-                let id = format!("ref_w{w}_{i}");
+                let n = (w * PER_WRITER + i) as u64;
+                let id = ReferralId::parse(&format!("ref_{n:026}")).unwrap();
                 store
                     .accept(Acceptance {
                         referral: ReferralRecord {
                             id: id.clone(),
-                            sender: "notts-police".into(),
+                            sender: "notts-police".parse().unwrap(),
                             sender_ref: "x".into(),
-                            referral_type: "child-sexual-abuse-support".into(),
+                            referral_type: "child-sexual-abuse-support".parse().unwrap(),
                             received_at: common::partner::now() as i64,
-                            lawful_basis: "{}".into(),
-                            consent_status: "given".into(),
-                            consent_override: None,
-                            subject_informed: "{}".into(),
+                            lawful_basis: LawfulBasis::uk_gdpr(
+                                Article6::PublicTask,
+                                Article9::SubstantialPublicInterest,
+                                Some(Schedule1::Para18SafeguardingChildren),
+                            ),
+                            consent: ConsentRecord {
+                                status: ConsentStatus::Given,
+                                override_: None,
+                            },
+                            subject_informed: SubjectInformed {
+                                status: InformedStatus::Yes,
+                                reason: None,
+                            },
                             supersedes: None,
                             justification_sealed: None,
                         },
                         jti: format!("page-{w}-{i}"),
+                        digest: String::new(),
                         deliveries: vec![DeliveryRecord {
-                            id: format!("dlv_w{w}_{i}"),
-                            recipient: "imara".into(),
+                            id: DeliveryId::parse(&format!("dlv_{n:026}")).unwrap(),
+                            recipient: "imara".parse().unwrap(),
                             agreement: "isa".into(),
                             status: DeliveryStatus::Queued,
                             sealed: Some("eyJ.x".into()),
+                            subjects: vec![],
                         }],
                         hold: None,
                         events: vec![],
                         subjects: vec![],
+                        withdraws: None,
                     })
                     .await
                     .unwrap();

@@ -147,7 +147,7 @@ async fn records(store_url: Option<String>) {
     // Nobody else, no identifier, or the wrong role.
     let res: Value = ask(
         h.gw.person("notts-police", "dpo-1"),
-        json!({ "nhs_number": "1234567890" }),
+        json!({ "nhs_number": "1234567814" }),
         false,
     )
     .await
@@ -155,6 +155,16 @@ async fn records(store_url: Option<String>) {
     .await
     .unwrap();
     assert_eq!(res["referrals"], json!([]));
+    // An NHS number that fails its check digit is refused, by field.
+    let res = ask(
+        h.gw.person("notts-police", "dpo-1"),
+        json!({ "nhs_number": "1234567890" }),
+        false,
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/nhs_number");
     assert_eq!(
         ask(
             h.gw.person("notts-police", "dpo-1"),

@@ -260,7 +260,8 @@ async fn reviews(store_url: Option<String>) {
         .unwrap();
     assert_eq!(
         status["deliveries"],
-        json!([{ "to": "imara", "status": "rejected-by-review" }])
+        json!([{ "to": "imara", "status": "rejected-by-review",
+                 "review_reason": "Threshold not met; advice given." }])
     );
     assert_eq!(status["review_reason"], "Threshold not met; advice given.");
     assert_eq!(inbox_ids(&h, "imara").await.len(), 1);
@@ -304,15 +305,35 @@ async fn reviews(store_url: Option<String>) {
         res.json::<Value>().await.unwrap()["type"],
         "urn:refex:problem:four-eyes"
     );
+    // The same person with another of their certificates is still the submitter.
+    let laptop = h.gw.person("notts-police", "dsl-a-laptop");
+    let res = decide(&h, laptop, &c, json!({ "decision": "approve" })).await;
+    assert_eq!(res.status(), 403);
     assert_eq!(
-        decide(
-            &h,
-            h.gw.person("notts-police", "dsl-b"),
-            &c,
-            json!({ "decision": "approve" })
-        )
+        res.json::<Value>().await.unwrap()["type"],
+        "urn:refex:problem:four-eyes"
+    );
+    // An approval is bound to a preview: a lead who was shown none cannot approve.
+    let dsl_b = h.gw.person("notts-police", "dsl-b");
+    let res = decide(&h, dsl_b.clone(), &c, json!({ "decision": "approve" })).await;
+    assert_eq!(res.status(), 409);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["type"],
+        "urn:refex:problem:preview-stale"
+    );
+    let shown: Value = dsl_b
+        .get(h.gw.url(&format!("/v1/reviews/{c}")))
+        .send()
         .await
-        .status(),
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["can_decide"], true);
+    assert_eq!(
+        decide(&h, dsl_b, &c, json!({ "decision": "approve" }))
+            .await
+            .status(),
         200
     );
     h.gw.stop().await;

@@ -6,10 +6,19 @@ mod common;
 
 use std::sync::Arc;
 
+use refex::audit::event::{self as ev, ActorRef, AuditEvent, ConsentRecord, EventKind};
+use refex::identity::PartnerId;
+use refex::ids::{DeliveryId, ReferralId};
+use refex::intake::ConsentStatus;
+use refex::intake::claims::{InformedStatus, SubjectInformed};
+use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
+use refex::lifecycle::DeliveryStatus;
 use refex::store::records::{
-    Acceptance, AuditRecord, DeliveryRecord, DeliveryStatus, HoldRecord, ReferralRecord,
+    AcceptOutcome, Acceptance, AuditRecord, DecideOutcome, DeliveryRecord, HoldRecord,
+    PriorAcceptance, ReferralRecord, Rejection, Release, ReviewCommit, SubjectMatch,
 };
 use refex::store::{self, Backend, Store, StoreError, Table};
+use sqlx::Connection as _;
 
 async fn conformance(url: &str, backend: Backend) {
     let store: Arc<dyn Store> = store::open(url).await.expect("open");
@@ -20,30 +29,62 @@ async fn conformance(url: &str, backend: Backend) {
     let again = store::open(url).await.expect("reopen");
     again.ping().await.expect("ping after reopen");
     acceptance_is_atomic_and_replay_proof(again.as_ref()).await;
+    a_decision_is_whole_and_final(again.as_ref()).await;
+    subject_keys_are_scoped_to_what_reached_each_partner(again.as_ref()).await;
+    expiry_counts_from_entering_the_inbox(again.as_ref()).await;
     again.close().await;
+    the_database_refuses_unknown_statuses_and_kinds(url).await;
+    unreadable_rows_are_errors_never_dropped(url).await;
     group_commit_keeps_each_acceptance_whole(store::open(url).await.expect("reopen")).await;
 }
 
-fn acceptance(id: &str, jti: &str, held: bool) -> Acceptance {
+fn rid(n: u64) -> ReferralId {
+    ReferralId::parse(&format!("ref_{n:026}")).unwrap()
+}
+
+fn did(n: u64, k: u64) -> DeliveryId {
+    DeliveryId::parse(&format!("dlv_{:026}", n * 10 + k)).unwrap()
+}
+
+fn p(id: &str) -> PartnerId {
+    id.parse().unwrap()
+}
+
+fn police() -> ActorRef {
+    "notts-police/system:case-system".parse().unwrap()
+}
+
+fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
+    let id = rid(n);
     Acceptance {
         referral: ReferralRecord {
-            id: id.into(),
-            sender: "notts-police".into(),
+            id: id.clone(),
+            sender: p("notts-police"),
             sender_ref: "NP/1".into(),
-            referral_type: "domestic-abuse".into(),
+            referral_type: "domestic-abuse".parse().unwrap(),
             received_at: 1_795_000_000,
-            lawful_basis: r#"{"article6":"public-task"}"#.into(),
-            consent_status: "given".into(),
-            consent_override: None,
-            subject_informed: r#"{"status":"yes"}"#.into(),
+            lawful_basis: LawfulBasis::uk_gdpr(
+                Article6::PublicTask,
+                Article9::SubstantialPublicInterest,
+                Some(Schedule1::Para18SafeguardingChildren),
+            ),
+            consent: ConsentRecord {
+                status: ConsentStatus::Given,
+                override_: None,
+            },
+            subject_informed: SubjectInformed {
+                status: InformedStatus::Yes,
+                reason: None,
+            },
             supersedes: None,
             justification_sealed: None,
         },
         jti: jti.into(),
+        digest: format!("digest-of-{jti}"),
         deliveries: vec![
             DeliveryRecord {
-                id: format!("dlv_{id}_1"),
-                recipient: "cambs-idva".into(),
+                id: did(n, 1),
+                recipient: p("cambs-idva"),
                 agreement: "isa".into(),
                 status: if held {
                     DeliveryStatus::HeldForReview
@@ -51,38 +92,47 @@ fn acceptance(id: &str, jti: &str, held: bool) -> Acceptance {
                     DeliveryStatus::Queued
                 },
                 sealed: (!held).then(|| "eyJ.ciphertext".into()),
+                subjects: if held {
+                    vec![]
+                } else {
+                    vec!["subject-idva".into()]
+                },
             },
             DeliveryRecord {
-                id: format!("dlv_{id}_2"),
-                recipient: "gp-practice".into(),
+                id: did(n, 2),
+                recipient: p("gp-practice"),
                 agreement: "isa2".into(),
                 status: DeliveryStatus::Queued,
                 sealed: Some("eyJ.other".into()),
+                subjects: vec!["subject-gp".into()],
             },
         ],
         hold: held.then(|| HoldRecord {
             sealed: "eyJ.held".into(),
             storage_key_id: "sk-1".into(),
         }),
-        events: vec![AuditRecord {
-            at: 1_795_000_000,
-            kind: "accepted",
-            referral_id: Some(id.into()),
-            delivery_id: None,
-            actor: Some("notts-police/system:case-system".into()),
-            detail: serde_json::json!({ "type": "domestic-abuse" }),
-        }],
-        subjects: vec![],
+        events: vec![
+            AuditRecord::new(
+                1_795_000_000,
+                Some(police()),
+                AuditEvent::Rejected(ev::Rejected {
+                    reason: "stand-in".into(),
+                }),
+            )
+            .about(&id),
+        ],
+        subjects: vec!["subject-full".into(), "subject-idva".into()],
+        withdraws: None,
     }
 }
 
 async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
-    store
-        .accept(acceptance("ref_A", "jti-1", true))
-        .await
-        .expect("accept");
+    assert_eq!(
+        store.accept(acceptance(1, "jti-1", true)).await.unwrap(),
+        AcceptOutcome::Accepted
+    );
     let states = store
-        .delivery_states("ref_A", "notts-police")
+        .delivery_states(&rid(1), &p("notts-police"))
         .await
         .unwrap()
         .unwrap();
@@ -100,45 +150,348 @@ async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
     // Someone else's referral, or no referral: None (the API answers 404 to both).
     assert!(
         store
-            .delivery_states("ref_A", "imara")
+            .delivery_states(&rid(1), &p("imara"))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .delivery_states("ref_nope", "notts-police")
+            .delivery_states(&rid(99), &p("notts-police"))
             .await
             .unwrap()
             .is_none()
     );
 
-    // Replay: same sender and jti under a new id writes nothing at all.
+    // Replay: same sender and jti under a new id writes nothing, and names the referral
+    // the jti admitted with its digest (so an identical retry is answered with it).
     let before = counts(store).await;
-    let err = store
-        .accept(acceptance("ref_B", "jti-1", false))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Replay), "{err}");
+    assert_eq!(
+        store.accept(acceptance(2, "jti-1", false)).await.unwrap(),
+        AcceptOutcome::Replay(Some(PriorAcceptance {
+            referral_id: rid(1),
+            digest: "digest-of-jti-1".into()
+        }))
+    );
     assert_eq!(counts(store).await, before);
+    assert_eq!(
+        store
+            .prior_acceptance(&p("notts-police"), "jti-1")
+            .await
+            .unwrap()
+            .map(|a| a.referral_id),
+        Some(rid(1))
+    );
+    assert_eq!(
+        store
+            .prior_acceptance(&p("notts-police"), "jti-never")
+            .await
+            .unwrap(),
+        None
+    );
 
     // A failure half-way (duplicate delivery id) rolls everything back.
-    let mut broken = acceptance("ref_C", "jti-2", false);
+    let mut broken = acceptance(3, "jti-2", false);
     broken.deliveries[1].id = broken.deliveries[0].id.clone();
     assert!(store.accept(broken.clone()).await.is_err());
     assert_eq!(counts(store).await, before);
     assert!(
         store
-            .delivery_states("ref_C", "notts-police")
+            .delivery_states(&rid(3), &p("notts-police"))
             .await
             .unwrap()
             .is_none()
     );
 
     // The same jti from another sender is not a replay.
-    let mut other = acceptance("ref_D", "jti-1", false);
-    other.referral.sender = "imara".into();
-    store.accept(other).await.expect("other sender's jti");
+    let mut other = acceptance(4, "jti-1", false);
+    other.referral.sender = p("imara");
+    assert_eq!(store.accept(other).await.unwrap(), AcceptOutcome::Accepted);
+}
+
+/// A decision deletes the hold, moves each held delivery to where the lifecycle says, and
+/// is refused whole when it leaves a held delivery undecided; a second decision changes
+/// nothing.
+async fn a_decision_is_whole_and_final(store: &dyn Store) {
+    let mut a = acceptance(10, "jti-10", true);
+    a.deliveries[1].status = DeliveryStatus::HeldForReview;
+    a.deliveries[1].sealed = None;
+    store.accept(a).await.unwrap();
+    let lead: ActorRef = "notts-police/person:dsl-b".parse().unwrap();
+    let reviewed = |to: &str, n: u64, k: u64, decision| {
+        AuditRecord::new(
+            1_795_000_100,
+            Some(lead.clone()),
+            AuditEvent::Reviewed(ev::Reviewed {
+                to: p(to),
+                decision,
+                preview: None,
+            }),
+        )
+        .about(&rid(n))
+        .delivery(&did(n, k))
+    };
+    let partial = ReviewCommit {
+        referral_id: rid(10),
+        at: 1_795_000_100,
+        actor: lead.clone(),
+        releases: vec![Release {
+            delivery: did(10, 1),
+            recipient: p("cambs-idva"),
+            sealed: "eyJ.released".into(),
+            subjects: vec!["subject-released".into()],
+        }],
+        rejections: vec![],
+        events: vec![reviewed("cambs-idva", 10, 1, ev::Verdict::Approve)],
+        withdraws: None,
+    };
+    let before = counts(store).await;
+    assert!(store.decide_hold(&partial).await.is_err(), "one left undecided");
+    assert_eq!(counts(store).await, before);
+    let whole = ReviewCommit {
+        rejections: vec![Rejection {
+            delivery: did(10, 2),
+            reason_sealed: "sealed-reason".into(),
+        }],
+        events: vec![
+            reviewed("cambs-idva", 10, 1, ev::Verdict::Approve),
+            reviewed("gp-practice", 10, 2, ev::Verdict::Reject),
+        ],
+        ..partial
+    };
+    assert_eq!(
+        store.decide_hold(&whole).await.unwrap(),
+        DecideOutcome::Decided
+    );
+    let states = store
+        .delivery_states(&rid(10), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Queued);
+    assert_eq!(states[1].status, DeliveryStatus::RejectedByReview);
+    assert_eq!(states[1].reason_sealed.as_deref(), Some("sealed-reason"));
+    assert_eq!(
+        store.decide_hold(&whole).await.unwrap(),
+        DecideOutcome::AlreadyDecided
+    );
+    let page = store.inbox_page(&p("cambs-idva"), 0, 500).await.unwrap();
+    assert!(page.iter().any(|i| i.id == did(10, 1)), "released to the inbox");
+    assert!(
+        !store
+            .inbox_page(&p("gp-practice"), 0, 500)
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.id == did(10, 2))
+    );
+}
+
+/// The sender finds what it sent; a recipient finds only deliveries that reached it, by the
+/// keys of the copy it received.
+async fn subject_keys_are_scoped_to_what_reached_each_partner(store: &dyn Store) {
+    store.accept(acceptance(20, "jti-20", true)).await.unwrap();
+    let keys = |k: &str| vec![k.to_owned()];
+    let sent = store
+        .subject_matches(&keys("subject-full"), &p("notts-police"))
+        .await
+        .unwrap();
+    assert!(sent.contains(&SubjectMatch::Sent(rid(20))));
+    // The full payload's keys are the sender's only.
+    assert!(
+        store
+            .subject_matches(&keys("subject-full"), &p("cambs-idva"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Held for cambs-idva: it has received nothing, so finds nothing, even by its own key.
+    assert!(
+        !store
+            .subject_matches(&keys("subject-idva"), &p("cambs-idva"))
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, SubjectMatch::Received(r, _) if *r == rid(20)))
+    );
+    // gp-practice's queued copy: found by its own keys only.
+    assert_eq!(
+        store
+            .subject_matches(&keys("subject-gp"), &p("gp-practice"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| matches!(m, SubjectMatch::Received(r, _) if *r == rid(20)))
+            .collect::<Vec<_>>(),
+        vec![SubjectMatch::Received(rid(20), did(20, 2))]
+    );
+    // Withdrawn before it was fetched: never received, never found.
+    store
+        .withdraw(&rid(20), &p("notts-police"), 1_795_000_200, &police())
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .subject_matches(&keys("subject-gp"), &p("gp-practice"))
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, SubjectMatch::Received(r, _) if *r == rid(20)))
+    );
+}
+
+/// Retention is counted from when a delivery entered the inbox, not from submission.
+async fn expiry_counts_from_entering_the_inbox(store: &dyn Store) {
+    let mut a = acceptance(30, "jti-30", true);
+    a.deliveries.truncate(1);
+    store.accept(a).await.unwrap();
+    let lead: ActorRef = "notts-police/person:dsl-b".parse().unwrap();
+    let released_at = 1_795_000_000 + 40 * 86_400;
+    store
+        .decide_hold(&ReviewCommit {
+            referral_id: rid(30),
+            at: released_at,
+            actor: lead,
+            releases: vec![Release {
+                delivery: did(30, 1),
+                recipient: p("cambs-idva"),
+                sealed: "eyJ.late".into(),
+                subjects: vec![],
+            }],
+            rejections: vec![],
+            events: vec![],
+            withdraws: None,
+        })
+        .await
+        .unwrap();
+    // 30 days after submission but one day after the release: not due.
+    let cutoff = released_at - 86_400;
+    store
+        .expire_deliveries(&p("cambs-idva"), cutoff, released_at + 86_400)
+        .await
+        .unwrap();
+    let states = store
+        .delivery_states(&rid(30), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Queued);
+    store
+        .expire_deliveries(&p("cambs-idva"), released_at + 1, released_at + 31 * 86_400)
+        .await
+        .unwrap();
+    let states = store
+        .delivery_states(&rid(30), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Expired);
+}
+
+async fn raw(url: &str) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(url).await.unwrap()
+}
+
+/// The database itself refuses a status or event kind the enums do not have, and accepts
+/// every one they do: the migration's CHECK lists and the enums agree.
+async fn the_database_refuses_unknown_statuses_and_kinds(url: &str) {
+    let mut conn = raw(url).await;
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
+         consent_status, subject_informed) VALUES ('ref_check', 's', 'r', 't', 0, '{}', 'given', '{}')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for (i, status) in DeliveryStatus::ALL.iter().enumerate() {
+        let q = format!(
+            "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, created_at, \
+             updated_at) VALUES ('dlv_check{i}', 'ref_check', 'r', 'a', '{}', 0, 0)",
+            status.as_str()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{status} refused: {e}"));
+    }
+    for (i, kind) in EventKind::ALL.iter().enumerate() {
+        let q = format!(
+            "INSERT INTO audit_events (at, kind, detail, idx) VALUES (0, '{}', '{{}}', {})",
+            kind.as_str(),
+            -1 - i as i64
+        );
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} refused: {e}"));
+    }
+    tx.rollback().await.unwrap();
+    for bad in [
+        "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, created_at, updated_at) \
+         VALUES ('dlv_bad', 'ref_check', 'r', 'a', 'released', 0, 0)",
+        "INSERT INTO audit_events (at, kind, detail, idx) VALUES (0, 'approved', '{}', -999)",
+    ] {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
+             consent_status, subject_informed) VALUES ('ref_check', 's', 'r', 't', 0, '{}', 'given', '{}')",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        assert!(
+            sqlx::query(sqlx::AssertSqlSafe(bad))
+                .execute(&mut *tx)
+                .await
+                .is_err(),
+            "accepted: {bad}"
+        );
+        tx.rollback().await.ok();
+    }
+}
+
+/// A row this build cannot read is an error naming its table and column, never skipped.
+async fn unreadable_rows_are_errors_never_dropped(url: &str) {
+    let store = store::open(url).await.unwrap();
+    store.accept(acceptance(40, "jti-40", false)).await.unwrap();
+    let mut conn = raw(url).await;
+    let q = format!(
+        "UPDATE deliveries SET recipient = 'Not A Partner' WHERE id = '{}'",
+        did(40, 2)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store
+        .delivery_states(&rid(40), &p("notts-police"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "deliveries",
+                column: "recipient"
+            }
+        ),
+        "{err}"
+    );
+    let q = format!(
+        "UPDATE audit_events SET detail = '{{\"nonsense\":1}}' WHERE referral_id = '{}'",
+        rid(40)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.referral_detail(&rid(40)).await.unwrap_err(),
+        StoreError::Corrupt { .. }
+    ));
+    store.close().await;
 }
 
 /// Many acceptances at once share transactions (group commit), yet each stands or falls on
@@ -148,7 +501,7 @@ async fn group_commit_keeps_each_acceptance_whole(store: Arc<dyn Store>) {
     let before = counts(store.as_ref()).await;
     let mut tasks = Vec::new();
     for i in 0..48 {
-        let mut a = acceptance(&format!("ref_g{i}"), &format!("g-jti-{i}"), i % 4 == 0);
+        let mut a = acceptance(100 + i, &format!("g-jti-{i}"), i % 4 == 0);
         if i == 7 {
             a.jti = "g-jti-6".into(); // the same sender and jti as its neighbour
         }
@@ -161,8 +514,10 @@ async fn group_commit_keeps_each_acceptance_whole(store: Arc<dyn Store>) {
     let mut refused = Vec::new();
     for t in tasks {
         let (i, result) = t.await.unwrap();
-        if let Err(e) = result {
-            refused.push((i, matches!(e, StoreError::Replay)));
+        match result {
+            Ok(AcceptOutcome::Accepted) => {}
+            Ok(AcceptOutcome::Replay(_)) => refused.push((i, true)),
+            Err(_) => refused.push((i, false)),
         }
     }
     refused.sort();
@@ -226,25 +581,24 @@ async fn unknown_store_schemes_are_refused() {
 /// Read-then-write transactions (a first fetch reads, then marks delivered) running beside
 /// other writers must never fail: on SQLite a deferred transaction would get SQLITE_BUSY.
 async fn concurrent_read_then_write(store: Arc<dyn Store>) {
+    let reader = p("cambs-idva");
     for i in 0..40 {
-        let mut a = acceptance(&format!("ref_rw{i}"), &format!("rw-jti-{i}"), false);
+        let mut a = acceptance(1000 + i, &format!("rw-jti-{i}"), false);
         a.deliveries.truncate(1);
-        a.deliveries[0].id = format!("dlv_rw{i}");
         store.accept(a).await.unwrap();
     }
     let mut tasks = Vec::new();
     for i in 0..40 {
-        let s = store.clone();
+        let (s, reader) = (store.clone(), reader.clone());
         tasks.push(tokio::spawn(async move {
-            s.fetch_delivery("cambs-idva", &format!("dlv_rw{i}"), 1_795_000_100, "t")
+            s.fetch_delivery(&reader, &did(1000 + i, 1), 1_795_000_100, &police())
                 .await
                 .map(|o| o.is_some())
         }));
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            let mut a = acceptance(&format!("ref_rx{i}"), &format!("rx-jti-{i}"), false);
+            let mut a = acceptance(2000 + i, &format!("rx-jti-{i}"), false);
             a.deliveries.truncate(1);
-            a.deliveries[0].id = format!("dlv_rx{i}");
             s.accept(a).await.map(|_| true)
         }));
     }

@@ -53,7 +53,8 @@ def main():
         "iss": "notts-police", "aud": "refex", "jti": str(uuid.uuid4()), "iat": int(time.time()),
         "referral": {
             "type": "child-sexual-abuse-support", "to": ["imara"], "sender_ref": "PY/1",
-            "lawful_basis": {"article6": "public-task", "article9": "substantial-public-interest"},
+            "lawful_basis": {"article6": "public-task", "article9": "substantial-public-interest",
+                             "dpa2018_schedule1": "para-18-safeguarding-children"},
             "consent": {"status": "given"}, "subject_informed": {"status": "yes"},
             "payload": payload,
         },
