@@ -36,10 +36,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     let mut report = Report::default();
     for partner in config.partners.values() {
         let cutoff = now - partner.inbox_retention.as_secs() as i64;
-        report.expired += rt
-            .store
-            .expire_deliveries(&partner.id, cutoff, now)
-            .await?;
+        report.expired += rt.store.expire_deliveries(&partner.id, cutoff, now).await?;
     }
     let review_cutoff = now - config.settings.review.escalate_after.as_secs() as i64;
     report.escalated = rt.store.escalate_holds(review_cutoff, now).await?;

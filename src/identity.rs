@@ -195,7 +195,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-        .ok_or_else(|| IdError::Role(s.to_owned()))
+            .ok_or_else(|| IdError::Role(s.to_owned()))
     }
 }
 

@@ -277,7 +277,10 @@ impl Article9 {
     pub fn needs(self) -> Needs {
         use Article9::*;
         match self {
-            ExplicitConsent | VitalInterests | NotForProfitBodies | MadePublic
+            ExplicitConsent
+            | VitalInterests
+            | NotForProfitBodies
+            | MadePublic
             | LegalClaimsOrCourtOrder => Needs::Nothing,
             EmploymentSocialSecurity => Needs::Part1(Schedule1::Para1Employment),
             HealthOrSocialCare => Needs::Part1(Schedule1::Para2HealthOrSocialCare),
@@ -507,10 +510,16 @@ impl TryFrom<LawfulBasisWire> for LawfulBasis {
                 }
                 Ok(LawfulBasis::UkGdpr(GdprBasis {
                     article6: w.article6.ok_or_else(|| {
-                        unlawful("article6", format!("is required: one of {}", Article6::names()))
+                        unlawful(
+                            "article6",
+                            format!("is required: one of {}", Article6::names()),
+                        )
                     })?,
                     article9: w.article9.ok_or_else(|| {
-                        unlawful("article9", format!("is required: one of {}", Article9::names()))
+                        unlawful(
+                            "article9",
+                            format!("is required: one of {}", Article9::names()),
+                        )
                     })?,
                     schedule1: w.dpa2018_schedule1,
                     article10: w.article10,
@@ -980,15 +989,48 @@ mod tests {
     fn article9_conditions_take_exactly_the_schedule1_condition_they_need() {
         use Article9::*;
         use Schedule1::*;
-        for a9 in [ExplicitConsent, VitalInterests, NotForProfitBodies, MadePublic, LegalClaimsOrCourtOrder] {
+        for a9 in [
+            ExplicitConsent,
+            VitalInterests,
+            NotForProfitBodies,
+            MadePublic,
+            LegalClaimsOrCourtOrder,
+        ] {
             assert!(check(&gdpr(a9, None), false).is_ok(), "{a9}");
-            assert!(check(&gdpr(a9, Some(Para18SafeguardingChildren)), false).is_err(), "{a9}");
+            assert!(
+                check(&gdpr(a9, Some(Para18SafeguardingChildren)), false).is_err(),
+                "{a9}"
+            );
         }
-        assert!(check(&gdpr(HealthOrSocialCare, Some(Para2HealthOrSocialCare)), false).is_ok());
-        assert!(check(&gdpr(HealthOrSocialCare, Some(Para18SafeguardingChildren)), false).is_err());
+        assert!(
+            check(
+                &gdpr(HealthOrSocialCare, Some(Para2HealthOrSocialCare)),
+                false
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &gdpr(HealthOrSocialCare, Some(Para18SafeguardingChildren)),
+                false
+            )
+            .is_err()
+        );
         assert!(check(&gdpr(HealthOrSocialCare, None), false).is_err());
-        assert!(check(&gdpr(SubstantialPublicInterest, Some(Para18SafeguardingChildren)), false).is_ok());
-        assert!(check(&gdpr(SubstantialPublicInterest, Some(Para2HealthOrSocialCare)), false).is_err());
+        assert!(
+            check(
+                &gdpr(SubstantialPublicInterest, Some(Para18SafeguardingChildren)),
+                false
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                &gdpr(SubstantialPublicInterest, Some(Para2HealthOrSocialCare)),
+                false
+            )
+            .is_err()
+        );
         assert!(check(&gdpr(SubstantialPublicInterest, Some(Para29Consent)), false).is_err());
         assert!(check(&gdpr(SubstantialPublicInterest, None), false).is_err());
     }
@@ -996,7 +1038,10 @@ mod tests {
     #[test]
     fn explicit_consent_is_never_a_schedule1_condition() {
         let e = check(
-            &gdpr(Article9::ExplicitConsent, Some(Schedule1::LegacyExplicitConsent)),
+            &gdpr(
+                Article9::ExplicitConsent,
+                Some(Schedule1::LegacyExplicitConsent),
+            ),
             false,
         )
         .unwrap_err();
@@ -1041,10 +1086,28 @@ mod tests {
                 schedule8: c,
             })
         };
-        assert!(check(&p(SensitiveProcessing::StrictlyNecessary, Some(Schedule8::Para4Safeguarding)), false).is_ok());
+        assert!(
+            check(
+                &p(
+                    SensitiveProcessing::StrictlyNecessary,
+                    Some(Schedule8::Para4Safeguarding)
+                ),
+                false
+            )
+            .is_ok()
+        );
         assert!(check(&p(SensitiveProcessing::StrictlyNecessary, None), false).is_err());
         assert!(check(&p(SensitiveProcessing::Consent, None), false).is_ok());
-        assert!(check(&p(SensitiveProcessing::Consent, Some(Schedule8::Para1StatutoryPurposes)), false).is_err());
+        assert!(
+            check(
+                &p(
+                    SensitiveProcessing::Consent,
+                    Some(Schedule8::Para1StatutoryPurposes)
+                ),
+                false
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -1064,8 +1127,10 @@ mod tests {
             r#"{"regime":"dpa2018-part3","section35":"law-enforcement-task","sensitive_processing":"strictly-necessary","dpa2018_schedule8":"para-4-safeguarding-children-and-individuals-at-risk"}"#
         );
         assert!(
-            serde_json::from_str::<LawfulBasis>(r#"{"article6":"consent","section35":"consent","article9":"explicit-consent"}"#)
-                .is_err()
+            serde_json::from_str::<LawfulBasis>(
+                r#"{"article6":"consent","section35":"consent","article9":"explicit-consent"}"#
+            )
+            .is_err()
         );
     }
 
@@ -1082,8 +1147,14 @@ mod tests {
             article10: vec![Article10::OfficialAuthority],
         };
         assert!(a.check().is_empty());
-        assert!(a.admits(&gdpr(Article9::SubstantialPublicInterest, Some(Schedule1::Para18SafeguardingChildren))));
-        assert!(!a.admits(&gdpr(Article9::SubstantialPublicInterest, Some(Schedule1::Para10PreventingCrime))));
+        assert!(a.admits(&gdpr(
+            Article9::SubstantialPublicInterest,
+            Some(Schedule1::Para18SafeguardingChildren)
+        )));
+        assert!(!a.admits(&gdpr(
+            Article9::SubstantialPublicInterest,
+            Some(Schedule1::Para10PreventingCrime)
+        )));
         assert!(!a.admits(&gdpr_consent()));
     }
 }

@@ -252,9 +252,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            sql_list(&DeliveryStatus::IN_INBOX),
-            "'queued', 'delivered'"
-        );
+        assert_eq!(sql_list(&DeliveryStatus::IN_INBOX), "'queued', 'delivered'");
     }
 }

@@ -16,6 +16,13 @@ use crate::envelope::referral::partner;
 /// Longest a client waits for one response: above the inbox long-poll ceiling of 60 s.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How many times `send` tries one referral when the gateway is unavailable or the
+/// connection fails: enough to ride out a replica restart or a database failover.
+pub const SEND_ATTEMPTS: u32 = 4;
+
+/// Longest wait between tries, whatever `Retry-After` says.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
 /// Why a partner operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -141,19 +148,46 @@ impl PartnerClient {
             .map_err(|e| ClientError::Jose(e.to_string()))
     }
 
-    /// Signs and encrypts `claims` and submits them; returns the gateway's answer.
+    /// Signs and encrypts `claims` and submits them; returns the gateway's answer. A `503`,
+    /// a time-out or a lost connection is retried (up to [`SEND_ATTEMPTS`] tries, waiting as
+    /// `Retry-After` says) with the very same claims, so the same `jti`: the gateway answers
+    /// a retry of a referral it already accepted with that acceptance, never a second
+    /// referral.
     pub async fn send(&self, claims: &Value) -> Result<Value, ClientError> {
         let gateway = self.gateway_keys().await?;
-        let body = partner::wrap(claims.to_string().as_bytes(), &self.keys, &gateway)
-            .map_err(|e| ClientError::Jose(e.to_string()))?;
-        let res = self
-            .http
-            .post(format!("{}/v1/referrals", self.base))
-            .header("content-type", "application/jose")
-            .body(body)
-            .send()
-            .await?;
-        Ok(Self::check(res).await?.json().await?)
+        let signed = claims.to_string();
+        let mut pause = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let body = partner::wrap(signed.as_bytes(), &self.keys, &gateway)
+                .map_err(|e| ClientError::Jose(e.to_string()))?;
+            let sent = self
+                .http
+                .post(format!("{}/v1/referrals", self.base))
+                .header("content-type", "application/jose")
+                .body(body)
+                .send()
+                .await;
+            let last = attempt >= SEND_ATTEMPTS;
+            match sent {
+                Ok(res) if res.status().as_u16() == 503 && !last => {
+                    let wait = res
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map_or(pause, Duration::from_secs);
+                    tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
+                }
+                Ok(res) => return Ok(Self::check(res).await?.json().await?),
+                Err(e) if (e.is_timeout() || e.is_connect() || e.is_request()) && !last => {
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            pause = (pause * 2).min(MAX_RETRY_WAIT);
+            attempt += 1;
+        }
     }
 
     /// A referral's per-recipient status.

@@ -150,7 +150,10 @@ impl Grant {
             Grant::AnyCertificate => "any verified client certificate".into(),
             Grant::AnyPrincipal => "a registered partner system or person".into(),
             Grant::SystemsAndRoles(r) => {
-                format!("the organisation's systems, or a person with role {}", roles(r))
+                format!(
+                    "the organisation's systems, or a person with role {}",
+                    roles(r)
+                )
             }
             Grant::Roles(r) => format!("a person with role {}", roles(r)),
         }
@@ -218,7 +221,12 @@ mod tests {
 
     #[test]
     fn auditors_dpos_and_commissioners_never_act_as_the_organisation() {
-        for role in [Role::Auditor, Role::DataProtectionOfficer, Role::Commissioner, Role::DesignatedSafeguardingLead] {
+        for role in [
+            Role::Auditor,
+            Role::DataProtectionOfficer,
+            Role::Commissioner,
+            Role::DesignatedSafeguardingLead,
+        ] {
             for p in [
                 Permission::SubmitReferral,
                 Permission::ReadInbox,
@@ -229,7 +237,13 @@ mod tests {
                 assert!(decide(Some(&person(&[role])), p).is_err(), "{role:?} {p:?}");
             }
         }
-        assert!(decide(Some(&person(&[Role::Practitioner])), Permission::SubmitReferral).is_ok());
+        assert!(
+            decide(
+                Some(&person(&[Role::Practitioner])),
+                Permission::SubmitReferral
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -239,11 +253,18 @@ mod tests {
             actor: Actor::System("case-system".parse().unwrap()),
             fingerprint: Fingerprint::of_der(b"s"),
         };
-        for p in [Permission::ReadAggregates, Permission::DecideReview, Permission::SubjectAccess] {
+        for p in [
+            Permission::ReadAggregates,
+            Permission::DecideReview,
+            Permission::SubjectAccess,
+        ] {
             assert!(decide(Some(&system), p).is_err(), "{p:?}");
         }
         assert!(decide(Some(&system), Permission::SubmitReferral).is_ok());
-        assert_eq!(decide(None, Permission::Identify), Err(Denied::UnknownPrincipal));
+        assert_eq!(
+            decide(None, Permission::Identify),
+            Err(Denied::UnknownPrincipal)
+        );
         assert!(decide(None, Permission::ReadPublicDocuments).is_ok());
     }
 }

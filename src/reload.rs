@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
+use crate::audit::event::{ActorRef, AuditEvent, AuditRecord, ConfigLoaded};
 use crate::config::{Config, ConfigError};
 use crate::runtime::Runtime;
-use crate::audit::event::{ActorRef, AuditEvent, AuditRecord, ConfigLoaded};
 
 /// Why a reload did not take effect.
 #[derive(Debug, thiserror::Error)]

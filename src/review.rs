@@ -540,13 +540,7 @@ impl<'a> Service<'a> {
         let last_shown = rt.store.last_preview_shown(id, &actor).await?;
         let now = rt.clock.unix_seconds();
         let at = now as i64;
-        let plan = match decide(
-            &pending,
-            &preview,
-            caller,
-            &request,
-            last_shown.as_deref(),
-        ) {
+        let plan = match decide(&pending, &preview, caller, &request, last_shown.as_deref()) {
             Ok(plan) => plan,
             Err(ReviewError::NoLongerPermitted { recipient, reason }) => {
                 let event = AuditRecord::new(
@@ -573,9 +567,10 @@ impl<'a> Service<'a> {
         let mut events = Vec::new();
         let mut releases = Vec::new();
         for a in &plan.approvals {
-            let partner = config.partners.get(&a.to).ok_or_else(|| {
-                ReviewError::Release(format!("{} is no longer a partner", a.to))
-            })?;
+            let partner = config
+                .partners
+                .get(&a.to)
+                .ok_or_else(|| ReviewError::Release(format!("{} is no longer a partner", a.to)))?;
             let view = config
                 .schemas
                 .view(&partner.kind, &pending.claims.referral.referral_type)
@@ -669,7 +664,10 @@ impl<'a> Service<'a> {
             .unwrap_or_default();
         Ok(Decided {
             id: id.clone(),
-            deliveries: states.into_iter().map(|s| (s.recipient, s.status)).collect(),
+            deliveries: states
+                .into_iter()
+                .map(|s| (s.recipient, s.status))
+                .collect(),
             approved: plan.approvals.iter().map(|a| a.to.clone()).collect(),
             rejected: plan.rejections.iter().map(|r| r.1.clone()).collect(),
         })
@@ -686,7 +684,11 @@ mod tests {
         for other in [
             digest(&["imara", "isa2", "chisva/t", "v1"], &["/a".into()], &[]),
             digest(&["imara", "isa", "chisva/t", "v2"], &["/a".into()], &[]),
-            digest(&["imara", "isa", "chisva/t", "v1"], &["/a".into(), "/b".into()], &[]),
+            digest(
+                &["imara", "isa", "chisva/t", "v1"],
+                &["/a".into(), "/b".into()],
+                &[],
+            ),
             digest(&["imara", "isa", "chisva/t", "v1"], &[], &["/a".into()]),
         ] {
             assert_ne!(base, other);

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::audit::event::{ActorRef, AuditEvent, AuditRecord, KeyRotated};
 use crate::clock::Clock;
 use crate::envelope::keys::{self, Rotation};
 use crate::store::Store;
-use crate::audit::event::{ActorRef, AuditEvent, AuditRecord, KeyRotated};
 
 /// Why a rotation did not happen. The key file is either rewritten whole or left as it was.
 #[derive(Debug, thiserror::Error)]

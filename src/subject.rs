@@ -128,7 +128,8 @@ impl Identifiers {
 /// A `YYYY-MM-DD` calendar date, if it is one.
 fn parse_date(s: &str) -> Option<time::Date> {
     let mut parts = s.split('-');
-    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return None;
     };
@@ -264,14 +265,22 @@ mod tests {
             nhs_number: Some("9434765918".into()),
             ..Default::default()
         };
-        assert_eq!(bad_check.validate(today).unwrap_err()[0].field, "nhs_number");
+        assert_eq!(
+            bad_check.validate(today).unwrap_err()[0].field,
+            "nhs_number"
+        );
         let bad = Identifiers {
             given: Some("".into()),
             family: Some("x".repeat(100_000)),
             date_of_birth: Some("2013-02-30".into()),
             ..Default::default()
         };
-        let fields: Vec<_> = bad.validate(today).unwrap_err().iter().map(|p| p.field).collect();
+        let fields: Vec<_> = bad
+            .validate(today)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.field)
+            .collect();
         assert_eq!(fields, ["given", "family", "date_of_birth"]);
         let future = Identifiers {
             given: Some("Amy".into()),

@@ -238,7 +238,10 @@ async fn original(
         .ok_or(SubmitError::Replay)?;
     Ok(Submitted {
         id,
-        deliveries: states.into_iter().map(|s| (s.recipient, s.status)).collect(),
+        deliveries: states
+            .into_iter()
+            .map(|s| (s.recipient, s.status))
+            .collect(),
         repeated: true,
     })
 }

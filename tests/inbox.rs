@@ -10,16 +10,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use common::partner::{Harness, claims};
+use refex::audit::event::ConsentRecord;
 use refex::envelope::keys::KeySet;
 use refex::envelope::referral::partner;
 use refex::identity::{PartnerKind, ReferralType};
-use refex::schema::validate;
-use refex::store::records::{Acceptance, DeliveryRecord, DeliveryStatus, ReferralRecord};
-use refex::audit::event::ConsentRecord;
 use refex::ids::{DeliveryId, ReferralId};
 use refex::intake::ConsentStatus;
 use refex::intake::claims::{InformedStatus, SubjectInformed};
 use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
+use refex::schema::validate;
+use refex::store::records::{Acceptance, DeliveryRecord, DeliveryStatus, ReferralRecord};
 use serde_json::{Value, json};
 
 async fn send(h: &Harness, to: &str, jti: &str) -> String {

@@ -157,11 +157,13 @@ async fn scenario(store_url: Option<String>) {
             "malformed-envelope",
         ),
         (
-            h.post_as(
-                "notts-police",
-                "notts-police",
-                &claims("notts-police", "imara", "jti-ok-000001"),
-            )
+            // The same jti with other claims is a replay; the same claims again would be a
+            // retry, answered with the original acceptance (tests/lifecycle.rs).
+            h.post_as("notts-police", "notts-police", &{
+                let mut c = claims("notts-police", "imara", "jti-ok-000001");
+                c["referral"]["sender_ref"] = json!("NP/other");
+                c
+            })
             .await,
             409,
             "replay",

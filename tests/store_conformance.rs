@@ -246,7 +246,10 @@ async fn a_decision_is_whole_and_final(store: &dyn Store) {
         withdraws: None,
     };
     let before = counts(store).await;
-    assert!(store.decide_hold(&partial).await.is_err(), "one left undecided");
+    assert!(
+        store.decide_hold(&partial).await.is_err(),
+        "one left undecided"
+    );
     assert_eq!(counts(store).await, before);
     let whole = ReviewCommit {
         rejections: vec![Rejection {
@@ -276,7 +279,10 @@ async fn a_decision_is_whole_and_final(store: &dyn Store) {
         DecideOutcome::AlreadyDecided
     );
     let page = store.inbox_page(&p("cambs-idva"), 0, 500).await.unwrap();
-    assert!(page.iter().any(|i| i.id == did(10, 1)), "released to the inbox");
+    assert!(
+        page.iter().any(|i| i.id == did(10, 1)),
+        "released to the inbox"
+    );
     assert!(
         !store
             .inbox_page(&p("gp-practice"), 0, 500)

@@ -44,7 +44,7 @@ async fn a_named_persons_certificate_carries_their_roles() {
     assert_eq!(body["person"], "dsl-a");
     assert_eq!(
         body["roles"],
-        serde_json::json!(["designated-safeguarding-lead"])
+        serde_json::json!(["designated-safeguarding-lead", "practitioner"])
     );
     gw.stop().await;
 }

@@ -34,9 +34,7 @@ fn bad_query(_: QueryRejection) -> ApiError {
 }
 
 /// `GET /v1/audit/checkpoint`: the latest signed checkpoint (signing one if the tree grew).
-pub async fn checkpoint(
-    State(rt): State<Arc<Runtime>>,
-) -> Result<Response, ApiError> {
+pub async fn checkpoint(State(rt): State<Arc<Runtime>>) -> Result<Response, ApiError> {
     let c = log::checkpoint(&rt).await.map_err(audit_error)?;
     Ok(
         Json(json!({ "size": c.size, "root": c.root, "time": c.at, "signed": c.signed }))

@@ -61,7 +61,13 @@ fn cross_site(request: &Request) -> Option<ApiError> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
     if media.as_deref().is_some_and(|m| CORS_SIMPLE.contains(&m)) {
         return Some(ApiError::CrossSite(
             "a form or text/plain body is refused on state-changing requests; send application/json or application/jose",
@@ -83,7 +89,11 @@ fn cross_site(request: &Request) -> Option<ApiError> {
 
 /// The permission layer of one route: asks the policy, refuses with a problem (HTML on the
 /// console) before the handler runs.
-pub async fn enforce(State(permission): State<Permission>, request: Request, next: Next) -> Response {
+pub async fn enforce(
+    State(permission): State<Permission>,
+    request: Request,
+    next: Next,
+) -> Response {
     let caller = request.extensions().get::<Caller>().map(|c| &c.0);
     let refused = match policy::decide(caller, permission) {
         Ok(()) => cross_site(&request),

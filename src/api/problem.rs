@@ -131,18 +131,28 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;
         match self {
-            ApiError::UnknownPrincipal => {
-                (S::FORBIDDEN, "unknown-principal", "Certificate not registered")
-            }
+            ApiError::UnknownPrincipal => (
+                S::FORBIDDEN,
+                "unknown-principal",
+                "Certificate not registered",
+            ),
             ApiError::NotPermitted(_) => (S::FORBIDDEN, "not-permitted", "Not permitted"),
-            ApiError::CrossSite(_) => (S::FORBIDDEN, "cross-site-request", "Cross-site request refused"),
+            ApiError::CrossSite(_) => (
+                S::FORBIDDEN,
+                "cross-site-request",
+                "Cross-site request refused",
+            ),
             ApiError::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
-            ApiError::MethodNotAllowed => {
-                (S::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
-            }
-            ApiError::PayloadTooLarge { .. } => {
-                (S::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large")
-            }
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::PayloadTooLarge { .. } => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
             ApiError::RateLimited { .. } => {
                 (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
             }
@@ -276,7 +286,9 @@ fn submit_parts(e: &SubmitError) -> (StatusCode, &'static str, &'static str) {
     use StatusCode as S;
     const REFUSED: &str = "Referral refused";
     match e {
-        SubmitError::Envelope(e @ EnvelopeError::SignerNotSender) => (S::FORBIDDEN, e.slug(), REFUSED),
+        SubmitError::Envelope(e @ EnvelopeError::SignerNotSender) => {
+            (S::FORBIDDEN, e.slug(), REFUSED)
+        }
         SubmitError::Envelope(e) => (S::BAD_REQUEST, e.slug(), REFUSED),
         SubmitError::Intake(IntakeError::Invalid(_)) => (
             S::UNPROCESSABLE_ENTITY,
@@ -285,7 +297,9 @@ fn submit_parts(e: &SubmitError) -> (StatusCode, &'static str, &'static str) {
         ),
         SubmitError::Intake(e @ IntakeError::Replay) => (S::CONFLICT, e.slug(), REFUSED),
         SubmitError::Replay => (S::CONFLICT, IntakeError::Replay.slug(), REFUSED),
-        SubmitError::Intake(e @ IntakeError::UnknownSuperseded) => (S::NOT_FOUND, e.slug(), REFUSED),
+        SubmitError::Intake(e @ IntakeError::UnknownSuperseded) => {
+            (S::NOT_FOUND, e.slug(), REFUSED)
+        }
         SubmitError::Intake(
             e @ (IntakeError::Malformed | IntakeError::WrongAudience | IntakeError::StaleIat),
         ) => (S::BAD_REQUEST, e.slug(), REFUSED),

@@ -60,8 +60,7 @@ pub async fn subject_access(
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(|_| ApiError::BadRequest {
         slug: "bad-request",
-        detail: "expected a JSON object with nhs_number, or given, family and date_of_birth"
-            .into(),
+        detail: "expected a JSON object with nhs_number, or given, family and date_of_birth".into(),
     })?;
     let ids = Identifiers {
         nhs_number: req.nhs_number,

@@ -586,7 +586,10 @@ mod tests {
                 "held",
                 r#"{"to":"imara","reason":{"consent-override":"risk-of-significant-harm"}}"#,
             ),
-            ("held", r#"{"to":"imara","reason":"agreement-requires-review"}"#),
+            (
+                "held",
+                r#"{"to":"imara","reason":"agreement-requires-review"}"#,
+            ),
             ("reviewed", r#"{"to":"imara","decision":"approve"}"#),
             ("fetched", r#"{"first":true}"#),
             ("acknowledged", r#"{}"#),
@@ -594,7 +597,10 @@ mod tests {
                 "withdrawn",
                 r#"{"reason":"superseded","by":"ref_01J00000000000000000000002","to":"imara"}"#,
             ),
-            ("withdrawn", r#"{"reason":"withdrawn-by-sender","to":"imara"}"#),
+            (
+                "withdrawn",
+                r#"{"reason":"withdrawn-by-sender","to":"imara"}"#,
+            ),
             ("rejected", r#"{"reason":"stale-iat"}"#),
             ("subject-access", r#"{"partner":"imara","matches":2}"#),
             (
@@ -617,7 +623,10 @@ mod tests {
             );
             assert_eq!(e.detail_json(), written, "{kind}");
         }
-        assert_eq!(AuditEvent::parse("nonsense", "{}"), Err(EventParseError::Kind));
+        assert_eq!(
+            AuditEvent::parse("nonsense", "{}"),
+            Err(EventParseError::Kind)
+        );
         assert_eq!(
             AuditEvent::parse("queued", "{}"),
             Err(EventParseError::Detail(EventKind::Queued))
@@ -633,7 +642,13 @@ mod tests {
         ] {
             assert_eq!(text.parse::<ActorRef>().unwrap().to_string(), text);
         }
-        for junk in ["", "notts-police", "notts-police/robot:x", "Police/person:a", "operator:"] {
+        for junk in [
+            "",
+            "notts-police",
+            "notts-police/robot:x",
+            "Police/person:a",
+            "operator:",
+        ] {
             assert!(junk.parse::<ActorRef>().is_err(), "{junk}");
         }
     }

@@ -15,4 +15,3 @@ pub fn parse_hash(hex_text: &str) -> Option<tree::Hash> {
     hex::decode_to_slice(hex_text, &mut out).ok()?;
     Some(out)
 }
-

@@ -287,7 +287,10 @@ pub async fn queue(
     let t = ListPage {
         title: "Held referrals awaiting review".into(),
         who: caller.to_string(),
-        notice: q.decided.as_ref().map(|id| format!("Decision recorded for {id}.")),
+        notice: q
+            .decided
+            .as_ref()
+            .map(|id| format!("Decision recorded for {id}.")),
         error: None,
         empty: "Nothing is waiting for review.",
         caption: "Oldest first",
@@ -353,7 +356,11 @@ fn review_document(
             r.consent.status.as_str(),
             r.consent.override_.map_or("none", |o| o.as_str())
         ),
-        justification: r.consent.justification.clone().unwrap_or_else(|| "—".into()),
+        justification: r
+            .consent
+            .justification
+            .clone()
+            .unwrap_or_else(|| "—".into()),
         informed: format!(
             "{} {}",
             r.subject_informed.status_str(),

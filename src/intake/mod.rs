@@ -41,7 +41,9 @@ pub enum IntakeError {
     #[error("no recipient named and no agreement routes this referral type by default")]
     NoRoute,
     /// The lawful basis is not one the agreement allows.
-    #[error("the agreement with {recipient} does not allow the stated lawful basis; it accepts {allowed}")]
+    #[error(
+        "the agreement with {recipient} does not allow the stated lawful basis; it accepts {allowed}"
+    )]
     LawfulBasis {
         /// The recipient.
         recipient: String,
@@ -183,9 +185,7 @@ pub fn authorise(
     let r = &claims.referral;
     let covering = |recipient: &PartnerId| {
         config.agreements.iter().find(|a| {
-            a.sender == *sender
-                && a.recipient == *recipient
-                && a.types.contains(&r.referral_type)
+            a.sender == *sender && a.recipient == *recipient && a.types.contains(&r.referral_type)
         })
     };
     let named = match recipients {
@@ -204,9 +204,7 @@ pub fn authorise(
                 .agreements
                 .iter()
                 .filter(|a| {
-                    a.sender == *sender
-                        && a.route_by_default
-                        && a.types.contains(&r.referral_type)
+                    a.sender == *sender && a.route_by_default && a.types.contains(&r.referral_type)
                 })
                 .collect();
             if routed.is_empty() {

@@ -31,8 +31,8 @@ impl PostgresStore {
         url: &str,
         batching: super::group_commit::Options,
     ) -> Result<Self, crate::store::StoreError> {
-        let options =
-            PgConnectOptions::from_str(url).map_err(|e| crate::store::StoreError::Url(e.to_string()))?;
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| crate::store::StoreError::Url(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -44,8 +44,9 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT);
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| crate::store::StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    crate::store::StoreError::Unavailable(format!("{}: {e}", dir.display()))
+                })?;
             }
         }
         let pool = SqlitePoolOptions::new()

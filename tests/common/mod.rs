@@ -284,3 +284,29 @@ pub fn unmapped(project: &Project) -> Issued {
         ))
         .unwrap()
 }
+
+/// Runs each scenario (an `async fn(Option<String>)` taking a store URL, `None` for the
+/// embedded SQLite) as two tests, `<name>::on_sqlite` and `<name>::on_postgres`; the second
+/// gets its own PostgreSQL schema (and fails under `CI=true` when PostgreSQL is unreachable).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident => $scenario:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_sqlite() {
+                    super::$scenario(None).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_postgres() {
+                    let Some(url) = crate::common::pg::fresh_schema().await else {
+                        return;
+                    };
+                    super::$scenario(Some(url.clone())).await;
+                    crate::common::pg::drop_schema(&url).await;
+                }
+            }
+        )+
+    };
+}
