@@ -192,3 +192,46 @@ fn unknown_keys_in_refex_toml_are_refused() {
     .unwrap_err();
     assert!(err.to_string().contains("listn"), "{err}");
 }
+
+#[test]
+fn a_lawful_basis_combination_that_is_not_law_is_refused_by_name() {
+    let project = Project::with_copied_partners();
+    // Explicit consent is Article 9(2)(a), never a Schedule 1 condition.
+    edit(
+        &project,
+        "partners/agreements.toml",
+        "article9 = \"explicit-consent\"\n",
+        "article9 = \"explicit-consent\"\nschedule1 = [\"explicit-consent\"]\n",
+    );
+    // (g) needs a Schedule 1 Part 2 condition, not a Part 1 one.
+    edit(
+        &project,
+        "partners/agreements.toml",
+        "schedule1 = [\"para-18-safeguarding-children\"]",
+        "schedule1 = [\"para-2-health-or-social-care\"]",
+    );
+    let p = problems(&project);
+    assert!(
+        has(&p, "not law") && has(&p, "is not a DPA 2018 Schedule 1 condition"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "needs at least one Schedule 1 Part 2 condition"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn only_a_competent_authority_may_share_under_part_3() {
+    let project = Project::with_copied_partners();
+    edit(
+        &project,
+        "partners/notts-police.toml",
+        "competent_authority = true",
+        "competent_authority = false",
+    );
+    assert!(has(
+        &problems(&project),
+        "a dpa2018-part3 basis needs a competent authority as sender"
+    ));
+}
