@@ -487,3 +487,27 @@ on_both_stores! {
     duplicate_members => duplicate_members_are_refused_at_intake,
     retry_is_idempotent => a_retry_gets_the_original_acceptance,
 }
+
+/// 7 (PostgreSQL). The connection dies during `COMMIT` after the server committed: the
+/// gateway finds out from the replay marker and answers `202` with the id, not `503`; the
+/// sender's retry is answered with the same acceptance. Nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_outcome_is_found_out_before_answering_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    let proxy = common::pgproxy::PgProxy::start("127.0.0.1:5432").await;
+    let h = Harness::start(Some(proxy.url(&url))).await;
+    let doc = claims("notts-police", "imara", "lc8-jti-0001");
+    proxy.arm();
+    let res = h.post_as("notts-police", "notts-police", &doc).await;
+    assert_eq!(proxy.cuts(), 1, "the COMMIT's answer was lost");
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let first = json_of(res).await;
+    let retry = json_of(h.post_as("notts-police", "notts-police", &doc).await).await;
+    assert_eq!(retry["id"], first["id"]);
+    assert_eq!(h.count("referrals").await, 1);
+    assert_eq!(inbox(&h, "imara").await.len(), 1);
+    h.gw.stop().await;
+    common::pg::drop_schema(&url).await;
+}

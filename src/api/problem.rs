@@ -204,7 +204,7 @@ impl ApiError {
         let detail = match status {
             StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal.to_string(),
             StatusCode::SERVICE_UNAVAILABLE if !matches!(self, ApiError::Timeout) => {
-                "the gateway's store is unavailable; nothing was written; retry later".into()
+                "the gateway's store is unavailable; retry later (a referral with the same jti and claims: a retry of one that was in fact accepted is answered with that acceptance)".into()
             }
             StatusCode::INSUFFICIENT_STORAGE => ApiError::StoreFull { retry_after: 0 }.to_string(),
             _ => self.to_string(),

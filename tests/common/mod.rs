@@ -4,6 +4,7 @@
 
 pub mod partner;
 pub mod pg;
+pub mod pgproxy;
 pub mod process;
 
 use std::path::{Path, PathBuf};
