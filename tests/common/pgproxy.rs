@@ -59,7 +59,12 @@ impl PgProxy {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc<AtomicUsize>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let cut = Arc::new(AtomicBool::new(false));
@@ -99,7 +104,9 @@ async fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cut
         }
         if !started {
             // SSLRequest and GSSENCRequest are 8 bytes; anything else is the start-up.
-            let code = body.get(..4).map(|c| u32::from_be_bytes(c.try_into().unwrap()));
+            let code = body
+                .get(..4)
+                .map(|c| u32::from_be_bytes(c.try_into().unwrap()));
             started = !(len == 8 && matches!(code, Some(80_877_103 | 80_877_104)));
         }
         if commit && !accepting {
