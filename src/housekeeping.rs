@@ -1,6 +1,7 @@
 //! Housekeeping: expire deliveries left unacknowledged past their recipient's retention,
 //! purge referral records with no activity for the retention period, drop replay markers
 //! that the `iat` check makes redundant, escalate holds undecided past the review deadline,
+//! close holds undecided past the maximum (never released),
 //! and sign an audit checkpoint when the tree grew. Runs on an interval inside `serve` and once
 //! from `refex purge`; time comes from the runtime's clock, so tests advance a clock rather
 //! than wait.
@@ -26,6 +27,8 @@ pub struct Report {
     pub checkpoint: u64,
     /// Holds escalated by this pass.
     pub escalated: u64,
+    /// Holds closed undecided (never released) by this pass.
+    pub closed: u64,
 }
 
 /// Runs one pass.
@@ -40,6 +43,8 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     }
     let review_cutoff = now - config.settings.review.escalate_after.as_secs() as i64;
     report.escalated = rt.store.escalate_holds(review_cutoff, now).await?;
+    let close_cutoff = now - config.settings.review.close_undecided_after.as_secs() as i64;
+    report.closed = rt.store.close_undecided_holds(close_cutoff, now).await?;
     metrics::gauge!(crate::telemetry::HOLDS_ESCALATED)
         .set(rt.store.count_escalated().await? as f64);
     let records_cutoff = now - config.settings.retention.records.as_secs() as i64;

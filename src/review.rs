@@ -462,10 +462,12 @@ impl<'a> Service<'a> {
             .filter(|d| d.referral.sender == caller.partner)
             .ok_or(ReviewError::NotFound)?;
         let Some(sealed) = store.hold_sealed(id).await? else {
-            let decided = detail
-                .events
-                .iter()
-                .any(|e| matches!(e.event, AuditEvent::Reviewed(_)));
+            let decided = detail.events.iter().any(|e| {
+                matches!(
+                    e.event,
+                    AuditEvent::Reviewed(_) | AuditEvent::ClosedUndecided(_)
+                )
+            });
             return Err(if decided {
                 ReviewError::AlreadyDecided
             } else {

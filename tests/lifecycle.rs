@@ -83,7 +83,7 @@ fn kinds_of(audit: &[(String, String)], kind: &str) -> Vec<Value> {
         .collect()
 }
 
-/// 1. The operator off-boards a sharing agreement; a held referral under it cannot then be
+/// Finding 1: The operator off-boards a sharing agreement; a held referral under it cannot then be
 /// released, and says why; the hold stays to be rejected.
 async fn release_after_the_agreement_is_gone(store: Option<String>) {
     let h = Harness::start_in(common::Project::with_copied_partners(), store).await;
@@ -146,7 +146,7 @@ async fn release_after_the_agreement_is_gone(store: Option<String>) {
     h.gw.stop().await;
 }
 
-/// 2. A reload widens the recipient's view between the lead's preview and the decision: the
+/// Finding 2: A reload widens the recipient's view between the lead's preview and the decision: the
 /// decision is refused as stale; shown the new preview, the lead can decide on it; the
 /// release records exactly what was released.
 async fn approval_is_bound_to_the_preview(store: Option<String>) {
@@ -243,7 +243,7 @@ async fn approval_is_bound_to_the_preview(store: Option<String>) {
     h.gw.stop().await;
 }
 
-/// 3. A hold decided after the recipient's retention has passed is not expired by the next
+/// Finding 3: A hold decided after the recipient's retention has passed is not expired by the next
 /// housekeeping pass: retention counts from entering the inbox.
 async fn retention_counts_from_the_inbox(store: Option<String>) {
     let clock = ManualClock::at(SystemTime::now());
@@ -275,7 +275,7 @@ async fn retention_counts_from_the_inbox(store: Option<String>) {
     h.gw.stop().await;
 }
 
-/// 4. A correction held for review leaves the original alone until it is released; a
+/// Finding 4: A correction held for review leaves the original alone until it is released; a
 /// rejected correction never withdraws it.
 async fn a_held_correction_withdraws_only_when_released(store: Option<String>) {
     let h = Harness::start(store).await;
@@ -329,7 +329,7 @@ async fn a_held_correction_withdraws_only_when_released(store: Option<String>) {
     h.gw.stop().await;
 }
 
-/// 5. Disclosure records come from the events: a rejected delivery shows nothing disclosed
+/// Finding 5: Disclosure records come from the events: a rejected delivery shows nothing disclosed
 /// and who refused it (never `approved_by`); one withdrawn before its first fetch was never
 /// received; the subject-access CSV says the same.
 async fn records_say_what_happened(store: Option<String>) {
@@ -429,7 +429,7 @@ async fn records_say_what_happened(store: Option<String>) {
     h.gw.stop().await;
 }
 
-/// 6. A referral with a duplicated member is refused at intake, naming it; nothing is held.
+/// Finding 6: A referral with a duplicated member is refused at intake, naming it; nothing is held.
 async fn duplicate_members_are_refused_at_intake(store: Option<String>) {
     let h = Harness::start(store).await;
     let doc = override_claims(&["imara"], "lc6-jti-0001");
@@ -458,7 +458,7 @@ async fn duplicate_members_are_refused_at_intake(store: Option<String>) {
     h.gw.stop().await;
 }
 
-/// 7. The same referral sent again (a retry with the same `jti` and claims) is answered with
+/// Finding 7: The same referral sent again (a retry with the same `jti` and claims) is answered with
 /// the original acceptance; different claims under a used `jti` are still `409`.
 async fn a_retry_gets_the_original_acceptance(store: Option<String>) {
     let h = Harness::start(store).await;
@@ -488,7 +488,7 @@ on_both_stores! {
     retry_is_idempotent => a_retry_gets_the_original_acceptance,
 }
 
-/// 7 (PostgreSQL). The connection dies during `COMMIT` after the server committed: the
+/// Finding 7 on PostgreSQL: The connection dies during `COMMIT` after the server committed: the
 /// gateway finds out from the replay marker and answers `202` with the id, not `503`; the
 /// sender's retry is answered with the same acceptance. Nothing is sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,4 +510,38 @@ async fn a_lost_commit_outcome_is_found_out_before_answering_on_postgres() {
     assert_eq!(inbox(&h, "imara").await.len(), 1);
     h.gw.stop().await;
     common::pg::drop_schema(&url).await;
+}
+
+/// A hold nobody decides within the configured maximum is closed without release: the
+/// sender sees `expired-undecided`, the trail records it, the claims held under the storage
+/// key are gone, and a late approval finds it already decided.
+async fn undecided_holds_close_without_release(store: Option<String>) {
+    let clock = ManualClock::at(SystemTime::now());
+    let h = Harness::start_full(common::Project::new(), store, Arc::new(clock.clone())).await;
+    let rt = h.gw.running().runtime.clone();
+    let id = h
+        .submit_held(
+            &h.gw.system("notts-police"),
+            &override_claims(&["imara"], "lc9-jti-0001"),
+        )
+        .await;
+    clock.advance(Duration::from_secs(29 * 86_400));
+    assert_eq!(refex::housekeeping::run_once(&rt).await.unwrap().closed, 0);
+    clock.advance(Duration::from_secs(2 * 86_400));
+    assert_eq!(refex::housekeeping::run_once(&rt).await.unwrap().closed, 1);
+    assert_eq!(
+        statuses(&h, &id).await,
+        vec![("imara".into(), "expired-undecided".into())]
+    );
+    assert_eq!(h.count("holds").await, 0);
+    assert!(inbox(&h, "imara").await.is_empty());
+    assert!(h.audit().await.iter().any(|(k, _)| k == "closed-undecided"));
+    let lead = h.gw.person("notts-police", "dsl-b");
+    let res = decide(&h, &lead, &id, json!({ "decision": "approve" })).await;
+    assert_eq!(res.status(), 409);
+    h.gw.stop().await;
+}
+
+on_both_stores! {
+    undecided_holds_close => undecided_holds_close_without_release,
 }

@@ -29,7 +29,7 @@ CREATE INDEX deliveries_expiry ON deliveries (recipient, status, queued_at);
 ALTER TABLE audit_events ADD CONSTRAINT audit_events_kind_known CHECK (kind IN (
     'accepted', 'rejected', 'minimised', 'held', 'queued', 'reviewed', 'fetched',
         'acknowledged', 'withdrawn', 'expired', 'purged', 'escalated', 'subject-access',
-        'report', 'config-loaded', 'key-rotated', 'consulted', 'release-refused'));
+        'report', 'config-loaded', 'key-rotated', 'consulted', 'release-refused', 'closed-undecided'));
 DROP INDEX audit_events_referral;
 CREATE INDEX audit_events_referral ON audit_events (referral_id, kind);
 

@@ -55,7 +55,7 @@ CREATE TABLE audit_events_v7 (
     kind         TEXT NOT NULL CHECK (kind IN (
         'accepted', 'rejected', 'minimised', 'held', 'queued', 'reviewed', 'fetched',
         'acknowledged', 'withdrawn', 'expired', 'purged', 'escalated', 'subject-access',
-        'report', 'config-loaded', 'key-rotated', 'consulted', 'release-refused')),
+        'report', 'config-loaded', 'key-rotated', 'consulted', 'release-refused', 'closed-undecided')),
     referral_id  TEXT,
     delivery_id  TEXT,
     actor        TEXT,

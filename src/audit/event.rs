@@ -463,6 +463,8 @@ events! {
     Consulted(Consulted) = "consulted",
     /// A release was refused because the configuration in force no longer permits it.
     ReleaseRefused(ReleaseRefused) = "release-refused",
+    /// A hold undecided past the configured maximum was closed without release.
+    ClosedUndecided(ToRecipient) = "closed-undecided",
 }
 
 impl fmt::Display for EventKind {

@@ -166,12 +166,19 @@ pub struct ReviewSettings {
     /// A hold undecided this long is escalated (flagged, counted, audited; never released).
     #[serde(default = "default_escalate_after", with = "humantime_serde")]
     pub escalate_after: Duration,
+    /// A hold undecided this long is closed without release (`expired-undecided`): the sender
+    /// sees it, it is audited, and the full claims held under the storage key are deleted
+    /// rather than kept for years. Default 30 days: far past any escalation, short enough
+    /// that an undecided disclosure does not linger.
+    #[serde(default = "default_close_undecided_after", with = "humantime_serde")]
+    pub close_undecided_after: Duration,
 }
 
 impl Default for ReviewSettings {
     fn default() -> Self {
         Self {
             escalate_after: default_escalate_after(),
+            close_undecided_after: default_close_undecided_after(),
         }
     }
 }
@@ -406,6 +413,9 @@ fn default_header_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(120)
+}
+fn default_close_undecided_after() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(90)

@@ -656,6 +656,65 @@ macro_rules! store_impl {
                 Ok(due.len() as u64)
             }
 
+            async fn close_undecided_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                // Of several replicas, one does this job at a time; the next finds it done.
+                if !job_lock(&mut *tx, "close-undecided").await? {
+                    return Ok(0);
+                }
+                let due: Vec<String> = sqlx::query_scalar(
+                    "SELECT referral_id FROM holds WHERE held_at < $1 ORDER BY held_at",
+                )
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_err("close undecided"))?;
+                let mut events = Vec::new();
+                for id in &due {
+                    let referral = rows::referral_id("holds", id)?;
+                    let held: Vec<(String, String, String)> = sqlx::query_as(
+                        "SELECT id, recipient, status FROM deliveries WHERE referral_id = $1 AND status = $2 ORDER BY seq",
+                    )
+                    .bind(id)
+                    .bind(DeliveryStatus::HeldForReview.as_str())
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(query_err("close undecided"))?;
+                    for (delivery, recipient, status) in &held {
+                        let delivery = rows::delivery_id(delivery)?;
+                        let Ok(Some(to)) = moved(rows::status(status)?, Step::ExpireUndecided) else {
+                            continue;
+                        };
+                        sqlx::query("UPDATE deliveries SET status = $1, updated_at = $2 WHERE id = $3")
+                            .bind(to.as_str())
+                            .bind(at)
+                            .bind(delivery.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(query_err("close undecided"))?;
+                        events.push(
+                            AuditRecord::new(
+                                at,
+                                None,
+                                AuditEvent::ClosedUndecided(ev::ToRecipient {
+                                    to: rows::parse("deliveries", "recipient", recipient)?,
+                                }),
+                            )
+                            .about(&referral)
+                            .delivery(&delivery),
+                        );
+                    }
+                    sqlx::query("DELETE FROM holds WHERE referral_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("close undecided"))?;
+                }
+                insert_events(&mut *tx, &events).await?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(due.len() as u64)
+            }
+
             async fn count_escalated(&self) -> Result<i64, StoreError> {
                 sqlx::query_scalar("SELECT COUNT(*) FROM holds WHERE escalated_at IS NOT NULL")
                     .fetch_one(&self.pool)

@@ -245,6 +245,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// they stay held. Returns how many.
     async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
 
+    /// Closes holds undecided since before `cutoff`: each held delivery becomes
+    /// `expired-undecided` (never released) with a `closed-undecided` event, and the hold
+    /// (the claims under the storage key) is deleted. Returns how many holds.
+    async fn close_undecided_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
+
     /// How many holds are escalated and still undecided.
     async fn count_escalated(&self) -> Result<i64, StoreError>;
 

@@ -301,11 +301,11 @@ macro_rules! on_both_stores {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn on_postgres() {
-                    let Some(url) = crate::common::pg::fresh_schema().await else {
+                    let Some(url) = $crate::common::pg::fresh_schema().await else {
                         return;
                     };
                     super::$scenario(Some(url.clone())).await;
-                    crate::common::pg::drop_schema(&url).await;
+                    $crate::common::pg::drop_schema(&url).await;
                 }
             }
         )+
