@@ -1,0 +1,221 @@
+//! A store written by the previous release (format 1) migrates to this one on open, on
+//! SQLite and PostgreSQL: its rows still read as typed records (a lawful basis earlier builds
+//! accepted included), retention starts from each delivery's `queued` event, a rejection's
+//! referral-level reason moves to its delivery, the sender keeps its subject index, and its
+//! audit log still verifies.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use refex::audit::tree;
+use refex::lawful::{LawfulBasis, Schedule1};
+use refex::store::{self, records::SubjectMatch};
+use sqlx::Connection as _;
+
+const REFERRAL: &str = "ref_01J00000000000000000000001";
+const QUEUED: &str = "dlv_01J00000000000000000000002";
+const REJECTED: &str = "dlv_01J00000000000000000000003";
+
+/// Audit events as the previous release wrote them: (at, kind, delivery, actor, detail).
+fn old_events() -> Vec<(
+    i64,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+)> {
+    vec![
+        (
+            1_790_000_000,
+            "accepted",
+            None,
+            Some("notts-police/system:case-system"),
+            r#"{"type":"support-referral","sender":"notts-police","lawful_basis":{"article6":"consent","article9":"explicit-consent","dpa2018_schedule1":"explicit-consent"},"consent":{"status":"given","override":null},"subject_informed":{"status":"yes"},"recipients":[{"to":"empower-cic","agreement":"isa"},{"to":"imara","agreement":"isa2"}]}"#,
+        ),
+        (
+            1_790_000_000,
+            "minimised",
+            Some(QUEUED),
+            Some("notts-police/system:case-system"),
+            r#"{"to":"empower-cic","view":"support-service/support-referral","disclosed":["/person/name/given"],"withheld":[]}"#,
+        ),
+        (
+            1_790_000_100,
+            "queued",
+            Some(QUEUED),
+            Some("notts-police/person:dsl-b"),
+            r#"{"to":"empower-cic"}"#,
+        ),
+        (
+            1_790_000_100,
+            "reviewed",
+            Some(REJECTED),
+            Some("notts-police/person:dsl-b"),
+            r#"{"to":"imara","decision":"reject"}"#,
+        ),
+    ]
+}
+
+/// Writes a format-1 store with one referral: one delivery released to empower-cic, one
+/// rejected for imara, its events hash-chained into the tree as the previous release did.
+async fn previous_release(url: &str) {
+    sqlx::any::install_default_drivers();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(if url.starts_with("sqlite") {
+        "migrations/sqlite"
+    } else {
+        "migrations/postgres"
+    });
+    let migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    migrator.run_to(6, &mut conn).await.unwrap();
+    for sql in [
+        format!(
+            "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
+             consent_status, consent_override, subject_informed, supersedes, review_reason_sealed) VALUES \
+             ('{REFERRAL}', 'notts-police', 'NP/1', 'support-referral', 1790000000, \
+             '{{\"article6\":\"consent\",\"article9\":\"explicit-consent\",\"dpa2018_schedule1\":\"explicit-consent\"}}', \
+             'given', NULL, '{{\"status\":\"yes\"}}', NULL, 'sealed-reason')"
+        ),
+        format!(
+            "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, created_at, \
+             updated_at, inbox_pos) VALUES ('{QUEUED}', '{REFERRAL}', 'empower-cic', 'isa', 'queued', 'eyJ.x', 5, \
+             1790000000, 1790000100, 1)"
+        ),
+        format!(
+            "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, created_at, updated_at) \
+             VALUES ('{REJECTED}', '{REFERRAL}', 'imara', 'isa2', 'rejected-by-review', 1790000000, 1790000100)"
+        ),
+        "INSERT INTO inbox_counters (recipient, next) VALUES ('empower-cic', 1)".to_owned(),
+        format!("INSERT INTO subject_index (referral_id, subject) VALUES ('{REFERRAL}', 'key-1')"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut hashes = Vec::new();
+    for (idx, (at, kind, delivery, actor, detail)) in old_events().into_iter().enumerate() {
+        let text = |v: Option<&str>| {
+            v.map_or("null".to_owned(), |s| {
+                serde_json::Value::from(s).to_string()
+            })
+        };
+        let leaf = format!(
+            "{{\"idx\":{idx},\"at\":{at},\"kind\":\"{kind}\",\"referral_id\":\"{REFERRAL}\",\"delivery_id\":{},\"actor\":{},\"detail\":{detail}}}",
+            text(delivery),
+            text(actor)
+        );
+        hashes.push(tree::leaf_hash(leaf.as_bytes()));
+        let q = sqlx::query(
+            "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, detail, idx, leaf) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(at)
+        .bind(kind)
+        .bind(REFERRAL)
+        .bind(delivery)
+        .bind(actor)
+        .bind(detail)
+        .bind(idx as i64)
+        .bind(leaf);
+        q.execute(&mut conn).await.unwrap();
+    }
+    for ((level, idx), hash) in tree::append(0, &Default::default(), &hashes).unwrap() {
+        sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+            .bind(level as i32)
+            .bind(idx as i64)
+            .bind(hex::encode(hash))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE audit_head SET size = $1 WHERE id = 1")
+        .bind(hashes.len() as i64)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn migrates(url: String) {
+    previous_release(&url).await;
+    let store = store::open(&url).await.expect("migrates on open");
+    store.ping().await.expect("at this build's format");
+    let id = REFERRAL.parse().unwrap();
+    let detail = store.referral_detail(&id).await.unwrap().unwrap();
+    // A basis earlier builds accepted still reads (and `lawful::check` would refuse it now).
+    let LawfulBasis::UkGdpr(basis) = detail.referral.lawful_basis else {
+        panic!("uk-gdpr")
+    };
+    assert_eq!(basis.schedule1, Some(Schedule1::LegacyExplicitConsent));
+    assert!(refex::lawful::check(&detail.referral.lawful_basis, false).is_err());
+    assert_eq!(detail.events.len(), 4);
+    let queued = detail
+        .deliveries
+        .iter()
+        .find(|d| d.id.as_str() == QUEUED)
+        .unwrap();
+    assert_eq!(
+        queued.queued_at,
+        Some(1_790_000_100),
+        "from its queued event"
+    );
+    let states = store
+        .delivery_states(&id, &"notts-police".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        states
+            .iter()
+            .find(|s| s.recipient.as_str() == "imara")
+            .unwrap()
+            .reason_sealed
+            .as_deref(),
+        Some("sealed-reason")
+    );
+    assert_eq!(
+        store
+            .subject_matches(&["key-1".into()], &"notts-police".parse().unwrap())
+            .await
+            .unwrap(),
+        vec![SubjectMatch::Sent(id.clone())]
+    );
+    assert!(
+        store
+            .subject_matches(&["key-1".into()], &"empower-cic".parse().unwrap())
+            .await
+            .unwrap()
+            .is_empty(),
+        "old keys came from the full payload: kept for the sender only"
+    );
+    // The log written by the previous release still verifies.
+    let mut export = Vec::new();
+    refex::audit::export::export(store.as_ref(), "refex", &mut export)
+        .await
+        .unwrap();
+    let jwks = refex::envelope::keys::KeySet::parse_public(br#"{"keys":[]}"#, "none").unwrap();
+    let verified =
+        refex::audit::verify::verify(&String::from_utf8(export).unwrap(), &jwks, None).unwrap();
+    assert_eq!(verified.events, 4);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_previous_release_store_migrates_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    migrates(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("old.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_previous_release_store_migrates_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    migrates(url.clone()).await;
+    common::pg::drop_schema(&url).await;
+}
