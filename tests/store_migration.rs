@@ -17,14 +17,17 @@ const REFERRAL: &str = "ref_01J00000000000000000000001";
 const QUEUED: &str = "dlv_01J00000000000000000000002";
 const REJECTED: &str = "dlv_01J00000000000000000000003";
 
-/// Audit events as the previous release wrote them: (at, kind, delivery, actor, detail).
-fn old_events() -> Vec<(
+/// An audit event as the previous release wrote it: at, kind, delivery, actor, detail.
+type OldEvent = (
     i64,
     &'static str,
     Option<&'static str>,
     Option<&'static str>,
     &'static str,
-)> {
+);
+
+/// Audit events as the previous release wrote them.
+fn old_events() -> Vec<OldEvent> {
     vec![
         (
             1_790_000_000,
