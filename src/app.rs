@@ -95,12 +95,23 @@ pub fn ensure_dev_pki(settings: &Settings, clock: &dyn Clock) -> Result<(), devp
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit (a no-op when they are equal, as
+/// the systemd unit's `LimitNOFILE` makes them), so the connection caps, not the process's
+/// file descriptors, are what bound a flood of sockets.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
 /// Starts a gateway on the given settings.
 pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     tls::install_default_provider();
     // Install the metrics recorder before anything records.
     crate::telemetry::metrics();
     ensure_dev_pki(&settings, clock.as_ref())?;
+    raise_open_file_limit();
     let config = Config::load_at(settings, clock.now())?;
     let store = store::open_with(
         &config.settings.store_url(),

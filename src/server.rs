@@ -2,6 +2,7 @@
 //! its own task under a timeout, so one slow client cannot stall the others), and the plain
 //! admin listener. Both stop accepting on shutdown and let in-flight requests finish.
 
+pub mod admission;
 mod idle;
 
 use std::net::SocketAddr;
@@ -89,18 +90,11 @@ impl Server {
     /// Serves until `shutdown` turns true, then drains in-flight requests for at most
     /// [`SHUTDOWN_GRACE`].
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let admin = {
-            let router = api::admin::router(self.runtime.clone());
-            let mut stop = shutdown.clone();
-            tokio::spawn(async move {
-                let serve = axum::serve(self.admin, router).with_graceful_shutdown(async move {
-                    stopped(&mut stop).await;
-                });
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "admin listener failed");
-                }
-            })
-        };
+        let admin = tokio::spawn(serve_admin(
+            self.admin,
+            self.runtime.clone(),
+            shutdown.clone(),
+        ));
         serve_api(self.api, self.runtime, shutdown).await;
         let _ = admin.await;
     }
@@ -126,9 +120,84 @@ async fn revoked_later(rt: Arc<Runtime>, cert: Option<tls::CertId>) {
     std::future::pending().await
 }
 
+/// Open connections the admin listener serves at once: probes, a Prometheus scraper and an
+/// operator need a handful; anything more on this port is not them.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// The plain-HTTP admin listener, with the API's header, idle and request time limits and a
+/// small connection cap (a partial header held open is closed after `header_timeout`).
+async fn serve_admin(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) {
+    let router = api::admin::router(rt.clone());
+    let graceful = GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "admin").increment(1);
+            continue;
+        };
+        let limits = rt.snapshot().config.settings.limits.clone();
+        let router = router
+            .clone()
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                limits.request_timeout,
+            ));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let stream = idle::IdleTimeout::new(tcp, limits.idle_timeout);
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+}
+
+/// Waits for a new socket's first byte (the TLS ClientHello) for at most `limit`; `false` if
+/// none came (a silent socket, or one closed at once).
+async fn first_byte(tcp: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut one = [0u8; 1];
+    matches!(
+        tokio::time::timeout(limit, tcp.peek(&mut one)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// Counts a failed handshake and logs it, at a bounded rate.
+fn handshake_failed(peer: SocketAddr, reason: &'static str) {
+    metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => reason).increment(1);
+    if telemetry::connection_log_allowed() {
+        tracing::info!(%peer, reason, "TLS handshake failed (further lines this second suppressed; see refex_tls_handshake_failures_total)");
+    }
+}
+
 async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) {
     let router = api::router(rt.clone());
     let graceful = GracefulShutdown::new();
+    let admission = Arc::new(admission::Admission::default());
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -144,72 +213,105 @@ async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch:
         };
         let snapshot = rt.snapshot();
         let limits = snapshot.config.settings.limits.clone();
+        // Admitted before any byte is read, or closed at once.
+        let (open, handshaking) = match admission.admit(peer.ip(), &limits) {
+            Ok(slots) => slots,
+            Err(refused) => {
+                metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => refused.as_str())
+                    .increment(1);
+                if telemetry::connection_log_allowed() {
+                    tracing::warn!(%peer, cap = refused.as_str(), "connection refused at a cap (further lines this second suppressed; see refex_connections_refused_total)");
+                }
+                drop(tcp);
+                continue;
+            }
+        };
+        metrics::gauge!(telemetry::CONNECTIONS_OPEN).set(admission.open() as f64);
         let acceptor = TlsAcceptor::from(snapshot.config.tls.clone());
         drop(snapshot);
         let router = router.clone();
         let watcher = graceful.watcher();
         let rt = rt.clone();
+        let gauge = admission.clone();
         tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let stream = idle::IdleTimeout::new(tcp, limits.idle_timeout);
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    let reason = tls::handshake_failure_reason(&e);
-                    metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => reason)
-                        .increment(1);
-                    tracing::info!(%peer, reason, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => "timeout")
-                        .increment(1);
-                    tracing::info!(%peer, reason = "timeout", "TLS handshake failed");
-                    return;
-                }
-            };
-            metrics::counter!(telemetry::TLS_HANDSHAKES).increment(1);
-            let Some(fingerprint) = tls::peer_fingerprint(tls.get_ref().1) else {
-                // Unreachable with client authentication required; refuse rather than serve.
-                return;
-            };
-            let cert_id = tls::peer_cert_id(tls.get_ref().1);
-            let service = router.map_request(
-                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(PeerCertificate(fingerprint));
-                    req
-                },
-            );
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            builder.http2().timer(TokioTimer::new());
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(tls),
-                TowerToHyperService::new(service),
-            );
-            // A reload whose CRL revokes this connection's certificate ends the connection
-            // (the next handshake with it fails anyway).
-            let revoked = revoked_later(rt.clone(), cert_id);
-            tokio::select! {
-                ended = watcher.watch(conn.into_owned()) => {
-                    if let Err(e) = ended {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                () = revoked => {
-                    tracing::info!(%peer, "certificate revoked by a reload: connection closed");
-                }
-            }
+            serve_connection(
+                tcp,
+                peer,
+                limits,
+                acceptor,
+                handshaking,
+                router,
+                watcher,
+                rt,
+            )
+            .await;
+            drop(open);
+            metrics::gauge!(telemetry::CONNECTIONS_OPEN).set(gauge.open() as f64);
         });
     }
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("shutdown grace ran out; closing remaining connections"),
+    }
+}
+
+/// One admitted connection: its first byte within the limit, its TLS handshake (the slot is
+/// given back when it ends), then HTTP until it closes, idles out or is revoked.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limits: crate::config::settings::Limits,
+    acceptor: TlsAcceptor,
+    handshaking: admission::HandshakeSlot,
+    router: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    rt: Arc<Runtime>,
+) {
+    let _ = tcp.set_nodelay(true);
+    if !first_byte(&tcp, limits.first_byte_timeout).await {
+        handshake_failed(peer, "no-client-hello");
+        return;
+    }
+    let stream = idle::IdleTimeout::new(tcp, limits.idle_timeout);
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return handshake_failed(peer, tls::handshake_failure_reason(&e)),
+        Err(_) => return handshake_failed(peer, "timeout"),
+    };
+    drop(handshaking);
+    metrics::counter!(telemetry::TLS_HANDSHAKES).increment(1);
+    let Some(fingerprint) = tls::peer_fingerprint(tls.get_ref().1) else {
+        // Unreachable with client authentication required; refuse rather than serve.
+        return;
+    };
+    let cert_id = tls::peer_cert_id(tls.get_ref().1);
+    let service = router.map_request(
+        move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(PeerCertificate(fingerprint));
+            req
+        },
+    );
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service));
+    // A reload whose CRL revokes this connection's certificate ends the connection
+    // (the next handshake with it fails anyway).
+    let revoked = revoked_later(rt.clone(), cert_id);
+    tokio::select! {
+        ended = watcher.watch(conn.into_owned()) => {
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = revoked => {
+            tracing::info!(%peer, "certificate revoked by a reload: connection closed");
+        }
     }
 }

@@ -22,6 +22,10 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "refex_tls_handshake_failures_total";
 pub const TLS_HANDSHAKES: &str = "refex_tls_handshakes_total";
 /// Held referrals escalated for being undecided past the review deadline.
 pub const HOLDS_ESCALATED: &str = "refex_holds_escalated";
+/// Sockets closed at accept because a connection cap was reached, by cap.
+pub const CONNECTIONS_REFUSED: &str = "refex_connections_refused_total";
+/// Open API connections.
+pub const CONNECTIONS_OPEN: &str = "refex_connections_open";
 /// Requests refused by a partner's rate limit.
 pub const RATE_LIMITED: &str = "refex_rate_limited_total";
 
@@ -44,6 +48,25 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Log lines per second about refused or failed connections: a flood of bad handshakes is
+/// counted in full by the metrics, and logged only this often so the log cannot be flooded.
+const CONNECTION_LOG_PER_SECOND: u32 = 5;
+
+/// Whether a line about a refused or failed connection may be logged now (see
+/// [`CONNECTION_LOG_PER_SECOND`]).
+pub fn connection_log_allowed() -> bool {
+    static LIMITER: OnceLock<governor::DefaultDirectRateLimiter> = OnceLock::new();
+    LIMITER
+        .get_or_init(|| {
+            governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::new(CONNECTION_LOG_PER_SECOND)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            ))
+        })
+        .check()
+        .is_ok()
+}
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics() -> &'static PrometheusHandle {

@@ -57,7 +57,31 @@ async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
 /// `POST /admin/reload`: partners, agreements, schemas, keys, certificates and CRLs read
 /// again; `422 config-refused` with every problem if any, the old configuration staying in
 /// force.
-async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
+async fn reload(State(rt): State<Arc<Runtime>>, headers: axum::http::HeaderMap) -> Response {
+    // Operators reload with curl or a signal; a browser page on any site could send a simple
+    // cross-site POST to a loopback port, so any Origin, and any form or text body, is refused.
+    let simple = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| {
+            matches!(
+                m.as_str(),
+                "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+            )
+        });
+    if headers.contains_key(header::ORIGIN) || simple {
+        return ApiError::CrossSite(
+            "a reload from a web page is refused: send SIGHUP, or POST with no Origin and no form or text body",
+        )
+        .into_response();
+    }
     match crate::reload::reload(&rt, "operator:admin-reload").await {
         Ok(r) => Json(
             json!({ "status": "reloaded", "partners": r.partners, "agreements": r.agreements }),

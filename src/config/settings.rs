@@ -89,6 +89,23 @@ pub struct Limits {
     /// Longest time a request may take; above the inbox long-poll ceiling of 60 s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Open API connections, in every state: past this a new socket is closed at once. 4096
+    /// idle mutual-TLS connections cost about 130 MiB (33 KiB each, measured by `refex
+    /// bench`), far below the file-descriptor limit the gateway raises at start.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// TLS handshakes in flight at once: each costs a key exchange and a certificate chain
+    /// check (about a millisecond of CPU); more than a few hundred waiting only adds latency.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Handshakes in flight from one address: one host (or a flood of silent sockets from it)
+    /// cannot take the handshake slots partners need. A partner's system opens a handful.
+    #[serde(default = "default_max_handshakes_per_address")]
+    pub max_handshakes_per_address: usize,
+    /// A socket that sends no byte (no TLS ClientHello) by then is closed: a real client
+    /// sends its ClientHello as soon as TCP connects.
+    #[serde(default = "default_first_byte_timeout", with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -100,6 +117,10 @@ impl Default for Limits {
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
             request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+            max_handshakes: default_max_handshakes(),
+            max_handshakes_per_address: default_max_handshakes_per_address(),
+            first_byte_timeout: default_first_byte_timeout(),
         }
     }
 }
@@ -413,6 +434,18 @@ fn default_header_timeout() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(120)
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_max_handshakes() -> usize {
+    256
+}
+fn default_max_handshakes_per_address() -> usize {
+    32
+}
+fn default_first_byte_timeout() -> Duration {
+    Duration::from_secs(3)
 }
 fn default_close_undecided_after() -> Duration {
     Duration::from_secs(30 * 24 * 3600)

@@ -32,9 +32,29 @@ pub struct Served {
 
 /// Starts `refex serve` in `dir` on `store_url` and waits for its ready line.
 pub fn serve(dir: &Path, store_url: &str) -> Served {
-    let mut child = Command::new(BIN)
+    serve_command(
+        dir,
+        Command::new(BIN).args(["serve", "--data-dir", "data", "--store-url", store_url]),
+    )
+}
+
+/// As [`serve`], started with a soft open-file limit of `soft` (as a default systemd service
+/// or a shell would give it), through `sh -c 'ulimit -Sn …; exec refex serve …'`.
+pub fn serve_with_open_files(dir: &Path, store_url: &str, soft: u32) -> Served {
+    serve_command(
+        dir,
+        Command::new("sh").args([
+            "-c",
+            &format!("ulimit -Sn {soft} && exec \"$0\" serve --data-dir data --store-url \"$1\""),
+            BIN,
+            store_url,
+        ]),
+    )
+}
+
+fn serve_command(dir: &Path, command: &mut Command) -> Served {
+    let mut child = command
         .current_dir(dir)
-        .args(["serve", "--data-dir", "data", "--store-url", store_url])
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .spawn()
