@@ -119,8 +119,12 @@ pub struct Record {
     /// Who submitted it (sender only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_by: Option<String>,
-    /// The lawful basis, with its regime and every condition.
+    /// The lawful basis, with its regime and every condition, as stated.
     pub lawful_basis: LawfulBasis,
+    /// The Article 10 basis in effect for criminal offence data (stated, or the Part 1/2
+    /// Schedule 1 condition relied on; derived, so named apart from what was stated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub article10_in_effect: Option<crate::lawful::Article10>,
     /// Consent.
     pub consent: ConsentShown,
     /// Whether the person was told.
@@ -238,6 +242,7 @@ pub fn record(detail: &ReferralDetail, viewer: &Viewer, storage_key: &StorageKey
             .map(ToString::to_string)
             .filter(|_| sender_view),
         lawful_basis: r.lawful_basis,
+        article10_in_effect: r.lawful_basis.article10_in_effect(),
         consent: ConsentShown {
             consent: r.consent,
             justification,
@@ -262,7 +267,7 @@ pub const CSV_HEADER: &[&str] = &[
     "article6",
     "article9",
     "dpa2018_schedule1",
-    "article10",
+    "article10_in_effect",
     "section35",
     "sensitive_processing",
     "dpa2018_schedule8",

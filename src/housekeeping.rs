@@ -41,6 +41,9 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
         let cutoff = now - partner.inbox_retention.as_secs() as i64;
         report.expired += rt.store.expire_deliveries(&partner.id, cutoff, now).await?;
     }
+    // A partner removed from the configuration can no longer fetch: what waits for it goes.
+    let known: Vec<crate::identity::PartnerId> = config.partners.keys().cloned().collect();
+    report.expired += rt.store.expire_unknown_recipients(&known, now).await?;
     let review_cutoff = now - config.settings.review.escalate_after.as_secs() as i64;
     report.escalated = rt.store.escalate_holds(review_cutoff, now).await?;
     let close_cutoff = now - config.settings.review.close_undecided_after.as_secs() as i64;

@@ -408,6 +408,33 @@ impl LawfulBasis {
         }
     }
 
+    /// The first member that relies on the person's consent (a consent basis is only lawful
+    /// when consent was given), if any.
+    pub fn relies_on_consent(&self) -> Option<&'static str> {
+        match self {
+            LawfulBasis::UkGdpr(b) => {
+                if b.article6 == Article6::Consent {
+                    Some("article6")
+                } else if b.article9 == Article9::ExplicitConsent {
+                    Some("article9")
+                } else if b.article10 == Some(Article10::Schedule1(Schedule1::Para29Consent)) {
+                    Some("article10")
+                } else {
+                    None
+                }
+            }
+            LawfulBasis::Part3(b) => {
+                if b.section35 == Section35::Consent {
+                    Some("section35")
+                } else if b.sensitive == SensitiveProcessing::Consent {
+                    Some("sensitive_processing")
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
     /// Every condition in words, for people (the review page, disclosure records).
     pub fn describe(&self) -> Vec<(&'static str, String)> {
         match self {
@@ -587,11 +614,10 @@ pub fn check(basis: &LawfulBasis, criminal_offence_data: bool) -> Result<(), Unl
                 return Err(unlawful(
                     "dpa2018_schedule1",
                     format!(
-                        "{c:?} is not a DPA 2018 Schedule 1 condition ({} needs {})",
+                        "{c} is not a DPA 2018 Schedule 1 condition (Article 9 {} needs {})",
                         b.article9,
                         needs_text(b.article9.needs())
-                    )
-                    .replace('"', ""),
+                    ),
                 ));
             }
             match (b.article9.needs(), b.schedule1) {
@@ -804,7 +830,7 @@ impl AcceptedBasis {
             } => {
                 for c in schedule1.iter().filter(|c| c.part() == Part::None) {
                     out.push(format!(
-                        "schedule1 {c:?} is not a DPA 2018 Schedule 1 condition (Article 9 \
+                        "schedule1 {c} is not a DPA 2018 Schedule 1 condition (Article 9 \
                          {article9} needs {})",
                         needs_text(article9.needs())
                     ));
@@ -854,7 +880,7 @@ impl AcceptedBasis {
                     if let Article10::Schedule1(c) = a {
                         if c.part() == Part::None {
                             out.push(format!(
-                                "article10 {c:?} is not a DPA 2018 Schedule 1 condition"
+                                "article10 {c} is not a DPA 2018 Schedule 1 condition"
                             ));
                         }
                     }

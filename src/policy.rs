@@ -14,8 +14,9 @@
 //! - **Auditors** and **data protection officers** read disclosure records, answer subject
 //!   access and read the audit trail's proofs; they never act as the organisation.
 //! - **Commissioners** are people with the `commissioner` role: they receive anonymised
-//!   aggregates and nothing else. A commissioner organisation's *system* certificate gets
-//!   nothing beyond `whoami`: aggregates are read by people.
+//!   aggregates and nothing else. A commissioner organisation's *system* certificate gets no
+//!   aggregates (they are read by people); like any system it may act for its organisation,
+//!   which, with no agreements, can send and receive nothing.
 //! - Public documents (JWKS, OpenAPI) are served to any verified certificate, mapped or not.
 
 use crate::identity::{Actor, Principal, Role};

@@ -211,10 +211,12 @@ pub fn fact(
     let month = time::OffsetDateTime::from_unix_timestamp(row.received_at)
         .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
         .unwrap_or_else(|_| "unknown".into());
-    let review = match (row.decision, row.status) {
-        (Some(Verdict::Approve), _) => "approved",
-        (Some(Verdict::Reject), _) | (_, DeliveryStatus::RejectedByReview) => "rejected",
-        (_, DeliveryStatus::HeldForReview) => "pending",
+    let review = match (row.decision, row.status, row.held) {
+        (Some(Verdict::Approve), _, _) => "approved",
+        (Some(Verdict::Reject), _, _) | (_, DeliveryStatus::RejectedByReview, _) => "rejected",
+        (_, DeliveryStatus::HeldForReview, _) => "pending",
+        (_, DeliveryStatus::ExpiredUndecided, _) => "closed-undecided",
+        (None, DeliveryStatus::Withdrawn, true) => "withdrawn-before-review",
         _ => "not-reviewed",
     };
     Fact {

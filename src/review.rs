@@ -43,9 +43,12 @@ pub enum ReviewError {
     /// The caller submitted this referral (with any of their certificates).
     #[error("four eyes: the person who submitted a referral cannot decide it")]
     FourEyes,
-    /// It was already decided.
+    /// It was already decided (or closed undecided).
     #[error("this referral has already been decided")]
     AlreadyDecided,
+    /// The sender withdrew it before a decision.
+    #[error("the sender withdrew this referral before it was decided")]
+    Withdrawn,
     /// The decision does not say what to do with each held recipient, or is malformed.
     #[error("{0}")]
     Invalid(String),
@@ -216,7 +219,14 @@ pub fn preview(pending: &Pending, config: &Config) -> Preview {
                 to: d.recipient.clone(),
                 name: partner.map_or_else(|| d.recipient.to_string(), |p| p.name.clone()),
                 digest: digest(
-                    &[d.recipient.as_str(), agreement, &view_name, &version],
+                    &[
+                        pending.detail.referral.id.as_str(),
+                        d.id.as_str(),
+                        d.recipient.as_str(),
+                        agreement,
+                        &view_name,
+                        &version,
+                    ],
                     &disclosed,
                     &minimised.withheld,
                 ),
@@ -308,13 +318,16 @@ pub struct Plan {
 }
 
 /// Decides a lead's request on a held referral. Pure: the preview is computed against the
-/// configuration in force, `last_shown` is what the store says this lead was last shown.
+/// configuration in force; `shown` is every preview of this referral the store says this lead
+/// was shown, newest first. An approval stands only if what would be released now was shown
+/// to this lead: the digest it presents (or, presenting none, the last one shown) must be
+/// the current one, and one this lead was shown.
 pub fn decide(
     pending: &Pending,
     preview: &Preview,
     caller: &Principal,
     request: &Request,
-    last_shown: Option<&[PreviewShown]>,
+    shown: &[Vec<PreviewShown>],
 ) -> Result<Plan, ReviewError> {
     if pending.detail.submitted_by() == Some(&ActorRef::from(caller)) {
         return Err(ReviewError::FourEyes);
@@ -382,15 +395,18 @@ pub fn decide(
                         reason: reason.clone(),
                     });
                 }
-                let seen = presented.clone().or_else(|| {
-                    last_shown.and_then(|shown| {
-                        shown
-                            .iter()
-                            .find(|s| s.to == d.recipient)
-                            .map(|s| s.preview.clone())
-                    })
-                });
-                if seen.as_deref() != Some(now.digest.as_str()) {
+                let digest_of = |set: &Vec<PreviewShown>| {
+                    set.iter()
+                        .find(|s| s.to == d.recipient)
+                        .map(|s| s.preview.clone())
+                };
+                let approved = presented
+                    .clone()
+                    .or_else(|| shown.first().and_then(digest_of));
+                let was_shown = shown
+                    .iter()
+                    .any(|set| digest_of(set).as_deref() == Some(now.digest.as_str()));
+                if approved.as_deref() != Some(now.digest.as_str()) || !was_shown {
                     stale.push(d.recipient.clone());
                     continue;
                 }
@@ -462,14 +478,30 @@ impl<'a> Service<'a> {
             .filter(|d| d.referral.sender == caller.partner)
             .ok_or(ReviewError::NotFound)?;
         let Some(sealed) = store.hold_sealed(id).await? else {
+            // Read again: the hold may have gone after the first read (a decision or a
+            // withdrawal committing meanwhile).
+            let detail = store
+                .referral_detail(id)
+                .await?
+                .ok_or(ReviewError::NotFound)?;
             let decided = detail.events.iter().any(|e| {
                 matches!(
                     e.event,
                     AuditEvent::Reviewed(_) | AuditEvent::ClosedUndecided(_)
                 )
             });
+            let was_held = detail
+                .events
+                .iter()
+                .any(|e| matches!(e.event, AuditEvent::Held(_)));
+            let withdrawn = detail
+                .deliveries
+                .iter()
+                .any(|d| d.status == DeliveryStatus::Withdrawn);
             return Err(if decided {
                 ReviewError::AlreadyDecided
+            } else if was_held && withdrawn {
+                ReviewError::Withdrawn
             } else {
                 ReviewError::NotFound
             });
@@ -539,10 +571,10 @@ impl<'a> Service<'a> {
         let preview = preview(&pending, config);
         let request = request(&pending, &preview);
         let actor = ActorRef::from(caller);
-        let last_shown = rt.store.last_preview_shown(id, &actor).await?;
+        let shown = rt.store.previews_shown(id, &actor).await?;
         let now = rt.clock.unix_seconds();
         let at = now as i64;
-        let plan = match decide(&pending, &preview, caller, &request, last_shown.as_deref()) {
+        let plan = match decide(&pending, &preview, caller, &request, &shown) {
             Ok(plan) => plan,
             Err(ReviewError::NoLongerPermitted { recipient, reason }) => {
                 let event = AuditRecord::new(
@@ -634,13 +666,17 @@ impl<'a> Service<'a> {
                     .map_err(|e| ReviewError::Release(e.to_string()))?,
             });
         }
-        // A correction replaces the original only once it reaches someone.
+        // A correction replaces the original for the recipients it is released to, only.
         let withdraws = pending
             .claims
             .referral
             .supersedes
             .clone()
-            .filter(|_| !releases.is_empty());
+            .filter(|_| !releases.is_empty())
+            .map(|original| crate::store::records::Supersession {
+                original,
+                recipients: releases.iter().map(|r| r.recipient.clone()).collect(),
+            });
         let outcome = rt
             .store
             .decide_hold(&ReviewCommit {

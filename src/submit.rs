@@ -109,6 +109,31 @@ async fn blocking<T: Send + 'static>(
 enum Step {
     Ready(Acceptance),
     Correction(Decided),
+    /// Refused after the claims were read: if it is a retry of a referral already accepted
+    /// (the same `jti` and claims), the answer is that acceptance, not this refusal (the
+    /// `iat` may have aged, or the agreement gone, since).
+    Refused(SubmitError, Retry),
+}
+
+/// What identifies a submission as a retry of an earlier one.
+struct Retry {
+    jti: String,
+    digest: String,
+}
+
+/// A refusal, with what identifies the submission when its claims could be read.
+struct Refusal {
+    error: SubmitError,
+    retry: Option<Retry>,
+}
+
+impl<E: Into<SubmitError>> From<E> for Refusal {
+    fn from(e: E) -> Self {
+        Refusal {
+            error: e.into(),
+            retry: None,
+        }
+    }
 }
 
 async fn run(
@@ -121,7 +146,14 @@ async fn run(
         let (rt2, caller) = (rt.clone(), caller.clone());
         blocking(rt, move || {
             let snapshot = rt2.snapshot();
-            let decided = decide(&snapshot.config, &caller, &body, now)?;
+            let decided = match decide(&snapshot.config, &caller, &body, now) {
+                Ok(d) => d,
+                Err(Refusal {
+                    error,
+                    retry: Some(retry),
+                }) => return Ok(Step::Refused(error, retry)),
+                Err(Refusal { error, .. }) => return Err(error),
+            };
             if decided.claims.referral.supersedes.is_none() {
                 let built = build(
                     &snapshot.config,
@@ -140,6 +172,14 @@ async fn run(
     };
     let acceptance = match step {
         Step::Ready(acceptance) => acceptance,
+        Step::Refused(error, retry) => {
+            return match rt.store.prior_acceptance(&caller.partner, &retry.jti).await {
+                Ok(Some(prior)) if prior.digest == retry.digest => {
+                    original(rt, &caller.partner, prior.referral_id).await
+                }
+                _ => Err(error),
+            };
+        }
         Step::Correction(decided) => {
             let acked_old = superseded_recipients(rt, caller, &decided.claims).await?;
             let (rt2, caller) = (rt.clone(), caller.clone());
@@ -304,7 +344,7 @@ pub fn prepare(
     body: &[u8],
     now: u64,
 ) -> Result<Acceptance, SubmitError> {
-    let decided = decide(config, caller, body, now)?;
+    let decided = decide(config, caller, body, now).map_err(|r| r.error)?;
     build(config, ids, caller, &decided, &[], now)
 }
 
@@ -313,7 +353,7 @@ fn decide(
     caller: &Principal,
     body: &[u8],
     now: u64,
-) -> Result<Decided, SubmitError> {
+) -> Result<Decided, Refusal> {
     let sender_keys = config
         .partners
         .get(&caller.partner)
@@ -321,7 +361,13 @@ fn decide(
         .ok_or(EnvelopeError::SignerNotSender)?;
     let signed_payload = referral::open(body, &config.gateway_keys, sender_keys)?;
     let claims = intake::parse(&signed_payload, &config.schemas)?;
-    let decision = intake::decide(&claims, caller, config, now)?;
+    let decision = intake::decide(&claims, caller, config, now).map_err(|e| Refusal {
+        error: e.into(),
+        retry: Some(Retry {
+            jti: claims.jti.clone(),
+            digest: claims_digest(&signed_payload),
+        }),
+    })?;
     Ok(Decided {
         claims,
         decision,
@@ -466,12 +512,22 @@ fn build(
     } else {
         None
     };
-    // A correction withdraws the original once one of its own copies enters an inbox; a
-    // correction held for review does it when a lead releases it (never if it is rejected).
+    // A correction replaces the original for a recipient once its own copy enters that
+    // recipient's inbox; a copy held for review does it when a lead releases it (never if it
+    // is rejected).
+    let replaced: Vec<PartnerId> = deliveries
+        .iter()
+        .filter(|d| d.status.in_inbox())
+        .map(|d| d.recipient.clone())
+        .collect();
     let withdraws = r
         .supersedes
         .clone()
-        .filter(|_| deliveries.iter().any(|d| d.status.in_inbox()));
+        .filter(|_| !replaced.is_empty())
+        .map(|original| crate::store::records::Supersession {
+            original,
+            recipients: replaced,
+        });
     Ok(Acceptance {
         referral: ReferralRecord {
             id: referral_id,

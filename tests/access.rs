@@ -313,14 +313,26 @@ async fn lawful_bases_follow_the_law(store: Option<String>) {
         .post_as("probation", "probation", &support("lb-jti-0001"))
         .await;
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    // With an override it is refused: the agreement requires consent (403), and a consent
+    // basis without consent is not law in itself (422 naming the member).
     let mut overridden = support("lb-jti-0002");
     overridden["referral"]["consent"] = json!({ "status": "not-sought",
         "override": "risk-of-significant-harm", "justification": "Risk." });
+    overridden["referral"]["lawful_basis"] = json!({ "article6": "public-task",
+        "article9": "substantial-public-interest", "dpa2018_schedule1": "para-6-statutory-purposes" });
     let res = h.post_as("probation", "probation", &overridden).await;
     assert_eq!(res.status(), 403);
     assert_eq!(
         res.json::<Value>().await.unwrap()["type"],
         "urn:refex:problem:consent-required"
+    );
+    let mut consent_basis = support("lb-jti-0008");
+    consent_basis["referral"]["consent"] = overridden["referral"]["consent"].clone();
+    let res = h.post_as("probation", "probation", &consent_basis).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["errors"][0]["pointer"],
+        "/lawful_basis/article6"
     );
 
     let refused = async |doc: &Value, sender: &str| -> Value {
@@ -395,8 +407,8 @@ async fn lawful_bases_follow_the_law(store: Option<String>) {
     imara["referral"]["payload"] = example("safeguarding-concern", "child-neglect");
     imara["referral"]["lawful_basis"] = part3["referral"]["lawful_basis"].clone();
     let res = h.post_as("imara", "imara", &imara).await;
-    assert_eq!(res.status(), 403);
     let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["status"], 403, "{problem}");
     assert_eq!(problem["type"], "urn:refex:problem:lawful-basis-not-agreed");
     assert!(
         problem["detail"]
@@ -413,4 +425,134 @@ on_both_stores! {
     subject_access => subject_access_is_scoped,
     cross_site => no_simple_cross_site_state_change,
     lawful_basis => lawful_bases_follow_the_law,
+}
+
+/// Small refusals that must hold: a consent basis without consent; a decision naming a
+/// recipient twice or giving a reason with an approval; `HEAD` (a fetch without its body);
+/// a request another site's page made; an id that is not text.
+async fn edges_are_refused(store: Option<String>) {
+    let h = Harness::start(store).await;
+    // A consent basis when consent was refused.
+    let mut doc = common::partner::override_claims(&["cambs-idva"], "edge-jti-0001");
+    doc["referral"]["type"] = json!("domestic-abuse");
+    doc["referral"]["payload"] = example("domestic-abuse", "police-high-risk");
+    doc["referral"]["lawful_basis"] = json!({ "article6": "consent",
+        "article9": "explicit-consent", "article10": "para-29-consent" });
+    doc["referral"]["consent"]["status"] = json!("refused");
+    let res = h.post_as("notts-police", "notts-police", &doc).await;
+    assert_eq!(res.status(), 422);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["errors"][0]["pointer"], "/lawful_basis/article6");
+
+    // A decision body naming a recipient twice, or with a reason on an approval.
+    let id = h
+        .submit_held(
+            &h.gw.system("notts-police"),
+            &common::partner::override_claims(&["imara"], "edge-jti-0002"),
+        )
+        .await;
+    let lead = h.gw.person("notts-police", "dsl-b");
+    let url = h.gw.url(&format!("/v1/reviews/{id}/decision"));
+    let res = lead
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"recipients":{"imara":{"decision":"reject","reason":"x"},"imara":{"decision":"approve"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = lead
+        .post(&url)
+        .json(&json!({ "decision": "approve", "reason": "Proportionate." }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(h.count("holds").await, 1, "nothing decided");
+
+    // HEAD of a delivery is not a fetch.
+    let res = h
+        .post_as(
+            "notts-police",
+            "notts-police",
+            &common::partner::claims("notts-police", "imara", "edge-jti-0003"),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let imara = h.gw.system("imara");
+    let page: Value = imara
+        .get(h.gw.url("/v1/inbox"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dlv = page["messages"][0]["id"].as_str().unwrap().to_owned();
+    let res = imara
+        .head(h.gw.url(&format!("/v1/inbox/{dlv}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert!(
+        !h.audit().await.iter().any(|(k, _)| k == "fetched"),
+        "HEAD fetched nothing"
+    );
+
+    // What a page on another site fetched with a lead's certificate.
+    for (dest, mode) in [("image", "no-cors"), ("empty", "cors")] {
+        let res = lead
+            .get(h.gw.url(&format!("/v1/reviews/{id}")))
+            .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-dest", dest)
+            .header("sec-fetch-mode", mode)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        let res = lead
+            .get(h.gw.url(&format!("/console/reviews/{id}")))
+            .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-dest", dest)
+            .header("sec-fetch-mode", mode)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+    }
+    // A link from elsewhere still opens the console page.
+    let res = lead
+        .get(h.gw.url(&format!("/console/reviews/{id}")))
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-dest", "document")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // An id that is not text: 404 as a problem, not a library's plain text.
+    let res = imara
+        .get(h.gw.url("/v1/inbox/%FF%FE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    // The console's notice only names a referral id.
+    let html = lead
+        .get(h.gw.url("/console/?decided=Call%20this%20number"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("Call this number"));
+    h.gw.stop().await;
+}
+
+on_both_stores! {
+    edges => edges_are_refused,
 }

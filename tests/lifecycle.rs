@@ -545,3 +545,235 @@ async fn undecided_holds_close_without_release(store: Option<String>) {
 on_both_stores! {
     undecided_holds_close => undecided_holds_close_without_release,
 }
+
+/// Concurrent steps on one delivery never both act on the status they read: a fetch racing a
+/// withdrawal or an acknowledgement, and a decision racing a withdrawal, end in one coherent
+/// state, with no server error.
+async fn concurrent_steps_stay_coherent(store: Option<String>) {
+    let h = Arc::new(Harness::start(store).await);
+    let police = h.gw.system("notts-police");
+    let imara = h.gw.system("imara");
+    let mut pairs = Vec::new();
+    for i in 0..48 {
+        let res = h
+            .post_as(
+                "notts-police",
+                "notts-police",
+                &claims("notts-police", "imara", &format!("race-jti-{i:04}")),
+            )
+            .await;
+        pairs.push(json_of(res).await["id"].as_str().unwrap().to_owned());
+    }
+    let page = get(&imara, h.gw.url("/v1/inbox?limit=500")).await;
+    let deliveries: Vec<String> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(deliveries.len(), pairs.len());
+    let mut tasks = Vec::new();
+    for (i, (referral, delivery)) in pairs.iter().zip(&deliveries).enumerate() {
+        let (imara, police, h2) = (imara.clone(), police.clone(), h.clone());
+        let (referral, delivery) = (referral.clone(), delivery.clone());
+        tasks.push(tokio::spawn(async move {
+            let fetch = imara
+                .get(h2.gw.url(&format!("/v1/inbox/{delivery}")))
+                .send();
+            let other = if i % 2 == 0 {
+                police.post(h2.gw.url(&format!("/v1/referrals/{referral}/withdraw")))
+            } else {
+                imara.post(h2.gw.url(&format!("/v1/inbox/{delivery}/ack")))
+            }
+            .send();
+            let (a, b) = tokio::join!(fetch, other);
+            (a.unwrap().status().as_u16(), b.unwrap().status().as_u16())
+        }));
+    }
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        assert!(a == 200 || a == 404, "fetch: {a}");
+        assert!(b == 200 || b == 204, "withdraw or ack: {b}");
+    }
+    // Decisions racing withdrawals.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let id = h
+            .submit_held(
+                &police,
+                &override_claims(&["imara"], &format!("race-held-{i:04}")),
+            )
+            .await;
+        let lead = h.gw.person("notts-police", "dsl-b");
+        get(&lead, h.gw.url(&format!("/v1/reviews/{id}"))).await;
+        let (police, h2) = (police.clone(), h.clone());
+        tasks.push(tokio::spawn(async move {
+            let decide = lead
+                .post(h2.gw.url(&format!("/v1/reviews/{id}/decision")))
+                .json(&json!({ "decision": "approve" }))
+                .send();
+            let withdraw = police
+                .post(h2.gw.url(&format!("/v1/referrals/{id}/withdraw")))
+                .send();
+            let (a, b) = tokio::join!(decide, withdraw);
+            (a.unwrap().status().as_u16(), b.unwrap().status().as_u16())
+        }));
+    }
+    for t in tasks {
+        let (a, b) = t.await.unwrap();
+        assert!(matches!(a, 200 | 409), "decision: {a}");
+        assert_eq!(b, 200, "withdrawal");
+    }
+    // Every delivery in an inbox has its ciphertext; no fetch follows a withdrawal or ack.
+    let rows: Vec<(String, Option<String>)> = h
+        .sql(async |c| {
+            sqlx::query_as("SELECT status, sealed FROM deliveries")
+                .fetch_all(c)
+                .await
+                .unwrap()
+        })
+        .await;
+    for (status, sealed) in &rows {
+        assert_eq!(
+            sealed.is_some(),
+            matches!(status.as_str(), "queued" | "delivered"),
+            "{status} with sealed {}",
+            sealed.is_some()
+        );
+    }
+    let events: Vec<(String, Option<String>)> = h
+        .sql(async |c| {
+            sqlx::query_as("SELECT kind, delivery_id FROM audit_events ORDER BY idx")
+                .fetch_all(c)
+                .await
+                .unwrap()
+        })
+        .await;
+    let mut ended = std::collections::HashSet::new();
+    for (kind, delivery) in events {
+        let Some(d) = delivery else { continue };
+        match kind.as_str() {
+            "withdrawn" | "acknowledged" | "expired" => {
+                ended.insert(d);
+            }
+            "fetched" | "queued" => assert!(!ended.contains(&d), "{kind} after the end of {d}"),
+            _ => {}
+        }
+    }
+    match Arc::try_unwrap(h) {
+        Ok(h) => h.gw.stop().await,
+        Err(_) => panic!("harness still shared"),
+    }
+}
+
+/// A correction replaces the original only for the recipients its own copy reaches: a lead
+/// who approves it for one recipient and rejects it for another leaves the other with the
+/// original.
+async fn a_partly_released_correction_replaces_only_what_it_reaches(store: Option<String>) {
+    let h = Harness::start(store).await;
+    let mut original = claims("notts-police", "imara", "part-jti-0001");
+    original["referral"]["to"] = json!(["imara", "childrens-social-care"]);
+    let first = json_of(h.post_as("notts-police", "notts-police", &original).await).await;
+    let original_id = first["id"].as_str().unwrap().to_owned();
+    let mut correction = override_claims(&["imara", "childrens-social-care"], "part-jti-0002");
+    correction["referral"]["supersedes"] = json!(original_id);
+    let id = h
+        .submit_held(&h.gw.system("notts-police"), &correction)
+        .await;
+    let lead = h.gw.person("notts-police", "dsl-b");
+    let shown = get(&lead, h.gw.url(&format!("/v1/reviews/{id}"))).await;
+    let imara_preview = shown["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["to"] == "imara")
+        .unwrap()["preview"]
+        .clone();
+    let res = decide(
+        &h,
+        &lead,
+        &id,
+        json!({ "recipients": {
+            "imara": { "decision": "approve", "preview": imara_preview },
+            "childrens-social-care": { "decision": "reject", "reason": "Must not get the update." }
+        } }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let mut now = statuses(&h, &original_id).await;
+    now.sort();
+    assert_eq!(
+        now,
+        vec![
+            ("childrens-social-care".into(), "queued".into()),
+            ("imara".into(), "withdrawn".into())
+        ]
+    );
+    // The original's status names the correction that replaced it.
+    let status = get(
+        &h.gw.system("notts-police"),
+        h.gw.url(&format!("/v1/referrals/{original_id}")),
+    )
+    .await;
+    assert_eq!(status["superseded_by"], json!(id));
+    h.gw.stop().await;
+}
+
+/// An approval stands only on a preview of this referral that this lead was shown: neither
+/// another referral's digest nor one computed offline will do.
+async fn an_approval_needs_a_preview_of_this_referral_shown_to_this_lead(store: Option<String>) {
+    let h = Harness::start(store).await;
+    let police = h.gw.system("notts-police");
+    let a = h
+        .submit_held(&police, &override_claims(&["imara"], "shown-jti-0001"))
+        .await;
+    let b = h
+        .submit_held(&police, &override_claims(&["imara"], "shown-jti-0002"))
+        .await;
+    let lead = h.gw.person("notts-police", "dsl-b");
+    let shown_a = get(&lead, h.gw.url(&format!("/v1/reviews/{a}"))).await;
+    let res = decide(
+        &h,
+        &lead,
+        &b,
+        json!({ "decision": "approve", "preview": shown_a["preview"] }),
+    )
+    .await;
+    assert_eq!(res.status(), 409, "A's digest does not approve B");
+    // Another lead sees B; this lead presents B's digest without having been shown it.
+    let other = h.gw.person("notts-police", "dsl-a");
+    let shown_b = get(&other, h.gw.url(&format!("/v1/reviews/{b}"))).await;
+    let res = decide(
+        &h,
+        &lead,
+        &b,
+        json!({ "decision": "approve", "preview": shown_b["preview"] }),
+    )
+    .await;
+    assert_eq!(res.status(), 409, "a digest this lead was never shown");
+    assert!(inbox(&h, "imara").await.is_empty());
+    h.gw.stop().await;
+}
+
+/// A retry of an accepted referral is answered with the acceptance even when intake would
+/// refuse the same claims now (its `iat` has aged past the skew).
+async fn a_late_retry_still_gets_the_acceptance(store: Option<String>) {
+    let clock = ManualClock::at(SystemTime::now());
+    let h = Harness::start_full(common::Project::new(), store, Arc::new(clock.clone())).await;
+    let doc = claims("notts-police", "imara", "late-jti-0001");
+    let first = json_of(h.post_as("notts-police", "notts-police", &doc).await).await;
+    clock.advance(Duration::from_secs(6 * 60));
+    let res = h.post_as("notts-police", "notts-police", &doc).await;
+    assert_eq!(res.status(), 202);
+    let again = json_of(res).await;
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["repeated"], true);
+    h.gw.stop().await;
+}
+
+on_both_stores! {
+    concurrent_steps => concurrent_steps_stay_coherent,
+    partly_released_correction => a_partly_released_correction_replaces_only_what_it_reaches,
+    approval_needs_its_own_preview => an_approval_needs_a_preview_of_this_referral_shown_to_this_lead,
+    late_retry => a_late_retry_still_gets_the_acceptance,
+}

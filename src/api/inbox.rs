@@ -7,13 +7,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::principal::Caller;
+use super::principal::{Caller, PathId};
 use super::problem::ApiError;
 use super::referrals::APPLICATION_JOSE;
 use crate::audit::event::ActorRef;
@@ -107,7 +107,7 @@ pub async fn list(
 pub async fn fetch(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = DeliveryId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let at = rt.clock.unix_seconds() as i64;
@@ -130,7 +130,7 @@ pub async fn fetch(
 pub async fn ack(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = DeliveryId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let at = rt.clock.unix_seconds() as i64;
@@ -151,7 +151,7 @@ pub async fn ack(
 pub async fn withdraw(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let at = rt.clock.unix_seconds() as i64;

@@ -27,13 +27,17 @@ pub struct PeerCertificate(pub Fingerprint);
 pub struct Caller(pub Principal);
 
 /// Resolves the caller, if the certificate maps to one; refusing is the permission layer's
-/// job (public documents are served to unmapped certificates).
+/// job (public documents are served to unmapped certificates). `HEAD` is refused here, for
+/// every route: a fetch must never happen without its body being sent.
 pub async fn resolve(State(rt): State<Arc<Runtime>>, mut request: Request, next: Next) -> Response {
     let fingerprint = request.extensions().get::<PeerCertificate>().map(|p| p.0);
     let principal = fingerprint.and_then(|fp| rt.snapshot().config.principal(&fp).cloned());
     if let Some(p) = principal {
         tracing::Span::current().record("principal", tracing::field::display(&p));
         request.extensions_mut().insert(Caller(p));
+    }
+    if request.method() == Method::HEAD {
+        return not_served(&request, ApiError::MethodNotAllowed);
     }
     next.run(request).await
 }
@@ -87,6 +91,28 @@ fn cross_site(request: &Request) -> Option<ApiError> {
     }
 }
 
+/// Refuses what a browser fetched for another site's page (`Sec-Fetch-Site` other than
+/// `same-origin` or `none`): partner systems send no such header, and a person's certificate
+/// must not let an `<img>` or a script on another site read a preview (which is audited as
+/// read, and binds an approval) or change anything. A console page may still be opened from a
+/// link elsewhere (a top-level navigation to a document).
+fn fetched_for_another_site(request: &Request) -> Option<ApiError> {
+    let headers = request.headers();
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())?;
+    if matches!(site, "same-origin" | "none") {
+        return None;
+    }
+    let navigation = request.method() == Method::GET
+        && is_console(request.uri().path())
+        && headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()) == Some("navigate")
+        && headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()) == Some("document");
+    (!navigation).then_some(ApiError::CrossSite(
+        "a request a page on another site made is refused",
+    ))
+}
+
 /// The permission layer of one route: asks the policy, refuses with a problem (HTML on the
 /// console) before the handler runs.
 pub async fn enforce(
@@ -96,7 +122,7 @@ pub async fn enforce(
 ) -> Response {
     let caller = request.extensions().get::<Caller>().map(|c| &c.0);
     let refused = match policy::decide(caller, permission) {
-        Ok(()) => cross_site(&request),
+        Ok(()) => fetched_for_another_site(&request).or_else(|| cross_site(&request)),
         Err(Denied::UnknownPrincipal) => Some(ApiError::UnknownPrincipal),
         Err(Denied::NotGranted { .. }) => Some(ApiError::NotPermitted(permission)),
     };
@@ -143,5 +169,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .ok_or(ApiError::UnknownPrincipal)
+    }
+}
+
+/// A route's `{id}` path segment. A segment that is not text (invalid UTF-8, bad escapes) is
+/// `404` like any unknown id — as a problem, or a console page — never axum's plain-text
+/// rejection.
+#[derive(Clone, Debug)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(PathId(id)),
+            Err(_) => {
+                let caller = parts.extensions.get::<Caller>().map(|c| &c.0);
+                Err(if is_console(parts.uri.path()) {
+                    crate::console::problem_page(&ApiError::NotFound, caller).into_response()
+                } else {
+                    ApiError::NotFound.into_response()
+                })
+            }
+        }
     }
 }

@@ -315,6 +315,7 @@ fn review_parts(e: &ReviewError) -> (StatusCode, &'static str, &'static str) {
         ReviewError::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
         ReviewError::FourEyes => (S::FORBIDDEN, "four-eyes", "Four eyes"),
         ReviewError::AlreadyDecided => (S::CONFLICT, "already-decided", "Already decided"),
+        ReviewError::Withdrawn => (S::CONFLICT, "referral-withdrawn", "Withdrawn by the sender"),
         ReviewError::Invalid(_) => (
             S::UNPROCESSABLE_ENTITY,
             "invalid-decision",

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::principal::Caller;
+use super::principal::{Caller, PathId};
 use super::problem::ApiError;
 use crate::access;
 use crate::disclosure;
@@ -24,7 +24,7 @@ use crate::subject::Identifiers;
 pub async fn disclosure(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let snapshot = rt.snapshot();

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::limits::read_body;
-use super::principal::Caller;
+use super::principal::{Caller, PathId};
 use super::problem::ApiError;
 use crate::ids::ReferralId;
 use crate::runtime::Runtime;
@@ -81,7 +81,7 @@ pub async fn create(
 pub async fn status(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let states = rt

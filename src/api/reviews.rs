@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::header;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::principal::Caller;
+use super::principal::{Caller, PathId};
 use super::problem::ApiError;
 use crate::identity::PartnerId;
 use crate::ids::ReferralId;
@@ -187,7 +187,7 @@ impl ReviewView {
 pub async fn show(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let shown = Service::new(&rt).show(&caller, &id).await?;
@@ -232,12 +232,21 @@ pub struct DecisionBody {
     recipients: Option<BTreeMap<PartnerId, RecipientChoice>>,
 }
 
-fn choice(decision: Verdict, reason: Option<String>, preview: Option<String>) -> Choice {
+fn choice(
+    decision: Verdict,
+    reason: Option<String>,
+    preview: Option<String>,
+) -> Result<Choice, ApiError> {
     match decision {
-        Verdict::Approve => Choice::Approve { preview },
-        Verdict::Reject => Choice::Reject {
+        Verdict::Approve if reason.as_deref().is_some_and(|r| !r.trim().is_empty()) => {
+            Err(ApiError::Review(crate::review::ReviewError::Invalid(
+                "a reason is given with a rejection only; an approval records who approved".into(),
+            )))
+        }
+        Verdict::Approve => Ok(Choice::Approve { preview }),
+        Verdict::Reject => Ok(Choice::Reject {
             reason: reason.unwrap_or_default(),
-        },
+        }),
     }
 }
 
@@ -248,12 +257,12 @@ fn request_of(body: DecisionBody) -> Result<RequestShape, ApiError> {
         detail: detail.to_owned(),
     };
     match (body.decision, body.recipients) {
-        (Some(d), None) => Ok(RequestShape::All(choice(d, body.reason, body.preview))),
+        (Some(d), None) => Ok(RequestShape::All(choice(d, body.reason, body.preview)?)),
         (None, Some(map)) if body.reason.is_none() && body.preview.is_none() => {
             Ok(RequestShape::Each(
                 map.into_iter()
-                    .map(|(to, c)| (to, choice(c.decision, c.reason, c.preview)))
-                    .collect(),
+                    .map(|(to, c)| Ok((to, choice(c.decision, c.reason, c.preview)?)))
+                    .collect::<Result<_, ApiError>>()?,
             ))
         }
         _ => Err(bad(
@@ -286,21 +295,44 @@ struct DeliveryLine {
     status: crate::lifecycle::DeliveryStatus,
 }
 
+/// Reads a decision body: JSON, each member once (a recipient named twice is refused, never
+/// resolved silently), in one of the two shapes.
+fn decision_body(headers: &HeaderMap, bytes: &[u8]) -> Result<DecisionBody, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if !json {
+        return Err(ApiError::UnsupportedMediaType("application/json"));
+    }
+    let bad = |detail: String| ApiError::BadRequest {
+        slug: "bad-request",
+        detail,
+    };
+    let value = crate::intake::json::parse_strict(bytes).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_value(value).map_err(|_| {
+        bad("expected {\"decision\": \"approve\"|\"reject\", \"reason\": \"…\", \"preview\": \"…\"} \
+             or {\"recipients\": {\"<partner>\": {\"decision\": …, \"reason\": …, \"preview\": …}}}"
+            .into())
+    })
+}
+
 /// `POST /v1/reviews/{id}/decision`.
 pub async fn decide(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
-    body: Result<Json<DecisionBody>, JsonRejection>,
+    PathId(id): PathId,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let Json(body) = body.map_err(|_| ApiError::BadRequest {
-        slug: "bad-request",
-        detail: "expected {\"decision\": \"approve\"|\"reject\", \"reason\": \"…\", \"preview\": \"…\"} \
-                 or {\"recipients\": {…}}"
-            .into(),
-    })?;
-    let shape = request_of(body)?;
+    let shape = request_of(decision_body(&headers, &body)?)?;
     let decided = Service::new(&rt)
         .decide(&caller, &id, |pending, preview| match shape {
             RequestShape::All(c) => Request::for_all(pending, c, preview),

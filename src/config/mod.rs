@@ -474,7 +474,8 @@ fn check_agreements(
                 && sender.is_some_and(|s| !s.competent_authority)
             {
                 problems.push(format!(
-                    "{at}: a dpa2018-part3 basis needs a competent authority as sender; {} is not                      (competent_authority = true in its partner file)",
+                    "{at}: a dpa2018-part3 basis needs a competent authority as sender; {} is not \
+                     (competent_authority = true in its partner file)",
                     a.sender
                 ));
             }

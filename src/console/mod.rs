@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::principal::Caller;
+use crate::api::principal::{Caller, PathId};
 use crate::api::problem::ApiError;
 use crate::identity::{PartnerId, Principal};
 use crate::ids::ReferralId;
@@ -289,7 +289,8 @@ pub async fn queue(
         who: caller.to_string(),
         notice: q
             .decided
-            .as_ref()
+            .as_deref()
+            .and_then(|id| ReferralId::parse(id).ok())
             .map(|id| format!("Decision recorded for {id}.")),
         error: None,
         empty: "Nothing is waiting for review.",
@@ -408,7 +409,7 @@ async fn review_page(
 pub async fn review(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
 ) -> Response {
     match ReferralId::parse(&id) {
@@ -418,10 +419,17 @@ pub async fn review(
 }
 
 /// The choices a decision form carries: `decision_<partner>`, `reason_<partner>` and
-/// `preview_<partner>` for each recipient shown.
-fn choices(form: &HashMap<String, String>) -> Result<Vec<(PartnerId, Choice)>, String> {
+/// `preview_<partner>` for each recipient shown; a field sent twice is refused, never
+/// resolved silently.
+fn choices(fields: &[(String, String)]) -> Result<Vec<(PartnerId, Choice)>, String> {
+    let mut form: HashMap<String, String> = HashMap::new();
+    for (name, value) in fields {
+        if form.insert(name.clone(), value.clone()).is_some() {
+            return Err("The form sent a field twice; reload the page and decide again.".into());
+        }
+    }
     let mut out = Vec::new();
-    for (name, value) in form {
+    for (name, value) in &form {
         let Some(to) = name.strip_prefix("decision_") else {
             continue;
         };
@@ -430,6 +438,11 @@ fn choices(form: &HashMap<String, String>) -> Result<Vec<(PartnerId, Choice)>, S
             .map_err(|_| "The form names an unknown recipient.".to_owned())?;
         let field = |prefix: &str| form.get(&format!("{prefix}_{to}")).cloned();
         let choice = match value.as_str() {
+            "approve" if field("reason").is_some_and(|r| !r.trim().is_empty()) => {
+                return Err(format!(
+                    "A reason is given only to reject: clear the reason for {to}, or choose reject."
+                ));
+            }
             "approve" => Choice::Approve {
                 preview: field("preview"),
             },
@@ -448,10 +461,10 @@ fn choices(form: &HashMap<String, String>) -> Result<Vec<(PartnerId, Choice)>, S
 pub async fn decide(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(id) = ReferralId::parse(&id) else {
         return problem_page(&ApiError::NotFound, Some(&caller));
@@ -472,10 +485,14 @@ pub async fn decide(
             .get(name)
             .and_then(|h: &HeaderValue| h.to_str().ok())
     };
+    let form_token = form
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map_or("", |(_, v)| v.as_str());
     let genuine = csrf::check(
         &rt.snapshot().config.storage_key,
         csrf::cookie_value(get(header::COOKIE.as_str())).as_deref(),
-        form.get("csrf").map_or("", String::as_str),
+        form_token,
         &caller.fingerprint,
         get(header::ORIGIN.as_str()),
         get(header::HOST.as_str()).or_else(|| uri.authority().map(|a| a.as_str())),

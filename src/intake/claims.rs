@@ -273,6 +273,19 @@ pub fn check_content(claims: &Claims, schemas: &SchemaSet) -> Result<(), IntakeE
         )),
     }
     violations.extend(rule_violations(r));
+    if r.consent.status != ConsentStatus::Given {
+        if let Some(member) = r.lawful_basis.relies_on_consent() {
+            violations.push(Violation {
+                pointer: format!("/lawful_basis/{member}"),
+                keyword: "lawful-basis".into(),
+                message: format!(
+                    "relies on the person's consent, but consent.status is {}: give another \
+                     basis, or consent",
+                    r.consent.status.as_str()
+                ),
+            });
+        }
+    }
     let offence_data = schemas
         .referral_type(&r.referral_type)
         .is_some_and(Compiled::criminal_offence_data);

@@ -217,18 +217,20 @@ pub fn authorise(
     let mut routes = Vec::with_capacity(agreements.len());
     for a in agreements {
         let who = a.recipient.to_string();
+        // The agreement's conditions first: they say more than the basis would (a
+        // consent-required agreement refuses an override, whatever basis it states).
+        let overridden = r.consent.status != ConsentStatus::Given;
+        if a.has(Condition::ConsentRequired) && overridden {
+            return Err(IntakeError::ConsentRequired(who));
+        }
+        if a.has(Condition::ProfessionalReferralsOnly) && sender_sector != Some(Sector::Statutory) {
+            return Err(IntakeError::ProfessionalOnly(who));
+        }
         if !a.admits(&r.lawful_basis) {
             return Err(IntakeError::LawfulBasis {
                 recipient: who,
                 allowed: a.describe_bases(),
             });
-        }
-        if a.has(Condition::ProfessionalReferralsOnly) && sender_sector != Some(Sector::Statutory) {
-            return Err(IntakeError::ProfessionalOnly(who));
-        }
-        let overridden = r.consent.status != ConsentStatus::Given;
-        if a.has(Condition::ConsentRequired) && overridden {
-            return Err(IntakeError::ConsentRequired(who));
         }
         let disposition = match (r.consent.override_, a.review) {
             (Some(o), _) if overridden => Disposition::Hold(HoldReason::ConsentOverride(o)),

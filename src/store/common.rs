@@ -47,26 +47,23 @@ pub(crate) static OPEN_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The referrals a partner may find by subject: those it sent, and its deliveries that
-/// reached it (in its inbox now, acknowledged, or fetched before they were withdrawn or
-/// expired). Recipient keys are only ever written when a delivery enters the inbox.
+/// reached it: in its inbox now, or fetched (whatever became of them since). One
+/// acknowledged, withdrawn or expired without ever being fetched was never received.
+/// Recipient keys are only ever written when a delivery enters the inbox.
 pub(crate) static SUBJECT_MATCHES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT s.referral_id, s.delivery_id FROM subject_keys s \
          LEFT JOIN deliveries d ON d.id = s.delivery_id \
          WHERE s.subject = $1 AND s.partner = $2 AND (s.delivery_id IS NULL OR \
          (d.recipient = $2 AND (d.status IN ({}) OR d.fetched_at IS NOT NULL)))",
-        sql_list(&[
-            DeliveryStatus::Queued,
-            DeliveryStatus::Delivered,
-            DeliveryStatus::Acknowledged,
-        ])
+        sql_list(&DeliveryStatus::IN_INBOX)
     )
 });
 
 /// Implements [`Store`](super::Store) for a backend type with `pool`, `writer` and `group`
 /// fields, and defines the batch writer `accept_batch` for its pool type.
 macro_rules! store_impl {
-    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal) => {
+    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal, $for_update:literal) => {
         use crate::audit::event::{self as ev, ActorRef, AuditEvent};
         use crate::identity::PartnerId;
         use crate::ids::{DeliveryId, ReferralId};
@@ -78,6 +75,17 @@ macro_rules! store_impl {
 
         type Db = <$conn as sqlx::Connection>::Database;
         type Tx = sqlx::Transaction<'static, Db>;
+
+        // Every read of a delivery that decides its next status locks its row (PostgreSQL
+        // `FOR UPDATE`; SQLite's one writer already serialises), so two steps on the same
+        // delivery never both act on the status they read. Locks are taken in one order:
+        // a referral's hold, then its deliveries, then inbox counters (by recipient).
+        static EXPIRY_DUE_LOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("{}{}", *crate::store::common::EXPIRY_DUE, $for_update)
+        });
+        static OPEN_DELIVERIES_LOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("{}{}", *crate::store::common::OPEN_DELIVERIES, $for_update)
+        });
 
         impl $store {
             /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`: a
@@ -177,7 +185,7 @@ macro_rules! store_impl {
             id: &DeliveryId,
         ) -> Result<Option<DeliveryStatus>, StoreError> {
             let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1 AND referral_id = $2")
+                sqlx::query_scalar(concat!("SELECT status FROM deliveries WHERE id = $1 AND referral_id = $2", $for_update))
                     .bind(id.as_str())
                     .bind(referral.as_str())
                     .fetch_optional(&mut **tx)
@@ -249,9 +257,7 @@ macro_rules! store_impl {
                 if !job_lock(&mut *tx, &format!("expire:{recipient}")).await? {
                     return Ok(0);
                 }
-                let due: Vec<(String, String, String)> = sqlx::query_as(
-                    crate::store::common::EXPIRY_DUE.as_str(),
-                )
+                let due: Vec<(String, String, String)> = sqlx::query_as(EXPIRY_DUE_LOCKED.as_str())
                 .bind(recipient.as_str())
                 .bind(cutoff)
                 .fetch_all(&mut *tx)
@@ -275,6 +281,63 @@ macro_rules! store_impl {
                         AuditRecord::new(at, None, AuditEvent::Expired(ev::ToRecipient { to: recipient.clone() }))
                             .about(&referral)
                             .delivery(&id),
+                    );
+                }
+                insert_events(&mut *tx, &events).await?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(events.len() as u64)
+            }
+
+            async fn expire_unknown_recipients(&self, known: &[PartnerId], at: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                if !job_lock(&mut *tx, "expire-unknown").await? {
+                    return Ok(0);
+                }
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT id, referral_id, status, recipient FROM deliveries WHERE status IN (",
+                );
+                let mut statuses = q.separated(", ");
+                for s in DeliveryStatus::IN_INBOX {
+                    statuses.push_bind(s.as_str());
+                }
+                q.push(")");
+                if !known.is_empty() {
+                    q.push(" AND recipient NOT IN (");
+                    let mut names = q.separated(", ");
+                    for p in known {
+                        names.push_bind(p.as_str());
+                    }
+                    q.push(")");
+                }
+                q.push(" ORDER BY seq");
+                q.push($for_update);
+                let due: Vec<(String, String, String, String)> = q
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(query_err("expire unknown"))?;
+                let mut events = Vec::with_capacity(due.len());
+                for (id, referral_id, status, recipient) in &due {
+                    let id = rows::delivery_id(id)?;
+                    let referral = rows::referral_id("deliveries", referral_id)?;
+                    let Ok(Some(to)) = moved(rows::status(status)?, Step::Expire) else {
+                        continue;
+                    };
+                    sqlx::query("UPDATE deliveries SET status = $1, sealed = NULL, updated_at = $2 WHERE id = $3")
+                        .bind(to.as_str())
+                        .bind(at)
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("expire unknown"))?;
+                    events.push(
+                        AuditRecord::new(
+                            at,
+                            None,
+                            AuditEvent::Expired(ev::ToRecipient { to: rows::parse("deliveries", "recipient", recipient)? }),
+                        )
+                        .about(&referral)
+                        .delivery(&id),
                     );
                 }
                 insert_events(&mut *tx, &events).await?;
@@ -526,7 +589,10 @@ macro_rules! store_impl {
                 }
                 let refused = |why: String| StoreError::Query { op: "decide", reason: why };
                 let mut keys = Vec::new();
-                for r in &d.releases {
+                // Inbox counters are locked in recipient order, as acceptances lock them.
+                let mut releases: Vec<&rec::Release> = d.releases.iter().collect();
+                releases.sort_by(|a, b| a.recipient.cmp(&b.recipient));
+                for r in releases {
                     let from = held_status(&mut tx, &d.referral_id, &r.delivery).await?
                         .ok_or_else(|| refused("a released delivery is not the referral's".into()))?;
                     let to = moved(from, Step::Release)
@@ -579,10 +645,18 @@ macro_rules! store_impl {
                 }
                 insert_subject_keys(&mut *tx, &keys).await?;
                 let mut events = d.events.clone();
-                if let Some(old) = &d.withdraws {
+                if let Some(s) = &d.withdraws {
                     events.extend(
-                        withdraw_open(&mut tx, old, d.at, Some(&d.actor), ev::WithdrawReason::Superseded, Some(&d.referral_id))
-                            .await?,
+                        withdraw_open(
+                            &mut tx,
+                            &s.original,
+                            d.at,
+                            Some(&d.actor),
+                            ev::WithdrawReason::Superseded,
+                            Some(&d.referral_id),
+                            Some(&s.recipients),
+                        )
+                        .await?,
                     );
                 }
                 insert_events(&mut *tx, &events).await?;
@@ -593,11 +667,11 @@ macro_rules! store_impl {
                 Ok(rec::DecideOutcome::Decided)
             }
 
-            async fn last_preview_shown(
+            async fn previews_shown(
                 &self,
                 referral: &ReferralId,
                 actor: &ActorRef,
-            ) -> Result<Option<Vec<ev::PreviewShown>>, StoreError> {
+            ) -> Result<Vec<Vec<ev::PreviewShown>>, StoreError> {
                 let details: Vec<String> = sqlx::query_scalar(
                     "SELECT detail FROM audit_events WHERE referral_id = $1 AND kind = $2 AND actor = $3 \
                      ORDER BY idx DESC",
@@ -608,16 +682,17 @@ macro_rules! store_impl {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_err("last preview"))?;
+                let mut out = Vec::new();
                 for detail in details {
                     match AuditEvent::parse(ev::EventKind::Consulted.as_str(), &detail) {
                         Ok(AuditEvent::Consulted(c)) if c.what == ev::Consultation::ReviewPreview => {
-                            return Ok(Some(c.previews));
+                            out.push(c.previews);
                         }
                         Ok(_) => {}
                         Err(_) => return Err(rows::corrupt("audit_events", "detail")),
                     }
                 }
-                Ok(None)
+                Ok(out)
             }
 
             async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
@@ -670,11 +745,24 @@ macro_rules! store_impl {
                 .await
                 .map_err(query_err("close undecided"))?;
                 let mut events = Vec::new();
+                let mut closed = 0;
                 for id in &due {
                     let referral = rows::referral_id("holds", id)?;
-                    let held: Vec<(String, String, String)> = sqlx::query_as(
+                    // The hold first (the lock order): a decision that got there first wins.
+                    let gone = sqlx::query("DELETE FROM holds WHERE referral_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_err("close undecided"))?
+                        .rows_affected();
+                    if gone == 0 {
+                        continue;
+                    }
+                    closed += 1;
+                    let held: Vec<(String, String, String)> = sqlx::query_as(concat!(
                         "SELECT id, recipient, status FROM deliveries WHERE referral_id = $1 AND status = $2 ORDER BY seq",
-                    )
+                        $for_update
+                    ))
                     .bind(id)
                     .bind(DeliveryStatus::HeldForReview.as_str())
                     .fetch_all(&mut *tx)
@@ -704,15 +792,10 @@ macro_rules! store_impl {
                             .delivery(&delivery),
                         );
                     }
-                    sqlx::query("DELETE FROM holds WHERE referral_id = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("close undecided"))?;
                 }
                 insert_events(&mut *tx, &events).await?;
                 tx.commit().await.map_err(query_err("commit"))?;
-                Ok(due.len() as u64)
+                Ok(closed)
             }
 
             async fn count_escalated(&self) -> Result<i64, StoreError> {
@@ -723,16 +806,20 @@ macro_rules! store_impl {
             }
 
             async fn report_facts(&self, from: i64, to: i64) -> Result<Vec<rec::FactRow>, StoreError> {
-                let found: Vec<(i64, String, String, String, String, String, Option<String>)> = sqlx::query_as(
+                #[allow(clippy::type_complexity)]
+                let found: Vec<(i64, String, String, String, String, String, Option<String>, bool)> = sqlx::query_as(
                     "SELECT r.received_at, r.referral_type, r.sender, d.recipient, r.consent_status, d.status, \
                      (SELECT e.detail FROM audit_events e WHERE e.referral_id = d.referral_id \
-                      AND e.delivery_id = d.id AND e.kind = $3 ORDER BY e.idx LIMIT 1) \
+                      AND e.delivery_id = d.id AND e.kind = $3 ORDER BY e.idx LIMIT 1), \
+                     EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
+                      AND e.delivery_id = d.id AND e.kind = $4) \
                      FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
                      WHERE r.received_at >= $1 AND r.received_at < $2",
                 )
                 .bind(from)
                 .bind(to)
                 .bind(ev::EventKind::Reviewed.as_str())
+                .bind(ev::EventKind::Held.as_str())
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_err("report"))?;
@@ -768,8 +855,11 @@ macro_rules! store_impl {
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(query_err("referral links"))?;
+                // Only a correction that reached an inbox has replaced anything.
                 let superseded_by: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM referrals WHERE supersedes = $1 ORDER BY received_at DESC, id DESC LIMIT 1",
+                    "SELECT r.id FROM referrals r WHERE r.supersedes = $1 AND EXISTS \
+                     (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.queued_at IS NOT NULL) \
+                     ORDER BY r.received_at DESC, r.id DESC LIMIT 1",
                 )
                 .bind(referral.as_str())
                 .fetch_optional(&self.pool)
@@ -837,9 +927,10 @@ macro_rules! store_impl {
                 actor: &ActorRef,
             ) -> Result<Option<String>, StoreError> {
                 let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-                let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+                let row: Option<(String, Option<String>, String)> = sqlx::query_as(concat!(
                     "SELECT status, sealed, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
-                )
+                    $for_update
+                ))
                 .bind(id.as_str())
                 .bind(recipient.as_str())
                 .fetch_optional(&mut *tx)
@@ -880,9 +971,10 @@ macro_rules! store_impl {
                 actor: &ActorRef,
             ) -> Result<rec::AckOutcome, StoreError> {
                 let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-                let row: Option<(String, String)> = sqlx::query_as(
+                let row: Option<(String, String)> = sqlx::query_as(concat!(
                     "SELECT status, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
-                )
+                    $for_update
+                ))
                 .bind(id.as_str())
                 .bind(recipient.as_str())
                 .fetch_optional(&mut *tx)
@@ -928,8 +1020,16 @@ macro_rules! store_impl {
                 if owner.as_deref() != Some(sender.as_str()) {
                     return Ok(None);
                 }
-                let events =
-                    withdraw_open(&mut tx, referral, at, Some(actor), ev::WithdrawReason::WithdrawnBySender, None).await?;
+                let events = withdraw_open(
+                    &mut tx,
+                    referral,
+                    at,
+                    Some(actor),
+                    ev::WithdrawReason::WithdrawnBySender,
+                    None,
+                    None,
+                )
+                .await?;
                 insert_events(&mut *tx, &events).await?;
                 tx.commit().await.map_err(query_err("commit"))?;
                 self.delivery_states(referral, sender).await
@@ -1104,6 +1204,28 @@ macro_rules! store_impl {
                 }
             }
             insert_subject_keys(&mut **tx, &keys).await?;
+            // Corrections replace their originals first: holds and deliveries are locked
+            // before inbox counters, the order every writer takes them in.
+            let mut events = Vec::new();
+            let mut notify = false;
+            for &i in &live {
+                let a = &batch[i];
+                if let Some(s) = &a.withdraws {
+                    let actor = a.events.first().and_then(|e| e.actor.as_ref());
+                    events.extend(
+                        withdraw_open(
+                            tx,
+                            &s.original,
+                            a.referral.received_at,
+                            actor,
+                            ev::WithdrawReason::Superseded,
+                            Some(&a.referral.id),
+                            Some(&s.recipients),
+                        )
+                        .await?,
+                    );
+                }
+            }
             // Inbox positions: each recipient's counter moves once by its count in this
             // batch; positions are handed out in batch order.
             let deliveries: Vec<(usize, &rec::DeliveryRecord)> = live
@@ -1176,17 +1298,8 @@ macro_rules! store_impl {
                 });
                 q.build().execute(&mut **tx).await.map_err(query_err("insert hold"))?;
             }
-            let mut events = Vec::new();
-            let mut notify = false;
             for &i in &live {
                 let a = &batch[i];
-                if let Some(old) = &a.withdraws {
-                    let actor = a.events.first().and_then(|e| e.actor.as_ref());
-                    events.extend(
-                        withdraw_open(tx, old, a.referral.received_at, actor, ev::WithdrawReason::Superseded, Some(&a.referral.id))
-                            .await?,
-                    );
-                }
                 events.extend(a.events.iter().cloned());
                 notify |= a.deliveries.iter().any(|d| d.status.in_inbox());
             }
@@ -1320,8 +1433,15 @@ macro_rules! store_impl {
             actor: Option<&ActorRef>,
             reason: ev::WithdrawReason,
             by: Option<&ReferralId>,
+            only: Option<&[PartnerId]>,
         ) -> Result<Vec<AuditRecord>, StoreError> {
-            let open: Vec<(String, String, String)> = sqlx::query_as(crate::store::common::OPEN_DELIVERIES.as_str())
+            // The hold first (the lock order), then the deliveries, locked.
+            sqlx::query(concat!("SELECT referral_id FROM holds WHERE referral_id = $1", $for_update))
+                .bind(referral.as_str())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(query_err("withdraw hold"))?;
+            let open: Vec<(String, String, String)> = sqlx::query_as(OPEN_DELIVERIES_LOCKED.as_str())
                 .bind(referral.as_str())
                 .fetch_all(&mut **tx)
                 .await
@@ -1330,6 +1450,9 @@ macro_rules! store_impl {
             for (id, recipient, status) in &open {
                 let id = rows::delivery_id(id)?;
                 let recipient: PartnerId = rows::parse("deliveries", "recipient", recipient)?;
+                if only.is_some_and(|only| !only.contains(&recipient)) {
+                    continue;
+                }
                 let Ok(Some(to)) = moved(rows::status(status)?, Step::Withdraw) else {
                     continue;
                 };
@@ -1350,11 +1473,16 @@ macro_rules! store_impl {
                     .delivery(&id),
                 );
             }
-            sqlx::query("DELETE FROM holds WHERE referral_id = $1")
-                .bind(referral.as_str())
-                .execute(&mut **tx)
-                .await
-                .map_err(query_err("withdraw hold"))?;
+            // The hold goes once nothing of the referral is held any more.
+            sqlx::query(
+                "DELETE FROM holds WHERE referral_id = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM deliveries WHERE referral_id = $1 AND status = $2)",
+            )
+            .bind(referral.as_str())
+            .bind(DeliveryStatus::HeldForReview.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(query_err("withdraw hold"))?;
             Ok(events)
         }
     };

@@ -167,6 +167,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: i64,
     ) -> Result<u64, StoreError>;
 
+    /// Expires every delivery still in the inbox of a recipient that is not in `known` (a
+    /// partner removed from the configuration can no longer fetch): ciphertext deleted, an
+    /// `expired` event each. Returns how many.
+    async fn expire_unknown_recipients(
+        &self,
+        known: &[PartnerId],
+        at: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Deletes referral, delivery and hold records with no activity since `cutoff` (and not
     /// linked from a later correction), with a `purged` event each. Returns how many.
     async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
@@ -233,13 +242,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         decision: &records::ReviewCommit,
     ) -> Result<records::DecideOutcome, StoreError>;
 
-    /// The review preview digests most recently shown to `actor` for a held referral (from
-    /// the `consulted` events the review page writes).
-    async fn last_preview_shown(
+    /// Every set of review preview digests shown to `actor` for a referral, newest first
+    /// (from the `consulted` events the review pages write).
+    async fn previews_shown(
         &self,
         referral: &ReferralId,
         actor: &ActorRef,
-    ) -> Result<Option<Vec<crate::audit::event::PreviewShown>>, StoreError>;
+    ) -> Result<Vec<Vec<crate::audit::event::PreviewShown>>, StoreError>;
 
     /// Marks holds undecided since before `cutoff` as escalated (an `escalated` event each);
     /// they stay held. Returns how many.
@@ -379,6 +388,9 @@ fn classify(code: Option<&str>) -> Transient {
         // (57P01-57P03), too many connections (53300).
         Some(c) if c.starts_with("08") => Transient::Unavailable,
         Some("57P01" | "57P02" | "57P03" | "53300") => Transient::Unavailable,
+        // PostgreSQL deadlock and serialisation failures: the transaction was rolled back
+        // whole; a retry can succeed.
+        Some("40P01" | "40001") => Transient::Unavailable,
         // PostgreSQL disk_full; SQLite SQLITE_FULL.
         Some("53100" | "13") => Transient::Full,
         // SQLite SQLITE_BUSY and SQLITE_LOCKED (and their extended codes): another writer
@@ -398,6 +410,7 @@ mod tests {
     fn error_codes_are_classified_for_retry() {
         assert_eq!(classify(Some("57P01")), Transient::Unavailable);
         assert_eq!(classify(Some("08006")), Transient::Unavailable);
+        assert_eq!(classify(Some("40P01")), Transient::Unavailable);
         assert_eq!(classify(Some("53100")), Transient::Full);
         assert_eq!(classify(Some("13")), Transient::Full);
         assert_eq!(classify(Some("5")), Transient::Unavailable);

@@ -95,5 +95,6 @@ store_impl!(
     sqlx::PgConnection,
     "BEGIN",
     "SELECT pg_notify('refex_inbox', '')",
-    "SELECT true FROM (SELECT pg_advisory_xact_lock(hashtext('refex:' || $1))) AS held"
+    "SELECT true FROM (SELECT pg_advisory_xact_lock(hashtext('refex:' || $1))) AS held",
+    " FOR UPDATE"
 );

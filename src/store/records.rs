@@ -82,10 +82,20 @@ pub struct Acceptance {
     /// Keyed hashes of the people it concerns, for the sender's subject access (full
     /// payload).
     pub subjects: Vec<String>,
-    /// The earlier referral whose open deliveries this correction withdraws now (a
-    /// correction withdraws the original only once one of its own deliveries enters an
-    /// inbox; a held correction does it at its release).
-    pub withdraws: Option<ReferralId>,
+    /// The earlier referral this correction replaces now, for the recipients whose copy of
+    /// the correction enters an inbox now (a held copy replaces the original at its
+    /// release; a rejected one never does).
+    pub withdraws: Option<Supersession>,
+}
+
+/// A correction replacing its original for some recipients: the original's open deliveries
+/// to exactly those recipients are withdrawn (`superseded`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Supersession {
+    /// The referral corrected.
+    pub original: ReferralId,
+    /// The recipients whose copy of the correction enters an inbox now.
+    pub recipients: Vec<PartnerId>,
 }
 
 /// What the store says about a submission.
@@ -270,8 +280,8 @@ pub struct ReviewCommit {
     pub rejections: Vec<Rejection>,
     /// The events the decision writes (`reviewed`, `minimised`, `queued`), in order.
     pub events: Vec<AuditRecord>,
-    /// For a correction released now: the original whose open deliveries are withdrawn.
-    pub withdraws: Option<ReferralId>,
+    /// For a correction released now: the original, for the recipients released to.
+    pub withdraws: Option<Supersession>,
 }
 
 /// What committing a decision did.
@@ -300,6 +310,8 @@ pub struct FactRow {
     pub status: DeliveryStatus,
     /// The lead's decision, if the delivery was reviewed.
     pub decision: Option<crate::audit::event::Verdict>,
+    /// Whether it was held for review.
+    pub held: bool,
 }
 
 /// A referral a subject-access search found, and what the asking partner may see of it.

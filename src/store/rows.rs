@@ -198,10 +198,10 @@ pub(crate) fn inbox_item(
 }
 
 /// A report fact row: `(received_at, type, sender, recipient, consent, status, reviewed
-/// detail)`.
+/// detail, held)`.
 #[allow(clippy::type_complexity)]
 pub(crate) fn fact(
-    (received_at, ty, sender, recipient, consent, status, reviewed): (
+    (received_at, ty, sender, recipient, consent, status, reviewed, held): (
         i64,
         String,
         String,
@@ -209,6 +209,7 @@ pub(crate) fn fact(
         String,
         String,
         Option<String>,
+        bool,
     ),
 ) -> Result<FactRow, StoreError> {
     let decision = match reviewed {
@@ -226,6 +227,7 @@ pub(crate) fn fact(
         consent: ConsentStatus::parse(&consent).ok_or(corrupt("referrals", "consent_status"))?,
         status: parse("deliveries", "status", &status)?,
         decision,
+        held,
     })
 }
 

@@ -87,5 +87,6 @@ store_impl!(
     sqlx::SqliteConnection,
     "BEGIN IMMEDIATE",
     "",
+    "",
     ""
 );
