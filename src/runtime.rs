@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub limits: RateLimits,
     /// The gateway's public JWKS, rendered once.
     pub jwks: serde_json::Value,
+    /// The OpenAPI description, rendered once per configuration (not per request).
+    pub openapi: Arc<String>,
 }
 
 impl Snapshot {
@@ -29,10 +31,12 @@ impl Snapshot {
     pub fn new(config: Config) -> Self {
         let limits = RateLimits::new(&config);
         let jwks = config.gateway_keys.public_jwks();
+        let openapi = Arc::new(crate::api::openapi::render(&config));
         Self {
             config,
             limits,
             jwks,
+            openapi,
         }
     }
 }

@@ -297,8 +297,13 @@ async fn serve_connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(api::limits::PARSER_HEADER_BYTES)
+        .max_headers(api::limits::PARSER_MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(api::limits::PARSER_HEADER_BYTES as u32);
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service));
     // A reload whose CRL revokes this connection's certificate ends the connection

@@ -1,5 +1,7 @@
-//! Request limits: per-partner rate limits (governor; the quota divided among replicas),
-//! the body size limit and the request timeout.
+//! Request limits: rate limits per principal (governor; each quota divided among replicas) —
+//! a partner's systems share its `rate_quota`, each of its people has their own
+//! `person_rate_quota`, and certificates that map to no one share one small bucket — the body
+//! size limit and the request timeout.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -12,61 +14,102 @@ use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::{BodyExt, Limited};
 
 use super::principal::Caller;
 use super::problem::ApiError;
 use crate::config::Config;
-use crate::identity::PartnerId;
+use crate::config::partners::RateQuota;
+use crate::identity::{Actor, PartnerId, PersonId, Principal};
 use crate::runtime::Runtime;
 use crate::telemetry;
 
-/// One limiter per partner, sized from its quota and the replica count.
-#[derive(Debug, Default)]
+/// Requests per minute (and burst) that all certificates mapping to no principal share, per
+/// replica: an onboarding partner fetches the JWKS and the OpenAPI document a few times;
+/// anything more from an unknown certificate is not onboarding.
+const UNMAPPED_QUOTA: RateQuota = RateQuota {
+    per_minute: 60,
+    burst: 20,
+};
+
+/// The limiters of one configuration.
+#[derive(Debug)]
 pub struct RateLimits {
-    by_partner: HashMap<PartnerId, DefaultDirectRateLimiter>,
+    systems: HashMap<PartnerId, DefaultDirectRateLimiter>,
+    people: HashMap<PartnerId, DefaultKeyedRateLimiter<PersonId>>,
+    unmapped: DefaultDirectRateLimiter,
+}
+
+/// A quota divided among `replicas`, as governor takes it.
+fn quota(q: RateQuota, replicas: u32) -> Quota {
+    let per_minute = (q.per_minute / replicas).max(1);
+    let burst = (q.burst / replicas).max(1);
+    Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
 impl RateLimits {
     /// Limiters for every partner in `config`.
     pub fn new(config: &Config) -> Self {
         let replicas = config.settings.replicas.max(1);
-        let by_partner = config
+        let systems = config
             .partners
             .values()
             .map(|p| {
-                let per_minute = (p.rate_quota.per_minute / replicas).max(1);
-                let burst = (p.rate_quota.burst / replicas).max(1);
-                let quota =
-                    Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN))
-                        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-                (p.id.clone(), RateLimiter::direct(quota))
+                (
+                    p.id.clone(),
+                    RateLimiter::direct(quota(p.rate_quota, replicas)),
+                )
             })
             .collect();
-        Self { by_partner }
+        let people = config
+            .partners
+            .values()
+            .map(|p| {
+                (
+                    p.id.clone(),
+                    RateLimiter::keyed(quota(p.person_rate_quota, replicas)),
+                )
+            })
+            .collect();
+        Self {
+            systems,
+            people,
+            unmapped: RateLimiter::direct(quota(UNMAPPED_QUOTA, replicas)),
+        }
     }
 
-    /// `Ok` if `partner` may make a request now, else the seconds to wait.
-    pub fn check(&self, partner: &PartnerId) -> Result<(), u64> {
-        let Some(limiter) = self.by_partner.get(partner) else {
-            return Ok(());
-        };
-        limiter.check().map_err(|not_until| {
+    /// `Ok` if `principal` (none: an unmapped certificate) may make a request now, else the
+    /// seconds to wait.
+    pub fn check(&self, principal: Option<&Principal>) -> Result<(), u64> {
+        let wait = |not_until: governor::NotUntil<_>| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-        })
+        };
+        match principal {
+            None => self.unmapped.check().map_err(wait),
+            Some(p) => match &p.actor {
+                Actor::System(_) => match self.systems.get(&p.partner) {
+                    Some(l) => l.check().map_err(wait),
+                    None => Ok(()),
+                },
+                Actor::Person { id, .. } => match self.people.get(&p.partner) {
+                    Some(l) => l.check_key(id).map_err(wait),
+                    None => Ok(()),
+                },
+            },
+        }
     }
 }
 
 /// Refuses a request when its partner's quota is used up (`429` with `Retry-After`).
 pub async fn rate_limit(State(rt): State<Arc<Runtime>>, request: Request, next: Next) -> Response {
-    if let Some(Caller(principal)) = request.extensions().get::<Caller>() {
-        if let Err(retry_after) = rt.snapshot().limits.check(&principal.partner) {
-            metrics::counter!(telemetry::RATE_LIMITED, "partner" => principal.partner.to_string())
-                .increment(1);
-            return ApiError::RateLimited { retry_after }.into_response();
-        }
+    let principal = request.extensions().get::<Caller>().map(|c| &c.0);
+    if let Err(retry_after) = rt.snapshot().limits.check(principal) {
+        let partner = principal.map_or_else(|| "unmapped".to_owned(), |p| p.partner.to_string());
+        metrics::counter!(telemetry::RATE_LIMITED, "partner" => partner).increment(1);
+        return ApiError::RateLimited { retry_after }.into_response();
     }
     next.run(request).await
 }
@@ -116,6 +159,62 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
         cur = e.source();
     }
     false
+}
+
+/// Total bytes of a request's header names and values accepted: far above what a partner
+/// system or a browser sends (a few hundred bytes to a few KiB), small enough to bound what
+/// one request makes the gateway hold. The same on HTTP/1.1 and HTTP/2.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Header fields accepted in one request, on either protocol.
+pub const MAX_HEADERS: usize = 64;
+
+/// Longest request target accepted: ids are 30 characters; a query is a few parameters.
+pub const MAX_URI_BYTES: usize = 4 * 1024;
+
+/// The protocol parsers' own ceilings, above [`MAX_HEADER_BYTES`] and [`MAX_HEADERS`] so that
+/// this layer, not the parser, answers ordinary excess with a problem; past these the parser
+/// refuses the connection's request outright.
+pub const PARSER_HEADER_BYTES: usize = 64 * 1024;
+
+/// See [`PARSER_HEADER_BYTES`].
+pub const PARSER_MAX_HEADERS: usize = 128;
+
+/// Refuses, with the same problem on HTTP/1.1 and HTTP/2, a request whose headers or target
+/// are larger than the gateway accepts (`431`, `414`).
+pub async fn head_limits(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return ApiError::UriTooLong.into_response();
+    }
+    next.run(request).await
+}
+
+/// Security headers on every API and console response: HSTS (the API is HTTPS only), and
+/// `no-store` on everything under `/v1/` that did not say otherwise (referrals, inbox lists,
+/// statuses and decisions are not to be cached by anything on the way).
+pub async fn response_headers(request: Request, next: Next) -> Response {
+    let v1 = request.uri().path().starts_with("/v1/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=31536000"),
+    );
+    if v1 && !headers.contains_key(axum::http::header::CACHE_CONTROL) {
+        headers.insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    response
 }
 
 /// Ends a request that runs past the configured limit with a `503` problem.

@@ -38,6 +38,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .layer(from_fn_with_state(rt.clone(), principal::resolve))
         .layer(from_fn_with_state(rt.clone(), limits::body_limit))
         .layer(from_fn_with_state(rt.clone(), limits::timeout))
+        .layer(axum::middleware::from_fn(limits::head_limits))
+        .layer(axum::middleware::from_fn(limits::response_headers))
         .layer(axum::middleware::from_fn(observe::observe))
         .with_state(rt)
 }

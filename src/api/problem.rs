@@ -65,6 +65,14 @@ pub enum ApiError {
         /// Seconds after which a retry is sensible.
         retry_after: u64,
     },
+    /// The request's headers are larger than the gateway accepts.
+    #[error(
+        "the request's headers are larger than this gateway accepts (at most 64 fields, 16 KiB in all)"
+    )]
+    HeadersTooLarge,
+    /// The request target is longer than the gateway accepts.
+    #[error("the request target is longer than this gateway accepts (4 KiB)")]
+    UriTooLong,
     /// The body's media type is not the one the route takes.
     #[error("Content-Type must be {0}")]
     UnsupportedMediaType(&'static str),
@@ -160,6 +168,12 @@ impl ApiError {
             ApiError::Unavailable { .. } => {
                 (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
             }
+            ApiError::HeadersTooLarge => (
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request headers too large",
+            ),
+            ApiError::UriTooLong => (S::URI_TOO_LONG, "uri-too-long", "Request target too long"),
             ApiError::UnsupportedMediaType(_) => (
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",

@@ -361,6 +361,11 @@ fn load_partners(
                 );
             }
         }
+        if file.person_rate_quota.per_minute == 0 || file.person_rate_quota.burst == 0 {
+            problems.push(format!(
+                "{shown}: person_rate_quota values must be at least 1"
+            ));
+        }
         if file.rate_quota.per_minute == 0 || file.rate_quota.burst == 0 {
             problems.push(format!("{shown}: rate_quota values must be at least 1"));
         }
@@ -375,6 +380,7 @@ fn load_partners(
                 contact: file.contact,
                 inbox_retention: file.inbox_retention,
                 rate_quota: file.rate_quota,
+                person_rate_quota: file.person_rate_quota,
                 jwks_path: file.jwks.map(|p| resolve(&base, &p)),
                 keys,
                 systems: file.systems.into_iter().map(|s| s.id).collect(),

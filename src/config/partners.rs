@@ -28,9 +28,13 @@ pub struct PartnerFile {
     /// How long unacknowledged deliveries wait in its inbox (default 30 days).
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub inbox_retention: Duration,
-    /// Request rate quota across all of the partner's certificates.
+    /// Request rate quota across the partner's systems.
     #[serde(default)]
     pub rate_quota: RateQuota,
+    /// Request rate quota of each of the partner's people, apart from the systems' (so one
+    /// person's certificate cannot use up the case system's quota, nor the reverse).
+    #[serde(default = "RateQuota::person")]
+    pub person_rate_quota: RateQuota,
     /// Its public JWK set (`enc` for deliveries to it, `sig` for its referrals).
     #[serde(default)]
     pub jwks: Option<PathBuf>,
@@ -60,6 +64,18 @@ pub struct RateQuota {
     pub per_minute: u32,
     /// Requests allowed at once above the sustained rate.
     pub burst: u32,
+}
+
+impl RateQuota {
+    /// 600/min with a burst of 60 for each person: a lead working a queue in the console
+    /// makes a request every few seconds; this leaves room for a busy morning and none for a
+    /// script.
+    pub fn person() -> Self {
+        Self {
+            per_minute: 600,
+            burst: 60,
+        }
+    }
 }
 
 impl Default for RateQuota {
@@ -192,8 +208,10 @@ pub struct Partner {
     pub contact: String,
     /// Inbox retention.
     pub inbox_retention: Duration,
-    /// Rate quota for the whole partner (before dividing among replicas).
+    /// Rate quota of the partner's systems (before dividing among replicas).
     pub rate_quota: RateQuota,
+    /// Rate quota of each of its people (before dividing among replicas).
+    pub person_rate_quota: RateQuota,
     /// Public keys, where registered.
     pub keys: Option<KeySet>,
     /// The file the keys came from, for messages.

@@ -6,6 +6,11 @@ use serde_json::Value;
 
 use super::Compiled;
 
+/// Most violations one answer lists: enough to fix a referral in a pass or two; a document
+/// built to fail everywhere (hundreds of thousands of violations) costs the gateway no more
+/// than this to describe, and the answer says how many more there were.
+pub const MAX_LISTED: usize = 100;
+
 /// Longest property name echoed in a pointer: enough for any real field name, short enough
 /// that an attacker cannot smuggle a payload value into an error through a key.
 const MAX_ECHOED_KEY: usize = 64;
@@ -21,12 +26,21 @@ pub struct Violation {
     pub message: String,
 }
 
-/// Every violation of `schema` by `instance`, pointers prefixed with `prefix` (e.g.
-/// `/payload`), in a stable order.
+/// The violations of `schema` by `instance`, pointers prefixed with `prefix` (e.g.
+/// `/payload`), in a stable order: at most [`MAX_LISTED`], then one `too-many` entry saying
+/// how many more were found (they are counted, never collected).
 pub fn validate(schema: &Compiled, instance: &Value, prefix: &str) -> Vec<Violation> {
     use jsonschema::error::ValidationErrorKind as K;
     let mut out = Vec::new();
+    let mut unlisted = 0usize;
     for error in schema.validator.iter_errors(instance) {
+        if out.len() >= MAX_LISTED {
+            unlisted += match error.kind() {
+                K::AdditionalProperties { unexpected } => unexpected.len(),
+                _ => 1,
+            };
+            continue;
+        }
         let at = format!("{prefix}{}", bounded(&error.instance_path().to_string()));
         let kind = error.kind();
         let keyword = kind.keyword().to_owned();
@@ -59,6 +73,17 @@ pub fn validate(schema: &Compiled, instance: &Value, prefix: &str) -> Vec<Violat
     }
     out.sort_by(|a, b| (&a.pointer, &a.keyword).cmp(&(&b.pointer, &b.keyword)));
     out.dedup();
+    if out.len() > MAX_LISTED {
+        unlisted += out.len() - MAX_LISTED;
+        out.truncate(MAX_LISTED);
+    }
+    if unlisted > 0 {
+        out.push(Violation {
+            pointer: prefix.to_owned(),
+            keyword: "too-many".into(),
+            message: format!("and {unlisted} more violations, not listed: fix these first"),
+        });
+    }
     out
 }
 
@@ -81,6 +106,30 @@ fn bounded(pointer: &str) -> String {
         .fold(String::new(), |acc, s| acc + "/" + &s)
 }
 
+/// "must be one of: a, b, c": the schema's allowed values (never the instance's), at most a
+/// few dozen.
+fn allowed(options: &Value) -> String {
+    const MAX_SHOWN: usize = 24;
+    let Some(values) = options.as_array() else {
+        return "must be one of the allowed values".into();
+    };
+    let shown: Vec<String> = values
+        .iter()
+        .take(MAX_SHOWN)
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "null".into(),
+            other => other.to_string(),
+        })
+        .collect();
+    let more = if values.len() > MAX_SHOWN {
+        ", …"
+    } else {
+        ""
+    };
+    format!("must be one of: {}{more}", shown.join(", "))
+}
+
 /// A message for a violation that names the rule, never the instance value.
 fn describe(kind: &jsonschema::error::ValidationErrorKind) -> String {
     use jsonschema::error::{TypeKind, ValidationErrorKind as K};
@@ -89,7 +138,7 @@ fn describe(kind: &jsonschema::error::ValidationErrorKind) -> String {
             TypeKind::Single(t) => format!("must be of type {t}"),
             TypeKind::Multiple(ts) => format!("must be one of the types {ts:?}"),
         },
-        K::Enum { .. } => "must be one of the allowed values".into(),
+        K::Enum { options } => allowed(options),
         K::Constant { .. } => "must equal the required constant".into(),
         K::Format { format } => format!("must be a valid {format}"),
         K::Pattern { .. } => "does not have the required form".into(),

@@ -212,6 +212,18 @@ impl Gateway {
         client(&self.pki, None, None)
     }
 
+    /// A client presenting `partner`'s system certificate that speaks HTTP/1.1 only (no h2
+    /// in ALPN).
+    pub fn system_http1(&self, partner: &str) -> reqwest::Client {
+        let dir = self.pki.join("partners").join(partner);
+        client_with(
+            &self.pki,
+            Some((&dir.join("system.pem"), &dir.join("system.key"))),
+            None,
+            &[b"http/1.1"],
+        )
+    }
+
     /// A client that only speaks TLS 1.2.
     pub fn system_tls12(&self, partner: &str) -> reqwest::Client {
         let dir = self.pki.join("partners").join(partner);
@@ -245,6 +257,16 @@ pub fn client(
     identity: Option<(&Path, &Path)>,
     only: Option<&'static rustls::SupportedProtocolVersion>,
 ) -> reqwest::Client {
+    client_with(pki, identity, only, &[b"h2", b"http/1.1"])
+}
+
+/// As [`client`], offering exactly `alpn`.
+pub fn client_with(
+    pki: &Path,
+    identity: Option<(&Path, &Path)>,
+    only: Option<&'static rustls::SupportedProtocolVersion>,
+    alpn: &[&[u8]],
+) -> reqwest::Client {
     refex::tls::install_default_provider();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(pki.join("ca.pem")).unwrap() {
@@ -267,7 +289,7 @@ pub fn client(
         }
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .build()
