@@ -179,6 +179,14 @@ fn consent_required_agreements_refuse_overrides_rather_than_hold() {
     );
     doc["referral"]["consent"] = json!({ "status": "not-sought", "override": "risk-of-significant-harm",
                                          "justification": "x" });
+    // A consent basis without consent is not law (refused before any agreement is asked);
+    // on another basis, the agreement refuses the override as consent-required.
+    assert!(matches!(
+        run(&config, "probation", &doc).unwrap_err(),
+        IntakeError::Invalid(v) if v[0].pointer == "/lawful_basis/article6"
+    ));
+    doc["referral"]["lawful_basis"] = json!({ "article6": "public-task",
+        "article9": "substantial-public-interest", "dpa2018_schedule1": "para-6-statutory-purposes" });
     assert_eq!(
         run(&config, "probation", &doc).unwrap_err(),
         IntakeError::ConsentRequired("empower-cic".into())

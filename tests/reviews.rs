@@ -169,13 +169,7 @@ async fn reviews(store_url: Option<String>) {
     );
 
     // Approve: deliveries appear in both inboxes, minimised; the decision is final.
-    let res = decide(
-        &h,
-        dsl_a.clone(),
-        &a,
-        json!({ "decision": "approve", "reason": "Proportionate." }),
-    )
-    .await;
+    let res = decide(&h, dsl_a.clone(), &a, json!({ "decision": "approve" })).await;
     assert_eq!(res.status(), 200);
     let out: Value = res.json().await.unwrap();
     assert_eq!(

@@ -105,10 +105,14 @@ impl RateLimits {
 
 /// Refuses a request when its partner's quota is used up (`429` with `Retry-After`).
 pub async fn rate_limit(State(rt): State<Arc<Runtime>>, request: Request, next: Next) -> Response {
-    let principal = request.extensions().get::<Caller>().map(|c| &c.0);
-    if let Err(retry_after) = rt.snapshot().limits.check(principal) {
-        let partner = principal.map_or_else(|| "unmapped".to_owned(), |p| p.partner.to_string());
-        metrics::counter!(telemetry::RATE_LIMITED, "partner" => partner).increment(1);
+    // Unmapped certificates are limited where they are served (the public documents), in
+    // the permission layer; everywhere else they are refused without cost.
+    let Some(principal) = request.extensions().get::<Caller>().map(|c| &c.0) else {
+        return next.run(request).await;
+    };
+    if let Err(retry_after) = rt.snapshot().limits.check(Some(principal)) {
+        metrics::counter!(telemetry::RATE_LIMITED, "partner" => principal.partner.to_string())
+            .increment(1);
         return ApiError::RateLimited { retry_after }.into_response();
     }
     next.run(request).await

@@ -113,15 +113,22 @@ fn fetched_for_another_site(request: &Request) -> Option<ApiError> {
     ))
 }
 
-/// The permission layer of one route: asks the policy, refuses with a problem (HTML on the
-/// console) before the handler runs.
+/// The permission layer of one route: asks the policy (and, for an unmapped certificate on
+/// a public document, the shared rate limit), refuses with a problem (HTML on the console)
+/// before the handler runs.
 pub async fn enforce(
-    State(permission): State<Permission>,
+    State((permission, rt)): State<(Permission, Arc<Runtime>)>,
     request: Request,
     next: Next,
 ) -> Response {
     let caller = request.extensions().get::<Caller>().map(|c| &c.0);
     let refused = match policy::decide(caller, permission) {
+        // An unmapped certificate reaches only the public documents, and shares one small
+        // rate limit there (a mapped principal was limited before routing).
+        Ok(()) if caller.is_none() => match rt.snapshot().limits.check(None) {
+            Ok(()) => None,
+            Err(retry_after) => Some(ApiError::RateLimited { retry_after }),
+        },
         Ok(()) => fetched_for_another_site(&request).or_else(|| cross_site(&request)),
         Err(Denied::UnknownPrincipal) => Some(ApiError::UnknownPrincipal),
         Err(Denied::NotGranted { .. }) => Some(ApiError::NotPermitted(permission)),
