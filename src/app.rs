@@ -57,6 +57,12 @@ impl Running {
         self.stop.clone()
     }
 
+    /// Logs the line operators (and `refex bench`, and the process tests) wait for. `serve`
+    /// calls it once every signal handler is installed.
+    pub fn announce_ready(&self) {
+        tracing::info!(api = %self.api_addr, admin = %self.admin_addr, store = ?self.runtime.store.backend(), "refex ready to accept connections");
+    }
+
     /// Waits until the server has stopped by itself or through [`Running::stopper`].
     pub async fn wait(self) {
         let _ = self.task.await;
@@ -64,8 +70,9 @@ impl Running {
     }
 }
 
-/// Generates the dev PKI if the settings run on it and it is not there yet. Says loudly
-/// that it is for development only.
+/// Generates the dev PKI if the settings run on it (development mode, no server certificate)
+/// and it is not there yet. Says loudly that it is for development only. Only `serve` calls
+/// it: offline commands use [`require_dev_pki`] and never generate a key.
 pub fn ensure_dev_pki(settings: &Settings, clock: &dyn Clock) -> Result<(), devpki::DevPkiError> {
     let pki = settings.pki();
     if !pki.dev {
@@ -95,6 +102,24 @@ pub fn ensure_dev_pki(settings: &Settings, clock: &dyn Clock) -> Result<(), devp
     Ok(())
 }
 
+/// For offline commands: the dev PKI must already exist when the settings run on it. A
+/// report or a subject-access search run before the gateway ever started must not mint the
+/// keys its answer would then be sealed or looked up under.
+pub fn require_dev_pki(settings: &Settings) -> Result<(), devpki::DevPkiError> {
+    let pki = settings.pki();
+    if pki.dev && !devpki::exists(&pki.dev_dir) {
+        return Err(devpki::DevPkiError::Missing(pki.dev_dir));
+    }
+    Ok(())
+}
+
+/// Logs what the configuration allows but warns about (development mode).
+pub fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!(mode = ?config.settings.mode, "{warning}");
+    }
+}
+
 /// Raises the soft limit on open files to the hard limit (a no-op when they are equal, as
 /// the systemd unit's `LimitNOFILE` makes them), so the connection caps, not the process's
 /// file descriptors, are what bound a flood of sockets.
@@ -113,6 +138,7 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     ensure_dev_pki(&settings, clock.as_ref())?;
     raise_open_file_limit();
     let config = Config::load_at(settings, clock.now())?;
+    log_warnings(&config);
     let store = store::open_with(
         &config.settings.store_url(),
         config.settings.store.group_commit(),
@@ -142,7 +168,6 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
         stopped.clone(),
     ));
     let task = tokio::spawn(server.run(stopped));
-    tracing::info!(api = %api_addr, admin = %admin_addr, store = ?runtime.store.backend(), "refex ready to accept connections");
     Ok(Running {
         api_addr,
         admin_addr,
@@ -159,7 +184,7 @@ pub async fn open_offline(
     clock: &dyn Clock,
 ) -> Result<(Config, Arc<dyn crate::store::Store>), StartError> {
     tls::install_default_provider();
-    ensure_dev_pki(&settings, clock)?;
+    require_dev_pki(&settings)?;
     let config = Config::load_at(settings, clock.now())?;
     let store = store::open_with(
         &config.settings.store_url(),

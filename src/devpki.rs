@@ -62,6 +62,10 @@ pub enum DevPkiError {
     /// Storage key generation failed.
     #[error("storage key generation: {0}")]
     Storage(String),
+    /// An offline command found no dev PKI, and only `refex serve` (development mode) or
+    /// `refex dev-pki` may generate one.
+    #[error("no development PKI in {}: start the gateway once (`refex serve`) or run `refex dev-pki`; offline commands never generate keys", .0.display())]
+    Missing(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DevPkiError + '_ {
@@ -358,7 +362,9 @@ impl DevCa {
         params
             .distinguished_name
             .push(DnType::OrganizationName, req.organisation.clone());
-        params.is_ca = IsCa::ExplicitNoCa;
+        // No basicConstraints at all: DER forbids encoding the default cA=FALSE, and strict
+        // parsers (Python `cryptography`, sslyze) refuse a leaf that does.
+        params.is_ca = IsCa::NoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![if req.server {
             ExtendedKeyUsagePurpose::ServerAuth
@@ -381,9 +387,20 @@ impl DevCa {
 
     /// A CRL listing `revoked` serial numbers, valid from an hour ago for [`DEV_VALIDITY`].
     pub fn crl(&self, revoked: &[Vec<u8>], now: SystemTime) -> Result<String, DevPkiError> {
+        self.crl_until(revoked, now, now + DEV_VALIDITY)
+    }
+
+    /// A CRL listing `revoked` serial numbers, issued an hour before `now`, whose
+    /// `nextUpdate` is `next_update` (tests of a CRL falling due).
+    pub fn crl_until(
+        &self,
+        revoked: &[Vec<u8>],
+        now: SystemTime,
+        next_update: SystemTime,
+    ) -> Result<String, DevPkiError> {
         let params = CertificateRevocationListParams {
             this_update: to_time(now - Duration::from_secs(3600)),
-            next_update: to_time(now + DEV_VALIDITY),
+            next_update: to_time(next_update),
             crl_number: SerialNumber::from(
                 now.duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_secs())

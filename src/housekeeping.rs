@@ -69,15 +69,38 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     Ok(report)
 }
 
+/// How often a CRL due or overdue is logged again (the metric and `/readyz` say it always).
+const CRL_LOG_EVERY: Duration = Duration::from_secs(3600);
+
+/// Updates the CRL metric and logs every CRL due or overdue, at most once per
+/// [`CRL_LOG_EVERY`]; returns when it last logged.
+fn warn_of_crls(rt: &Runtime, last: Option<tokio::time::Instant>) -> Option<tokio::time::Instant> {
+    let snapshot = rt.snapshot();
+    let lines = crate::trust::observe(
+        &snapshot.config.crls,
+        rt.clock.now(),
+        snapshot.config.settings.tls.crl_warn_before,
+    );
+    if lines.is_empty() || last.is_some_and(|t| t.elapsed() < CRL_LOG_EVERY) {
+        return if lines.is_empty() { None } else { last };
+    }
+    for (_, line) in lines {
+        tracing::warn!("{line}");
+    }
+    Some(tokio::time::Instant::now())
+}
+
 /// Runs [`run_once`] every `interval` until `stop` turns true.
 pub async fn run_every(rt: Arc<Runtime>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut crl_logged: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        crl_logged = warn_of_crls(&rt, crl_logged);
         match run_once(&rt).await {
             Ok(r) if r != Report::default() => {
                 tracing::info!(

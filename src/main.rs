@@ -44,17 +44,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let settings = config::load_settings(&cli.config, explicit, &overrides)?;
             refex::telemetry::init_logging(&settings.log);
+            // Every signal handler exists before anything listens: a SIGHUP or SIGTERM sent
+            // the moment the gateway says it is ready is handled, never the default action.
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut hangups =
+                signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+            let mut terms =
+                signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+            let mut interrupts =
+                signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
             let running = refex::app::start(settings, Arc::new(SystemClock)).await?;
-            // Both listeners are bound: tell systemd (Type=notify); nothing without it.
-            if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-                tracing::warn!(error = %e, "could not notify systemd of readiness");
-            }
             // SIGHUP reloads partners, agreements, schemas, keys and CRLs; a bad
             // configuration is refused whole and logged, the old one keeps serving.
             let rt = running.runtime.clone();
-            let mut hangups =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    .context("installing the SIGHUP handler")?;
             tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
                     let _ = refex::reload::reload(&rt, "operator:sighup").await;
@@ -62,13 +64,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             let stop = running.stopper();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                tokio::select! {
+                    _ = terms.recv() => {}
+                    _ = interrupts.recv() => {}
+                }
                 tracing::info!(
                     "shutdown requested: no new connections; finishing in-flight requests"
                 );
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
                 let _ = stop.send(true);
             });
+            // Listeners bound and every handler in place: only now say ready (log line,
+            // then systemd's READY=1; nothing without NOTIFY_SOCKET).
+            running.announce_ready();
+            if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+                tracing::warn!(error = %e, "could not notify systemd of readiness");
+            }
             running.wait().await;
             tracing::info!("refex stopped");
             Ok(())
@@ -90,7 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = refex::store::open(&settings.store_url()).await?;
             let tmp = args.out.with_extension("partial");
             let mut file = std::io::BufWriter::new(
-                std::fs::File::create(&tmp)
+                refex::files::create_private(&tmp)
                     .with_context(|| format!("creating {}", tmp.display()))?,
             );
             let n = refex::audit::export::export(store.as_ref(), &settings.gateway_id, &mut file)
@@ -353,24 +364,5 @@ fn store_overrides(data_dir: Option<std::path::PathBuf>, store_url: Option<Strin
         data_dir,
         store_url,
         ..Overrides::default()
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

@@ -249,19 +249,9 @@ impl PartnerClient {
     }
 }
 
-/// Writes `bytes` to `dir/name` durably: a temporary file, fsync, rename, fsync of the
-/// directory. Only after this returns may a delivery be acknowledged.
+/// Writes `bytes` to `dir/name` durably and readable by its owner only (a decrypted delivery
+/// is personal data): see [`crate::files::write_private_durably`]. Only after this returns
+/// may a delivery be acknowledged.
 pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.partial"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &target)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(target)
+    crate::files::write_private_durably(dir, name, bytes)
 }

@@ -51,6 +51,7 @@ pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError
             return Err(e.into());
         }
     };
+    crate::app::log_warnings(&config);
     let reloaded = Reloaded {
         partners: config.partners.len(),
         agreements: config.agreements.len(),

@@ -8,7 +8,6 @@
 //! rotate; they publish a new JWKS and the operator reloads).
 
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -88,8 +87,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.rotating"));
     {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        // Created 0600 by the open itself: never a moment readable by others.
+        let mut file = crate::files::create_private(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }

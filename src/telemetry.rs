@@ -26,6 +26,8 @@ pub const HOLDS_ESCALATED: &str = "refex_holds_escalated";
 pub const CONNECTIONS_REFUSED: &str = "refex_connections_refused_total";
 /// Open API connections.
 pub const CONNECTIONS_OPEN: &str = "refex_connections_open";
+/// Seconds until each CRL's `nextUpdate` (negative once past it), by issuer.
+pub const CRL_SECONDS_TO_NEXT_UPDATE: &str = "refex_crl_seconds_to_next_update";
 /// Requests refused by a partner's rate limit.
 pub const RATE_LIMITED: &str = "refex_rate_limited_total";
 

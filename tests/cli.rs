@@ -18,7 +18,7 @@ fn checkout() -> tempfile::TempDir {
     std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
     std::fs::write(
         dir.path().join("refex.toml"),
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        "mode = \"development\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     dir
@@ -236,7 +236,7 @@ fn serve_refuses_a_bad_configuration_naming_every_problem() {
     let dir = checkout();
     std::fs::write(
         dir.path().join("refex.toml"),
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nschemas_dir = \"missing-schemas\"\n[tls]\nserver_cert = \"nope.pem\"\n",
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nschemas_dir = \"missing-schemas\"\n[tls]\nserver_cert = \"nope.pem\"\nserver_key = \"nokey.pem\"\n",
     )
     .unwrap();
     let out = refex(dir.path())
@@ -248,7 +248,8 @@ fn serve_refuses_a_bad_configuration_naming_every_problem() {
     assert!(err.contains("configuration refused"), "{err}");
     assert!(err.contains("nope.pem"), "{err}");
     assert!(err.contains("missing-schemas"), "{err}");
-    assert!(err.contains("server_key is not"), "{err}");
+    assert!(err.contains("nokey.pem"), "{err}");
+    assert!(err.contains("keys.gateway_jwks is not set"), "{err}");
     assert!(
         !dir.path().join("data").exists(),
         "a refused start touched the store"
@@ -288,7 +289,7 @@ fn sighup_reloads_and_a_bad_configuration_is_refused_without_stopping() {
     std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
     std::fs::write(
         dir.path().join("refex.toml"),
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        "mode = \"development\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     let mut child = refex(dir.path())

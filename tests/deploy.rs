@@ -84,6 +84,40 @@ async fn kubernetes_manifests_match_the_binary() {
     let settings =
         refex::config::load_settings(&toml_path, true, &refex::config::Overrides::default())
             .unwrap();
+    assert_eq!(
+        settings.mode,
+        refex::config::settings::Mode::Production,
+        "the shipped Kubernetes configuration runs in production mode"
+    );
+
+    // The admin port is reachable only from the monitoring namespace; the API port from
+    // anywhere (mutual TLS decides).
+    let policy = find(&docs, "NetworkPolicy", "refex");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    let rule_for = |port: &str| {
+        rules
+            .iter()
+            .find(|r| {
+                r["ports"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["port"] == port))
+            })
+            .unwrap_or_else(|| panic!("no ingress rule for the {port} port"))
+    };
+    let admin_from = rule_for("admin")["from"].as_array().unwrap();
+    assert!(
+        !admin_from.is_empty(),
+        "the admin port must name who may reach it"
+    );
+    assert!(rule_for("api")["from"].is_null());
+    assert!(
+        rules.iter().all(|r| r["ports"].is_array()),
+        "a rule without ports would open every port"
+    );
 
     // Flags are serve's own.
     let pod = &deployment["spec"]["template"]["spec"];

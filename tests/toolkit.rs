@@ -86,6 +86,18 @@ async fn send_then_inbox_delivers_the_minimised_view() {
     let file = PathBuf::from(line["file"].as_str().unwrap());
     let delivery: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(delivery["delivery"]["referral_id"], id.as_str());
+    // A decrypted delivery is personal data: readable by its owner only, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "decrypted delivery file mode"
+    );
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "output directory mode"
+    );
     assert_eq!(
         delivery["delivery"]["payload"]["child"]["name"]["given"],
         "Amy"

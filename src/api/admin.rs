@@ -16,10 +16,10 @@ use serde_json::json;
 use super::problem::ApiError;
 use super::public::jwks;
 use crate::runtime::Runtime;
-use crate::telemetry;
+use crate::{telemetry, trust};
 
-/// Seconds a client should wait before asking a not-ready gateway again.
-const NOT_READY_RETRY_AFTER: u64 = 5;
+/// The longest `/readyz` waits for the store: a probe gets an answer, not a hang.
+const READY_STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The admin routes.
 pub fn router(rt: Arc<Runtime>) -> Router {
@@ -38,19 +38,37 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the configuration is loaded (it always is once serving) and the store answers.
+/// Ready when the store answers within [`READY_STORE_DEADLINE`] and no CRL is past its
+/// `nextUpdate` (which would refuse every certificate of its CA). A CRL due soon is a
+/// warning in the answer (and the log, and the metrics), not a reason to stop serving.
 async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
-    match rt.store.ping().await {
-        Ok(()) => {
-            Json(json!({ "status": "ready", "store": "ok", "config": "loaded" })).into_response()
+    let snapshot = rt.snapshot();
+    let tls = &snapshot.config.settings.tls;
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
+    for (health, line) in trust::observe(&snapshot.config.crls, rt.clock.now(), tls.crl_warn_before)
+    {
+        match health {
+            trust::CrlHealth::Overdue => reasons.push(line),
+            _ => warnings.push(line),
         }
-        Err(e) => {
+    }
+    match tokio::time::timeout(READY_STORE_DEADLINE, rt.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check: store not ready");
-            ApiError::Unavailable {
-                retry_after: NOT_READY_RETRY_AFTER,
-            }
-            .into_response()
+            reasons.push("the store does not answer".into());
         }
+        Err(_) => reasons.push(format!(
+            "the store did not answer within {} s",
+            READY_STORE_DEADLINE.as_secs()
+        )),
+    }
+    if reasons.is_empty() {
+        Json(json!({ "status": "ready", "store": "ok", "config": "loaded", "warnings": warnings }))
+            .into_response()
+    } else {
+        ApiError::NotReady(reasons).into_response()
     }
 }
 

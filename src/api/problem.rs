@@ -108,6 +108,10 @@ pub enum ApiError {
     /// A new configuration was refused whole (reload); the old one stays in force.
     #[error("the new configuration has {} problems; the previous one stays in force", .0.len())]
     ConfigRefused(Vec<String>),
+    /// `/readyz`: the gateway cannot serve partners now, for these reasons (operators only:
+    /// the admin listener).
+    #[error("not ready: {}", .0.join("; "))]
+    NotReady(Vec<String>),
     /// Something failed inside the gateway; the log has the detail under the request id.
     #[error("internal error")]
     Internal,
@@ -199,6 +203,7 @@ impl ApiError {
                 "config-refused",
                 "Configuration refused",
             ),
+            ApiError::NotReady(_) => (S::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
             ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -217,7 +222,9 @@ impl ApiError {
         }
         let detail = match status {
             StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal.to_string(),
-            StatusCode::SERVICE_UNAVAILABLE if !matches!(self, ApiError::Timeout) => {
+            StatusCode::SERVICE_UNAVAILABLE
+                if !matches!(self, ApiError::Timeout | ApiError::NotReady(_)) =>
+            {
                 "the gateway's store is unavailable; retry later (a referral with the same jti and claims: a retry of one that was in fact accepted is answered with that acceptance)".into()
             }
             StatusCode::INSUFFICIENT_STORAGE => ApiError::StoreFull { retry_after: 0 }.to_string(),
@@ -261,7 +268,7 @@ impl ApiError {
                 _ => None,
             },
             problems: match self {
-                ApiError::ConfigRefused(p) => Some(p.clone()),
+                ApiError::ConfigRefused(p) | ApiError::NotReady(p) => Some(p.clone()),
                 _ => None,
             },
             retry_after: match self {

@@ -324,7 +324,7 @@ pub fn prepare_project(dir: &Path, source: &Settings) -> Result<Settings, BenchE
     )
     .map_err(|e| BenchError::Setup(e.to_string()))?;
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+        "mode = \"development\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
          [limits]\nidle_timeout = \"10m\"\n\
          max_connections = 100000\nmax_handshakes = 100000\nmax_handshakes_per_address = 100000\n\
          [store]\ngroup_commit_window = \"{}us\"\ngroup_commit_max = {}\n\

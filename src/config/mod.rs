@@ -5,6 +5,7 @@
 
 pub mod agreements;
 pub mod partners;
+pub mod safety;
 pub mod settings;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -135,6 +136,10 @@ pub struct Config {
     /// Certificates the CRLs revoke (connections verified before a reload are checked
     /// against it and closed).
     pub revoked: tls::Revocations,
+    /// The CRLs in force, for warning before one falls due.
+    pub crls: Vec<crate::trust::Crl>,
+    /// What is unsafe but allowed in this mode; logged at start and reload.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -150,34 +155,47 @@ impl Config {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        let mut problems = Vec::new();
+        // A setting production needs is named as missing, and what depends on it is not read
+        // (rather than reported as an unreadable empty path); everything else still is, so
+        // every problem is listed at once.
+        let mut problems = safety::missing_settings(&settings);
         let pki = settings.pki();
-        if !pki.dev {
-            if settings.tls.server_key.is_none() {
-                problems.push("tls.server_cert is set but tls.server_key is not".to_owned());
-            }
-            if settings.keys.gateway_jwks.is_none() {
-                problems.push("tls.server_cert is set but keys.gateway_jwks is not".to_owned());
-            }
-            if settings.keys.storage_key.is_none() {
-                problems.push("tls.server_cert is set but keys.storage_key is not".to_owned());
-            }
-            if settings.keys.subject_key.is_none() {
-                problems.push("tls.server_cert is set but keys.subject_key is not".to_owned());
-            }
-        }
-        let tls = tls::server_config(&pki)
-            .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
-            .ok();
-        let gateway_keys = load_gateway_keys(&pki.gateway_jwks, now_unix)
-            .map_err(|e| problems.push(e))
-            .ok();
-        let storage_key = StorageKey::load(&pki.storage_key)
-            .map_err(|e| problems.push(e.to_string()))
-            .ok();
-        let subject_key = SubjectKey::load(&pki.subject_key)
-            .map_err(|e| problems.push(e.to_string()))
-            .ok();
+        let set = |p: &Path| !p.as_os_str().is_empty();
+        // An unreadable CRL is reported by the TLS configuration below.
+        let crls = crate::trust::read_crls(&pki.crls).unwrap_or_default();
+        let safety::Findings {
+            problems: unsafe_files,
+            warnings,
+        } = safety::check(&settings, &pki, &crls, now);
+        problems.extend(unsafe_files);
+        let tls = (set(&pki.server_cert) && set(&pki.server_key))
+            .then(|| {
+                tls::server_config(&pki)
+                    .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
+                    .ok()
+            })
+            .flatten();
+        let gateway_keys = set(&pki.gateway_jwks)
+            .then(|| {
+                load_gateway_keys(&pki.gateway_jwks, now_unix)
+                    .map_err(|e| problems.push(e))
+                    .ok()
+            })
+            .flatten();
+        let storage_key = set(&pki.storage_key)
+            .then(|| {
+                StorageKey::load(&pki.storage_key)
+                    .map_err(|e| problems.push(e.to_string()))
+                    .ok()
+            })
+            .flatten();
+        let subject_key = set(&pki.subject_key)
+            .then(|| {
+                SubjectKey::load(&pki.subject_key)
+                    .map_err(|e| problems.push(e.to_string()))
+                    .ok()
+            })
+            .flatten();
         let schemas = SchemaSet::load(&settings.schemas_dir)
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
             .ok();
@@ -202,6 +220,8 @@ impl Config {
                 storage_key,
                 subject_key,
                 revoked: tls::Revocations::load(&pki.crls),
+                crls,
+                warnings,
                 tls,
             }),
             _ => Err(ConfigError { problems }),

@@ -12,6 +12,11 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `development` runs on the generated development PKI and keys and only warns about
+    /// unsafe files; `production` (the default when the key is absent) refuses to start
+    /// without a server certificate, every key, and a CRL for every issuing CA.
+    #[serde(default)]
+    pub mode: Mode,
     /// This gateway's id: the `aud` of referrals and the `iss` of deliveries.
     #[serde(default = "default_gateway_id")]
     pub gateway_id: String,
@@ -63,6 +68,18 @@ pub struct Settings {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+}
+
+/// Which rules the configuration is held to.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Generated development PKI and keys when none are configured (never for real
+    /// referrals); unsafe files and missing CRLs are warned about.
+    Development,
+    /// Every certificate, key and CRL configured, key files private; nothing is generated.
+    #[default]
+    Production,
 }
 
 /// Request and connection limits. Each default says why that number.
@@ -221,9 +238,9 @@ impl Default for ReportSettings {
     }
 }
 
-/// Certificates and trust. Leave `server_cert` unset to run on the development PKI under
-/// `dev_pki_dir` (generated on first start, never for production).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Certificates and trust. In development mode, leave `server_cert` unset to run on the
+/// development PKI under `dev_pki_dir` (generated on first start).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// The gateway's certificate chain (PEM). Setting it switches off the dev PKI.
@@ -238,9 +255,28 @@ pub struct TlsSettings {
     /// Certificate revocation lists (PEM), one per issuing CA.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// How long before a CRL's `nextUpdate` the gateway warns (log, metric, `/readyz`): past
+    /// it every certificate of that CA is refused. Default 7 days: a CA publishing weekly
+    /// CRLs is then always warned about its next one, so a stalled publication is noticed
+    /// with days to spare.
+    #[serde(default = "default_crl_warn_before", with = "humantime_serde")]
+    pub crl_warn_before: Duration,
     /// Where the development PKI lives; default `certs/dev`.
     #[serde(default)]
     pub dev_pki_dir: Option<PathBuf>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            server_cert: None,
+            server_key: None,
+            client_ca: None,
+            crls: Vec::new(),
+            crl_warn_before: default_crl_warn_before(),
+            dev_pki_dir: None,
+        }
+    }
 }
 
 /// The gateway's JOSE keys.
@@ -345,13 +381,16 @@ impl Settings {
         if self.tls.dev_pki_dir.is_none() {
             self.tls.dev_pki_dir = Some(base.join("certs/dev"));
         }
-        if self.tls.server_cert.is_some() && self.tls.client_ca.is_none() {
+        if self.tls.client_ca.is_none()
+            && (self.tls.server_cert.is_some() || self.mode == Mode::Production)
+        {
             self.tls.client_ca = Some(base.join("certs/ca.pem"));
         }
     }
 
-    /// The PKI in force: configured files, or the development PKI when no server certificate
-    /// is configured. Missing production pieces are reported by `config` validation.
+    /// The PKI in force: configured files, or (development mode only) the development PKI
+    /// when no server certificate is configured. Missing pieces are reported by `config`
+    /// validation.
     pub fn pki(&self) -> PkiPaths {
         let dev_dir = self
             .tls
@@ -359,7 +398,7 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| PathBuf::from("certs/dev"));
         match &self.tls.server_cert {
-            None => PkiPaths {
+            None if self.mode == Mode::Development => PkiPaths {
                 dev: true,
                 server_cert: dev_dir.join("gateway/tls.pem"),
                 server_key: dev_dir.join("gateway/tls.key"),
@@ -370,9 +409,9 @@ impl Settings {
                 subject_key: dev_dir.join("gateway/subject.key"),
                 dev_dir,
             },
-            Some(cert) => PkiPaths {
+            cert => PkiPaths {
                 dev: false,
-                server_cert: cert.clone(),
+                server_cert: cert.clone().unwrap_or_default(),
                 server_key: self.tls.server_key.clone().unwrap_or_default(),
                 client_ca: self
                     .tls
@@ -446,6 +485,9 @@ fn default_max_handshakes_per_address() -> usize {
 }
 fn default_first_byte_timeout() -> Duration {
     Duration::from_secs(3)
+}
+fn default_crl_warn_before() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 fn default_close_undecided_after() -> Duration {
     Duration::from_secs(30 * 24 * 3600)

@@ -42,12 +42,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        if let Some(dir) = options.get_filename().parent() {
+        // The data directory 0700 and the database 0600 before SQLite opens it: its -wal and
+        // -shm files take the database file's mode, so none is ever readable by others.
+        let file = options.get_filename().to_owned();
+        if let Some(dir) = file.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
+                crate::files::create_private_dir_all(dir).map_err(|e| {
                     crate::store::StoreError::Unavailable(format!("{}: {e}", dir.display()))
                 })?;
             }
+        }
+        if file.as_os_str() != ":memory:" && !file.as_os_str().is_empty() {
+            crate::files::touch_private(&file).map_err(|e| {
+                crate::store::StoreError::Unavailable(format!("{}: {e}", file.display()))
+            })?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)

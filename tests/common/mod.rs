@@ -75,7 +75,7 @@ impl Project {
         std::fs::write(
             self.path().join("refex.toml"),
             format!(
-                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{extra}\n[log]\nformat = \"text\"\nfilter = \"warn\"\n"
+                "mode = \"development\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{extra}\n[log]\nformat = \"text\"\nfilter = \"warn\"\n"
             ),
         )
         .unwrap();

@@ -16,7 +16,7 @@ pub fn write_toml(dir: &Path, extra: &str) {
     std::fs::write(
         dir.join("refex.toml"),
         format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{extra}\n[log]\nformat = \"json\"\nfilter = \"warn,refex::app=info\"\n"
+            "mode = \"development\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{extra}\n[log]\nformat = \"json\"\nfilter = \"warn,refex::app=info\"\n"
         ),
     )
     .unwrap();

@@ -15,7 +15,7 @@ fi
 
 ln -s "$repo/partners" "$work/partners"
 ln -s "$repo/schemas" "$work/schemas"
-printf 'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\n' > "$work/refex.toml"
+printf 'mode = "development"\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\n' > "$work/refex.toml"
 (cd "$work" && exec "$bin" serve --data-dir data 2> "$work/serve.log") &
 pid=$!
 for _ in $(seq 1 300); do
@@ -28,3 +28,5 @@ api="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys.s
 admin="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin"])')"
 "$venv/bin/python" "$repo/tests/interop/partner.py" --gateway "https://localhost:$api" --admin "http://$admin" \
   --pki "$work/certs/dev" --examples "$repo/schemas/examples"
+# Every certificate and CRL the dev PKI wrote, through a strict independent DER parser.
+"$venv/bin/python" "$repo/tests/interop/strict_der.py" "$work/certs/dev"
