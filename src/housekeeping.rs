@@ -53,8 +53,11 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     let records_cutoff = now - config.settings.retention.records.as_secs() as i64;
     report.purged = rt.store.purge_records(records_cutoff, now).await?;
     // A marker matters only while its referral's `iat` could still pass the skew check.
-    let marker_cutoff = now - 2 * config.settings.limits.iat_skew.as_secs() as i64;
-    report.markers = rt.store.purge_replay_markers(marker_cutoff).await?;
+    // Measured by the database's clock (replicas' clocks may differ by up to the skew).
+    report.markers = rt
+        .store
+        .purge_replay_markers(2 * config.settings.limits.iat_skew)
+        .await?;
     // Sign a checkpoint whenever the tree has grown, so auditors always have a recent one.
     report.checkpoint = crate::audit::log::checkpoint(rt)
         .await

@@ -32,6 +32,7 @@ async fn conformance(url: &str, backend: Backend) {
     a_decision_is_whole_and_final(again.as_ref()).await;
     subject_keys_are_scoped_to_what_reached_each_partner(again.as_ref()).await;
     expiry_counts_from_entering_the_inbox(again.as_ref()).await;
+    replay_markers_are_purged_by_the_database_clock(again.as_ref()).await;
     again.close().await;
     the_database_refuses_unknown_statuses_and_kinds(url).await;
     unreadable_rows_are_errors_never_dropped(url).await;
@@ -124,6 +125,41 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
         subjects: vec!["subject-full".into(), "subject-idva".into()],
         withdraws: None,
     }
+}
+
+/// The purge measures a marker's age by the database's clock: the caller passes an age, not
+/// a cutoff computed from its own (possibly fast) clock.
+async fn replay_markers_are_purged_by_the_database_clock(store: &dyn Store) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ten_minutes = std::time::Duration::from_secs(600);
+    // Whatever earlier steps left (received in 2026-11 by their fixed clock) goes first.
+    store.purge_replay_markers(ten_minutes).await.unwrap();
+    let mut fresh = acceptance(901, "jti-fresh", false);
+    fresh.referral.received_at = now;
+    let mut old = acceptance(902, "jti-old", false);
+    old.referral.received_at = now - 3600;
+    for a in [fresh, old] {
+        assert_eq!(store.accept(a).await.unwrap(), AcceptOutcome::Accepted);
+    }
+    assert_eq!(store.purge_replay_markers(ten_minutes).await.unwrap(), 1);
+    assert!(
+        store
+            .prior_acceptance(&p("notts-police"), "jti-fresh")
+            .await
+            .unwrap()
+            .is_some(),
+        "a marker seen now is kept"
+    );
+    assert!(
+        store
+            .prior_acceptance(&p("notts-police"), "jti-old")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {

@@ -63,7 +63,7 @@ pub(crate) static SUBJECT_MATCHES: LazyLock<String> = LazyLock::new(|| {
 /// Implements [`Store`](super::Store) for a backend type with `pool`, `writer` and `group`
 /// fields, and defines the batch writer `accept_batch` for its pool type.
 macro_rules! store_impl {
-    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal, $for_update:literal) => {
+    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal, $for_update:literal, $db_now:literal) => {
         use crate::audit::event::{self as ev, ActorRef, AuditEvent};
         use crate::identity::PartnerId;
         use crate::ids::{DeliveryId, ReferralId};
@@ -388,9 +388,11 @@ macro_rules! store_impl {
                 Ok(due.len() as u64)
             }
 
-            async fn purge_replay_markers(&self, cutoff: i64) -> Result<u64, StoreError> {
-                sqlx::query("DELETE FROM replay_markers WHERE seen_at < $1")
-                    .bind(cutoff)
+            async fn purge_replay_markers(&self, max_age: std::time::Duration) -> Result<u64, StoreError> {
+                // The database's clock, not this replica's: a replica whose clock runs ahead
+                // cannot purge markers another replica still needs to refuse a replay.
+                sqlx::query(concat!("DELETE FROM replay_markers WHERE seen_at < ", $db_now, " - $1"))
+                    .bind(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX))
                     .execute(&self.writer)
                     .await
                     .map(|r| r.rows_affected())

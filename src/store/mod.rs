@@ -180,9 +180,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// linked from a later correction), with a `purged` event each. Returns how many.
     async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
 
-    /// Deletes replay markers older than `cutoff` (a `jti` that old is refused by the `iat`
-    /// check anyway). Returns how many.
-    async fn purge_replay_markers(&self, cutoff: i64) -> Result<u64, StoreError>;
+    /// Deletes replay markers seen more than `max_age` ago by the database's clock (a `jti`
+    /// that old is refused by the `iat` check anyway). Returns how many.
+    async fn purge_replay_markers(&self, max_age: std::time::Duration) -> Result<u64, StoreError>;
 
     /// How many leaves the audit tree has.
     async fn audit_size(&self) -> Result<u64, StoreError>;

@@ -96,5 +96,6 @@ store_impl!(
     "BEGIN IMMEDIATE",
     "",
     "",
-    ""
+    "",
+    "CAST(strftime('%s', 'now') AS INTEGER)"
 );
