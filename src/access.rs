@@ -162,25 +162,6 @@ pub enum ReportRequestError {
     Store(#[from] StoreError),
 }
 
-/// Unix seconds at 00:00 UTC of a `YYYY-MM-DD` date.
-pub fn day_start(date: &str) -> Result<i64, ReportRequestError> {
-    let bad = || ReportRequestError::Invalid(format!("{date:?} is not a YYYY-MM-DD date"));
-    let mut parts = date.split('-');
-    let (Some(y), Some(m), Some(d), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    let (y, m, d): (i32, u8, u8) = (
-        y.parse().map_err(|_| bad())?,
-        m.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-    );
-    let month = time::Month::try_from(m).map_err(|_| bad())?;
-    let date = time::Date::from_calendar_date(y, month, d).map_err(|_| bad())?;
-    Ok(date.midnight().assume_utc().unix_timestamp())
-}
-
 /// An aggregate report over referrals received from `from` to `to` (dates, inclusive), by
 /// the named dimensions; audited (who, which dimensions, which period).
 pub async fn aggregate_report(
@@ -194,12 +175,8 @@ pub async fn aggregate_report(
 ) -> Result<crate::report::Table, ReportRequestError> {
     let dims =
         crate::report::parse_by(by).map_err(|e| ReportRequestError::Invalid(e.to_string()))?;
-    let (start, end) = (day_start(from)?, day_start(to)? + 86_400);
-    if end <= start {
-        return Err(ReportRequestError::Invalid(
-            "\"to\" is before \"from\"".into(),
-        ));
-    }
+    let period = crate::report::Period::parse(from, to, now)
+        .map_err(|e| ReportRequestError::Invalid(e.to_string()))?;
     let kind_of = |id: &PartnerId| {
         config
             .partners
@@ -208,7 +185,7 @@ pub async fn aggregate_report(
             .unwrap_or_else(|| "unknown".into())
     };
     let facts: Vec<crate::report::Fact> = store
-        .report_facts(start, end)
+        .report_facts(period.start, period.end)
         .await?
         .iter()
         .map(|row| crate::report::fact(row, kind_of))

@@ -208,10 +208,10 @@ pub struct InboxArgs {
 /// `refex report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// First day, YYYY-MM-DD.
+    /// First month, YYYY-MM (or its first day, YYYY-MM-01).
     #[arg(long)]
     pub from: String,
-    /// Last day, YYYY-MM-DD (inclusive).
+    /// Last month, YYYY-MM (or its last day), and a month that has ended.
     #[arg(long)]
     pub to: String,
     /// Dimensions, comma-separated, the last across: month, type, sender_kind, recipient_kind,

@@ -1,9 +1,22 @@
 //! Anonymised aggregate reports for commissioners: counts of disclosures (deliveries) by any
 //! of month × referral type × sender kind × recipient kind × consent status × review outcome,
-//! laid out as a two-way table (the last dimension across), with disclosure control: cells
-//! under the threshold are suppressed, secondary suppression leaves no row or column with a
-//! single hidden cell (so no total can be subtracted to recover one), and every total is
-//! rounded to the nearest 5. Pure: rows in, a table out; no store, no records.
+//! laid out as a two-way table (the last dimension across), with disclosure control. Pure:
+//! rows in, a table out; no store, no records.
+//!
+//! The publication rule, and what each part defends against:
+//!
+//! - **Complete months only** ([`Period`]): a report covers whole calendar months that have
+//!   ended, and every fact is taken as it stood at the end of the period (a decision or
+//!   withdrawal after it does not move a count). A published table therefore never changes,
+//!   so polling before and after a new referral (or a decision) tells nothing about it.
+//! - **Primary suppression**: a cell under the threshold (5) is hidden.
+//! - **Secondary suppression**: no row or column whose total is published has exactly one
+//!   hidden cell, so no total minus the visible cells gives a hidden one away.
+//! - **Rounding**: every published number, cell and total, is rounded to the nearest 5, so
+//!   the difference of two published numbers (two overlapping periods, say) is uncertain by
+//!   up to ±4; rounding is monotonic, so no total is ever shown below one of its own cells.
+//! - A hidden cell is published as *suppressed*, never as `<5`: cells hidden to protect
+//!   another can be large.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,8 +32,11 @@ pub const DIMENSIONS: &[&str] = &[
     "review",
 ];
 
-/// Totals are rounded to a multiple of this.
+/// Every published number is rounded to a multiple of this.
 pub const ROUND_TO: u64 = 5;
+
+/// What a published cell shows when it is hidden (text and CSV).
+pub const SUPPRESSED: &str = "suppressed";
 
 /// One disclosure, described only by its dimensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +54,110 @@ pub enum ReportError {
     /// No dimension, or one named twice.
     #[error("name between one and six distinct dimensions")]
     Shape,
+    /// `from` or `to` is not a month or a date.
+    #[error("{0:?} is not a month (YYYY-MM) or a date (YYYY-MM-DD)")]
+    Date(String),
+    /// `from` is a date other than the first of its month.
+    #[error("\"from\" must be a month or the first day of one (reports cover whole months): {0:?}")]
+    FromMidMonth(String),
+    /// `to` is a date other than the last of its month.
+    #[error("\"to\" must be a month or the last day of one (reports cover whole months): {0:?}")]
+    ToMidMonth(String),
+    /// `to` is before `from`.
+    #[error("\"to\" is before \"from\"")]
+    Backwards,
+    /// `to` reaches into a month that has not ended.
+    #[error(
+        "\"to\" must be a month that has ended (the latest is {latest}): a report covers complete months only, so it never changes as new referrals arrive"
+    )]
+    Incomplete {
+        /// The latest month a report may reach, `YYYY-MM`.
+        latest: String,
+    },
+}
+
+/// The months a report covers: whole calendar months (UTC), all of them ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period {
+    /// Unix seconds at the start of the first month.
+    pub start: i64,
+    /// Unix seconds at the start of the month after the last: facts are taken as they stood
+    /// then.
+    pub end: i64,
+}
+
+impl Period {
+    /// Reads `from` and `to` (`YYYY-MM`, or the first and last day of a month as
+    /// `YYYY-MM-DD`), refusing any period that reaches into the month of `now`.
+    pub fn parse(from: &str, to: &str, now: i64) -> Result<Self, ReportError> {
+        let (first, from_day) = month_of(from)?;
+        if from_day.is_some_and(|d| d != 1) {
+            return Err(ReportError::FromMidMonth(from.to_owned()));
+        }
+        let (last, to_day) = month_of(to)?;
+        if to_day.is_some_and(|d| d != last.month().length(last.year())) {
+            return Err(ReportError::ToMidMonth(to.to_owned()));
+        }
+        if last < first {
+            return Err(ReportError::Backwards);
+        }
+        let this_month = time::OffsetDateTime::from_unix_timestamp(now)
+            .map(|t| t.date().replace_day(1).unwrap_or(t.date()))
+            .unwrap_or(time::Date::MIN);
+        let end = next_month(last);
+        if end > this_month {
+            let latest = this_month.previous_day().unwrap_or(this_month);
+            return Err(ReportError::Incomplete {
+                latest: format!("{:04}-{:02}", latest.year(), u8::from(latest.month())),
+            });
+        }
+        let unix = |d: time::Date| d.midnight().assume_utc().unix_timestamp();
+        Ok(Self {
+            start: unix(first),
+            end: unix(end),
+        })
+    }
+}
+
+/// The first day of the month a `YYYY-MM` or `YYYY-MM-DD` names, and the day if given.
+fn month_of(text: &str) -> Result<(time::Date, Option<u8>), ReportError> {
+    let bad = || ReportError::Date(text.to_owned());
+    let parts: Vec<&str> = text.split('-').collect();
+    let number = |s: &str, len: usize| -> Result<u32, ReportError> {
+        if s.len() != len || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    let (y, m, d) = match parts.as_slice() {
+        [y, m] => (number(y, 4)?, number(m, 2)?, None),
+        [y, m, d] => (number(y, 4)?, number(m, 2)?, Some(number(d, 2)?)),
+        _ => return Err(bad()),
+    };
+    let month = u8::try_from(m)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())
+        .ok_or_else(bad)?;
+    let year = i32::try_from(y).map_err(|_| bad())?;
+    let first = time::Date::from_calendar_date(year, month, 1).map_err(|_| bad())?;
+    let day = match d {
+        Some(d) => {
+            let d = u8::try_from(d).map_err(|_| bad())?;
+            time::Date::from_calendar_date(year, month, d).map_err(|_| bad())?;
+            Some(d)
+        }
+        None => None,
+    };
+    Ok((first, day))
+}
+
+/// The first day of the month after `first`'s.
+fn next_month(first: time::Date) -> time::Date {
+    let (y, m) = match first.month() {
+        time::Month::December => (first.year() + 1, time::Month::January),
+        m => (first.year(), m.next()),
+    };
+    time::Date::from_calendar_date(y, m, 1).unwrap_or(time::Date::MAX)
 }
 
 /// A published cell: a count, or suppressed.
@@ -50,9 +170,11 @@ pub struct Table {
     pub by: Vec<String>,
     /// Cells under this are suppressed.
     pub threshold: u64,
+    /// Every published number (cell and total) is rounded to a multiple of this.
+    pub rounded_to: u64,
     /// Column labels (values of the last dimension).
     pub columns: Vec<String>,
-    /// Rows: the values of the other dimensions, the cells, and the rounded row total.
+    /// Rows: the values of the other dimensions, the rounded cells, and the rounded row total.
     pub rows: Vec<Row>,
     /// Rounded column totals; absent when each column has one cell (the total would be it).
     pub column_totals: Option<Vec<u64>>,
@@ -67,7 +189,7 @@ pub struct Table {
 pub struct Row {
     /// The row's values of the leading dimensions (empty for a one-dimension report).
     pub key: Vec<String>,
-    /// One cell per column.
+    /// One cell per column, rounded; `None` when suppressed.
     pub cells: Vec<Cell>,
     /// Rounded row total; absent when each row has one cell (the total would be it).
     pub total: Option<u64>,
@@ -136,7 +258,7 @@ pub fn tabulate(facts: &[Fact], by: &[usize], threshold: u64) -> Table {
             cells: vals
                 .iter()
                 .zip(hid)
-                .map(|(v, h)| (!h).then_some(*v))
+                .map(|(v, h)| (!h).then_some(round(*v)))
                 .collect(),
             total: row_totals.then(|| round(vals.iter().sum())),
         })
@@ -144,6 +266,7 @@ pub fn tabulate(facts: &[Fact], by: &[usize], threshold: u64) -> Table {
     Table {
         by: by.iter().map(|&d| DIMENSIONS[d].to_owned()).collect(),
         threshold,
+        rounded_to: ROUND_TO,
         column_totals: column_totals.then(|| {
             (0..columns.len())
                 .map(|c| round(values.iter().map(|r| r[c]).sum()))
@@ -201,23 +324,23 @@ fn suppress(
 }
 
 /// A delivery row as report dimensions: month, type, sender and recipient *kinds* (never
-/// partner ids in the dimensions other than kinds), consent status, review outcome.
+/// partner ids in the dimensions other than kinds), consent status, and the review outcome
+/// as it stood at the end of the reported period (the row is read so).
 pub fn fact(
     row: &crate::store::records::FactRow,
     kind_of: impl Fn(&crate::identity::PartnerId) -> String,
 ) -> Fact {
     use crate::audit::event::Verdict;
-    use crate::store::records::DeliveryStatus;
     let month = time::OffsetDateTime::from_unix_timestamp(row.received_at)
         .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
         .unwrap_or_else(|_| "unknown".into());
-    let review = match (row.decision, row.status, row.held) {
-        (Some(Verdict::Approve), _, _) => "approved",
-        (Some(Verdict::Reject), _, _) | (_, DeliveryStatus::RejectedByReview, _) => "rejected",
-        (_, DeliveryStatus::HeldForReview, _) => "pending",
-        (_, DeliveryStatus::ExpiredUndecided, _) => "closed-undecided",
-        (None, DeliveryStatus::Withdrawn, true) => "withdrawn-before-review",
-        _ => "not-reviewed",
+    let review = match (row.decision, row.held) {
+        (Some(Verdict::Approve), _) => "approved",
+        (Some(Verdict::Reject), _) => "rejected",
+        (None, false) => "not-reviewed",
+        (None, true) if row.closed_undecided => "closed-undecided",
+        (None, true) if row.withdrawn => "withdrawn-before-review",
+        (None, true) => "pending",
     };
     Fact {
         values: [
@@ -241,7 +364,7 @@ pub fn to_csv(t: &Table) -> Result<String, csv::Error> {
         for (col, cell) in t.columns.iter().zip(&row.cells) {
             let mut rec: Vec<String> = row.key.clone();
             rec.push(col.clone());
-            rec.push(cell.map_or_else(|| "suppressed".to_owned(), |v| v.to_string()));
+            rec.push(cell.map_or_else(|| SUPPRESSED.to_owned(), |v| v.to_string()));
             w.write_record(&rec)?;
         }
     }
@@ -249,9 +372,10 @@ pub fn to_csv(t: &Table) -> Result<String, csv::Error> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// The table for people: aligned columns, `<5` where suppressed, totals marked `~`.
+/// The table for people: aligned columns, `suppressed` where hidden (never `<5`: a cell
+/// hidden to protect another can be large), every number rounded.
 pub fn render_text(t: &Table) -> String {
-    let cell = |c: &Cell| c.map_or_else(|| format!("<{}", t.threshold), |v| v.to_string());
+    let cell = |c: &Cell| c.map_or_else(|| SUPPRESSED.to_owned(), |v| v.to_string());
     let mut grid: Vec<Vec<String>> = Vec::new();
     let mut header: Vec<String> = t.by[..t.by.len() - 1].to_vec();
     header.extend(t.columns.iter().cloned());
@@ -260,7 +384,7 @@ pub fn render_text(t: &Table) -> String {
     for row in &t.rows {
         let mut line = row.key.clone();
         line.extend(row.cells.iter().map(cell));
-        line.push(row.total.map_or_else(String::new, |v| format!("~{v}")));
+        line.push(row.total.map_or_else(String::new, |v| v.to_string()));
         grid.push(line);
     }
     let mut totals: Vec<String> = vec![String::new(); t.by.len() - 1];
@@ -268,10 +392,10 @@ pub fn render_text(t: &Table) -> String {
         *first = "total".into();
     }
     match &t.column_totals {
-        Some(ct) => totals.extend(ct.iter().map(|v| format!("~{v}"))),
+        Some(ct) => totals.extend(ct.iter().map(|v| v.to_string())),
         None => totals.extend(t.columns.iter().map(|_| String::new())),
     }
-    totals.push(t.grand_total.map_or_else(String::new, |v| format!("~{v}")));
+    totals.push(t.grand_total.map_or_else(String::new, |v| v.to_string()));
     grid.push(totals);
     let widths: Vec<usize> = (0..grid[0].len())
         .map(|i| {
@@ -292,8 +416,8 @@ pub fn render_text(t: &Table) -> String {
         out.push('\n');
     }
     out.push_str(&format!(
-        "cells under {} suppressed ({} hidden, secondary included); totals (~) rounded to {}\n",
-        t.threshold, t.suppressed, ROUND_TO
+        "every number rounded to the nearest {}; {} cells suppressed (counts under {}, and cells hidden so no total gives one away)\n",
+        t.rounded_to, t.suppressed, t.threshold
     ));
     out
 }

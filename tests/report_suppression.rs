@@ -1,11 +1,13 @@
-//! Disclosure control, as a property: for random tables, every cell under the threshold is
-//! hidden, and a solver that subtracts published cells from published (rounded) row and
-//! column totals never recovers a suppressed value.
+//! Disclosure control, as properties: for random tables, every cell under the threshold is
+//! hidden, every published number is rounded, no total is below one of its cells, and a
+//! solver that subtracts published cells from published row and column totals never
+//! recovers a suppressed value; and a differencing attacker, polling every report it may ask
+//! for just before and just after each new referral, never sees a report change.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use proptest::prelude::*;
-use refex::report::{Fact, Table, tabulate};
+use refex::report::{Fact, Period, Table, round, tabulate};
 
 fn facts(grid: &[Vec<u64>]) -> Vec<Fact> {
     let mut out = Vec::new();
@@ -101,7 +103,13 @@ proptest! {
                     prop_assert!(cell.is_none(), "small cell {v} published");
                 }
                 if let Some(p) = cell {
-                    prop_assert_eq!(*p, v);
+                    prop_assert_eq!(*p, round(v), "every published cell is rounded");
+                    if let Some(total) = row.total {
+                        prop_assert!(total >= *p, "row total {} below its cell {}", total, p);
+                    }
+                    if let Some(totals) = &table.column_totals {
+                        prop_assert!(totals[c] >= *p, "column total {} below its cell {}", totals[c], p);
+                    }
                 }
             }
             prop_assert_eq!(row.total.unwrap_or(0) % 5, 0);
@@ -109,6 +117,71 @@ proptest! {
         for ((r, c), guess) in solve(&table) {
             if table.rows[r].cells[c].is_none() {
                 prop_assert_ne!(guess, truth(r, c) as i64, "suppressed cell recovered");
+            }
+        }
+    }
+}
+
+/// Unix seconds of 00:00 UTC on the first of month `m` counted from January 2026.
+fn month_start(m: i64) -> i64 {
+    let (y, mo) = (2026 + m.div_euclid(12), m.rem_euclid(12) + 1);
+    time::Date::from_calendar_date(y as i32, time::Month::try_from(mo as u8).unwrap(), 1)
+        .unwrap()
+        .midnight()
+        .assume_utc()
+        .unix_timestamp()
+}
+
+fn month_name(m: i64) -> String {
+    format!("{:04}-{:02}", 2026 + m.div_euclid(12), m.rem_euclid(12) + 1)
+}
+
+/// What a report shows at `now`: the referrals received by then that fall in the period,
+/// tabulated by month and recipient — or the refusal.
+fn report_at(arrivals: &[(i64, usize)], from: &str, to: &str, now: i64) -> Option<Table> {
+    let period = Period::parse(from, to, now).ok()?;
+    let facts: Vec<Fact> = arrivals
+        .iter()
+        .filter(|(at, _)| *at < now && *at >= period.start && *at < period.end)
+        .map(|(at, kind)| Fact {
+            values: [
+                time::OffsetDateTime::from_unix_timestamp(*at)
+                    .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
+                    .unwrap(),
+                "t".into(),
+                "s".into(),
+                format!("k{kind}"),
+                "given".into(),
+                "not-reviewed".into(),
+            ],
+        })
+        .collect();
+    Some(tabulate(&facts, &[0, 3], 5))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The attacker of finding 9: it polls every report it may ask for (every range of months
+    /// around the data) the moment before and the moment after each referral arrives, and
+    /// compares. Before the publication rule it read each new referral's cell off the change
+    /// (114 → 115); now no report it may ask for ever changes.
+    #[test]
+    fn a_differencing_attacker_never_sees_a_report_change(
+        arrivals in prop::collection::vec((0i64..(4 * 31 * 86_400), 0usize..3), 1..60),
+        queries in prop::collection::vec((0i64..5, 0i64..5), 1..6),
+    ) {
+        let base = month_start(0);
+        let arrivals: Vec<(i64, usize)> = arrivals.iter().map(|(s, k)| (base + s, *k)).collect();
+        for &(at, _) in &arrivals {
+            for &(a, b) in &queries {
+                let (from, to) = (month_name(a.min(b)), month_name(a.max(b)));
+                let before = report_at(&arrivals, &from, &to, at);
+                let after = report_at(&arrivals, &from, &to, at + 1);
+                // A report refused before or after (the moment a month ends) tells nothing.
+                if let (Some(x), Some(y)) = (before, after) {
+                    prop_assert_eq!(x, y, "{}..{} changed when a referral arrived at {}", from, to, at);
+                }
             }
         }
     }

@@ -38,7 +38,7 @@ pub async fn aggregates(
     let snapshot = rt.snapshot();
     let Query(q) = q.map_err(|_| ApiError::BadRequest {
         slug: "bad-query",
-        detail: "from and to (YYYY-MM-DD) are required; by is optional".into(),
+        detail: "from and to (months, YYYY-MM) are required; by is optional".into(),
     })?;
     let now = rt.clock.unix_seconds() as i64;
     let table = access::aggregate_report(

@@ -808,13 +808,19 @@ macro_rules! store_impl {
             }
 
             async fn report_facts(&self, from: i64, to: i64) -> Result<Vec<rec::FactRow>, StoreError> {
+                // Each delivery as it stood at `to`: only events before it count, so a report
+                // of ended months never changes.
                 #[allow(clippy::type_complexity)]
-                let found: Vec<(i64, String, String, String, String, String, Option<String>, bool)> = sqlx::query_as(
-                    "SELECT r.received_at, r.referral_type, r.sender, d.recipient, r.consent_status, d.status, \
+                let found: Vec<(i64, String, String, String, String, Option<String>, bool, bool, bool)> = sqlx::query_as(
+                    "SELECT r.received_at, r.referral_type, r.sender, d.recipient, r.consent_status, \
                      (SELECT e.detail FROM audit_events e WHERE e.referral_id = d.referral_id \
-                      AND e.delivery_id = d.id AND e.kind = $3 ORDER BY e.idx LIMIT 1), \
+                      AND e.delivery_id = d.id AND e.kind = $3 AND e.at < $2 ORDER BY e.seq LIMIT 1), \
                      EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
-                      AND e.delivery_id = d.id AND e.kind = $4) \
+                      AND e.delivery_id = d.id AND e.kind = $4 AND e.at < $2), \
+                     EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
+                      AND e.delivery_id = d.id AND e.kind = $5 AND e.at < $2), \
+                     EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
+                      AND e.delivery_id = d.id AND e.kind = $6 AND e.at < $2) \
                      FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
                      WHERE r.received_at >= $1 AND r.received_at < $2",
                 )
@@ -822,6 +828,8 @@ macro_rules! store_impl {
                 .bind(to)
                 .bind(ev::EventKind::Reviewed.as_str())
                 .bind(ev::EventKind::Held.as_str())
+                .bind(ev::EventKind::ClosedUndecided.as_str())
+                .bind(ev::EventKind::Withdrawn.as_str())
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_err("report"))?;

@@ -306,12 +306,14 @@ pub struct FactRow {
     pub recipient: PartnerId,
     /// `consent.status`.
     pub consent: crate::intake::ConsentStatus,
-    /// Delivery status.
-    pub status: DeliveryStatus,
-    /// The lead's decision, if the delivery was reviewed.
+    /// The lead's decision, if one was made before the end of the reported period.
     pub decision: Option<crate::audit::event::Verdict>,
     /// Whether it was held for review.
     pub held: bool,
+    /// Whether the hold was closed undecided before the end of the reported period.
+    pub closed_undecided: bool,
+    /// Whether the delivery was withdrawn before the end of the reported period.
+    pub withdrawn: bool,
 }
 
 /// A referral a subject-access search found, and what the asking partner may see of it.

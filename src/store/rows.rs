@@ -201,14 +201,15 @@ pub(crate) fn inbox_item(
 /// detail, held)`.
 #[allow(clippy::type_complexity)]
 pub(crate) fn fact(
-    (received_at, ty, sender, recipient, consent, status, reviewed, held): (
+    (received_at, ty, sender, recipient, consent, reviewed, held, closed_undecided, withdrawn): (
         i64,
         String,
         String,
         String,
         String,
-        String,
         Option<String>,
+        bool,
+        bool,
         bool,
     ),
 ) -> Result<FactRow, StoreError> {
@@ -225,9 +226,10 @@ pub(crate) fn fact(
         sender: parse("referrals", "sender", &sender)?,
         recipient: parse("deliveries", "recipient", &recipient)?,
         consent: ConsentStatus::parse(&consent).ok_or(corrupt("referrals", "consent_status"))?,
-        status: parse("deliveries", "status", &status)?,
         decision,
         held,
+        closed_undecided,
+        withdrawn,
     })
 }
 
