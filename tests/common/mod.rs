@@ -5,6 +5,7 @@
 pub mod partner;
 pub mod pg;
 pub mod pgproxy;
+pub mod prereq;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! PostgreSQL for tests: each test gets its own schema in the `test` database, so tests run
-//! in parallel. Schema names are generated here (`t_` + hex), never taken from input. Under `CI=true` an unreachable server fails the test; elsewhere the test is
-//! skipped with a message.
+//! in parallel. Schema names are generated here (`t_` + hex), never taken from input. An
+//! unreachable server fails the test unless the run opts out (`REFEX_TEST_SKIP=postgres`,
+//! never under `CI=true`; see `prereq`).
 
 use sqlx::Connection as _;
 
@@ -10,19 +11,14 @@ pub fn base_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// A fresh schema; returns a store URL that selects it, or `None` (outside CI) when no
-/// PostgreSQL is reachable.
+/// A fresh schema; returns a store URL that selects it, or `None` when PostgreSQL is
+/// unreachable and the run opted out of it (otherwise the test fails).
 pub async fn fresh_schema() -> Option<String> {
     let base = base_url();
     let mut conn = match sqlx::PgConnection::connect(&base).await {
         Ok(c) => c,
         Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("PostgreSQL at {base} is unreachable under CI=true: {e}");
-            }
-            eprintln!(
-                "skipping: PostgreSQL at {base} unreachable ({e}); CI=true makes this a failure"
-            );
+            super::prereq::available("postgres", Err(format!("{base} unreachable: {e}")));
             return None;
         }
     };
