@@ -2,6 +2,7 @@
 //! its own task under a timeout, so one slow client cannot stall the others), and the plain
 //! admin listener. Both stop accepting on shutdown and let in-flight requests finish.
 
+mod activity;
 pub mod admission;
 mod idle;
 
@@ -232,21 +233,24 @@ async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch:
         let router = router.clone();
         let watcher = graceful.watcher();
         let rt = rt.clone();
-        let gauge = admission.clone();
+        let admission = admission.clone();
         tokio::spawn(async move {
             serve_connection(
-                tcp,
-                peer,
-                limits,
-                acceptor,
-                handshaking,
+                Admitted {
+                    tcp,
+                    peer,
+                    limits,
+                    acceptor,
+                    handshaking,
+                    admission: admission.clone(),
+                },
                 router,
                 watcher,
                 rt,
             )
             .await;
             drop(open);
-            metrics::gauge!(telemetry::CONNECTIONS_OPEN).set(gauge.open() as f64);
+            metrics::gauge!(telemetry::CONNECTIONS_OPEN).set(admission.open() as f64);
         });
     }
     drop(listener);
@@ -256,29 +260,47 @@ async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch:
     }
 }
 
-/// One admitted connection: its first byte within the limit, its TLS handshake (the slot is
-/// given back when it ends), then HTTP until it closes, idles out or is revoked.
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection(
+/// A socket admitted at accept, with what its connection needs.
+struct Admitted {
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     limits: crate::config::settings::Limits,
     acceptor: TlsAcceptor,
     handshaking: admission::HandshakeSlot,
+    admission: Arc<admission::Admission>,
+}
+
+/// One admitted connection: its first byte within the limit, its TLS handshake (the slot is
+/// given back when it ends, or taken away if it stalls while others wait), its certificate
+/// under its cap of open connections, then HTTP until it closes, carries no request for the
+/// idle time, or is revoked.
+async fn serve_connection(
+    admitted: Admitted,
     router: axum::Router,
     watcher: hyper_util::server::graceful::Watcher,
     rt: Arc<Runtime>,
 ) {
+    let Admitted {
+        tcp,
+        peer,
+        limits,
+        acceptor,
+        mut handshaking,
+        admission,
+    } = admitted;
     let _ = tcp.set_nodelay(true);
     if !first_byte(&tcp, limits.first_byte_timeout).await {
         handshake_failed(peer, "no-client-hello");
         return;
     }
     let stream = idle::IdleTimeout::new(tcp, limits.idle_timeout);
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return handshake_failed(peer, tls::handshake_failure_reason(&e)),
-        Err(_) => return handshake_failed(peer, "timeout"),
+    let tls = tokio::select! {
+        done = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)) => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return handshake_failed(peer, tls::handshake_failure_reason(&e)),
+            Err(_) => return handshake_failed(peer, "timeout"),
+        },
+        () = handshaking.cut() => return handshake_failed(peer, "cut-off-for-a-newer-socket"),
     };
     drop(handshaking);
     metrics::counter!(telemetry::TLS_HANDSHAKES).increment(1);
@@ -286,13 +308,40 @@ async fn serve_connection(
         // Unreachable with client authentication required; refuse rather than serve.
         return;
     };
+    let cap = if rt.snapshot().config.principal(&fingerprint).is_some() {
+        limits.max_connections_per_certificate
+    } else {
+        admission::UNMAPPED_CONNECTIONS
+    };
+    let _certificate = match admission.admit_certificate(fingerprint, cap) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => refused.as_str())
+                .increment(1);
+            if telemetry::connection_log_allowed() {
+                tracing::warn!(%peer, cap, "connection closed: its certificate holds its cap of open connections (further lines this second suppressed)");
+            }
+            return;
+        }
+    };
     let cert_id = tls::peer_cert_id(tls.get_ref().1);
-    let service = router.map_request(
-        move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(PeerCertificate(fingerprint));
-            req
-        },
-    );
+    let activity = activity::Activity::new();
+    let requests = activity.clone();
+    let service = router
+        .map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerCertificate(fingerprint));
+                req
+            },
+        )
+        .map_future(move |response| {
+            let request = requests.begin();
+            async move {
+                let answered = response.await;
+                drop(request);
+                answered
+            }
+        });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -317,6 +366,9 @@ async fn serve_connection(
         }
         () = revoked => {
             tracing::info!(%peer, "certificate revoked by a reload: connection closed");
+        }
+        () = activity.idle(limits.idle_timeout) => {
+            tracing::debug!(%peer, "no request for the idle time: connection closed");
         }
     }
 }

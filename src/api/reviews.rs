@@ -295,9 +295,19 @@ struct DeliveryLine {
     status: crate::lifecycle::DeliveryStatus,
 }
 
+/// The largest decision body: a reason for each of a few dozen recipients (a reason is at
+/// most [`crate::review::MAX_REASON`] characters) fits many times over; anything near the
+/// request limit is not a decision.
+pub const MAX_DECISION_BODY: usize = 64 * 1024;
+
 /// Reads a decision body: JSON, each member once (a recipient named twice is refused, never
-/// resolved silently), in one of the two shapes.
+/// resolved silently), in one of the two shapes, at most [`MAX_DECISION_BODY`] bytes.
 fn decision_body(headers: &HeaderMap, bytes: &[u8]) -> Result<DecisionBody, ApiError> {
+    if bytes.len() > MAX_DECISION_BODY {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_DECISION_BODY,
+        });
+    }
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -326,7 +326,8 @@ pub fn prepare_project(dir: &Path, source: &Settings) -> Result<Settings, BenchE
     let toml = format!(
         "mode = \"development\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
          [limits]\nidle_timeout = \"10m\"\n\
-         max_connections = 100000\nmax_handshakes = 100000\nmax_handshakes_per_address = 100000\n\
+         max_connections = 100000\nmax_handshakes = 100000\nmax_handshakes_per_network = 100000\n\
+         max_connections_per_network = 100000\nmax_connections_per_certificate = 100000\n\
          [store]\ngroup_commit_window = \"{}us\"\ngroup_commit_max = {}\n\
          [log]\nformat = \"json\"\nfilter = \"warn,refex::app=info\"\n",
         source.store.group_commit_window.as_micros(),

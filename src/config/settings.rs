@@ -111,14 +111,29 @@ pub struct Limits {
     /// bench`), far below the file-descriptor limit the gateway raises at start.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// TLS handshakes in flight at once: each costs a key exchange and a certificate chain
-    /// check (about a millisecond of CPU); more than a few hundred waiting only adds latency.
+    /// TLS handshakes in flight at once (from the first byte to the end of the handshake). A
+    /// stalled one costs a socket and a few KiB, and the CPU of real ones is bounded by the
+    /// cores whatever this says; 1024 lets 32 networks each at `max_handshakes_per_network`
+    /// in before anyone is refused. When it is full the oldest handshake (past a second) is
+    /// cut off for the newcomer.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
-    /// Handshakes in flight from one address: one host (or a flood of silent sockets from it)
-    /// cannot take the handshake slots partners need. A partner's system opens a handful.
-    #[serde(default = "default_max_handshakes_per_address")]
-    pub max_handshakes_per_address: usize,
+    /// Handshakes in flight from one network (an IPv4 /24 or IPv6 /64): one host, or a few
+    /// neighbouring ones, cannot take the handshake slots partners need. A partner's system
+    /// opens a handful at once. (When every slot is taken, the oldest stalled handshake is
+    /// cut off to make room.)
+    #[serde(default = "default_max_handshakes_per_network")]
+    pub max_handshakes_per_network: usize,
+    /// Open connections from one network (an IPv4 /24 or IPv6 /64): a partner's systems
+    /// behind one address open tens; 512 leaves room for several partners behind one NAT
+    /// while eight networks are needed to fill `max_connections`.
+    #[serde(default = "default_max_connections_per_network")]
+    pub max_connections_per_network: usize,
+    /// Open connections one certificate may hold (checked once its handshake is done): a
+    /// case system keeps a small pool; 64 is several times that, and no one certificate, a
+    /// person's least of all, can hold the slots everyone else needs.
+    #[serde(default = "default_max_connections_per_certificate")]
+    pub max_connections_per_certificate: usize,
     /// A socket that sends no byte (no TLS ClientHello) by then is closed: a real client
     /// sends its ClientHello as soon as TCP connects.
     #[serde(default = "default_first_byte_timeout", with = "humantime_serde")]
@@ -136,7 +151,9 @@ impl Default for Limits {
             request_timeout: default_request_timeout(),
             max_connections: default_max_connections(),
             max_handshakes: default_max_handshakes(),
-            max_handshakes_per_address: default_max_handshakes_per_address(),
+            max_handshakes_per_network: default_max_handshakes_per_network(),
+            max_connections_per_network: default_max_connections_per_network(),
+            max_connections_per_certificate: default_max_connections_per_certificate(),
             first_byte_timeout: default_first_byte_timeout(),
         }
     }
@@ -478,10 +495,16 @@ fn default_max_connections() -> usize {
     4096
 }
 fn default_max_handshakes() -> usize {
-    256
+    1024
 }
-fn default_max_handshakes_per_address() -> usize {
+fn default_max_handshakes_per_network() -> usize {
     32
+}
+fn default_max_connections_per_network() -> usize {
+    512
+}
+fn default_max_connections_per_certificate() -> usize {
+    64
 }
 fn default_first_byte_timeout() -> Duration {
     Duration::from_secs(3)

@@ -268,6 +268,20 @@ pub fn client_with(
     only: Option<&'static rustls::SupportedProtocolVersion>,
     alpn: &[&[u8]],
 ) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(pki, identity, only, alpn))
+        .build()
+        .unwrap()
+}
+
+/// The rustls client configuration [`client_with`] uses (for tests that speak TLS or HTTP/2
+/// frames themselves).
+pub fn tls_config(
+    pki: &Path,
+    identity: Option<(&Path, &Path)>,
+    only: Option<&'static rustls::SupportedProtocolVersion>,
+    alpn: &[&[u8]],
+) -> rustls::ClientConfig {
     refex::tls::install_default_provider();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(pki.join("ca.pem")).unwrap() {
@@ -291,10 +305,7 @@ pub fn client_with(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .build()
-        .unwrap()
+    config
 }
 
 /// A client certificate from the project's CA that no partner file names.

@@ -123,6 +123,17 @@ impl Served {
     }
 }
 
+impl Drop for Served {
+    /// A test that fails mid-way must not leave its gateway running (holding the test
+    /// harness's pipes open, and the machine's cores busy).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     Command::new("kill")
         .args([sig, &child.id().to_string()])
