@@ -38,8 +38,7 @@ fn checkout() -> tempfile::TempDir {
 
 /// The gateway process, its API port and its admin port.
 fn serve(dir: &Path, store_url: &str) -> (Child, u16, u16) {
-    let served = common::process::serve(dir, store_url);
-    (served.child, served.api, served.admin)
+    common::process::serve(dir, store_url).into_parts()
 }
 
 fn body(dir: &Path, jti: usize) -> String {

@@ -29,12 +29,10 @@ const FLOOD: usize = 3000;
 const ADDRESSES: usize = 9;
 
 /// The floods run one at a time: each needs the machine's cores to itself to say anything.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 /// A loopback address in the `n`th attacking network.
@@ -83,7 +81,7 @@ async fn flood(api: SocketAddr, stop: Arc<AtomicBool>, opened: Arc<AtomicUsize>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_silent_sockets_does_not_keep_partners_out() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let dir = checkout();
     let served = common::process::serve_with_open_files(dir.path(), "sqlite://data/refex.db", 1024);
     let api: SocketAddr = format!("127.0.0.1:{}", served.api).parse().unwrap();
@@ -175,7 +173,7 @@ async fn stall(from: IpAddr, to: SocketAddr, stop: Arc<AtomicBool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_handshakes_from_many_networks_do_not_keep_partners_out() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let dir = checkout();
     let served = common::process::serve_with_open_files(dir.path(), "sqlite://data/refex.db", 1024);
     let api: SocketAddr = format!("127.0.0.1:{}", served.api).parse().unwrap();
@@ -255,7 +253,7 @@ async fn answered(conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_certificate_cannot_hold_the_gateway_and_pings_are_not_requests() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let dir = checkout();
     common::process::write_toml(dir.path(), "[limits]\nidle_timeout = \"3s\"\n");
     let served = common::process::serve_with_open_files(dir.path(), "sqlite://data/refex.db", 1024);

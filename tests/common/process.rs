@@ -116,6 +116,14 @@ impl Served {
         signal(&self.child, "-KILL");
     }
 
+    /// The process itself, for a test that kills and waits for it on its own (it is no
+    /// longer killed when this is dropped).
+    pub fn into_parts(mut self) -> (Child, u16, u16) {
+        let placeholder = Command::new("true").spawn().unwrap();
+        let child = std::mem::replace(&mut self.child, placeholder);
+        (child, self.api, self.admin)
+    }
+
     /// SIGTERM, and the exit it must make (0).
     pub fn stop(mut self) {
         signal(&self.child, "-TERM");
