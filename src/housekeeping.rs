@@ -14,6 +14,9 @@ use tokio::sync::watch;
 use crate::runtime::Runtime;
 use crate::store::StoreError;
 
+/// The least time a delivery to a partner no longer configured is kept before it expires.
+pub const UNKNOWN_RECIPIENT_GRACE: Duration = Duration::from_secs(30 * 86_400);
+
 /// What one pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
@@ -41,9 +44,22 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
         let cutoff = now - partner.inbox_retention.as_secs() as i64;
         report.expired += rt.store.expire_deliveries(&partner.id, cutoff, now).await?;
     }
-    // A partner removed from the configuration can no longer fetch: what waits for it goes.
+    // A partner removed from the configuration can no longer fetch: what waits for it goes,
+    // but only once no configured retention could still be keeping it (the longest, at
+    // least 30 days), so a partner file removed or renamed by mistake and restored loses
+    // nothing.
     let known: Vec<crate::identity::PartnerId> = config.partners.keys().cloned().collect();
-    report.expired += rt.store.expire_unknown_recipients(&known, now).await?;
+    let grace = config
+        .partners
+        .values()
+        .map(|p| p.inbox_retention)
+        .max()
+        .unwrap_or_default()
+        .max(UNKNOWN_RECIPIENT_GRACE);
+    report.expired += rt
+        .store
+        .expire_unknown_recipients(&known, now - grace.as_secs() as i64, now)
+        .await?;
     let review_cutoff = now - config.settings.review.escalate_after.as_secs() as i64;
     report.escalated = rt.store.escalate_holds(review_cutoff, now).await?;
     let close_cutoff = now - config.settings.review.close_undecided_after.as_secs() as i64;

@@ -428,6 +428,35 @@ async fn expiry_counts_from_entering_the_inbox(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert_eq!(states[0].status, DeliveryStatus::Expired);
+
+    // A recipient no longer configured: its deliveries wait out the grace from entering the
+    // inbox (a partner file removed by mistake and restored loses nothing), then expire.
+    let mut b = acceptance(31, "jti-31", false);
+    b.deliveries.truncate(1);
+    store.accept(b).await.unwrap();
+    let entered = 1_795_000_000;
+    let known = [p("notts-police"), p("gp-practice")];
+    assert_eq!(
+        store
+            .expire_unknown_recipients(&known, entered, entered + 60)
+            .await
+            .unwrap(),
+        0,
+        "within the grace"
+    );
+    assert_eq!(
+        store
+            .expire_unknown_recipients(&known, entered + 1, entered + 31 * 86_400)
+            .await
+            .unwrap(),
+        1
+    );
+    let states = store
+        .delivery_states(&rid(31), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Expired);
 }
 
 async fn raw(url: &str) -> sqlx::AnyConnection {

@@ -288,7 +288,7 @@ macro_rules! store_impl {
                 Ok(events.len() as u64)
             }
 
-            async fn expire_unknown_recipients(&self, known: &[PartnerId], at: i64) -> Result<u64, StoreError> {
+            async fn expire_unknown_recipients(&self, known: &[PartnerId], cutoff: i64, at: i64) -> Result<u64, StoreError> {
                 let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
                 if !job_lock(&mut *tx, "expire-unknown").await? {
                     return Ok(0);
@@ -300,7 +300,8 @@ macro_rules! store_impl {
                 for s in DeliveryStatus::IN_INBOX {
                     statuses.push_bind(s.as_str());
                 }
-                q.push(")");
+                q.push(") AND COALESCE(queued_at, created_at) < ");
+                q.push_bind(cutoff);
                 if !known.is_empty() {
                     q.push(" AND recipient NOT IN (");
                     let mut names = q.separated(", ");

@@ -167,12 +167,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: i64,
     ) -> Result<u64, StoreError>;
 
-    /// Expires every delivery still in the inbox of a recipient that is not in `known` (a
-    /// partner removed from the configuration can no longer fetch): ciphertext deleted, an
-    /// `expired` event each. Returns how many.
+    /// Expires every delivery that entered an inbox before `cutoff` and is still there, of a
+    /// recipient that is not in `known` (a partner removed from the configuration can no
+    /// longer fetch): ciphertext deleted, an `expired` event each. Returns how many.
     async fn expire_unknown_recipients(
         &self,
         known: &[PartnerId],
+        cutoff: i64,
         at: i64,
     ) -> Result<u64, StoreError>;
 
