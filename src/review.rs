@@ -660,6 +660,7 @@ impl<'a> Service<'a> {
             ));
             rejections.push(Rejection {
                 delivery: delivery.clone(),
+                recipient: to.clone(),
                 reason_sealed: config
                     .storage_key
                     .seal(reason.as_bytes())
@@ -689,8 +690,13 @@ impl<'a> Service<'a> {
                 withdraws,
             })
             .await?;
-        if outcome == DecideOutcome::AlreadyDecided {
-            return Err(ReviewError::AlreadyDecided);
+        match outcome {
+            DecideOutcome::Decided => {}
+            DecideOutcome::AlreadyDecided => return Err(ReviewError::AlreadyDecided),
+            // A correction withdrew some of the held deliveries while the lead decided.
+            DecideOutcome::Changed { recipients } => {
+                return Err(ReviewError::PreviewStale { recipients });
+            }
         }
         if !plan.approvals.is_empty() {
             rt.inbox_changed();

@@ -771,7 +771,99 @@ async fn a_late_retry_still_gets_the_acceptance(store: Option<String>) {
     h.gw.stop().await;
 }
 
+/// A lead's decision racing the sender's correction: the decision either lands whole or is
+/// sent back to the new preview (`409`), never a `500` (a release of a delivery the
+/// correction withdrew) and never a `503` (a deadlock between the decision, which released
+/// into inboxes before withdrawing the original, and the correction, which withdraws first).
+async fn a_decision_racing_a_correction_is_never_a_failure(store: Option<String>) {
+    let h = Arc::new(Harness::start(store).await);
+    let lead = h.gw.person("notts-police", "dsl-b");
+    for round in 0..12 {
+        // O is queued to imara; C1 corrects it and is held; the lead has seen C1's preview.
+        let o_doc = claims("notts-police", "imara", &format!("race-o-{round:04}"));
+        let o = json_of(h.post_as("notts-police", "notts-police", &o_doc).await).await;
+        let o_id = o["id"].as_str().unwrap().to_owned();
+        let mut c1 = override_claims(
+            &["imara", "childrens-social-care"],
+            &format!("race-c1-{round:04}"),
+        );
+        c1["referral"]["supersedes"] = json!(o_id);
+        let c1_id = h.submit_held(&h.gw.system("notts-police"), &c1).await;
+        let _ = get(&lead, h.gw.url(&format!("/v1/reviews/{c1_id}"))).await;
+        // At once: approve C1, and correct O again (C2, consent given, straight to imara).
+        let mut c2 = claims("notts-police", "imara", &format!("race-c2-{round:04}"));
+        c2["referral"]["supersedes"] = json!(o_id);
+        let (h1, h2, lead1) = (h.clone(), h.clone(), lead.clone());
+        let approve = tokio::spawn(async move {
+            decide(&h1, &lead1, &c1_id, json!({ "decision": "approve" }))
+                .await
+                .status()
+                .as_u16()
+        });
+        let correct = tokio::spawn(async move {
+            h2.post_as("notts-police", "notts-police", &c2)
+                .await
+                .status()
+                .as_u16()
+        });
+        let (approved, corrected) = (approve.await.unwrap(), correct.await.unwrap());
+        assert!(
+            matches!(approved, 200 | 409),
+            "round {round}: decision answered {approved}"
+        );
+        assert!(
+            matches!(corrected, 202 | 404),
+            "round {round}: correction answered {corrected}"
+        );
+    }
+    // And the partial race: O held for two recipients, a correction to one of them arrives
+    // while the lead approves both.
+    for round in 0..12 {
+        let o_doc = override_claims(
+            &["imara", "childrens-social-care"],
+            &format!("race-h-{round:04}"),
+        );
+        let o_id = h.submit_held(&h.gw.system("notts-police"), &o_doc).await;
+        let _ = get(&lead, h.gw.url(&format!("/v1/reviews/{o_id}"))).await;
+        let mut c = claims("notts-police", "imara", &format!("race-hc-{round:04}"));
+        c["referral"]["supersedes"] = json!(o_id);
+        let (h1, h2, lead1, id) = (h.clone(), h.clone(), lead.clone(), o_id.clone());
+        let approve = tokio::spawn(async move {
+            let res = decide(&h1, &lead1, &id, json!({ "decision": "approve" })).await;
+            (res.status().as_u16(), json_of(res).await)
+        });
+        let correct = tokio::spawn(async move {
+            h2.post_as("notts-police", "notts-police", &c)
+                .await
+                .status()
+                .as_u16()
+        });
+        let ((approved, body), corrected) = (approve.await.unwrap(), correct.await.unwrap());
+        assert!(
+            matches!(approved, 200 | 409),
+            "round {round}: decision answered {approved}: {body}"
+        );
+        if approved == 409 {
+            assert!(
+                matches!(
+                    body["type"].as_str(),
+                    Some(
+                        "urn:refex:problem:preview-stale" | "urn:refex:problem:referral-withdrawn"
+                    )
+                ),
+                "{body}"
+            );
+        }
+        assert_eq!(corrected, 202, "round {round}");
+    }
+    match Arc::try_unwrap(h) {
+        Ok(h) => h.gw.stop().await,
+        Err(_) => panic!("harness still shared"),
+    }
+}
+
 on_both_stores! {
+    decision_racing_correction => a_decision_racing_a_correction_is_never_a_failure,
     concurrent_steps => concurrent_steps_stay_coherent,
     partly_released_correction => a_partly_released_correction_replaces_only_what_it_reaches,
     approval_needs_its_own_preview => an_approval_needs_a_preview_of_this_referral_shown_to_this_lead,

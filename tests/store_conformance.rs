@@ -290,6 +290,7 @@ async fn a_decision_is_whole_and_final(store: &dyn Store) {
     let whole = ReviewCommit {
         rejections: vec![Rejection {
             delivery: did(10, 2),
+            recipient: p("gp-practice"),
             reason_sealed: "sealed-reason".into(),
         }],
         events: vec![

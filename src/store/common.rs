@@ -591,6 +591,42 @@ macro_rules! store_impl {
                     return Ok(rec::DecideOutcome::AlreadyDecided);
                 }
                 let refused = |why: String| StoreError::Query { op: "decide", reason: why };
+                // Every decided delivery must still be held (locked here, in id order); one a
+                // correction withdrew meanwhile sends the lead back to the new preview, with
+                // nothing changed (the transaction is dropped).
+                let mut decided: Vec<(&DeliveryId, &PartnerId)> = d
+                    .releases
+                    .iter()
+                    .map(|r| (&r.delivery, &r.recipient))
+                    .chain(d.rejections.iter().map(|j| (&j.delivery, &j.recipient)))
+                    .collect();
+                decided.sort();
+                let mut changed = Vec::new();
+                for (delivery, recipient) in decided {
+                    let from = held_status(&mut tx, &d.referral_id, delivery).await?
+                        .ok_or_else(|| refused("a decided delivery is not the referral's".into()))?;
+                    if from != DeliveryStatus::HeldForReview {
+                        changed.push(recipient.clone());
+                    }
+                }
+                if !changed.is_empty() {
+                    return Ok(rec::DecideOutcome::Changed { recipients: changed });
+                }
+                // The original's hold and deliveries before any inbox counter: the lock order
+                // acceptances keep (hold, deliveries, inbox counters).
+                let mut withdrawals = Vec::new();
+                if let Some(s) = &d.withdraws {
+                    withdrawals = withdraw_open(
+                        &mut tx,
+                        &s.original,
+                        d.at,
+                        Some(&d.actor),
+                        ev::WithdrawReason::Superseded,
+                        Some(&d.referral_id),
+                        Some(&s.recipients),
+                    )
+                    .await?;
+                }
                 let mut keys = Vec::new();
                 // Inbox counters are locked in recipient order, as acceptances lock them.
                 let mut releases: Vec<&rec::Release> = d.releases.iter().collect();
@@ -648,20 +684,7 @@ macro_rules! store_impl {
                 }
                 insert_subject_keys(&mut *tx, &keys).await?;
                 let mut events = d.events.clone();
-                if let Some(s) = &d.withdraws {
-                    events.extend(
-                        withdraw_open(
-                            &mut tx,
-                            &s.original,
-                            d.at,
-                            Some(&d.actor),
-                            ev::WithdrawReason::Superseded,
-                            Some(&d.referral_id),
-                            Some(&s.recipients),
-                        )
-                        .await?,
-                    );
-                }
+                events.extend(withdrawals);
                 insert_events(&mut *tx, &events).await?;
                 if !d.releases.is_empty() {
                     notify_inbox(&mut *tx).await?;

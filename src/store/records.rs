@@ -261,6 +261,8 @@ pub struct Release {
 pub struct Rejection {
     /// The delivery.
     pub delivery: DeliveryId,
+    /// Its recipient.
+    pub recipient: PartnerId,
     /// The lead's reason, sealed under the storage key.
     pub reason_sealed: String,
 }
@@ -285,12 +287,18 @@ pub struct ReviewCommit {
 }
 
 /// What committing a decision did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DecideOutcome {
     /// Decided now.
     Decided,
     /// Someone decided first (or the hold is gone): nothing changed.
     AlreadyDecided,
+    /// Deliveries of these recipients stopped being held meanwhile (a correction withdrew
+    /// them): nothing changed; the lead decides again on what is held now.
+    Changed {
+        /// The recipients whose delivery is no longer held.
+        recipients: Vec<PartnerId>,
+    },
 }
 
 /// One delivery as a report counts it: dimensions only, no ids, no content.
