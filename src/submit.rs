@@ -116,6 +116,7 @@ enum Step {
 }
 
 /// What identifies a submission as a retry of an earlier one.
+#[derive(Clone)]
 struct Retry {
     jti: String,
     digest: String,
@@ -173,11 +174,14 @@ async fn run(
     let acceptance = match step {
         Step::Ready(acceptance) => acceptance,
         Step::Refused(error, retry) => {
+            // Whether it is a retry must be known before refusing: a store that cannot say is
+            // a 503 (retry later), never a refusal of what may be an accepted referral.
             return match rt.store.prior_acceptance(&caller.partner, &retry.jti).await {
                 Ok(Some(prior)) if prior.digest == retry.digest => {
                     original(rt, &caller.partner, prior.referral_id).await
                 }
-                _ => Err(error),
+                Ok(_) => Err(error),
+                Err(store) => Err(SubmitError::Store(store)),
             };
         }
         Step::Correction(decided) => {
@@ -360,18 +364,30 @@ fn decide(
         .and_then(|p| p.keys.as_ref())
         .ok_or(EnvelopeError::SignerNotSender)?;
     let signed_payload = referral::open(body, &config.gateway_keys, sender_keys)?;
-    let claims = intake::parse(&signed_payload, &config.schemas)?;
-    let decision = intake::decide(&claims, caller, config, now).map_err(|e| Refusal {
+    // Signed by the sender: from here on, a refusal may be of a retry of a referral accepted
+    // before under rules since changed (a schema, an agreement, the `iat` window), and the
+    // answer to a retry is its acceptance. Its identity is read before any rule is applied.
+    let retry = retry_identity(&signed_payload);
+    let refusal = |e: IntakeError| Refusal {
         error: e.into(),
-        retry: Some(Retry {
-            jti: claims.jti.clone(),
-            digest: claims_digest(&signed_payload),
-        }),
-    })?;
+        retry: retry.clone(),
+    };
+    let claims = intake::parse(&signed_payload, &config.schemas).map_err(refusal)?;
+    let decision = intake::decide(&claims, caller, config, now).map_err(refusal)?;
     Ok(Decided {
         claims,
         decision,
         signed_payload,
+    })
+}
+
+/// The `jti` and digest of signed claims, when they are JSON with a string `jti`.
+fn retry_identity(signed_payload: &[u8]) -> Option<Retry> {
+    let value = crate::intake::json::parse_strict(signed_payload).ok()?;
+    let jti = value.get("jti")?.as_str()?.to_owned();
+    Some(Retry {
+        jti,
+        digest: claims_digest(signed_payload),
     })
 }
 

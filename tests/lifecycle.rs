@@ -862,7 +862,44 @@ async fn a_decision_racing_a_correction_is_never_a_failure(store: Option<String>
     }
 }
 
+/// A retry is answered with its acceptance even when a rule applied before the agreement
+/// check has changed since: here the referral type's schema now requires a field the
+/// original lacks (before: `422 invalid-referral` for a referral that was accepted).
+async fn a_retry_after_a_schema_change_gets_its_acceptance(store: Option<String>) {
+    let project = common::Project::with_copied_partners();
+    let h = Harness::start_in(project, store).await;
+    let doc = claims("notts-police", "imara", "schema-jti-0001");
+    let first = json_of(h.post_as("notts-police", "notts-police", &doc).await).await;
+    let path = h
+        .project
+        .path()
+        .join("schemas/types/child-sexual-abuse-support.json");
+    let mut schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    schema["properties"]["new_field"] = json!({ "type": "string" });
+    schema["required"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("new_field"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&schema).unwrap()).unwrap();
+    reload(&h).await;
+    // A new referral without the field is refused; the retry of the accepted one is not.
+    let fresh = claims("notts-police", "imara", "schema-jti-0002");
+    assert_eq!(
+        h.post_as("notts-police", "notts-police", &fresh)
+            .await
+            .status(),
+        422
+    );
+    let res = h.post_as("notts-police", "notts-police", &doc).await;
+    assert_eq!(res.status(), 202);
+    let again = json_of(res).await;
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["repeated"], true);
+    h.gw.stop().await;
+}
+
 on_both_stores! {
+    retry_after_schema_change => a_retry_after_a_schema_change_gets_its_acceptance,
     decision_racing_correction => a_decision_racing_a_correction_is_never_a_failure,
     concurrent_steps => concurrent_steps_stay_coherent,
     partly_released_correction => a_partly_released_correction_replaces_only_what_it_reaches,
