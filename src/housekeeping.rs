@@ -38,6 +38,7 @@ pub struct Report {
 pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     let now = rt.clock.unix_seconds() as i64;
     let snapshot = rt.snapshot();
+    snapshot.limits.forget_idle();
     let config = &snapshot.config;
     let mut report = Report::default();
     for partner in config.partners.values() {

@@ -70,6 +70,22 @@ pub fn connection_log_allowed() -> bool {
         .is_ok()
 }
 
+/// Whether the line for a rate-limited request may be logged now: a client hammering past
+/// its quota is answered `429` (and counted in `refex_rate_limited_total`) without writing a
+/// log line each time.
+pub fn rate_limited_log_allowed() -> bool {
+    static LIMITER: OnceLock<governor::DefaultDirectRateLimiter> = OnceLock::new();
+    LIMITER
+        .get_or_init(|| {
+            governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::new(CONNECTION_LOG_PER_SECOND)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            ))
+        })
+        .check()
+        .is_ok()
+}
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics() -> &'static PrometheusHandle {
     METRICS.get_or_init(|| {

@@ -109,13 +109,14 @@ async fn each_principal_has_its_own_rate_limit() {
             .await
             .unwrap();
     assert_eq!(res.status(), 200, "the case system keeps its quota");
-    // Certificates that map to no one share one small bucket.
+    // A certificate that maps to no one has a small bucket of its own, on every route (before:
+    // only the public documents were limited, and all such certificates shared one bucket).
     let stranger = h.gw.with_cert(&common::unmapped(&h.project));
     let mut statuses = Vec::new();
     for _ in 0..30 {
         statuses.push(
             stranger
-                .get(h.gw.url("/openapi.json"))
+                .get(h.gw.url("/v1/inbox"))
                 .send()
                 .await
                 .unwrap()
@@ -124,8 +125,39 @@ async fn each_principal_has_its_own_rate_limit() {
         );
     }
     assert!(
-        statuses.contains(&200) && statuses.contains(&429),
+        statuses.contains(&403) && statuses.contains(&429),
         "{statuses:?}"
     );
+    assert_eq!(
+        stranger
+            .get(h.gw.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    // Another unknown certificate (a partner onboarding) is not held up by the first.
+    let newcomer = h.gw.with_cert(&common::unmapped(&h.project));
+    assert_eq!(
+        newcomer
+            .get(h.gw.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A decision body is a few KiB at most: a large one is refused before it is parsed.
+    let lead = h.gw.person("notts-police", "dsl-b");
+    let big = format!("{{\"reason\":\"{}\"}}", "x".repeat(70 * 1024));
+    let res = lead
+        .post(h.gw.url("/v1/reviews/ref_01M8ETBK31EKBSFJT1JHE0MZHT/decision"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    problem(res, 413, "payload-too-large").await;
     h.gw.stop().await;
 }

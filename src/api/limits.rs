@@ -17,11 +17,11 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::{BodyExt, Limited};
 
-use super::principal::Caller;
+use super::principal::{Caller, PeerCertificate};
 use super::problem::ApiError;
 use crate::config::Config;
 use crate::config::partners::RateQuota;
-use crate::identity::{Actor, PartnerId, PersonId, Principal};
+use crate::identity::{Actor, Fingerprint, PartnerId, PersonId, Principal};
 use crate::runtime::Runtime;
 use crate::telemetry;
 
@@ -38,7 +38,9 @@ const UNMAPPED_QUOTA: RateQuota = RateQuota {
 pub struct RateLimits {
     systems: HashMap<PartnerId, DefaultDirectRateLimiter>,
     people: HashMap<PartnerId, DefaultKeyedRateLimiter<PersonId>>,
-    unmapped: DefaultDirectRateLimiter,
+    /// One bucket per certificate no partner file names (one such certificate cannot use up
+    /// another's onboarding checks); forgotten when idle ([`RateLimits::forget_idle`]).
+    unmapped: DefaultKeyedRateLimiter<Fingerprint>,
 }
 
 /// A quota divided among `replicas`, as governor takes it.
@@ -76,19 +78,31 @@ impl RateLimits {
         Self {
             systems,
             people,
-            unmapped: RateLimiter::direct(quota(UNMAPPED_QUOTA, replicas)),
+            unmapped: RateLimiter::keyed(quota(UNMAPPED_QUOTA, replicas)),
         }
     }
 
-    /// `Ok` if `principal` (none: an unmapped certificate) may make a request now, else the
-    /// seconds to wait.
-    pub fn check(&self, principal: Option<&Principal>) -> Result<(), u64> {
+    /// Drops the buckets of unmapped certificates that are full again (idle ones), so many
+    /// different unknown certificates cannot grow the table without bound. Housekeeping
+    /// calls it.
+    pub fn forget_idle(&self) {
+        self.unmapped.retain_recent();
+        self.unmapped.shrink_to_fit();
+    }
+
+    /// `Ok` if `principal` (none: the unmapped `certificate`) may make a request now, else
+    /// the seconds to wait.
+    pub fn check(
+        &self,
+        principal: Option<&Principal>,
+        certificate: &Fingerprint,
+    ) -> Result<(), u64> {
         let wait = |not_until: governor::NotUntil<_>| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         };
         match principal {
-            None => self.unmapped.check().map_err(wait),
+            None => self.unmapped.check_key(certificate).map_err(wait),
             Some(p) => match &p.actor {
                 Actor::System(_) => match self.systems.get(&p.partner) {
                     Some(l) => l.check().map_err(wait),
@@ -103,16 +117,18 @@ impl RateLimits {
     }
 }
 
-/// Refuses a request when its partner's quota is used up (`429` with `Retry-After`).
+/// Refuses a request when its principal's quota is used up (`429` with `Retry-After`): a
+/// partner's systems share its quota, each person has their own, and each certificate no
+/// partner file names has a small one, on every route.
 pub async fn rate_limit(State(rt): State<Arc<Runtime>>, request: Request, next: Next) -> Response {
-    // Unmapped certificates are limited where they are served (the public documents), in
-    // the permission layer; everywhere else they are refused without cost.
-    let Some(principal) = request.extensions().get::<Caller>().map(|c| &c.0) else {
-        return next.run(request).await;
+    let principal = request.extensions().get::<Caller>().map(|c| &c.0);
+    let Some(certificate) = request.extensions().get::<PeerCertificate>().map(|c| c.0) else {
+        // Every API request carries its verified certificate; refuse rather than serve.
+        return ApiError::UnknownPrincipal.into_response();
     };
-    if let Err(retry_after) = rt.snapshot().limits.check(Some(principal)) {
-        metrics::counter!(telemetry::RATE_LIMITED, "partner" => principal.partner.to_string())
-            .increment(1);
+    if let Err(retry_after) = rt.snapshot().limits.check(principal, &certificate) {
+        let partner = principal.map_or_else(|| "unmapped".to_owned(), |p| p.partner.to_string());
+        metrics::counter!(telemetry::RATE_LIMITED, "partner" => partner).increment(1);
         return ApiError::RateLimited { retry_after }.into_response();
     }
     next.run(request).await

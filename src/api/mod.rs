@@ -31,7 +31,7 @@ use crate::runtime::Runtime;
 
 /// The mutual-TLS API routes with every layer applied.
 pub fn router(rt: Arc<Runtime>) -> Router {
-    routes::register(Router::new(), &rt)
+    routes::register(Router::new())
         .fallback(principal::not_found)
         .method_not_allowed_fallback(principal::method_not_allowed)
         .layer(from_fn_with_state(rt.clone(), limits::rate_limit))

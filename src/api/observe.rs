@@ -35,13 +35,15 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_ms = elapsed.as_secs_f64() * 1e3,
-            "request finished"
-        );
-    });
+    if status != 429 || telemetry::rate_limited_log_allowed() {
+        span.in_scope(|| {
+            tracing::info!(
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1e3,
+                "request finished"
+            );
+        });
+    }
     metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     metrics::histogram!(telemetry::HTTP_DURATION, "route" => route).record(elapsed.as_secs_f64());

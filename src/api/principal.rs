@@ -117,18 +117,15 @@ fn fetched_for_another_site(request: &Request) -> Option<ApiError> {
 /// a public document, the shared rate limit), refuses with a problem (HTML on the console)
 /// before the handler runs.
 pub async fn enforce(
-    State((permission, rt)): State<(Permission, Arc<Runtime>)>,
+    State(permission): State<Permission>,
     request: Request,
     next: Next,
 ) -> Response {
     let caller = request.extensions().get::<Caller>().map(|c| &c.0);
+    // Every principal, and every unmapped certificate, was rate-limited before routing.
     let refused = match policy::decide(caller, permission) {
-        // An unmapped certificate reaches only the public documents, and shares one small
-        // rate limit there (a mapped principal was limited before routing).
-        Ok(()) if caller.is_none() => match rt.snapshot().limits.check(None) {
-            Ok(()) => None,
-            Err(retry_after) => Some(ApiError::RateLimited { retry_after }),
-        },
+        // An unmapped certificate reaches only the public documents.
+        Ok(()) if caller.is_none() => None,
         Ok(()) => fetched_for_another_site(&request).or_else(|| cross_site(&request)),
         Err(Denied::UnknownPrincipal) => Some(ApiError::UnknownPrincipal),
         Err(Denied::NotGranted { .. }) => Some(ApiError::NotPermitted(permission)),

@@ -121,15 +121,12 @@ pub static ROUTES: &[RouteDoc] = &[
 
 /// Registers every route of the table on `router`, each behind the layer that enforces its
 /// permission (so no handler runs for a caller the policy refuses).
-pub fn register(
-    mut router: axum::Router<Arc<Runtime>>,
-    rt: &Arc<Runtime>,
-) -> axum::Router<Arc<Runtime>> {
+pub fn register(mut router: axum::Router<Arc<Runtime>>) -> axum::Router<Arc<Runtime>> {
     for r in ROUTES {
         let filter = MethodFilter::try_from(r.method.clone())
             .unwrap_or_else(|_| unreachable!("the table only uses standard methods"));
         let route = (r.make)(filter).route_layer(axum::middleware::from_fn_with_state(
-            (r.permission, rt.clone()),
+            r.permission,
             super::principal::enforce,
         ));
         router = router.route(r.path, route);
