@@ -39,6 +39,8 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     let now = rt.clock.unix_seconds() as i64;
     let snapshot = rt.snapshot();
     snapshot.limits.forget_idle();
+    // Refusals the store could not take when they happened.
+    rt.replay_spool().await;
     let config = &snapshot.config;
     let mut report = Report::default();
     for partner in config.partners.values() {

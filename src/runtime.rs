@@ -57,6 +57,10 @@ pub struct Runtime {
     cpu_slots: tokio::sync::Semaphore,
     /// Bumped whenever a new configuration is put in force.
     config_signal: watch::Sender<u64>,
+    /// Open while the store is unreachable: requests are refused at once.
+    pub breaker: Arc<crate::breaker::Breaker>,
+    /// Audit events the store could not take, kept until it can.
+    pub spool: Arc<crate::spool::Spool>,
 }
 
 impl Runtime {
@@ -67,7 +71,10 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Self {
+        let spool = Arc::new(crate::spool::Spool::new(&config.settings.data_dir));
         Self {
+            breaker: Arc::default(),
+            spool,
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             store,
             clock,
@@ -78,6 +85,20 @@ impl Runtime {
                 std::thread::available_parallelism().map_or(1, usize::from),
             ),
         }
+    }
+
+    /// The store was found unreachable: the breaker opens (requests refused at once) until a
+    /// probe finds it back, and then the spool is replayed into the audit log.
+    pub fn store_unreachable(&self) {
+        let (store, spool) = (self.store.clone(), self.spool.clone());
+        self.breaker.trip(self.store.clone(), move || async move {
+            replay(&spool, store.as_ref()).await;
+        });
+    }
+
+    /// Replays the spool into the audit log (at start, and whenever the store comes back).
+    pub async fn replay_spool(&self) {
+        replay(&self.spool, self.store.as_ref()).await;
     }
 
     /// Waits for a core to do a submission's CPU work on; the slot is held until dropped.
@@ -112,3 +133,27 @@ impl Runtime {
         self.config_signal.subscribe()
     }
 }
+
+/// Replays `spool` into `store`, logging the outcome. A store just back may still hand out
+/// a connection that died with it: a few tries, then housekeeping tries again each pass.
+async fn replay(spool: &crate::spool::Spool, store: &dyn Store) {
+    for attempt in 1..=REPLAY_TRIES {
+        match spool.replay(store).await {
+            Ok(0) => return,
+            Ok(n) => {
+                tracing::warn!(
+                    events = n,
+                    "appended audit events spooled while the store was unreachable"
+                );
+                return;
+            }
+            Err(e) if attempt == REPLAY_TRIES => {
+                tracing::error!(error = %e, "could not replay the audit spool; it is kept and tried again at the next housekeeping pass");
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Tries of one replay of the spool.
+const REPLAY_TRIES: u32 = 3;

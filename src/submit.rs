@@ -300,8 +300,26 @@ pub async fn record_rejection(rt: &Runtime, caller: &Principal, reason: &'static
             reason: reason.to_owned(),
         }),
     );
-    if let Err(store_err) = rt.store.record_event(&event).await {
-        tracing::error!(error = %store_err, reason, "could not record a rejection");
+    // The refusal happened whatever the store says: an event it cannot take now is spooled
+    // durably and appended when it is back.
+    let recorded = if rt.breaker.is_open() {
+        Err(None)
+    } else {
+        rt.store.record_event(&event).await.map_err(Some)
+    };
+    if let Err(store_err) = recorded {
+        if matches!(store_err, Some(StoreError::Unavailable(_))) {
+            rt.store_unreachable();
+        }
+        match rt.spool.append(&event) {
+            Ok(()) => tracing::warn!(
+                reason,
+                "store unavailable: the rejection is spooled for the audit log"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, store = ?store_err, reason, "could not record a rejection, nor spool it")
+            }
+        }
     }
 }
 

@@ -28,6 +28,12 @@ pub const CONNECTIONS_REFUSED: &str = "refex_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "refex_connections_open";
 /// Seconds until each CRL's `nextUpdate` (negative once past it), by issuer.
 pub const CRL_SECONDS_TO_NEXT_UPDATE: &str = "refex_crl_seconds_to_next_update";
+/// 1 while the store breaker is open (the store unreachable), else 0.
+pub const STORE_BREAKER_OPEN: &str = "refex_store_breaker_open";
+/// Requests answered `503` at once by the store gate while the breaker was open.
+pub const STORE_GATE_REFUSED: &str = "refex_store_gate_refused_total";
+/// Audit events waiting in the local spool for the store to come back.
+pub const AUDIT_SPOOLED: &str = "refex_audit_spooled";
 /// Requests refused by a partner's rate limit.
 pub const RATE_LIMITED: &str = "refex_rate_limited_total";
 

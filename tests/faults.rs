@@ -272,3 +272,105 @@ async fn a_full_disk_gives_507_and_corrupts_nothing() {
     );
     assert_eq!(size, events);
 }
+
+/// The metric's value in a Prometheus text page (0 when absent).
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Finding 11: while PostgreSQL is unreachable, requests are answered `503` at once by the
+/// gate (before: each held for the pool's 5 s time-out, most until the database returned),
+/// `/readyz` says why without waiting, and a refusal answered meanwhile is spooled and
+/// reaches the audit log once the database is back (before: "could not record a rejection").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_is_answered_at_once_and_refusals_are_kept() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    let proxy = common::pgproxy::PgProxy::start("127.0.0.1:5432").await;
+    let project = common::Project::new();
+    let gw = project.start_with(Some(proxy.url(&url))).await;
+    let gateway = common::partner::gateway_keys(&gw.admin_url("/.well-known/jwks.json")).await;
+    let body = common::partner::police_body(&project.pki(), &gateway, "imara", "unreach-001");
+    assert_eq!(post(&gw, body).await.0, 202);
+
+    proxy.set_down(true);
+    // A refusal decided without the store (not a JWE at all): answered, and its rejection
+    // event kept although the store cannot take it.
+    let res = common::partner::post_jose(
+        &gw.system("notts-police"),
+        &gw.url("/v1/referrals"),
+        "not a JWE".into(),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    let slug = res.json::<Value>().await.unwrap()["type"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("urn:refex:problem:")
+        .to_owned();
+    let spool = project.path().join("data/spool/audit.jsonl");
+    assert!(spool.exists(), "the rejection waits in the spool");
+    assert_eq!(
+        metric(&gw.metrics().await, "refex_store_breaker_open"),
+        1.0,
+        "meeting the unreachable store opened the breaker"
+    );
+
+    // While it is open: every request is refused by the gate, none waits for the store.
+    let gated = metric(&gw.metrics().await, "refex_store_gate_refused_total");
+    for path in ["/v1/inbox", "/v1/reviews", "/v1/whoami"] {
+        let res = gw.system("imara").get(gw.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 503, "{path}");
+        assert!(res.headers().contains_key("retry-after"));
+    }
+    assert_eq!(
+        metric(&gw.metrics().await, "refex_store_gate_refused_total") - gated,
+        3.0,
+        "answered by the gate, without asking the store"
+    );
+    let ready = reqwest::get(gw.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let p: Value = ready.json().await.unwrap();
+    assert!(
+        p["problems"][0].as_str().unwrap().contains("unreachable"),
+        "{p}"
+    );
+
+    // Back: the prober closes the breaker, and the spooled rejection reaches the audit log.
+    proxy.set_down(false);
+    let mut back = false;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if reqwest::get(gw.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status()
+            == 200
+            && !spool.exists()
+        {
+            back = true;
+            break;
+        }
+    }
+    assert!(
+        back,
+        "the gateway did not notice the store was back and replay its spool"
+    );
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let details: Vec<String> =
+        sqlx::query_scalar("SELECT detail FROM audit_events WHERE kind = 'rejected'")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert!(
+        details.iter().any(|d| d.contains(&slug)),
+        "the spooled rejection ({slug}) is in the audit log: {details:?}"
+    );
+    drop(c);
+    gw.stop().await;
+    common::pg::drop_schema(&url).await;
+}

@@ -53,16 +53,38 @@ async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
             _ => warnings.push(line),
         }
     }
-    match tokio::time::timeout(READY_STORE_DEADLINE, rt.store.ping()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness check: store not ready");
+    let pinged = match rt.breaker.open_for() {
+        // Known unreachable: say so at once; the breaker's prober is asking already.
+        Some(down) => {
+            reasons.push(format!(
+                "the store has been unreachable for {} s; probing",
+                down.as_secs()
+            ));
+            None
+        }
+        None => Some(tokio::time::timeout(READY_STORE_DEADLINE, rt.store.ping()).await),
+    };
+    match pinged {
+        None | Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(e))) if matches!(e, crate::store::StoreError::Unavailable(_)) => {
+            tracing::warn!(error = %e, "readiness check: store unreachable");
+            rt.store_unreachable();
             reasons.push("the store does not answer".into());
         }
-        Err(_) => reasons.push(format!(
+        Some(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "readiness check: store not ready");
+            reasons.push("the store is not ready".into());
+        }
+        Some(Err(_)) => reasons.push(format!(
             "the store did not answer within {} s",
             READY_STORE_DEADLINE.as_secs()
         )),
+    }
+    let spooled = rt.spool.len();
+    if spooled > 0 {
+        warnings.push(format!(
+            "{spooled} audit events wait in the local spool for the store"
+        ));
     }
     if reasons.is_empty() {
         Json(json!({ "status": "ready", "store": "ok", "config": "loaded", "warnings": warnings }))

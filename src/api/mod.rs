@@ -2,12 +2,14 @@
 //! here: handlers extract, call the core, and map the result.
 //!
 //! Layers, outermost first: observe (request id, span, log line, metrics) → timeout → body
-//! limit → principal resolution → per-partner rate limit → (per route) the permission the
+//! limit → principal resolution → per-principal rate limit → store gate (`503` at once
+//! while the store is unreachable) → (per route) the permission the
 //! route table declares, decided by `policy` (`403` for unmapped certificates and principals
 //! without the grant; cross-site state-changing requests refused).
 
 pub mod admin;
 pub mod audit;
+pub mod gate;
 pub mod inbox;
 pub mod limits;
 pub mod observe;
@@ -34,6 +36,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
     routes::register(Router::new())
         .fallback(principal::not_found)
         .method_not_allowed_fallback(principal::method_not_allowed)
+        .layer(from_fn_with_state(rt.clone(), gate::store_gate))
         .layer(from_fn_with_state(rt.clone(), limits::rate_limit))
         .layer(from_fn_with_state(rt.clone(), principal::resolve))
         .layer(from_fn_with_state(rt.clone(), limits::body_limit))

@@ -59,12 +59,13 @@ pub enum ApiError {
     /// The request took longer than the configured limit.
     #[error("request timed out")]
     Timeout,
-    /// A dependency (the store) is unavailable.
-    #[error("service unavailable")]
-    Unavailable {
-        /// Seconds after which a retry is sensible.
-        retry_after: u64,
-    },
+    /// The store failed (unreachable, contended, full, or a fault): `503`, `507` or `500`.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The store was unreachable moments ago and has not answered a probe since: refused
+    /// at once rather than held for the store's time-out.
+    #[error("the gateway's store is unreachable")]
+    StoreDown,
     /// The request's headers are larger than the gateway accepts.
     #[error(
         "the request's headers are larger than this gateway accepts (at most 64 fields, 16 KiB in all)"
@@ -99,12 +100,6 @@ pub enum ApiError {
     /// An audit proof request is out of range.
     #[error("{0}")]
     AuditRange(String),
-    /// The store has no space left; nothing was written.
-    #[error("the gateway's store is full; nothing was written; retry later")]
-    StoreFull {
-        /// Seconds to wait.
-        retry_after: u64,
-    },
     /// A new configuration was refused whole (reload); the old one stays in force.
     #[error("the new configuration has {} problems; the previous one stays in force", .0.len())]
     ConfigRefused(Vec<String>),
@@ -169,9 +164,8 @@ impl ApiError {
                 (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
             }
             ApiError::Timeout => (S::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
-            ApiError::Unavailable { .. } => {
-                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
-            }
+            ApiError::Store(e) => store_parts(e),
+            ApiError::StoreDown => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             ApiError::HeadersTooLarge => (
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",
@@ -197,7 +191,6 @@ impl ApiError {
             },
             ApiError::Report(_) => (S::BAD_REQUEST, "bad-query", "Bad request"),
             ApiError::AuditRange(_) => (S::BAD_REQUEST, "bad-range", "Bad request"),
-            ApiError::StoreFull { .. } => (S::INSUFFICIENT_STORAGE, "store-full", "Store full"),
             ApiError::ConfigRefused(_) => (
                 S::UNPROCESSABLE_ENTITY,
                 "config-refused",
@@ -227,7 +220,9 @@ impl ApiError {
             {
                 "the gateway's store is unavailable; retry later (a referral with the same jti and claims: a retry of one that was in fact accepted is answered with that acceptance)".into()
             }
-            StatusCode::INSUFFICIENT_STORAGE => ApiError::StoreFull { retry_after: 0 }.to_string(),
+            StatusCode::INSUFFICIENT_STORAGE => {
+                "the gateway's store is full; nothing was written; retry later".into()
+            }
             _ => self.to_string(),
         };
         let retry_after = match status {
@@ -282,11 +277,41 @@ impl ApiError {
     fn log_text(&self) -> String {
         self.to_string()
     }
+
+    /// The store failure under this error, wherever it was met.
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            ApiError::Store(e)
+            | ApiError::Submit(SubmitError::Store(e))
+            | ApiError::Review(ReviewError::Store(e))
+            | ApiError::Access(AccessError::Store(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether this says the store could not be reached (what opens the store breaker; a
+    /// contended or full store does not).
+    pub fn store_unreachable(&self) -> bool {
+        matches!(self.store_error(), Some(StoreError::Unavailable(_)))
+    }
+}
+
+/// Marks a response whose failure was an unreachable store, for the store gate (clients
+/// never see it: a response extension).
+#[derive(Clone, Copy, Debug)]
+pub struct StoreUnreachable;
+
+/// Adds [`StoreUnreachable`] to `response` when `e` says so: every renderer of a problem
+/// (the API's JSON, the console's page) calls it.
+pub fn mark(e: &ApiError, response: &mut Response) {
+    if e.store_unreachable() {
+        response.extensions_mut().insert(StoreUnreachable);
+    }
 }
 
 fn store_parts(e: &StoreError) -> (StatusCode, &'static str, &'static str) {
     match e {
-        StoreError::Unavailable(_) => (
+        StoreError::Unavailable(_) | StoreError::Contended(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "Service unavailable",
@@ -391,6 +416,7 @@ impl IntoResponse for ApiError {
         if let Some(retry_after) = p.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
+        mark(&self, &mut response);
         response
     }
 }
@@ -414,26 +440,10 @@ impl From<AccessError> for ApiError {
 }
 
 impl From<StoreError> for ApiError {
-    /// A store failure: `503` with `Retry-After` when the store is unreachable, `507` when
-    /// full, `500` otherwise. The client never sees the store's message.
+    /// A store failure: `503` with `Retry-After` when the store is unreachable or contended,
+    /// `507` when full, `500` otherwise (logged by [`ApiError::problem`]). The client never
+    /// sees the store's message.
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => {
-                tracing::error!(error = %e, "store unavailable");
-                ApiError::Unavailable {
-                    retry_after: STORE_RETRY_AFTER,
-                }
-            }
-            StoreError::Full(_) => {
-                tracing::error!(error = %e, "store full");
-                ApiError::StoreFull {
-                    retry_after: STORE_RETRY_AFTER,
-                }
-            }
-            other => {
-                tracing::error!(error = %other, "store failure");
-                ApiError::Internal
-            }
-        }
+        ApiError::Store(e)
     }
 }

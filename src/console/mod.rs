@@ -151,7 +151,9 @@ pub fn problem_page(e: &ApiError, caller: Option<&Principal>) -> Response {
         headings: vec![],
         rows: vec![],
     };
-    page(p.status, render(&t), None)
+    let mut response = page(p.status, render(&t), None);
+    crate::api::problem::mark(e, &mut response);
+    response
 }
 
 #[derive(Template)]

@@ -32,6 +32,11 @@ pub enum StoreError {
     /// The store cannot be reached or refused the connection.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store is reachable but rolled this transaction back for another (a deadlock, a
+    /// serialisation failure, a writer holding SQLite past the busy timeout): nothing was
+    /// written; a retry can succeed at once.
+    #[error("store contended: {0}")]
+    Contended(String),
     /// Applying migrations failed.
     #[error("store migration failed: {0}")]
     Migration(String),
@@ -358,6 +363,7 @@ fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         }
         sqlx::Error::Database(db) => match classify(db.code().as_deref()) {
             Transient::Unavailable => StoreError::Unavailable(e.to_string()),
+            Transient::Contended => StoreError::Contended(e.to_string()),
             Transient::Full => StoreError::Full(e.to_string()),
             Transient::No => StoreError::Query {
                 op,
@@ -376,6 +382,8 @@ fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 enum Transient {
     /// The store is unreachable or restarting: retry later (`503`).
     Unavailable,
+    /// Another transaction won: retry (`503`); the store itself is fine.
+    Contended,
     /// The store has no space: retry once freed (`507`).
     Full,
     /// A real failure of this query.
@@ -391,13 +399,13 @@ fn classify(code: Option<&str>) -> Transient {
         Some("57P01" | "57P02" | "57P03" | "53300") => Transient::Unavailable,
         // PostgreSQL deadlock and serialisation failures: the transaction was rolled back
         // whole; a retry can succeed.
-        Some("40P01" | "40001") => Transient::Unavailable,
+        Some("40P01" | "40001") => Transient::Contended,
         // PostgreSQL disk_full; SQLite SQLITE_FULL.
         Some("53100" | "13") => Transient::Full,
         // SQLite SQLITE_BUSY and SQLITE_LOCKED (and their extended codes): another writer
         // held the database past the busy timeout.
         Some(c) if c == "5" || c == "6" || c.parse::<u32>().is_ok_and(|n| n & 0xff == 5) => {
-            Transient::Unavailable
+            Transient::Contended
         }
         _ => Transient::No,
     }
@@ -411,11 +419,11 @@ mod tests {
     fn error_codes_are_classified_for_retry() {
         assert_eq!(classify(Some("57P01")), Transient::Unavailable);
         assert_eq!(classify(Some("08006")), Transient::Unavailable);
-        assert_eq!(classify(Some("40P01")), Transient::Unavailable);
+        assert_eq!(classify(Some("40P01")), Transient::Contended);
         assert_eq!(classify(Some("53100")), Transient::Full);
         assert_eq!(classify(Some("13")), Transient::Full);
-        assert_eq!(classify(Some("5")), Transient::Unavailable);
-        assert_eq!(classify(Some("517")), Transient::Unavailable); // SQLITE_BUSY_SNAPSHOT
+        assert_eq!(classify(Some("5")), Transient::Contended);
+        assert_eq!(classify(Some("517")), Transient::Contended); // SQLITE_BUSY_SNAPSHOT
         assert_eq!(classify(Some("23505")), Transient::No);
         assert_eq!(classify(Some("2067")), Transient::No); // SQLITE_CONSTRAINT_UNIQUE
         assert_eq!(classify(None), Transient::No);

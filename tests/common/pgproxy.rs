@@ -4,6 +4,10 @@
 //! stops relaying the server's answer, and cuts the connection. The client is left with a transaction whose outcome it
 //! cannot know — what a database crash or a network fault during `COMMIT` does.
 //!
+//! It can also play a database that went down ([`PgProxy::set_down`]): every relayed
+//! connection is cut and new ones are closed at once, until it is brought back; it counts
+//! the connections attempted through it ([`PgProxy::attempts`]).
+//!
 //! It reads the PostgreSQL frontend protocol just enough: untyped start-up messages
 //! (`SSLRequest`, `StartupMessage`), then typed messages (`type`, `length`); a `COMMIT` is a
 //! simple `Query` (`'Q'`) message, as sqlx sends it. Connect with `sslmode=disable`.
@@ -20,6 +24,9 @@ pub struct PgProxy {
     pub port: u16,
     armed: Arc<AtomicBool>,
     cuts: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+    attempts: Arc<AtomicUsize>,
+    kill: tokio::sync::watch::Sender<u64>,
 }
 
 impl PgProxy {
@@ -29,16 +36,53 @@ impl PgProxy {
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicUsize::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (kill, _) = tokio::sync::watch::channel(0u64);
         let (a, c, up) = (armed.clone(), cuts.clone(), upstream.to_owned());
+        let (d, n, k) = (down.clone(), attempts.clone(), kill.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                n.fetch_add(1, Ordering::SeqCst);
+                if d.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&up).await else {
                     continue;
                 };
-                tokio::spawn(relay(client, server, a.clone(), c.clone()));
+                let mut killed = k.subscribe();
+                let relaying = relay(client, server, a.clone(), c.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = relaying => {}
+                        _ = killed.changed() => {}
+                    }
+                });
             }
         });
-        Self { port, armed, cuts }
+        Self {
+            port,
+            armed,
+            cuts,
+            down,
+            attempts,
+            kill,
+        }
+    }
+
+    /// Down: every relayed connection is cut at once and new ones are closed on arrival.
+    /// Up again: connections are relayed as before.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            self.kill.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// Connections attempted through the proxy so far.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
     }
 
     /// The next `COMMIT` through the proxy reaches the server; its answer never returns.
