@@ -322,7 +322,10 @@ async fn a_lead_approves_and_rejects_in_a_real_browser() {
         .await;
     browser.click("input[value='reject']").await;
     browser
-        .type_into("#reason-1", "Threshold not met; advice given to the officer.")
+        .type_into(
+            "#reason-1",
+            "Threshold not met; advice given to the officer.",
+        )
         .await;
     browser.click("button[type='submit']").await;
     browser

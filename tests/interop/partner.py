@@ -79,9 +79,14 @@ def main():
     check("a jwcrypto-made referral is accepted (202)", r.status_code == 202, r.text)
     referral_id = r.json().get("id") if r.status_code == 202 else None
 
-    # Replaying the same jti is refused; a referral signed by imara's key as the police is 403.
+    # A retry of the same claims is answered with the original acceptance (idempotent by
+    # jti); other claims under the same jti are a replay (409); a referral signed by imara's
+    # key as the police is 403.
     r = post(seal(claims, police_keys["sig"], gw["enc"]), police)
-    check("replay is 409 problem+json", r.status_code == 409 and r.headers["content-type"] == "application/problem+json", r.text)
+    check("a retry gets its acceptance (202, repeated)", r.status_code == 202 and r.json().get("repeated") is True and r.json().get("id") == referral_id, r.text)
+    changed = dict(claims, referral=dict(claims["referral"], sender_ref="NP/changed"))
+    r = post(seal(changed, police_keys["sig"], gw["enc"]), police)
+    check("other claims under a used jti are 409 problem+json", r.status_code == 409 and r.headers["content-type"] == "application/problem+json", r.text)
     other = dict(claims, jti=str(uuid.uuid4()))
     r = post(seal(other, imara_keys["sig"], gw["enc"]), police)
     check("a signature by another partner's key is 403", r.status_code == 403, r.text)

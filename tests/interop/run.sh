@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Interoperability: start a real gateway on a throwaway PKI, run the Python partner
-# (jwcrypto + requests, in a virtualenv this script creates) against it, stop the gateway.
+# (jwcrypto + requests, in a virtualenv this script creates) against it, parse every
+# certificate the dev PKI wrote with Python cryptography, scan the TLS listener with sslyze
+# (Mozilla intermediate), stop the gateway.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="${REFEX_BIN:-$repo/target/debug/refex}"
@@ -12,6 +14,12 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check jwcrypto requests
+# sslyze pins its own cryptography: a virtualenv of its own.
+scan_venv="${TLS_SCAN_VENV:-$repo/target/tls-scan-venv}"
+if [ ! -x "$scan_venv/bin/python" ]; then
+  python3 -m venv "$scan_venv"
+fi
+"$scan_venv/bin/pip" install --quiet --disable-pip-version-check 'sslyze>=6,<7'
 
 ln -s "$repo/partners" "$work/partners"
 ln -s "$repo/schemas" "$work/schemas"
@@ -30,3 +38,5 @@ admin="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys
   --pki "$work/certs/dev" --examples "$repo/schemas/examples"
 # Every certificate and CRL the dev PKI wrote, through a strict independent DER parser.
 "$venv/bin/python" "$repo/tests/interop/strict_der.py" "$work/certs/dev"
+# A TLS scan with a partner's client certificate: Mozilla "intermediate", no tool error.
+"$scan_venv/bin/python" -W ignore "$repo/tests/interop/tls_scan.py" --port "$api" --pki "$work/certs/dev"
