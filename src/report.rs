@@ -76,6 +76,10 @@ pub enum ReportError {
     },
 }
 
+/// How long after a month ends it may be reported: far above the longest a request may take
+/// between its referral's timestamp and its commit.
+pub const PUBLICATION_DELAY: i64 = 3600;
+
 /// The months a report covers: whole calendar months (UTC), all of them ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Period {
@@ -101,12 +105,15 @@ impl Period {
         if last < first {
             return Err(ReportError::Backwards);
         }
-        let this_month = time::OffsetDateTime::from_unix_timestamp(now)
+        // A month is reported once it has ended and every referral received in it has had
+        // time to commit (a request may take up to its time-out after it was stamped): the
+        // month of `now - PUBLICATION_DELAY` is the first one that may not be.
+        let open_month = time::OffsetDateTime::from_unix_timestamp(now - PUBLICATION_DELAY)
             .map(|t| t.date().replace_day(1).unwrap_or(t.date()))
             .unwrap_or(time::Date::MIN);
         let end = next_month(last);
-        if end > this_month {
-            let latest = this_month.previous_day().unwrap_or(this_month);
+        if end > open_month {
+            let latest = open_month.previous_day().unwrap_or(open_month);
             return Err(ReportError::Incomplete {
                 latest: format!("{:04}-{:02}", latest.year(), u8::from(latest.month())),
             });

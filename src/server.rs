@@ -289,9 +289,13 @@ async fn serve_connection(
         admission,
     } = admitted;
     let _ = tcp.set_nodelay(true);
-    if !first_byte(&tcp, limits.first_byte_timeout).await {
-        handshake_failed(peer, "no-client-hello");
-        return;
+    // Silent or stalled, a socket gives its slot up when cut off for a newer one.
+    tokio::select! {
+        spoke = first_byte(&tcp, limits.first_byte_timeout) => if !spoke {
+            handshake_failed(peer, "no-client-hello");
+            return;
+        },
+        () = handshaking.cut() => return handshake_failed(peer, "cut-off-for-a-newer-socket"),
     }
     let stream = idle::IdleTimeout::new(tcp, limits.idle_timeout);
     let tls = tokio::select! {

@@ -5,7 +5,10 @@
 //! prober, or the next start) the spool is replayed into the audit log in order and
 //! removed. Nothing in it is a payload value: rejection events name only a reason.
 //!
-//! A crash between appending the replayed events and removing the spool could append them
+//! One replay runs at a time. It first moves what is spooled aside (`audit.replaying`), so
+//! appends made while it runs go to a fresh file and wait for the next replay; a line that
+//! does not read back is moved to `audit.unreadable` (kept, logged) and the rest go on. A
+//! crash between appending the replayed events and trimming the batch could append them
 //! twice; the audit log then shows a refusal twice, never loses one.
 
 use std::io::{BufRead, Write};
@@ -91,6 +94,7 @@ impl Line {
 pub struct Spool {
     path: PathBuf,
     lock: Mutex<()>,
+    replaying: tokio::sync::Mutex<()>,
 }
 
 impl Spool {
@@ -99,6 +103,7 @@ impl Spool {
         Self {
             path: data_dir.join("spool").join("audit.jsonl"),
             lock: Mutex::new(()),
+            replaying: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -138,12 +143,22 @@ impl Spool {
         Ok(())
     }
 
-    /// How many events wait in the spool.
+    /// The batch a replay is working through.
+    fn batch(&self) -> PathBuf {
+        self.path.with_file_name("audit.replaying")
+    }
+
+    /// How many events wait in the spool (appended, or in a batch being replayed).
     pub fn len(&self) -> usize {
         let _one_writer = self.guard();
-        std::fs::File::open(&self.path)
-            .map(|f| std::io::BufReader::new(f).lines().count())
-            .unwrap_or(0)
+        [self.path.clone(), self.batch()]
+            .iter()
+            .map(|p| {
+                std::fs::File::open(p)
+                    .map(|f| std::io::BufReader::new(f).lines().count())
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 
     /// Whether nothing waits.
@@ -151,21 +166,44 @@ impl Spool {
         self.len() == 0
     }
 
-    /// Appends every spooled event to the audit log, in order, then removes the spool.
-    /// Stops at the first event the store refuses or a line that does not read, keeping it
-    /// and everything after it. Returns how many were replayed.
+    /// Appends every spooled event to the audit log, in order, then removes what it
+    /// replayed. One replay at a time; it stops at the first event the store refuses,
+    /// keeping it and everything after it. Returns how many were replayed.
     pub async fn replay(&self, store: &dyn Store) -> Result<usize, SpoolError> {
-        let lines: Vec<String> = {
-            let _one_writer = self.guard();
-            match std::fs::File::open(&self.path) {
-                Ok(f) => std::io::BufReader::new(f)
-                    .lines()
-                    .collect::<Result<_, _>>()
-                    .map_err(self.io())?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-                Err(e) => return Err(self.io()(e)),
+        let _one_replay = self.replaying.lock().await;
+        let mut done = 0;
+        // A batch left by an interrupted replay first, then what was appended since.
+        for _ in 0..2 {
+            let batch = self.batch();
+            {
+                let _one_writer = self.guard();
+                if !batch.exists() {
+                    match std::fs::rename(&self.path, &batch) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                        Err(e) => return Err(self.io()(e)),
+                    }
+                }
             }
+            done += self.replay_batch(&batch, store).await?;
+        }
+        metrics::gauge!(crate::telemetry::AUDIT_SPOOLED).set(self.len() as f64);
+        Ok(done)
+    }
+
+    /// Replays one batch file; removes it when every line is in the audit log (or set
+    /// aside as unreadable), else keeps what is left.
+    async fn replay_batch(&self, batch: &Path, store: &dyn Store) -> Result<usize, SpoolError> {
+        let io = |source| SpoolError::Io {
+            path: batch.to_owned(),
+            source,
         };
+        let text = match std::fs::read_to_string(batch) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(e)),
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let mut done = 0;
         let mut failure = None;
         for (i, text) in lines.iter().enumerate() {
@@ -173,11 +211,13 @@ impl Spool {
                 .ok()
                 .and_then(|l| l.record());
             let Some(record) = record else {
-                failure = Some(SpoolError::Unreadable {
-                    path: self.path.clone(),
-                    line: i + 1,
-                });
-                break;
+                self.set_aside(text).map_err(io)?;
+                tracing::error!(
+                    line = i + 1,
+                    "an audit spool line does not read back as an event: moved to audit.unreadable"
+                );
+                done += 1;
+                continue;
             };
             if let Err(e) = store.record_event(&record).await {
                 failure = Some(e.into());
@@ -185,38 +225,36 @@ impl Spool {
             }
             done += 1;
         }
-        {
-            // Keep what was not replayed, and whatever was appended meanwhile.
-            let _one_writer = self.guard();
-            let now: Vec<String> = std::fs::File::open(&self.path)
-                .map(|f| {
-                    std::io::BufReader::new(f)
-                        .lines()
-                        .map_while(Result::ok)
-                        .collect()
-                })
+        let rest = lines.get(done..).unwrap_or_default();
+        if rest.is_empty() {
+            std::fs::remove_file(batch).map_err(io)?;
+        } else {
+            let mut text = rest.join("\n");
+            text.push('\n');
+            let dir = batch.parent().unwrap_or(Path::new("."));
+            let name = batch
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let rest = now.get(done..).unwrap_or_default();
-            if rest.is_empty() {
-                std::fs::remove_file(&self.path).map_err(self.io())?;
-            } else {
-                let mut text = rest.join("\n");
-                text.push('\n');
-                let dir = self.path.parent().unwrap_or(Path::new("."));
-                let name = self
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                crate::files::write_private_durably(dir, &name, text.as_bytes())
-                    .map_err(self.io())?;
-            }
-            metrics::gauge!(crate::telemetry::AUDIT_SPOOLED).set(rest.len() as f64);
+            crate::files::write_private_durably(dir, &name, text.as_bytes()).map_err(io)?;
         }
         match failure {
             None => Ok(done),
             Some(e) => Err(e),
         }
+    }
+
+    /// Keeps a line that does not read back, for an operator to look at.
+    fn set_aside(&self, line: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(crate::files::FILE_MODE)
+            .open(self.path.with_file_name("audit.unreadable"))?;
+        file.write_all(line.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_data()
     }
 }
 
@@ -246,5 +284,54 @@ mod tests {
             bad.record().is_none(),
             "an unreadable line is never a default"
         );
+    }
+
+    /// Two replays at once (the breaker's prober and a housekeeping pass) append each event
+    /// once; a line that does not read back is set aside, not in the way of the rest.
+    #[tokio::test]
+    async fn replays_at_once_append_each_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("refex.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        let before = store
+            .count_rows(crate::store::Table::AuditEvents)
+            .await
+            .unwrap();
+        let spool = Spool::new(dir.path());
+        let record = |n: u64| {
+            AuditRecord::new(
+                1_795_000_000 + n as i64,
+                None,
+                AuditEvent::Rejected(Rejected {
+                    reason: format!("r{n}"),
+                }),
+            )
+        };
+        for n in 0..50 {
+            spool.append(&record(n)).unwrap();
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&spool.path)
+            .unwrap()
+            .write_all(b"{torn\n")
+            .unwrap();
+        for n in 50..60 {
+            spool.append(&record(n)).unwrap();
+        }
+        let (a, b) = tokio::join!(spool.replay(store.as_ref()), spool.replay(store.as_ref()));
+        assert_eq!(
+            a.unwrap() + b.unwrap(),
+            61,
+            "60 events and the torn line, once"
+        );
+        let after = store
+            .count_rows(crate::store::Table::AuditEvents)
+            .await
+            .unwrap();
+        assert_eq!(after - before, 60);
+        assert!(spool.is_empty());
+        assert!(dir.path().join("spool/audit.unreadable").exists());
+        store.close().await;
     }
 }

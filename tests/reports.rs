@@ -15,9 +15,10 @@ use common::partner::{Harness, claims, example};
 use refex::clock::ManualClock;
 use serde_json::{Value, json};
 
-/// Noon on the 10th of last month (UTC): a month that has ended, as `(unix, "YYYY-MM")`.
+/// Noon on the 10th of last month (UTC): a month that has ended (and been published: more
+/// than `PUBLICATION_DELAY` ago), as `(unix, "YYYY-MM")`.
 fn last_month() -> (u64, String) {
-    let now = time::OffsetDateTime::now_utc();
+    let now = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
     let first = now.date().replace_day(1).unwrap();
     let prev = first.previous_day().unwrap().replace_day(10).unwrap();
     let at = prev.with_hms(12, 0, 0).unwrap().assume_utc();
