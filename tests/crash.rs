@@ -25,10 +25,7 @@ const STREAM: usize = 160;
 const KILL_AFTER: usize = 25;
 
 fn checkout() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(common::repo().join("partners"), dir.path().join("partners"))
-        .unwrap();
-    std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
+    let dir = common::process::layout();
     common::process::write_toml(
         dir.path(),
         "[store]\ngroup_commit_window = \"2ms\"\ngroup_commit_max = 64",

@@ -41,10 +41,7 @@ fn attacker(n: usize) -> IpAddr {
 }
 
 fn checkout() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(common::repo().join("partners"), dir.path().join("partners"))
-        .unwrap();
-    std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
+    let dir = common::process::layout();
     common::process::write_toml(dir.path(), "");
     dir
 }

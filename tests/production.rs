@@ -24,10 +24,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 /// A checkout with the shipped partners and schemas, no PKI, and `refex.toml` as given.
 fn checkout(toml: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(common::repo().join("partners"), dir.path().join("partners"))
-        .unwrap();
-    std::os::unix::fs::symlink(common::repo().join("schemas"), dir.path().join("schemas")).unwrap();
+    let dir = common::process::layout();
     std::fs::write(dir.path().join("refex.toml"), toml).unwrap();
     dir
 }

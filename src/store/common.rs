@@ -179,6 +179,41 @@ macro_rules! store_impl {
         }
 
         /// The status of one of a referral's deliveries, if it is the referral's.
+        /// Expires each `(id, referral, status, recipient)` row the lifecycle lets expire:
+        /// ciphertext deleted, an `expired` event each. Returns how many.
+        async fn expire_each(
+            tx: &mut Tx,
+            due: &[(String, String, String, String)],
+            at: i64,
+        ) -> Result<u64, StoreError> {
+            let mut events = Vec::with_capacity(due.len());
+            for (id, referral_id, status, recipient) in due {
+                let id = rows::delivery_id(id)?;
+                let referral = rows::referral_id("deliveries", referral_id)?;
+                let Ok(Some(to)) = moved(rows::status(status)?, Step::Expire) else {
+                    continue;
+                };
+                sqlx::query("UPDATE deliveries SET status = $1, sealed = NULL, updated_at = $2 WHERE id = $3")
+                    .bind(to.as_str())
+                    .bind(at)
+                    .bind(id.as_str())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(query_err("expire"))?;
+                events.push(
+                    AuditRecord::new(
+                        at,
+                        None,
+                        AuditEvent::Expired(ev::ToRecipient { to: rows::parse("deliveries", "recipient", recipient)? }),
+                    )
+                    .about(&referral)
+                    .delivery(&id),
+                );
+            }
+            insert_events(&mut **tx, &events).await?;
+            Ok(events.len() as u64)
+        }
+
         async fn held_status(
             tx: &mut Tx,
             referral: &ReferralId,
@@ -263,29 +298,13 @@ macro_rules! store_impl {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(query_err("expire"))?;
-                let mut events = Vec::with_capacity(due.len());
-                for (id, referral_id, status) in &due {
-                    let id = rows::delivery_id(id)?;
-                    let referral = rows::referral_id("deliveries", referral_id)?;
-                    let Ok(Some(to)) = moved(rows::status(status)?, Step::Expire) else {
-                        continue;
-                    };
-                    sqlx::query("UPDATE deliveries SET status = $1, sealed = NULL, updated_at = $2 WHERE id = $3")
-                        .bind(to.as_str())
-                        .bind(at)
-                        .bind(id.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("expire"))?;
-                    events.push(
-                        AuditRecord::new(at, None, AuditEvent::Expired(ev::ToRecipient { to: recipient.clone() }))
-                            .about(&referral)
-                            .delivery(&id),
-                    );
-                }
-                insert_events(&mut *tx, &events).await?;
+                let due: Vec<(String, String, String, String)> = due
+                    .into_iter()
+                    .map(|(id, referral, status)| (id, referral, status, recipient.to_string()))
+                    .collect();
+                let expired = expire_each(&mut tx, &due, at).await?;
                 tx.commit().await.map_err(query_err("commit"))?;
-                Ok(events.len() as u64)
+                Ok(expired)
             }
 
             async fn expire_unknown_recipients(&self, known: &[PartnerId], cutoff: i64, at: i64) -> Result<u64, StoreError> {
@@ -317,33 +336,9 @@ macro_rules! store_impl {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(query_err("expire unknown"))?;
-                let mut events = Vec::with_capacity(due.len());
-                for (id, referral_id, status, recipient) in &due {
-                    let id = rows::delivery_id(id)?;
-                    let referral = rows::referral_id("deliveries", referral_id)?;
-                    let Ok(Some(to)) = moved(rows::status(status)?, Step::Expire) else {
-                        continue;
-                    };
-                    sqlx::query("UPDATE deliveries SET status = $1, sealed = NULL, updated_at = $2 WHERE id = $3")
-                        .bind(to.as_str())
-                        .bind(at)
-                        .bind(id.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_err("expire unknown"))?;
-                    events.push(
-                        AuditRecord::new(
-                            at,
-                            None,
-                            AuditEvent::Expired(ev::ToRecipient { to: rows::parse("deliveries", "recipient", recipient)? }),
-                        )
-                        .about(&referral)
-                        .delivery(&id),
-                    );
-                }
-                insert_events(&mut *tx, &events).await?;
+                let expired = expire_each(&mut tx, &due, at).await?;
                 tx.commit().await.map_err(query_err("commit"))?;
-                Ok(events.len() as u64)
+                Ok(expired)
             }
 
             async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {

@@ -10,6 +10,16 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_refex");
 
+/// A fresh checkout's layout in a temporary directory: the shipped `partners/` and
+/// `schemas/` linked in, no `refex.toml` and no PKI yet.
+pub fn layout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(super::repo().join("partners"), dir.path().join("partners"))
+        .unwrap();
+    std::os::unix::fs::symlink(super::repo().join("schemas"), dir.path().join("schemas")).unwrap();
+    dir
+}
+
 /// Writes a `refex.toml` on random ports whose logs are JSON lines with the ready line in
 /// them; `extra` is appended (whole tables).
 pub fn write_toml(dir: &Path, extra: &str) {
