@@ -43,6 +43,22 @@ pub fn touch_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Creates `path` (never replacing a file already there) and writes `bytes` to it, synced;
+/// 0600 when `secret`, else 0644 (a public key set others may read). Parents are created
+/// 0700.
+pub fn write_new(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir_all(parent)?;
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { FILE_MODE } else { 0o644 })
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// Writes `bytes` to `dir/name` durably and privately: `dir` created 0700 if missing, a
 /// 0600 temporary file written and synced, renamed over the target, the directory synced.
 /// Returns the target's path.

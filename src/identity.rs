@@ -208,6 +208,19 @@ pub struct Principal {
     pub actor: Actor,
     /// The certificate that authenticated this principal.
     pub fingerprint: Fingerprint,
+    /// Who holds the organisation's referral keys.
+    pub custody: Custody,
+}
+
+/// Who holds an organisation's delivery-decryption and referral-signing keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Custody {
+    /// The organisation's own system: the gateway never reads its deliveries.
+    #[default]
+    Own,
+    /// The gateway, on the organisation's behalf (a hosted partner without a case system):
+    /// its people read and compose in the console.
+    Gateway,
 }
 
 /// The holder of a certificate within its organisation.

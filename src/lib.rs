@@ -17,6 +17,7 @@ pub mod devpki;
 pub mod disclosure;
 pub mod envelope;
 pub mod files;
+pub mod hosted;
 pub mod housekeeping;
 pub mod identity;
 pub mod ids;

@@ -19,7 +19,7 @@
 //!   which, with no agreements, can send and receive nothing.
 //! - Public documents (JWKS, OpenAPI) are served to any verified certificate, mapped or not.
 
-use crate::identity::{Actor, Principal, Role};
+use crate::identity::{Actor, Custody, Principal, Role};
 
 /// Everything a principal can ask to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,11 +54,17 @@ pub enum Permission {
     ReadAuditProofs,
     /// Receive anonymised aggregate reports.
     ReadAggregates,
+    /// Read the organisation's deliveries in the console, decrypted by the gateway with the
+    /// keys it holds for a hosted organisation.
+    ReadHostedInbox,
+    /// Compose a referral in the console, signed by the gateway with a hosted
+    /// organisation's key.
+    ComposeReferral,
 }
 
 impl Permission {
     /// Every permission (for the matrix test and the documentation).
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 17] = [
         Permission::ReadPublicDocuments,
         Permission::Identify,
         Permission::SubmitReferral,
@@ -74,6 +80,8 @@ impl Permission {
         Permission::SubjectAccess,
         Permission::ReadAuditProofs,
         Permission::ReadAggregates,
+        Permission::ReadHostedInbox,
+        Permission::ComposeReferral,
     ];
 
     /// The permission's name (in problems and the OpenAPI document).
@@ -94,6 +102,8 @@ impl Permission {
             Permission::SubjectAccess => "subject-access",
             Permission::ReadAuditProofs => "read-audit-proofs",
             Permission::ReadAggregates => "read-aggregates",
+            Permission::ReadHostedInbox => "read-hosted-inbox",
+            Permission::ComposeReferral => "compose-referral",
         }
     }
 }
@@ -109,6 +119,8 @@ pub enum Grant {
     SystemsAndRoles(&'static [Role]),
     /// People holding one of `roles` (never a system).
     Roles(&'static [Role]),
+    /// People holding one of `roles` in an organisation whose keys the gateway holds.
+    HostedRoles(&'static [Role]),
 }
 
 /// Acting for the organisation as its case system does.
@@ -135,6 +147,7 @@ pub const fn grant(p: Permission) -> Grant {
         ]),
         SubjectAccess | ReadAuditProofs => Grant::Roles(&[DataProtectionOfficer, Auditor]),
         ReadAggregates => Grant::Roles(&[Commissioner]),
+        ReadHostedInbox | ComposeReferral => Grant::HostedRoles(&[Practitioner]),
     }
 }
 
@@ -157,6 +170,10 @@ impl Grant {
                 )
             }
             Grant::Roles(r) => format!("a person with role {}", roles(r)),
+            Grant::HostedRoles(r) => format!(
+                "a person with role {} in an organisation whose keys the gateway holds (hosted = true)",
+                roles(r)
+            ),
         }
     }
 }
@@ -193,6 +210,12 @@ pub fn decide(principal: Option<&Principal>, permission: Permission) -> Result<(
             Actor::System(_) => false,
             Actor::Person { roles: held, .. } => roles.iter().any(|r| held.contains(r)),
         },
+        (Grant::HostedRoles(roles), Some(p)) => match &p.actor {
+            Actor::System(_) => false,
+            Actor::Person { roles: held, .. } => {
+                p.custody == Custody::Gateway && roles.iter().any(|r| held.contains(r))
+            }
+        },
     };
     if allowed {
         Ok(())
@@ -217,6 +240,7 @@ mod tests {
                 roles: roles.to_vec(),
             },
             fingerprint: Fingerprint::of_der(b"x"),
+            custody: Default::default(),
         }
     }
 
@@ -253,6 +277,7 @@ mod tests {
             partner: "mopac".parse().unwrap(),
             actor: Actor::System("case-system".parse().unwrap()),
             fingerprint: Fingerprint::of_der(b"s"),
+            custody: Default::default(),
         };
         for p in [
             Permission::ReadAggregates,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::envelope::at_rest::StorageKey;
 use crate::envelope::keys::{KeySet, KeyUse};
-use crate::identity::{Actor, Fingerprint, PartnerId, Principal, Role};
+use crate::identity::{Actor, Custody, Fingerprint, PartnerId, Principal, Role};
 use crate::schema::SchemaSet;
 use crate::subject::SubjectKey;
 use crate::tls;
@@ -199,7 +199,7 @@ impl Config {
         let schemas = SchemaSet::load(&settings.schemas_dir)
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
             .ok();
-        let (partners, principals) = load_partners(&settings, &mut problems);
+        let (partners, principals) = load_partners(&settings, storage_key.as_ref(), &mut problems);
         let agreements = load_agreements(&settings.agreements, &mut problems);
         check_agreements(&agreements, &partners, schemas.as_ref(), &mut problems);
 
@@ -255,6 +255,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 /// Reads every partner file and builds the fingerprint map.
 fn load_partners(
     settings: &Settings,
+    storage_key: Option<&StorageKey>,
     problems: &mut Vec<String>,
 ) -> (
     BTreeMap<PartnerId, Partner>,
@@ -309,6 +310,10 @@ fn load_partners(
                 .map_err(|e| problems.push(format!("{shown}: jwks: {e}")))
                 .ok()
         });
+        let hosted = hosted_keys(&file, &id, &base, keys.as_ref(), storage_key)
+            .map_err(|e| problems.push(format!("{shown}: {e}")))
+            .ok()
+            .flatten();
         let mut holders: Vec<(Vec<partners::CertificateRef>, Actor, String)> = Vec::new();
         let mut seen = HashSet::new();
         for s in &file.systems {
@@ -330,7 +335,7 @@ fn load_partners(
             }
             if p.roles.contains(&Role::Practitioner) && p.roles.contains(&Role::Commissioner) {
                 problems.push(format!(
-                    "{shown}: person {}: a commissioner sees only aggregates and cannot also be                      a practitioner acting for the organisation",
+                    "{shown}: person {}: a commissioner sees only aggregates and cannot also be a practitioner acting for the organisation",
                     p.id
                 ));
             }
@@ -377,6 +382,11 @@ fn load_partners(
                         partner: id.clone(),
                         actor: actor.clone(),
                         fingerprint,
+                        custody: if file.hosted {
+                            Custody::Gateway
+                        } else {
+                            Custody::Own
+                        },
                     },
                 );
             }
@@ -403,6 +413,7 @@ fn load_partners(
                 person_rate_quota: file.person_rate_quota,
                 jwks_path: file.jwks.map(|p| resolve(&base, &p)),
                 keys,
+                hosted,
                 systems: file.systems.into_iter().map(|s| s.id).collect(),
                 people: file
                     .people
@@ -417,6 +428,43 @@ fn load_partners(
         );
     }
     (partners, principals)
+}
+
+/// A hosted partner's private keys, opened with the storage key; `None` for a partner that
+/// holds its own. Every hosted key must be one its public JWKS lists (the JWKS is what other
+/// parties verify and encrypt with).
+fn hosted_keys(
+    file: &PartnerFile,
+    id: &PartnerId,
+    base: &Path,
+    public: Option<&KeySet>,
+    storage_key: Option<&StorageKey>,
+) -> Result<Option<Arc<KeySet>>, String> {
+    let path = match (file.hosted, &file.hosted_keys) {
+        (false, None) => return Ok(None),
+        (false, Some(_)) => return Err("hosted_keys is set, but hosted is not true".into()),
+        (true, None) => {
+            return Err(format!(
+                "hosted = true needs hosted_keys (write them with `refex hosted-keys --partner {id}`)"
+            ));
+        }
+        (true, Some(p)) => resolve(base, p),
+    };
+    // A missing storage key is reported on its own.
+    let Some(storage_key) = storage_key else {
+        return Ok(None);
+    };
+    let keys = crate::hosted::open_keys(&path, id, storage_key).map_err(|e| e.to_string())?;
+    let public = public.ok_or("hosted = true needs jwks (the public half of the hosted keys)")?;
+    for (key_use, kid) in keys.kids() {
+        if public.find(kid, key_use).is_none() {
+            return Err(format!(
+                "hosted key {kid} ({}) is not in the partner's jwks",
+                key_use.as_str()
+            ));
+        }
+    }
+    Ok(Some(Arc::new(keys)))
 }
 
 fn load_agreements(path: &Path, problems: &mut Vec<String>) -> Vec<Agreement> {

@@ -38,6 +38,14 @@ pub struct PartnerFile {
     /// Its public JWK set (`enc` for deliveries to it, `sig` for its referrals).
     #[serde(default)]
     pub jwks: Option<PathBuf>,
+    /// The gateway holds this partner's keys and its people use the console (a partner
+    /// without a case system). Stated in every disclosure record of the partner.
+    #[serde(default)]
+    pub hosted: bool,
+    /// For a hosted partner: its private keys, sealed under the storage key (`refex
+    /// hosted-keys` writes them).
+    #[serde(default)]
+    pub hosted_keys: Option<PathBuf>,
     /// Its systems (client applications).
     #[serde(default)]
     pub systems: Vec<SystemFile>,
@@ -216,6 +224,8 @@ pub struct Partner {
     pub keys: Option<KeySet>,
     /// The file the keys came from, for messages.
     pub jwks_path: Option<PathBuf>,
+    /// For a hosted partner, its private keys (the gateway holds them on its behalf).
+    pub hosted: Option<std::sync::Arc<KeySet>>,
     /// Systems.
     pub systems: Vec<SystemId>,
     /// People.

@@ -95,6 +95,12 @@ impl KeySet {
         Self::load(path, Visibility::Public)
     }
 
+    /// Parses a private key set from JSON text (a hosted partner's keys, once unsealed);
+    /// `origin` names it in errors.
+    pub fn parse_private(bytes: &[u8], origin: &str) -> Result<Self, KeyError> {
+        Self::parse(bytes, origin, Visibility::Private)
+    }
+
     /// Parses a public key set from JSON text; `origin` names it in errors.
     pub fn parse_public(bytes: &[u8], origin: &str) -> Result<Self, KeyError> {
         Self::parse(bytes, origin, Visibility::Public)

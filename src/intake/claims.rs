@@ -195,6 +195,7 @@ fn claims_schema() -> &'static Compiled {
             source: Arc::new(source),
             validator: Arc::new(validator),
             version: crate::schema::version_of(include_bytes!("claims.schema.json")),
+            order: Default::default(),
         }
     })
 }

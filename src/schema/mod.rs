@@ -14,10 +14,15 @@ use serde_json::Value;
 
 use crate::identity::{PartnerKind, ReferralType};
 
+pub mod document;
+pub mod form;
 mod minimise;
+mod order;
 mod validate;
 
+pub use document::{Document, Row, Section, document};
 pub use minimise::{Minimised, leaf_pointers, minimise};
+pub use order::PropertyOrder;
 pub use validate::{Violation, validate};
 
 /// The only dialect refex accepts; declared by every schema's `$schema`.
@@ -82,6 +87,9 @@ pub struct Compiled {
     /// The file's version: the first 16 hex digits of the SHA-256 of its bytes. A review
     /// preview names the view's version, so a view changed by a reload is noticed.
     pub version: String,
+    /// The order in which the file writes each object's properties (documents and forms
+    /// follow it).
+    pub order: Arc<PropertyOrder>,
 }
 
 impl Compiled {
@@ -247,6 +255,7 @@ fn compile_file(path: &Path, problems: &mut Vec<SchemaError>) -> Option<Compiled
             source: Arc::new(source),
             validator: Arc::new(validator),
             version: version_of(&text),
+            order: Arc::new(PropertyOrder::read(&text)),
         }),
         Err(reason) => {
             problems.push(match reason {

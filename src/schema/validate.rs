@@ -171,6 +171,7 @@ mod tests {
             source: std::sync::Arc::new(schema),
             validator: std::sync::Arc::new(validator),
             version: String::new(),
+            order: Default::default(),
         }
     }
 

@@ -874,6 +874,25 @@ macro_rules! store_impl {
                 Ok(out)
             }
 
+            async fn received(
+                &self,
+                recipient: &PartnerId,
+                limit: i64,
+            ) -> Result<Vec<rec::ReceivedRow>, StoreError> {
+                let found: Vec<(String, String, String, String, i64, String)> = sqlx::query_as(
+                    "SELECT d.id, d.referral_id, r.sender, r.referral_type, r.received_at, d.status \
+                     FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
+                     WHERE d.recipient = $1 AND d.inbox_pos IS NOT NULL \
+                     ORDER BY d.inbox_pos DESC LIMIT $2",
+                )
+                .bind(recipient.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("received"))?;
+                found.into_iter().map(rows::received_row).collect()
+            }
+
             async fn referral_links(
                 &self,
                 referral: &ReferralId,

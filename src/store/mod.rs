@@ -278,6 +278,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<records::SentRow>, StoreError>;
 
+    /// The deliveries that reached `recipient`'s inbox, most recent first (at most `limit`),
+    /// whatever their status now (new, read, acknowledged, withdrawn, expired): metadata
+    /// only, for a hosted organisation's console.
+    async fn received(
+        &self,
+        recipient: &PartnerId,
+        limit: i64,
+    ) -> Result<Vec<records::ReceivedRow>, StoreError>;
+
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,

@@ -334,6 +334,23 @@ pub enum SubjectMatch {
     Received(ReferralId, DeliveryId),
 }
 
+/// A delivery that reached a recipient's inbox, for the recipient's console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedRow {
+    /// The delivery.
+    pub id: DeliveryId,
+    /// Its referral.
+    pub referral_id: ReferralId,
+    /// The sending partner.
+    pub from: PartnerId,
+    /// The referral type.
+    pub referral_type: ReferralType,
+    /// When the gateway accepted the referral (Unix seconds).
+    pub received_at: i64,
+    /// Its status now.
+    pub status: DeliveryStatus,
+}
+
 /// One of a sender's referrals for its outbound history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SentRow {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use super::StoreError;
 use super::records::{
     AuditRecord, DeliveryRow, DeliveryState, DeliveryStatus, FactRow, HeldRow, InboxItem,
-    ReferralRecord,
+    ReceivedRow, ReferralRecord,
 };
 use crate::audit::event::{ActorRef, AuditEvent, ConsentRecord};
 use crate::identity::{PartnerId, ReferralType};
@@ -177,6 +177,20 @@ pub(crate) fn delivery_state(
 }
 
 /// An inbox listing row: `(id, sender, referral_type, received_at, bytes, inbox_pos)`.
+/// A received delivery: `(id, referral_id, sender, type, received_at, status)`.
+pub(crate) fn received_row(
+    (id, referral, from, ty, received_at, status): (String, String, String, String, i64, String),
+) -> Result<ReceivedRow, StoreError> {
+    Ok(ReceivedRow {
+        id: parse("deliveries", "id", &id)?,
+        referral_id: referral_id("deliveries", &referral)?,
+        from: parse("referrals", "sender", &from)?,
+        referral_type: parse("referrals", "referral_type", &ty)?,
+        received_at,
+        status: self::status(&status)?,
+    })
+}
+
 pub(crate) fn inbox_item(
     (id, from, ty, received_at, bytes, position): (
         String,
