@@ -914,6 +914,67 @@ impl AcceptedBasis {
         out
     }
 
+    /// Every concrete basis this combination admits (each Article 6 basis with each Schedule 1
+    /// condition, and with each Article 10 basis accepted when stated; each s.35 ground with
+    /// each sensitive-processing ground and Schedule 8 condition): the choices a form offers.
+    pub fn combinations(&self) -> Vec<LawfulBasis> {
+        let mut out = Vec::new();
+        match self {
+            AcceptedBasis::UkGdpr {
+                article6,
+                article9,
+                schedule1,
+                article10,
+            } => {
+                let conditions: Vec<Option<Schedule1>> = if schedule1.is_empty() {
+                    vec![None]
+                } else {
+                    schedule1.iter().copied().map(Some).collect()
+                };
+                let stated: Vec<Option<Article10>> = std::iter::once(None)
+                    .chain(article10.iter().copied().map(Some))
+                    .collect();
+                for a6 in article6 {
+                    for s1 in &conditions {
+                        for a10 in &stated {
+                            out.push(LawfulBasis::UkGdpr(GdprBasis {
+                                article6: *a6,
+                                article9: *article9,
+                                schedule1: *s1,
+                                article10: *a10,
+                            }));
+                        }
+                    }
+                }
+            }
+            AcceptedBasis::Part3 {
+                section35,
+                sensitive,
+                schedule8,
+            } => {
+                for s35 in section35 {
+                    for sp in sensitive {
+                        let conditions: Vec<Option<Schedule8>> =
+                            if *sp == SensitiveProcessing::StrictlyNecessary {
+                                schedule8.iter().copied().map(Some).collect()
+                            } else {
+                                vec![None]
+                            };
+                        for s8 in conditions {
+                            out.push(LawfulBasis::Part3(Part3Basis {
+                                section35: *s35,
+                                sensitive: *sp,
+                                schedule8: s8,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        out.retain(|b| self.admits(b));
+        out
+    }
+
     /// Whether a referral stating `basis` is covered by this combination.
     pub fn admits(&self, basis: &LawfulBasis) -> bool {
         match (self, basis) {

@@ -81,6 +81,20 @@ impl DeliveryStatus {
         }
     }
 
+    /// The status in words, for people (the console, printed renderings).
+    pub fn words(self) -> &'static str {
+        match self {
+            DeliveryStatus::HeldForReview => "Held for a designated safeguarding lead's review",
+            DeliveryStatus::RejectedByReview => "Not released: the lead rejected it",
+            DeliveryStatus::Queued => "In the inbox, not yet opened",
+            DeliveryStatus::Delivered => "Opened, not yet acknowledged",
+            DeliveryStatus::Acknowledged => "Acknowledged",
+            DeliveryStatus::Withdrawn => "Withdrawn by the sender",
+            DeliveryStatus::Expired => "Expired before it was acknowledged",
+            DeliveryStatus::ExpiredUndecided => "Closed: not decided in time",
+        }
+    }
+
     /// Parses a stored or wire status; `None` for anything else (the store turns that into
     /// a corruption error, never a default).
     pub fn parse(s: &str) -> Option<Self> {

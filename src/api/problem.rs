@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::access::AccessError;
 use crate::envelope::referral::EnvelopeError;
+use crate::hosted::HostedError;
 use crate::identity::PartnerId;
 use crate::intake::IntakeError;
 use crate::policy::{Permission, grant};
@@ -94,6 +95,9 @@ pub enum ApiError {
     /// A records request was refused.
     #[error(transparent)]
     Access(AccessError),
+    /// A hosted organisation's console request was refused.
+    #[error(transparent)]
+    Hosted(HostedError),
     /// A report request was refused.
     #[error("{0}")]
     Report(String),
@@ -188,6 +192,18 @@ impl ApiError {
                     "Identifiers not usable",
                 ),
                 AccessError::Store(e) => store_parts(e),
+            },
+            ApiError::Hosted(e) => match e {
+                HostedError::NotHosted => (
+                    S::FORBIDDEN,
+                    "not-hosted",
+                    "Your organisation uses its own case system",
+                ),
+                HostedError::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
+                HostedError::Store(e) => store_parts(e),
+                HostedError::File { .. } | HostedError::Exists(_) | HostedError::Unreadable => {
+                    (S::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+                }
             },
             ApiError::Report(_) => (S::BAD_REQUEST, "bad-query", "Bad request"),
             ApiError::AuditRange(_) => (S::BAD_REQUEST, "bad-range", "Bad request"),
@@ -284,7 +300,8 @@ impl ApiError {
             ApiError::Store(e)
             | ApiError::Submit(SubmitError::Store(e))
             | ApiError::Review(ReviewError::Store(e))
-            | ApiError::Access(AccessError::Store(e)) => Some(e),
+            | ApiError::Access(AccessError::Store(e))
+            | ApiError::Hosted(HostedError::Store(e)) => Some(e),
             _ => None,
         }
     }
@@ -430,6 +447,21 @@ impl From<SubmitError> for ApiError {
 impl From<ReviewError> for ApiError {
     fn from(e: ReviewError) -> Self {
         ApiError::Review(e)
+    }
+}
+
+impl From<HostedError> for ApiError {
+    fn from(e: HostedError) -> Self {
+        ApiError::Hosted(e)
+    }
+}
+
+impl From<crate::hosted::ComposeError> for ApiError {
+    fn from(e: crate::hosted::ComposeError) -> Self {
+        match e {
+            crate::hosted::ComposeError::Hosted(e) => ApiError::Hosted(e),
+            crate::hosted::ComposeError::Submit(e) => ApiError::Submit(e),
+        }
     }
 }
 

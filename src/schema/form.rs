@@ -124,7 +124,7 @@ pub fn form(
         errors,
     };
     let mut out = Vec::new();
-    b.object(&schema.source, "", "", values, &mut out, 0);
+    b.object(&schema.source, "", "", values, &mut out, 0, true);
     out
 }
 
@@ -213,6 +213,9 @@ impl<'a> Builder<'a> {
         (node, at)
     }
 
+    /// `chain`: whether every group above is required too (a field is marked required
+    /// only when filling in the form needs it, not when only its optional group does).
+    #[allow(clippy::too_many_arguments)] // one object's place and content
     fn object(
         &self,
         node: &'a Value,
@@ -221,6 +224,7 @@ impl<'a> Builder<'a> {
         value: &Value,
         out: &mut Vec<Item>,
         depth: usize,
+        chain: bool,
     ) {
         let (node, at) = self.resolve(node, at);
         let Some(props) = node.get("properties").and_then(Value::as_object) else {
@@ -246,7 +250,7 @@ impl<'a> Builder<'a> {
             let here = format!("{pointer}/{}", escape(&key));
             let child = value.get(&key).unwrap_or(&Value::Null);
             let title = label(sub, &key);
-            let is_required = required.contains(&key.as_str());
+            let is_required = chain && required.contains(&key.as_str());
             if depth >= MAX_DEPTH {
                 continue;
             }
@@ -256,8 +260,7 @@ impl<'a> Builder<'a> {
                     help: text(sub, "description"),
                     level: depth + 1,
                 });
-                self.error_note(&here, out);
-                self.object(sub, &sub_at, &here, child, out, depth + 1);
+                self.object(sub, &sub_at, &here, child, out, depth + 1, is_required);
                 out.push(Item::Close);
             } else if is_type(sub, "array")
                 && sub
@@ -277,10 +280,6 @@ impl<'a> Builder<'a> {
             }
         }
     }
-
-    /// An error about a group as a whole (a missing required group) is shown on its first
-    /// input by the caller; nothing to add here, but the hook keeps groups symmetrical.
-    fn error_note(&self, _pointer: &str, _out: &mut [Item]) {}
 
     #[allow(clippy::too_many_arguments)] // one group's place and content
     fn repeating(
@@ -319,6 +318,7 @@ impl<'a> Builder<'a> {
                 value,
                 out,
                 depth + 2,
+                false,
             );
             out.push(Item::Close);
         }

@@ -1,0 +1,186 @@
+//! The organisation's sent referrals with each recipient's status in words, and withdrawal
+//! (consent withdrawn, sent in error): every delivery not yet acknowledged leaves its
+//! recipient's inbox, through the same store step as `POST /v1/referrals/{id}/withdraw`.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{
+    Posted, csrf_token, form_is_genuine, full_page, page, partner_name, problem_page_in, render,
+    see_other, type_title, when,
+};
+use crate::api::principal::{Caller, PathId};
+use crate::api::problem::ApiError;
+use crate::audit::event::ActorRef;
+use crate::ids::ReferralId;
+use crate::lifecycle::DeliveryStatus;
+use crate::policy::{self, Permission};
+use crate::runtime::Runtime;
+
+/// How many referrals the page lists.
+const SHOWN: i64 = 200;
+
+struct SentView {
+    id: String,
+    about: String,
+    received: String,
+    states: Vec<(String, &'static str, &'static str)>,
+    open: bool,
+    highlight: bool,
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<h1>Sent referrals</h1>
+{% if let Some(n) = notice %}<div class="notice" role="status"><h2>{{ n.0 }}</h2><p>{{ n.1 }}</p></div>{% endif %}
+{% if rows.is_empty() %}<p>Your organisation has sent no referrals.</p>{% else %}
+<table><caption>Most recent first ({{ rows.len() }} shown, {{ shown }} at most)</caption>
+<thead><tr><th scope="col">Referral</th><th scope="col">About</th><th scope="col">Received</th><th scope="col">Recipients and status</th>{% if can_withdraw %}<th scope="col">Withdraw</th>{% endif %}</tr></thead>
+<tbody>{% for r in rows %}<tr{% if r.highlight %} id="just-sent"{% endif %}>
+<td>{{ r.id }}</td><td>{{ r.about }}</td><td>{{ r.received }}</td>
+<td><ul>{% for s in r.states %}<li>{{ s.0 }}: <span class="tag {{ s.2 }}">{{ s.1 }}</span></li>{% endfor %}</ul></td>
+{% if can_withdraw %}<td>{% if r.open %}<form method="post" action="/console/sent/{{ r.id }}/withdraw">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+<button type="submit" class="warning" aria-label="Withdraw referral {{ r.id }}">Withdraw</button></form>{% else %}—{% endif %}</td>{% endif %}
+</tr>{% endfor %}</tbody></table>{% endif %}"#
+)]
+struct SentBody {
+    notice: Option<(String, String)>,
+    rows: Vec<SentView>,
+    shown: i64,
+    can_withdraw: bool,
+    csrf: String,
+}
+
+/// `?sent=` after composing, `?withdrawn=` after withdrawing.
+#[derive(Debug, Deserialize)]
+pub struct SentQuery {
+    sent: Option<String>,
+    withdrawn: Option<String>,
+}
+
+fn tag(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::HeldForReview | DeliveryStatus::Queued | DeliveryStatus::Delivered => {
+            "held"
+        }
+        DeliveryStatus::Acknowledged => "done",
+        DeliveryStatus::RejectedByReview
+        | DeliveryStatus::Withdrawn
+        | DeliveryStatus::Expired
+        | DeliveryStatus::ExpiredUndecided => "withheld",
+    }
+}
+
+/// `GET /console/sent`: the organisation's outbound history with statuses.
+pub async fn sent(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    q: Query<SentQuery>,
+) -> Response {
+    let snapshot = rt.snapshot();
+    let config = &snapshot.config;
+    let list = match rt.store.sent_referrals(&caller.partner, SHOWN).await {
+        Ok(list) => list,
+        Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
+    };
+    let focus = q.sent.as_deref().or(q.withdrawn.as_deref());
+    let mut notice = None;
+    let rows: Vec<SentView> = list
+        .into_iter()
+        .map(|s| {
+            let id = s.id.to_string();
+            let states: Vec<_> = s
+                .states
+                .iter()
+                .map(|d| {
+                    (
+                        partner_name(config, &d.recipient),
+                        d.status.words(),
+                        tag(d.status),
+                    )
+                })
+                .collect();
+            let highlight = focus == Some(id.as_str());
+            if highlight {
+                let summary = states
+                    .iter()
+                    .map(|(who, what, _)| format!("{who}: {}", what.to_lowercase()))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                notice = Some(if q.sent.is_some() {
+                    (
+                        "Referral sent".to_owned(),
+                        format!("The gateway accepted it as {id}. {summary}."),
+                    )
+                } else {
+                    (
+                        "Referral withdrawn".to_owned(),
+                        format!("{id}: every delivery not yet acknowledged was withdrawn. {summary}."),
+                    )
+                });
+            }
+            SentView {
+                about: type_title(config, &s.referral_type),
+                received: when(s.received_at),
+                open: s.states.iter().any(|d| !d.status.is_final()),
+                states,
+                highlight,
+                id,
+            }
+        })
+        .collect();
+    let (csrf, cookie) = csrf_token(&rt, &caller, &headers);
+    let body = render(&SentBody {
+        notice,
+        rows,
+        shown: SHOWN,
+        can_withdraw: policy::decide(Some(&caller), Permission::WithdrawReferral).is_ok(),
+        csrf,
+    });
+    let html = full_page(
+        Some(config),
+        Some(&caller),
+        "/console/sent",
+        "Sent referrals",
+        &body,
+        false,
+    );
+    page(StatusCode::OK, html, cookie)
+}
+
+/// `POST /console/sent/{id}/withdraw`.
+pub async fn withdraw(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+    uri: Uri,
+    headers: HeaderMap,
+    form: Posted,
+) -> Response {
+    let snapshot = rt.snapshot();
+    let config = &snapshot.config;
+    let (Ok(id), Ok(axum::Form(form))) = (ReferralId::parse(&id), form) else {
+        return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
+    };
+    if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
+        return refused;
+    }
+    let at = rt.clock.unix_seconds() as i64;
+    match rt
+        .store
+        .withdraw(&id, &caller.partner, at, &ActorRef::from(&caller))
+        .await
+    {
+        Ok(Some(_)) => see_other(&format!("/console/sent?withdrawn={id}#just-sent")),
+        Ok(None) => problem_page_in(Some(config), &ApiError::NotFound, Some(&caller)),
+        Err(e) => problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
+    }
+}
