@@ -33,6 +33,14 @@ pub enum AccessError {
     Store(#[from] StoreError),
 }
 
+/// Whether the gateway holds `partner`'s keys (a hosted partner).
+fn hosted(config: &Config, partner: &crate::identity::PartnerId) -> bool {
+    config
+        .partners
+        .get(partner)
+        .is_some_and(|p| p.hosted.is_some())
+}
+
 /// The disclosure record of `referral` for a person of the sending partner; the reading is
 /// audited. The override justification is shown to leads and auditors only.
 pub async fn disclosure_record(
@@ -53,7 +61,8 @@ pub async fn disclosure_record(
         &detail,
         &Viewer::Sender { justification },
         &config.storage_key,
-    );
+    )
+    .note_custody(|p| hosted(config, p));
     store
         .record_event(
             &AuditRecord::new(
@@ -136,7 +145,10 @@ pub async fn subject_access_for(
         if matches!(viewer, Viewer::Sender { .. }) && detail.referral.sender != *partner {
             continue;
         }
-        out.push(disclosure::record(&detail, &viewer, &config.storage_key));
+        out.push(
+            disclosure::record(&detail, &viewer, &config.storage_key)
+                .note_custody(|p| hosted(config, p)),
+        );
     }
     store
         .record_event(&AuditRecord::new(

@@ -62,6 +62,18 @@ pub enum KeysCommand {
     /// Add a new encryption and signing key; the old ones stay listed and usable for the
     /// grace period. Reload running gateways afterwards (SIGHUP or POST /admin/reload).
     Rotate(RotateArgs),
+    /// Generate a hosted partner's keys (the partner file says `hosted = true` and names
+    /// `hosted_keys` and `jwks`): the private keys sealed under the storage key, the public
+    /// halves as its JWKS. Never overwrites. Reload running gateways afterwards.
+    Hosted(HostedKeysArgs),
+}
+
+/// `refex keys hosted`.
+#[derive(Debug, clap::Args)]
+pub struct HostedKeysArgs {
+    /// The partner's id (its file stem in the partners directory).
+    #[arg(long)]
+    pub partner: String,
 }
 
 /// `refex keys rotate`.

@@ -186,6 +186,25 @@ fn write_tree(
         write(&pdir.join("system.key"), system.key_pem.as_bytes(), true)?;
         let private = key_pair_doc(&id)?;
         write_json(&pdir.join("jwks.private.json"), &private, true)?;
+        if file.hosted {
+            // The gateway's copy of a hosted partner's keys, sealed under the dev storage key
+            // (the plain copy above stays for tests that play the partner's system).
+            let storage = StorageKey::load(&gw.join("storage.key"))
+                .map_err(|e| DevPkiError::Storage(e.to_string()))?;
+            let partner: crate::identity::PartnerId =
+                id.parse()
+                    .map_err(|e: crate::identity::IdError| DevPkiError::Partner {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+            let sealed = crate::hosted::seal_keys(&partner, &private, &storage)
+                .map_err(|e| DevPkiError::Storage(e.to_string()))?;
+            write(
+                &pdir.join("hosted.keys"),
+                format!("{sealed}\n").as_bytes(),
+                true,
+            )?;
+        }
         write_json(&pdir.join("jwks.json"), &public_document(&private)?, false)?;
         for person in &file.people {
             // The person's own certificate, and one more for each further certificate file

@@ -134,6 +134,26 @@ pub struct Record {
     pub supersedes: Option<ReferralId>,
     /// Its deliveries, as far as the viewer may see them.
     pub deliveries: Vec<DeliveryRecord>,
+    /// The parties of this record (the sender, the recipients shown) whose keys the gateway
+    /// holds on their behalf (hosted partners): for a hosted sender the gateway signed the
+    /// referral, for a hosted recipient it could read what was delivered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys_held_by_gateway: Vec<PartnerId>,
+}
+
+impl Record {
+    /// Names the parties whose keys the gateway holds (`hosted` says which partners are).
+    pub fn note_custody(mut self, hosted: impl Fn(&PartnerId) -> bool) -> Self {
+        let mut held: Vec<PartnerId> = std::iter::once(&self.from)
+            .chain(self.deliveries.iter().map(|d| &d.to))
+            .filter(|p| hosted(p))
+            .cloned()
+            .collect();
+        held.sort();
+        held.dedup();
+        self.keys_held_by_gateway = held;
+        self
+    }
 }
 
 /// One delivery's story, folded from the events about it.
@@ -250,6 +270,7 @@ pub fn record(detail: &ReferralDetail, viewer: &Viewer, storage_key: &StorageKey
         subject_informed: r.subject_informed.clone(),
         supersedes: r.supersedes.clone().filter(|_| sender_view),
         deliveries,
+        keys_held_by_gateway: Vec::new(),
     }
 }
 

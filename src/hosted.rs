@@ -184,6 +184,88 @@ pub fn write_new(
         .unwrap_or_default())
 }
 
+/// What `refex keys hosted` wrote.
+#[derive(Debug)]
+pub struct Onboarded {
+    /// The partner.
+    pub partner: PartnerId,
+    /// The sealed private keys.
+    pub sealed: PathBuf,
+    /// The public JWKS.
+    pub public: PathBuf,
+    /// The key ids.
+    pub kids: Vec<String>,
+}
+
+impl std::fmt::Display for Onboarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "hosted keys for {} written:", self.partner)?;
+        writeln!(
+            f,
+            "  {} (private, sealed under the storage key; back it up with the storage key)",
+            self.sealed.display()
+        )?;
+        writeln!(
+            f,
+            "  {} (public: the partner's jwks)",
+            self.public.display()
+        )?;
+        writeln!(f, "  key ids: {}", self.kids.join(", "))?;
+        write!(
+            f,
+            "reload every gateway (SIGHUP or POST /admin/reload) to put them in force"
+        )
+    }
+}
+
+/// Generates and writes the keys of the hosted partner `partner`, at the paths its partner
+/// file names, sealed under the storage key the settings name.
+pub fn onboard(
+    settings: &crate::config::settings::Settings,
+    partner: &PartnerId,
+) -> Result<Onboarded, HostedError> {
+    let file_path = settings.partners_dir.join(format!("{partner}.toml"));
+    let bad = |reason: String| HostedError::File {
+        path: file_path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&file_path).map_err(|e| bad(e.to_string()))?;
+    let file: crate::config::partners::PartnerFile =
+        toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let base = settings
+        .partners_dir
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let (Some(sealed), Some(public), true) = (&file.hosted_keys, &file.jwks, file.hosted) else {
+        return Err(bad(
+            "set hosted = true, hosted_keys = \"<path>\" and jwks = \"<path>\" in the partner file first"
+                .into(),
+        ));
+    };
+    let resolve = |p: &Path| {
+        if p.is_relative() {
+            base.join(p)
+        } else {
+            p.to_owned()
+        }
+    };
+    let (sealed, public) = (resolve(sealed), resolve(public));
+    let key_path = settings.pki().storage_key;
+    let storage_key = StorageKey::load(&key_path).map_err(|e| HostedError::File {
+        path: key_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let private = generate(partner)?;
+    let kids = write_new(partner, &private, &sealed, &public, &storage_key)?;
+    Ok(Onboarded {
+        partner: partner.clone(),
+        sealed,
+        public,
+        kids,
+    })
+}
+
 fn hosted_keys(rt: &Runtime, partner: &PartnerId) -> Result<Arc<KeySet>, HostedError> {
     rt.snapshot()
         .config

@@ -245,6 +245,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("reload every gateway (SIGHUP or POST /admin/reload) to use them");
             Ok(())
         }
+        Command::Keys(KeysCommand::Hosted(args)) => {
+            let settings = config::load_settings(&cli.config, explicit, &Overrides::default())?;
+            let partner = args.partner.parse()?;
+            let done = refex::hosted::onboard(&settings, &partner)?;
+            println!("{done}");
+            Ok(())
+        }
         Command::Bench(args) => {
             let settings = config::load_settings(&cli.config, explicit, &Overrides::default())?;
             // Progress goes to the log (stderr); the table to stdout.

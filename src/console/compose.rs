@@ -21,8 +21,8 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{
-    ErrorLink, Posted, csrf_token, form_is_genuine, full_page, page, partner_name,
-    problem_page_in, render, see_other, type_title,
+    ErrorLink, Posted, csrf_token, form_is_genuine, full_page, page, partner_name, problem_page_in,
+    render, see_other, type_title,
 };
 use crate::api::principal::{Caller, PathId};
 use crate::api::problem::ApiError;
@@ -261,7 +261,11 @@ impl Entered {
 
 /// The lawful bases the sender's agreements for `ty` accept, each once, with the
 /// recipients that accept it, lawful for the type as written.
-fn bases(config: &Config, sender: &PartnerId, ty: &ReferralType) -> Vec<(LawfulBasis, Vec<String>)> {
+fn bases(
+    config: &Config,
+    sender: &PartnerId,
+    ty: &ReferralType,
+) -> Vec<(LawfulBasis, Vec<String>)> {
     let offence = config
         .schemas
         .referral_type(ty)
@@ -316,7 +320,10 @@ fn claims_rows(
         required: true,
         error: err("sender_ref"),
         max: "100".into(),
-        help: Some("Your organisation's own reference for this case, so you can recognise it later.".into()),
+        help: Some(
+            "Your organisation's own reference for this case, so you can recognise it later."
+                .into(),
+        ),
         ..FormRow::new("text", "Your reference")
     });
     let mut recipients: Vec<PartnerId> = config
@@ -376,10 +383,7 @@ fn claims_rows(
         id: "consent".into(),
         required: true,
         error: err("consent"),
-        options: codes(
-            &ConsentStatus::ALL.map(ConsentStatus::as_str),
-            &e.consent,
-        ),
+        options: codes(&ConsentStatus::ALL.map(ConsentStatus::as_str), &e.consent),
         ..FormRow::new("radios", "Has the person consented to this referral?")
     });
     rows.push(FormRow {
@@ -458,7 +462,13 @@ fn compose_page(
                 .map(|p| (p.to_owned(), v.clone()))
         })
         .collect();
-    let mut rows = claims_rows(config, &caller.partner, draft.ty, &draft.entered, &draft.errors);
+    let mut rows = claims_rows(
+        config,
+        &caller.partner,
+        draft.ty,
+        &draft.entered,
+        &draft.errors,
+    );
     for item in form::form(schema, &draft.payload, &draft.extra, &payload_errors) {
         rows.push(match item {
             Item::Open { legend, help, .. } => FormRow {
@@ -523,7 +533,9 @@ fn compose_page(
 
 fn sendable_type(config: &Config, caller: &Principal, ty: &str) -> Option<ReferralType> {
     let ty: ReferralType = ty.parse().ok()?;
-    sendable(config, &caller.partner).contains(&ty).then_some(ty)
+    sendable(config, &caller.partner)
+        .contains(&ty)
+        .then_some(ty)
 }
 
 /// `GET /console/compose/{type}`: the empty form.
@@ -549,23 +561,42 @@ pub async fn form_page(
 }
 
 /// The claims the form describes.
-fn claims(config: &Config, caller: &Principal, ty: &ReferralType, e: &Entered, payload: &Value, now: u64) -> Result<Value, BTreeMap<String, String>> {
+fn claims(
+    config: &Config,
+    caller: &Principal,
+    ty: &ReferralType,
+    e: &Entered,
+    payload: &Value,
+    now: u64,
+) -> Result<Value, BTreeMap<String, String>> {
     let mut errors = BTreeMap::new();
     let basis: Option<Value> = match serde_json::from_str::<LawfulBasis>(&e.basis) {
         Ok(b) => serde_json::to_value(b).ok(),
         Err(_) => {
-            errors.insert("basis".into(), "Choose the lawful basis your organisation relies on".into());
+            errors.insert(
+                "basis".into(),
+                "Choose the lawful basis your organisation relies on".into(),
+            );
             None
         }
     };
     if e.to.is_empty() {
-        errors.insert("to".into(), "Choose at least one organisation to send the referral to".into());
+        errors.insert(
+            "to".into(),
+            "Choose at least one organisation to send the referral to".into(),
+        );
     }
     if e.consent.is_empty() {
-        errors.insert("consent".into(), "Say whether the person has consented".into());
+        errors.insert(
+            "consent".into(),
+            "Say whether the person has consented".into(),
+        );
     }
     if e.informed.is_empty() {
-        errors.insert("informed".into(), "Say whether the person has been told".into());
+        errors.insert(
+            "informed".into(),
+            "Say whether the person has been told".into(),
+        );
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -630,13 +661,14 @@ fn place_refusal(
     match intake {
         IntakeError::Invalid(violations) => {
             for v in violations {
-                let field = claims_field(&v.pointer).map(|f| match f.strip_prefix(form::FIELD_PREFIX) {
-                    // A payload pointer with no input of its own (a missing group) goes to
-                    // the nearest input inside it.
-                    Some(p) => form::input_for(p, items)
-                        .map_or(f.clone(), |i| format!("{}{i}", form::FIELD_PREFIX)),
-                    None => f,
-                });
+                let field =
+                    claims_field(&v.pointer).map(|f| match f.strip_prefix(form::FIELD_PREFIX) {
+                        // A payload pointer with no input of its own (a missing group) goes to
+                        // the nearest input inside it.
+                        Some(p) => form::input_for(p, items)
+                            .map_or(f.clone(), |i| format!("{}{i}", form::FIELD_PREFIX)),
+                        None => f,
+                    });
                 match field {
                     Some(f) => put(&f, sentence(&v.message)),
                     None => general.push(format!("{}: {}", v.pointer, v.message)),
@@ -702,7 +734,13 @@ pub async fn send(
         Ok(p) => draft.payload = p,
         Err(e) => {
             draft.general.push(sentence(&e.to_string()));
-            return compose_page(&rt, &caller, &headers, draft, StatusCode::UNPROCESSABLE_ENTITY);
+            return compose_page(
+                &rt,
+                &caller,
+                &headers,
+                draft,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            );
         }
     }
     if let Some((_, group)) = fields.iter().find(|(k, _)| k == "add") {
@@ -722,14 +760,26 @@ pub async fn send(
         draft
             .general
             .push("This form has expired; check the answers below and send again".into());
-        return compose_page(&rt, &caller, &headers, draft, StatusCode::UNPROCESSABLE_ENTITY);
+        return compose_page(
+            &rt,
+            &caller,
+            &headers,
+            draft,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
     }
     let now = rt.clock.unix_seconds();
     let claims = match claims(config, &caller, &ty, &draft.entered, &draft.payload, now) {
         Ok(c) => c,
         Err(errors) => {
             draft.errors = errors;
-            return compose_page(&rt, &caller, &headers, draft, StatusCode::UNPROCESSABLE_ENTITY);
+            return compose_page(
+                &rt,
+                &caller,
+                &headers,
+                draft,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            );
         }
     };
     match hosted::submit(&rt, &caller, &claims).await {
@@ -753,11 +803,26 @@ mod tests {
 
     #[test]
     fn claims_violations_name_their_form_fields() {
-        assert_eq!(claims_field("/referral/payload/child/name").as_deref(), Some("f/child/name"));
-        assert_eq!(claims_field("/referral/sender_ref").as_deref(), Some("sender_ref"));
-        assert_eq!(claims_field("/referral/consent/justification").as_deref(), Some("justification"));
-        assert_eq!(claims_field("/referral/consent/status").as_deref(), Some("consent"));
-        assert_eq!(claims_field("/referral/subject_informed/reason").as_deref(), Some("informed_reason"));
+        assert_eq!(
+            claims_field("/referral/payload/child/name").as_deref(),
+            Some("f/child/name")
+        );
+        assert_eq!(
+            claims_field("/referral/sender_ref").as_deref(),
+            Some("sender_ref")
+        );
+        assert_eq!(
+            claims_field("/referral/consent/justification").as_deref(),
+            Some("justification")
+        );
+        assert_eq!(
+            claims_field("/referral/consent/status").as_deref(),
+            Some("consent")
+        );
+        assert_eq!(
+            claims_field("/referral/subject_informed/reason").as_deref(),
+            Some("informed_reason")
+        );
         assert_eq!(claims_field("/jti"), None);
     }
 }

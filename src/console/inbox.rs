@@ -100,7 +100,14 @@ pub async fn list(
             })
             .collect(),
     });
-    let html = full_page(Some(config), Some(&caller), "/console/inbox", "Inbox", &body, false);
+    let html = full_page(
+        Some(config),
+        Some(&caller),
+        "/console/inbox",
+        "Inbox",
+        &body,
+        false,
+    );
     page(StatusCode::OK, html, None)
 }
 
@@ -187,10 +194,7 @@ pub fn delivery_words(
 /// The lawful basis, consent and "told" lines of a delivery, in words.
 pub fn delivery_terms(delivery: &Value) -> (String, String, Vec<(&'static str, String)>) {
     let consent = &delivery["consent"];
-    let consent_words = match (
-        consent["status"].as_str(),
-        consent["override"].as_str(),
-    ) {
+    let consent_words = match (consent["status"].as_str(), consent["override"].as_str()) {
         (Some(s), Some(o)) => format!(
             "{} (override relied on: {})",
             code_words(s),
@@ -261,12 +265,22 @@ pub async fn read(
         basis,
         sections,
         withheld,
-        can_ack: crate::policy::decide(Some(&caller), crate::policy::Permission::AcknowledgeDelivery)
-            .is_ok(),
+        can_ack: crate::policy::decide(
+            Some(&caller),
+            crate::policy::Permission::AcknowledgeDelivery,
+        )
+        .is_ok(),
         csrf,
         about,
     });
-    let html = full_page(Some(config), Some(&caller), "/console/inbox", &title, &body, false);
+    let html = full_page(
+        Some(config),
+        Some(&caller),
+        "/console/inbox",
+        &title,
+        &body,
+        false,
+    );
     page(StatusCode::OK, html, cookie)
 }
 

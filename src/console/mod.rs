@@ -105,10 +105,9 @@ fn when(unix: i64) -> String {
     let text = humantime::format_rfc3339_seconds(t).to_string();
     // 2026-11-27T17:06:00Z
     match (text.get(..10), text.get(11..16)) {
-        (Some(date), Some(time)) => format!(
-            "{}, {time} UTC",
-            crate::schema::document::date_words(date)
-        ),
+        (Some(date), Some(time)) => {
+            format!("{}, {time} UTC", crate::schema::document::date_words(date))
+        }
         _ => text,
     }
 }
@@ -159,8 +158,16 @@ fn nav(caller: Option<&Principal>, current: &str) -> Vec<NavLink> {
     [
         ("/console/", "Reviews", Permission::ReviewReferrals),
         ("/console/inbox", "Inbox", Permission::ReadHostedInbox),
-        ("/console/compose", "New referral", Permission::ComposeReferral),
-        ("/console/sent", "Sent referrals", Permission::ReadSentHistory),
+        (
+            "/console/compose",
+            "New referral",
+            Permission::ComposeReferral,
+        ),
+        (
+            "/console/sent",
+            "Sent referrals",
+            Permission::ReadSentHistory,
+        ),
     ]
     .into_iter()
     .filter(|(_, _, p)| policy::decide(Some(caller), *p).is_ok())
@@ -287,7 +294,12 @@ fn type_title(config: &Config, ty: &ReferralType) -> String {
     config
         .schemas
         .referral_type(ty)
-        .and_then(|s| s.source.get("title").and_then(|t| t.as_str()).map(str::to_owned))
+        .and_then(|s| {
+            s.source
+                .get("title")
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| code_words(ty.as_str()))
 }
 
@@ -345,10 +357,7 @@ fn form_is_genuine(
 }
 
 /// A posted form's fields, or the page saying it could not be read.
-type Posted = Result<
-    axum::Form<Vec<(String, String)>>,
-    axum::extract::rejection::FormRejection,
->;
+type Posted = Result<axum::Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>;
 
 #[cfg(test)]
 mod tests {

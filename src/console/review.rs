@@ -123,7 +123,12 @@ pub async fn queue(
             about: type_title(config, &r.referral_type),
             override_: r.consent_override.map_or_else(
                 || "The agreement reviews every disclosure".into(),
-                |o| format!("Consent override: {}", code_words(o.as_str()).to_lowercase()),
+                |o| {
+                    format!(
+                        "Consent override: {}",
+                        code_words(o.as_str()).to_lowercase()
+                    )
+                },
             ),
             submitted_by: r
                 .submitted_by
@@ -546,7 +551,15 @@ pub async fn decide(
             general: Some("The form was incomplete; reload the page and decide again.".into()),
             ..Posting::default()
         };
-        return review_page(&rt, &caller, &id, &headers, posting, StatusCode::BAD_REQUEST).await;
+        return review_page(
+            &rt,
+            &caller,
+            &id,
+            &headers,
+            posting,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     };
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
         return refused;

@@ -123,7 +123,9 @@ pub async fn sent(
                 } else {
                     (
                         "Referral withdrawn".to_owned(),
-                        format!("{id}: every delivery not yet acknowledged was withdrawn. {summary}."),
+                        format!(
+                            "{id}: every delivery not yet acknowledged was withdrawn. {summary}."
+                        ),
                     )
                 });
             }
