@@ -429,69 +429,172 @@ pub fn render_text(t: &Table) -> String {
     out
 }
 
-/// An SVG bar chart of a `month,type` table: one group of bars per month, one bar per type;
-/// suppressed cells are drawn as dashed outlines at the threshold's height, never as values.
+/// A step for an axis from 0 to `max` with about five ticks, on the 1-2-5 scale (and never
+/// finer than the rounding: every published number is a multiple of it).
+fn tick_step(max: u64, rounded_to: u64) -> u64 {
+    let rough = (max / 5).max(1);
+    let mut magnitude = 1u64;
+    while magnitude * 10 <= rough {
+        magnitude *= 10;
+    }
+    let step = [1, 2, 5, 10]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= rough)
+        .unwrap_or(10 * magnitude);
+    step.max(rounded_to.max(1))
+}
+
+/// The chart's text alternative: every cell in words, suppressed ones said as suppressed.
+pub fn chart_text(t: &Table) -> String {
+    let mut parts = Vec::new();
+    for row in &t.rows {
+        let cells: Vec<String> = row
+            .cells
+            .iter()
+            .zip(&t.columns)
+            .map(|(c, col)| {
+                let col = crate::schema::document::code_words(col);
+                match c {
+                    Some(v) => format!("{col} {v}"),
+                    None => format!("{col} {SUPPRESSED}"),
+                }
+            })
+            .collect();
+        parts.push(format!("{}: {}", row.key.join(" "), cells.join(", ")));
+    }
+    format!(
+        "Referrals by month and type (every number rounded to the nearest {}; counts under {} \
+         suppressed). {}.",
+        t.rounded_to,
+        t.threshold,
+        parts.join("; ")
+    )
+}
+
+/// An SVG bar chart of a `month,type` table: a title, a y axis with values, one group of
+/// bars per month (the month under it), one bar per type with its count above it, a legend;
+/// suppressed cells drawn as dashed outlines labelled "suppressed", never as values. The
+/// chart carries its text alternative ([`chart_text`]) as `<desc>`.
 pub fn chart_svg(t: &Table) -> String {
-    const W: usize = 900;
-    const H: usize = 420;
-    const PAD: usize = 60;
+    const W: usize = 960;
+    const H: usize = 480;
+    const LEFT: usize = 80;
+    const RIGHT: usize = 260;
+    const TOP: usize = 60;
+    const BOTTOM: usize = 70;
+    // Distinguishable for common colour-vision deficiencies (Okabe-Ito), each >= 3:1 on white.
     const COLOURS: &[&str] = &[
-        "#1b6ca8", "#d9822b", "#2e8b57", "#8e44ad", "#c0392b", "#7f8c8d",
+        "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56641A", "#6B4C9A",
     ];
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
+            .replace('"', "&quot;")
     };
-    let max = t
+    let plot_w = W - LEFT - RIGHT;
+    let plot_h = H - TOP - BOTTOM;
+    let top_value = t
         .rows
         .iter()
         .flat_map(|r| r.cells.iter().map(|c| c.unwrap_or(t.threshold)))
         .max()
-        .unwrap_or(1)
+        .unwrap_or(0)
+        .max(t.threshold)
         .max(1);
+    let step = tick_step(top_value, t.rounded_to);
+    let axis_max = top_value.div_ceil(step) * step;
+    let y = |v: u64| TOP + plot_h - (v as usize * plot_h / axis_max as usize);
     let groups = t.rows.len().max(1);
-    let group_w = (W - 2 * PAD) / groups;
-    let bar_w = (group_w.saturating_sub(10) / t.columns.len().max(1)).max(2);
-    let y = |v: u64| (H - PAD) - (v as usize * (H - 2 * PAD) / max as usize);
+    let group_w = plot_w / groups;
+    let bar_w = (group_w.saturating_sub(12) / t.columns.len().max(1)).max(3);
+    let title = "Referrals by month and type";
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" role=\"img\" \
-         aria-label=\"Referrals by month and type\"><title>Referrals by month and type</title>\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" \
+         role=\"img\" aria-labelledby=\"chart-title chart-desc\" font-family=\"sans-serif\">\
+         <title id=\"chart-title\">{title}</title><desc id=\"chart-desc\">{}</desc>\
          <rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>\
-         <line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>",
-        b = H - PAD,
-        r = W - PAD
+         <text x=\"{LEFT}\" y=\"28\" font-size=\"18\" font-weight=\"bold\">{title}</text>\
+         <text x=\"{LEFT}\" y=\"48\" font-size=\"12\" fill=\"#333\">Every number rounded to the nearest {}; counts under {} suppressed</text>",
+        esc(&chart_text(t)),
+        t.rounded_to,
+        t.threshold,
     );
+    // The y axis: gridlines and values.
+    let mut v = 0;
+    while v <= axis_max {
+        svg.push_str(&format!(
+            "<line x1=\"{LEFT}\" y1=\"{yy}\" x2=\"{r}\" y2=\"{yy}\" stroke=\"#ccc\"/>\
+             <text x=\"{lx}\" y=\"{ty}\" font-size=\"12\" text-anchor=\"end\">{v}</text>",
+            yy = y(v),
+            r = LEFT + plot_w,
+            lx = LEFT - 8,
+            ty = y(v) + 4,
+        ));
+        v += step;
+    }
+    svg.push_str(&format!(
+        "<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{b}\" stroke=\"black\"/>\
+         <line x1=\"{LEFT}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\
+         <text transform=\"translate(20 {mid}) rotate(-90)\" font-size=\"13\" text-anchor=\"middle\">Referrals</text>\
+         <text x=\"{cx}\" y=\"{xl}\" font-size=\"13\" text-anchor=\"middle\">Month</text>",
+        b = TOP + plot_h,
+        r = LEFT + plot_w,
+        mid = TOP + plot_h / 2,
+        cx = LEFT + plot_w / 2,
+        xl = H - 18,
+    ));
     for (g, row) in t.rows.iter().enumerate() {
-        let x0 = PAD + g * group_w + 5;
+        let x0 = LEFT + g * group_w + 6;
         for (i, c) in row.cells.iter().enumerate() {
             let x = x0 + i * bar_w;
             let colour = COLOURS[i % COLOURS.len()];
+            let column = esc(&crate::schema::document::code_words(&t.columns[i]));
+            let label_x = x + bar_w / 2;
             match c {
                 Some(v) => svg.push_str(&format!(
-                    "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{colour}\"><title>{}: {v}</title></rect>",
-                    y(*v), bar_w - 1, (H - PAD) - y(*v), esc(&t.columns[i])
+                    "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{colour}\"><title>{column}: {v}</title></rect>\
+                     <text x=\"{label_x}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{v}</text>",
+                    y(*v), bar_w - 1, TOP + plot_h - y(*v), y(*v).saturating_sub(4)
                 )),
                 None => svg.push_str(&format!(
                     "<rect x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"{colour}\" \
-                     stroke-dasharray=\"3,2\"><title>{}: suppressed</title></rect>",
-                    y(t.threshold), bar_w - 1, (H - PAD) - y(t.threshold), esc(&t.columns[i])
+                     stroke-width=\"2\" stroke-dasharray=\"4,3\"><title>{column}: {SUPPRESSED}</title></rect>\
+                     <text x=\"{label_x}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{SUPPRESSED}</text>",
+                    y(t.threshold), bar_w - 1, TOP + plot_h - y(t.threshold), y(t.threshold).saturating_sub(4)
                 )),
             }
         }
         svg.push_str(&format!(
             "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">{}</text>",
-            x0 + group_w / 2,
-            H - PAD + 18,
+            LEFT + g * group_w + group_w / 2,
+            TOP + plot_h + 18,
             esc(&row.key.join(" "))
         ));
     }
+    let legend_x = LEFT + plot_w + 20;
+    svg.push_str(&format!(
+        "<text x=\"{legend_x}\" y=\"{}\" font-size=\"13\" font-weight=\"bold\">Referral type</text>",
+        TOP + 4
+    ));
     for (i, col) in t.columns.iter().enumerate() {
         svg.push_str(&format!(
-            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{}</text>",
-            PAD, 10 + i * 16, COLOURS[i % COLOURS.len()], PAD + 18, 21 + i * 16, esc(col)
+            "<rect x=\"{legend_x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{}</text>",
+            TOP + 14 + i * 20,
+            COLOURS[i % COLOURS.len()],
+            legend_x + 20,
+            TOP + 26 + i * 20,
+            esc(&crate::schema::document::code_words(col))
         ));
     }
+    svg.push_str(&format!(
+        "<rect x=\"{legend_x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"none\" stroke=\"black\" stroke-dasharray=\"4,3\"/>\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\">{SUPPRESSED} (small number)</text>",
+        TOP + 14 + t.columns.len() * 20,
+        legend_x + 20,
+        TOP + 26 + t.columns.len() * 20,
+    ));
     svg.push_str("</svg>\n");
     svg
 }

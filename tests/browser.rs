@@ -1,11 +1,18 @@
-//! The review console in a real browser: headless Chromium, driven through chromedriver
-//! (W3C WebDriver over HTTP), presenting a designated safeguarding lead's client certificate
-//! over mutual TLS. It approves one held referral and rejects another, then the recipient's
-//! inbox is checked. Screenshots of each page are saved under `target/console-screenshots/`.
+//! A day in the console in a real browser: headless Chromium driven through chromedriver (W3C
+//! WebDriver over HTTP), each person presenting their own client certificate over mutual TLS.
+//! An Imara practitioner (a hosted partner) composes a safeguarding concern in the form, is
+//! shown a field error beside the field, fixes it and sends it; a police practitioner's
+//! override referral is held; the police lead reads the review document, approves one
+//! recipient and rejects another; the Imara practitioner reads the delivery and acknowledges
+//! it; the police sender sees the statuses. Every page is checked by axe-core (WCAG 2.2 A and
+//! AA rules) with no serious or critical violation, and screenshotted under
+//! `target/console-screenshots/`.
 //!
-//! Needs `chromium`, `chromium-driver` and `libnss3-tools` (`.ci/run` installs them); fails
-//! without them unless the run opts out (`REFEX_TEST_SKIP=browser`, never under CI). The lead's certificate goes into an NSS database under a
-//! throwaway HOME, and a managed policy makes Chromium pick it for localhost without asking.
+//! Needs `chromium`, `chromium-driver`, `libnss3-tools` and `npm` (`.ci/run` installs them;
+//! axe-core is installed from npm into `target/axe` on first use); fails without them unless
+//! the run opts out (`REFEX_TEST_SKIP=browser`, never under CI). Each person's certificate
+//! goes into an NSS database under their own throwaway HOME, and a managed policy makes
+//! Chromium pick it for localhost without asking.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -16,7 +23,6 @@ use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
 use common::partner::{Harness, override_claims};
-use refex::envelope::referral::partner;
 use serde_json::{Value, json};
 
 fn tools_present() -> bool {
@@ -53,7 +59,26 @@ fn run(cmd: &mut Command) {
     );
 }
 
-/// An NSS database under `home` holding the lead's certificate and key.
+/// axe-core's browser bundle, installed from npm into `target/axe` when missing.
+fn axe_source() -> String {
+    let dir = common::repo().join("target/axe");
+    let file = dir.join("node_modules/axe-core/axe.min.js");
+    if !file.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        run(Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+                "axe-core@4",
+            ])
+            .current_dir(&dir));
+    }
+    std::fs::read_to_string(file).unwrap()
+}
+
+/// An NSS database under `home` holding one person's certificate and key.
 fn nss_with_client_cert(home: &Path, cert: &Path, key: &Path) {
     let db = home.join(".pki/nssdb");
     std::fs::create_dir_all(&db).unwrap();
@@ -248,6 +273,70 @@ impl Driver {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
+    async fn execute(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// Runs axe-core on the page; fails the test on any serious or critical violation of
+    /// the WCAG 2.0-2.2 A and AA rules. Returns how many rules ran clean.
+    async fn axe(&self, axe: &str, page: &str) {
+        self.execute(&format!("{axe}\nreturn true;"), json!([]))
+            .await;
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/execute/async",
+                json!({ "args": [], "script": "const done = arguments[arguments.length - 1];
+                    axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] } })
+                      .then(r => done(JSON.stringify({ passes: r.passes.length, violations: r.violations.map(v => ({
+                          id: v.id, impact: v.impact, help: v.help, targets: v.nodes.map(n => n.target.join(' ')) })) })))
+                      .catch(e => done(JSON.stringify({ error: String(e) })));" }),
+            )
+            .await;
+        let report: Value = serde_json::from_str(v.as_str().unwrap()).unwrap();
+        assert!(
+            report.get("error").is_none(),
+            "{page}: axe failed: {report}"
+        );
+        let bad: Vec<&Value> = report["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{page}: axe found serious or critical violations: {bad:#?}"
+        );
+        assert!(
+            report["passes"].as_u64().unwrap() > 5,
+            "{page}: axe ran: {report}"
+        );
+        let all = report["violations"].as_array().unwrap();
+        if !all.is_empty() {
+            eprintln!("{page}: minor or moderate axe findings: {all:#?}");
+        }
+    }
+
+    /// Clicks the radio or checkbox whose label contains `text` in the group `name`.
+    async fn choose_labelled(&self, name: &str, text: &str) {
+        let found = self
+            .execute(
+                "for (const i of document.querySelectorAll(`input[name='${arguments[0]}']`)) {
+                   const l = document.querySelector(`label[for='${i.id}']`);
+                   if (l && l.textContent.includes(arguments[1])) { i.click(); return i.checked; }
+                 } return false;",
+                json!([name, text]),
+            )
+            .await;
+        assert_eq!(found, json!(true), "no {name} labelled {text:?}");
+    }
+
     async fn quit(mut self) {
         let _ = self
             .http
@@ -259,113 +348,171 @@ impl Driver {
     }
 }
 
+/// A browser for one person: their certificate in their own NSS database and profile.
+struct Person {
+    driver: Driver,
+    _home: tempfile::TempDir,
+    _profile: tempfile::TempDir,
+}
+
+async fn person(h: &Harness, partner: &str, id: &str) -> Person {
+    let home = tempfile::tempdir().unwrap();
+    let people = h.project.pki().join(format!("partners/{partner}/people"));
+    nss_with_client_cert(
+        home.path(),
+        &people.join(format!("{id}.pem")),
+        &people.join(format!("{id}.key")),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    Person {
+        driver: Driver::start(home.path(), profile.path()).await,
+        _home: home,
+        _profile: profile,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lead_approves_and_rejects_in_a_real_browser() {
+async fn a_day_in_the_console_in_a_real_browser() {
     if !tools_present() {
         return;
     }
-    let h = Harness::start(None).await;
-    let approve_me = h
-        .submit_held(
-            &h.gw.system("notts-police"),
-            &override_claims(&["imara"], "browser-jti-0001"),
-        )
-        .await;
-    let reject_me = h
-        .submit_held(
-            &h.gw.system("notts-police"),
-            &override_claims(&["imara"], "browser-jti-0002"),
-        )
-        .await;
-
-    let home = tempfile::tempdir().unwrap();
-    let people = h.project.pki().join("partners/notts-police/people");
-    nss_with_client_cert(
-        home.path(),
-        &people.join("dsl-a.pem"),
-        &people.join("dsl-a.key"),
-    );
+    let axe = axe_source();
     client_cert_policy();
+    let h = Harness::start(None).await;
+    let base = format!("https://localhost:{}", h.gw.running().api_addr.port());
     let shots: PathBuf = common::repo().join("target/console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let profile = tempfile::tempdir().unwrap();
-    let browser = Driver::start(home.path(), profile.path()).await;
-    let base = format!("https://localhost:{}", h.gw.running().api_addr.port());
 
-    browser.goto(&format!("{base}/console/")).await;
-    let queue = browser.source().await;
+    // 1. An Imara practitioner composes a safeguarding concern.
+    let imara = person(&h, "imara", "practitioner-1").await;
+    let b = &imara.driver;
+    b.goto(&format!("{base}/console/compose")).await;
+    b.axe(&axe, "compose: choose a type").await;
+    b.click("a[href='/console/compose/safeguarding-concern']")
+        .await;
+    b.source_containing("Subject of the concern").await;
+    b.screenshot(&shots, "01-compose-form").await;
+    b.axe(&axe, "compose: the form").await;
+    b.type_into("#sender_ref", "IM/2026/0042").await;
+    b.click("input[name='to'][value='notts-police']").await;
+    b.choose_labelled("basis", "Nottinghamshire Police").await;
+    b.click("input[name='consent'][value='given']").await;
+    b.click("input[name='informed'][value='yes']").await;
+    b.type_into("#field-subject-name-given", "Noah").await;
+    b.click("input[name='f/subject/is_child'][value='true']")
+        .await;
+    b.click("select[name='f/concern/category'] option[value='neglect']")
+        .await;
+    b.type_into(
+        "#field-concern-summary",
+        "Arrives at sessions hungry and unkempt.",
+    )
+    .await;
+    b.click("input[name='f/immediate_risk'][value='false']")
+        .await;
+    b.type_into("#field-referrer-name", "Sam Worker").await;
+    b.type_into("#field-referrer-role", "CHISVA").await;
+    b.type_into("#field-referrer-organisation", "Imara").await;
+    b.click("button[name='send']").await;
+    // The family name was left out: the error is beside the field and in a linked summary.
+    let page = b.source_containing("There is a problem").await;
     assert!(
-        queue.contains("Held referrals awaiting review") && queue.contains(&approve_me),
-        "{queue}"
+        page.contains("href=\"#field-subject-name-family\"")
+            && page.contains("id=\"field-subject-name-family-error\""),
+        "{page}"
     );
-    browser.screenshot(&shots, "1-queue").await;
+    b.screenshot(&shots, "02-compose-field-error").await;
+    b.axe(&axe, "compose: with a field error").await;
+    b.click("a[href='#field-subject-name-family']").await;
+    b.type_into("#field-subject-name-family", "Example").await;
+    b.click("button[name='send']").await;
+    let page = b.source_containing("Referral sent").await;
+    assert!(page.contains("In the inbox, not yet opened"), "{page}");
+    b.screenshot(&shots, "03-compose-sent").await;
+    b.axe(&axe, "sent referrals after sending").await;
 
-    browser
-        .click(&format!("a[href='/console/reviews/{approve_me}']"))
-        .await;
-    let preview = browser.source().await;
-    assert!(preview.contains("Withheld by minimisation") && preview.contains("/offence/narrative"));
-    browser.screenshot(&shots, "2-review").await;
-    browser.click("input[value='approve']").await;
-    assert!(
-        browser.selected("input[value='approve']").await,
-        "the radio button took the click"
-    );
-    browser.click("button[type='submit']").await;
-    browser
-        .source_containing(&format!("Decision recorded for {approve_me}"))
-        .await;
-    browser.screenshot(&shots, "3-approved").await;
-
-    browser
-        .goto(&format!("{base}/console/reviews/{reject_me}"))
-        .await;
-    browser.click("input[value='reject']").await;
-    browser
-        .type_into(
-            "#reason-1",
-            "Threshold not met; advice given to the officer.",
+    // 2. A police practitioner's override referral to two recipients is held.
+    let held = h
+        .submit_held(
+            &h.gw.person("notts-police", "dsl-a"),
+            &override_claims(&["imara", "childrens-social-care"], "browser-jti-0001"),
         )
         .await;
-    browser.click("button[type='submit']").await;
-    browser
-        .source_containing(&format!("Decision recorded for {reject_me}"))
-        .await;
-    browser.goto(&format!("{base}/console/sent")).await;
-    let sent = browser.source().await;
+
+    // 3. Another police lead reads the review document and decides each recipient.
+    let lead = person(&h, "notts-police", "dsl-b").await;
+    let b = &lead.driver;
+    b.goto(&format!("{base}/console/")).await;
+    let queue = b.source().await;
     assert!(
-        sent.contains("imara: queued") && sent.contains("imara: rejected-by-review"),
+        queue.contains("NP/2026/118822")
+            && queue.contains("Designated Safeguarding Lead A (dev)")
+            && queue.contains("Consent override: risk of significant harm"),
+        "{queue}"
+    );
+    b.screenshot(&shots, "04-review-queue").await;
+    b.axe(&axe, "review queue").await;
+    b.click(&format!("a[href='/console/reviews/{held}']")).await;
+    let doc = b.source_containing("The referral, field by field").await;
+    assert!(
+        doc.contains("Account of the abuse") && !doc.contains("/offence/narrative"),
+        "{doc}"
+    );
+    b.screenshot(&shots, "05-review-document").await;
+    b.axe(&axe, "review document").await;
+    b.click("#decision-imara-approve").await;
+    assert!(
+        b.selected("#decision-imara-approve").await,
+        "the radio button took the click"
+    );
+    b.click("#decision-childrens-social-care-reject").await;
+    b.type_into(
+        "#reason-childrens-social-care",
+        "Already known to the family's social worker; no new information.",
+    )
+    .await;
+    b.click("button[type='submit']").await;
+    let page = b.source_containing("Decision recorded").await;
+    assert!(
+        page.contains("Released to Imara") && page.contains("Not released to Nottinghamshire"),
+        "{page}"
+    );
+    b.screenshot(&shots, "06-review-decided").await;
+    b.axe(&axe, "queue after a decision").await;
+    lead.driver.quit().await;
+
+    // 4. The Imara practitioner reads the delivery and acknowledges it.
+    let b = &imara.driver;
+    b.goto(&format!("{base}/console/inbox")).await;
+    b.source_containing("In the inbox, not yet opened").await;
+    b.screenshot(&shots, "07-inbox").await;
+    b.axe(&axe, "inbox").await;
+    b.click("a[href^='/console/inbox/dlv_']").await;
+    let doc = b
+        .source_containing("Not shared with your organisation")
+        .await;
+    assert!(doc.contains("NP/2026/118822"), "{doc}");
+    b.screenshot(&shots, "08-delivery").await;
+    b.axe(&axe, "delivery document").await;
+    b.click("form[action$='/ack'] button").await;
+    b.source_containing("is acknowledged").await;
+    b.screenshot(&shots, "09-acknowledged").await;
+    b.axe(&axe, "inbox after acknowledging").await;
+    imara.driver.quit().await;
+
+    // 5. The police sender sees each recipient's status.
+    let sender = person(&h, "notts-police", "dsl-a").await;
+    let b = &sender.driver;
+    b.goto(&format!("{base}/console/sent")).await;
+    let sent = b.source().await;
+    assert!(
+        sent.contains(&held)
+            && sent.contains("Acknowledged")
+            && sent.contains("Not released: the lead rejected it"),
         "{sent}"
     );
-    browser.screenshot(&shots, "4-sent").await;
-    browser.quit().await;
-
-    // What the recipient's inbox then holds: the approved referral only.
-    let inbox: Value =
-        h.gw.system("imara")
-            .get(h.gw.url("/v1/inbox"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    let messages = inbox["messages"].as_array().unwrap();
-    assert_eq!(messages.len(), 1);
-    let id = messages[0]["id"].as_str().unwrap();
-    let sealed =
-        h.gw.system("imara")
-            .get(h.gw.url(&format!("/v1/inbox/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-    let d: Value = serde_json::from_slice(
-        &partner::unwrap(&sealed, &h.keys("imara"), &h.gateway_public()).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(d["delivery"]["referral_id"], approve_me.as_str());
+    b.screenshot(&shots, "10-sent-statuses").await;
+    b.axe(&axe, "sent referrals").await;
+    sender.driver.quit().await;
     h.gw.stop().await;
 }

@@ -64,13 +64,23 @@ async fn a_lead_reviews_in_the_console() {
     );
     let cookie_pair = cookie.split(';').next().unwrap().to_owned();
     let html = res.text().await.unwrap();
+    // A document, not JSON pointers: labels from the schema, the values the lead's own
+    // organisation sent, and per recipient whether each is disclosed or withheld.
     assert!(
-        html.contains("Withheld by minimisation") && html.contains("/offence/narrative"),
+        html.contains("<th scope=\"row\">Account of the abuse</th>")
+            && html.contains("<span class=\"tag withheld\">Withheld</span>")
+            && html.contains("<span class=\"tag disclosed\">Disclosed</span>")
+            && html
+                .contains("Refer children after sexual abuse to CHISVA and therapeutic support."),
         "{html}"
     );
     assert!(
-        html.contains("<label for=\"reason-1\">")
-            && html.contains("<legend>Decision for ")
+        !html.contains("/offence/narrative"),
+        "no JSON pointers: {html}"
+    );
+    assert!(
+        html.contains("<label for=\"reason-imara\">")
+            && html.contains("<legend>Release to ")
             && html.contains("name=\"preview_imara\""),
         "{html}"
     );
@@ -172,7 +182,7 @@ async fn a_lead_reviews_in_the_console() {
         res.text()
             .await
             .unwrap()
-            .contains("a rejection needs a reason")
+            .contains("Give a reason for rejecting imara")
     );
     let res = post(
         &b,
@@ -222,9 +232,14 @@ async fn a_lead_reviews_in_the_console() {
         .unwrap();
     assert!(
         html.contains(&a)
-            && html.contains("imara: queued")
-            && html.contains("imara: rejected-by-review"),
+            && html.contains("In the inbox, not yet opened")
+            && html.contains("Not released: the lead rejected it")
+            && html.contains("Imara - CHISVA and therapy service"),
         "{html}"
+    );
+    assert!(
+        !html.contains("rejected-by-review"),
+        "statuses in words: {html}"
     );
     assert_eq!(
         h.gw.system("notts-police")

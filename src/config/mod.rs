@@ -66,6 +66,16 @@ pub struct Overrides {
 
 /// Loads `refex.toml` (optional when absent at its default place), then `REFEX_*`
 /// environment variables, then `overrides`; resolves relative paths against the file's
+/// The `REFEX_*` environment variables that are settings: not the command line's own
+/// (`REFEX_CONFIG_FILE`) nor the test suite's (`REFEX_TEST_*`, `REFEX_TESTDATA`), which would
+/// otherwise be read as unknown settings and refuse every configuration.
+fn setting_variables(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    vars.filter(|(k, _)| {
+        k.starts_with("REFEX_") && k != "REFEX_CONFIG_FILE" && !k.starts_with("REFEX_TEST")
+    })
+    .collect()
+}
+
 /// directory.
 pub fn load_settings(
     file: &Path,
@@ -81,7 +91,8 @@ pub fn load_settings(
         .add_source(
             config::Environment::with_prefix("REFEX")
                 .prefix_separator("_")
-                .separator("__"),
+                .separator("__")
+                .source(Some(setting_variables(std::env::vars()))),
         );
     let set = |b: config::ConfigBuilder<_>, key: &str, v: Option<String>| match v {
         Some(v) => b.set_override(key, v),

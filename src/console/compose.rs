@@ -623,7 +623,8 @@ fn claims(
 
 /// The form field a claims violation belongs to.
 fn claims_field(pointer: &str) -> Option<String> {
-    let rest = pointer.strip_prefix("/referral")?;
+    // Claims violations are under `/referral`, the payload's under `/payload`.
+    let rest = pointer.strip_prefix("/referral").unwrap_or(pointer);
     if let Some(p) = rest.strip_prefix("/payload") {
         return Some(format!("{}{p}", form::FIELD_PREFIX));
     }
@@ -822,6 +823,10 @@ mod tests {
         assert_eq!(
             claims_field("/referral/subject_informed/reason").as_deref(),
             Some("informed_reason")
+        );
+        assert_eq!(
+            claims_field("/payload/child/name").as_deref(),
+            Some("f/child/name")
         );
         assert_eq!(claims_field("/jti"), None);
     }

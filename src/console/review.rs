@@ -489,11 +489,17 @@ fn choices(fields: &[(String, String)], posting: &mut Posting) -> Vec<(PartnerId
         }
     }
     let mut out = Vec::new();
-    // Every recipient the page showed carries a preview field; one left undecided is named.
-    let shown: Vec<&str> = form
+    // Every recipient the page showed carries a preview field (one left undecided is named);
+    // a decision may also come without one (a rejection needs no preview).
+    let mut shown: Vec<&str> = form
         .keys()
-        .filter_map(|k| k.strip_prefix("preview_"))
+        .filter_map(|k| {
+            k.strip_prefix("preview_")
+                .or_else(|| k.strip_prefix("decision_"))
+        })
         .collect();
+    shown.sort_unstable();
+    shown.dedup();
     for to in shown {
         let field = |prefix: &str| form.get(&format!("{prefix}_{to}")).cloned();
         let reason = field("reason").unwrap_or_default();

@@ -205,6 +205,19 @@ impl Harness {
         .await
     }
 
+    /// Every audit event's kind and actor (empty for the gateway's own).
+    pub async fn audit_actors(&self) -> Vec<(String, String)> {
+        self.sql(async |c| {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT kind, COALESCE(actor, '') FROM audit_events ORDER BY seq",
+            )
+            .fetch_all(c)
+            .await
+            .unwrap()
+        })
+        .await
+    }
+
     pub async fn sealed_deliveries(&self) -> Vec<(String, String)> {
         self.sql(async |c| {
             sqlx::query_as::<_, (String, String)>(
