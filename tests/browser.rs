@@ -474,7 +474,7 @@ async fn a_day_in_the_console_in_a_real_browser() {
     b.click("button[type='submit']").await;
     let page = b.source_containing("Decision recorded").await;
     assert!(
-        page.contains("Released to Imara") && page.contains("Not released to Nottinghamshire"),
+        page.contains("Released to Imara") && page.contains("Not released to Children"),
         "{page}"
     );
     b.screenshot(&shots, "06-review-decided").await;
