@@ -191,7 +191,7 @@ pub fn preview(pending: &Pending, config: &Config) -> Preview {
                     .into_iter()
                     .next()
                     .map(|r| r.agreement)
-                    .ok_or_else(|| IntakeError::NoAgreement(d.recipient.to_string()))
+                    .ok_or_else(|| intake::refused(config, sender, ty, &d.recipient))
             });
             let (view_name, version, minimised) = match (partner, view) {
                 (Some(p), Some(v)) => (

@@ -136,22 +136,34 @@ fn refusals_name_what_failed() {
     doc["aud"] = json!("another-gateway");
     assert_eq!(
         run(&config, "notts-police", &doc).unwrap_err(),
-        IntakeError::WrongAudience
+        IntakeError::WrongAudience("refex".into())
     );
 
     let mut doc = ok.clone();
     doc["iat"] = json!(NOW - 301);
     assert_eq!(
         run(&config, "notts-police", &doc).unwrap_err(),
-        IntakeError::StaleIat
+        IntakeError::StaleIat {
+            iat: NOW - 301,
+            now: NOW,
+            skew: 300
+        }
     );
 
     let mut doc = ok.clone();
     doc["referral"]["to"] = json!(["gp-practice"]);
     assert_eq!(
         run(&config, "notts-police", &doc).unwrap_err(),
-        IntakeError::NoAgreement("gp-practice".into())
+        IntakeError::NoAgreement {
+            recipient: "gp-practice".into(),
+            covered: "childrens-social-care, imara".into()
+        }
     );
+    // A misspelt recipient is named as no such partner, not as a missing agreement.
+    doc["referral"]["to"] = json!(["notts-polise"]);
+    let e = run(&config, "notts-police", &doc).unwrap_err();
+    assert_eq!(e, IntakeError::UnknownRecipient("notts-polise".into()));
+    assert!(e.to_string().contains("check the recipient's id"), "{e}");
 
     let mut doc = ok.clone();
     doc["referral"]["lawful_basis"]["article6"] = json!("legitimate-interests");

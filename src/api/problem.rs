@@ -364,7 +364,9 @@ fn submit_parts(e: &SubmitError) -> (StatusCode, &'static str, &'static str) {
             (S::NOT_FOUND, e.slug(), REFUSED)
         }
         SubmitError::Intake(
-            e @ (IntakeError::Malformed | IntakeError::WrongAudience | IntakeError::StaleIat),
+            e @ (IntakeError::Malformed
+            | IntakeError::WrongAudience(_)
+            | IntakeError::StaleIat { .. }),
         ) => (S::BAD_REQUEST, e.slug(), REFUSED),
         SubmitError::Intake(e) => (S::FORBIDDEN, e.slug(), REFUSED),
         SubmitError::Store(e) => store_parts(e),

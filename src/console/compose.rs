@@ -676,7 +676,10 @@ fn place_refusal(
                 }
             }
         }
-        IntakeError::NoAgreement(_) | IntakeError::NoRoute | IntakeError::ProfessionalOnly(_) => {
+        IntakeError::NoAgreement { .. }
+        | IntakeError::UnknownRecipient(_)
+        | IntakeError::NoRoute
+        | IntakeError::ProfessionalOnly(_) => {
             put("to", sentence(&intake.to_string()))
         }
         IntakeError::LawfulBasis { .. } => put("basis", sentence(&intake.to_string())),

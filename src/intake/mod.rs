@@ -29,14 +29,32 @@ pub enum IntakeError {
     #[error("\"iss\" does not match the client certificate's partner")]
     IssuerMismatch,
     /// `aud` is not this gateway.
-    #[error("\"aud\" is not this gateway")]
-    WrongAudience,
+    #[error("\"aud\" is not this gateway: it must be {0:?}")]
+    WrongAudience(String),
     /// `iat` is outside the allowed clock skew.
-    #[error("\"iat\" is outside the allowed clock skew")]
-    StaleIat,
+    #[error(
+        "\"iat\" ({iat}) is {} seconds from the gateway's time ({now}, Unix seconds); at most {skew} seconds are allowed: sign with the current time, and check the sending system's clock",
+        .iat.abs_diff(*.now)
+    )]
+    StaleIat {
+        /// What the claims said.
+        iat: u64,
+        /// The gateway's time.
+        now: u64,
+        /// The allowed skew in seconds.
+        skew: u64,
+    },
+    /// A named recipient is not a partner of this gateway at all (a misspelt id).
+    #[error("no partner {0:?} is registered with this gateway: check the recipient's id (partners are named by their id, such as notts-police)")]
+    UnknownRecipient(String),
     /// A named recipient is not covered by an agreement for this sender and type.
-    #[error("no information sharing agreement allows this referral to {0}")]
-    NoAgreement(String),
+    #[error("no information sharing agreement allows this referral type to {recipient}; your agreements for it cover: {covered}")]
+    NoAgreement {
+        /// The recipient named.
+        recipient: String,
+        /// The recipients the sender's agreements for the type do cover (or "none").
+        covered: String,
+    },
     /// No recipient was named and no agreement routes this type by default.
     #[error("no recipient named and no agreement routes this referral type by default")]
     NoRoute,
@@ -71,9 +89,10 @@ impl IntakeError {
             IntakeError::Malformed => "malformed-claims",
             IntakeError::Invalid(_) => "invalid-referral",
             IntakeError::IssuerMismatch => "issuer-mismatch",
-            IntakeError::WrongAudience => "wrong-audience",
-            IntakeError::StaleIat => "stale-iat",
-            IntakeError::NoAgreement(_) => "no-agreement",
+            IntakeError::WrongAudience(_) => "wrong-audience",
+            IntakeError::StaleIat { .. } => "stale-iat",
+            IntakeError::UnknownRecipient(_) => "unknown-recipient",
+            IntakeError::NoAgreement { .. } => "no-agreement",
             IntakeError::NoRoute => "no-route",
             IntakeError::LawfulBasis { .. } => "lawful-basis-not-agreed",
             IntakeError::ProfessionalOnly(_) => "professional-referrals-only",
@@ -154,13 +173,46 @@ pub fn check_fresh(
         return Err(IntakeError::IssuerMismatch);
     }
     if claims.aud != config.settings.gateway_id {
-        return Err(IntakeError::WrongAudience);
+        return Err(IntakeError::WrongAudience(config.settings.gateway_id.clone()));
     }
     let skew = config.settings.limits.iat_skew.as_secs();
     if claims.iat.abs_diff(now) > skew {
-        return Err(IntakeError::StaleIat);
+        return Err(IntakeError::StaleIat {
+            iat: claims.iat,
+            now,
+            skew,
+        });
     }
     Ok(())
+}
+
+/// Why `recipient` is not covered: not a partner at all, or no agreement for this type (with
+/// the recipients the sender's agreements for the type do cover).
+pub fn refused(
+    config: &Config,
+    sender: &PartnerId,
+    ty: &crate::identity::ReferralType,
+    recipient: &PartnerId,
+) -> IntakeError {
+    if !config.partners.contains_key(recipient) {
+        return IntakeError::UnknownRecipient(recipient.to_string());
+    }
+    let mut covered: Vec<&str> = config
+        .agreements
+        .iter()
+        .filter(|a| a.sender == *sender && a.types.contains(ty))
+        .map(|a| a.recipient.as_str())
+        .collect();
+    covered.sort_unstable();
+    covered.dedup();
+    IntakeError::NoAgreement {
+        recipient: recipient.to_string(),
+        covered: if covered.is_empty() {
+            "none".into()
+        } else {
+            covered.join(", ")
+        },
+    }
 }
 
 /// Which recipients [`authorise`] decides for.
@@ -196,7 +248,7 @@ pub fn authorise(
         Some(to) => to
             .iter()
             .map(|recipient| {
-                covering(recipient).ok_or_else(|| IntakeError::NoAgreement(recipient.to_string()))
+                covering(recipient).ok_or_else(|| refused(config, sender, &r.referral_type, recipient))
             })
             .collect::<Result<_, _>>()?,
         None => {
