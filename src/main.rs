@@ -137,7 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let v = refex::audit::verify::verify(&export, &jwks, trusted.as_deref().map(str::trim))
+            let trusted = trusted.map(|t| refex::audit::verify::trusted_checkpoint(&t));
+            let v = refex::audit::verify::verify(&export, &jwks, trusted.as_deref())
                 .map_err(|fault| anyhow::anyhow!("audit log verification FAILED: {fault}"))?;
             println!(
                 "audit log OK: {} events, {} checkpoints, latest checkpoint at size {}",

@@ -30,10 +30,10 @@ pub enum ClientError {
     #[error("{0}")]
     Identity(String),
     /// The request failed in transport (TLS refused, connection lost).
-    #[error("request failed: {0}")]
+    #[error("{}", transport_words(.0))]
     Transport(#[from] reqwest::Error),
     /// The gateway answered with a problem.
-    #[error("gateway answered {status}: {problem}")]
+    #[error("{}", problem_words(*.status, .problem))]
     Problem {
         /// HTTP status.
         status: u16,
@@ -43,6 +43,68 @@ pub enum ClientError {
     /// JOSE failed (sealing, opening, verifying).
     #[error("JOSE: {0}")]
     Jose(String),
+}
+
+/// A transport failure in words that say what to check: a TLS refusal is named as one
+/// (the gateway refused the client certificate, or its own certificate is not from the CA
+/// given), not as the socket error it surfaces as.
+pub fn transport_words(e: &reqwest::Error) -> String {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = chain.to_lowercase();
+    let why = if lower.contains("unknownca")
+        || lower.contains("unknown ca")
+        || lower.contains("badcertificate")
+        || lower.contains("bad certificate")
+        || lower.contains("certificaterequired")
+        || lower.contains("certificate required")
+        || lower.contains("certificaterevoked")
+        || lower.contains("certificateexpired")
+    {
+        "the gateway refused this client certificate (not issued by the partnership's CA, \
+         revoked, or expired): check --cert and --key, or ask the gateway's operator"
+    } else if lower.contains("invalid peer certificate") || lower.contains("unknownissuer") {
+        "the gateway's certificate is not issued by the CA given with --ca (or has expired): \
+         check --ca and the gateway address"
+    } else if lower.contains("broken pipe") || lower.contains("connection reset") {
+        "the gateway closed the connection during the TLS handshake: most often it refused the \
+         client certificate (untrusted, revoked or expired); check --cert and --key"
+    } else if lower.contains("connection refused") {
+        "nothing is listening at the gateway address: is the gateway running, and is --gateway right?"
+    } else if e.is_timeout() {
+        "the gateway did not answer in time: retry later"
+    } else {
+        return format!("request failed: {chain}");
+    };
+    format!("{why} ({chain})")
+}
+
+/// A problem document for people: title, status, detail, and each violation on its line.
+pub fn problem_words(status: u16, body: &str) -> String {
+    let Ok(p) = serde_json::from_str::<serde_json::Value>(body) else {
+        return format!("the gateway answered {status}: {body}");
+    };
+    let mut out = format!(
+        "the gateway refused it ({status} {}): {}",
+        p["title"].as_str().unwrap_or("error"),
+        p["detail"].as_str().unwrap_or_default()
+    );
+    for e in p["errors"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  {}: {}",
+            e["pointer"].as_str().unwrap_or("?"),
+            e["message"].as_str().unwrap_or("?")
+        ));
+    }
+    if let Some(t) = p["type"].as_str() {
+        out.push_str(&format!("\n  (problem type {t})"));
+    }
+    out
 }
 
 /// Where a partner's files are.
@@ -76,7 +138,14 @@ impl Identity {
 /// connections resume.
 pub fn tls_config(identity: &Identity) -> Result<rustls::ClientConfig, ClientError> {
     crate::tls::install_default_provider();
-    let err = |what: &str, e: &dyn std::fmt::Display| ClientError::Identity(format!("{what}: {e}"));
+    let err = |what: &str, e: &dyn std::fmt::Display| {
+        let path = match what {
+            "CA" => &identity.ca,
+            "certificate" => &identity.cert,
+            _ => &identity.key,
+        };
+        ClientError::Identity(format!("{what} {}: {e}", path.display()))
+    };
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&identity.ca).map_err(|e| err("CA", &e))? {
         roots

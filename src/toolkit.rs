@@ -26,6 +26,32 @@ pub enum ToolkitError {
 /// The client the flags describe.
 pub fn client(who: &PartnerArgs) -> Result<PartnerClient, ToolkitError> {
     let dev = Identity::dev(&who.pki, &who.partner);
+    let own_files = who.cert.is_some() && who.key.is_some() && who.jwks_private.is_some();
+    let dir = who.pki.join("partners").join(&who.partner);
+    if !own_files && !dir.is_dir() {
+        let known: Vec<String> = std::fs::read_dir(who.pki.join("partners"))
+            .map(|d| {
+                let mut v: Vec<String> = d
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default();
+        return Err(ToolkitError::File(format!(
+            "--as {}: no such partner in the PKI directory {} (looked for {}); partners there: {}. \
+             For a real partner give --cert, --key, --jwks-private and --ca",
+            who.partner,
+            who.pki.display(),
+            dir.display(),
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
     let identity = Identity {
         cert: who.cert.clone().unwrap_or(dev.cert),
         key: who.key.clone().unwrap_or(dev.key),

@@ -257,6 +257,10 @@ async fn trail(store_url: Option<String>) {
     // The housekeeping pass at start-up may have signed the empty tree too.
     assert_eq!((ok.events, ok.latest), (size2 as u64, size2 as u64));
     assert!(ok.checkpoints >= 2, "{ok:?}");
+    // The checkpoint exactly as `GET /v1/audit/checkpoint` serves it is accepted as trusted.
+    let served = refex::audit::verify::trusted_checkpoint(&second.to_string());
+    assert_eq!(served, second["signed"].as_str().unwrap());
+    assert!(verify(&exported, &jwks, Some(&served)).is_ok());
 
     // ...and names each tampering.
     let lines: Vec<&str> = exported.lines().collect();

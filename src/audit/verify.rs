@@ -208,3 +208,18 @@ pub fn verify(export: &str, jwks: &KeySet, trusted: Option<&str>) -> Result<Veri
         latest,
     })
 }
+/// The signed checkpoint an auditor trusts, from the text they hold: the compact JWS as
+/// the export writes it, or the JSON `GET /v1/audit/checkpoint` answers with (its `signed`
+/// member), surrounding whitespace ignored.
+pub fn trusted_checkpoint(text: &str) -> String {
+    let text = text.trim();
+    if text.starts_with('{') {
+        if let Some(signed) = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("signed").and_then(|s| s.as_str()).map(str::to_owned))
+        {
+            return signed;
+        }
+    }
+    text.to_owned()
+}

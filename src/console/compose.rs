@@ -679,9 +679,7 @@ fn place_refusal(
         IntakeError::NoAgreement { .. }
         | IntakeError::UnknownRecipient(_)
         | IntakeError::NoRoute
-        | IntakeError::ProfessionalOnly(_) => {
-            put("to", sentence(&intake.to_string()))
-        }
+        | IntakeError::ProfessionalOnly(_) => put("to", sentence(&intake.to_string())),
         IntakeError::LawfulBasis { .. } => put("basis", sentence(&intake.to_string())),
         IntakeError::ConsentRequired(_) => put("consent", sentence(&intake.to_string())),
         other => general.push(sentence(&other.to_string())),

@@ -45,10 +45,14 @@ pub enum IntakeError {
         skew: u64,
     },
     /// A named recipient is not a partner of this gateway at all (a misspelt id).
-    #[error("no partner {0:?} is registered with this gateway: check the recipient's id (partners are named by their id, such as notts-police)")]
+    #[error(
+        "no partner {0:?} is registered with this gateway: check the recipient's id (partners are named by their id, such as notts-police)"
+    )]
     UnknownRecipient(String),
     /// A named recipient is not covered by an agreement for this sender and type.
-    #[error("no information sharing agreement allows this referral type to {recipient}; your agreements for it cover: {covered}")]
+    #[error(
+        "no information sharing agreement allows this referral type to {recipient}; your agreements for it cover: {covered}"
+    )]
     NoAgreement {
         /// The recipient named.
         recipient: String,
@@ -173,7 +177,9 @@ pub fn check_fresh(
         return Err(IntakeError::IssuerMismatch);
     }
     if claims.aud != config.settings.gateway_id {
-        return Err(IntakeError::WrongAudience(config.settings.gateway_id.clone()));
+        return Err(IntakeError::WrongAudience(
+            config.settings.gateway_id.clone(),
+        ));
     }
     let skew = config.settings.limits.iat_skew.as_secs();
     if claims.iat.abs_diff(now) > skew {
@@ -248,7 +254,8 @@ pub fn authorise(
         Some(to) => to
             .iter()
             .map(|recipient| {
-                covering(recipient).ok_or_else(|| refused(config, sender, &r.referral_type, recipient))
+                covering(recipient)
+                    .ok_or_else(|| refused(config, sender, &r.referral_type, recipient))
             })
             .collect::<Result<_, _>>()?,
         None => {
