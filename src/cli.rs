@@ -215,6 +215,17 @@ pub struct InboxArgs {
     /// One JSON line per delivery instead of a summary for people.
     #[arg(long)]
     pub json: bool,
+    /// Also write `<id>.html` beside each delivery: a readable, printable document with the
+    /// schemas' labels, saying what the organisation's agreement never shares with it.
+    #[arg(long)]
+    pub html: bool,
+    /// The schemas directory (labels for `--html`).
+    #[arg(long, default_value = "schemas")]
+    pub schemas: PathBuf,
+    /// The organisation's kind (its view of each referral type, for `--html`); read from
+    /// `partners/<as>.toml` when not given.
+    #[arg(long)]
+    pub kind: Option<String>,
 }
 
 /// `refex report`.

@@ -26,6 +26,7 @@ pub mod lawful;
 pub mod lifecycle;
 pub mod partner_client;
 pub mod policy;
+pub mod printable;
 pub mod reload;
 pub mod report;
 pub mod review;

@@ -119,6 +119,18 @@ pub fn claims(args: &SendArgs) -> Result<Value, ToolkitError> {
     }))
 }
 
+/// The organisation's kind for `--html`: `--kind`, else its partner file's.
+fn own_kind(args: &InboxArgs) -> Option<crate::identity::PartnerKind> {
+    if let Some(k) = &args.kind {
+        return k.parse().ok();
+    }
+    let file = std::path::Path::new("partners").join(format!("{}.toml", args.who.partner));
+    let text = std::fs::read_to_string(file).ok()?;
+    toml::from_str::<crate::config::partners::PartnerFile>(&text)
+        .ok()
+        .map(|f| f.kind)
+}
+
 /// What one pass of `refex inbox` did.
 #[derive(Debug, Default)]
 pub struct InboxRun {
@@ -133,6 +145,21 @@ pub async fn inbox(
     mut report: impl FnMut(&Value, &std::path::Path),
 ) -> Result<InboxRun, ToolkitError> {
     let client = client(&args.who)?;
+    let printable = if args.html {
+        let schemas = crate::schema::SchemaSet::load(&args.schemas).map_err(|errs| {
+            ToolkitError::File(format!(
+                "--html needs the schemas ({}): {}",
+                args.schemas.display(),
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
+        Some((schemas, own_kind(args)))
+    } else {
+        None
+    };
     let gateway = client.gateway_keys().await?;
     let mut cursor = "0".to_owned();
     let mut run = InboxRun::default();
@@ -148,6 +175,11 @@ pub async fn inbox(
                 .map_err(|e| ToolkitError::File(e.to_string()))?;
             let path = write_durably(&args.out, &format!("{id}.json"), &bytes)
                 .map_err(|e| ToolkitError::File(format!("{}: {e}", args.out.display())))?;
+            if let Some((schemas, kind)) = &printable {
+                let html = crate::printable::delivery_page(schemas, kind.as_ref(), &delivery);
+                write_durably(&args.out, &format!("{id}.html"), html.as_bytes())
+                    .map_err(|e| ToolkitError::File(format!("{}: {e}", args.out.display())))?;
+            }
             client.ack(id).await?;
             run.saved += 1;
             report(&delivery, &path);

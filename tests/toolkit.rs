@@ -79,11 +79,21 @@ async fn send_then_inbox_delivers_the_minimised_view() {
         "--out".to_string(),
         out.display().to_string(),
         "--json".to_string(),
+        "--html".to_string(),
     ]);
     let (ok, stdout, stderr) = refex(args).await;
     assert!(ok, "{stderr}");
     let line: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     let file = PathBuf::from(line["file"].as_str().unwrap());
+    // Beside it, a readable document: labels, values in words, what the view leaves out.
+    let html = std::fs::read_to_string(file.with_extension("html")).unwrap();
+    assert!(
+        html.contains("<th scope=\"row\">Name › Given name</th><td>Amy</td>")
+            && html.contains("Not shared with your organisation")
+            && html.contains("Article 6</th><td>Public task"),
+        "{html}"
+    );
+    assert!(!html.contains("\"payload\""), "a document, not JSON");
     let delivery: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(delivery["delivery"]["referral_id"], id.as_str());
     // A decrypted delivery is personal data: readable by its owner only, whatever the umask.
@@ -146,6 +156,19 @@ async fn send_then_inbox_delivers_the_minimised_view() {
     let (ok, _, stderr) = refex(args).await;
     assert!(
         !ok && stderr.contains("403") && stderr.contains("no-agreement"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("your agreements for it cover: childrens-social-care, imara"),
+        "the refusal says what would be allowed: {stderr}"
+    );
+    // A mistyped --as names the directory it looked in and the partners there.
+    let mut args = vec!["status".to_string()];
+    args.extend(who("imaar", &gateway, &pki));
+    args.push(id.clone());
+    let (ok, _, stderr) = refex(args).await;
+    assert!(
+        !ok && stderr.contains("--as imaar: no such partner") && stderr.contains("imara"),
         "{stderr}"
     );
     gw.stop().await;

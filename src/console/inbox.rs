@@ -20,14 +20,11 @@ use super::{
 use crate::api::principal::{Caller, PathId};
 use crate::api::problem::ApiError;
 use crate::audit::event::ActorRef;
-use crate::config::Config;
 use crate::hosted;
-use crate::identity::{PartnerId, ReferralType};
+use crate::identity::PartnerId;
 use crate::ids::DeliveryId;
-use crate::lawful::LawfulBasis;
 use crate::runtime::Runtime;
-use crate::schema::document::{code_words, document, not_in_view};
-use crate::schema::{Row, Section};
+use crate::schema::Section;
 use crate::store::records::AckOutcome;
 
 /// How many deliveries the inbox page lists.
@@ -154,79 +151,6 @@ struct DeliveryBody {
     csrf: String,
 }
 
-/// What a delivery says, in words, for its recipient (`kind`): the document against the
-/// recipient's view (its labels), and what the view leaves out.
-pub fn delivery_words(
-    config: &Config,
-    recipient: &PartnerId,
-    delivery: &Value,
-) -> (String, Vec<Section>, Vec<String>) {
-    let ty: Option<ReferralType> = delivery["type"].as_str().and_then(|t| t.parse().ok());
-    let kind = config.partners.get(recipient).map(|p| p.kind.clone());
-    let type_schema = ty.as_ref().and_then(|t| config.schemas.referral_type(t));
-    let view = match (&kind, &ty) {
-        (Some(k), Some(t)) => config.schemas.view(k, t),
-        _ => None,
-    };
-    let about = ty
-        .as_ref()
-        .map_or_else(|| "Referral".to_owned(), |t| type_title(config, t));
-    let payload = &delivery["payload"];
-    let sections = match view.or(type_schema) {
-        Some(schema) => document(schema, payload).sections,
-        None => vec![Section {
-            title: "Referral".into(),
-            help: None,
-            rows: vec![Row {
-                pointer: String::new(),
-                label: "Content".into(),
-                value: payload.to_string(),
-            }],
-        }],
-    };
-    let withheld = match (type_schema, view) {
-        (Some(t), Some(v)) => not_in_view(t, v),
-        _ => vec![],
-    };
-    (about, sections, withheld)
-}
-
-/// The lawful basis, consent and "told" lines of a delivery, in words.
-pub fn delivery_terms(delivery: &Value) -> (String, String, Vec<(&'static str, String)>) {
-    let consent = &delivery["consent"];
-    let consent_words = match (consent["status"].as_str(), consent["override"].as_str()) {
-        (Some(s), Some(o)) => format!(
-            "{} (override relied on: {})",
-            code_words(s),
-            code_words(o).to_lowercase()
-        ),
-        (Some(s), None) => code_words(s),
-        _ => "Not stated".into(),
-    };
-    let informed = &delivery["subject_informed"];
-    let informed_words = match (informed["status"].as_str(), informed["reason"].as_str()) {
-        (Some(s), Some(r)) => format!("{}: {}", code_words(s), code_words(r).to_lowercase()),
-        (Some(s), None) => code_words(s),
-        _ => "Not stated".into(),
-    };
-    let basis = serde_json::from_value::<LawfulBasis>(delivery["lawful_basis"].clone())
-        .map(|b| {
-            b.describe()
-                .into_iter()
-                .map(|(k, v)| {
-                    let mut c = v.chars();
-                    let v = c
-                        .next()
-                        .map(|f| f.to_uppercase().chain(c).collect())
-                        .unwrap_or_default();
-                    (k, v)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    (consent_words, informed_words, basis)
-}
-
 /// `GET /console/inbox/{id}`: one delivery as a document (audited as a consultation).
 pub async fn read(
     State(rt): State<Arc<Runtime>>,
@@ -244,8 +168,11 @@ pub async fn read(
         Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
     };
     let delivery = &opened.claims["delivery"];
-    let (about, sections, withheld) = delivery_words(config, &caller.partner, delivery);
-    let (consent, informed, basis) = delivery_terms(delivery);
+    let kind = config.partners.get(&caller.partner).map(|p| p.kind.clone());
+    let (about, sections, withheld) =
+        crate::printable::sections(&config.schemas, kind.as_ref(), delivery);
+    let withheld = withheld.unwrap_or_default();
+    let (consent, informed, basis) = crate::printable::terms(delivery);
     let from = delivery["from"]
         .as_str()
         .and_then(|f| f.parse::<PartnerId>().ok())
