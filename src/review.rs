@@ -448,6 +448,65 @@ pub struct Decided {
     pub rejected: Vec<PartnerId>,
 }
 
+/// One field of a held referral as the lead reads it, with the recipients it would reach.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DocumentField {
+    /// Where the value is (a JSON pointer into the payload).
+    pub pointer: String,
+    /// The label from the schema.
+    pub label: String,
+    /// The value in words.
+    pub value: String,
+    /// The held recipients minimisation would disclose it to (the others withhold it).
+    pub disclosed_to: Vec<PartnerId>,
+}
+
+/// A section of the held referral's document.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DocumentSection {
+    /// The heading.
+    pub title: String,
+    /// Its fields.
+    pub fields: Vec<DocumentField>,
+}
+
+/// The held referral as a document for its reviewer: the payload rendered with the type's
+/// labels (`schema::document`), each field marked with the recipients it would reach under
+/// the preview. Pure; the API (`document`) and the console render the same.
+pub fn document(pending: &Pending, preview: &Preview, config: &Config) -> Vec<DocumentSection> {
+    let claims = &pending.claims.referral;
+    let Some(schema) = config.schemas.referral_type(&claims.referral_type) else {
+        return Vec::new();
+    };
+    crate::schema::document(schema, &claims.payload)
+        .sections
+        .into_iter()
+        .map(|s| DocumentSection {
+            title: s.title,
+            fields: s
+                .rows
+                .into_iter()
+                .map(|row| DocumentField {
+                    disclosed_to: preview
+                        .recipients
+                        .iter()
+                        .filter(|p| {
+                            !crate::schema::document::is_withheld(
+                                &row.pointer,
+                                &p.minimised.withheld,
+                            )
+                        })
+                        .map(|p| p.to.clone())
+                        .collect(),
+                    pointer: row.pointer,
+                    label: row.label,
+                    value: row.value,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 /// The review service over the runtime: loads, calls the core, commits.
 pub struct Service<'a> {
     rt: &'a Runtime,

@@ -128,6 +128,36 @@ async fn reviews(store_url: Option<String>) {
             .unwrap()
             .contains(&json!("/child/name/given"))
     );
+    // The same as a document: labelled fields with values, each with the recipients it
+    // would reach.
+    let fields: Vec<&Value> = v["document"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["fields"].as_array().unwrap())
+        .collect();
+    let narrative = fields
+        .iter()
+        .find(|f| f["pointer"] == "/offence/narrative")
+        .unwrap();
+    assert_eq!(narrative["label"], "Account of the abuse");
+    assert!(
+        !narrative["disclosed_to"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("imara"))
+    );
+    let given = fields
+        .iter()
+        .find(|f| f["pointer"] == "/child/name/given")
+        .unwrap();
+    assert_eq!(given["value"], "Amy");
+    assert!(
+        given["disclosed_to"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("imara"))
+    );
     let csc = v["recipients"]
         .as_array()
         .unwrap()

@@ -95,6 +95,10 @@ fn the_decision_core_knows_no_runtime_store_or_http() {
         "audit/event.rs",
         "audit/tree.rs",
         "report.rs",
+        "schema/document.rs",
+        "schema/form.rs",
+        "schema/order.rs",
+        "printable.rs",
     ] {
         let text =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(file))
@@ -112,4 +116,38 @@ fn the_decision_core_knows_no_runtime_store_or_http() {
             );
         }
     }
+}
+
+#[test]
+fn the_partner_guide_lists_every_allowed_value() {
+    use refex::intake::{ConsentStatus, Override};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("docs/partner-guide.md")).unwrap();
+    let mut values: Vec<String> = Override::ALL
+        .iter()
+        .map(|o| o.as_str().to_owned())
+        .collect();
+    values.extend(ConsentStatus::ALL.iter().map(|c| c.as_str().to_owned()));
+    values.extend(
+        [
+            "yes",
+            "not-yet",
+            "would-increase-risk",
+            "would-prejudice-investigation",
+            "unable-to-contact",
+        ]
+        .map(String::from),
+    );
+    for entry in std::fs::read_dir(root.join("schemas/types")).unwrap() {
+        let path = entry.unwrap().path();
+        values.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+    }
+    let missing: Vec<&String> = values
+        .iter()
+        .filter(|v| !guide.contains(&format!("`{v}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/partner-guide.md does not list {missing:?}"
+    );
 }

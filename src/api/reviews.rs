@@ -126,12 +126,15 @@ pub struct ReviewView {
     supersedes: Option<ReferralId>,
     preview: String,
     recipients: Vec<RecipientView>,
+    /// The referral as a document: sections, labelled fields with values, and per field the
+    /// recipients it would be disclosed to.
+    document: Vec<crate::review::DocumentSection>,
     can_decide: bool,
 }
 
 impl ReviewView {
     /// The wire form of what `review` shows.
-    pub fn of(s: &Shown, now: i64) -> Self {
+    pub fn of(s: &Shown, now: i64, config: &crate::config::Config) -> Self {
         let r = &s.pending.claims.referral;
         let record = &s.pending.detail.referral;
         Self {
@@ -178,6 +181,7 @@ impl ReviewView {
                     },
                 })
                 .collect(),
+            document: crate::review::document(&s.pending, &s.preview, config),
             can_decide: s.can_decide,
         }
     }
@@ -194,7 +198,7 @@ pub async fn show(
     let now = rt.clock.unix_seconds() as i64;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(ReviewView::of(&shown, now)),
+        Json(ReviewView::of(&shown, now, &rt.snapshot().config)),
     )
         .into_response())
 }

@@ -28,7 +28,7 @@ use crate::ids::ReferralId;
 use crate::lifecycle::DeliveryStatus;
 use crate::review::{Choice, Request, ReviewError, Service, Shown};
 use crate::runtime::Runtime;
-use crate::schema::document::{code_words, document, is_withheld};
+use crate::schema::document::code_words;
 
 struct QueueRow {
     id: String,
@@ -323,26 +323,22 @@ fn review_body(
             }
         })
         .collect();
-    let sections = config
-        .schemas
-        .referral_type(&claims.referral_type)
-        .map(|schema| document(schema, &claims.payload).sections)
-        .unwrap_or_default()
+    let sections = crate::review::document(&shown.pending, &shown.preview, config)
         .into_iter()
         .map(|s| SectionView {
             title: s.title,
             rows: s
-                .rows
+                .fields
                 .into_iter()
-                .map(|row| FieldRow {
+                .map(|f| FieldRow {
                     disclosed: shown
                         .preview
                         .recipients
                         .iter()
-                        .map(|p| !is_withheld(&row.pointer, &p.minimised.withheld))
+                        .map(|p| f.disclosed_to.contains(&p.to))
                         .collect(),
-                    label: row.label,
-                    value: row.value,
+                    label: f.label,
+                    value: f.value,
                 })
                 .collect(),
         })
