@@ -32,6 +32,7 @@ fn tools_present() -> bool {
         "certutil",
         "pk12util",
         "openssl",
+        "npm",
     ]
     .iter()
     .all(|t| {
@@ -45,7 +46,7 @@ fn tools_present() -> bool {
         if ok {
             Ok(())
         } else {
-            Err("chromium, chromedriver, certutil, pk12util or openssl not installed".into())
+            Err("chromium, chromedriver, certutil, pk12util, openssl or npm not installed".into())
         },
     )
 }

@@ -46,3 +46,64 @@ fn formats_are_checked() {
     doc["order"]["date_made"] = "2026-02-30".into();
     assert!(!set.referral_type(&ty).unwrap().validator.is_valid(&doc));
 }
+
+/// Every property of every type and view schema has a label (its `title`), and a view labels
+/// a field as its type does: pages and printed deliveries read words, never keys.
+#[test]
+fn every_field_has_a_label_and_views_agree_with_their_types() {
+    fn walk(node: &serde_json::Value, at: String, out: &mut Vec<(String, Option<String>)>) {
+        if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+            for (k, v) in props {
+                let here = format!("{at}/{k}");
+                out.push((
+                    here.clone(),
+                    v.get("title").and_then(|t| t.as_str()).map(str::to_owned),
+                ));
+                walk(v, here.clone(), out);
+                if let Some(items) = v.get("items") {
+                    walk(items, format!("{here}/[]"), out);
+                }
+            }
+        }
+    }
+    let root = common::repo().join("schemas");
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("types")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut fields = Vec::new();
+        walk(&read(&path), String::new(), &mut fields);
+        for (at, title) in &fields {
+            assert!(
+                title.as_deref().is_some_and(|t| !t.trim().is_empty()),
+                "{}: {at} has no title",
+                path.display()
+            );
+        }
+        checked += fields.len();
+        let ty = path.file_name().unwrap();
+        for kind in std::fs::read_dir(root.join("views")).unwrap() {
+            let view = kind.unwrap().path().join(ty);
+            if !view.exists() {
+                continue;
+            }
+            let mut shown = Vec::new();
+            walk(&read(&view), String::new(), &mut shown);
+            for (at, title) in shown {
+                let of_type = fields
+                    .iter()
+                    .find(|(p, _)| *p == at)
+                    .map(|(_, t)| t.clone());
+                assert_eq!(
+                    Some(title),
+                    of_type,
+                    "{}: {at} is labelled unlike its type",
+                    view.display()
+                );
+            }
+        }
+    }
+    assert!(checked > 200, "{checked} fields checked");
+}

@@ -13,7 +13,7 @@ fn how(name: &str) -> &'static str {
         "postgres" => {
             "start PostgreSQL with trust auth and a `test` database on 127.0.0.1:5432 (or set REFEX_TEST_POSTGRES_URL); `.ci/run` does this on Debian"
         }
-        "browser" => "apt-get install chromium chromium-driver libnss3-tools (`.ci/run` does)",
+        "browser" => "apt-get install chromium chromium-driver libnss3-tools npm (`.ci/run` does)",
         "tmpfs" => "run the tests as root (the full-disk test mounts a small tmpfs)",
         "vectors" => {
             "the vectors live in ../shared/testdata beside the clone (or set REFEX_TESTDATA to that folder); see its README for their sources and licences"
