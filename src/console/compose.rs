@@ -718,7 +718,7 @@ pub async fn send(
         );
     };
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &fields) {
-        return refused;
+        return *refused;
     }
     let Some(schema) = config.schemas.referral_type(&ty) else {
         return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));

@@ -329,7 +329,7 @@ fn form_is_genuine(
     uri: &Uri,
     headers: &HeaderMap,
     form: &[(String, String)],
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let get = |name: header::HeaderName| headers.get(name).and_then(|h| h.to_str().ok());
     let form_token = form
         .iter()
@@ -346,13 +346,13 @@ fn form_is_genuine(
     if genuine {
         Ok(())
     } else {
-        Err(problem_page_in(
+        Err(Box::new(problem_page_in(
             Some(&rt.snapshot().config),
             &ApiError::CrossSite(
                 "This form did not come from this console (CSRF check failed). Reload the page and try again.",
             ),
             Some(caller),
-        ))
+        )))
     }
 }
 

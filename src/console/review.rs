@@ -564,7 +564,7 @@ pub async fn decide(
         .await;
     };
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
-        return refused;
+        return *refused;
     }
     let mut posting = Posting::default();
     let chosen = choices(&form, &mut posting);

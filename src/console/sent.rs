@@ -173,7 +173,7 @@ pub async fn withdraw(
         return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
     };
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
-        return refused;
+        return *refused;
     }
     let at = rt.clock.unix_seconds() as i64;
     match rt
