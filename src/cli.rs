@@ -51,6 +51,10 @@ pub enum Command {
     /// The gateway's own keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The partnership's certificate authority (offline): create it, issue client
+    /// certificates from CSRs, revoke, publish the CRL.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Measure this gateway on this machine: a throwaway PKI and store, a real gateway
     /// process, pre-built referrals; prints a table and checks the performance targets.
     Bench(BenchArgs),
@@ -62,10 +66,101 @@ pub enum KeysCommand {
     /// Add a new encryption and signing key; the old ones stay listed and usable for the
     /// grace period. Reload running gateways afterwards (SIGHUP or POST /admin/reload).
     Rotate(RotateArgs),
+    /// Write production keys (gateway JOSE keys, storage key, subject-access key) into a
+    /// directory, each 0600; never overwrites. Prints the `[keys]` settings and what to back up.
+    Init(KeysInitArgs),
     /// Generate a hosted partner's keys (the partner file says `hosted = true` and names
     /// `hosted_keys` and `jwks`): the private keys sealed under the storage key, the public
     /// halves as its JWKS. Never overwrites. Reload running gateways afterwards.
     Hosted(HostedKeysArgs),
+}
+
+/// `refex keys init`.
+#[derive(Debug, clap::Args)]
+pub struct KeysInitArgs {
+    /// The directory to write into (created 0700 if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+}
+
+/// `refex ca`: the partnership's certificate authority, run offline by the lead agency.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the CA (key 0600, certificate) in a new directory.
+    Init {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's name, e.g. "Nottinghamshire Safeguarding Partnership CA".
+        #[arg(long)]
+        name: String,
+        /// Validity in years.
+        #[arg(long, default_value_t = 10)]
+        years: u64,
+    },
+    /// Make a private key and a certificate signing request (the requester runs this; the key
+    /// never leaves them).
+    Request {
+        /// Where to write the private key (0600; never overwritten).
+        #[arg(long)]
+        key_out: PathBuf,
+        /// Where to write the CSR.
+        #[arg(long)]
+        csr_out: PathBuf,
+        /// A name for the request (the CA sets the certificate's subject itself).
+        #[arg(long, default_value = "refex client")]
+        name: String,
+    },
+    /// Issue a client certificate from a CSR, for a partner's system or person; prints the
+    /// fingerprint line for the partner file.
+    Issue {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CSR (PEM).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The partner's id.
+        #[arg(long)]
+        partner: String,
+        /// For the partner's system with this id.
+        #[arg(long, conflicts_with = "person", required_unless_present = "person")]
+        system: Option<String>,
+        /// For the partner's person with this id.
+        #[arg(long)]
+        person: Option<String>,
+        /// Validity in days (renew before it ends: a new certificate overlaps the old).
+        #[arg(long, default_value_t = 397)]
+        days: u64,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke a certificate this CA issued (then publish the CRL).
+    Revoke {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate's serial (hex, as `issued.jsonl` and the issue command print it).
+        #[arg(long)]
+        serial: String,
+        /// Why.
+        #[arg(long, value_enum, default_value = "key-compromise")]
+        reason: crate::ca::Reason,
+    },
+    /// Write the CRL (every revocation so far) with its nextUpdate; publish it to every gateway
+    /// before the previous one's nextUpdate (`refex_crl_seconds_to_next_update` warns).
+    Crl {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write it (PEM).
+        #[arg(long)]
+        out: PathBuf,
+        /// How long until it must be replaced.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        valid_for: std::time::Duration,
+    },
 }
 
 /// `refex keys hosted`.

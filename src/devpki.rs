@@ -12,13 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SerialNumber,
-};
 use serde_json::json;
-use time::OffsetDateTime;
 
 use crate::config::partners::{PartnerFile, partner_files};
 use crate::envelope::at_rest::StorageKey;
@@ -55,7 +49,7 @@ pub enum DevPkiError {
     },
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
-    Cert(#[from] rcgen::Error),
+    Cert(#[from] crate::ca::CaError),
     /// Key generation failed.
     #[error("key generation: {0}")]
     Key(#[from] crate::envelope::keys::KeyError),
@@ -148,7 +142,7 @@ fn write_tree(
 ) -> Result<Summary, DevPkiError> {
     let ca = DevCa::create(now)?;
     write(&dir.join("ca.pem"), ca.cert_pem.as_bytes(), false)?;
-    write(&dir.join("ca.key"), ca.key.serialize_pem().as_bytes(), true)?;
+    write(&dir.join("ca.key"), ca.key_pem().as_bytes(), true)?;
     write(&dir.join("crl.pem"), ca.crl(&[], now)?.as_bytes(), false)?;
     write(
         &dir.join("README.txt"),
@@ -261,36 +255,10 @@ fn write(path: &Path, bytes: &[u8], secret: bool) -> Result<(), DevPkiError> {
     f.write_all(bytes).map_err(io_err(path))
 }
 
-/// A certificate and key as PEM, with the serial number it was issued under.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    /// Certificate, PEM.
-    pub cert_pem: String,
-    /// PKCS#8 private key, PEM.
-    pub key_pem: String,
-    /// Serial number (for revocation).
-    pub serial: Vec<u8>,
-}
-
-/// What to issue.
-#[derive(Debug, Clone)]
-pub struct IssueRequest {
-    /// Subject common name.
-    pub common_name: String,
-    /// Subject organisation.
-    pub organisation: String,
-    /// DNS names and IP addresses (server certificates).
-    pub subject_alt_names: Vec<String>,
-    /// Server or client authentication.
-    pub server: bool,
-    /// Start of validity.
-    pub not_before: SystemTime,
-    /// End of validity.
-    pub not_after: SystemTime,
-}
+pub use crate::ca::{IssueRequest, Issued};
 
 impl IssueRequest {
-    /// The gateway's server certificate: localhost, 127.0.0.1 and ::1.
+    /// The gateway's development server certificate: localhost, 127.0.0.1 and ::1.
     pub fn server(now: SystemTime) -> Self {
         Self {
             common_name: format!("refex gateway ({DEV_ONLY})"),
@@ -315,12 +283,12 @@ impl IssueRequest {
     }
 }
 
-/// The dev root CA, able to issue certificates and CRLs.
+/// The dev root CA: the partnership CA ([`crate::ca::Authority`]) with a throwaway name,
+/// able to issue certificates and CRLs.
 pub struct DevCa {
     /// The CA certificate, PEM.
     pub cert_pem: String,
-    key: KeyPair,
-    issuer: Issuer<'static, KeyPair>,
+    authority: crate::ca::Authority,
 }
 
 impl DevCa {
@@ -331,77 +299,30 @@ impl DevCa {
 
     /// A new root CA whose common name starts with `name`.
     pub fn create_named(name: &str, now: SystemTime) -> Result<Self, DevPkiError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} ({DEV_ONLY})"));
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "refex");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.not_before = to_time(now - Duration::from_secs(3600));
-        params.not_after = to_time(now + 2 * DEV_VALIDITY);
-        params.serial_number = Some(fresh_serial());
-        let key = KeyPair::generate()?;
-        let cert = params.self_signed(&key)?;
-        let issuer = Issuer::new(params, KeyPair::from_pem(&key.serialize_pem())?);
+        let authority = crate::ca::Authority::create(
+            &format!("{name} ({DEV_ONLY})"),
+            "refex",
+            now - Duration::from_secs(3600),
+            now + 2 * DEV_VALIDITY,
+        )?;
         Ok(Self {
-            cert_pem: cert.pem(),
-            key,
-            issuer,
+            cert_pem: authority.cert_pem.clone(),
+            authority,
         })
     }
 
     /// Loads the CA written by [`generate`] from `dir`.
     pub fn load(dir: &Path) -> Result<Self, DevPkiError> {
-        let cert_path = dir.join("ca.pem");
-        let key_path = dir.join("ca.key");
-        let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
-        let key_pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-        let key = KeyPair::from_pem(&key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, KeyPair::from_pem(&key_pem)?)?;
+        let authority = crate::ca::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key"))?;
         Ok(Self {
-            cert_pem,
-            key,
-            issuer,
+            cert_pem: authority.cert_pem.clone(),
+            authority,
         })
     }
 
     /// Issues a certificate signed by this CA.
     pub fn issue(&self, req: &IssueRequest) -> Result<Issued, DevPkiError> {
-        let mut params = CertificateParams::new(req.subject_alt_names.clone())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, req.common_name.clone());
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, req.organisation.clone());
-        // No basicConstraints at all: DER forbids encoding the default cA=FALSE, and strict
-        // parsers (Python `cryptography`, sslyze) refuse a leaf that does.
-        params.is_ca = IsCa::NoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![if req.server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        params.not_before = to_time(req.not_before);
-        params.not_after = to_time(req.not_after);
-        params.use_authority_key_identifier_extension = true;
-        let serial = fresh_serial();
-        params.serial_number = Some(serial.clone());
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            serial: serial.to_bytes(),
-        })
+        Ok(self.authority.issue(req)?)
     }
 
     /// A CRL listing `revoked` serial numbers, valid from an hour ago for [`DEV_VALIDITY`].
@@ -417,47 +338,25 @@ impl DevCa {
         now: SystemTime,
         next_update: SystemTime,
     ) -> Result<String, DevPkiError> {
-        let params = CertificateRevocationListParams {
-            this_update: to_time(now - Duration::from_secs(3600)),
-            next_update: to_time(next_update),
-            crl_number: SerialNumber::from(
-                now.duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(1),
-            ),
-            issuing_distribution_point: None,
-            revoked_certs: revoked
-                .iter()
-                .map(|serial| RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(serial),
-                    revocation_time: to_time(now - Duration::from_secs(60)),
-                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        Ok(params.signed_by(&self.issuer)?.pem()?)
+        let at = (now - Duration::from_secs(60))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let revoked: Vec<crate::ca::Revocation> = revoked
+            .iter()
+            .map(|serial| crate::ca::Revocation {
+                serial: hex::encode(serial),
+                at,
+                reason: crate::ca::Reason::KeyCompromise,
+            })
+            .collect();
+        Ok(self
+            .authority
+            .crl(&revoked, now - Duration::from_secs(3600), next_update)?)
     }
 
     /// The CA's private key, PEM (only for writing `ca.key`).
     pub fn key_pem(&self) -> String {
-        self.key.serialize_pem()
+        self.authority.key_pem()
     }
-}
-
-/// A positive, unique 16-byte serial number.
-fn fresh_serial() -> SerialNumber {
-    let mut bytes = *uuid::Uuid::now_v7().as_bytes();
-    let random = uuid::Uuid::now_v7();
-    // Mix in the random tail of a second v7 id so two serials in one millisecond differ.
-    for (b, r) in bytes.iter_mut().zip(random.as_bytes().iter().rev()) {
-        *b ^= r;
-    }
-    bytes[0] = (bytes[0] & 0x7f) | 0x01;
-    SerialNumber::from_slice(&bytes)
-}
-
-fn to_time(t: SystemTime) -> OffsetDateTime {
-    OffsetDateTime::from(t)
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use refex::cli::{AuditCommand, Cli, Command, KeysCommand, OutputFormat, ReportFormat};
+
 use refex::clock::{Clock as _, SystemClock};
 use refex::config::{self, Overrides};
 
@@ -244,6 +245,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rotation.retire_at
             );
             println!("reload every gateway (SIGHUP or POST /admin/reload) to use them");
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Init(args)) => {
+            println!("{}", refex::provision::init_keys(&args.dir)?);
+            Ok(())
+        }
+        Command::Ca(cmd) => {
+            println!("{}", refex::ca::run(&cmd, SystemClock.now())?);
             Ok(())
         }
         Command::Keys(KeysCommand::Hosted(args)) => {

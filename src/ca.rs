@@ -1,0 +1,629 @@
+//! The partnership's certificate authority, run offline by the lead agency (`refex ca`): create
+//! the CA (or use an existing one), issue system and personal client certificates from a
+//! certificate signing request with the profile the gateway accepts (X.509 v3, clientAuth,
+//! strict DER: no default-valued fields encoded), revoke, and publish the CRL with its
+//! `nextUpdate`. Requesters keep their private keys; the CA only ever sees CSRs.
+//!
+//! A CA directory holds `ca.pem`, `ca.key` (0600), `issued.jsonl` (one line per certificate
+//! issued: serial, fingerprint, subject, expiry) and `revoked.jsonl` (serial, when, why). The
+//! development PKI (`devpki`) is this same authority with throwaway names.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams,
+    CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod,
+    KeyPair, KeyUsagePurpose, PublicKeyData, RevokedCertParams, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Why a CA operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The CA directory already holds a CA.
+    #[error("{0} already holds a CA: a CA is never overwritten")]
+    Exists(PathBuf),
+    /// Certificate or CRL generation failed, or a CSR does not parse or verify.
+    #[error("{0}")]
+    Cert(#[from] rcgen::Error),
+    /// No certificate with that serial was issued here.
+    #[error("no certificate with serial {0} was issued by this CA")]
+    UnknownSerial(String),
+}
+
+fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+    move |e| CaError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// A certificate (and, when the CA generated it, its key) as PEM, with its serial.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// PKCS#8 private key, PEM (empty when issued from a CSR: the requester holds the key).
+    pub key_pem: String,
+    /// Serial number (for revocation).
+    pub serial: Vec<u8>,
+}
+
+/// What to issue.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    /// Subject common name.
+    pub common_name: String,
+    /// Subject organisation.
+    pub organisation: String,
+    /// DNS names and IP addresses (server certificates).
+    pub subject_alt_names: Vec<String>,
+    /// Server or client authentication.
+    pub server: bool,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+}
+
+/// A certificate authority able to issue certificates and CRLs.
+pub struct Authority {
+    /// The CA certificate, PEM.
+    pub cert_pem: String,
+    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn to_time(t: SystemTime) -> OffsetDateTime {
+    OffsetDateTime::from(t)
+}
+
+/// A positive, unique 16-byte serial number.
+fn fresh_serial() -> SerialNumber {
+    let mut bytes = *uuid::Uuid::now_v7().as_bytes();
+    let random = uuid::Uuid::now_v7();
+    // Mix in the random tail of a second v7 id so two serials in one millisecond differ.
+    for (b, r) in bytes.iter_mut().zip(random.as_bytes().iter().rev()) {
+        *b ^= r;
+    }
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&bytes)
+}
+
+/// The leaf profile: no basicConstraints at all (DER forbids encoding the default cA=FALSE,
+/// and strict parsers refuse a leaf that does), digitalSignature, one EKU, the authority key
+/// identifier, a fresh serial.
+fn leaf_params(req: &IssueRequest) -> Result<(CertificateParams, SerialNumber), CaError> {
+    let mut params = CertificateParams::new(req.subject_alt_names.clone())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, req.common_name.clone());
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, req.organisation.clone());
+    params.is_ca = IsCa::NoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![if req.server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    params.not_before = to_time(req.not_before);
+    params.not_after = to_time(req.not_after);
+    params.use_authority_key_identifier_extension = true;
+    let serial = fresh_serial();
+    params.serial_number = Some(serial.clone());
+    Ok((params, serial))
+}
+
+impl Authority {
+    /// A new self-signed root CA named `common_name`, valid from `not_before` to `not_after`.
+    pub fn create(
+        common_name: &str,
+        organisation: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Self, CaError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, organisation);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = to_time(not_before);
+        params.not_after = to_time(not_after);
+        params.serial_number = Some(fresh_serial());
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        let issuer = Issuer::new(params, KeyPair::from_pem(&key.serialize_pem())?);
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key,
+            issuer,
+        })
+    }
+
+    /// Loads a CA from its certificate and key (PEM).
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
+        let cert_pem = std::fs::read_to_string(cert_path).map_err(file_err(cert_path))?;
+        let key_pem = std::fs::read_to_string(key_path).map_err(file_err(key_path))?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, KeyPair::from_pem(&key_pem)?)?;
+        Ok(Self {
+            cert_pem,
+            key,
+            issuer,
+        })
+    }
+
+    /// Issues a certificate for a key the CA generates (development and tests).
+    pub fn issue(&self, req: &IssueRequest) -> Result<Issued, CaError> {
+        let (params, serial) = leaf_params(req)?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            serial: serial.to_bytes(),
+        })
+    }
+
+    /// Issues a certificate for the public key of a CSR (PEM), whose signature is checked;
+    /// the subject and profile are the CA's (`req`), never the CSR's.
+    pub fn issue_for_csr(&self, csr_pem: &str, req: &IssueRequest) -> Result<Issued, CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let (params, serial) = leaf_params(req)?;
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: String::new(),
+            serial: serial.to_bytes(),
+        })
+    }
+
+    /// A CRL listing `revoked`, issued at `this_update`, due again at `next_update`.
+    pub fn crl(
+        &self,
+        revoked: &[Revocation],
+        this_update: SystemTime,
+        next_update: SystemTime,
+    ) -> Result<String, CaError> {
+        let params = CertificateRevocationListParams {
+            this_update: to_time(this_update),
+            next_update: to_time(next_update),
+            crl_number: SerialNumber::from(
+                this_update
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(1),
+            ),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .filter_map(|r| {
+                    Some(RevokedCertParams {
+                        serial_number: SerialNumber::from_slice(&hex::decode(&r.serial).ok()?),
+                        revocation_time: to_time(
+                            SystemTime::UNIX_EPOCH + Duration::from_secs(r.at),
+                        ),
+                        reason_code: Some(r.reason.rcgen()),
+                        invalidity_date: None,
+                    })
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
+    /// The CA's private key, PEM (only for writing its key file).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// The CA key's public half (DER SubjectPublicKeyInfo), for tests.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        self.key.subject_public_key_info()
+    }
+}
+
+/// Why a certificate was revoked (RFC 5280 reason codes the partnership uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The private key is (or may be) known to someone else.
+    KeyCompromise,
+    /// The holder left, or the system was retired.
+    CessationOfOperation,
+    /// Replaced by a renewal.
+    Superseded,
+    /// The holder's details changed.
+    AffiliationChanged,
+}
+
+impl Reason {
+    fn rcgen(self) -> rcgen::RevocationReason {
+        match self {
+            Reason::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+            Reason::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+            Reason::Superseded => rcgen::RevocationReason::Superseded,
+            Reason::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+        }
+    }
+}
+
+/// One revocation, as `revoked.jsonl` records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The serial, lower-case hex.
+    pub serial: String,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// One certificate issued, as `issued.jsonl` records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The serial, lower-case hex.
+    pub serial: String,
+    /// SHA-256 of the DER certificate, lower-case hex (what partner files name).
+    pub fingerprint: String,
+    /// The partner.
+    pub partner: String,
+    /// `system:<id>` or `person:<id>`.
+    pub holder: String,
+    /// Expiry (Unix seconds).
+    pub not_after: u64,
+}
+
+/// Who a client certificate is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A partner's case system.
+    System(String),
+    /// A named person.
+    Person(String),
+}
+
+/// A CA directory: the authority with its issuance and revocation records.
+pub struct Directory {
+    dir: PathBuf,
+}
+
+impl Directory {
+    /// The CA directory at `dir`.
+    pub fn at(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Creates a new CA here; refuses when one exists.
+    pub fn init(&self, name: &str, years: u64, now: SystemTime) -> Result<Authority, CaError> {
+        if self.path("ca.key").exists() || self.path("ca.pem").exists() {
+            return Err(CaError::Exists(self.dir.clone()));
+        }
+        let ca = Authority::create(
+            name,
+            name,
+            now - Duration::from_secs(3600),
+            now + Duration::from_secs(years * 365 * 86_400),
+        )?;
+        crate::files::create_private_dir_all(&self.dir).map_err(file_err(&self.dir))?;
+        let key = self.path("ca.key");
+        crate::files::write_new(&key, ca.key_pem().as_bytes(), true).map_err(file_err(&key))?;
+        let cert = self.path("ca.pem");
+        crate::files::write_new(&cert, ca.cert_pem.as_bytes(), false).map_err(file_err(&cert))?;
+        Ok(ca)
+    }
+
+    /// The authority kept here.
+    pub fn authority(&self) -> Result<Authority, CaError> {
+        Authority::load(&self.path("ca.pem"), &self.path("ca.key"))
+    }
+
+    fn append(&self, name: &str, line: &impl Serialize) -> Result<(), CaError> {
+        let path = self.path(name);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(file_err(&path))?;
+        let mut text = serde_json::to_string(line).map_err(|e| CaError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        text.push('\n');
+        f.write_all(text.as_bytes()).map_err(file_err(&path))?;
+        f.sync_all().map_err(file_err(&path))
+    }
+
+    fn read<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Vec<T>, CaError> {
+        let path = self.path(name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(file_err(&path)(e)),
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).map_err(|e| CaError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Issues a client certificate from a CSR for `holder` of `partner`, valid `days`;
+    /// records it.
+    pub fn issue(
+        &self,
+        csr_pem: &str,
+        partner: &str,
+        holder: &Holder,
+        days: u64,
+        now: SystemTime,
+    ) -> Result<(Issued, Record), CaError> {
+        let ca = self.authority()?;
+        let (kind, id) = match holder {
+            Holder::System(id) => ("system", id),
+            Holder::Person(id) => ("person", id),
+        };
+        let not_after = now + Duration::from_secs(days * 86_400);
+        let issued = ca.issue_for_csr(
+            csr_pem,
+            &IssueRequest {
+                common_name: format!("{kind} {id} of {partner}"),
+                organisation: partner.to_owned(),
+                subject_alt_names: vec![],
+                server: false,
+                not_before: now - Duration::from_secs(300),
+                not_after,
+            },
+        )?;
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(issued.cert_pem.as_bytes())
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+            .map_err(|e| CaError::File {
+                path: PathBuf::from("<issued>"),
+                reason: e.to_string(),
+            })?;
+        use sha2::Digest as _;
+        let record = Record {
+            serial: hex::encode(&issued.serial),
+            fingerprint: hex::encode(sha2::Sha256::digest(&der)),
+            partner: partner.to_owned(),
+            holder: format!("{kind}:{id}"),
+            not_after: not_after
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        self.append("issued.jsonl", &record)?;
+        Ok((issued, record))
+    }
+
+    /// Records the revocation of `serial` (hex) for `reason`.
+    pub fn revoke(&self, serial: &str, reason: Reason, now: SystemTime) -> Result<Record, CaError> {
+        let serial = serial.trim().to_lowercase().replace(':', "");
+        let issued: Vec<Record> = self.read("issued.jsonl")?;
+        let record = issued
+            .into_iter()
+            .find(|r| r.serial == serial)
+            .ok_or_else(|| CaError::UnknownSerial(serial.clone()))?;
+        let revoked: Vec<Revocation> = self.read("revoked.jsonl")?;
+        if !revoked.iter().any(|r| r.serial == serial) {
+            self.append(
+                "revoked.jsonl",
+                &Revocation {
+                    serial,
+                    at: now
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    reason,
+                },
+            )?;
+        }
+        Ok(record)
+    }
+
+    /// The CRL of every revocation recorded here, valid until `now + valid_for`.
+    pub fn crl(&self, valid_for: Duration, now: SystemTime) -> Result<String, CaError> {
+        let revoked: Vec<Revocation> = self.read("revoked.jsonl")?;
+        self.authority()?
+            .crl(&revoked, now - Duration::from_secs(60), now + valid_for)
+    }
+}
+
+/// A key pair and CSR for a requester (`refex ca request`): the key stays with them, the CSR
+/// goes to the CA. Returns `(key_pem, csr_pem)`.
+pub fn request(common_name: &str) -> Result<(String, String), CaError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    let csr = params.serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
+}
+
+/// Runs one `refex ca` command; returns what to print.
+pub fn run(cmd: &crate::cli::CaCommand, now: SystemTime) -> Result<String, CaError> {
+    use crate::cli::CaCommand as C;
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(file_err(p));
+    match cmd {
+        C::Init { dir, name, years } => {
+            Directory::at(dir).init(name, *years, now)?;
+            Ok(format!(
+                "CA {name:?} created in {}: ca.pem (give it to every gateway as a client CA, \
+                 tls.client_ca), ca.key (0600: keep it offline and backed up)",
+                dir.display()
+            ))
+        }
+        C::Request {
+            key_out,
+            csr_out,
+            name,
+        } => {
+            let (key, csr) = request(name)?;
+            crate::files::write_new(key_out, key.as_bytes(), true).map_err(file_err(key_out))?;
+            crate::files::write_new(csr_out, csr.as_bytes(), false).map_err(file_err(csr_out))?;
+            Ok(format!(
+                "private key {} (0600: it never leaves you); send {} to the partnership CA",
+                key_out.display(),
+                csr_out.display()
+            ))
+        }
+        C::Issue {
+            dir,
+            csr,
+            partner,
+            system,
+            person,
+            days,
+            out,
+        } => {
+            let holder = match (system, person) {
+                (Some(s), _) => Holder::System(s.clone()),
+                (None, Some(p)) => Holder::Person(p.clone()),
+                (None, None) => unreachable!("clap requires --system or --person"),
+            };
+            let (issued, record) =
+                Directory::at(dir).issue(&read(csr)?, partner, &holder, *days, now)?;
+            crate::files::write_new(out, issued.cert_pem.as_bytes(), false)
+                .map_err(file_err(out))?;
+            let (table, id) = match &holder {
+                Holder::System(id) => ("[[systems]]", id),
+                Holder::Person(id) => ("[[people]]", id),
+            };
+            Ok(format!(
+                "certificate {} (serial {}, expires at {} Unix time)\n\
+                 in partners/{partner}.toml, under {table} id = \"{id}\", add:\n\
+                 fingerprints = [\"{}\"]   # or fingerprint = \"…\" for the first one\n\
+                 keep the old certificate's fingerprint until the holder has switched, then remove it",
+                out.display(),
+                record.serial,
+                record.not_after,
+                record.fingerprint
+            ))
+        }
+        C::Revoke {
+            dir,
+            serial,
+            reason,
+        } => {
+            let record = Directory::at(dir).revoke(serial, *reason, now)?;
+            Ok(format!(
+                "revoked {} ({} of {}); now write and publish the CRL: refex ca crl --dir {} --out crl.pem, \
+                 and remove fingerprint {} from partners/{}.toml",
+                record.serial,
+                record.holder,
+                record.partner,
+                dir.display(),
+                record.fingerprint,
+                record.partner
+            ))
+        }
+        C::Crl {
+            dir,
+            out,
+            valid_for,
+        } => {
+            let crl = Directory::at(dir).crl(*valid_for, now)?;
+            let tmp = out.with_extension("partial");
+            std::fs::write(&tmp, crl.as_bytes()).map_err(file_err(&tmp))?;
+            std::fs::rename(&tmp, out).map_err(file_err(out))?;
+            Ok(format!(
+                "CRL {} written; nextUpdate in {}: copy it to every gateway (tls.crls) and reload \
+                 (SIGHUP or POST /admin/reload) well before then",
+                out.display(),
+                humantime::format_duration(*valid_for)
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::FromDer as _;
+
+    #[test]
+    fn a_csr_becomes_a_client_certificate_that_can_be_revoked_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = Directory::at(&dir.path().join("ca"));
+        let now = SystemTime::now();
+        ca_dir.init("Test Partnership CA", 10, now).unwrap();
+        assert!(matches!(
+            ca_dir.init("again", 10, now),
+            Err(CaError::Exists(_))
+        ));
+        let (key, csr) = request("whoever").unwrap();
+        assert!(key.contains("PRIVATE KEY") && csr.contains("CERTIFICATE REQUEST"));
+        let (issued, record) = ca_dir
+            .issue(&csr, "imara", &Holder::Person("dsl-a".into()), 397, now)
+            .unwrap();
+        assert!(issued.key_pem.is_empty(), "the CA never holds the key");
+        assert_eq!(record.holder, "person:dsl-a");
+        assert_eq!(record.fingerprint.len(), 64);
+        let der: rustls_pki_types::CertificateDer<'static> =
+            rustls_pki_types::pem::PemObject::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(cert.version(), x509_parser::x509::X509Version::V3);
+        assert!(
+            cert.extended_key_usage()
+                .unwrap()
+                .unwrap()
+                .value
+                .client_auth
+        );
+        assert!(cert.basic_constraints().unwrap().is_none());
+        assert!(matches!(
+            ca_dir.revoke("00", Reason::KeyCompromise, now),
+            Err(CaError::UnknownSerial(_))
+        ));
+        ca_dir
+            .revoke(&record.serial, Reason::KeyCompromise, now)
+            .unwrap();
+        let crl = ca_dir.crl(Duration::from_secs(7 * 86_400), now).unwrap();
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(crl.as_bytes())
+            .map(|c: rustls_pki_types::CertificateRevocationListDer<'static>| c.to_vec())
+            .unwrap();
+        let (_, parsed) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        assert_eq!(parsed.iter_revoked_certificates().count(), 1);
+        assert!(parsed.next_update().is_some());
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("ca/ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0);
+    }
+}
