@@ -303,6 +303,8 @@ pub enum Holder {
     System(String),
     /// A named person.
     Person(String),
+    /// A gateway's server certificate for these names.
+    Server(Vec<String>),
 }
 
 /// A CA directory: the authority with its issuance and revocation records.
@@ -391,18 +393,27 @@ impl Directory {
         now: SystemTime,
     ) -> Result<(Issued, Record), CaError> {
         let ca = self.authority()?;
-        let (kind, id) = match holder {
-            Holder::System(id) => ("system", id),
-            Holder::Person(id) => ("person", id),
+        let (kind, id, names) = match holder {
+            Holder::System(id) => ("system", id.clone(), vec![]),
+            Holder::Person(id) => ("person", id.clone(), vec![]),
+            Holder::Server(names) => (
+                "server",
+                names.first().cloned().unwrap_or_default(),
+                names.clone(),
+            ),
         };
         let not_after = now + Duration::from_secs(days * 86_400);
         let issued = ca.issue_for_csr(
             csr_pem,
             &IssueRequest {
-                common_name: format!("{kind} {id} of {partner}"),
+                common_name: if names.is_empty() {
+                    format!("{kind} {id} of {partner}")
+                } else {
+                    id.clone()
+                },
                 organisation: partner.to_owned(),
-                subject_alt_names: vec![],
-                server: false,
+                server: !names.is_empty(),
+                subject_alt_names: names,
                 not_before: now - Duration::from_secs(300),
                 not_after,
             },
@@ -506,21 +517,31 @@ pub fn run(cmd: &crate::cli::CaCommand, now: SystemTime) -> Result<String, CaErr
             partner,
             system,
             person,
+            server,
             days,
             out,
         } => {
             let holder = match (system, person) {
                 (Some(s), _) => Holder::System(s.clone()),
                 (None, Some(p)) => Holder::Person(p.clone()),
-                (None, None) => unreachable!("clap requires --system or --person"),
+                (None, None) => Holder::Server(server.clone()),
             };
             let (issued, record) =
                 Directory::at(dir).issue(&read(csr)?, partner, &holder, *days, now)?;
             crate::files::write_new(out, issued.cert_pem.as_bytes(), false)
                 .map_err(file_err(out))?;
             let (table, id) = match &holder {
-                Holder::System(id) => ("[[systems]]", id),
-                Holder::Person(id) => ("[[people]]", id),
+                Holder::System(id) => ("[[systems]]", id.clone()),
+                Holder::Person(id) => ("[[people]]", id.clone()),
+                Holder::Server(names) => {
+                    return Ok(format!(
+                        "server certificate {} for {} (serial {}): set tls.server_cert to it and \
+                         tls.server_key to the key made with its request",
+                        out.display(),
+                        names.join(", "),
+                        record.serial
+                    ));
+                }
             };
             Ok(format!(
                 "certificate {} (serial {}, expires at {} Unix time)\n\

@@ -124,11 +124,15 @@ pub enum CaCommand {
         #[arg(long)]
         partner: String,
         /// For the partner's system with this id.
-        #[arg(long, conflicts_with = "person", required_unless_present = "person")]
+        #[arg(long, conflicts_with_all = ["person", "server"], required_unless_present_any = ["person", "server"])]
         system: Option<String>,
         /// For the partner's person with this id.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "server")]
         person: Option<String>,
+        /// A gateway server certificate for these DNS names or IP addresses (repeat the
+        /// flag); `--partner` names the operating organisation.
+        #[arg(long)]
+        server: Vec<String>,
         /// Validity in days (renew before it ends: a new certificate overlaps the old).
         #[arg(long, default_value_t = 397)]
         days: u64,
