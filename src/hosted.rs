@@ -284,10 +284,11 @@ pub struct Opened {
     pub claims: Value,
 }
 
-/// Opens a delivery of the caller's (hosted) organisation for the caller to read: fetched
-/// through the store (the first read marks it delivered), a `consulted` event naming the
-/// person recorded, then decrypted with the organisation's key and the gateway's signature
-/// verified. Nothing is shown unless the event was recorded.
+/// Opens a delivery of the caller's (hosted) organisation for the caller to read: the sealed
+/// copy is decrypted with the organisation's key and the gateway's signature verified first
+/// (a copy that does not open is a gateway fault and leaves the delivery as it was); then it
+/// is fetched through the store (the first read marks it delivered, `fetched` by the person)
+/// and a `consulted` event naming the person is recorded. Nothing is shown unless both were.
 pub async fn open_delivery(
     rt: &Runtime,
     caller: &Principal,
@@ -296,11 +297,10 @@ pub async fn open_delivery(
     let keys = hosted_keys(rt, &caller.partner)?;
     let at = rt.clock.unix_seconds() as i64;
     let actor = ActorRef::from(caller);
-    let sealed = rt
-        .store
-        .fetch_delivery(&caller.partner, id, at, &actor)
-        .await?
-        .ok_or(HostedError::NotFound)?;
+    let sealed = match rt.store.peek_delivery(&caller.partner, id).await? {
+        Some((status, Some(sealed))) if status.in_inbox() => sealed,
+        _ => return Err(HostedError::NotFound),
+    };
     let gateway = rt.snapshot().config.gateway_keys.clone();
     let plain = partner::unwrap(&sealed, &keys, &gateway).map_err(|_| HostedError::Unreadable)?;
     let claims: Value = serde_json::from_slice(&plain).map_err(|_| HostedError::Unreadable)?;
@@ -308,6 +308,11 @@ pub async fn open_delivery(
         .as_str()
         .and_then(|r| ReferralId::parse(r).ok())
         .ok_or(HostedError::Unreadable)?;
+    // It may have been withdrawn or expired since the peek: the fetch says.
+    rt.store
+        .fetch_delivery(&caller.partner, id, at, &actor)
+        .await?
+        .ok_or(HostedError::NotFound)?;
     let event = AuditRecord::new(
         at,
         Some(actor),

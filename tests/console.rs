@@ -182,7 +182,7 @@ async fn a_lead_reviews_in_the_console() {
         res.text()
             .await
             .unwrap()
-            .contains("Give a reason for rejecting imara")
+            .contains("Give a reason for not releasing to Imara")
     );
     let res = post(
         &b,

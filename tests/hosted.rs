@@ -94,6 +94,11 @@ impl<'a> Browser<'a> {
     }
 }
 
+/// A page carrying a CSRF token for this browser (the compose form).
+async fn list_csrf(b: &mut Browser<'_>) -> String {
+    b.get("/console/compose/safeguarding-concern").await.1
+}
+
 async fn a_hosted_partner_works_in_the_console(store_url: Option<String>) {
     let h = Harness::start(store_url).await;
     let mut imara = Browser::new(&h, "imara", "practitioner-1");
@@ -169,11 +174,17 @@ async fn a_hosted_partner_works_in_the_console(store_url: Option<String>) {
             ),
         "{page}"
     );
-    // The same form sent again (a double click) is the same referral.
+    // The same form sent again (a double click, or a retry a few seconds later, when the
+    // claims' iat has moved on) is the same referral.
     let (_, _, again) = imara
         .post("/console/compose/safeguarding-concern", &answers("Example"))
         .await;
     assert_eq!(again, url);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _, later) = imara
+        .post("/console/compose/safeguarding-concern", &answers("Example"))
+        .await;
+    assert_eq!((status, later.as_str()), (200, url.as_str()));
     assert_eq!(h.count("referrals").await, 1);
 
     // The police system receives exactly what was typed, signed by Imara's hosted key.
@@ -239,6 +250,21 @@ async fn a_hosted_partner_works_in_the_console(store_url: Option<String>) {
         list[at..].split('"').next().unwrap().to_owned()
     };
     assert!(list.contains("In the inbox, not yet opened"), "{list}");
+    // Nothing is acknowledged unread: the gateway's copy is the organisation's only one.
+    let token = hidden(&list_csrf(&mut imara).await, "csrf");
+    let (status, page, _) = imara
+        .post(&format!("/console/inbox/{dlv}/ack"), &[("csrf", token)])
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("open and record this referral before acknowledging it"),
+        "{page}"
+    );
+    // A notice is only shown for what is true.
+    let (_, fake) = imara
+        .get(&format!("/console/inbox?acknowledged={dlv}"))
+        .await;
+    assert!(!fake.contains("is acknowledged"), "{fake}");
     let consulted_before = h
         .audit_actors()
         .await
@@ -281,6 +307,56 @@ async fn a_hosted_partner_works_in_the_console(store_url: Option<String>) {
     );
     let (status, _) = imara.get(&format!("/console/inbox/{dlv}")).await;
     assert_eq!(status, 404);
+
+    // Withdrawing asks first, naming the reference and who it leaves; then withdraws.
+    let referral = url
+        .split("sent=")
+        .nth(1)
+        .unwrap()
+        .split('#')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, sent_page) = imara.get("/console/sent").await;
+    assert_eq!(status, 200);
+    assert!(
+        sent_page.contains("IM/2026/0042")
+            && sent_page.contains(&format!("href=\"/console/sent/{referral}/withdraw\"")),
+        "{sent_page}"
+    );
+    let (status, confirm) = imara
+        .get(&format!("/console/sent/{referral}/withdraw"))
+        .await;
+    assert_eq!(status, 200, "{confirm}");
+    assert!(
+        confirm.contains("Withdraw IM/2026/0042?")
+            && confirm.contains("Nottinghamshire Police - Public Protection Unit"),
+        "{confirm}"
+    );
+    // Without the confirmation, nothing happens but the question.
+    let (status, asked, _) = imara
+        .post(
+            &format!("/console/sent/{referral}/withdraw"),
+            &[("csrf", hidden(&confirm, "csrf"))],
+        )
+        .await;
+    assert!(
+        status == 200 && asked.contains("This cannot be undone"),
+        "{asked}"
+    );
+    let (status, done, _) = imara
+        .post(
+            &format!("/console/sent/{referral}/withdraw"),
+            &[
+                ("csrf", hidden(&confirm, "csrf")),
+                ("confirm", "yes".into()),
+            ],
+        )
+        .await;
+    assert!(
+        status == 200 && done.contains("Referral withdrawn"),
+        "{done}"
+    );
 
     // A forged form changes nothing.
     let (status, _, _) = Browser::new(&h, "imara", "practitioner-1")

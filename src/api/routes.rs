@@ -113,6 +113,8 @@ pub static ROUTES: &[RouteDoc] = &[
     route!(GET "/console/sent" => crate::console::sent::sent, "Console: your organisation's sent referrals with each recipient's status (HTML)",
         Permission::ReadSentHistory, query: &[("sent", false, "a referral just sent"), ("withdrawn", false, "a referral just withdrawn")],
         body: None, ok: (200, "text/html"), problems: &[]),
+    route!(GET "/console/sent/{id}/withdraw" => crate::console::sent::confirm, "Console: what withdrawing a referral would do, and the form that does it (HTML)",
+        Permission::WithdrawReferral, query: &[], body: None, ok: (200, "text/html"), problems: &[404]),
     route!(POST "/console/sent/{id}/withdraw" => crate::console::sent::withdraw, "Console: withdraw a referral's unacknowledged deliveries (form, CSRF-checked)",
         Permission::WithdrawReferral, query: &[], body: Some("application/x-www-form-urlencoded"),
         ok: (303, ""), problems: &[404]),

@@ -425,6 +425,7 @@ fn load_partners(
                 jwks_path: file.jwks.map(|p| resolve(&base, &p)),
                 keys,
                 hosted,
+                notify: file.notify.clone().unwrap_or_default(),
                 systems: file.systems.into_iter().map(|s| s.id).collect(),
                 people: file
                     .people
@@ -456,7 +457,7 @@ fn hosted_keys(
         (false, Some(_)) => return Err("hosted_keys is set, but hosted is not true".into()),
         (true, None) => {
             return Err(format!(
-                "hosted = true needs hosted_keys (write them with `refex hosted-keys --partner {id}`)"
+                "hosted = true needs hosted_keys (write them with `refex keys hosted --partner {id}`)"
             ));
         }
         (true, Some(p)) => resolve(base, p),

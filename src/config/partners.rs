@@ -42,10 +42,13 @@ pub struct PartnerFile {
     /// without a case system). Stated in every disclosure record of the partner.
     #[serde(default)]
     pub hosted: bool,
-    /// For a hosted partner: its private keys, sealed under the storage key (`refex
-    /// hosted-keys` writes them).
+    /// For a hosted partner: its private keys, sealed under the storage key (`refex keys
+    /// hosted` writes them).
     #[serde(default)]
     pub hosted_keys: Option<PathBuf>,
+    /// Where its designated safeguarding leads are told that a referral waits for them.
+    #[serde(default)]
+    pub notify: Option<NotifyFile>,
     /// Its systems (client applications).
     #[serde(default)]
     pub systems: Vec<SystemFile>,
@@ -226,10 +229,24 @@ pub struct Partner {
     pub jwks_path: Option<PathBuf>,
     /// For a hosted partner, its private keys (the gateway holds them on its behalf).
     pub hosted: Option<std::sync::Arc<KeySet>>,
+    /// Where its leads are notified (empty: nowhere).
+    pub notify: NotifyFile,
     /// Systems.
     pub systems: Vec<SystemId>,
     /// People.
     pub people: Vec<Person>,
+}
+
+/// `[notify]` in a partner file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    /// E-mail addresses (a team mailbox of the leads, typically).
+    #[serde(default)]
+    pub email: Vec<String>,
+    /// A webhook the partner runs (HTTPS in production): `POST`ed a small JSON notice.
+    #[serde(default)]
+    pub webhook: Option<String>,
 }
 
 /// A validated person.

@@ -65,6 +65,9 @@ pub struct Settings {
     /// The gateway's JOSE keys.
     #[serde(default)]
     pub keys: KeySettings,
+    /// Notifications to designated safeguarding leads (e-mail, webhooks).
+    #[serde(default)]
+    pub notify: NotifySettings,
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
@@ -212,6 +215,54 @@ impl Default for Retention {
             housekeeping_interval: default_housekeeping(),
         }
     }
+}
+
+/// Notifications to leads: that something waits, never what (no personal data), with the
+/// console's address.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// The SMTP relay: `smtps://host:465`, `smtp://host:587?tls=required` (STARTTLS), with
+    /// `user:password@` if it needs them. Production refuses a relay without TLS. Unset: no
+    /// e-mail is sent.
+    #[serde(default)]
+    pub smtp_url: Option<String>,
+    /// The sender address of the e-mails.
+    #[serde(default = "default_notify_from")]
+    pub from: String,
+    /// The console's address as leads reach it (the link in every notice).
+    #[serde(default = "default_console_url")]
+    pub console_url: String,
+    /// The hour (UTC, 0-23) after which each day's digest of what waits is sent.
+    #[serde(default = "default_digest_hour")]
+    pub digest_hour: u8,
+    /// Extra CA certificates (PEM) to trust for the relay and webhooks, beside the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: default_notify_from(),
+            console_url: default_console_url(),
+            digest_hour: default_digest_hour(),
+            ca_file: None,
+        }
+    }
+}
+
+fn default_notify_from() -> String {
+    "refex@localhost".into()
+}
+
+fn default_console_url() -> String {
+    "https://localhost:8443/console/".into()
+}
+
+fn default_digest_hour() -> u8 {
+    7
 }
 
 /// Safeguarding review of held disclosures.

@@ -770,6 +770,22 @@ pub async fn send(
             StatusCode::UNPROCESSABLE_ENTITY,
         );
     }
+    // This form was sent before (a double click, a retry after a lost answer, a reload that
+    // posts again): its `jti` is its own, so an acceptance under it is this form's.
+    match rt
+        .store
+        .prior_acceptance(&caller.partner, &draft.entered.jti)
+        .await
+    {
+        Ok(Some(prior)) => {
+            return see_other(&format!(
+                "/console/sent?sent={}#just-sent",
+                prior.referral_id
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
+    }
     let now = rt.clock.unix_seconds();
     let claims = match claims(config, &caller, &ty, &draft.entered, &draft.payload, now) {
         Ok(c) => c,
@@ -789,7 +805,9 @@ pub async fn send(
         Err(e) => {
             let api = ApiError::from(e);
             let status = api.problem().status;
-            if !status.is_client_error() || status == StatusCode::FORBIDDEN {
+            // What intake refused is shown on the form, the answers kept; anything else (the
+            // store, the organisation's keys) is a problem page.
+            if !matches!(api, ApiError::Submit(SubmitError::Intake(_))) {
                 return problem_page_in(Some(config), &api, Some(&caller));
             }
             let items = form::form(schema, &draft.payload, &BTreeMap::new(), &BTreeMap::new());

@@ -23,12 +23,15 @@ use crate::audit::event::ActorRef;
 use crate::hosted;
 use crate::identity::PartnerId;
 use crate::ids::DeliveryId;
+use crate::lifecycle::DeliveryStatus;
 use crate::runtime::Runtime;
 use crate::schema::Section;
 use crate::store::records::AckOutcome;
 
-/// How many deliveries the inbox page lists.
-const SHOWN: i64 = 200;
+/// How many waiting deliveries one inbox page lists (then a link to the next page).
+const PAGE: i64 = 100;
+/// How many finished deliveries (acknowledged, withdrawn, expired) the page recalls.
+const RECENT: i64 = 50;
 
 struct InboxRow {
     id: String,
@@ -36,7 +39,6 @@ struct InboxRow {
     about: String,
     received: String,
     status: &'static str,
-    readable: bool,
 }
 
 #[derive(Template)]
@@ -44,26 +46,38 @@ struct InboxRow {
     ext = "html",
     source = r#"<h1>Inbox</h1>
 {% if let Some(n) = notice %}<div class="notice" role="status"><h2>Acknowledged</h2><p>{{ n }}</p></div>{% endif %}
-<p>Referrals other organisations sent to {{ org }}. The gateway holds your organisation's keys, so you can read them here. Once you acknowledge a referral the gateway deletes its copy: record it in your own files first (print it, or save it as a PDF).</p>
-{% if rows.is_empty() %}<p>Nothing has been sent to your organisation yet.</p>{% else %}
-<table><caption>Most recent first ({{ rows.len() }} shown)</caption>
+<p>Referrals other organisations sent to {{ org }}. The gateway holds your organisation's keys, so you can read them here. Once you acknowledge a referral the gateway deletes its copy: record it in your own files first (print it, or save it as a PDF). A referral can be acknowledged only after it has been opened.</p>
+<h2>Waiting for you</h2>
+{% if waiting.is_empty() %}<p>{% if paged %}No more referrals are waiting.{% else %}Nothing is waiting for you.{% endif %}</p>{% else %}
+<table><caption>Oldest first{% if paged %} (continued){% endif %}: {{ waiting.len() }} shown</caption>
 <thead><tr><th scope="col">From</th><th scope="col">About</th><th scope="col">Received</th><th scope="col">Status</th><th scope="col">Open</th></tr></thead>
-<tbody>{% for r in rows %}<tr><td>{{ r.from }}</td><td>{{ r.about }}</td><td>{{ r.received }}</td><td>{{ r.status }}</td>
-<td>{% if r.readable %}<a href="/console/inbox/{{ r.id }}">Read<span class="visually-hidden"> the {{ r.about }} from {{ r.from }}, received {{ r.received }}</span></a>{% else %}—{% endif %}</td></tr>{% endfor %}</tbody></table>{% endif %}"#
+<tbody>{% for r in waiting %}<tr><td>{{ r.from }}</td><td>{{ r.about }}</td><td>{{ r.received }}</td><td>{{ r.status }}</td>
+<td><a href="/console/inbox/{{ r.id }}">Read<span class="visually-hidden"> the {{ r.about }} from {{ r.from }}, received {{ r.received }}</span></a></td></tr>{% endfor %}</tbody></table>
+{% if let Some(next) = next %}<p><a href="/console/inbox?after={{ next }}">More waiting referrals</a></p>{% endif %}{% endif %}
+<h2>Recently finished</h2>
+{% if done.is_empty() %}<p>None yet.</p>{% else %}
+<table><caption>Most recent first ({{ done.len() }} shown)</caption>
+<thead><tr><th scope="col">From</th><th scope="col">About</th><th scope="col">Received</th><th scope="col">Status</th></tr></thead>
+<tbody>{% for r in done %}<tr><td>{{ r.from }}</td><td>{{ r.about }}</td><td>{{ r.received }}</td><td>{{ r.status }}</td></tr>{% endfor %}</tbody></table>{% endif %}"#
 )]
 struct InboxBody {
     notice: Option<String>,
     org: String,
-    rows: Vec<InboxRow>,
+    waiting: Vec<InboxRow>,
+    done: Vec<InboxRow>,
+    next: Option<i64>,
+    paged: bool,
 }
 
-/// `?acknowledged=` after an acknowledgement.
+/// `?acknowledged=` after an acknowledgement; `?after=` for the next page of waiting ones.
 #[derive(Debug, Deserialize)]
 pub struct InboxQuery {
     acknowledged: Option<String>,
+    after: Option<i64>,
 }
 
-/// `GET /console/inbox`.
+/// `GET /console/inbox`: every delivery waiting (oldest first, a page at a time) and the
+/// recently finished ones.
 pub async fn list(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
@@ -71,31 +85,60 @@ pub async fn list(
 ) -> Response {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;
-    let rows = match rt.store.received(&caller.partner, SHOWN).await {
-        Ok(rows) => rows,
-        Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
+    let after = q.after.unwrap_or(0).max(0);
+    let (waiting, recent) = match (
+        rt.store.inbox_page(&caller.partner, after, PAGE).await,
+        rt.store.received(&caller.partner, RECENT).await,
+    ) {
+        (Ok(w), Ok(r)) => (w, r),
+        (Err(e), _) | (_, Err(e)) => {
+            return problem_page_in(Some(config), &ApiError::from(e), Some(&caller));
+        }
     };
-    let notice = q
+    // A notice only for what is true: the delivery is the caller's and acknowledged.
+    let mut notice = None;
+    if let Some(id) = q
         .acknowledged
         .as_deref()
         .and_then(|id| DeliveryId::parse(id).ok())
-        .map(|id| {
-            format!("Delivery {id} is acknowledged: the sender sees that you have it, and the gateway has deleted its copy.")
-        });
+    {
+        if let Ok(Some((DeliveryStatus::Acknowledged, _))) =
+            rt.store.peek_delivery(&caller.partner, &id).await
+        {
+            notice = Some(format!(
+                "Delivery {id} is acknowledged: the sender sees that you have it, and the gateway has deleted its copy."
+            ));
+        }
+    }
+    let next = (waiting.len() as i64 == PAGE)
+        .then(|| waiting.last().map(|w| w.position))
+        .flatten();
     let body = render(&InboxBody {
         notice,
         org: partner_name(config, &caller.partner),
-        rows: rows
+        waiting: waiting
+            .iter()
+            .map(|w| InboxRow {
+                id: w.id.to_string(),
+                from: partner_name(config, &w.from),
+                about: type_title(config, &w.referral_type),
+                received: when(w.received_at),
+                status: w.status.words(),
+            })
+            .collect(),
+        done: recent
             .into_iter()
+            .filter(|r| !r.status.in_inbox())
             .map(|r| InboxRow {
                 id: r.id.to_string(),
                 from: partner_name(config, &r.from),
                 about: type_title(config, &r.referral_type),
                 received: when(r.received_at),
                 status: r.status.words(),
-                readable: r.status.in_inbox(),
             })
             .collect(),
+        next,
+        paged: after > 0,
     });
     let html = full_page(
         Some(config),
@@ -227,6 +270,22 @@ pub async fn acknowledge(
     };
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
         return *refused;
+    }
+    // A hosted organisation has no copy but this one: it is acknowledged (and deleted) only
+    // once someone has opened it.
+    match rt.store.peek_delivery(&caller.partner, &id).await {
+        Ok(Some((DeliveryStatus::Queued, _))) => {
+            return problem_page_in(
+                Some(config),
+                &ApiError::BadRequest {
+                    slug: "not-opened",
+                    detail: "open and record this referral before acknowledging it: acknowledging deletes the gateway's copy".into(),
+                },
+                Some(&caller),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
     }
     let at = rt.clock.unix_seconds() as i64;
     match rt

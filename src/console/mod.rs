@@ -225,11 +225,12 @@ fn full_page(
     ext = "html",
     source = r#"<h1>{{ title }}</h1>
 <div class="problem" role="alert"><p>{{ detail }}</p></div>
-<p><a href="/console/">Back to the console</a></p>"#
+{% if let Some(h) = home %}<p><a href="{{ h }}">Back to the console</a></p>{% endif %}"#
 )]
 struct ProblemBody<'a> {
     title: &'a str,
     detail: &'a str,
+    home: Option<&'static str>,
 }
 
 /// A failure as an HTML page: the same status, title and detail the API would send as
@@ -244,6 +245,8 @@ fn problem_page_in(config: Option<&Config>, e: &ApiError, caller: Option<&Princi
     let body = render(&ProblemBody {
         title: p.title,
         detail: &p.detail,
+        // The first page this caller may open, if any.
+        home: nav(caller, "").first().map(|n| n.href),
     });
     let html = full_page(config, caller, "", p.title, &body, true);
     let mut response = page(p.status, html, None);

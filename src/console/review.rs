@@ -475,7 +475,11 @@ pub async fn review(
 /// The choices a decision form carries: `decision_<partner>`, `reason_<partner>` and
 /// `preview_<partner>` for each recipient shown; a field sent twice is refused, never
 /// resolved silently. What is wrong is said per recipient, to be shown beside its fields.
-fn choices(fields: &[(String, String)], posting: &mut Posting) -> Vec<(PartnerId, Choice)> {
+fn choices(
+    fields: &[(String, String)],
+    posting: &mut Posting,
+    name_of: impl Fn(&str) -> String,
+) -> Vec<(PartnerId, Choice)> {
     let mut form: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in fields {
         if form.insert(name.clone(), value.clone()).is_some() {
@@ -507,6 +511,7 @@ fn choices(fields: &[(String, String)], posting: &mut Posting) -> Vec<(PartnerId
             posting.general = Some("The form names an unknown recipient; reload the page.".into());
             continue;
         };
+        let name = name_of(to);
         let mut refuse = |message: String| {
             posting.errors.push(FieldError {
                 to: to.to_owned(),
@@ -515,7 +520,7 @@ fn choices(fields: &[(String, String)], posting: &mut Posting) -> Vec<(PartnerId
         };
         match decision.as_str() {
             "approve" if !reason.trim().is_empty() => refuse(format!(
-                "A reason is given only to reject: clear the reason for {to}, or choose reject"
+                "A reason is given only to reject: clear the reason for {name}, or choose reject"
             )),
             "approve" => out.push((
                 partner,
@@ -524,10 +529,10 @@ fn choices(fields: &[(String, String)], posting: &mut Posting) -> Vec<(PartnerId
                 },
             )),
             "reject" if reason.trim().is_empty() => refuse(format!(
-                "Give a reason for rejecting {to}: your organisation's sender sees it"
+                "Give a reason for not releasing to {name}: your organisation's sender sees it"
             )),
             "reject" => out.push((partner, Choice::Reject { reason })),
-            _ => refuse(format!("Choose approve or reject for {to}")),
+            _ => refuse(format!("Choose approve or reject for {name}")),
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -567,7 +572,10 @@ pub async fn decide(
         return *refused;
     }
     let mut posting = Posting::default();
-    let chosen = choices(&form, &mut posting);
+    let chosen = choices(&form, &mut posting, |to| match to.parse::<PartnerId>() {
+        Ok(p) => partner_name(config, &p),
+        Err(_) => to.to_owned(),
+    });
     if !posting.errors.is_empty() || posting.general.is_some() {
         return review_page(
             &rt,

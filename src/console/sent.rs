@@ -27,6 +27,7 @@ const SHOWN: i64 = 200;
 
 struct SentView {
     id: String,
+    sender_ref: String,
     about: String,
     received: String,
     states: Vec<(String, &'static str, &'static str)>,
@@ -41,13 +42,11 @@ struct SentView {
 {% if let Some(n) = notice %}<div class="notice" role="status"><h2>{{ n.0 }}</h2><p>{{ n.1 }}</p></div>{% endif %}
 {% if rows.is_empty() %}<p>Your organisation has sent no referrals.</p>{% else %}
 <table><caption>Most recent first ({{ rows.len() }} shown, {{ shown }} at most)</caption>
-<thead><tr><th scope="col">Referral</th><th scope="col">About</th><th scope="col">Received</th><th scope="col">Recipients and status</th>{% if can_withdraw %}<th scope="col">Withdraw</th>{% endif %}</tr></thead>
+<thead><tr><th scope="col">Your reference</th><th scope="col">About</th><th scope="col">Received</th><th scope="col">Recipients and status</th>{% if can_withdraw %}<th scope="col">Withdraw</th>{% endif %}</tr></thead>
 <tbody>{% for r in rows %}<tr{% if r.highlight %} id="just-sent"{% endif %}>
-<td>{{ r.id }}</td><td>{{ r.about }}</td><td>{{ r.received }}</td>
+<td>{{ r.sender_ref }}<br><span class="caption">{{ r.id }}</span></td><td>{{ r.about }}</td><td>{{ r.received }}</td>
 <td><ul>{% for s in r.states %}<li>{{ s.0 }}: <span class="tag {{ s.2 }}">{{ s.1 }}</span></li>{% endfor %}</ul></td>
-{% if can_withdraw %}<td>{% if r.open %}<form method="post" action="/console/sent/{{ r.id }}/withdraw">
-<input type="hidden" name="csrf" value="{{ csrf }}">
-<button type="submit" class="warning" aria-label="Withdraw referral {{ r.id }}">Withdraw</button></form>{% else %}—{% endif %}</td>{% endif %}
+{% if can_withdraw %}<td>{% if r.open %}<a href="/console/sent/{{ r.id }}/withdraw">Withdraw<span class="visually-hidden"> {{ r.sender_ref }}</span>…</a>{% else %}—{% endif %}</td>{% endif %}
 </tr>{% endfor %}</tbody></table>{% endif %}"#
 )]
 struct SentBody {
@@ -55,6 +54,24 @@ struct SentBody {
     rows: Vec<SentView>,
     shown: i64,
     can_withdraw: bool,
+}
+
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = r#"<h1>Withdraw {{ sender_ref }}?</h1>
+<dl class="summary"><dt>Referral</dt><dd>{{ id }}</dd><dt>About</dt><dd>{{ about }}</dd><dt>Received</dt><dd>{{ received }}</dd></dl>
+<p>Every copy not yet acknowledged leaves its recipient's inbox: {{ reaches }}. Copies already acknowledged stay with their recipients. This cannot be undone.</p>
+<form method="post" action="/console/sent/{{ id }}/withdraw"><input type="hidden" name="csrf" value="{{ csrf }}">
+<input type="hidden" name="confirm" value="yes">
+<p><button type="submit" class="warning">Withdraw {{ sender_ref }}</button> <a href="/console/sent">Keep it</a></p></form>"#
+)]
+struct ConfirmBody {
+    id: String,
+    sender_ref: String,
+    about: String,
+    received: String,
+    reaches: String,
     csrf: String,
 }
 
@@ -82,7 +99,6 @@ fn tag(status: DeliveryStatus) -> &'static str {
 pub async fn sent(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    headers: HeaderMap,
     q: Query<SentQuery>,
 ) -> Response {
     let snapshot = rt.snapshot();
@@ -130,6 +146,7 @@ pub async fn sent(
                 });
             }
             SentView {
+                sender_ref: s.sender_ref.clone(),
                 about: type_title(config, &s.referral_type),
                 received: when(s.received_at),
                 open: s.states.iter().any(|d| !d.status.is_final()),
@@ -139,13 +156,11 @@ pub async fn sent(
             }
         })
         .collect();
-    let (csrf, cookie) = csrf_token(&rt, &caller, &headers);
     let body = render(&SentBody {
         notice,
         rows,
         shown: SHOWN,
         can_withdraw: policy::decide(Some(&caller), Permission::WithdrawReferral).is_ok(),
-        csrf,
     });
     let html = full_page(
         Some(config),
@@ -155,10 +170,58 @@ pub async fn sent(
         &body,
         false,
     );
+    page(StatusCode::OK, html, None)
+}
+
+/// `GET /console/sent/{id}/withdraw`: what withdrawing would do, and the form that does it.
+pub async fn confirm(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    PathId(id): PathId,
+    headers: HeaderMap,
+) -> Response {
+    let snapshot = rt.snapshot();
+    let config = &snapshot.config;
+    let Ok(id) = ReferralId::parse(&id) else {
+        return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
+    };
+    let found = match rt.store.referral_detail(&id).await {
+        Ok(d) => d.filter(|d| d.referral.sender == caller.partner),
+        Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
+    };
+    let Some(d) = found.filter(|d| d.deliveries.iter().any(|x| !x.status.is_final())) else {
+        return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
+    };
+    let s = &d.referral;
+    let reaches = d
+        .deliveries
+        .iter()
+        .filter(|d| !d.status.is_final())
+        .map(|d| partner_name(config, &d.recipient))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (csrf, cookie) = csrf_token(&rt, &caller, &headers);
+    let body = render(&ConfirmBody {
+        id: id.to_string(),
+        sender_ref: s.sender_ref.clone(),
+        about: type_title(config, &s.referral_type),
+        received: when(s.received_at),
+        reaches,
+        csrf,
+    });
+    let title = format!("Withdraw {}?", s.sender_ref);
+    let html = full_page(
+        Some(config),
+        Some(&caller),
+        "/console/sent",
+        &title,
+        &body,
+        false,
+    );
     page(StatusCode::OK, html, cookie)
 }
 
-/// `POST /console/sent/{id}/withdraw`.
+/// `POST /console/sent/{id}/withdraw` (with `confirm=yes`; without it, the confirmation page).
 pub async fn withdraw(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
@@ -174,6 +237,9 @@ pub async fn withdraw(
     };
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
         return *refused;
+    }
+    if !form.iter().any(|(k, v)| k == "confirm" && v == "yes") {
+        return see_other(&format!("/console/sent/{id}/withdraw"));
     }
     let at = rt.clock.unix_seconds() as i64;
     match rt

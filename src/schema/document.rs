@@ -54,8 +54,10 @@ pub fn document(schema: &Compiled, instance: &Value) -> Document {
         root,
         order: &schema.order,
     };
-    let mut sections = Vec::new();
-    let mut general = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
+    // Top-level values that are not groups share one "Details" section, placed where the
+    // first of them comes in the schema.
+    let mut details: Option<usize> = None;
     if let Value::Object(fields) = instance {
         for key in walker.ordered_keys(root, "", fields.keys()) {
             let Some(value) = fields.get(&key) else {
@@ -64,8 +66,14 @@ pub fn document(schema: &Compiled, instance: &Value) -> Document {
             let (sub, at) = walker.property(root, "", &key);
             let pointer = format!("/{}", escape(&key));
             let title = label(sub, &key);
-            if value.is_object() {
+            let group = value.is_object()
+                || value
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|i| i.is_object() || i.is_array()));
+            if group {
                 let mut rows = Vec::new();
+                // The section's title names the group; an array's entries are numbered
+                // under it ("Carer 1 › Name").
                 walker.walk(value, sub, &at, &pointer, &mut Vec::new(), &mut rows, 1);
                 if !rows.is_empty() {
                     sections.push(Section {
@@ -75,19 +83,25 @@ pub fn document(schema: &Compiled, instance: &Value) -> Document {
                     });
                 }
             } else {
-                walker.walk(value, sub, &at, &pointer, &mut vec![title], &mut general, 1);
+                let at_section = *details.get_or_insert_with(|| {
+                    sections.push(Section {
+                        title: "Details".into(),
+                        help: None,
+                        rows: Vec::new(),
+                    });
+                    sections.len() - 1
+                });
+                walker.walk(
+                    value,
+                    sub,
+                    &at,
+                    &pointer,
+                    &mut vec![title],
+                    &mut sections[at_section].rows,
+                    1,
+                );
             }
         }
-    }
-    if !general.is_empty() {
-        sections.insert(
-            0,
-            Section {
-                title: "Details".into(),
-                help: None,
-                rows: general,
-            },
-        );
     }
     Document {
         title: text(root, "title").unwrap_or_else(|| "Referral".into()),
@@ -404,8 +418,8 @@ mod tests {
         );
         assert_eq!(doc.title, "Safeguarding concern");
         let titles: Vec<_> = doc.sections.iter().map(|s| s.title.as_str()).collect();
-        assert_eq!(titles, ["Details", "The person", "Concern"]);
-        let person: Vec<_> = doc.sections[1]
+        assert_eq!(titles, ["The person", "Concern", "Carers", "Details"]);
+        let person: Vec<_> = doc.sections[0]
             .rows
             .iter()
             .map(|r| (r.pointer.as_str(), r.label.as_str(), r.value.as_str()))
@@ -420,19 +434,17 @@ mod tests {
             ]
         );
         assert_eq!(
-            doc.sections[1].help.as_deref(),
+            doc.sections[0].help.as_deref(),
             Some("Who the concern is about")
         );
-        assert_eq!(doc.sections[2].rows[0].value, "Physical abuse");
-        let details: Vec<_> = doc.sections[0]
+        assert_eq!(doc.sections[1].rows[0].value, "Physical abuse");
+        let carers: Vec<_> = doc.sections[2]
             .rows
             .iter()
             .map(|r| r.label.as_str())
             .collect();
-        assert_eq!(
-            details,
-            ["Carers › Carer 1 › Name", "Carers › Carer 2 › Name", "Note"]
-        );
+        assert_eq!(carers, ["Carer 1 › Name", "Carer 2 › Name"]);
+        assert_eq!(doc.sections[3].rows[0].label, "Note");
     }
 
     #[test]

@@ -434,6 +434,14 @@ pub fn read(schema: &Compiled, fields: &[(String, String)]) -> Result<Value, For
             .split('/')
             .map(|s| s.replace("~1", "/").replace("~0", "~"))
             .collect();
+        // An index is written one way only (`0`, never `00`): aliases would count as more
+        // entries than the form allows.
+        if segments
+            .iter()
+            .any(|s| s.parse::<usize>().is_ok_and(|n| n.to_string() != *s))
+        {
+            return Err(FormError::UnknownInput);
+        }
         let leaf = schema_at(&schema.source, &segments).ok_or(FormError::UnknownInput)?;
         let value = typed(leaf, raw);
         place(&mut root, &segments, value, leaf)?;
@@ -654,6 +662,8 @@ mod tests {
         assert_eq!(read(&s, &forged), Err(FormError::UnknownInput));
         let many = vec![("f/carers/20/name".to_owned(), "x".to_owned())];
         assert_eq!(read(&s, &many), Err(FormError::TooMany));
+        let alias = vec![("f/carers/00/name".to_owned(), "x".to_owned())];
+        assert_eq!(read(&s, &alias), Err(FormError::UnknownInput));
     }
 
     #[test]

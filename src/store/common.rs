@@ -20,7 +20,7 @@ static OPEN: LazyLock<String> = LazyLock::new(|| sql_list(&DeliveryStatus::OPEN)
 /// A recipient's inbox page.
 pub(crate) static INBOX_PAGE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT d.id, r.sender, r.referral_type, r.received_at, d.bytes, d.inbox_pos \
+        "SELECT d.id, r.sender, r.referral_type, r.received_at, d.bytes, d.inbox_pos, d.status \
          FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
          WHERE d.recipient = $1 AND d.status IN ({}) AND d.inbox_pos > $2 \
          ORDER BY d.inbox_pos LIMIT $3",
@@ -856,8 +856,8 @@ macro_rules! store_impl {
             }
 
             async fn sent_referrals(&self, sender: &PartnerId, limit: i64) -> Result<Vec<rec::SentRow>, StoreError> {
-                let found: Vec<(String, String, i64)> = sqlx::query_as(
-                    "SELECT id, referral_type, received_at FROM referrals WHERE sender = $1 \
+                let found: Vec<(String, String, i64, String)> = sqlx::query_as(
+                    "SELECT id, referral_type, received_at, sender_ref FROM referrals WHERE sender = $1 \
                      ORDER BY received_at DESC, id DESC LIMIT $2",
                 )
                 .bind(sender.as_str())
@@ -867,9 +867,9 @@ macro_rules! store_impl {
                 .map_err(query_err("sent referrals"))?;
                 let mut out = Vec::with_capacity(found.len());
                 for row in found {
-                    let (id, referral_type, received_at) = rows::sent_row(row)?;
+                    let (id, referral_type, received_at, sender_ref) = rows::sent_row(row)?;
                     let states = self.delivery_states(&id, sender).await?.unwrap_or_default();
-                    out.push(rec::SentRow { id, referral_type, received_at, states });
+                    out.push(rec::SentRow { id, referral_type, received_at, sender_ref, states });
                 }
                 Ok(out)
             }
@@ -956,7 +956,7 @@ macro_rules! store_impl {
                 limit: i64,
             ) -> Result<Vec<rec::InboxItem>, StoreError> {
                 #[allow(clippy::type_complexity)]
-                let found: Vec<(String, String, String, i64, Option<i64>, Option<i64>)> =
+                let found: Vec<(String, String, String, i64, Option<i64>, Option<i64>, String)> =
                     sqlx::query_as(crate::store::common::INBOX_PAGE.as_str())
                         .bind(recipient.as_str())
                         .bind(after)
@@ -965,6 +965,25 @@ macro_rules! store_impl {
                         .await
                         .map_err(query_err("inbox page"))?;
                 found.into_iter().map(rows::inbox_item).collect()
+            }
+
+            async fn peek_delivery(
+                &self,
+                recipient: &PartnerId,
+                id: &DeliveryId,
+            ) -> Result<Option<(DeliveryStatus, Option<String>)>, StoreError> {
+                let row: Option<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT status, sealed FROM deliveries WHERE id = $1 AND recipient = $2",
+                )
+                .bind(id.as_str())
+                .bind(recipient.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_err("peek delivery"))?;
+                match row {
+                    Some((status, sealed)) => Ok(Some((rows::status(&status)?, sealed))),
+                    None => Ok(None),
+                }
             }
 
             async fn fetch_delivery(

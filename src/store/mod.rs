@@ -131,6 +131,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<records::InboxItem>, StoreError>;
 
+    /// A delivery of `recipient` as it stands, without touching it: its status, and its
+    /// sealed copy while it has one (for a hosted recipient's console, which opens the copy
+    /// before marking it fetched, and checks the status before an acknowledgement).
+    async fn peek_delivery(
+        &self,
+        recipient: &PartnerId,
+        id: &DeliveryId,
+    ) -> Result<Option<(records::DeliveryStatus, Option<String>)>, StoreError>;
+
     /// The sealed delivery `id` if it is in `recipient`'s inbox; the first fetch marks it
     /// `delivered` with a `fetched` audit event, in one transaction.
     async fn fetch_delivery(

@@ -142,6 +142,8 @@ pub struct InboxItem {
     pub bytes: i64,
     /// Position in the recipient's inbox (the cursor).
     pub position: i64,
+    /// `queued` (not yet fetched) or `delivered` (fetched at least once).
+    pub status: DeliveryStatus,
 }
 
 /// The outcome of an acknowledgement.
@@ -360,6 +362,8 @@ pub struct SentRow {
     pub referral_type: ReferralType,
     /// When it was received.
     pub received_at: i64,
+    /// The sender's own reference.
+    pub sender_ref: String,
     /// Each delivery's state.
     pub states: Vec<DeliveryState>,
 }

@@ -192,16 +192,18 @@ pub(crate) fn received_row(
 }
 
 pub(crate) fn inbox_item(
-    (id, from, ty, received_at, bytes, position): (
+    (id, from, ty, received_at, bytes, position, status): (
         String,
         String,
         String,
         i64,
         Option<i64>,
         Option<i64>,
+        String,
     ),
 ) -> Result<InboxItem, StoreError> {
     Ok(InboxItem {
+        status: self::status(&status)?,
         id: parse("deliveries", "id", &id)?,
         from: parse("referrals", "sender", &from)?,
         referral_type: parse("referrals", "referral_type", &ty)?,
@@ -280,12 +282,13 @@ pub(crate) fn held_row(
 
 /// A sent-referral row: `(id, type, received_at)`.
 pub(crate) fn sent_row(
-    (id, ty, at): (String, String, i64),
-) -> Result<(ReferralId, ReferralType, i64), StoreError> {
+    (id, ty, at, sender_ref): (String, String, i64, String),
+) -> Result<(ReferralId, ReferralType, i64, String), StoreError> {
     Ok((
         parse("referrals", "id", &id)?,
         parse("referrals", "referral_type", &ty)?,
         at,
+        sender_ref,
     ))
 }
 
