@@ -146,6 +146,9 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     .await?;
     let (listen, admin_listen) = (config.settings.listen, config.settings.admin_listen);
     let runtime = Arc::new(Runtime::new(config, store, clock, Arc::new(Uuid7Ids)));
+    runtime
+        .notifier
+        .start(&runtime.snapshot().config.settings.notify);
     // Refusals spooled while the store was unreachable, before a restart.
     runtime.replay_spool().await;
     // Other replicas' commits wake this process's long-polls too.

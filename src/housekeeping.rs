@@ -69,6 +69,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     report.closed = rt.store.close_undecided_holds(close_cutoff, now).await?;
     metrics::gauge!(crate::telemetry::HOLDS_ESCALATED)
         .set(rt.store.count_escalated().await? as f64);
+    notify_leads(rt, config, now, report.escalated > 0).await?;
     let records_cutoff = now - config.settings.retention.records.as_secs() as i64;
     report.purged = rt.store.purge_records(records_cutoff, now).await?;
     // A marker matters only while its referral's `iat` could still pass the skew check.
@@ -89,6 +90,66 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
         })?
         .size;
     Ok(report)
+}
+
+/// How long a once-only notice's claim is kept (the day's digest needs one day; a margin).
+const NOTICE_CLAIMS_KEPT: i64 = 40 * 86_400;
+
+/// Tells the leads of partners with `[notify]` targets what this pass escalated (the
+/// replica whose pass escalated a hold is the one that stamped it `now`), and, once a day
+/// after `notify.digest_hour` (UTC), what waits: the day's digest is claimed in the store,
+/// so one replica sends it, once, even across restarts.
+async fn notify_leads(
+    rt: &Runtime,
+    config: &crate::config::Config,
+    now: i64,
+    escalated: bool,
+) -> Result<(), StoreError> {
+    let hour = (now.rem_euclid(86_400) / 3600) as u8;
+    let day = now.div_euclid(86_400);
+    let digest_due = hour >= config.settings.notify.digest_hour;
+    for p in config.partners.values() {
+        if p.notify.email.is_empty() && p.notify.webhook.is_none() {
+            continue;
+        }
+        if !escalated && !digest_due {
+            continue;
+        }
+        let held = rt.store.held_referrals(&p.id).await?;
+        if escalated {
+            let count = held.iter().filter(|h| h.escalated_at == Some(now)).count();
+            if count > 0 {
+                rt.notifier.notify(
+                    config,
+                    crate::notify::Notice::Escalated {
+                        partner: p.id.clone(),
+                        count,
+                    },
+                );
+            }
+        }
+        if digest_due
+            && !held.is_empty()
+            && rt
+                .store
+                .claim_notice(
+                    &format!("digest:{}:{day}", p.id),
+                    now,
+                    now - NOTICE_CLAIMS_KEPT,
+                )
+                .await?
+        {
+            rt.notifier.notify(
+                config,
+                crate::notify::Notice::Digest {
+                    partner: p.id.clone(),
+                    waiting: held.len(),
+                    escalated: held.iter().filter(|h| h.escalated_at.is_some()).count(),
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// How often a CRL due or overdue is logged again (the metric and `/readyz` say it always).

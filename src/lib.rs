@@ -25,6 +25,7 @@ pub mod ids;
 pub mod intake;
 pub mod lawful;
 pub mod lifecycle;
+pub mod notify;
 pub mod partner_client;
 pub mod policy;
 pub mod printable;

@@ -125,15 +125,21 @@ pub fn sections(
     (about, sections, withheld)
 }
 
-/// The whole page for delivery claims `claims` (`jti` and `delivery`).
-pub fn delivery_page(schemas: &SchemaSet, kind: Option<&PartnerKind>, claims: &Value) -> String {
+/// The whole page for delivery claims `claims` (`jti` and `delivery`); `names` gives a
+/// partner's name from its id where known.
+pub fn delivery_page(
+    schemas: &SchemaSet,
+    kind: Option<&PartnerKind>,
+    names: &dyn Fn(&str) -> Option<String>,
+    claims: &Value,
+) -> String {
     let d = &claims["delivery"];
     let (about, sections, withheld) = self::sections(schemas, kind, d);
     let (consent, informed, basis) = terms(d);
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let page = Page {
         about,
-        from: text(&d["from"]),
+        from: names(&text(&d["from"])).unwrap_or_else(|| text(&d["from"])),
         sender_ref: text(&d["sender_ref"]),
         referral_id: text(&d["referral_id"]),
         supersedes: d["supersedes"].as_str().map(str::to_owned),

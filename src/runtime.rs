@@ -61,6 +61,8 @@ pub struct Runtime {
     pub breaker: Arc<crate::breaker::Breaker>,
     /// Audit events the store could not take, kept until it can.
     pub spool: Arc<crate::spool::Spool>,
+    /// Notices to leads (started by `serve`).
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Runtime {
@@ -74,6 +76,7 @@ impl Runtime {
         let spool = Arc::new(crate::spool::Spool::new(&config.settings.data_dir));
         Self {
             breaker: Arc::default(),
+            notifier: crate::notify::Notifier::default(),
             spool,
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             store,

@@ -240,6 +240,16 @@ async fn run(
     if submitted.deliveries.iter().any(|(_, s)| s.in_inbox()) {
         rt.inbox_changed();
     }
+    if submitted
+        .deliveries
+        .iter()
+        .any(|(_, s)| *s == DeliveryStatus::HeldForReview)
+    {
+        rt.notifier.notify(
+            &rt.snapshot().config,
+            crate::notify::Notice::Held { partner: sender },
+        );
+    }
     Ok(submitted)
 }
 

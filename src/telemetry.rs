@@ -45,6 +45,8 @@ pub const STORE_ACCEPTANCES: &str = "refex_store_acceptances_total";
 pub const STORE_COMMIT_DURATION: &str = "refex_store_commit_seconds";
 /// Acceptances per group-commit transaction.
 pub const STORE_BATCH_SIZE: &str = "refex_store_batch_size";
+/// Notices to leads, by outcome (`sent`, `failed`, `dropped`).
+pub const NOTIFICATIONS: &str = "refex_notifications_total";
 
 /// Batch-size buckets: from a lone referral to the batch ceiling.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];

@@ -119,6 +119,21 @@ pub fn claims(args: &SendArgs) -> Result<Value, ToolkitError> {
     }))
 }
 
+/// A partner's name from `partners/<id>.toml`, where this checkout has it.
+fn partner_name(id: &str) -> Option<String> {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return None;
+    }
+    let text = std::fs::read_to_string(std::path::Path::new("partners").join(format!("{id}.toml")))
+        .ok()?;
+    toml::from_str::<crate::config::partners::PartnerFile>(&text)
+        .ok()
+        .map(|f| f.name)
+}
+
 /// The organisation's kind for `--html`: `--kind`, else its partner file's.
 fn own_kind(args: &InboxArgs) -> Option<crate::identity::PartnerKind> {
     if let Some(k) = &args.kind {
@@ -176,7 +191,12 @@ pub async fn inbox(
             let path = write_durably(&args.out, &format!("{id}.json"), &bytes)
                 .map_err(|e| ToolkitError::File(format!("{}: {e}", args.out.display())))?;
             if let Some((schemas, kind)) = &printable {
-                let html = crate::printable::delivery_page(schemas, kind.as_ref(), &delivery);
+                let html = crate::printable::delivery_page(
+                    schemas,
+                    kind.as_ref(),
+                    &partner_name,
+                    &delivery,
+                );
                 write_durably(&args.out, &format!("{id}.html"), html.as_bytes())
                     .map_err(|e| ToolkitError::File(format!("{}: {e}", args.out.display())))?;
             }

@@ -90,7 +90,8 @@ async fn send_then_inbox_delivers_the_minimised_view() {
     assert!(
         html.contains("<th scope=\"row\">Name › Given name</th><td>Amy</td>")
             && html.contains("Not shared with your organisation")
-            && html.contains("Article 6</th><td>Public task"),
+            && html.contains("Article 6</th><td>Public task")
+            && html.contains("<td>Nottinghamshire Police - Public Protection Unit</td>"),
         "{html}"
     );
     assert!(!html.contains("\"payload\""), "a document, not JSON");

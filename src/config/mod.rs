@@ -211,6 +211,11 @@ impl Config {
             .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
             .ok();
         let (partners, principals) = load_partners(&settings, storage_key.as_ref(), &mut problems);
+        problems.extend(crate::notify::check(
+            &settings.notify,
+            &partners,
+            settings.mode == settings::Mode::Production,
+        ));
         let agreements = load_agreements(&settings.agreements, &mut problems);
         check_agreements(&agreements, &partners, schemas.as_ref(), &mut problems);
 

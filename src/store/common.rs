@@ -893,6 +893,23 @@ macro_rules! store_impl {
                 found.into_iter().map(rows::received_row).collect()
             }
 
+            async fn claim_notice(&self, key: &str, at: i64, forget_before: i64) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                sqlx::query("DELETE FROM notices WHERE at < $1")
+                    .bind(forget_before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("claim notice"))?;
+                let done = sqlx::query("INSERT INTO notices (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("claim notice"))?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn referral_links(
                 &self,
                 referral: &ReferralId,

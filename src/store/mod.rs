@@ -296,6 +296,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<records::ReceivedRow>, StoreError>;
 
+    /// Claims the once-only notice `key` at `at`: `true` for the first claim (send it),
+    /// `false` if any process claimed it before. Claims older than `forget_before` are
+    /// dropped on the way.
+    async fn claim_notice(
+        &self,
+        key: &str,
+        at: i64,
+        forget_before: i64,
+    ) -> Result<bool, StoreError>;
+
     /// The referral a referral corrects, and the latest referral that corrects it.
     async fn referral_links(
         &self,

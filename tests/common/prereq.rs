@@ -2,7 +2,7 @@
 //! the NSS tools, and the outside test vectors (`../shared/testdata`, or `REFEX_TESTDATA`).
 //! A test that cannot run its check never passes silently: a missing prerequisite fails it,
 //! naming what is missing and how to get it, unless the run opts out of that prerequisite by
-//! name in `REFEX_TEST_SKIP` (`postgres`, `browser`, `vectors`, `tmpfs`, comma-separated), which
+//! name in `REFEX_TEST_SKIP` (`postgres`, `browser`, `vectors`, `tmpfs`, `smtp`, comma-separated), which
 //! prints `SKIPPED`. Under `CI=true` nothing may be skipped.
 
 use std::path::PathBuf;
@@ -15,6 +15,9 @@ fn how(name: &str) -> &'static str {
         }
         "browser" => "apt-get install chromium chromium-driver libnss3-tools npm (`.ci/run` does)",
         "tmpfs" => "run the tests as root (the full-disk test mounts a small tmpfs)",
+        "smtp" => {
+            "apt-get install python3-aiosmtpd (a real SMTP server for the notification test; `.ci/run` does)"
+        }
         "vectors" => {
             "the vectors live in ../shared/testdata beside the clone (or set REFEX_TESTDATA to that folder); see its README for their sources and licences"
         }
