@@ -79,7 +79,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
         .purge_replay_markers(2 * config.settings.limits.iat_skew)
         .await?;
     // Sign a checkpoint whenever the tree has grown, so auditors always have a recent one.
-    report.checkpoint = crate::audit::log::checkpoint(rt)
+    let checkpoint = crate::audit::log::checkpoint(rt)
         .await
         .map_err(|e| match e {
             crate::audit::log::AuditError::Store(s) => s,
@@ -87,9 +87,41 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
                 op: "checkpoint",
                 reason: other.to_string(),
             },
-        })?
-        .size;
+        })?;
+    report.checkpoint = checkpoint.size;
+    metrics::gauge!(crate::telemetry::CHECKPOINT_TIME).set(checkpoint.at as f64);
+    observe(rt, config, now).await?;
     Ok(report)
+}
+
+/// The gauges operators alert on: each partner's inbox backlog, its oldest delivery's age
+/// and its retention (a partner that stopped polling; deliveries near expiry), holds
+/// waiting, and when the gateway's and its CAs' certificates expire.
+async fn observe(rt: &Runtime, config: &crate::config::Config, now: i64) -> Result<(), StoreError> {
+    use crate::telemetry as t;
+    let backlog = rt.store.inbox_backlog().await?;
+    for p in config.partners.values() {
+        let (count, oldest) = backlog
+            .iter()
+            .find(|(id, _, _)| id == &p.id)
+            .map_or((0, None), |(_, n, at)| (*n, *at));
+        let partner = p.id.to_string();
+        metrics::gauge!(t::INBOX_BACKLOG, "partner" => partner.clone()).set(count as f64);
+        metrics::gauge!(t::INBOX_OLDEST, "partner" => partner.clone())
+            .set(oldest.map_or(0, |at| (now - at).max(0)) as f64);
+        metrics::gauge!(t::INBOX_RETENTION, "partner" => partner)
+            .set(p.inbox_retention.as_secs() as f64);
+    }
+    metrics::gauge!(t::HOLDS_WAITING)
+        .set(rt.store.count_rows(crate::store::Table::Holds).await? as f64);
+    let pki = config.settings.pki();
+    if let Some(at) = crate::tls::expiry_of_file(&pki.server_cert) {
+        metrics::gauge!(t::SERVER_CERT_EXPIRY).set(at as f64);
+    }
+    for (ca, at) in crate::tls::expiries_of_bundle(&pki.client_ca) {
+        metrics::gauge!(t::CA_CERT_EXPIRY, "ca" => ca).set(at as f64);
+    }
+    Ok(())
 }
 
 /// How long a once-only notice's claim is kept (the day's digest needs one day; a margin).
@@ -185,16 +217,32 @@ pub async fn run_every(rt: Arc<Runtime>, interval: Duration, mut stop: watch::Re
         }
         crl_logged = warn_of_crls(&rt, crl_logged);
         match run_once(&rt).await {
-            Ok(r) if r != Report::default() => {
-                tracing::info!(
-                    expired = r.expired,
-                    purged = r.purged,
-                    markers = r.markers,
-                    "housekeeping"
-                );
+            Ok(r) => {
+                use crate::telemetry as t;
+                metrics::counter!(t::HOUSEKEEPING_RUNS, "outcome" => "ok").increment(1);
+                metrics::gauge!(t::HOUSEKEEPING_LAST_SUCCESS).set(rt.clock.unix_seconds() as f64);
+                for (what, n) in [
+                    ("expired", r.expired),
+                    ("purged", r.purged),
+                    ("escalated", r.escalated),
+                    ("closed", r.closed),
+                ] {
+                    metrics::counter!(t::HOUSEKEEPING_DONE, "what" => what).increment(n);
+                }
+                if r != Report::default() {
+                    tracing::info!(
+                        expired = r.expired,
+                        purged = r.purged,
+                        markers = r.markers,
+                        "housekeeping"
+                    );
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "housekeeping failed; will retry"),
+            Err(e) => {
+                metrics::counter!(crate::telemetry::HOUSEKEEPING_RUNS, "outcome" => "failed")
+                    .increment(1);
+                tracing::warn!(error = %e, "housekeeping failed; will retry");
+            }
         }
     }
 }

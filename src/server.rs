@@ -312,10 +312,12 @@ async fn serve_connection(
         // Unreachable with client authentication required; refuse rather than serve.
         return;
     };
-    let cap = if rt.snapshot().config.principal(&fingerprint).is_some() {
-        limits.max_connections_per_certificate
-    } else {
-        admission::UNMAPPED_CONNECTIONS
+    let cap = match rt.snapshot().config.principal(&fingerprint) {
+        Some(principal) => {
+            note_certificate_expiry(principal, tls.get_ref().1);
+            limits.max_connections_per_certificate
+        }
+        None => admission::UNMAPPED_CONNECTIONS,
     };
     let _certificate = match admission.admit_certificate(fingerprint, cap) {
         Ok(slot) => slot,
@@ -376,3 +378,34 @@ async fn serve_connection(
         }
     }
 }
+/// Exports when a registered certificate expires, the first time this process sees it (the
+/// set is bounded by the certificates partner files name), so an alert can say a renewal
+/// is due before the holder is locked out.
+fn note_certificate_expiry(principal: &crate::identity::Principal, conn: &rustls::ServerConnection) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<crate::identity::Fingerprint>>> = OnceLock::new();
+    let first = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .map(|mut seen| seen.insert(principal.fingerprint))
+        .unwrap_or(false);
+    if !first {
+        return;
+    }
+    if let Some(at) = tls::peer_expiry(conn) {
+        let holder = match &principal.actor {
+            crate::identity::Actor::System(id) => format!("system:{id}"),
+            crate::identity::Actor::Person { id, .. } => format!("person:{id}"),
+        };
+        metrics::gauge!(
+            telemetry::CLIENT_CERT_EXPIRY,
+            "partner" => principal.partner.to_string(),
+            "holder" => holder,
+            // Several certificates per holder overlap during a renewal: each its own series.
+            "certificate" => principal.fingerprint.to_string().chars().take(16).collect::<String>()
+        )
+        .set(at as f64);
+    }
+}
+

@@ -47,6 +47,33 @@ pub const STORE_COMMIT_DURATION: &str = "refex_store_commit_seconds";
 pub const STORE_BATCH_SIZE: &str = "refex_store_batch_size";
 /// Notices to leads, by outcome (`sent`, `failed`, `dropped`).
 pub const NOTIFICATIONS: &str = "refex_notifications_total";
+/// Deliveries waiting in each partner's inbox (queued or fetched, not acknowledged).
+pub const INBOX_BACKLOG: &str = "refex_inbox_backlog";
+/// Age in seconds of the oldest delivery waiting in each partner's inbox (0 when none): a
+/// partner that stopped polling shows here first.
+pub const INBOX_OLDEST: &str = "refex_inbox_oldest_seconds";
+/// Each partner's inbox retention in seconds (deliveries older expire unacknowledged).
+pub const INBOX_RETENTION: &str = "refex_inbox_retention_seconds";
+/// Held referrals waiting for a lead's decision.
+pub const HOLDS_WAITING: &str = "refex_holds_waiting";
+/// When the latest signed audit checkpoint was made (Unix seconds).
+pub const CHECKPOINT_TIME: &str = "refex_audit_checkpoint_timestamp_seconds";
+/// Housekeeping passes by outcome (`ok`, `failed`).
+pub const HOUSEKEEPING_RUNS: &str = "refex_housekeeping_runs_total";
+/// When a housekeeping pass last succeeded (Unix seconds).
+pub const HOUSEKEEPING_LAST_SUCCESS: &str = "refex_housekeeping_last_success_timestamp_seconds";
+/// What each housekeeping pass did, by `what` (expired, purged, escalated, closed).
+pub const HOUSEKEEPING_DONE: &str = "refex_housekeeping_items_total";
+/// 1 when `/readyz` last answered ready, 0 when not.
+pub const READY: &str = "refex_ready";
+/// When the gateway's server certificate expires (Unix seconds).
+pub const SERVER_CERT_EXPIRY: &str = "refex_server_certificate_expiry_timestamp_seconds";
+/// When each trusted client CA's certificate expires (Unix seconds), by `ca`.
+pub const CA_CERT_EXPIRY: &str = "refex_ca_certificate_expiry_timestamp_seconds";
+/// When each partner system's or person's certificate expires (Unix seconds), by `partner`,
+/// `holder` and `certificate` (the fingerprint's first 16 hex digits), as seen at its first
+/// handshake.
+pub const CLIENT_CERT_EXPIRY: &str = "refex_client_certificate_expiry_timestamp_seconds";
 
 /// Batch-size buckets: from a lone referral to the batch ceiling.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];

@@ -188,6 +188,43 @@ impl Revocations {
     }
 }
 
+/// When a PEM certificate file's first certificate expires (Unix seconds), if readable.
+pub fn expiry_of_file(path: &Path) -> Option<i64> {
+    let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    not_after(der.as_ref())
+}
+
+/// Each certificate of a PEM bundle by subject common name (or its position), with when it
+/// expires (Unix seconds).
+pub fn expiries_of_bundle(path: &Path) -> Vec<(String, i64)> {
+    let Ok(iter) = CertificateDer::pem_file_iter(path) else {
+        return Vec::new();
+    };
+    iter.flatten()
+        .enumerate()
+        .filter_map(|(i, der)| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+            let name = cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map_or_else(|| format!("ca-{i}"), str::to_owned);
+            Some((name, cert.validity().not_after.timestamp()))
+        })
+        .collect()
+}
+
+fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// When the client certificate a completed handshake verified expires (Unix seconds).
+pub fn peer_expiry(conn: &ServerConnection) -> Option<i64> {
+    not_after(conn.peer_certificates()?.first()?.as_ref())
+}
+
 /// The issuer and serial of the client certificate a completed handshake verified.
 pub fn peer_cert_id(conn: &ServerConnection) -> Option<CertId> {
     let der = conn.peer_certificates()?.first()?;

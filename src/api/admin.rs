@@ -86,6 +86,7 @@ async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
             "{spooled} audit events wait in the local spool for the store"
         ));
     }
+    metrics::gauge!(crate::telemetry::READY).set(if reasons.is_empty() { 1.0 } else { 0.0 });
     if reasons.is_empty() {
         Json(json!({ "status": "ready", "store": "ok", "config": "loaded", "warnings": warnings }))
             .into_response()

@@ -17,6 +17,15 @@ static IN_INBOX: LazyLock<String> = LazyLock::new(|| sql_list(&DeliveryStatus::I
 /// Statuses a withdrawal reaches.
 static OPEN: LazyLock<String> = LazyLock::new(|| sql_list(&DeliveryStatus::OPEN));
 
+/// Each recipient's inbox backlog.
+pub(crate) static INBOX_BACKLOG: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT recipient, COUNT(*), MIN(queued_at) FROM deliveries \
+         WHERE status IN ({}) GROUP BY recipient",
+        *IN_INBOX
+    )
+});
+
 /// A recipient's inbox page.
 pub(crate) static INBOX_PAGE: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -891,6 +900,19 @@ macro_rules! store_impl {
                 .await
                 .map_err(query_err("received"))?;
                 found.into_iter().map(rows::received_row).collect()
+            }
+
+            async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<i64>)>, StoreError> {
+                let found: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+                    crate::store::common::INBOX_BACKLOG.as_str(),
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("inbox backlog"))?;
+                found
+                    .into_iter()
+                    .map(|(p, n, at)| Ok((rows::parse("deliveries", "recipient", &p)?, n, at)))
+                    .collect()
             }
 
             async fn claim_notice(&self, key: &str, at: i64, forget_before: i64) -> Result<bool, StoreError> {

@@ -296,6 +296,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<records::ReceivedRow>, StoreError>;
 
+    /// Each recipient's inbox backlog: deliveries waiting (queued or fetched, not
+    /// acknowledged) and when the oldest of them entered the inbox.
+    async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<i64>)>, StoreError>;
+
     /// Claims the once-only notice `key` at `at`: `true` for the first claim (send it),
     /// `false` if any process claimed it before. Claims older than `forget_before` are
     /// dropped on the way.
