@@ -381,7 +381,10 @@ async fn serve_connection(
 /// Exports when a registered certificate expires, the first time this process sees it (the
 /// set is bounded by the certificates partner files name), so an alert can say a renewal
 /// is due before the holder is locked out.
-fn note_certificate_expiry(principal: &crate::identity::Principal, conn: &rustls::ServerConnection) {
+fn note_certificate_expiry(
+    principal: &crate::identity::Principal,
+    conn: &rustls::ServerConnection,
+) {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
     static SEEN: OnceLock<Mutex<HashSet<crate::identity::Fingerprint>>> = OnceLock::new();
@@ -408,4 +411,3 @@ fn note_certificate_expiry(principal: &crate::identity::Principal, conn: &rustls
         .set(at as f64);
     }
 }
-

@@ -56,7 +56,8 @@ pub const INBOX_OLDEST: &str = "refex_inbox_oldest_seconds";
 pub const INBOX_RETENTION: &str = "refex_inbox_retention_seconds";
 /// Held referrals waiting for a lead's decision.
 pub const HOLDS_WAITING: &str = "refex_holds_waiting";
-/// When the latest signed audit checkpoint was made (Unix seconds).
+/// When a signed audit checkpoint last covered the whole audit log (Unix seconds; set by
+/// each housekeeping pass that confirms or signs one).
 pub const CHECKPOINT_TIME: &str = "refex_audit_checkpoint_timestamp_seconds";
 /// Housekeeping passes by outcome (`ok`, `failed`).
 pub const HOUSEKEEPING_RUNS: &str = "refex_housekeeping_runs_total";
