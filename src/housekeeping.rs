@@ -38,11 +38,21 @@ pub struct Report {
 pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     let now = rt.clock.unix_seconds() as i64;
     let snapshot = rt.snapshot();
-    snapshot.limits.forget_idle();
+    snapshot.limits.load().forget_idle();
     // Refusals the store could not take when they happened.
     rt.replay_spool().await;
     let config = &snapshot.config;
     let mut report = Report::default();
+    // Announce this replica and count the live ones (each announces every pass): rate quotas
+    // are divided among them unless the settings fix the number.
+    let interval = config.settings.retention.housekeeping_interval.as_secs() as i64;
+    let live = rt
+        .store
+        .heartbeat(&rt.replica, now, now - 3 * interval.max(1), now - 86_400)
+        .await?;
+    if config.settings.replicas.is_none() {
+        rt.replicas_counted(live);
+    }
     for partner in config.partners.values() {
         let cutoff = now - partner.inbox_retention.as_secs() as i64;
         report.expired += rt.store.expire_deliveries(&partner.id, cutoff, now).await?;

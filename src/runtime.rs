@@ -18,8 +18,9 @@ use crate::store::Store;
 pub struct Snapshot {
     /// The validated configuration.
     pub config: Config,
-    /// Rate limiters for its partners.
-    pub limits: RateLimits,
+    /// Rate limiters for its partners, each quota divided among the replicas (rebuilt when
+    /// the number of live replicas changes).
+    pub limits: ArcSwap<RateLimits>,
     /// The gateway's public JWKS, rendered once.
     pub jwks: serde_json::Value,
     /// The OpenAPI description, rendered once per configuration (not per request).
@@ -27,9 +28,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Derives limiters and the public JWKS from a configuration.
-    pub fn new(config: Config) -> Self {
-        let limits = RateLimits::new(&config);
+    /// Derives limiters (for `replicas` replicas, unless the configuration fixes their
+    /// number) and the public JWKS from a configuration.
+    pub fn new(config: Config, replicas: u32) -> Self {
+        let limits = ArcSwap::from_pointee(RateLimits::new(&config, replicas));
         let jwks = config.gateway_keys.public_jwks();
         let openapi = Arc::new(crate::api::openapi::render(&config));
         Self {
@@ -63,6 +65,10 @@ pub struct Runtime {
     pub spool: Arc<crate::spool::Spool>,
     /// Notices to leads (started by `serve`).
     pub notifier: crate::notify::Notifier,
+    /// This process's id among the replicas sharing the store.
+    pub replica: String,
+    /// How many replicas share the store, as last counted (1 until counted).
+    replicas: std::sync::atomic::AtomicU32,
 }
 
 impl Runtime {
@@ -78,7 +84,9 @@ impl Runtime {
             breaker: Arc::default(),
             notifier: crate::notify::Notifier::default(),
             spool,
-            snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1)),
+            replica: uuid::Uuid::now_v7().to_string(),
+            replicas: std::sync::atomic::AtomicU32::new(1),
             store,
             clock,
             ids,
@@ -127,8 +135,29 @@ impl Runtime {
 
     /// Puts a new, already validated configuration in force and tells whoever watches.
     pub fn replace(&self, config: Config) {
-        self.snapshot.store(Arc::new(Snapshot::new(config)));
+        let replicas = self.replicas.load(std::sync::atomic::Ordering::Relaxed);
+        self.snapshot
+            .store(Arc::new(Snapshot::new(config, replicas)));
         self.config_signal.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The number of live replicas was counted: each partner's quota is divided among them
+    /// from now on (limiters rebuilt only when the number changed).
+    pub fn replicas_counted(&self, live: u32) {
+        let live = live.max(1);
+        let before = self
+            .replicas
+            .swap(live, std::sync::atomic::Ordering::Relaxed);
+        if before != live {
+            let snapshot = self.snapshot();
+            snapshot
+                .limits
+                .store(Arc::new(RateLimits::new(&snapshot.config, live)));
+            tracing::info!(
+                replicas = live,
+                "rate quotas now divided among the live replicas"
+            );
+        }
     }
 
     /// A receiver that sees every later [`Runtime::replace`].

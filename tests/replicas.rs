@@ -362,3 +362,51 @@ async fn housekeeping_on_every_replica_expires_each_delivery_once() {
     }
     common::pg::drop_schema(&url).await;
 }
+
+/// With `replicas` unset, each replica announces itself in the store and the partners'
+/// rate quotas are divided among the live ones: a second replica halves what one replica
+/// lets a partner burst (200 → 100 in the dev partner files).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_counted_and_share_the_quotas() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    let project = common::Project::new();
+    let first = project.start_with(Some(url.clone())).await;
+    let burst = |gw: &common::Gateway, partner: &str| {
+        let client = gw.system(partner);
+        let url = gw.url("/v1/whoami");
+        async move {
+            let mut limited = 0;
+            for _ in 0..150 {
+                if client.get(&url).send().await.unwrap().status() == 429 {
+                    limited += 1;
+                }
+            }
+            limited
+        }
+    };
+    refex::housekeeping::run_once(&first.running().runtime)
+        .await
+        .unwrap();
+    assert_eq!(
+        burst(&first, "notts-police").await,
+        0,
+        "one replica: the whole burst of 200"
+    );
+    let second = project.start_with(Some(url.clone())).await;
+    refex::housekeeping::run_once(&second.running().runtime)
+        .await
+        .unwrap();
+    refex::housekeeping::run_once(&first.running().runtime)
+        .await
+        .unwrap();
+    // Another partner, whose bucket nothing has touched: 150 at once is over its half.
+    assert!(
+        burst(&first, "cambs-idva").await > 0,
+        "two replicas: at most 100 at once"
+    );
+    second.stop().await;
+    first.stop().await;
+    common::pg::drop_schema(&url).await;
+}

@@ -33,6 +33,7 @@ async fn conformance(url: &str, backend: Backend) {
     subject_keys_are_scoped_to_what_reached_each_partner(again.as_ref()).await;
     expiry_counts_from_entering_the_inbox(again.as_ref()).await;
     replay_markers_are_purged_by_the_database_clock(again.as_ref()).await;
+    replicas_are_counted_and_notices_claimed_once(again.as_ref()).await;
     again.close().await;
     the_database_refuses_unknown_statuses_and_kinds(url).await;
     unreadable_rows_are_errors_never_dropped(url).await;
@@ -129,6 +130,54 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
 
 /// The purge measures a marker's age by the database's clock: the caller passes an age, not
 /// a cutoff computed from its own (possibly fast) clock.
+/// Replicas announce themselves and are counted while seen lately; a once-only notice is
+/// claimed by exactly one caller; the inbox backlog counts what waits per recipient.
+async fn replicas_are_counted_and_notices_claimed_once(store: &dyn Store) {
+    assert_eq!(
+        store.heartbeat("replica-a", 1_000, 900, 0).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.heartbeat("replica-b", 1_010, 900, 0).await.unwrap(),
+        2
+    );
+    // Later, only b is still announcing: a is no longer counted, then forgotten.
+    assert_eq!(
+        store.heartbeat("replica-b", 2_000, 1_900, 0).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .heartbeat("replica-b", 2_010, 1_900, 1_500)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store
+            .claim_notice("digest:imara:20000", 5_000, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_notice("digest:imara:20000", 5_001, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_notice("digest:imara:20001", 5_002, 0)
+            .await
+            .unwrap()
+    );
+    let backlog = store.inbox_backlog().await.unwrap();
+    assert!(
+        backlog.iter().all(|(_, n, at)| *n > 0 && at.is_some()),
+        "{backlog:?}"
+    );
+}
+
 async fn replay_markers_are_purged_by_the_database_clock(store: &dyn Store) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

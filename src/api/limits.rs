@@ -53,8 +53,10 @@ fn quota(q: RateQuota, replicas: u32) -> Quota {
 
 impl RateLimits {
     /// Limiters for every partner in `config`.
-    pub fn new(config: &Config) -> Self {
-        let replicas = config.settings.replicas.max(1);
+    /// Limiters for `config`'s partners, each quota divided among the replicas: the number
+    /// the settings fix, else `live` (as counted in the store).
+    pub fn new(config: &Config, live: u32) -> Self {
+        let replicas = config.settings.replicas.unwrap_or(live).max(1);
         let systems = config
             .partners
             .values()
@@ -126,7 +128,7 @@ pub async fn rate_limit(State(rt): State<Arc<Runtime>>, request: Request, next: 
         // Every API request carries its verified certificate; refuse rather than serve.
         return ApiError::UnknownPrincipal.into_response();
     };
-    if let Err(retry_after) = rt.snapshot().limits.check(principal, &certificate) {
+    if let Err(retry_after) = rt.snapshot().limits.load().check(principal, &certificate) {
         let partner = principal.map_or_else(|| "unmapped".to_owned(), |p| p.partner.to_string());
         metrics::counter!(telemetry::RATE_LIMITED, "partner" => partner).increment(1);
         return ApiError::RateLimited { retry_after }.into_response();

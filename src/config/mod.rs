@@ -117,7 +117,7 @@ pub fn load_settings(
         _ => PathBuf::from("."),
     };
     settings.resolve_paths(&base);
-    if settings.replicas == 0 {
+    if settings.replicas == Some(0) {
         return Err(ConfigError::one("replicas must be at least 1"));
     }
     Ok(settings)

@@ -42,8 +42,10 @@ pub struct Settings {
     #[serde(default = "default_schemas_dir")]
     pub schemas_dir: PathBuf,
     /// How many gateway replicas share the store; per-partner rate quotas are divided by it.
-    #[serde(default = "default_replicas")]
-    pub replicas: u32,
+    /// Unset (the default): counted, each replica announcing itself in the store on every
+    /// housekeeping pass, so the number is never typed twice.
+    #[serde(default)]
+    pub replicas: Option<u32>,
     /// Request and connection limits.
     #[serde(default)]
     pub limits: Limits,
@@ -523,9 +525,6 @@ fn default_agreements() -> PathBuf {
 }
 fn default_schemas_dir() -> PathBuf {
     PathBuf::from("schemas")
-}
-fn default_replicas() -> u32 {
-    1
 }
 fn default_max_body() -> usize {
     1024 * 1024

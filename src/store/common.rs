@@ -915,6 +915,31 @@ macro_rules! store_impl {
                     .collect()
             }
 
+            async fn heartbeat(&self, id: &str, at: i64, live_after: i64, forget_before: i64) -> Result<u32, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                sqlx::query(
+                    "INSERT INTO replicas (id, seen_at) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+                )
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err("heartbeat"))?;
+                sqlx::query("DELETE FROM replicas WHERE seen_at < $1")
+                    .bind(forget_before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("heartbeat"))?;
+                let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replicas WHERE seen_at >= $1")
+                    .bind(live_after)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(query_err("heartbeat"))?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
+            }
+
             async fn claim_notice(&self, key: &str, at: i64, forget_before: i64) -> Result<bool, StoreError> {
                 let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
                 sqlx::query("DELETE FROM notices WHERE at < $1")

@@ -300,6 +300,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// acknowledged) and when the oldest of them entered the inbox.
     async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<i64>)>, StoreError>;
 
+    /// Records that replica `id` is alive at `at`, forgets replicas not seen since
+    /// `forget_before`, and returns how many were seen since `live_after` (itself included).
+    async fn heartbeat(
+        &self,
+        id: &str,
+        at: i64,
+        live_after: i64,
+        forget_before: i64,
+    ) -> Result<u32, StoreError>;
+
     /// Claims the once-only notice `key` at `at`: `true` for the first claim (send it),
     /// `false` if any process claimed it before. Claims older than `forget_before` are
     /// dropped on the way.
