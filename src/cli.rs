@@ -6,9 +6,18 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The release and the store schema it migrates to (the highest migration's number), as
+/// `refex --version` prints them: an operator sees which schema a binary expects before a
+/// rolling update.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (store schema 9)");
+
+/// The store schema version in [`VERSION`] (`tests/store_migration.rs` checks it is the
+/// highest migration of both backends).
+pub const STORE_SCHEMA: u32 = 9;
+
 /// refex: the multi-agency referral exchange gateway.
 #[derive(Debug, Parser)]
-#[command(name = "refex", version, about)]
+#[command(name = "refex", version = VERSION, about)]
 pub struct Cli {
     /// The gateway configuration file.
     #[arg(

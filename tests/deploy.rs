@@ -176,6 +176,26 @@ async fn kubernetes_manifests_match_the_binary() {
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], *labels);
     assert_eq!(service["spec"]["selector"], *labels);
     let replicas = deployment["spec"]["replicas"].as_u64().unwrap();
+    // The image is tagged with this release, so manifests and binary cannot drift apart.
+    let image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    assert!(
+        image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
+        "{image}"
+    );
+    // The store is backed up nightly, into its own volume, by the same PostgreSQL's tools.
+    let backup = find(&docs, "CronJob", "refex-postgres-backup");
+    let job = &backup["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert!(
+        job["containers"][0]["command"][2]
+            .as_str()
+            .unwrap()
+            .contains("pg_dump"),
+        "{backup}"
+    );
+    assert_eq!(backup["spec"]["concurrencyPolicy"], "Forbid");
+    find(&docs, "PersistentVolumeClaim", "refex-postgres-backup");
     // Counted in the store, never typed twice.
     assert_eq!(settings.replicas, None, "refex.toml must not fix replicas");
     assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < replicas);

@@ -222,3 +222,119 @@ async fn a_previous_release_store_migrates_on_postgres() {
     migrates(url.clone()).await;
     common::pg::drop_schema(&url).await;
 }
+
+/// `refex --version` names the store schema the binary migrates to, and it is the highest
+/// migration of both backends, which have the same migrations.
+#[test]
+fn the_schema_version_is_the_highest_migration_of_both_backends() {
+    let list = |backend: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(common::repo().join("migrations").join(backend))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (sqlite, postgres) = (list("sqlite"), list("postgres"));
+    assert_eq!(sqlite, postgres, "both backends have the same migrations");
+    let highest: u32 = sqlite.last().unwrap()[..4].parse().unwrap();
+    assert_eq!(highest, refex::cli::STORE_SCHEMA);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_refex"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("store schema {highest}")), "{said}");
+}
+
+/// Migrations after the first release's schema (7) only add: a rolling update runs the
+/// previous release on the new schema, and a rollback runs it there for good.
+#[test]
+fn migrations_after_the_first_release_are_expand_only() {
+    for backend in ["sqlite", "postgres"] {
+        for entry in std::fs::read_dir(common::repo().join("migrations").join(backend)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let n: u32 = name[..4].parse().unwrap();
+            if n <= 7 {
+                continue;
+            }
+            let sql: String = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .to_uppercase();
+            for forbidden in [
+                "DROP TABLE",
+                "DROP COLUMN",
+                "RENAME",
+                "ALTER COLUMN",
+                "DROP INDEX",
+                "DELETE FROM",
+                "UPDATE ",
+            ] {
+                assert!(
+                    !sql.contains(forbidden),
+                    "{backend}/{name} uses {forbidden}: migrations after release 0.1 only add"
+                );
+            }
+            for line in sql.lines().filter(|l| l.contains("ADD COLUMN")) {
+                assert!(
+                    !line.contains("NOT NULL") || line.contains("DEFAULT"),
+                    "{backend}/{name}: a NOT NULL column added without a default breaks the previous release's inserts"
+                );
+            }
+        }
+    }
+}
+
+/// This release opens a store a newer release migrated further (expand-only): a rollback,
+/// or an old replica restarting during a rolling update.
+async fn runs_on_a_newer_schema(url: String) {
+    sqlx::any::install_default_drivers();
+    let backend = if url.starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::repo().join("migrations").join(backend)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("0099_a_later_release.sql"),
+        "CREATE TABLE later_release (id TEXT PRIMARY KEY);\nALTER TABLE referrals ADD COLUMN later_note TEXT;\n",
+    )
+    .unwrap();
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    migrator.run(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let store = store::open(&url)
+        .await
+        .expect("this release opens a newer, expand-only schema");
+    store.ping().await.unwrap();
+    let p: refex::identity::PartnerId = "notts-police".parse().unwrap();
+    assert!(store.sent_referrals(&p, 10).await.unwrap().is_empty());
+    assert!(store.held_referrals(&p).await.unwrap().is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn this_release_runs_on_a_newer_schema_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    runs_on_a_newer_schema(url).await;
+}
+
+#[tokio::test]
+async fn this_release_runs_on_a_newer_schema_on_postgres() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    runs_on_a_newer_schema(url.clone()).await;
+    common::pg::drop_schema(&url).await;
+}

@@ -39,7 +39,11 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
-        sqlx::migrate!("migrations/postgres")
+        // A newer release's migrations already applied are not an error: migrations are
+        // expand-only, so this release runs on a newer schema (a rolling update, a rollback).
+        let mut migrator = sqlx::migrate!("migrations/postgres");
+        migrator.set_ignore_missing(true);
+        migrator
             .run(&pool)
             .await
             .map_err(|e| crate::store::StoreError::Migration(e.to_string()))?;

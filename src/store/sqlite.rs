@@ -62,7 +62,11 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
-        sqlx::migrate!("migrations/sqlite")
+        // A newer release's migrations already applied are not an error: migrations are
+        // expand-only, so this release runs on a newer schema (a rolling update, a rollback).
+        let mut migrator = sqlx::migrate!("migrations/sqlite");
+        migrator.set_ignore_missing(true);
+        migrator
             .run(&pool)
             .await
             .map_err(|e| crate::store::StoreError::Migration(e.to_string()))?;
