@@ -317,25 +317,7 @@ async fn send_mail(
 }
 
 fn webhook_client(settings: &NotifySettings) -> Option<reqwest::Client> {
-    crate::tls::install_default_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(c);
-    }
-    if let Some(path) = &settings.ca_file {
-        use rustls_pki_types::pem::PemObject as _;
-        for c in rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .ok()?
-            .flatten()
-        {
-            let _ = roots.add(c);
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::tls::outbound_client_config(settings.ca_file.as_deref())?;
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(Duration::from_secs(20))

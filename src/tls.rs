@@ -188,6 +188,28 @@ impl Revocations {
     }
 }
 
+/// A TLS client configuration for the gateway's own outbound calls (webhooks): the
+/// system's roots plus `extra` (a PEM bundle), no client certificate.
+pub fn outbound_client_config(extra: Option<&Path>) -> Option<rustls::ClientConfig> {
+    install_default_provider();
+    let mut roots = RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(path) = extra {
+        for c in CertificateDer::pem_file_iter(path).ok()?.flatten() {
+            let _ = roots.add(c);
+        }
+    }
+    Some(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// When a PEM certificate file's first certificate expires (Unix seconds), if readable.
 pub fn expiry_of_file(path: &Path) -> Option<i64> {
     let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;

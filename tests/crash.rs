@@ -28,7 +28,8 @@ fn checkout() -> tempfile::TempDir {
     let dir = common::process::layout();
     common::process::write_toml(
         dir.path(),
-        "[store]\ngroup_commit_window = \"2ms\"\ngroup_commit_max = 64",
+        // Quotas are not what this tests: fixed at one replica's, not divided between two.
+        "replicas = 1\n[store]\ngroup_commit_window = \"2ms\"\ngroup_commit_max = 64",
     );
     dir
 }
