@@ -34,6 +34,7 @@ async fn conformance(url: &str, backend: Backend) {
     expiry_counts_from_entering_the_inbox(again.as_ref()).await;
     replay_markers_are_purged_by_the_database_clock(again.as_ref()).await;
     replicas_are_counted_and_notices_claimed_once(again.as_ref()).await;
+    a_purge_larger_than_a_batch_purges_everything_due(again.as_ref()).await;
     again.close().await;
     the_database_refuses_unknown_statuses_and_kinds(url).await;
     unreadable_rows_are_errors_never_dropped(url).await;
@@ -128,8 +129,45 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
     }
 }
 
-/// The purge measures a marker's age by the database's clock: the caller passes an age, not
-/// a cutoff computed from its own (possibly fast) clock.
+/// A purge works in batches, each its own transaction: more records than one batch are all
+/// purged by one call, each with its `purged` event. (Last: it purges everything.)
+async fn a_purge_larger_than_a_batch_purges_everything_due(store: &dyn Store) {
+    for n in 0..600u64 {
+        store
+            .accept(acceptance(
+                70_000 + n,
+                &format!("purge-batch-{n:04}"),
+                false,
+            ))
+            .await
+            .unwrap();
+    }
+    let before = store
+        .count_rows(refex::store::Table::Referrals)
+        .await
+        .unwrap();
+    assert!(before >= 600, "{before}");
+    let purged = store
+        .purge_records(4_000_000_000, 4_000_000_001)
+        .await
+        .unwrap();
+    assert_eq!(purged as i64, before);
+    assert_eq!(
+        store
+            .count_rows(refex::store::Table::Referrals)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_rows(refex::store::Table::Deliveries)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 /// Replicas announce themselves and are counted while seen lately; a once-only notice is
 /// claimed by exactly one caller; the inbox backlog counts what waits per recipient.
 async fn replicas_are_counted_and_notices_claimed_once(store: &dyn Store) {
@@ -178,6 +216,8 @@ async fn replicas_are_counted_and_notices_claimed_once(store: &dyn Store) {
     );
 }
 
+/// The purge measures a marker's age by the database's clock: the caller passes an age, not
+/// a cutoff computed from its own (possibly fast) clock.
 async fn replay_markers_are_purged_by_the_database_clock(store: &dyn Store) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -46,6 +46,14 @@ pub(crate) static EXPIRY_DUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Rows one housekeeping transaction handles at most: each batch is its own short
+/// transaction, so an expiry or purge of any size never holds the writer (SQLite's one
+/// writer above all) long enough to delay an acceptance by more than a batch.
+pub(crate) const HOUSEKEEPING_BATCH: usize = 500;
+
+/// Batches one housekeeping call works through at most; the rest waits for the next pass.
+pub(crate) const HOUSEKEEPING_MAX_BATCHES: usize = 200;
+
 /// A referral's deliveries that a withdrawal reaches.
 pub(crate) static OPEN_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -90,13 +98,67 @@ macro_rules! store_impl {
         // delivery never both act on the status they read. Locks are taken in one order:
         // a referral's hold, then its deliveries, then inbox counters (by recipient).
         static EXPIRY_DUE_LOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!("{}{}", *crate::store::common::EXPIRY_DUE, $for_update)
+            format!(
+                "{} LIMIT {}{}",
+                *crate::store::common::EXPIRY_DUE,
+                crate::store::common::HOUSEKEEPING_BATCH,
+                $for_update
+            )
         });
         static OPEN_DELIVERIES_LOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!("{}{}", *crate::store::common::OPEN_DELIVERIES, $for_update)
         });
 
         impl $store {
+            /// One purge batch, in its own transaction: at most [`HOUSEKEEPING_BATCH`]
+            /// referrals past the cutoff with no activity since and no correction pointing at
+            /// them, their records deleted and their events' content cleared.
+            async fn purge_batch(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                // Of several replicas, one does this job at a time; the next finds it done.
+                if !job_lock(&mut *tx, "purge").await? {
+                    return Ok(0);
+                }
+                let due: Vec<String> = sqlx::query_scalar(
+                    "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
+                     (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.updated_at >= $1) \
+                     AND NOT EXISTS (SELECT 1 FROM referrals n WHERE n.supersedes = r.id) \
+                     ORDER BY r.received_at LIMIT $2",
+                )
+                .bind(cutoff)
+                .bind(crate::store::common::HOUSEKEEPING_BATCH as i64)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_err("purge"))?;
+                let mut events = Vec::with_capacity(due.len());
+                for id in &due {
+                    let referral = rows::referral_id("referrals", id)?;
+                    for sql in [
+                        "DELETE FROM holds WHERE referral_id = $1",
+                        "DELETE FROM deliveries WHERE referral_id = $1",
+                        "DELETE FROM subject_keys WHERE referral_id = $1",
+                        "DELETE FROM referrals WHERE id = $1",
+                        // The events' content goes; their leaf hashes stay in audit_nodes, so the
+                        // tree and every checkpoint still verify.
+                        "UPDATE audit_events SET leaf = NULL, detail = '{}', actor = NULL WHERE referral_id = $1",
+                    ] {
+                        sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(query_err("purge"))?;
+                    }
+                    events.push(
+                        AuditRecord::new(
+                            at,
+                            None,
+                            AuditEvent::Purged(ev::Purged { what: "referral and delivery records".into() }),
+                        )
+                        .about(&referral),
+                    );
+                }
+                insert_events(&mut *tx, &events).await?;
+                tx.commit().await.map_err(query_err("commit"))?;
+                Ok(due.len() as u64)
+            }
+
+
             /// Begins a transaction that will write. On SQLite this is `BEGIN IMMEDIATE`: a
             /// deferred transaction that reads and then writes fails at once (`SQLITE_BUSY`,
             /// which no busy timeout waits out) if another writer committed in between.
@@ -296,24 +358,33 @@ macro_rules! store_impl {
                 cutoff: i64,
                 at: i64,
             ) -> Result<u64, StoreError> {
-                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-                // Of several replicas, one does this job at a time; the next finds it done.
-                if !job_lock(&mut *tx, &format!("expire:{recipient}")).await? {
-                    return Ok(0);
+                let mut total = 0;
+                for _ in 0..crate::store::common::HOUSEKEEPING_MAX_BATCHES {
+                    let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                    // Of several replicas, one does this job at a time; the next finds it done.
+                    if !job_lock(&mut *tx, &format!("expire:{recipient}")).await? {
+                        return Ok(total);
+                    }
+                    let due: Vec<(String, String, String)> = sqlx::query_as(EXPIRY_DUE_LOCKED.as_str())
+                    .bind(recipient.as_str())
+                    .bind(cutoff)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(query_err("expire"))?;
+                    let batch = due.len();
+                    let due: Vec<(String, String, String, String)> = due
+                        .into_iter()
+                        .map(|(id, referral, status)| (id, referral, status, recipient.to_string()))
+                        .collect();
+                    total += expire_each(&mut tx, &due, at).await?;
+                    tx.commit().await.map_err(query_err("commit"))?;
+                    if batch < crate::store::common::HOUSEKEEPING_BATCH {
+                        break;
+                    }
+                    // Let waiting acceptances take the writer between batches.
+                    tokio::task::yield_now().await;
                 }
-                let due: Vec<(String, String, String)> = sqlx::query_as(EXPIRY_DUE_LOCKED.as_str())
-                .bind(recipient.as_str())
-                .bind(cutoff)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(query_err("expire"))?;
-                let due: Vec<(String, String, String, String)> = due
-                    .into_iter()
-                    .map(|(id, referral, status)| (id, referral, status, recipient.to_string()))
-                    .collect();
-                let expired = expire_each(&mut tx, &due, at).await?;
-                tx.commit().await.map_err(query_err("commit"))?;
-                Ok(expired)
+                Ok(total)
             }
 
             async fn expire_unknown_recipients(&self, known: &[PartnerId], cutoff: i64, at: i64) -> Result<u64, StoreError> {
@@ -351,46 +422,17 @@ macro_rules! store_impl {
             }
 
             async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
-                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-                // Of several replicas, one does this job at a time; the next finds it done.
-                if !job_lock(&mut *tx, "purge").await? {
-                    return Ok(0);
-                }
-                let due: Vec<String> = sqlx::query_scalar(
-                    "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
-                     (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.updated_at >= $1) \
-                     AND NOT EXISTS (SELECT 1 FROM referrals n WHERE n.supersedes = r.id)",
-                )
-                .bind(cutoff)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(query_err("purge"))?;
-                let mut events = Vec::with_capacity(due.len());
-                for id in &due {
-                    let referral = rows::referral_id("referrals", id)?;
-                    for sql in [
-                        "DELETE FROM holds WHERE referral_id = $1",
-                        "DELETE FROM deliveries WHERE referral_id = $1",
-                        "DELETE FROM subject_keys WHERE referral_id = $1",
-                        "DELETE FROM referrals WHERE id = $1",
-                        // The events' content goes; their leaf hashes stay in audit_nodes, so the
-                        // tree and every checkpoint still verify.
-                        "UPDATE audit_events SET leaf = NULL, detail = '{}', actor = NULL WHERE referral_id = $1",
-                    ] {
-                        sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(query_err("purge"))?;
+                let mut total = 0;
+                for _ in 0..crate::store::common::HOUSEKEEPING_MAX_BATCHES {
+                    let done = self.purge_batch(cutoff, at).await?;
+                    total += done;
+                    if done < crate::store::common::HOUSEKEEPING_BATCH as u64 {
+                        break;
                     }
-                    events.push(
-                        AuditRecord::new(
-                            at,
-                            None,
-                            AuditEvent::Purged(ev::Purged { what: "referral and delivery records".into() }),
-                        )
-                        .about(&referral),
-                    );
+                    // Let waiting acceptances take the writer between batches.
+                    tokio::task::yield_now().await;
                 }
-                insert_events(&mut *tx, &events).await?;
-                tx.commit().await.map_err(query_err("commit"))?;
-                Ok(due.len() as u64)
+                Ok(total)
             }
 
             async fn purge_replay_markers(&self, max_age: std::time::Duration) -> Result<u64, StoreError> {
