@@ -111,9 +111,21 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
 
     // Every target is there, judged or marked not run; the table says the same.
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 6);
+    assert_eq!(targets.len(), 8);
     let judged = targets.iter().filter(|t| !t["met"].is_null()).count();
-    assert_eq!(judged, if pg.is_some() { 6 } else { 5 });
+    assert_eq!(judged, if pg.is_some() { 8 } else { 6 });
+    // The physical limit comes from the primitives measured in the same run.
+    let primitives = &report["micro"]["primitives"];
+    for p in ["sign_us", "verify_us", "ecdh_us", "keygen_us"] {
+        assert!(primitives[p].as_f64().unwrap() > 0.0, "{primitives}");
+    }
+    assert!(
+        report["ratios"]["physical_limit_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(stdout.contains("physical limit, 2 recipients"), "{stdout}");
     assert!(stdout.contains("targets:"), "{stdout}");
     // A gap always says why, from the same run.
     for t in targets {

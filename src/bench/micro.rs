@@ -47,6 +47,96 @@ pub struct StoreRates {
     pub ms_per_commit: f64,
 }
 
+/// The P-256 primitives, measured through OpenSSL (the library JOSE runs on here), µs each.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Primitives {
+    /// ECDSA P-256 sign (SHA-256 of a small message).
+    pub sign_us: f64,
+    /// ECDSA P-256 verify.
+    pub verify_us: f64,
+    /// ECDH P-256 key agreement.
+    pub ecdh_us: f64,
+    /// P-256 key-pair generation (each sealed delivery's ephemeral key).
+    pub keygen_us: f64,
+}
+
+impl Primitives {
+    /// CPU µs the primitives alone take for one referral to `recipients`: opening it (one
+    /// ECDH, one verify) and, per recipient, an ephemeral key, an ECDH and a signature.
+    pub fn us_per_referral(&self, recipients: usize) -> f64 {
+        self.ecdh_us
+            + self.verify_us
+            + recipients as f64 * (self.sign_us + self.keygen_us + self.ecdh_us)
+    }
+
+    /// The physical limit: referrals per second `cores` could do if they did nothing but the
+    /// primitives.
+    pub fn limit_per_second(&self, recipients: usize, cores: usize) -> f64 {
+        let us = self.us_per_referral(recipients);
+        if us > 0.0 {
+            cores as f64 * 1e6 / us
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Times each primitive on one thread over `n` operations.
+pub fn primitives(n: usize) -> Result<Primitives, BenchError> {
+    use openssl::derive::Deriver;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::sign::{Signer, Verifier};
+    let e = |e: openssl::error::ErrorStack| BenchError::Measure(format!("primitives: {e}"));
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(e)?;
+    let key = PKey::from_ec_key(EcKey::generate(&group).map_err(e)?).map_err(e)?;
+    let peer = PKey::from_ec_key(EcKey::generate(&group).map_err(e)?).map_err(e)?;
+    let message = [7u8; 200];
+    let n = n.max(50);
+    let time = |f: &mut dyn FnMut() -> Result<(), openssl::error::ErrorStack>| {
+        let start = Instant::now();
+        for _ in 0..n {
+            f()?;
+        }
+        Ok::<f64, openssl::error::ErrorStack>(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+    };
+    let mut signature = Vec::new();
+    let sign_us = time(&mut || {
+        let mut s = Signer::new(MessageDigest::sha256(), &key)?;
+        s.update(&message)?;
+        signature = s.sign_to_vec()?;
+        Ok(())
+    })
+    .map_err(e)?;
+    let verify_us = time(&mut || {
+        let mut v = Verifier::new(MessageDigest::sha256(), &key)?;
+        v.update(&message)?;
+        v.verify(&signature)?;
+        Ok(())
+    })
+    .map_err(e)?;
+    let ecdh_us = time(&mut || {
+        let mut d = Deriver::new(&key)?;
+        d.set_peer(&peer)?;
+        d.derive_to_vec()?;
+        Ok(())
+    })
+    .map_err(e)?;
+    let keygen_us = time(&mut || {
+        EcKey::generate(&group)?;
+        Ok(())
+    })
+    .map_err(e)?;
+    Ok(Primitives {
+        sign_us,
+        verify_us,
+        ecdh_us,
+        keygen_us,
+    })
+}
+
 /// Everything measured in-process.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Micro {
@@ -65,6 +155,8 @@ pub struct Micro {
     pub store: StoreRates,
     /// Raw `write` + `fdatasync` of 4 KiB in the data directory, per second.
     pub fdatasync_per_second: f64,
+    /// The P-256 primitives, for the physical limit.
+    pub primitives: Primitives,
 }
 
 /// The principal of the sending partner's system, as the TLS layer would map it.
@@ -125,6 +217,7 @@ pub async fn run(
             });
         }
     }
+    micro.primitives = primitives(n.max(500))?;
     parts(config, corpus, &mut micro, n, now)?;
     micro.store = store_rates(config, corpus, &caller, store_url, n, now).await?;
     micro.fdatasync_per_second = fdatasync_rate(data_dir, Duration::from_millis(500))?;
