@@ -277,6 +277,16 @@ async fn reports(store_url: Option<String>) {
         svg.starts_with("<svg") && svg.contains("suppressed"),
         "{svg}"
     );
+    // A title, axes with values, a legend, and the whole table as its text alternative.
+    assert!(
+        svg.contains("<title id=\"chart-title\">Referrals by month and type</title>")
+            && svg.contains("<desc id=\"chart-desc\">")
+            && svg.contains(">Referrals</text>")
+            && svg.contains(">Month</text>")
+            && svg.contains(">Referral type</text>")
+            && svg.contains(">0</text>"),
+        "{svg}"
+    );
     h.gw.stop().await;
 }
 

@@ -163,6 +163,38 @@ async fn send_then_inbox_delivers_the_minimised_view() {
         stderr.contains("your agreements for it cover: childrens-social-care, imara"),
         "the refusal says what would be allowed: {stderr}"
     );
+    // A certificate the gateway does not trust: the refusal is named as one, in words.
+    let stranger =
+        refex::devpki::DevCa::create_named("some other CA", std::time::SystemTime::now())
+            .unwrap()
+            .issue(&refex::devpki::IssueRequest::client(
+                "stranger".into(),
+                "Nobody",
+                std::time::SystemTime::now(),
+            ))
+            .unwrap();
+    let (cert, key) = (
+        project.path().join("stranger.pem"),
+        project.path().join("stranger.key"),
+    );
+    std::fs::write(&cert, &stranger.cert_pem).unwrap();
+    std::fs::write(&key, &stranger.key_pem).unwrap();
+    let mut args = vec!["status".to_string()];
+    args.extend(who("notts-police", &gateway, &pki));
+    args.extend([
+        "--cert".to_string(),
+        cert.display().to_string(),
+        "--key".to_string(),
+        key.display().to_string(),
+        id.clone(),
+    ]);
+    let (ok, _, stderr) = refex(args).await;
+    assert!(
+        !ok && (stderr.contains("the gateway refused this client certificate")
+            || stderr.contains("closed the connection during the TLS handshake")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("broken pipe\n"), "{stderr}");
     // A mistyped --as names the directory it looked in and the partners there.
     let mut args = vec!["status".to_string()];
     args.extend(who("imaar", &gateway, &pki));
