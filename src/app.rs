@@ -49,7 +49,15 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        self.runtime.store.close().await;
+        Self::leave(&self.runtime).await;
+    }
+
+    /// Leaves the replicas' count and closes the store.
+    async fn leave(runtime: &Runtime) {
+        if let Err(e) = runtime.store.forget_replica(&runtime.replica).await {
+            tracing::warn!(error = %e, "could not leave the replicas' count; it lapses by itself");
+        }
+        runtime.store.close().await;
     }
 
     /// A sender that starts shutdown when `true` is sent (for signal handlers).
@@ -66,7 +74,7 @@ impl Running {
     /// Waits until the server has stopped by itself or through [`Running::stopper`].
     pub async fn wait(self) {
         let _ = self.task.await;
-        self.runtime.store.close().await;
+        Self::leave(&self.runtime).await;
     }
 }
 
@@ -149,6 +157,10 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     runtime
         .notifier
         .start(&runtime.snapshot().config.settings.notify);
+    // A serving gateway counts among the replicas (offline commands never do).
+    runtime
+        .serving
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // Refusals spooled while the store was unreachable, before a restart.
     runtime.replay_spool().await;
     // Other replicas' commits wake this process's long-polls too.

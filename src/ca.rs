@@ -296,6 +296,10 @@ pub struct Record {
     pub not_after: u64,
 }
 
+/// The longest validity `refex ca issue` grants, in days (a little over two years: renewals
+/// overlap; nothing lives for ever).
+pub const MAX_DAYS: u64 = 825;
+
 /// Who a client certificate is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Holder {
@@ -392,7 +396,37 @@ impl Directory {
         days: u64,
         now: SystemTime,
     ) -> Result<(Issued, Record), CaError> {
+        if !(1..=MAX_DAYS).contains(&days) {
+            return Err(CaError::File {
+                path: PathBuf::from("--days"),
+                reason: format!("must be 1 to {MAX_DAYS} (renew rather than issue for longer)"),
+            });
+        }
+        if partner.parse::<crate::identity::PartnerId>().is_err() {
+            return Err(CaError::File {
+                path: PathBuf::from("--partner"),
+                reason: format!(
+                    "{partner:?} is not a partner id (lower-case letters, digits, '-')"
+                ),
+            });
+        }
+        match holder {
+            Holder::System(id) if id.parse::<crate::identity::SystemId>().is_err() => {
+                return Err(CaError::File {
+                    path: PathBuf::from("--system"),
+                    reason: format!("{id:?} is not a system id"),
+                });
+            }
+            Holder::Person(id) if id.parse::<crate::identity::PersonId>().is_err() => {
+                return Err(CaError::File {
+                    path: PathBuf::from("--person"),
+                    reason: format!("{id:?} is not a person id"),
+                });
+            }
+            _ => {}
+        }
         let ca = self.authority()?;
+        let ca_end = crate::tls::expiry_of_file(&self.path("ca.pem")).unwrap_or(i64::MAX);
         let (kind, id, names) = match holder {
             Holder::System(id) => ("system", id.clone(), vec![]),
             Holder::Person(id) => ("person", id.clone(), vec![]),
@@ -403,6 +437,16 @@ impl Directory {
             ),
         };
         let not_after = now + Duration::from_secs(days * 86_400);
+        let end = not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(i64::MAX);
+        if end > ca_end {
+            return Err(CaError::File {
+                path: self.path("ca.pem"),
+                reason: "the certificate would outlive the CA: issue for fewer days, or renew the CA first".into(),
+            });
+        }
         let issued = ca.issue_for_csr(
             csr_pem,
             &IssueRequest {
@@ -435,8 +479,12 @@ impl Directory {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
-        self.append("issued.jsonl", &record)?;
         Ok((issued, record))
+    }
+
+    /// Records a certificate issued here (after it was written out).
+    pub fn record(&self, record: &Record) -> Result<(), CaError> {
+        self.append("issued.jsonl", record)
     }
 
     /// Records the revocation of `serial` (hex) for `reason`.
@@ -526,10 +574,17 @@ pub fn run(cmd: &crate::cli::CaCommand, now: SystemTime) -> Result<String, CaErr
                 (None, Some(p)) => Holder::Person(p.clone()),
                 (None, None) => Holder::Server(server.clone()),
             };
-            let (issued, record) =
-                Directory::at(dir).issue(&read(csr)?, partner, &holder, *days, now)?;
+            if std::fs::symlink_metadata(out).is_ok() {
+                return Err(CaError::File {
+                    path: out.clone(),
+                    reason: "exists: a certificate is never written over another file".into(),
+                });
+            }
+            let directory = Directory::at(dir);
+            let (issued, record) = directory.issue(&read(csr)?, partner, &holder, *days, now)?;
             crate::files::write_new(out, issued.cert_pem.as_bytes(), false)
                 .map_err(file_err(out))?;
+            directory.record(&record)?;
             let (table, id) = match &holder {
                 Holder::System(id) => ("[[systems]]", id.clone()),
                 Holder::Person(id) => ("[[people]]", id.clone()),
@@ -576,6 +631,19 @@ pub fn run(cmd: &crate::cli::CaCommand, now: SystemTime) -> Result<String, CaErr
             out,
             valid_for,
         } => {
+            // Replaces only a CRL: never the CA's own files, never anything else.
+            if std::fs::symlink_metadata(out).is_ok() {
+                let existing = std::fs::read_to_string(out).unwrap_or_default();
+                if !existing
+                    .trim_start()
+                    .starts_with("-----BEGIN X509 CRL-----")
+                {
+                    return Err(CaError::File {
+                        path: out.clone(),
+                        reason: "exists and is not a CRL: refusing to overwrite it".into(),
+                    });
+                }
+            }
             let crl = Directory::at(dir).crl(*valid_for, now)?;
             let tmp = out.with_extension("partial");
             std::fs::write(&tmp, crl.as_bytes()).map_err(file_err(&tmp))?;
@@ -610,6 +678,39 @@ mod tests {
         let (issued, record) = ca_dir
             .issue(&csr, "imara", &Holder::Person("dsl-a".into()), 397, now)
             .unwrap();
+        ca_dir.record(&record).unwrap();
+        // Validity is bounded, ids are ids.
+        assert!(
+            ca_dir
+                .issue(&csr, "imara", &Holder::Person("dsl-a".into()), 0, now)
+                .is_err()
+        );
+        assert!(
+            ca_dir
+                .issue(&csr, "imara", &Holder::Person("dsl-a".into()), 700, now)
+                .is_ok()
+        );
+        assert!(
+            ca_dir
+                .issue(
+                    &csr,
+                    "imara",
+                    &Holder::Person("x".into()),
+                    MAX_DAYS + 1,
+                    now
+                )
+                .is_err()
+        );
+        assert!(
+            ca_dir
+                .issue(&csr, "Imara\n", &Holder::Person("x".into()), 30, now)
+                .is_err()
+        );
+        assert!(
+            ca_dir
+                .issue(&csr, "imara", &Holder::System("a\nb".into()), 30, now)
+                .is_err()
+        );
         assert!(issued.key_pem.is_empty(), "the CA never holds the key");
         assert_eq!(record.holder, "person:dsl-a");
         assert_eq!(record.fingerprint.len(), 64);

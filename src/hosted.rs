@@ -154,8 +154,15 @@ pub fn write_new(
     public: &Path,
     storage_key: &StorageKey,
 ) -> Result<Vec<String>, HostedError> {
+    if sealed == public {
+        return Err(HostedError::File {
+            path: sealed.to_owned(),
+            reason: "hosted_keys and jwks name the same file: the private keys need their own"
+                .into(),
+        });
+    }
     for p in [sealed, public] {
-        if p.exists() {
+        if std::fs::symlink_metadata(p).is_ok() {
             return Err(HostedError::Exists(p.to_owned()));
         }
     }

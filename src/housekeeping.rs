@@ -45,13 +45,16 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     let mut report = Report::default();
     // Announce this replica and count the live ones (each announces every pass): rate quotas
     // are divided among them unless the settings fix the number.
-    let interval = config.settings.retention.housekeeping_interval.as_secs() as i64;
-    let live = rt
-        .store
-        .heartbeat(&rt.replica, now, now - 3 * interval.max(1), now - 86_400)
-        .await?;
-    if config.settings.replicas.is_none() {
-        rt.replicas_counted(live);
+    // Only serving gateways announce themselves (`refex purge` is not a replica).
+    if rt.serving.load(std::sync::atomic::Ordering::Relaxed) {
+        let interval = config.settings.retention.housekeeping_interval.as_secs() as i64;
+        let live = rt
+            .store
+            .heartbeat(&rt.replica, now, now - 3 * interval.max(1), now - 86_400)
+            .await?;
+        if config.settings.replicas.is_none() {
+            rt.replicas_counted(live);
+        }
     }
     for partner in config.partners.values() {
         let cutoff = now - partner.inbox_retention.as_secs() as i64;
@@ -172,7 +175,9 @@ async fn notify_leads(
                 );
             }
         }
+        // Only a gateway that sends notices claims the day's digest (`refex purge` does not).
         if digest_due
+            && rt.notifier.is_started()
             && !held.is_empty()
             && rt
                 .store

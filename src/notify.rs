@@ -4,8 +4,11 @@
 //! `[notify]` says. A notice carries **no personal data**: only that something waits, how
 //! many, and the console's address ([`message`] is pure and tested for it).
 //!
-//! Sending never delays or fails a referral: notices go to a bounded queue served by one
-//! task, each retried a few times; one that cannot be sent is logged and counted
+//! Sending never delays or fails a referral: notices go to a bounded queue; each is sent on
+//! its own task, at most two at a time per target (the relay, each webhook), each attempt
+//! bounded in time, a few attempts; a target that failed them all rests for ten minutes (its
+//! notices fail at once), so a stuck relay or webhook holds up only itself; a webhook's
+//! redirect is a failure, never followed. One that cannot be sent is logged and counted
 //! (`refex_notifications_total{outcome}`). The daily digest is the backstop: it is derived
 //! from the store (what waits now), sent once a day per partner across replicas and restarts
 //! (a claim in the store), so a notice lost to a crash is covered the next morning.
@@ -144,15 +147,18 @@ pub fn check(
 ) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(url) = &settings.smtp_url {
-        match url.split_once("://").map(|(s, _)| s) {
+        let parsed = url::Url::parse(url).ok();
+        let tls_required = parsed
+            .as_ref()
+            .is_some_and(|u| u.query_pairs().any(|(k, v)| k == "tls" && v == "required"));
+        match parsed.as_ref().map(url::Url::scheme) {
             Some("smtps") => {}
-            Some("smtp") if url.contains("tls=required") => {}
-            Some("smtp") if !production => {}
+            Some("smtp") if tls_required || !production => {}
             Some("smtp") => out.push(
                 "notify.smtp_url: production needs TLS to the relay: smtps://… or smtp://…?tls=required"
                     .into(),
             ),
-            _ => out.push("notify.smtp_url must start smtps:// or smtp://".into()),
+            _ => out.push("notify.smtp_url must be an smtps:// or smtp:// URL".into()),
         }
         if AsyncSmtpTransport::<Tokio1Executor>::from_url(url).is_err() {
             out.push("notify.smtp_url does not parse as an SMTP URL".into());
@@ -216,6 +222,11 @@ const QUEUE: usize = 1024;
 const ATTEMPTS: u32 = 4;
 
 impl Notifier {
+    /// Whether notices are being sent (only `serve` starts the notifier).
+    pub fn is_started(&self) -> bool {
+        self.queue.get().is_some()
+    }
+
     /// Starts the sending task (in `serve`); until then notices are dropped.
     pub fn start(&self, settings: &NotifySettings) {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -261,6 +272,63 @@ impl Notifier {
     }
 }
 
+/// Longest one attempt to send may take (connect, talk, answer): a relay or webhook that
+/// hangs costs this, never the queue.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Notices sent to one target (the relay, one webhook) at once: a slow target holds up only
+/// its own notices.
+const PER_TARGET: usize = 2;
+/// After a target failed every attempt, its notices fail at once for this long (counted;
+/// the daily digest repeats what waits) rather than queue up behind it.
+const TARGET_REST: Duration = Duration::from_secs(600);
+
+/// Per-target sending slots and rest periods.
+#[derive(Default)]
+struct Targets {
+    slots: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    resting: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+}
+
+impl Targets {
+    fn slot(&self, target: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots
+            .entry(target.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_TARGET)))
+            .clone()
+    }
+
+    fn resting(&self, target: &str) -> bool {
+        let resting = self
+            .resting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        resting
+            .get(target)
+            .is_some_and(|until| tokio::time::Instant::now() < *until)
+    }
+
+    fn rest(&self, target: &str) {
+        self.resting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(target.to_owned(), tokio::time::Instant::now() + TARGET_REST);
+    }
+}
+
+impl Job {
+    /// Where it goes: the relay (one for all e-mail) or the webhook's URL.
+    fn target(&self) -> String {
+        match self {
+            Job::Mail { .. } => "smtp".into(),
+            Job::Webhook { url, .. } => url.clone(),
+        }
+    }
+}
+
 async fn run(mut rx: mpsc::Receiver<Job>, settings: Arc<NotifySettings>) {
     let smtp = settings
         .smtp_url
@@ -268,31 +336,68 @@ async fn run(mut rx: mpsc::Receiver<Job>, settings: Arc<NotifySettings>) {
         .and_then(|u| AsyncSmtpTransport::<Tokio1Executor>::from_url(u).ok())
         .map(|b| b.timeout(Some(Duration::from_secs(20))).build());
     let http = webhook_client(&settings);
+    let targets = Arc::new(Targets::default());
     while let Some(job) = rx.recv().await {
-        let mut pause = Duration::from_secs(1);
-        for attempt in 1..=ATTEMPTS {
-            let sent = match &job {
-                Job::Mail { to, message } => send_mail(smtp.as_ref(), &settings, to, message).await,
-                Job::Webhook { url, message } => send_webhook(http.as_ref(), url, message).await,
+        let (smtp, http, settings, targets) = (
+            smtp.clone(),
+            http.clone(),
+            settings.clone(),
+            targets.clone(),
+        );
+        tokio::spawn(async move {
+            let target = job.target();
+            if targets.resting(&target) {
+                metrics::counter!(crate::telemetry::NOTIFICATIONS, "outcome" => "failed")
+                    .increment(1);
+                return;
+            }
+            let slot = targets.slot(&target);
+            let Ok(_slot) = slot.acquire().await else {
+                return;
             };
-            match sent {
-                Ok(()) => {
-                    metrics::counter!(crate::telemetry::NOTIFICATIONS, "outcome" => "sent")
-                        .increment(1);
-                    break;
-                }
-                Err(e) if attempt == ATTEMPTS => {
-                    metrics::counter!(crate::telemetry::NOTIFICATIONS, "outcome" => "failed")
-                        .increment(1);
-                    tracing::warn!(error = %e, "a notification could not be sent (the daily digest covers it)");
-                }
-                Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
+            if !deliver(&job, smtp.as_ref(), http.as_ref(), &settings).await {
+                targets.rest(&target);
+            }
+        });
+    }
+}
+
+/// Sends one notice, retrying; each attempt bounded by [`ATTEMPT_TIMEOUT`]. `false` when
+/// every attempt failed.
+async fn deliver(
+    job: &Job,
+    smtp: Option<&AsyncSmtpTransport<Tokio1Executor>>,
+    http: Option<&reqwest::Client>,
+    settings: &NotifySettings,
+) -> bool {
+    let mut pause = Duration::from_secs(1);
+    for attempt in 1..=ATTEMPTS {
+        let attempt_result = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+            match job {
+                Job::Mail { to, message } => send_mail(smtp, settings, to, message).await,
+                Job::Webhook { url, message } => send_webhook(http, url, message).await,
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+        match attempt_result {
+            Ok(()) => {
+                metrics::counter!(crate::telemetry::NOTIFICATIONS, "outcome" => "sent")
+                    .increment(1);
+                return true;
+            }
+            Err(e) if attempt == ATTEMPTS => {
+                metrics::counter!(crate::telemetry::NOTIFICATIONS, "outcome" => "failed")
+                    .increment(1);
+                tracing::warn!(error = %e, "a notification could not be sent (the daily digest covers it)");
+            }
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
             }
         }
     }
+    false
 }
 
 async fn send_mail(
@@ -320,6 +425,9 @@ fn webhook_client(settings: &NotifySettings) -> Option<reqwest::Client> {
     let tls = crate::tls::outbound_client_config(settings.ca_file.as_deref())?;
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        // A redirect would take the notice somewhere the partner file does not name (an
+        // internal address, or plain HTTP): a 3xx is a failure.
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))
         .build()
         .ok()
@@ -347,6 +455,59 @@ async fn send_webhook(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(url: &str) -> NotifySettings {
+        NotifySettings {
+            smtp_url: Some(url.into()),
+            ..NotifySettings::default()
+        }
+    }
+
+    #[test]
+    fn production_refuses_a_relay_without_tls_however_the_url_is_spelt() {
+        let none = std::collections::BTreeMap::new();
+        for plain in [
+            "smtp://relay:25",
+            "smtp://relay:25/tls=required",
+            "smtp://relay:25?tls=opportunistic",
+            "smtp://relay:25#tls=required",
+        ] {
+            assert!(!check(&settings(plain), &none, true).is_empty(), "{plain}");
+        }
+        for tls in ["smtps://relay:465", "smtp://relay:587?tls=required"] {
+            assert!(check(&settings(tls), &none, true).is_empty(), "{tls}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_webhook_redirect_is_a_failure_never_followed() {
+        let hop = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = hop.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = hop.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:9/admin/reload\r\ncontent-length: 0\r\n\r\n",
+                    )
+                    .await;
+            }
+        });
+        let http = webhook_client(&NotifySettings::default()).unwrap();
+        let m = message(
+            &Notice::Held {
+                partner: "imara".parse().unwrap(),
+            },
+            "https://x/console/",
+        );
+        let sent = send_webhook(Some(&http), &format!("http://127.0.0.1:{port}/hook"), &m).await;
+        assert!(
+            sent.is_err_and(|e| e.contains("307")),
+            "a 3xx is not followed"
+        );
+    }
 
     #[test]
     fn a_notice_says_only_that_something_waits() {

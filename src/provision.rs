@@ -87,7 +87,8 @@ pub fn init_keys(dir: &Path) -> Result<Provisioned, ProvisionError> {
     let storage_key = dir.join("storage.key");
     let subject_key = dir.join("subject.key");
     for p in [&gateway_jwks, &storage_key, &subject_key] {
-        if p.exists() {
+        // A dangling symlink counts as there: nothing is written through it.
+        if std::fs::symlink_metadata(p).is_ok() {
             return Err(ProvisionError::Exists(p.clone()));
         }
     }

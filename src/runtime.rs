@@ -67,6 +67,8 @@ pub struct Runtime {
     pub notifier: crate::notify::Notifier,
     /// This process's id among the replicas sharing the store.
     pub replica: String,
+    /// Whether this process serves partners (and so counts as a replica).
+    pub serving: std::sync::atomic::AtomicBool,
     /// How many replicas share the store, as last counted (1 until counted).
     replicas: std::sync::atomic::AtomicU32,
 }
@@ -86,6 +88,7 @@ impl Runtime {
             spool,
             snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1)),
             replica: uuid::Uuid::now_v7().to_string(),
+            serving: std::sync::atomic::AtomicBool::new(false),
             replicas: std::sync::atomic::AtomicU32::new(1),
             store,
             clock,

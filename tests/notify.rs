@@ -237,3 +237,47 @@ async fn a_hold_tells_the_leads_without_personal_data() {
     );
     h.gw.stop().await;
 }
+
+/// A relay that accepts the connection and never speaks (a port mix-up, a stuck relay)
+/// holds up neither intake nor the other targets: the partner's webhook is still told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_relay_does_not_hold_up_the_other_notices() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let _keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let (hook_port, hooks) = webhook().await;
+    let project = Project::with_copied_partners();
+    let police = project.path().join("partners/notts-police.toml");
+    let mut text = std::fs::read_to_string(&police).unwrap();
+    text.push_str(&format!(
+        "\n[notify]\nemail = [\"a@police.example\", \"b@police.example\", \"c@police.example\", \"d@police.example\", \"e@police.example\", \"f@police.example\", \"g@police.example\", \"h@police.example\", \"i@police.example\"]\nwebhook = \"http://127.0.0.1:{hook_port}/refex\"\n"
+    ));
+    std::fs::write(&police, text).unwrap();
+    let toml = project.path().join("refex.toml");
+    let mut settings = std::fs::read_to_string(&toml).unwrap();
+    settings.push_str(&format!(
+        "\n[notify]\nsmtp_url = \"smtp://127.0.0.1:{silent_port}\"\nfrom = \"refex@partnership.example\"\n"
+    ));
+    std::fs::write(&toml, settings).unwrap();
+    let h = Harness::start_in(project, None).await;
+    let started = std::time::Instant::now();
+    h.submit_held(
+        &h.gw.system("notts-police"),
+        &override_claims(&["imara"], "stuck-relay-jti-0001"),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "intake is not delayed"
+    );
+    until("the webhook despite nine stuck e-mails", || {
+        !hooks.lock().unwrap().is_empty()
+    })
+    .await;
+    h.gw.stop().await;
+}

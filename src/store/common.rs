@@ -982,6 +982,15 @@ macro_rules! store_impl {
                 Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
             }
 
+            async fn forget_replica(&self, id: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM replicas WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await
+                    .map(|_| ())
+                    .map_err(query_err("forget replica"))
+            }
+
             async fn claim_notice(&self, key: &str, at: i64, forget_before: i64) -> Result<bool, StoreError> {
                 let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
                 sqlx::query("DELETE FROM notices WHERE at < $1")

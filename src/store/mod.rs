@@ -310,6 +310,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         forget_before: i64,
     ) -> Result<u32, StoreError>;
 
+    /// Forgets replica `id` (it is stopping gracefully), so the others stop counting it at
+    /// once rather than after the live window.
+    async fn forget_replica(&self, id: &str) -> Result<(), StoreError>;
+
     /// Claims the once-only notice `key` at `at`: `true` for the first claim (send it),
     /// `false` if any process claimed it before. Claims older than `forget_before` are
     /// dropped on the way.
