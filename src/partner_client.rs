@@ -71,7 +71,14 @@ pub fn transport_words(e: &reqwest::Error) -> String {
     } else if lower.contains("invalid peer certificate") || lower.contains("unknownissuer") {
         "the gateway's certificate is not issued by the CA given with --ca (or has expired): \
          check --ca and the gateway address"
-    } else if lower.contains("broken pipe") || lower.contains("connection reset") {
+    } else if lower.contains("broken pipe")
+        || lower.contains("connection reset")
+        || lower.contains("connection closed")
+        || lower.contains("channel closed")
+        || lower.contains("unexpected eof")
+    {
+        // TLS 1.3 ends the handshake before the server has judged the client certificate:
+        // its refusal reaches the client as a closed connection on the first request.
         "the gateway closed the connection during the TLS handshake: most often it refused the \
          client certificate (untrusted, revoked or expired); check --cert and --key"
     } else if lower.contains("connection refused") {

@@ -194,7 +194,6 @@ async fn send_then_inbox_delivers_the_minimised_view() {
             || stderr.contains("closed the connection during the TLS handshake")),
         "{stderr}"
     );
-    assert!(!stderr.contains("broken pipe\n"), "{stderr}");
     // A mistyped --as names the directory it looked in and the partners there.
     let mut args = vec!["status".to_string()];
     args.extend(who("imaar", &gateway, &pki));
