@@ -823,30 +823,16 @@ mod tests {
 
     #[test]
     fn claims_violations_name_their_form_fields() {
-        assert_eq!(
-            claims_field("/referral/payload/child/name").as_deref(),
-            Some("f/child/name")
-        );
-        assert_eq!(
-            claims_field("/referral/sender_ref").as_deref(),
-            Some("sender_ref")
-        );
-        assert_eq!(
-            claims_field("/referral/consent/justification").as_deref(),
-            Some("justification")
-        );
-        assert_eq!(
-            claims_field("/referral/consent/status").as_deref(),
-            Some("consent")
-        );
-        assert_eq!(
-            claims_field("/referral/subject_informed/reason").as_deref(),
-            Some("informed_reason")
-        );
-        assert_eq!(
-            claims_field("/payload/child/name").as_deref(),
-            Some("f/child/name")
-        );
+        for (pointer, field) in [
+            ("/referral/payload/child/name", "f/child/name"),
+            ("/referral/sender_ref", "sender_ref"),
+            ("/referral/consent/justification", "justification"),
+            ("/referral/consent/status", "consent"),
+            ("/referral/subject_informed/reason", "informed_reason"),
+            ("/payload/child/name", "f/child/name"),
+        ] {
+            assert_eq!(claims_field(pointer).as_deref(), Some(field), "{pointer}");
+        }
         assert_eq!(claims_field("/jti"), None);
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Posted, csrf_token, form_is_genuine, full_page, page, partner_name, problem_page_in, render,
+    Posted, csrf_token, full_page, page, partner_name, posted_about, problem_page_in, render,
     see_other, type_title, when,
 };
 use crate::api::principal::{Caller, PathId};
@@ -265,12 +265,18 @@ pub async fn acknowledge(
 ) -> Response {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;
-    let (Ok(id), Ok(axum::Form(form))) = (DeliveryId::parse(&id), form) else {
-        return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
+    let id = match posted_about(
+        &rt,
+        &caller,
+        &uri,
+        &headers,
+        &id,
+        |s| DeliveryId::parse(s).ok(),
+        form,
+    ) {
+        Ok((id, _)) => id,
+        Err(refused) => return *refused,
     };
-    if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
-        return *refused;
-    }
     // A hosted organisation has no copy but this one: it is acknowledged (and deleted) only
     // once someone has opened it.
     match rt.store.peek_delivery(&caller.partner, &id).await {

@@ -359,6 +359,29 @@ fn form_is_genuine(
     }
 }
 
+/// A form posted about one resource: its id parsed by `parse` (`404` when it does not
+/// parse, ids do not leak), the fields read, the form genuine (CSRF); else the page to
+/// answer with.
+fn posted_about<T>(
+    rt: &Runtime,
+    caller: &Principal,
+    uri: &Uri,
+    headers: &HeaderMap,
+    id: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    form: Posted,
+) -> Result<(T, Vec<(String, String)>), Box<Response>> {
+    let (Some(id), Ok(axum::Form(fields))) = (parse(id), form) else {
+        return Err(Box::new(problem_page_in(
+            Some(&rt.snapshot().config),
+            &ApiError::NotFound,
+            Some(caller),
+        )));
+    };
+    form_is_genuine(rt, caller, uri, headers, &fields)?;
+    Ok((id, fields))
+}
+
 /// A posted form's fields, or the page saying it could not be read.
 type Posted = Result<axum::Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>;
 

@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    Posted, csrf_token, form_is_genuine, full_page, page, partner_name, problem_page_in, render,
+    Posted, csrf_token, full_page, page, partner_name, posted_about, problem_page_in, render,
     see_other, type_title, when,
 };
 use crate::api::principal::{Caller, PathId};
@@ -232,12 +232,18 @@ pub async fn withdraw(
 ) -> Response {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;
-    let (Ok(id), Ok(axum::Form(form))) = (ReferralId::parse(&id), form) else {
-        return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
+    let (id, form) = match posted_about(
+        &rt,
+        &caller,
+        &uri,
+        &headers,
+        &id,
+        |s| ReferralId::parse(s).ok(),
+        form,
+    ) {
+        Ok(posted) => posted,
+        Err(refused) => return *refused,
     };
-    if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
-        return *refused;
-    }
     if !form.iter().any(|(k, v)| k == "confirm" && v == "yes") {
         return see_other(&format!("/console/sent/{id}/withdraw"));
     }
