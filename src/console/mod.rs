@@ -359,6 +359,9 @@ fn form_is_genuine(
     }
 }
 
+/// A posted form's `(name, value)` pairs, in order.
+type Fields = Vec<(String, String)>;
+
 /// A form posted about one resource: its id parsed by `parse` (`404` when it does not
 /// parse, ids do not leak), the fields read, the form genuine (CSRF); else the page to
 /// answer with.
@@ -370,7 +373,7 @@ fn posted_about<T>(
     id: &str,
     parse: impl Fn(&str) -> Option<T>,
     form: Posted,
-) -> Result<(T, Vec<(String, String)>), Box<Response>> {
+) -> Result<(T, Fields), Box<Response>> {
     let (Some(id), Ok(axum::Form(fields))) = (parse(id), form) else {
         return Err(Box::new(problem_page_in(
             Some(&rt.snapshot().config),
