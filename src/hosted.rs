@@ -45,6 +45,9 @@ pub enum HostedError {
         /// Why.
         reason: String,
     },
+    /// Keys could not be generated or sealed.
+    #[error("hosted keys: {0}")]
+    Keys(String),
     /// The file would be overwritten.
     #[error("{0} exists: hosted keys are never overwritten (move it aside to replace it)")]
     Exists(PathBuf),
@@ -73,10 +76,7 @@ struct SealedKeys {
 pub fn generate(partner: &PartnerId) -> Result<Value, HostedError> {
     let tag = &uuid::Uuid::now_v7().simple().to_string()[20..];
     let key = |kid: String, key_use| {
-        generate_p256(&kid, key_use).map_err(|e| HostedError::File {
-            path: PathBuf::new(),
-            reason: e.to_string(),
-        })
+        generate_p256(&kid, key_use).map_err(|e| HostedError::Keys(e.to_string()))
     };
     Ok(json!({ "keys": [
         key(format!("{partner}-hosted-enc-{tag}"), KeyUse::Enc)?,
@@ -95,14 +95,10 @@ pub fn seal_keys(
         partner: partner.to_string(),
         keys: private.clone(),
     };
-    let bytes = serde_json::to_vec(&doc).map_err(|e| HostedError::File {
-        path: PathBuf::new(),
-        reason: e.to_string(),
-    })?;
-    storage_key.seal(&bytes).map_err(|e| HostedError::File {
-        path: PathBuf::new(),
-        reason: e.to_string(),
-    })
+    let bytes = serde_json::to_vec(&doc).map_err(|e| HostedError::Keys(e.to_string()))?;
+    storage_key
+        .seal(&bytes)
+        .map_err(|e| HostedError::Keys(e.to_string()))
 }
 
 /// Opens `path` (written by [`seal_keys`]) for `partner`.

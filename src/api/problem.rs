@@ -201,7 +201,10 @@ impl ApiError {
                 ),
                 HostedError::NotFound => (S::NOT_FOUND, "not-found", "Not found"),
                 HostedError::Store(e) => store_parts(e),
-                HostedError::File { .. } | HostedError::Exists(_) | HostedError::Unreadable => {
+                HostedError::File { .. }
+                | HostedError::Keys(_)
+                | HostedError::Exists(_)
+                | HostedError::Unreadable => {
                     (S::INTERNAL_SERVER_ERROR, "internal", "Internal error")
                 }
             },
