@@ -85,6 +85,9 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     notify_leads(rt, config, now, report.escalated > 0).await?;
     let records_cutoff = now - config.settings.retention.records.as_secs() as i64;
     report.purged = rt.store.purge_records(records_cutoff, now).await?;
+    if report.purged > 0 || report.expired > 0 {
+        rt.store.reclaim_space().await?;
+    }
     // A marker matters only while its referral's `iat` could still pass the skew check.
     // Measured by the database's clock (replicas' clocks may differ by up to the skew).
     report.markers = rt

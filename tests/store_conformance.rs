@@ -35,7 +35,22 @@ async fn conformance(url: &str, backend: Backend) {
     replay_markers_are_purged_by_the_database_clock(again.as_ref()).await;
     replicas_are_counted_and_notices_claimed_once(again.as_ref()).await;
     a_purge_larger_than_a_batch_purges_everything_due(again.as_ref()).await;
+    again.reclaim_space().await.unwrap();
     again.close().await;
+    if backend == Backend::Sqlite {
+        // The space the purge freed went back to the file system.
+        let mut conn = raw(url).await;
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, 2, "incremental auto-vacuum");
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(free, 0, "freed pages returned");
+    }
     the_database_refuses_unknown_statuses_and_kinds(url).await;
     unreadable_rows_are_errors_never_dropped(url).await;
     group_commit_keeps_each_acceptance_whole(store::open(url).await.expect("reopen")).await;

@@ -80,7 +80,7 @@ pub(crate) static SUBJECT_MATCHES: LazyLock<String> = LazyLock::new(|| {
 /// Implements [`Store`](super::Store) for a backend type with `pool`, `writer` and `group`
 /// fields, and defines the batch writer `accept_batch` for its pool type.
 macro_rules! store_impl {
-    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal, $for_update:literal, $db_now:literal) => {
+    ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal, $for_update:literal, $db_now:literal, $reclaim:literal) => {
         use crate::audit::event::{self as ev, ActorRef, AuditEvent};
         use crate::identity::PartnerId;
         use crate::ids::{DeliveryId, ReferralId};
@@ -989,6 +989,19 @@ macro_rules! store_impl {
                     .await
                     .map(|_| ())
                     .map_err(query_err("forget replica"))
+            }
+
+            async fn reclaim_space(&self) -> Result<(), StoreError> {
+                // PostgreSQL's autovacuum does this by itself; SQLite returns freed pages to
+                // the file system a bounded number at a time (incremental auto-vacuum).
+                if $reclaim.is_empty() {
+                    return Ok(());
+                }
+                sqlx::query($reclaim)
+                    .execute(&self.writer)
+                    .await
+                    .map(|_| ())
+                    .map_err(query_err("reclaim space"))
             }
 
             async fn claim_notice(&self, key: &str, at: i64, forget_before: i64) -> Result<bool, StoreError> {

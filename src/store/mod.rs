@@ -310,6 +310,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         forget_before: i64,
     ) -> Result<u32, StoreError>;
 
+    /// Returns space freed by expiry and purge to the file system, a bounded amount per call
+    /// (SQLite's incremental vacuum; PostgreSQL's autovacuum needs nothing).
+    async fn reclaim_space(&self) -> Result<(), StoreError>;
+
     /// Forgets replica `id` (it is stopping gracefully), so the others stop counting it at
     /// once rather than after the live window.
     async fn forget_replica(&self, id: &str) -> Result<(), StoreError>;

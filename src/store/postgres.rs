@@ -101,5 +101,6 @@ store_impl!(
     "SELECT pg_notify('refex_inbox', '')",
     "SELECT true FROM (SELECT pg_advisory_xact_lock(hashtext('refex:' || $1))) AS held",
     " FOR UPDATE",
-    "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)"
+    "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
+    ""
 );

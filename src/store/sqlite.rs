@@ -41,6 +41,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // A new database is created with incremental auto-vacuum, so space purged
+            // records held is returned to the file system (`reclaim_space`); an existing
+            // one keeps its mode until an operator runs VACUUM once (OPERATIONS.md).
+            .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
             .busy_timeout(BUSY_TIMEOUT);
         // The data directory 0700 and the database 0600 before SQLite opens it: its -wal and
         // -shm files take the database file's mode, so none is ever readable by others.
@@ -101,5 +105,8 @@ store_impl!(
     "",
     "",
     "",
-    "CAST(strftime('%s', 'now') AS INTEGER)"
+    "CAST(strftime('%s', 'now') AS INTEGER)",
+    // 2,000 pages (8 MiB at SQLite's 4 KiB pages) per housekeeping pass: short enough never
+    // to hold the writer long.
+    "PRAGMA incremental_vacuum(2000)"
 );
