@@ -48,12 +48,15 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     // Only serving gateways announce themselves (`refex purge` is not a replica).
     if rt.serving.load(std::sync::atomic::Ordering::Relaxed) {
         let interval = config.settings.retention.housekeeping_interval.as_secs() as i64;
-        let live = rt
+        // Counting is best effort: on a failure the last count stands, the pass goes on.
+        match rt
             .store
             .heartbeat(&rt.replica, now, now - 3 * interval.max(1), now - 86_400)
-            .await?;
-        if config.settings.replicas.is_none() {
-            rt.replicas_counted(live);
+            .await
+        {
+            Ok(live) if config.settings.replicas.is_none() => rt.replicas_counted(live),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not count the replicas this pass"),
         }
     }
     for partner in config.partners.values() {

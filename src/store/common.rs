@@ -958,27 +958,28 @@ macro_rules! store_impl {
             }
 
             async fn heartbeat(&self, id: &str, at: i64, live_after: i64, forget_before: i64) -> Result<u32, StoreError> {
-                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                // Each statement on its own: replicas announcing at once (and forgetting each
+                // other after a clock jump) never hold one row while waiting for another.
                 sqlx::query(
                     "INSERT INTO replicas (id, seen_at) VALUES ($1, $2) \
                      ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
                 )
                 .bind(id)
                 .bind(at)
-                .execute(&mut *tx)
+                .execute(&self.writer)
                 .await
                 .map_err(query_err("heartbeat"))?;
-                sqlx::query("DELETE FROM replicas WHERE seen_at < $1")
+                sqlx::query("DELETE FROM replicas WHERE seen_at < $1 AND id <> $2")
                     .bind(forget_before)
-                    .execute(&mut *tx)
+                    .bind(id)
+                    .execute(&self.writer)
                     .await
                     .map_err(query_err("heartbeat"))?;
                 let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replicas WHERE seen_at >= $1")
                     .bind(live_after)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&self.pool)
                     .await
                     .map_err(query_err("heartbeat"))?;
-                tx.commit().await.map_err(query_err("commit"))?;
                 Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
             }
 
@@ -1005,19 +1006,18 @@ macro_rules! store_impl {
             }
 
             async fn claim_notice(&self, key: &str, at: i64, forget_before: i64) -> Result<bool, StoreError> {
-                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
+                // Each statement on its own (no lock held while waiting for another).
                 sqlx::query("DELETE FROM notices WHERE at < $1")
                     .bind(forget_before)
-                    .execute(&mut *tx)
+                    .execute(&self.writer)
                     .await
                     .map_err(query_err("claim notice"))?;
                 let done = sqlx::query("INSERT INTO notices (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
                     .bind(key)
                     .bind(at)
-                    .execute(&mut *tx)
+                    .execute(&self.writer)
                     .await
                     .map_err(query_err("claim notice"))?;
-                tx.commit().await.map_err(query_err("commit"))?;
                 Ok(done.rows_affected() == 1)
             }
 
