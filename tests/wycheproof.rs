@@ -12,6 +12,13 @@ use josekit::jwk::Jwk;
 use refex::envelope::jose::{self, PreparedKey};
 use serde_json::{Map, Value, json};
 
+/// The vector tests import a key for every vector, and OpenSSL 3.0 has been seen to fail an
+/// import of a valid RSA-PSS key (`X509_PUBKEY_get0: decode error`) while another thread
+/// imports the JWE vectors' keys (27 runs in 300 with two of these tests side by side). The
+/// gateway imports each key once, when its key set loads (`PreparedKey`); here the tests take
+/// turns, so a refusal is the vector's and never the race's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn vectors(name: &str) -> Option<Value> {
     let path = common::prereq::testdata().join("wycheproof").join(name);
     match std::fs::read(&path) {
@@ -52,7 +59,9 @@ fn prepared(key: Option<&Jwk>, key_use: &str, input: &str) -> Option<PreparedKey
         }
     }
     let private = jwk.parameter("d").is_some();
-    Some(PreparedKey::new(jwk, private))
+    // A key refex cannot prepare is one a key set refuses to load: the object is then
+    // refused for want of a key, which the callers compare by outcome.
+    PreparedKey::new(jwk, private).ok()
 }
 
 /// Decrypts with the bare key and with the prepared one; the two must agree exactly.
@@ -64,8 +73,8 @@ fn decrypt_both(
     let prepared = prepared(key, "enc", input);
     let again = jose::decrypt(input, |_| prepared.as_ref());
     assert_eq!(
-        bare.as_ref().map(|r| &r.1),
-        again.as_ref().map(|r| &r.1),
+        bare.as_ref().ok().map(|r| &r.1),
+        again.as_ref().ok().map(|r| &r.1),
         "prepared key disagrees"
     );
     bare
@@ -77,8 +86,8 @@ fn verify_both(input: &str, key: Option<&Jwk>) -> Result<(jose::Header, Vec<u8>)
     let prepared = prepared(key, "sig", input);
     let again = jose::verify(input, |_| prepared.as_ref());
     assert_eq!(
-        bare.as_ref().map(|r| &r.1),
-        again.as_ref().map(|r| &r.1),
+        bare.as_ref().ok().map(|r| &r.1),
+        again.as_ref().ok().map(|r| &r.1),
         "prepared key disagrees"
     );
     bare
@@ -105,6 +114,9 @@ fn header_field(compact: &str, field: &str) -> Option<String> {
 
 #[test]
 fn jwe_vectors() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(doc) = vectors("json_web_encryption_test.json") else {
         return;
     };
@@ -144,6 +156,9 @@ fn jose_allows_enc(alg: &str) -> bool {
 
 #[test]
 fn jws_vectors() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(doc) = vectors("json_web_signature_test.json") else {
         return;
     };
@@ -236,6 +251,9 @@ fn jwe_from_shared_secret(epk: &Value, z: &[u8], plaintext: &[u8]) -> String {
 
 #[test]
 fn p256_ecdh_vectors_through_jwe() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(doc) = vectors("ecdh_secp256r1_webcrypto_test.json") else {
         return;
     };

@@ -101,19 +101,22 @@ impl JoseKey for Jwk {
     }
 }
 
-/// The crypto object a key is for, built when the key set is loaded.
-enum Prepared {
-    Signer(Box<dyn JwsSigner>),
-    Verifier(Box<dyn JwsVerifier>),
-    Encrypter(Box<dyn JweEncrypter>),
-    Decrypter(Box<dyn JweDecrypter>),
-    /// The JWK could not be imported (it fails the same way when used).
-    Nothing,
+/// The crypto objects a key is for, built when the key set is loaded: a private `sig` key
+/// signs and verifies, a public one verifies; a private `enc` key decrypts and encrypts, a
+/// public one encrypts.
+#[derive(Default)]
+struct Prepared {
+    signer: Option<Box<dyn JwsSigner>>,
+    verifier: Option<Box<dyn JwsVerifier>>,
+    encrypter: Option<Box<dyn JweEncrypter>>,
+    decrypter: Option<Box<dyn JweDecrypter>>,
 }
 
-/// A JWK with the one crypto object its `use`, `alg` and visibility call for, built once:
-/// a private `sig` key signs, a public one verifies, a private `enc` key decrypts, a public
-/// one encrypts. Any other use falls back to building from the JWK.
+/// A JWK with the crypto objects its `use`, `alg` and visibility call for, built once, so
+/// no operation imports a key. Importing is also where OpenSSL 3.0 has been seen to fail
+/// spuriously when several threads import keys at once (`X509_PUBKEY_get0: decode error`
+/// for a valid RSA-PSS key), so a gateway that imported per operation could refuse a valid
+/// referral under load.
 #[derive(Clone)]
 pub struct PreparedKey {
     jwk: Jwk,
@@ -130,59 +133,84 @@ impl std::fmt::Debug for PreparedKey {
     }
 }
 
+/// Why a key could not be prepared. The text names the rule, never key material or the
+/// library's message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrepareError {
+    /// `use` or `alg` is missing or not one refex allows for that use.
+    #[error("\"use\" {key_use:?} with \"alg\" {alg:?} is not a key refex can use")]
+    Unsupported {
+        /// The key's `use`.
+        key_use: Option<String>,
+        /// The key's `alg`.
+        alg: Option<String>,
+    },
+    /// The parameters do not make a usable key for its `alg`.
+    #[error("its parameters do not make a usable {0} key")]
+    Import(String),
+}
+
 impl PreparedKey {
-    /// Prepares `jwk` for what it is for (`private`: it carries private material).
-    pub fn new(jwk: Jwk, private: bool) -> Self {
-        let prepared = match (jwk.key_use(), jwk.algorithm(), private) {
-            (Some("sig"), Some(alg), true) => match alg {
-                "ES256" => ES256
-                    .signer_from_jwk(&jwk)
-                    .map(|s| Prepared::Signer(Box::new(s))),
-                "EdDSA" => EdDSA
-                    .signer_from_jwk(&jwk)
-                    .map(|s| Prepared::Signer(Box::new(s))),
-                "PS256" => PS256
-                    .signer_from_jwk(&jwk)
-                    .map(|s| Prepared::Signer(Box::new(s))),
-                _ => Ok(Prepared::Nothing),
-            },
-            (Some("sig"), Some(alg), false) => match alg {
-                "ES256" => ES256
-                    .verifier_from_jwk(&jwk)
-                    .map(|v| Prepared::Verifier(Box::new(v))),
-                "EdDSA" => EdDSA
-                    .verifier_from_jwk(&jwk)
-                    .map(|v| Prepared::Verifier(Box::new(v))),
-                "PS256" => PS256
-                    .verifier_from_jwk(&jwk)
-                    .map(|v| Prepared::Verifier(Box::new(v))),
-                _ => Ok(Prepared::Nothing),
-            },
-            (Some("enc"), Some(alg), true) => match alg {
-                "ECDH-ES+A256KW" => ECDH_ES_A256KW
-                    .decrypter_from_jwk(&jwk)
-                    .map(|d| Prepared::Decrypter(Box::new(d))),
-                "RSA-OAEP-256" => RSA_OAEP_256
-                    .decrypter_from_jwk(&jwk)
-                    .map(|d| Prepared::Decrypter(Box::new(d))),
-                _ => Ok(Prepared::Nothing),
-            },
-            (Some("enc"), Some(alg), false) => match alg {
-                "ECDH-ES+A256KW" => ECDH_ES_A256KW
-                    .encrypter_from_jwk(&jwk)
-                    .map(|e| Prepared::Encrypter(Box::new(e))),
-                "RSA-OAEP-256" => RSA_OAEP_256
-                    .encrypter_from_jwk(&jwk)
-                    .map(|e| Prepared::Encrypter(Box::new(e))),
-                _ => Ok(Prepared::Nothing),
-            },
-            _ => Ok(Prepared::Nothing),
+    /// Prepares `jwk` for what it is for (`private`: it carries private material). Fails
+    /// for a `use`/`alg` refex does not allow, or parameters the library cannot import.
+    pub fn new(jwk: Jwk, private: bool) -> Result<Self, PrepareError> {
+        let alg = jwk.algorithm().unwrap_or_default().to_owned();
+        let unsupported = || PrepareError::Unsupported {
+            key_use: jwk.key_use().map(str::to_owned),
+            alg: jwk.algorithm().map(str::to_owned),
+        };
+        let import = |_| PrepareError::Import(alg.clone());
+        let public = if private {
+            jwk.to_public_key().map_err(import)?
+        } else {
+            jwk.clone()
+        };
+        let mut prepared = Prepared::default();
+        match jwk.key_use() {
+            Some("sig") if SIG_ALGS.contains(&alg.as_str()) => {
+                prepared.verifier = Some(match alg.as_str() {
+                    "ES256" => Box::new(ES256.verifier_from_jwk(&public).map_err(import)?),
+                    "EdDSA" => Box::new(EdDSA.verifier_from_jwk(&public).map_err(import)?),
+                    "PS256" => Box::new(PS256.verifier_from_jwk(&public).map_err(import)?),
+                    _ => return Err(unsupported()),
+                });
+                if private {
+                    prepared.signer = Some(match alg.as_str() {
+                        "ES256" => Box::new(ES256.signer_from_jwk(&jwk).map_err(import)?),
+                        "EdDSA" => Box::new(EdDSA.signer_from_jwk(&jwk).map_err(import)?),
+                        "PS256" => Box::new(PS256.signer_from_jwk(&jwk).map_err(import)?),
+                        _ => return Err(unsupported()),
+                    });
+                }
+            }
+            Some("enc") if ENC_ALGS.contains(&alg.as_str()) => {
+                prepared.encrypter = Some(match alg.as_str() {
+                    "ECDH-ES+A256KW" => {
+                        Box::new(ECDH_ES_A256KW.encrypter_from_jwk(&public).map_err(import)?)
+                    }
+                    "RSA-OAEP-256" => {
+                        Box::new(RSA_OAEP_256.encrypter_from_jwk(&public).map_err(import)?)
+                    }
+                    _ => return Err(unsupported()),
+                });
+                if private {
+                    prepared.decrypter = Some(match alg.as_str() {
+                        "ECDH-ES+A256KW" => {
+                            Box::new(ECDH_ES_A256KW.decrypter_from_jwk(&jwk).map_err(import)?)
+                        }
+                        "RSA-OAEP-256" => {
+                            Box::new(RSA_OAEP_256.decrypter_from_jwk(&jwk).map_err(import)?)
+                        }
+                        _ => return Err(unsupported()),
+                    });
+                }
+            }
+            _ => return Err(unsupported()),
         }
-        .unwrap_or(Prepared::Nothing);
-        Self {
+        Ok(Self {
             jwk,
             prepared: std::sync::Arc::new(prepared),
-        }
+        })
     }
 }
 
@@ -191,28 +219,16 @@ impl JoseKey for PreparedKey {
         &self.jwk
     }
     fn signer(&self) -> Option<&dyn JwsSigner> {
-        match self.prepared.as_ref() {
-            Prepared::Signer(s) => Some(s.as_ref()),
-            _ => None,
-        }
+        self.prepared.signer.as_deref()
     }
     fn verifier(&self) -> Option<&dyn JwsVerifier> {
-        match self.prepared.as_ref() {
-            Prepared::Verifier(v) => Some(v.as_ref()),
-            _ => None,
-        }
+        self.prepared.verifier.as_deref()
     }
     fn encrypter(&self) -> Option<&dyn JweEncrypter> {
-        match self.prepared.as_ref() {
-            Prepared::Encrypter(e) => Some(e.as_ref()),
-            _ => None,
-        }
+        self.prepared.encrypter.as_deref()
     }
     fn decrypter(&self) -> Option<&dyn JweDecrypter> {
-        match self.prepared.as_ref() {
-            Prepared::Decrypter(d) => Some(d.as_ref()),
-            _ => None,
-        }
+        self.prepared.decrypter.as_deref()
     }
 }
 

@@ -163,7 +163,8 @@ impl KeySet {
                 }
                 _ => {}
             }
-            keys.push((key_use, PreparedKey::new(jwk.clone(), has_private)));
+            let key = PreparedKey::new(jwk.clone(), has_private).map_err(|e| bad(e.to_string()))?;
+            keys.push((key_use, key));
         }
         Ok(Self { keys })
     }
