@@ -185,9 +185,10 @@ impl PreparedKey {
             }
             Some("enc") if ENC_ALGS.contains(&alg.as_str()) => {
                 prepared.encrypter = Some(match alg.as_str() {
-                    "ECDH-ES+A256KW" => {
-                        Box::new(ECDH_ES_A256KW.encrypter_from_jwk(&public).map_err(import)?)
-                    }
+                    "ECDH-ES+A256KW" => Box::new(
+                        super::ecdh::Encrypter::from_jwk(&public)
+                            .map_err(|_| PrepareError::Import(alg.clone()))?,
+                    ),
                     "RSA-OAEP-256" => {
                         Box::new(RSA_OAEP_256.encrypter_from_jwk(&public).map_err(import)?)
                     }
@@ -195,9 +196,10 @@ impl PreparedKey {
                 });
                 if private {
                     prepared.decrypter = Some(match alg.as_str() {
-                        "ECDH-ES+A256KW" => {
-                            Box::new(ECDH_ES_A256KW.decrypter_from_jwk(&jwk).map_err(import)?)
-                        }
+                        "ECDH-ES+A256KW" => Box::new(
+                            super::ecdh::Decrypter::from_jwk(&jwk)
+                                .map_err(|_| PrepareError::Import(alg.clone()))?,
+                        ),
                         "RSA-OAEP-256" => {
                             Box::new(RSA_OAEP_256.decrypter_from_jwk(&jwk).map_err(import)?)
                         }

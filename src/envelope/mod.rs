@@ -6,6 +6,7 @@
 //! Nothing outside this module touches josekit.
 
 pub mod at_rest;
+pub mod ecdh;
 pub mod jose;
 pub mod keys;
 pub mod referral;
