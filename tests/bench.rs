@@ -111,9 +111,19 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
 
     // Every target is there, judged or marked not run; the table says the same.
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 8);
+    assert_eq!(targets.len(), 9);
     let judged = targets.iter().filter(|t| !t["met"].is_null()).count();
-    assert_eq!(judged, if pg.is_some() { 8 } else { 6 });
+    assert_eq!(judged, if pg.is_some() { 9 } else { 7 });
+    // The housekeeping phase purged generated referrals while acceptances were committed,
+    // and the store's size per referral is reported.
+    let hk = &report["housekeeping"];
+    assert_eq!(hk["seeded"], 2000);
+    assert!(hk["purged"].as_u64().unwrap() >= 2000, "{hk}");
+    assert!(
+        hk["seeded_bytes_per_referral"].as_f64().unwrap() > 0.0,
+        "{hk}"
+    );
+    assert!(report["store_bytes_per_referral"].as_f64().unwrap() > 0.0);
     // The physical limit comes from the primitives measured in the same run.
     let primitives = &report["micro"]["primitives"];
     for p in ["sign_us", "verify_us", "ecdh_us", "keygen_us"] {

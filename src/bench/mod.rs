@@ -20,6 +20,7 @@
 pub mod corpus;
 pub mod driver;
 pub mod gateway;
+pub mod housekeeping;
 pub mod micro;
 pub mod net;
 pub mod report;
@@ -69,6 +70,10 @@ pub struct Budget {
     pub cell: Duration,
     /// Idle connections for the memory phase.
     pub idle_connections: usize,
+    /// Referrals generated for the housekeeping phase.
+    pub seeded: u64,
+    /// Acceptances prepared to commit during the housekeeping phase (at 100/s).
+    pub housekeeping_acceptances: usize,
 }
 
 impl Budget {
@@ -80,6 +85,8 @@ impl Budget {
             micro: 400,
             cell: Duration::from_secs(3),
             idle_connections: 2_000,
+            seeded: 1_000_000,
+            housekeeping_acceptances: 6_000,
         }
     }
 
@@ -91,6 +98,8 @@ impl Budget {
             micro: 8,
             cell: Duration::from_millis(300),
             idle_connections: 50,
+            seeded: 2_000,
+            housekeeping_acceptances: 50,
         }
     }
 }
@@ -132,6 +141,8 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
     let gateway = GatewayProcess::start(work.path(), &sqlite_url)?;
     let sender = target(&pki, SENDER, &gateway)?;
     report.sqlite = end_to_end("sqlite", &gateway, &sender, &corpus, budget, true).await?;
+    let (referrals, used) = housekeeping::bytes_in_use(&sqlite_url).await?;
+    report.store_bytes_per_referral = used as f64 / referrals.max(1) as f64;
 
     tracing::info!("bench: inbox");
     let receiver = target(&pki, corpus::RECIPIENTS[0], &gateway)?;
@@ -147,6 +158,20 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
     tracing::info!("bench: idle connections");
     report.idle = net::idle_memory(&gateway, &sender.tls, budget.idle_connections).await?;
     gateway.stop();
+
+    tracing::info!(
+        "bench: housekeeping over {} generated referrals",
+        budget.seeded
+    );
+    report.housekeeping = housekeeping::run(
+        &config,
+        &corpus,
+        work.path(),
+        budget.seeded,
+        budget.housekeeping_acceptances,
+        now,
+    )
+    .await?;
 
     if let Some(base) = &options.postgres {
         tracing::info!("bench: PostgreSQL");
