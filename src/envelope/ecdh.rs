@@ -28,6 +28,7 @@ use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::nid::Nid;
 use serde_json::{Map, Value};
 use sha2::Digest as _;
+use zeroize::Zeroizing;
 
 /// Bytes in a P-256 coordinate or scalar.
 const COORD: usize = 32;
@@ -90,8 +91,29 @@ fn point(group: &EcGroup, map: &Map<String, Value>) -> Result<EcPoint, &'static 
     Ok(p)
 }
 
-/// `x` of `scalar · peer`, the ECDH shared secret Z.
-fn agree(group: &EcGroup, peer: &EcPoint, scalar: &BigNum) -> Result<[u8; COORD], &'static str> {
+/// A private scalar, flagged for OpenSSL's constant-time arithmetic and wiped when dropped.
+struct Scalar(BigNum);
+
+impl Scalar {
+    fn new(mut n: BigNum) -> Self {
+        n.set_const_time();
+        Self(n)
+    }
+}
+
+impl Drop for Scalar {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// `x` of `scalar · peer`, the ECDH shared secret Z (wiped when dropped).
+fn agree(
+    group: &EcGroup,
+    peer: &EcPoint,
+    scalar: &Scalar,
+) -> Result<Zeroizing<[u8; COORD]>, &'static str> {
+    let scalar = &scalar.0;
     let mut ctx = BigNumContext::new().map_err(|_| "context")?;
     let mut shared = EcPoint::new(group).map_err(|_| "point")?;
     shared
@@ -107,14 +129,15 @@ fn agree(group: &EcGroup, peer: &EcPoint, scalar: &BigNum) -> Result<[u8; COORD]
     shared
         .affine_coordinates(group, &mut x, &mut y, &mut ctx)
         .map_err(|_| "agreement")?;
-    let bytes = x.to_vec_padded(COORD as i32).map_err(|_| "agreement")?;
-    let mut z = [0u8; COORD];
+    let bytes = Zeroizing::new(x.to_vec_padded(COORD as i32).map_err(|_| "agreement")?);
+    x.clear();
+    let mut z = Zeroizing::new([0u8; COORD]);
     z.copy_from_slice(&bytes);
     Ok(z)
 }
 
 /// RFC 7518 §4.6.2: the key-wrapping key from Z, with the header's party information.
-fn concat_kdf(z: &[u8], apu: &[u8], apv: &[u8]) -> [u8; 32] {
+fn concat_kdf(z: &[u8], apu: &[u8], apv: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut h = sha2::Sha256::new();
     h.update(1u32.to_be_bytes());
     h.update(z);
@@ -123,7 +146,7 @@ fn concat_kdf(z: &[u8], apu: &[u8], apv: &[u8]) -> [u8; 32] {
         h.update(part);
     }
     h.update(WRAP_KEY_BITS.to_be_bytes());
-    h.finalize().into()
+    Zeroizing::new(h.finalize().into())
 }
 
 /// `apu` / `apv` from the header: absent is empty, present must be base64url text.
@@ -194,12 +217,14 @@ impl JweEncrypter for Encrypter {
     ) -> Result<Option<Vec<u8>>, LibError> {
         let group = &self.group;
         let ephemeral = EcKey::generate(group).map_err(|_| lib("ephemeral key"))?;
-        let mut scalar = ephemeral
-            .private_key()
-            .to_owned()
-            .map_err(|_| lib("scalar"))?;
-        scalar.set_const_time();
+        let scalar = Scalar::new(
+            ephemeral
+                .private_key()
+                .to_owned()
+                .map_err(|_| lib("scalar"))?,
+        );
         let z = agree(group, &self.peer, &scalar).map_err(lib)?;
+        drop(scalar);
         let mut ctx = BigNumContext::new().map_err(|_| lib("context"))?;
         let public = ephemeral
             .public_key()
@@ -221,8 +246,8 @@ impl JweEncrypter for Encrypter {
             .map_err(|_| lib("epk"))?;
         let apu = party(in_header, "apu").map_err(lib)?;
         let apv = party(in_header, "apv").map_err(lib)?;
-        let kek = concat_kdf(&z, &apu, &apv);
-        let aes = openssl::aes::AesKey::new_encrypt(&kek).map_err(|_| lib("key wrap"))?;
+        let kek = concat_kdf(&z[..], &apu, &apv);
+        let aes = openssl::aes::AesKey::new_encrypt(&kek[..]).map_err(|_| lib("key wrap"))?;
         let mut wrapped = vec![0; key.len() + 8];
         let len =
             openssl::aes::wrap_key(&aes, None, &mut wrapped, key).map_err(|_| lib("key wrap"))?;
@@ -240,7 +265,7 @@ impl JweEncrypter for Encrypter {
 pub struct Decrypter {
     key_id: Option<String>,
     group: Arc<EcGroup>,
-    scalar: Arc<BigNum>,
+    scalar: Arc<Scalar>,
 }
 
 impl std::fmt::Debug for Decrypter {
@@ -253,31 +278,21 @@ impl std::fmt::Debug for Decrypter {
 }
 
 impl Decrypter {
-    /// Imports a private P-256 JWK, checked once: the scalar must give the JWK's point
-    /// (computed from the scalar where the JWK leaves `x` and `y` out).
+    /// Imports a private P-256 JWK, checked once: `d` is the full 32 bytes (RFC 7518
+    /// §6.2.2.1) and gives the JWK's point (`x` and `y` are required).
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, EcdhError> {
         let group = group()?;
         let map = jwk.as_ref();
-        let d = map
-            .get("d")
-            .and_then(Value::as_str)
-            .and_then(|d| URL_SAFE_NO_PAD.decode(d).ok())
-            .filter(|d| !d.is_empty() && d.len() <= COORD)
-            .ok_or(EcdhError("no P-256 private scalar"))?;
-        let mut scalar = BigNum::from_slice(&d).map_err(|_| EcdhError("bad private scalar"))?;
-        scalar.set_const_time();
-        let public = if map.contains_key("x") || map.contains_key("y") {
-            point(&group, map).map_err(|_| EcdhError("not a P-256 point"))?
-        } else {
-            let mut ctx = BigNumContext::new().map_err(|_| EcdhError("no context"))?;
-            let mut p = EcPoint::new(&group).map_err(|_| EcdhError("no point"))?;
-            p.mul_generator2(&group, &scalar, &mut ctx)
-                .map_err(|_| EcdhError("bad private scalar"))?;
-            p
-        };
-        EcKey::from_private_components(&group, &scalar, &public)
+        let public = point(&group, map).map_err(|_| EcdhError("not a P-256 point"))?;
+        let d = Zeroizing::new(
+            field(map, "d").map_err(|_| EcdhError("\"d\" is not a 32-byte P-256 scalar"))?,
+        );
+        let scalar = Scalar::new(
+            BigNum::from_slice(&d[..]).map_err(|_| EcdhError("\"d\" is not a P-256 scalar"))?,
+        );
+        EcKey::from_private_components(&group, &scalar.0, &public)
             .and_then(|k| k.check_key())
-            .map_err(|_| EcdhError("the private scalar does not match the point"))?;
+            .map_err(|_| EcdhError("\"d\" does not match the point"))?;
         Ok(Self {
             key_id: jwk.key_id().map(str::to_owned),
             group,
@@ -314,8 +329,8 @@ impl JweDecrypter for Decrypter {
         let z = agree(&self.group, &peer, &self.scalar).map_err(lib)?;
         let apu = party(header, "apu").map_err(lib)?;
         let apv = party(header, "apv").map_err(lib)?;
-        let kek = concat_kdf(&z, &apu, &apv);
-        let aes = openssl::aes::AesKey::new_decrypt(&kek).map_err(|_| lib("key wrap"))?;
+        let kek = concat_kdf(&z[..], &apu, &apv);
+        let aes = openssl::aes::AesKey::new_decrypt(&kek[..]).map_err(|_| lib("key wrap"))?;
         let mut key = vec![0; wrapped.len() - 8];
         let len = openssl::aes::unwrap_key(&aes, None, &mut key, wrapped)
             .map_err(|_| lib("key unwrap"))?;
@@ -373,8 +388,8 @@ mod tests {
         let ours_dec = Decrypter::from_jwk(&private).expect("decrypter");
         let (scalar_only, _) = pair_with(false);
         assert!(
-            Decrypter::from_jwk(&scalar_only).is_ok(),
-            "d alone gives the point"
+            Decrypter::from_jwk(&scalar_only).is_err(),
+            "x and y are required"
         );
         let lib_enc = ECDH_ES_A256KW
             .encrypter_from_jwk(&public)

@@ -146,8 +146,13 @@ pub enum PrepareError {
         alg: Option<String>,
     },
     /// The parameters do not make a usable key for its `alg`.
-    #[error("its parameters do not make a usable {0} key")]
-    Import(String),
+    #[error("its parameters do not make a usable {alg} key{why}")]
+    Import {
+        /// The key's `alg`.
+        alg: String,
+        /// What is wrong, where refex can say (`: …`), else empty.
+        why: String,
+    },
 }
 
 impl PreparedKey {
@@ -159,7 +164,14 @@ impl PreparedKey {
             key_use: jwk.key_use().map(str::to_owned),
             alg: jwk.algorithm().map(str::to_owned),
         };
-        let import = |_| PrepareError::Import(alg.clone());
+        let import = |_| PrepareError::Import {
+            alg: alg.clone(),
+            why: String::new(),
+        };
+        let ecdh = |e: super::ecdh::EcdhError| PrepareError::Import {
+            alg: alg.clone(),
+            why: format!(": {e} (refex's ECDH-ES keys are P-256)"),
+        };
         let public = if private {
             jwk.to_public_key().map_err(import)?
         } else {
@@ -185,10 +197,9 @@ impl PreparedKey {
             }
             Some("enc") if ENC_ALGS.contains(&alg.as_str()) => {
                 prepared.encrypter = Some(match alg.as_str() {
-                    "ECDH-ES+A256KW" => Box::new(
-                        super::ecdh::Encrypter::from_jwk(&public)
-                            .map_err(|_| PrepareError::Import(alg.clone()))?,
-                    ),
+                    "ECDH-ES+A256KW" => {
+                        Box::new(super::ecdh::Encrypter::from_jwk(&public).map_err(ecdh)?)
+                    }
                     "RSA-OAEP-256" => {
                         Box::new(RSA_OAEP_256.encrypter_from_jwk(&public).map_err(import)?)
                     }
@@ -196,10 +207,9 @@ impl PreparedKey {
                 });
                 if private {
                     prepared.decrypter = Some(match alg.as_str() {
-                        "ECDH-ES+A256KW" => Box::new(
-                            super::ecdh::Decrypter::from_jwk(&jwk)
-                                .map_err(|_| PrepareError::Import(alg.clone()))?,
-                        ),
+                        "ECDH-ES+A256KW" => {
+                            Box::new(super::ecdh::Decrypter::from_jwk(&jwk).map_err(ecdh)?)
+                        }
                         "RSA-OAEP-256" => {
                             Box::new(RSA_OAEP_256.decrypter_from_jwk(&jwk).map_err(import)?)
                         }
