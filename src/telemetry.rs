@@ -45,6 +45,10 @@ pub const STORE_ACCEPTANCES: &str = "refex_store_acceptances_total";
 pub const STORE_COMMIT_DURATION: &str = "refex_store_commit_seconds";
 /// Acceptances per group-commit transaction.
 pub const STORE_BATCH_SIZE: &str = "refex_store_batch_size";
+/// Store transactions that committed inbox fetches and acknowledgements (each one fsync).
+pub const STORE_INBOX_COMMITS: &str = "refex_store_inbox_commits_total";
+/// Inbox fetches and acknowledgements committed through group commit.
+pub const STORE_INBOX_WRITES: &str = "refex_store_inbox_writes_total";
 /// Notices to leads, by outcome (`sent`, `failed`, `dropped`).
 pub const NOTIFICATIONS: &str = "refex_notifications_total";
 /// Deliveries waiting in each partner's inbox (queued or fetched, not acknowledged).

@@ -54,6 +54,76 @@ async fn conformance(url: &str, backend: Backend) {
     the_database_refuses_unknown_statuses_and_kinds(url).await;
     unreadable_rows_are_errors_never_dropped(url).await;
     group_commit_keeps_each_acceptance_whole(store::open(url).await.expect("reopen")).await;
+    inbox_writes_share_commits_and_each_gets_its_own_answer(
+        store::open(url).await.expect("reopen"),
+    )
+    .await;
+}
+
+/// Fetches and acknowledgements arriving together share commits (inbox group commit), and
+/// each is applied as if alone, in order: of two acknowledgements of one delivery exactly
+/// one acknowledges it; a fetch of another partner's delivery finds nothing; one event each.
+async fn inbox_writes_share_commits_and_each_gets_its_own_answer(store: Arc<dyn Store>) {
+    let reader = p("cambs-idva");
+    for i in 0..24 {
+        let mut a = acceptance(3000 + i, &format!("ib-jti-{i}"), false);
+        a.deliveries.truncate(1);
+        store.accept(a).await.unwrap();
+    }
+    let events_before = counts(store.as_ref()).await[4];
+    let fetches: Vec<_> = (0..24)
+        .map(|i| {
+            let (s, reader) = (store.clone(), reader.clone());
+            tokio::spawn(async move {
+                s.fetch_delivery(&reader, &did(3000 + i, 1), 1_795_000_200, &police())
+                    .await
+            })
+        })
+        .collect();
+    for f in fetches {
+        assert!(f.await.unwrap().unwrap().is_some(), "fetched");
+    }
+    // Someone else's inbox: nothing, whatever shares the commit.
+    let stranger = store
+        .fetch_delivery(&p("notts-police"), &did(3000, 1), 1_795_000_201, &police())
+        .await
+        .unwrap();
+    assert_eq!(stranger, None);
+    let acks: Vec<_> = (0..24)
+        .flat_map(|i| [i, i])
+        .map(|i| {
+            let (s, reader) = (store.clone(), reader.clone());
+            tokio::spawn(async move {
+                s.ack_delivery(&reader, &did(3000 + i, 1), 1_795_000_300, &police())
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for a in acks {
+        let outcome = a.await.unwrap().unwrap();
+        *outcomes.entry(format!("{outcome:?}")).or_insert(0) += 1;
+    }
+    assert_eq!(outcomes.get("Acknowledged"), Some(&24), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get("AlreadyAcknowledged"),
+        Some(&24),
+        "{outcomes:?}"
+    );
+    let events_after = counts(store.as_ref()).await[4];
+    assert_eq!(
+        events_after - events_before,
+        48,
+        "one fetched and one acknowledged each"
+    );
+    assert_eq!(store.audit_size().await.unwrap() as i64, events_after);
+    // Fetching an acknowledged delivery finds nothing.
+    let gone = store
+        .fetch_delivery(&reader, &did(3000, 1), 1_795_000_400, &police())
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+    store.close().await;
 }
 
 fn rid(n: u64) -> ReferralId {

@@ -333,7 +333,7 @@ macro_rules! store_impl {
             }
 
             async fn accept(&self, a: rec::Acceptance) -> Result<rec::AcceptOutcome, StoreError> {
-                self.group.accept(a).await
+                self.group.submit(a).await
             }
 
             async fn prior_acceptance(
@@ -1121,41 +1121,11 @@ macro_rules! store_impl {
                 at: i64,
                 actor: &ActorRef,
             ) -> Result<Option<String>, StoreError> {
-                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-                let row: Option<(String, Option<String>, String)> = sqlx::query_as(concat!(
-                    "SELECT status, sealed, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
-                    $for_update
-                ))
-                .bind(id.as_str())
-                .bind(recipient.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_err("fetch delivery"))?;
-                let Some((status, sealed, referral)) = row else { return Ok(None) };
-                let referral = rows::referral_id("deliveries", &referral)?;
-                let to = match moved(rows::status(&status)?, Step::Fetch) {
-                    Ok(to) => to,
-                    Err(_) => return Ok(None),
-                };
-                // In the inbox, a delivery always has its ciphertext.
-                let sealed = sealed.ok_or(rows::corrupt("deliveries", "sealed"))?;
-                if let Some(to) = to {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = $1, fetched_at = $2, updated_at = $2 WHERE id = $3",
-                    )
-                    .bind(to.as_str())
-                    .bind(at)
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("mark delivered"))?;
-                    let event = AuditRecord::new(at, Some(actor.clone()), AuditEvent::Fetched(ev::Fetched { first: true }))
-                        .about(&referral)
-                        .delivery(id);
-                    insert_events(&mut *tx, std::slice::from_ref(&event)).await?;
-                    tx.commit().await.map_err(query_err("commit"))?;
+                let write = rec::InboxWrite::Fetch { recipient: recipient.clone(), id: id.clone(), at, actor: actor.clone() };
+                match self.inbox.submit(write).await? {
+                    rec::InboxWritten::Fetched(sealed) => Ok(sealed),
+                    rec::InboxWritten::Acked(_) => Err(rows::corrupt("inbox group commit", "answer")),
                 }
-                Ok(Some(sealed))
             }
 
             async fn ack_delivery(
@@ -1165,38 +1135,11 @@ macro_rules! store_impl {
                 at: i64,
                 actor: &ActorRef,
             ) -> Result<rec::AckOutcome, StoreError> {
-                let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
-                let row: Option<(String, String)> = sqlx::query_as(concat!(
-                    "SELECT status, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
-                    $for_update
-                ))
-                .bind(id.as_str())
-                .bind(recipient.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(query_err("ack delivery"))?;
-                let Some((status, referral)) = row else { return Ok(rec::AckOutcome::NotFound) };
-                let referral = rows::referral_id("deliveries", &referral)?;
-                let to = match moved(rows::status(&status)?, Step::Acknowledge) {
-                    Ok(Some(to)) => to,
-                    Ok(None) => return Ok(rec::AckOutcome::AlreadyAcknowledged),
-                    Err(_) => return Ok(rec::AckOutcome::NotFound),
-                };
-                sqlx::query(
-                    "UPDATE deliveries SET status = $1, sealed = NULL, acked_at = $2, updated_at = $2 WHERE id = $3",
-                )
-                .bind(to.as_str())
-                .bind(at)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(query_err("ack delivery"))?;
-                let event = AuditRecord::new(at, Some(actor.clone()), AuditEvent::Acknowledged(ev::Acknowledged {}))
-                    .about(&referral)
-                    .delivery(id);
-                insert_events(&mut *tx, std::slice::from_ref(&event)).await?;
-                tx.commit().await.map_err(query_err("commit"))?;
-                Ok(rec::AckOutcome::Acknowledged)
+                let write = rec::InboxWrite::Ack { recipient: recipient.clone(), id: id.clone(), at, actor: actor.clone() };
+                match self.inbox.submit(write).await? {
+                    rec::InboxWritten::Acked(outcome) => Ok(outcome),
+                    rec::InboxWritten::Fetched(_) => Err(rows::corrupt("inbox group commit", "answer")),
+                }
             }
 
             async fn withdraw(
@@ -1269,6 +1212,142 @@ macro_rules! store_impl {
                     })
                     .collect(),
             }
+        }
+
+        /// Commits a batch of inbox fetches and acknowledgements in one transaction (group
+        /// commit), each applied in order as if alone, their audit events appended together.
+        /// If the batch's transaction fails (a lost connection, or on PostgreSQL a deadlock
+        /// with a housekeeping batch holding the same rows), each write is tried again in a
+        /// transaction of its own, so one write's trouble is only its own.
+        async fn inbox_batch(
+            pool: &sqlx::Pool<Db>,
+            batch: Vec<rec::InboxWrite>,
+        ) -> Vec<Result<rec::InboxWritten, StoreError>> {
+            if let Ok(results) = inbox_batch_tx(pool, &batch).await {
+                return results.into_iter().map(Ok).collect();
+            }
+            let mut results = Vec::with_capacity(batch.len());
+            for write in &batch {
+                results.push(
+                    inbox_batch_tx(pool, std::slice::from_ref(write))
+                        .await
+                        .and_then(|mut r| r.pop().ok_or(rows::corrupt("inbox group commit", "answer"))),
+                );
+            }
+            results
+        }
+
+        async fn inbox_batch_tx(
+            pool: &sqlx::Pool<Db>,
+            batch: &[rec::InboxWrite],
+        ) -> Result<Vec<rec::InboxWritten>, StoreError> {
+            let mut tx = begin_fresh(pool).await.map_err(query_err("begin"))?;
+            let mut events = Vec::new();
+            let mut results = Vec::with_capacity(batch.len());
+            for write in batch {
+                let (done, event) = match write {
+                    rec::InboxWrite::Fetch { recipient, id, at, actor } => {
+                        let (sealed, event) = fetch_in(&mut tx, recipient, id, *at, actor).await?;
+                        (rec::InboxWritten::Fetched(sealed), event)
+                    }
+                    rec::InboxWrite::Ack { recipient, id, at, actor } => {
+                        let (outcome, event) = ack_in(&mut tx, recipient, id, *at, actor).await?;
+                        (rec::InboxWritten::Acked(outcome), event)
+                    }
+                };
+                results.push(done);
+                events.extend(event);
+            }
+            if events.is_empty() {
+                // Only reads (fetches of deliveries already delivered): nothing to commit.
+                drop(tx);
+                return Ok(results);
+            }
+            insert_events(&mut *tx, &events).await?;
+            tx.commit().await.map_err(query_err("commit"))?;
+            Ok(results)
+        }
+
+        /// A fetch inside a batch: the sealed delivery if it is in `recipient`'s inbox, and
+        /// for the first fetch the `delivered` mark made and its `fetched` event.
+        async fn fetch_in(
+            tx: &mut Tx,
+            recipient: &PartnerId,
+            id: &DeliveryId,
+            at: i64,
+            actor: &ActorRef,
+        ) -> Result<(Option<String>, Option<AuditRecord>), StoreError> {
+            let row: Option<(String, Option<String>, String)> = sqlx::query_as(concat!(
+                "SELECT status, sealed, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
+                $for_update
+            ))
+            .bind(id.as_str())
+            .bind(recipient.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(query_err("fetch delivery"))?;
+            let Some((status, sealed, referral)) = row else { return Ok((None, None)) };
+            let referral = rows::referral_id("deliveries", &referral)?;
+            let to = match moved(rows::status(&status)?, Step::Fetch) {
+                Ok(to) => to,
+                Err(_) => return Ok((None, None)),
+            };
+            // In the inbox, a delivery always has its ciphertext.
+            let sealed = sealed.ok_or(rows::corrupt("deliveries", "sealed"))?;
+            let Some(to) = to else { return Ok((Some(sealed), None)) };
+            sqlx::query(
+                "UPDATE deliveries SET status = $1, fetched_at = $2, updated_at = $2 WHERE id = $3",
+            )
+            .bind(to.as_str())
+            .bind(at)
+            .bind(id.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(query_err("mark delivered"))?;
+            let event = AuditRecord::new(at, Some(actor.clone()), AuditEvent::Fetched(ev::Fetched { first: true }))
+                .about(&referral)
+                .delivery(id);
+            Ok((Some(sealed), Some(event)))
+        }
+
+        /// An acknowledgement inside a batch: the ciphertext deleted and the delivery out of
+        /// the inbox, with its `acknowledged` event; idempotent.
+        async fn ack_in(
+            tx: &mut Tx,
+            recipient: &PartnerId,
+            id: &DeliveryId,
+            at: i64,
+            actor: &ActorRef,
+        ) -> Result<(rec::AckOutcome, Option<AuditRecord>), StoreError> {
+            let row: Option<(String, String)> = sqlx::query_as(concat!(
+                "SELECT status, referral_id FROM deliveries WHERE id = $1 AND recipient = $2",
+                $for_update
+            ))
+            .bind(id.as_str())
+            .bind(recipient.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(query_err("ack delivery"))?;
+            let Some((status, referral)) = row else { return Ok((rec::AckOutcome::NotFound, None)) };
+            let referral = rows::referral_id("deliveries", &referral)?;
+            let to = match moved(rows::status(&status)?, Step::Acknowledge) {
+                Ok(Some(to)) => to,
+                Ok(None) => return Ok((rec::AckOutcome::AlreadyAcknowledged, None)),
+                Err(_) => return Ok((rec::AckOutcome::NotFound, None)),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = $1, sealed = NULL, acked_at = $2, updated_at = $2 WHERE id = $3",
+            )
+            .bind(to.as_str())
+            .bind(at)
+            .bind(id.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(query_err("ack delivery"))?;
+            let event = AuditRecord::new(at, Some(actor.clone()), AuditEvent::Acknowledged(ev::Acknowledged {}))
+                .about(&referral)
+                .delivery(id);
+            Ok((rec::AckOutcome::Acknowledged, Some(event)))
         }
 
         /// The batch as whole-batch statements (one multi-row `INSERT` per table); if any

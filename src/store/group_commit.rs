@@ -1,6 +1,7 @@
-//! Group commit: concurrent acceptances share one durable transaction.
+//! Group commit: concurrent writes share one durable transaction.
 //!
-//! One committer task per store takes acceptances from a queue, gathers those already
+//! One committer task per kind of write (acceptances; inbox fetches and acknowledgements)
+//! per store takes jobs from a queue, gathers those already
 //! waiting (and, under load, those arriving within a short bounded window), commits them in
 //! one transaction with one fsync, and only then answers each caller. A caller's `202` is
 //! therefore still sent after its referral is durable; what is shared is the fsync.
@@ -55,43 +56,63 @@ impl Options {
     }
 }
 
-/// One acceptance waiting for its commit.
-struct Job {
-    acceptance: Acceptance,
-    done: oneshot::Sender<Result<AcceptOutcome, StoreError>>,
+/// One write waiting for its commit.
+struct Job<W, R> {
+    work: W,
+    done: oneshot::Sender<Result<R, StoreError>>,
 }
 
-/// The queue in front of a store's committer task.
-#[derive(Debug, Clone)]
-pub struct GroupCommit {
-    jobs: mpsc::UnboundedSender<Job>,
+/// The queue in front of a store's committer task for writes `W` answered with `R`.
+pub struct GroupCommit<W, R> {
+    jobs: mpsc::UnboundedSender<Job<W, R>>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Job")
+/// Acceptances, committed together.
+pub type Acceptances = GroupCommit<Acceptance, AcceptOutcome>;
+
+impl<W, R> Clone for GroupCommit<W, R> {
+    fn clone(&self) -> Self {
+        Self {
+            jobs: self.jobs.clone(),
+        }
     }
 }
 
-impl GroupCommit {
+impl<W, R> std::fmt::Debug for GroupCommit<W, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupCommit")
+    }
+}
+
+/// Which metrics a committer's batches count under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meter {
+    /// Acceptances: the commit metrics operators and the bench read.
+    Acceptances,
+    /// Inbox fetches and acknowledgements: counted apart, so referrals per commit stays
+    /// what it says.
+    Inbox,
+}
+
+impl<W: Send + 'static, R: Send + 'static> GroupCommit<W, R> {
     /// Starts the committer task. `commit` writes one batch in one transaction and returns
-    /// one result per acceptance, in order; the task ends when the last handle is dropped.
-    pub fn spawn<F, Fut>(options: Options, commit: F) -> Self
+    /// one result per job, in order; the task ends when the last handle is dropped.
+    pub fn spawn<F, Fut>(options: Options, meter: Meter, commit: F) -> Self
     where
-        F: Fn(Vec<Acceptance>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<Result<AcceptOutcome, StoreError>>> + Send + 'static,
+        F: Fn(Vec<W>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Result<R, StoreError>>> + Send + 'static,
     {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(queue, options.clamped(), commit));
+        tokio::spawn(run(queue, options.clamped(), meter, commit));
         Self { jobs }
     }
 
-    /// Queues an acceptance and waits until the transaction holding it has committed (or
+    /// Queues a write and waits until the transaction holding it has committed (or
     /// failed).
-    pub async fn accept(&self, acceptance: Acceptance) -> Result<AcceptOutcome, StoreError> {
+    pub async fn submit(&self, work: W) -> Result<R, StoreError> {
         let (done, result) = oneshot::channel();
         self.jobs
-            .send(Job { acceptance, done })
+            .send(Job { work, done })
             .map_err(|_| StoreError::Unavailable("store closed".into()))?;
         result
             .await
@@ -99,25 +120,36 @@ impl GroupCommit {
     }
 }
 
-async fn run<F, Fut>(mut queue: mpsc::UnboundedReceiver<Job>, options: Options, commit: F)
-where
-    F: Fn(Vec<Acceptance>) -> Fut,
-    Fut: Future<Output = Vec<Result<AcceptOutcome, StoreError>>>,
+async fn run<W, R, F, Fut>(
+    mut queue: mpsc::UnboundedReceiver<Job<W, R>>,
+    options: Options,
+    meter: Meter,
+    commit: F,
+) where
+    F: Fn(Vec<W>) -> Fut,
+    Fut: Future<Output = Vec<Result<R, StoreError>>>,
 {
     let mut loaded = false;
     while let Some(first) = queue.recv().await {
         let batch = gather(&mut queue, first, options, loaded).await;
         loaded = batch.len() > 1;
-        let (acceptances, waiters): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|j| (j.acceptance, j.done)).unzip();
-        let count = acceptances.len();
+        let (work, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.work, j.done)).unzip();
+        let count = work.len();
         let started = std::time::Instant::now();
-        let results = commit(acceptances).await;
-        metrics::histogram!(crate::telemetry::STORE_COMMIT_DURATION)
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!(crate::telemetry::STORE_COMMITS).increment(1);
-        metrics::counter!(crate::telemetry::STORE_ACCEPTANCES).increment(count as u64);
-        metrics::histogram!(crate::telemetry::STORE_BATCH_SIZE).record(count as f64);
+        let results = commit(work).await;
+        match meter {
+            Meter::Acceptances => {
+                metrics::histogram!(crate::telemetry::STORE_COMMIT_DURATION)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(crate::telemetry::STORE_COMMITS).increment(1);
+                metrics::counter!(crate::telemetry::STORE_ACCEPTANCES).increment(count as u64);
+                metrics::histogram!(crate::telemetry::STORE_BATCH_SIZE).record(count as f64);
+            }
+            Meter::Inbox => {
+                metrics::counter!(crate::telemetry::STORE_INBOX_COMMITS).increment(1);
+                metrics::counter!(crate::telemetry::STORE_INBOX_WRITES).increment(count as u64);
+            }
+        }
         let mut results = results.into_iter();
         for waiter in waiters {
             let result = results.next().unwrap_or_else(|| {
@@ -127,7 +159,7 @@ where
                 })
             });
             // A caller that went away (its connection closed) needs no answer; its
-            // referral is committed all the same.
+            // write is committed all the same.
             let _ = waiter.send(result);
         }
     }
@@ -135,12 +167,12 @@ where
 
 /// The first job plus whatever is already queued, and under load whatever arrives within
 /// the window, up to the batch ceiling.
-async fn gather(
-    queue: &mut mpsc::UnboundedReceiver<Job>,
-    first: Job,
+async fn gather<W, R>(
+    queue: &mut mpsc::UnboundedReceiver<Job<W, R>>,
+    first: Job<W, R>,
     options: Options,
     loaded: bool,
-) -> Vec<Job> {
+) -> Vec<Job<W, R>> {
     let mut batch = vec![first];
     while batch.len() < options.max_batch {
         match queue.try_recv() {
@@ -208,37 +240,41 @@ mod tests {
     fn recording(
         options: Options,
     ) -> (
-        GroupCommit,
+        Acceptances,
         Arc<Mutex<Vec<usize>>>,
         Arc<tokio::sync::Semaphore>,
     ) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let (s, g) = (sizes.clone(), gate.clone());
-        let gc = GroupCommit::spawn(options, move |batch: Vec<Acceptance>| {
-            let (s, g) = (s.clone(), g.clone());
-            async move {
-                g.acquire().await.expect("gate").forget();
-                s.lock().expect("lock").push(batch.len());
-                batch
-                    .iter()
-                    .map(|a| {
-                        if a.jti.starts_with("bad") {
-                            Ok(AcceptOutcome::Replay(None))
-                        } else {
-                            Ok(AcceptOutcome::Accepted)
-                        }
-                    })
-                    .collect()
-            }
-        });
+        let gc = GroupCommit::spawn(
+            options,
+            Meter::Acceptances,
+            move |batch: Vec<Acceptance>| {
+                let (s, g) = (s.clone(), g.clone());
+                async move {
+                    g.acquire().await.expect("gate").forget();
+                    s.lock().expect("lock").push(batch.len());
+                    batch
+                        .iter()
+                        .map(|a| {
+                            if a.jti.starts_with("bad") {
+                                Ok(AcceptOutcome::Replay(None))
+                            } else {
+                                Ok(AcceptOutcome::Accepted)
+                            }
+                        })
+                        .collect()
+                }
+            },
+        );
         (gc, sizes, gate)
     }
 
     /// Queues `jtis` one by one (the first commit is held at the gate while the rest queue
     /// behind it), then opens the gate and collects every result.
     async fn run_all(
-        gc: &GroupCommit,
+        gc: &Acceptances,
         gate: &tokio::sync::Semaphore,
         jtis: Vec<String>,
     ) -> Vec<Result<AcceptOutcome, StoreError>> {
@@ -246,7 +282,7 @@ mod tests {
         for jti in jtis {
             let gc = gc.clone();
             tasks.push(tokio::spawn(
-                async move { gc.accept(acceptance(&jti)).await },
+                async move { gc.submit(acceptance(&jti)).await },
             ));
             tokio::task::yield_now().await;
         }
@@ -310,15 +346,15 @@ mod tests {
         gate.add_permits(1000);
         // Two at once: the committer is "loaded" and waits out the window for more.
         let (a, b) = (gc.clone(), gc.clone());
-        let t1 = tokio::spawn(async move { a.accept(acceptance("ok-1")).await });
-        let t2 = tokio::spawn(async move { b.accept(acceptance("ok-2")).await });
+        let t1 = tokio::spawn(async move { a.submit(acceptance("ok-1")).await });
+        let t2 = tokio::spawn(async move { b.submit(acceptance("ok-2")).await });
         t1.await.expect("task").expect("ok");
         t2.await.expect("task").expect("ok");
         let c = gc.clone();
-        let late = tokio::spawn(async move { c.accept(acceptance("ok-3")).await });
+        let late = tokio::spawn(async move { c.submit(acceptance("ok-3")).await });
         tokio::time::advance(Duration::from_millis(2)).await;
         let d = gc.clone();
-        let later = tokio::spawn(async move { d.accept(acceptance("ok-4")).await });
+        let later = tokio::spawn(async move { d.submit(acceptance("ok-4")).await });
         late.await.expect("task").expect("ok");
         later.await.expect("task").expect("ok");
         let sizes = sizes.lock().expect("lock").clone();

@@ -21,7 +21,12 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The same pool: PostgreSQL runs writers side by side.
     writer: PgPool,
-    group: super::group_commit::GroupCommit,
+    group: super::group_commit::Acceptances,
+    /// Inbox fetches and acknowledgements, committed together the same way.
+    inbox: super::group_commit::GroupCommit<
+        crate::store::records::InboxWrite,
+        crate::store::records::InboxWritten,
+    >,
 }
 
 impl PostgresStore {
@@ -48,14 +53,28 @@ impl PostgresStore {
             .await
             .map_err(|e| crate::store::StoreError::Migration(e.to_string()))?;
         let committer = pool.clone();
-        let group = super::group_commit::GroupCommit::spawn(batching, move |batch| {
-            let pool = committer.clone();
-            async move { accept_batch(&pool, batch).await }
-        });
+        let group = super::group_commit::GroupCommit::spawn(
+            batching,
+            super::group_commit::Meter::Acceptances,
+            move |batch| {
+                let pool = committer.clone();
+                async move { accept_batch(&pool, batch).await }
+            },
+        );
+        let committer = pool.clone();
+        let inbox = super::group_commit::GroupCommit::spawn(
+            batching,
+            super::group_commit::Meter::Inbox,
+            move |batch| {
+                let pool = committer.clone();
+                async move { inbox_batch(&pool, batch).await }
+            },
+        );
         Ok(Self {
             writer: pool.clone(),
             pool,
             group,
+            inbox,
         })
     }
 }

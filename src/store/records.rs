@@ -157,6 +157,42 @@ pub enum AckOutcome {
     NotFound,
 }
 
+/// A write to a recipient's inbox, committed with others waiting (group commit).
+#[derive(Clone, Debug)]
+pub enum InboxWrite {
+    /// The first fetch marks a delivery `delivered` (later ones only read it).
+    Fetch {
+        /// Whose inbox.
+        recipient: PartnerId,
+        /// The delivery.
+        id: DeliveryId,
+        /// When.
+        at: i64,
+        /// Who fetched it.
+        actor: ActorRef,
+    },
+    /// An acknowledgement deletes the ciphertext.
+    Ack {
+        /// Whose inbox.
+        recipient: PartnerId,
+        /// The delivery.
+        id: DeliveryId,
+        /// When.
+        at: i64,
+        /// Who acknowledged it.
+        actor: ActorRef,
+    },
+}
+
+/// What an [`InboxWrite`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboxWritten {
+    /// The sealed delivery, or `None` if it is not in the recipient's inbox.
+    Fetched(Option<String>),
+    /// The acknowledgement's outcome.
+    Acked(AckOutcome),
+}
+
 /// A signed audit checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointRecord {

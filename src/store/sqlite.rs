@@ -26,7 +26,12 @@ pub struct SqliteStore {
     /// first come first served, beats queueing them in SQLite's busy handler, which sleeps
     /// in steps of up to 100 ms (it put 180 ms on the p99 of inbox acknowledgements).
     writer: SqlitePool,
-    group: super::group_commit::GroupCommit,
+    group: super::group_commit::Acceptances,
+    /// Inbox fetches and acknowledgements, committed together the same way.
+    inbox: super::group_commit::GroupCommit<
+        crate::store::records::InboxWrite,
+        crate::store::records::InboxWritten,
+    >,
 }
 
 impl SqliteStore {
@@ -80,14 +85,28 @@ impl SqliteStore {
             .await
             .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
         let committer = writer.clone();
-        let group = super::group_commit::GroupCommit::spawn(batching, move |batch| {
-            let pool = committer.clone();
-            async move { accept_batch(&pool, batch).await }
-        });
+        let group = super::group_commit::GroupCommit::spawn(
+            batching,
+            super::group_commit::Meter::Acceptances,
+            move |batch| {
+                let pool = committer.clone();
+                async move { accept_batch(&pool, batch).await }
+            },
+        );
+        let committer = writer.clone();
+        let inbox = super::group_commit::GroupCommit::spawn(
+            batching,
+            super::group_commit::Meter::Inbox,
+            move |batch| {
+                let pool = committer.clone();
+                async move { inbox_batch(&pool, batch).await }
+            },
+        );
         Ok(Self {
             pool,
             writer,
             group,
+            inbox,
         })
     }
 }
