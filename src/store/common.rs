@@ -54,6 +54,15 @@ pub(crate) const HOUSEKEEPING_BATCH: usize = 500;
 /// Batches one housekeeping call works through at most; the rest waits for the next pass.
 pub(crate) const HOUSEKEEPING_MAX_BATCHES: usize = 200;
 
+/// Longest one purge transaction keeps adding referrals: purging one costs a few hundred
+/// microseconds on a large store (its rows are spread over pages not in cache), so a batch
+/// of 500 held the writer ~150 ms and an acceptance arriving meanwhile waited it out
+/// (`refex bench`, 10⁶ referrals). A batch stops at this budget and commits.
+pub(crate) const PURGE_BATCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Purge batches one call works through at most (each within [`PURGE_BATCH_BUDGET`]).
+pub(crate) const PURGE_MAX_BATCHES: usize = 4_000;
+
 /// A referral's deliveries that a withdrawal reaches.
 pub(crate) static OPEN_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -112,12 +121,15 @@ macro_rules! store_impl {
         impl $store {
             /// One purge batch, in its own transaction: at most [`HOUSEKEEPING_BATCH`]
             /// referrals past the cutoff with no activity since and no correction pointing at
-            /// them, their records deleted and their events' content cleared.
-            async fn purge_batch(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+            /// them, and no more than [`PURGE_BATCH_BUDGET`] of work, their records deleted
+            /// and their events' content cleared. Returns how many, and whether more may be
+            /// due.
+            async fn purge_batch(&self, cutoff: i64, at: i64) -> Result<(u64, bool), StoreError> {
+                let started = std::time::Instant::now();
                 let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
                 // Of several replicas, one does this job at a time; the next finds it done.
                 if !job_lock(&mut *tx, "purge").await? {
-                    return Ok(0);
+                    return Ok((0, false));
                 }
                 let due: Vec<String> = sqlx::query_scalar(
                     "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
@@ -132,6 +144,9 @@ macro_rules! store_impl {
                 .map_err(query_err("purge"))?;
                 let mut events = Vec::with_capacity(due.len());
                 for id in &due {
+                    if !events.is_empty() && started.elapsed() >= crate::store::common::PURGE_BATCH_BUDGET {
+                        break;
+                    }
                     let referral = rows::referral_id("referrals", id)?;
                     for sql in [
                         "DELETE FROM holds WHERE referral_id = $1",
@@ -155,7 +170,8 @@ macro_rules! store_impl {
                 }
                 insert_events(&mut *tx, &events).await?;
                 tx.commit().await.map_err(query_err("commit"))?;
-                Ok(due.len() as u64)
+                let more = events.len() < due.len() || due.len() == crate::store::common::HOUSEKEEPING_BATCH;
+                Ok((events.len() as u64, more))
             }
 
 
@@ -423,10 +439,10 @@ macro_rules! store_impl {
 
             async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
                 let mut total = 0;
-                for _ in 0..crate::store::common::HOUSEKEEPING_MAX_BATCHES {
-                    let done = self.purge_batch(cutoff, at).await?;
+                for _ in 0..crate::store::common::PURGE_MAX_BATCHES {
+                    let (done, more) = self.purge_batch(cutoff, at).await?;
                     total += done;
-                    if done < crate::store::common::HOUSEKEEPING_BATCH as u64 {
+                    if !more || done == 0 {
                         break;
                     }
                     // Let waiting acceptances take the writer between batches.
