@@ -86,7 +86,7 @@ impl Budget {
             cell: Duration::from_secs(3),
             idle_connections: 2_000,
             seeded: 1_000_000,
-            housekeeping_acceptances: 6_000,
+            housekeeping_acceptances: 8_000,
         }
     }
 
