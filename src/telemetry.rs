@@ -45,8 +45,9 @@ pub const STORE_ACCEPTANCES: &str = "refex_store_acceptances_total";
 pub const STORE_COMMIT_DURATION: &str = "refex_store_commit_seconds";
 /// Acceptances per group-commit transaction.
 pub const STORE_BATCH_SIZE: &str = "refex_store_batch_size";
-/// Store transactions that committed inbox fetches and acknowledgements (each one fsync).
-pub const STORE_INBOX_COMMITS: &str = "refex_store_inbox_commits_total";
+/// Batches of inbox fetches and acknowledgements (each at most one commit and fsync; a
+/// batch of re-fetches only reads, and a failed batch is retried one write at a time).
+pub const STORE_INBOX_BATCHES: &str = "refex_store_inbox_batches_total";
 /// Inbox fetches and acknowledgements committed through group commit.
 pub const STORE_INBOX_WRITES: &str = "refex_store_inbox_writes_total";
 /// Notices to leads, by outcome (`sent`, `failed`, `dropped`).

@@ -227,11 +227,20 @@ async fn a_purge_larger_than_a_batch_purges_everything_due(store: &dyn Store) {
             .await
             .unwrap();
     }
+    // A chain of corrections, each superseding the one before: a referral another points
+    // at waits until that one is purged, and one call still purges the whole chain.
+    for n in 0..4u64 {
+        let mut a = acceptance(80_000 + n, &format!("purge-chain-{n}"), false);
+        if n > 0 {
+            a.referral.supersedes = Some(rid(80_000 + n - 1));
+        }
+        store.accept(a).await.unwrap();
+    }
     let before = store
         .count_rows(refex::store::Table::Referrals)
         .await
         .unwrap();
-    assert!(before >= 600, "{before}");
+    assert!(before >= 604, "{before}");
     let purged = store
         .purge_records(4_000_000_000, 4_000_000_001)
         .await

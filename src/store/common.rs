@@ -126,12 +126,14 @@ macro_rules! store_impl {
             /// and their events' content cleared. Returns how many, and whether more may be
             /// due.
             async fn purge_batch(&self, cutoff: i64, at: i64) -> Result<(u64, bool), StoreError> {
-                let started = std::time::Instant::now();
                 let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
                 // Of several replicas, one does this job at a time; the next finds it done.
                 if !job_lock(&mut *tx, "purge").await? {
                     return Ok((0, false));
                 }
+                // The budget counts this batch's own work, not the wait for the writer or for
+                // another replica's batch (which would leave one referral per transaction).
+                let started = std::time::Instant::now();
                 let due: Vec<String> = sqlx::query_scalar(
                     "SELECT r.id FROM referrals r WHERE r.received_at < $1 AND NOT EXISTS \
                      (SELECT 1 FROM deliveries d WHERE d.referral_id = r.id AND d.updated_at >= $1) \
@@ -171,7 +173,9 @@ macro_rules! store_impl {
                 }
                 insert_events(&mut *tx, &events).await?;
                 tx.commit().await.map_err(query_err("commit"))?;
-                let more = events.len() < due.len() || due.len() == crate::store::common::HOUSEKEEPING_BATCH;
+                // Purging a correction can make the referral it corrected due: keep going until
+                // a batch finds nothing (a chain no longer waits a pass per link).
+                let more = !events.is_empty();
                 Ok((events.len() as u64, more))
             }
 
@@ -1259,6 +1263,21 @@ macro_rules! store_impl {
             batch: &[rec::InboxWrite],
         ) -> Result<Vec<rec::InboxWritten>, StoreError> {
             let mut tx = begin_fresh(pool).await.map_err(query_err("begin"))?;
+            // Every row the batch may write, locked up front in `seq` order, the order a
+            // withdrawal, an expiry and a correction lock a referral's deliveries in: locking
+            // them one by one in arrival order could deadlock with those on PostgreSQL. (On
+            // SQLite, whose one writer needs no row locks, this is a short indexed read.)
+            {
+                let mut q = sqlx::QueryBuilder::new("SELECT seq FROM deliveries WHERE id IN (");
+                let mut ids = q.separated(", ");
+                for write in batch {
+                    let (rec::InboxWrite::Fetch { id, .. } | rec::InboxWrite::Ack { id, .. }) = write;
+                    ids.push_bind(id.as_str());
+                }
+                q.push(") ORDER BY seq");
+                q.push($for_update);
+                q.build().fetch_all(&mut *tx).await.map_err(query_err("inbox locks"))?;
+            }
             let mut events = Vec::new();
             let mut results = Vec::with_capacity(batch.len());
             for write in batch {

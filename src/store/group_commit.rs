@@ -146,7 +146,7 @@ async fn run<W, R, F, Fut>(
                 metrics::histogram!(crate::telemetry::STORE_BATCH_SIZE).record(count as f64);
             }
             Meter::Inbox => {
-                metrics::counter!(crate::telemetry::STORE_INBOX_COMMITS).increment(1);
+                metrics::counter!(crate::telemetry::STORE_INBOX_BATCHES).increment(1);
                 metrics::counter!(crate::telemetry::STORE_INBOX_WRITES).increment(count as u64);
             }
         }
