@@ -22,7 +22,6 @@ use super::BenchError;
 use super::corpus::Corpus;
 use crate::config::Config;
 use crate::identity::Principal;
-use crate::ids::Uuid7Ids;
 use crate::store::Store;
 use crate::store::records::Acceptance;
 
@@ -153,13 +152,7 @@ fn prepare(
     now: u64,
 ) -> Result<Vec<Acceptance>, BenchError> {
     let bodies: Vec<Bytes> = corpus.bodies(n, 2, 5 * 1024, "housekeeping", now)?;
-    bodies
-        .iter()
-        .map(|b| {
-            crate::submit::prepare(config, &Uuid7Ids, caller, b, now)
-                .map_err(|e| BenchError::Measure(e.to_string()))
-        })
-        .collect()
+    super::micro::acceptances(config, caller, &bodies, now)
 }
 
 /// Commits `acceptances` at [`ACCEPT_RATE`], each in its own task, and returns each one's

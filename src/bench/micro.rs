@@ -169,6 +169,22 @@ pub fn sender(config: &Config) -> Result<Principal, BenchError> {
         .ok_or_else(|| BenchError::Setup(format!("no system certificate for {SENDER}")))
 }
 
+/// The store writes `bodies` would make, each through the gateway's own pipeline.
+pub fn acceptances(
+    config: &Config,
+    caller: &Principal,
+    bodies: &[Bytes],
+    now: u64,
+) -> Result<Vec<Acceptance>, BenchError> {
+    bodies
+        .iter()
+        .map(|b| {
+            crate::submit::prepare(config, &Uuid7Ids, caller, b, now)
+                .map_err(|e| BenchError::Measure(e.to_string()))
+        })
+        .collect()
+}
+
 /// Times `f` over `items`, returning microseconds per item.
 fn per_item<T>(items: &[T], mut f: impl FnMut(&T)) -> f64 {
     let start = Instant::now();
@@ -289,15 +305,7 @@ async fn store_rates(
     let store = crate::store::open_with(store_url, config.settings.store.group_commit())
         .await
         .map_err(|e| BenchError::Setup(format!("store: {e}")))?;
-    let prepare = |bodies: Vec<Bytes>| -> Result<Vec<Acceptance>, BenchError> {
-        bodies
-            .iter()
-            .map(|b| {
-                crate::submit::prepare(config, &Uuid7Ids, caller, b, now)
-                    .map_err(|e| BenchError::Measure(e.to_string()))
-            })
-            .collect()
-    };
+    let prepare = |bodies: Vec<Bytes>| acceptances(config, caller, &bodies, now);
     let sequential = prepare(corpus.bodies(n / 4 + 1, 2, 5 * 1024, "store-seq", now)?)?;
     let count = sequential.len();
     let start = Instant::now();

@@ -1214,6 +1214,29 @@ macro_rules! store_impl {
             }
         }
 
+        /// The store's two committer tasks on `pool` (its writer): acceptances, and inbox
+        /// fetches and acknowledgements.
+        fn committers(
+            pool: &sqlx::Pool<Db>,
+            batching: crate::store::group_commit::Options,
+        ) -> (
+            crate::store::group_commit::Acceptances,
+            crate::store::group_commit::GroupCommit<rec::InboxWrite, rec::InboxWritten>,
+        ) {
+            use crate::store::group_commit::{GroupCommit, Meter};
+            let committer = pool.clone();
+            let acceptances = GroupCommit::spawn(batching, Meter::Acceptances, move |batch| {
+                let pool = committer.clone();
+                async move { accept_batch(&pool, batch).await }
+            });
+            let committer = pool.clone();
+            let inbox = GroupCommit::spawn(batching, Meter::Inbox, move |batch| {
+                let pool = committer.clone();
+                async move { inbox_batch(&pool, batch).await }
+            });
+            (acceptances, inbox)
+        }
+
         /// Commits a batch of acceptances in one transaction (group commit). If the
         /// transaction itself fails, every acceptance in it gets the error.
         async fn accept_batch(

@@ -52,24 +52,7 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| crate::store::StoreError::Migration(e.to_string()))?;
-        let committer = pool.clone();
-        let group = super::group_commit::GroupCommit::spawn(
-            batching,
-            super::group_commit::Meter::Acceptances,
-            move |batch| {
-                let pool = committer.clone();
-                async move { accept_batch(&pool, batch).await }
-            },
-        );
-        let committer = pool.clone();
-        let inbox = super::group_commit::GroupCommit::spawn(
-            batching,
-            super::group_commit::Meter::Inbox,
-            move |batch| {
-                let pool = committer.clone();
-                async move { inbox_batch(&pool, batch).await }
-            },
-        );
+        let (group, inbox) = committers(&pool, batching);
         Ok(Self {
             writer: pool.clone(),
             pool,

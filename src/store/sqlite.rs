@@ -84,24 +84,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
-        let committer = writer.clone();
-        let group = super::group_commit::GroupCommit::spawn(
-            batching,
-            super::group_commit::Meter::Acceptances,
-            move |batch| {
-                let pool = committer.clone();
-                async move { accept_batch(&pool, batch).await }
-            },
-        );
-        let committer = writer.clone();
-        let inbox = super::group_commit::GroupCommit::spawn(
-            batching,
-            super::group_commit::Meter::Inbox,
-            move |batch| {
-                let pool = committer.clone();
-                async move { inbox_batch(&pool, batch).await }
-            },
-        );
+        let (group, inbox) = committers(&writer, batching);
         Ok(Self {
             pool,
             writer,
