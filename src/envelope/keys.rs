@@ -425,6 +425,30 @@ mod tests {
         assert!(set.has(KeyUse::Enc) && set.has(KeyUse::Sig));
     }
 
+    /// A key that cannot be prepared is refused when its set loads, saying why; it is
+    /// never kept to be imported on each use.
+    #[test]
+    fn a_key_that_cannot_be_prepared_is_refused_at_load() {
+        let key = josekit::jwk::alg::ec::EcKeyPair::generate(josekit::jwk::alg::ec::EcCurve::P384)
+            .unwrap();
+        let mut jwk = key.to_jwk_public_key();
+        jwk.set_key_id("p384");
+        jwk.set_key_use("enc");
+        jwk.set_algorithm("ECDH-ES+A256KW");
+        let text = serde_json::json!({ "keys": [jwk.as_ref()] }).to_string();
+        let err = KeySet::parse_public(text.as_bytes(), "t").unwrap_err();
+        assert!(err.to_string().contains("P-256"), "{err}");
+        // A point off the curve is refused the same way.
+        let mut doc = public_document(&private_doc()).unwrap();
+        for key in doc["keys"].as_array_mut().unwrap() {
+            if key["use"] == "enc" {
+                key["y"] = key["x"].clone();
+            }
+        }
+        let err = KeySet::parse_public(doc.to_string().as_bytes(), "t").unwrap_err();
+        assert!(err.to_string().contains("usable"), "{err}");
+    }
+
     #[test]
     fn private_material_in_a_public_set_is_refused() {
         let text = private_doc().to_string();
