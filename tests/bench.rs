@@ -111,9 +111,9 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
 
     // Every target is there, judged or marked not run; the table says the same.
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 9);
+    assert_eq!(targets.len(), 12);
     let judged = targets.iter().filter(|t| !t["met"].is_null()).count();
-    assert_eq!(judged, if pg.is_some() { 9 } else { 7 });
+    assert_eq!(judged, if pg.is_some() { 12 } else { 10 });
     // The housekeeping phase purged generated referrals while acceptances were committed,
     // and the store's size per referral is reported.
     let hk = &report["housekeeping"];
@@ -124,6 +124,11 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
         "{hk}"
     );
     assert!(report["store_bytes_per_referral"].as_f64().unwrap() > 0.0);
+    assert!(report["sealed_bytes_per_referral"].as_f64().unwrap() > 0.0);
+    // The bare rustls server beside the gateway completed handshakes with the same client.
+    let bare = &report["handshakes"]["bare_rustls_full"];
+    assert!(bare["completed"].as_u64().unwrap() > 0, "{bare}");
+    assert_eq!(bare["errors"], 0, "{bare}");
     // The physical limit comes from the primitives measured in the same run.
     let primitives = &report["micro"]["primitives"];
     for p in ["sign_us", "verify_us", "ecdh_us", "keygen_us"] {

@@ -365,7 +365,7 @@ async fn an_unreachable_store_is_answered_at_once_and_refusals_are_kept() {
     );
     let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
     let details: Vec<String> =
-        sqlx::query_scalar("SELECT detail FROM audit_events WHERE kind = 'rejected'")
+        sqlx::query_scalar("SELECT leaf FROM audit_events WHERE kind = 'rejected'")
             .fetch_all(&mut c)
             .await
             .unwrap();

@@ -278,7 +278,7 @@ async fn released_fields_were_minimised(h: &Harness, delivery: &str, payload: &V
     let details: Vec<String> = h
         .sql(async |c| {
             sqlx::query_scalar(
-                "SELECT detail FROM audit_events WHERE delivery_id = $1 AND kind = 'minimised' ORDER BY idx",
+                "SELECT leaf FROM audit_events WHERE delivery_id = $1 AND kind = 'minimised' ORDER BY idx",
             )
             .bind(id)
             .fetch_all(c)
@@ -286,7 +286,7 @@ async fn released_fields_were_minimised(h: &Harness, delivery: &str, payload: &V
             .unwrap()
         })
         .await;
-    let last: Value = serde_json::from_str(details.last().unwrap()).unwrap();
+    let last: Value = serde_json::from_str(&common::detail_of(details.last().unwrap())).unwrap();
     let disclosed: BTreeSet<String> = last["disclosed"]
         .as_array()
         .unwrap()

@@ -673,7 +673,7 @@ async fn the_database_refuses_unknown_statuses_and_kinds(url: &str) {
     }
     for (i, kind) in EventKind::ALL.iter().enumerate() {
         let q = format!(
-            "INSERT INTO audit_events (at, kind, detail, idx) VALUES (0, '{}', '{{}}', {})",
+            "INSERT INTO audit_events (at, kind, idx) VALUES (0, '{}', {})",
             kind.as_str(),
             -1 - i as i64
         );
@@ -686,7 +686,8 @@ async fn the_database_refuses_unknown_statuses_and_kinds(url: &str) {
     for bad in [
         "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, created_at, updated_at) \
          VALUES ('dlv_bad', 'ref_check', 'r', 'a', 'released', 0, 0)",
-        "INSERT INTO audit_events (at, kind, detail, idx) VALUES (0, 'approved', '{}', -999)",
+        "INSERT INTO audit_events (at, kind, idx) VALUES (0, 'approved', -999)",
+        "INSERT INTO audit_nodes (level, idx, hash) VALUES (0, -999, '\\x00')",
     ] {
         let mut tx = conn.begin().await.unwrap();
         sqlx::query(
@@ -735,7 +736,7 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         "{err}"
     );
     let q = format!(
-        "UPDATE audit_events SET detail = '{{\"nonsense\":1}}' WHERE referral_id = '{}'",
+        "UPDATE audit_events SET leaf = '{{\"nonsense\":1}}' WHERE referral_id = '{}'",
         rid(40)
     );
     sqlx::query(sqlx::AssertSqlSafe(q))

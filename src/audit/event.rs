@@ -482,6 +482,9 @@ pub enum EventParseError {
     /// The detail does not have the kind's shape.
     #[error("{0} detail does not parse")]
     Detail(EventKind),
+    /// A stored leaf is not an event's canonical text.
+    #[error("leaf does not parse")]
+    Leaf,
 }
 
 /// An event with its place: when, which referral and delivery, who.
@@ -525,12 +528,7 @@ impl AuditRecord {
 
     /// The exact text of leaf `idx` (see the module doc for its field order).
     pub fn leaf(&self, idx: i64) -> String {
-        self.leaf_with_detail(idx, &self.event.detail_json())
-    }
-
-    /// [`AuditRecord::leaf`] with the detail already serialised (the store serialises each
-    /// detail once, for its column and for the leaf).
-    pub fn leaf_with_detail(&self, idx: i64, detail: &str) -> String {
+        let detail = self.event.detail_json();
         let text = |v: Option<&str>| match v {
             Some(s) => serde_json::Value::from(s).to_string(),
             None => "null".to_owned(),
@@ -543,6 +541,37 @@ impl AuditRecord {
             text(self.delivery_id.as_ref().map(DeliveryId::as_str)),
             text(self.actor.as_ref().map(ToString::to_string).as_deref()),
         )
+    }
+
+    /// Reads a stored leaf back: the leaf is the one stored copy of an event (its detail is
+    /// nowhere else), so this is the reader beside [`AuditRecord::leaf`], its writer. Returns
+    /// the leaf's index with the record.
+    pub fn from_leaf(text: &str) -> Result<(u64, AuditRecord), EventParseError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Leaf<'a> {
+            idx: u64,
+            at: i64,
+            kind: &'a str,
+            referral_id: Option<String>,
+            delivery_id: Option<String>,
+            actor: Option<String>,
+            #[serde(borrow)]
+            detail: &'a serde_json::value::RawValue,
+        }
+        let leaf: Leaf<'_> = serde_json::from_str(text).map_err(|_| EventParseError::Leaf)?;
+        fn field<T: FromStr>(v: Option<String>) -> Result<Option<T>, EventParseError> {
+            v.map(|s| s.parse().map_err(|_| EventParseError::Leaf))
+                .transpose()
+        }
+        let record = AuditRecord {
+            at: leaf.at,
+            referral_id: field(leaf.referral_id)?,
+            delivery_id: field(leaf.delivery_id)?,
+            actor: field(leaf.actor)?,
+            event: AuditEvent::parse(leaf.kind, leaf.detail.get())?,
+        };
+        Ok((leaf.idx, record))
     }
 }
 
@@ -568,6 +597,34 @@ mod tests {
         assert_eq!(
             queued().leaf(7),
             r#"{"idx":7,"at":1795000000,"kind":"queued","referral_id":"ref_01J00000000000000000000001","delivery_id":null,"actor":"p/system:s","detail":{"to":"imara"}}"#
+        );
+    }
+
+    /// A leaf reads back as the record that wrote it; anything else is an error, never a
+    /// default.
+    #[test]
+    fn a_leaf_reads_back_as_its_record() {
+        let mut record = queued();
+        record.delivery_id = Some(DeliveryId::parse("dlv_01J00000000000000000000001").unwrap());
+        assert_eq!(AuditRecord::from_leaf(&record.leaf(7)), Ok((7, record)));
+        let leaf = queued().leaf(7);
+        for bad in [
+            String::new(),
+            leaf.replace(r#""at""#, r#""when""#),
+            leaf.replace(r#""actor":"p/system:s""#, r#""actor":"nobody""#),
+            leaf.replace("ref_01J", "xyz_01J"),
+            leaf.replace(r#""idx":7"#, r#""idx":-7"#),
+            format!("{},\"extra\":1}}", &leaf[..leaf.len() - 1]),
+        ] {
+            assert_eq!(
+                AuditRecord::from_leaf(&bad),
+                Err(EventParseError::Leaf),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            AuditRecord::from_leaf(&leaf.replace(r#""to":"imara""#, r#""to":1"#)),
+            Err(EventParseError::Detail(EventKind::Queued))
         );
     }
 

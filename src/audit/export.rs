@@ -43,7 +43,7 @@ pub async fn export(
             writeln!(
                 out,
                 "{}",
-                json!({ "type": "event", "idx": leaf.idx, "leaf": leaf.leaf, "leaf_hash": leaf.hash })
+                json!({ "type": "event", "idx": leaf.idx, "leaf": leaf.leaf, "leaf_hash": hex::encode(leaf.hash) })
             )?;
         }
         from = page.last().map(|l| l.idx + 1).unwrap_or(size);

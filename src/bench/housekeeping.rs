@@ -89,7 +89,7 @@ pub async fn run(
     let started = Instant::now();
     seed(&url, seeded, cutoff - SEED_AGE_SECONDS).await?;
     let seed_seconds = started.elapsed().as_secs_f64();
-    let (referrals, used) = bytes_in_use(&url).await?;
+    let held = bytes_in_use(&url).await?;
     let file_before = file_bytes(&path);
 
     // A few unmeasured acceptances first: the first commits after the seed pay a one-off
@@ -127,7 +127,7 @@ pub async fn run(
     Ok(Housekeeping {
         seeded,
         seed_seconds,
-        seeded_bytes_per_referral: used as f64 / referrals.max(1) as f64,
+        seeded_bytes_per_referral: held.per_referral(),
         purged,
         pass_seconds,
         purged_per_second: purged as f64 / pass_seconds.max(1e-9),
@@ -231,8 +231,32 @@ async fn connect(url: &str) -> Result<sqlx::SqliteConnection, BenchError> {
         .map_err(|e| BenchError::Setup(format!("seeding connection: {e}")))
 }
 
-/// Referrals in the store, and the bytes of its pages in use (free pages left out).
-pub async fn bytes_in_use(url: &str) -> Result<(u64, u64), BenchError> {
+/// What a store holds: referrals, the bytes of its pages in use (free pages left out), and
+/// the bytes of the sealed deliveries among them.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreBytes {
+    /// Referrals.
+    pub referrals: u64,
+    /// Bytes of the pages in use.
+    pub used: u64,
+    /// Bytes of sealed deliveries (compact JWE text) still held.
+    pub sealed: u64,
+}
+
+impl StoreBytes {
+    /// Bytes in use per referral.
+    pub fn per_referral(&self) -> f64 {
+        self.used as f64 / self.referrals.max(1) as f64
+    }
+
+    /// Bytes in use ÷ the bytes of the sealed deliveries they hold.
+    pub fn over_sealed(&self) -> f64 {
+        self.used as f64 / self.sealed.max(1) as f64
+    }
+}
+
+/// What the store at `url` holds (see [`StoreBytes`]).
+pub async fn bytes_in_use(url: &str) -> Result<StoreBytes, BenchError> {
     let mut conn = connect(url).await?;
     let q = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
     let fail = |e: sqlx::Error| BenchError::Measure(format!("store size: {e}"));
@@ -252,8 +276,16 @@ pub async fn bytes_in_use(url: &str) -> Result<(u64, u64), BenchError> {
         .fetch_one(&mut conn)
         .await
         .map_err(fail)?;
+    let sealed = q("SELECT COALESCE(SUM(LENGTH(sealed)), 0) FROM deliveries")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(fail)?;
     let _ = conn.close().await;
-    Ok((referrals as u64, ((pages - free) * size) as u64))
+    Ok(StoreBytes {
+        referrals: referrals as u64,
+        used: ((pages - free) * size) as u64,
+        sealed: sealed as u64,
+    })
 }
 
 /// The columns of `table`, in order.

@@ -141,8 +141,9 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
     let gateway = GatewayProcess::start(work.path(), &sqlite_url)?;
     let sender = target(&pki, SENDER, &gateway)?;
     report.sqlite = end_to_end("sqlite", &gateway, &sender, &corpus, budget, true).await?;
-    let (referrals, used) = housekeeping::bytes_in_use(&sqlite_url).await?;
-    report.store_bytes_per_referral = used as f64 / referrals.max(1) as f64;
+    let held = housekeeping::bytes_in_use(&sqlite_url).await?;
+    report.store_bytes_per_referral = held.per_referral();
+    report.sealed_bytes_per_referral = held.sealed as f64 / held.referrals.max(1) as f64;
 
     tracing::info!("bench: inbox");
     let receiver = target(&pki, corpus::RECIPIENTS[0], &gateway)?;
@@ -154,6 +155,11 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
         net::handshakes(gateway.api, &sender.tls, false, 8, h, budget.phase).await;
     report.handshakes.resumed =
         net::handshakes(gateway.api, &sender.tls, true, 8, h, budget.phase).await;
+    {
+        let bare = net::BareRustls::start(config.tls.clone(), report.machine.cores)?;
+        report.handshakes.bare_rustls_full =
+            net::handshakes(bare.addr, &sender.tls, false, 8, h, budget.phase).await;
+    }
 
     tracing::info!("bench: idle connections");
     report.idle = net::idle_memory(&gateway, &sender.tls, budget.idle_connections).await?;

@@ -213,3 +213,99 @@ pub async fn idle_memory(
             / connections.max(1) as f64,
     })
 }
+
+/// A bare rustls server beside the gateway, for comparison: the gateway's own TLS
+/// configuration (certificate, client-certificate verifier, CRLs, versions) and nothing
+/// else, answering each request on a connection with a fixed `200`. It runs on its own
+/// runtime with one worker per core, as the gateway does, and stops when dropped.
+pub struct BareRustls {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BareRustls {
+    /// Starts it on a free loopback port.
+    pub fn start(tls: Arc<rustls::ServerConfig>, cores: usize) -> Result<Self, BenchError> {
+        let fail = |e: std::io::Error| BenchError::Setup(format!("bare rustls server: {e}"));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores.max(1))
+            .enable_all()
+            .build()
+            .map_err(fail)?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(fail)?;
+        listener.set_nonblocking(true).map_err(fail)?;
+        let addr = listener.local_addr().map_err(fail)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                let serve = async {
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            let _ = tcp.set_nodelay(true);
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                answer_each_request(tls).await;
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BareRustls {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads requests (headers only; the handshake measurement sends no bodies) and answers each
+/// with the same small `200` until the client closes.
+async fn answer_each_request(mut tls: tokio_rustls::server::TlsStream<TcpStream>) {
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    let mut buf = vec![0u8; 4096];
+    let mut read = 0;
+    loop {
+        let Ok(n) = tls.read(&mut buf[read..]).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        read += n;
+        if let Some(end) = buf[..read].windows(4).position(|w| w == b"\r\n\r\n") {
+            if tls.write_all(ANSWER).await.is_err() {
+                return;
+            }
+            buf.copy_within(end + 4..read, 0);
+            read -= end + 4;
+        } else if read == buf.len() {
+            return;
+        }
+    }
+}

@@ -32,6 +32,12 @@ mod goal {
     pub const E2E_OVER_LIMIT: f64 = 0.5;
     /// PostgreSQL end to end ÷ the physical limit.
     pub const POSTGRES_OVER_LIMIT: f64 = 0.4;
+    /// Inbox drain, deliveries fetched and acknowledged per second.
+    pub const INBOX_PER_SECOND: f64 = 3000.0;
+    /// Store bytes per referral ÷ its sealed deliveries' bytes.
+    pub const STORE_OVER_SEALED: f64 = 2.0;
+    /// The gateway's full handshakes ÷ a bare rustls server's.
+    pub const HANDSHAKES_OVER_BARE: f64 = 0.7;
 }
 
 /// The machine the run was on.
@@ -110,6 +116,9 @@ pub struct Handshakes {
     pub full: HandshakeRate,
     /// Connections resuming a session.
     pub resumed: HandshakeRate,
+    /// Full handshakes against a bare rustls server with the gateway's TLS configuration,
+    /// in the same run (`net::BareRustls`).
+    pub bare_rustls_full: HandshakeRate,
 }
 
 /// The ratios the targets are stated in, from the same run.
@@ -139,6 +148,11 @@ pub struct Ratios {
     pub extra_recipient_over_crypto: f64,
     /// p99 ÷ p50 at 70 % load.
     pub p99_over_p50: f64,
+    /// The gateway's full handshakes (+ one request) ÷ a bare rustls server's.
+    pub handshakes_over_bare_rustls: f64,
+    /// Store bytes in use ÷ the bytes of the sealed deliveries they hold, after the SQLite
+    /// submission phases.
+    pub store_over_sealed: f64,
 }
 
 /// A target beside its measurement.
@@ -178,6 +192,8 @@ pub struct Report {
     /// Store bytes per referral after the SQLite submission phases (pages in use ÷
     /// referrals; each referral to 2 recipients, 5 KiB, its deliveries still unread).
     pub store_bytes_per_referral: f64,
+    /// Bytes of sealed deliveries per referral at the same moment.
+    pub sealed_bytes_per_referral: f64,
     /// A purge pass over a store of generated referrals, with acceptances beside it.
     pub housekeeping: super::housekeeping::Housekeeping,
     /// The ratios.
@@ -264,6 +280,14 @@ impl Report {
             p99_over_p50: at70.map_or(0.0, |o| {
                 ratio(o.result.latency.p99_ms, o.result.latency.p50_ms)
             }),
+            handshakes_over_bare_rustls: ratio(
+                self.handshakes.full.per_second,
+                self.handshakes.bare_rustls_full.per_second,
+            ),
+            store_over_sealed: ratio(
+                self.store_bytes_per_referral,
+                self.sealed_bytes_per_referral,
+            ),
         };
         let r = &self.ratios;
         let per_commit = self
@@ -399,6 +423,55 @@ impl Report {
                 ),
             },
         ];
+        targets.push(TargetCheck {
+            target: format!(
+                "inbox drain >= {} deliveries/s fetched and acknowledged",
+                goal::INBOX_PER_SECOND
+            ),
+            measured: format!(
+                "{:.0}/s over 8 connections (p99 {:.1} ms)",
+                self.inbox.per_second, self.inbox.latency.p99_ms
+            ),
+            met: Some(self.inbox.per_second >= goal::INBOX_PER_SECOND),
+            why: Some(
+                "each delivery is two requests (fetch, then acknowledge) of which each writes \
+                 an audit leaf through the inbox's group commit, over mTLS, on cores shared \
+                 with the client"
+                    .into(),
+            ),
+        });
+        targets.push(TargetCheck {
+            target: format!(
+                "store bytes per referral <= {} x its sealed deliveries",
+                goal::STORE_OVER_SEALED
+            ),
+            measured: format!(
+                "{:.2} ({:.1} KiB of {:.1} KiB sealed)",
+                r.store_over_sealed,
+                self.store_bytes_per_referral / 1024.0,
+                self.sealed_bytes_per_referral / 1024.0
+            ),
+            met: Some(r.store_over_sealed > 0.0 && r.store_over_sealed <= goal::STORE_OVER_SEALED),
+            why: Some("the referral, its audit leaves and their Merkle nodes, and indexes".into()),
+        });
+        targets.push(TargetCheck {
+            target: format!(
+                "full handshakes >= {} x a bare rustls server's (same TLS configuration)",
+                goal::HANDSHAKES_OVER_BARE
+            ),
+            measured: format!(
+                "{:.2} ({:.0}/s vs {:.0}/s)",
+                r.handshakes_over_bare_rustls,
+                self.handshakes.full.per_second,
+                self.handshakes.bare_rustls_full.per_second
+            ),
+            met: Some(r.handshakes_over_bare_rustls >= goal::HANDSHAKES_OVER_BARE),
+            why: Some(
+                "the gateway also maps the certificate to its principal, checks revocation \
+                 and admission, and serves the request through hyper"
+                    .into(),
+            ),
+        });
         let pg = self.postgres.as_ref().map(|p| p.max_per_second);
         targets.push(TargetCheck {
             target: format!(
@@ -545,8 +618,9 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "store (SQLite) after the submission phases: {:.1} KiB per referral",
-            self.store_bytes_per_referral / 1024.0
+            "store (SQLite) after the submission phases: {:.1} KiB per referral, of which sealed deliveries {:.1} KiB",
+            self.store_bytes_per_referral / 1024.0,
+            self.sealed_bytes_per_referral / 1024.0
         );
         let hk = &self.housekeeping;
         let _ = writeln!(
@@ -573,10 +647,12 @@ impl Report {
         let h = &self.handshakes;
         let _ = writeln!(
             t,
-            "mTLS handshakes + one request: full {:.0}/s, resumed {:.0}/s ({:.0} % resumed)",
+            "mTLS handshakes + one request: full {:.0}/s, resumed {:.0}/s ({:.0} % resumed); \
+             a bare rustls server with the same TLS configuration: full {:.0}/s",
             h.full.per_second,
             h.resumed.per_second,
-            h.resumed.resumed_share * 100.0
+            h.resumed.resumed_share * 100.0,
+            h.bare_rustls_full.per_second
         );
         let _ = writeln!(
             t,
@@ -628,8 +704,18 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "  p99 / p50 at 70 %                       {:.2}\n",
+            "  p99 / p50 at 70 %                       {:.2}",
             r.p99_over_p50
+        );
+        let _ = writeln!(
+            t,
+            "  full handshakes / bare rustls           {:.2}",
+            r.handshakes_over_bare_rustls
+        );
+        let _ = writeln!(
+            t,
+            "  store bytes / sealed deliveries held    {:.2}\n",
+            r.store_over_sealed
         );
         let _ = writeln!(t, "targets:");
         for target in &self.targets {

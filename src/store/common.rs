@@ -158,7 +158,7 @@ macro_rules! store_impl {
                         "DELETE FROM referrals WHERE id = $1",
                         // The events' content goes; their leaf hashes stay in audit_nodes, so the
                         // tree and every checkpoint still verify.
-                        "UPDATE audit_events SET leaf = NULL, detail = '{}', actor = NULL WHERE referral_id = $1",
+                        "UPDATE audit_events SET leaf = NULL, actor = NULL WHERE referral_id = $1",
                     ] {
                         sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(query_err("purge"))?;
                     }
@@ -482,7 +482,7 @@ macro_rules! store_impl {
                 let mut out = std::collections::HashMap::with_capacity(keys.len());
                 let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
                 for &(level, idx) in keys {
-                    let hash: Option<String> =
+                    let hash: Option<Vec<u8>> =
                         sqlx::query_scalar("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
                             .bind(level as i32)
                             .bind(idx as i64)
@@ -490,8 +490,7 @@ macro_rules! store_impl {
                             .await
                             .map_err(query_err("audit nodes"))?;
                     if let Some(h) = hash {
-                        let h = crate::audit::parse_hash(&h).ok_or(rows::corrupt("audit_nodes", "hash"))?;
-                        out.insert((level, idx), h);
+                        out.insert((level, idx), rows::hash("audit_nodes", &h)?);
                     }
                 }
                 Ok(out)
@@ -525,7 +524,7 @@ macro_rules! store_impl {
             }
 
             async fn audit_leaves(&self, from: u64, limit: u64) -> Result<Vec<rec::LeafRecord>, StoreError> {
-                let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(
+                let rows: Vec<(i64, Option<String>, Vec<u8>)> = sqlx::query_as(
                     "SELECT e.idx, e.leaf, n.hash FROM audit_events e JOIN audit_nodes n \
                      ON n.level = 0 AND n.idx = e.idx WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2",
                 )
@@ -534,10 +533,11 @@ macro_rules! store_impl {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_err("audit leaves"))?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(idx, leaf, hash)| rec::LeafRecord { idx: idx as u64, leaf, hash })
-                    .collect())
+                rows.into_iter()
+                    .map(|(idx, leaf, hash)| {
+                        Ok(rec::LeafRecord { idx: idx as u64, leaf, hash: rows::hash("audit_nodes", &hash)? })
+                    })
+                    .collect()
             }
 
             async fn referral_detail(&self, referral: &ReferralId) -> Result<Option<rec::ReferralDetail>, StoreError> {
@@ -765,8 +765,8 @@ macro_rules! store_impl {
                 referral: &ReferralId,
                 actor: &ActorRef,
             ) -> Result<Vec<Vec<ev::PreviewShown>>, StoreError> {
-                let details: Vec<String> = sqlx::query_scalar(
-                    "SELECT detail FROM audit_events WHERE referral_id = $1 AND kind = $2 AND actor = $3 \
+                let leaves: Vec<Option<String>> = sqlx::query_scalar(
+                    "SELECT leaf FROM audit_events WHERE referral_id = $1 AND kind = $2 AND actor = $3 \
                      ORDER BY idx DESC",
                 )
                 .bind(referral.as_str())
@@ -776,13 +776,14 @@ macro_rules! store_impl {
                 .await
                 .map_err(query_err("last preview"))?;
                 let mut out = Vec::new();
-                for detail in details {
-                    match AuditEvent::parse(ev::EventKind::Consulted.as_str(), &detail) {
-                        Ok(AuditEvent::Consulted(c)) if c.what == ev::Consultation::ReviewPreview => {
+                for leaf in leaves {
+                    let leaf = leaf.ok_or(rows::corrupt("audit_events", "leaf"))?;
+                    match rows::leaf_record(&leaf)?.event {
+                        AuditEvent::Consulted(c) if c.what == ev::Consultation::ReviewPreview => {
                             out.push(c.previews);
                         }
-                        Ok(_) => {}
-                        Err(_) => return Err(rows::corrupt("audit_events", "detail")),
+                        AuditEvent::Consulted(_) => {}
+                        _ => return Err(rows::corrupt("audit_events", "leaf")),
                     }
                 }
                 Ok(out)
@@ -904,7 +905,7 @@ macro_rules! store_impl {
                 #[allow(clippy::type_complexity)]
                 let found: Vec<(i64, String, String, String, String, Option<String>, bool, bool, bool)> = sqlx::query_as(
                     "SELECT r.received_at, r.referral_type, r.sender, d.recipient, r.consent_status, \
-                     (SELECT e.detail FROM audit_events e WHERE e.referral_id = d.referral_id \
+                     (SELECT e.leaf FROM audit_events e WHERE e.referral_id = d.referral_id \
                       AND e.delivery_id = d.id AND e.kind = $3 AND e.at < $2 ORDER BY e.seq LIMIT 1), \
                      EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
                       AND e.delivery_id = d.id AND e.kind = $4 AND e.at < $2), \
@@ -1703,44 +1704,42 @@ macro_rules! store_impl {
                     sep.push_bind_unseparated(*idx as i64);
                     sep.push_unseparated(")");
                 }
-                let rows: Vec<(i32, i64, String)> = q
+                let rows: Vec<(i32, i64, Vec<u8>)> = q
                     .build_query_as()
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(query_err("audit frontier"))?;
                 for (level, idx, hash) in rows {
-                    let hash = crate::audit::parse_hash(&hash).ok_or(rows::corrupt("audit_nodes", "hash"))?;
-                    frontier.insert((level as u32, idx as u64), hash);
+                    frontier.insert((level as u32, idx as u64), rows::hash("audit_nodes", &hash)?);
                 }
             }
-            // Each detail is serialised once, for its column and inside its leaf.
-            let leaves: Vec<(i64, String, String)> = events
+            // The leaf is the event's one stored copy; the other columns index it.
+            let leaves: Vec<(i64, String)> = events
                 .iter()
                 .enumerate()
                 .map(|(k, e)| {
                     let idx = first + k as i64;
-                    let detail = e.event.detail_json();
-                    (idx, e.leaf_with_detail(idx, &detail), detail)
+                    (idx, e.leaf(idx))
                 })
                 .collect();
             let hashes: Vec<crate::audit::tree::Hash> =
-                leaves.iter().map(|(_, leaf, _)| leaf_hash(leaf.as_bytes())).collect();
-            let nodes: Vec<(i32, i64, String)> = crate::audit::tree::append(first as u64, &frontier, &hashes)
-                .map_err(|e| StoreError::Query { op: "audit append", reason: e.to_string() })?
-                .into_iter()
-                .map(|((level, idx), hash)| (level as i32, idx as i64, hex::encode(hash)))
-                .collect();
+                leaves.iter().map(|(_, leaf)| leaf_hash(leaf.as_bytes())).collect();
+            let nodes: Vec<(i32, i64, crate::audit::tree::Hash)> =
+                crate::audit::tree::append(first as u64, &frontier, &hashes)
+                    .map_err(|e| StoreError::Query { op: "audit append", reason: e.to_string() })?
+                    .into_iter()
+                    .map(|((level, idx), hash)| (level as i32, idx as i64, hash))
+                    .collect();
             for chunk in events.iter().zip(&leaves).collect::<Vec<_>>().chunks(INSERT_CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, detail, idx, leaf) ",
+                    "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, idx, leaf) ",
                 );
-                q.push_values(chunk, |mut row, (e, (idx, leaf, detail))| {
+                q.push_values(chunk, |mut row, (e, (idx, leaf))| {
                     row.push_bind(e.at)
                         .push_bind(e.event.kind().as_str())
                         .push_bind(e.referral_id.as_ref().map(ReferralId::as_str))
                         .push_bind(e.delivery_id.as_ref().map(DeliveryId::as_str))
                         .push_bind(e.actor.as_ref().map(ToString::to_string))
-                        .push_bind(detail)
                         .push_bind(*idx)
                         .push_bind(leaf);
                 });
@@ -1749,7 +1748,7 @@ macro_rules! store_impl {
             for chunk in nodes.chunks(INSERT_CHUNK) {
                 let mut q = sqlx::QueryBuilder::new("INSERT INTO audit_nodes (level, idx, hash) ");
                 q.push_values(chunk, |mut row, (level, idx, hash)| {
-                    row.push_bind(*level).push_bind(*idx).push_bind(hash);
+                    row.push_bind(*level).push_bind(*idx).push_bind(&hash[..]);
                 });
                 q.build().execute(&mut *conn).await.map_err(query_err("audit node"))?;
             }

@@ -213,8 +213,8 @@ pub struct LeafRecord {
     pub idx: u64,
     /// The canonical leaf text (None once purged).
     pub leaf: Option<String>,
-    /// The leaf hash, hex.
-    pub hash: String,
+    /// The leaf hash.
+    pub hash: crate::audit::tree::Hash,
 }
 
 /// Everything recorded about one referral, for disclosure records and reviews (no payload:

@@ -9,7 +9,7 @@ use super::records::{
     AuditRecord, DeliveryRow, DeliveryState, DeliveryStatus, FactRow, HeldRow, InboxItem,
     ReceivedRow, ReferralRecord,
 };
-use crate::audit::event::{ActorRef, AuditEvent, ConsentRecord};
+use crate::audit::event::{AuditEvent, ConsentRecord};
 use crate::identity::{PartnerId, ReferralType};
 use crate::ids::{DeliveryId, ReferralId};
 use crate::intake::claims::{ConsentStatus, LawfulBasis, Override, SubjectInformed};
@@ -134,35 +134,37 @@ impl TryFrom<DeliveryRowRaw> for DeliveryRow {
     }
 }
 
-/// `audit_events` as selected by [`EVENT_COLUMNS`].
+/// `audit_events` as selected by [`EVENT_COLUMNS`]: the leaf is the one stored copy of an
+/// event (the other columns index it).
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRowRaw {
-    at: i64,
-    kind: String,
-    referral_id: Option<String>,
-    delivery_id: Option<String>,
-    actor: Option<String>,
-    detail: String,
+    leaf: Option<String>,
 }
 
 /// The columns [`EventRowRaw`] reads.
-pub(crate) const EVENT_COLUMNS: &str = "at, kind, referral_id, delivery_id, actor, detail";
+pub(crate) const EVENT_COLUMNS: &str = "leaf";
 
 impl TryFrom<EventRowRaw> for AuditRecord {
     type Error = StoreError;
     fn try_from(e: EventRowRaw) -> Result<Self, StoreError> {
-        const T: &str = "audit_events";
-        Ok(AuditRecord {
-            at: e.at,
-            referral_id: parse_opt(T, "referral_id", e.referral_id.as_deref())?,
-            delivery_id: parse_opt(T, "delivery_id", e.delivery_id.as_deref())?,
-            actor: parse_opt::<ActorRef>(T, "actor", e.actor.as_deref())?,
-            event: AuditEvent::parse(&e.kind, &e.detail).map_err(|err| match err {
-                crate::audit::event::EventParseError::Kind => corrupt(T, "kind"),
-                crate::audit::event::EventParseError::Detail(_) => corrupt(T, "detail"),
-            })?,
-        })
+        // A purged event has no leaf: one is never asked for as a record.
+        leaf_record(e.leaf.as_deref().ok_or(corrupt("audit_events", "leaf"))?)
     }
+}
+
+/// A stored leaf read back as its record (see `AuditRecord::from_leaf`).
+pub(crate) fn leaf_record(leaf: &str) -> Result<AuditRecord, StoreError> {
+    AuditRecord::from_leaf(leaf)
+        .map(|(_, record)| record)
+        .map_err(|_| corrupt("audit_events", "leaf"))
+}
+
+/// A hash as stored: 32 bytes.
+pub(crate) fn hash(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<crate::audit::tree::Hash, StoreError> {
+    bytes.try_into().map_err(|_| corrupt(table, "hash"))
 }
 
 /// A `(recipient, status, review_reason_sealed)` row.
@@ -230,9 +232,9 @@ pub(crate) fn fact(
     ),
 ) -> Result<FactRow, StoreError> {
     let decision = match reviewed {
-        Some(detail) => match AuditEvent::parse("reviewed", &detail) {
-            Ok(AuditEvent::Reviewed(r)) => Some(r.decision),
-            _ => return Err(corrupt("audit_events", "detail")),
+        Some(leaf) => match leaf_record(&leaf)?.event {
+            AuditEvent::Reviewed(r) => Some(r.decision),
+            _ => return Err(corrupt("audit_events", "leaf")),
         },
         None => None,
     };

@@ -19,6 +19,16 @@ use refex::devpki::{self, DevCa, IssueRequest, Issued};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// An audit leaf's detail, as the canonical JSON the gateway wrote inside it.
+#[allow(dead_code)]
+pub fn detail_of(leaf: &str) -> String {
+    refex::audit::event::AuditRecord::from_leaf(leaf)
+        .unwrap_or_else(|e| panic!("a stored leaf does not parse ({e}): {leaf}"))
+        .1
+        .event
+        .detail_json()
+}
+
 /// The repository root (where `partners/` and `schemas/` live).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -193,16 +193,22 @@ impl Harness {
         .await
     }
 
+    /// Every audit event's kind and detail (as canonical JSON read from its leaf; `{}` once
+    /// purged).
     pub async fn audit(&self) -> Vec<(String, String)> {
-        self.sql(async |c| {
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT kind, detail FROM audit_events ORDER BY seq",
-            )
-            .fetch_all(c)
-            .await
-            .unwrap()
-        })
-        .await
+        let rows = self
+            .sql(async |c| {
+                sqlx::query_as::<_, (String, Option<String>)>(
+                    "SELECT kind, leaf FROM audit_events ORDER BY seq",
+                )
+                .fetch_all(c)
+                .await
+                .unwrap()
+            })
+            .await;
+        rows.into_iter()
+            .map(|(kind, leaf)| (kind, leaf.map_or("{}".into(), |l| super::detail_of(&l))))
+            .collect()
     }
 
     /// Every audit event's kind and actor (empty for the gateway's own).
