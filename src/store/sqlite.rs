@@ -50,6 +50,11 @@ impl SqliteStore {
             // records held is returned to the file system (`reclaim_space`); an existing
             // one keeps its mode until an operator runs VACUUM once (OPERATIONS.md).
             .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
+            // 8 KiB pages for a new database: a sealed delivery of a few KiB fills most of a
+            // 4 KiB page on its own, so half of `deliveries` was unused space (measured with
+            // dbstat after `refex bench`: 17.0 → 11.4 KiB per referral once compacted). An
+            // existing database keeps its page size.
+            .page_size(8192)
             .busy_timeout(BUSY_TIMEOUT);
         // The data directory 0700 and the database 0600 before SQLite opens it: its -wal and
         // -shm files take the database file's mode, so none is ever readable by others.
