@@ -3,6 +3,8 @@
 //! Layout follows the path a referral takes; each module says its one job in its `//!`.
 //! See `docs/ARCHITECTURE.md` for the invariants that hold between them.
 
+pub use refex_core::{clock, envelope, identity, ids, intake, lawful, lifecycle, policy, schema};
+
 pub mod access;
 pub mod api;
 pub mod app;
@@ -11,23 +13,15 @@ pub mod bench;
 pub mod breaker;
 pub mod ca;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod console;
 pub mod devpki;
 pub mod disclosure;
-pub mod envelope;
 pub mod files;
 pub mod hosted;
 pub mod housekeeping;
-pub mod identity;
-pub mod ids;
-pub mod intake;
-pub mod lawful;
-pub mod lifecycle;
 pub mod notify;
 pub mod partner_client;
-pub mod policy;
 pub mod printable;
 pub mod provision;
 pub mod reload;
@@ -35,7 +29,6 @@ pub mod report;
 pub mod review;
 pub mod rotation;
 pub mod runtime;
-pub mod schema;
 pub mod server;
 pub mod spool;
 pub mod store;

@@ -185,13 +185,14 @@ pub fn preview(pending: &Pending, config: &Config) -> Preview {
             let view = partner.and_then(|p| config.schemas.view(&p.kind, ty));
             let permitted = intake::check_content(claims, &config.schemas).and_then(|()| {
                 let only = [d.recipient.clone()];
-                let decision = intake::authorise(claims, sender, config, Recipients::Only(&only))?;
+                let decision =
+                    intake::authorise(claims, sender, &config.rules(), Recipients::Only(&only))?;
                 decision
                     .routes
                     .into_iter()
                     .next()
                     .map(|r| r.agreement)
-                    .ok_or_else(|| intake::refused(config, sender, ty, &d.recipient))
+                    .ok_or_else(|| intake::refused(&config.rules(), sender, ty, &d.recipient))
             });
             let (view_name, version, minimised) = match (partner, view) {
                 (Some(p), Some(v)) => (

@@ -401,7 +401,7 @@ fn decide(
         retry: retry.clone(),
     };
     let claims = intake::parse(&signed_payload, &config.schemas).map_err(refusal)?;
-    let decision = intake::decide(&claims, caller, config, now).map_err(refusal)?;
+    let decision = intake::decide(&claims, caller, &config.rules(), now).map_err(refusal)?;
     Ok(Decided {
         claims,
         decision,

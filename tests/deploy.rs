@@ -273,6 +273,25 @@ fn the_container_build_is_multi_stage_and_runs_unprivileged() {
     let expose = lines.iter().find(|l| l.starts_with("EXPOSE ")).unwrap();
     assert!(expose.contains(&port_of(&cmd[listen + 1]).to_string()));
     assert!(expose.contains(&port_of(&cmd[admin + 1]).to_string()));
+    // The build stage copies every workspace member (a missing one fails only when someone
+    // builds the image).
+    let manifest: toml::Table = std::fs::read_to_string(common::repo().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    for member in manifest["workspace"]["members"].as_array().unwrap() {
+        let member = member.as_str().unwrap();
+        if member == "." {
+            continue;
+        }
+        assert!(
+            lines.iter().any(|l| l
+                .strip_prefix("COPY ")
+                .and_then(|l| l.split(' ').next())
+                .is_some_and(|from| member.starts_with(from))),
+            "the Containerfile does not copy the workspace member {member}"
+        );
+    }
 }
 
 #[test]

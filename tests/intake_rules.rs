@@ -45,7 +45,7 @@ fn system(config: &Config, partner: &str) -> Principal {
 
 fn run(config: &Config, sender: &str, doc: &Value) -> Result<intake::Decision, IntakeError> {
     let claims = intake::parse(doc.to_string().as_bytes(), &config.schemas)?;
-    intake::decide(&claims, &system(config, sender), config, NOW)
+    intake::decide(&claims, &system(config, sender), &config.rules(), NOW)
 }
 
 fn csa() -> Value {

@@ -16,7 +16,7 @@ use crate::store::records::CheckpointRecord;
 use crate::store::{Store, StoreError};
 
 /// The `typ` of a checkpoint JWS.
-pub const CHECKPOINT_TYP: &str = "checkpoint+jwt";
+pub use refex_core::audit::CHECKPOINT_TYP;
 
 /// Why an audit operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -3,8 +3,7 @@
 //! [`Config`] snapshot. Any inconsistency refuses the whole snapshot, with every problem
 //! listed at once, so a gateway never starts (or reloads into) a half-valid configuration.
 
-pub mod agreements;
-pub mod partners;
+pub use refex_core::{agreements, partners};
 pub mod safety;
 pub mod settings;
 
@@ -151,6 +150,18 @@ pub struct Config {
     pub crls: Vec<crate::trust::Crl>,
     /// What is unsafe but allowed in this mode; logged at start and reload.
     pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// The view of this snapshot the intake decision reads (`intake::Rules`).
+    pub fn rules(&self) -> crate::intake::Rules<'_> {
+        crate::intake::Rules {
+            gateway_id: &self.settings.gateway_id,
+            iat_skew_seconds: self.settings.limits.iat_skew.as_secs(),
+            partners: &self.partners,
+            agreements: &self.agreements,
+        }
+    }
 }
 
 impl Config {

@@ -4,17 +4,33 @@
 //! designated safeguarding lead. Pure: no I/O, no crypto, no HTTP.
 //!
 //! Replay (`jti`) is checked by the store in the acceptance transaction, where it is atomic.
+//!
+//! What a referral claims is read strictly by `claims`, over the strict JSON reader `json`
+//! (duplicate keys refused). The decision reads the configuration through [`Rules`], a
+//! borrowed view the gateway takes of its snapshot (or a test builds in memory).
 
 pub mod claims;
 pub mod json;
 
-use crate::config::Config;
-use crate::config::agreements::{Agreement, Condition, Review};
-use crate::config::partners::Sector;
+use std::collections::BTreeMap;
+
+use crate::agreements::{Agreement, Condition, Review};
 use crate::identity::{PartnerId, Principal};
+use crate::partners::{Partner, Sector};
 use crate::schema::Violation;
 
-pub use claims::{Claims, ConsentStatus, Override, check_content, parse, read};
+/// What the intake decision reads of the configuration in force.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    /// This gateway's id (`aud` must be it).
+    pub gateway_id: &'a str,
+    /// How far `iat` may be from the gateway's time, in seconds.
+    pub iat_skew_seconds: u64,
+    /// The partners, by id.
+    pub partners: &'a BTreeMap<PartnerId, Partner>,
+    /// The information sharing agreements.
+    pub agreements: &'a [Agreement],
+}
 
 /// Why a referral was refused. Each maps to one problem type; none carries payload values.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,6 +123,8 @@ impl IntakeError {
     }
 }
 
+pub use claims::{Claims, ConsentStatus, Override, check_content, parse, read};
+
 /// Why a disclosure waits for a safeguarding lead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HoldReason {
@@ -158,11 +176,11 @@ impl Decision {
 pub fn decide(
     claims: &Claims,
     sender: &Principal,
-    config: &Config,
+    rules: &Rules<'_>,
     now: u64,
 ) -> Result<Decision, IntakeError> {
-    check_fresh(claims, sender, config, now)?;
-    authorise(claims, &sender.partner, config, Recipients::AsClaimed)
+    check_fresh(claims, sender, rules, now)?;
+    authorise(claims, &sender.partner, rules, Recipients::AsClaimed)
 }
 
 /// The envelope-level checks that hold at the moment of submission only: `iss` is the
@@ -170,18 +188,16 @@ pub fn decide(
 pub fn check_fresh(
     claims: &Claims,
     sender: &Principal,
-    config: &Config,
+    rules: &Rules<'_>,
     now: u64,
 ) -> Result<(), IntakeError> {
     if claims.iss != sender.partner {
         return Err(IntakeError::IssuerMismatch);
     }
-    if claims.aud != config.settings.gateway_id {
-        return Err(IntakeError::WrongAudience(
-            config.settings.gateway_id.clone(),
-        ));
+    if claims.aud != rules.gateway_id {
+        return Err(IntakeError::WrongAudience(rules.gateway_id.to_owned()));
     }
-    let skew = config.settings.limits.iat_skew.as_secs();
+    let skew = rules.iat_skew_seconds;
     if claims.iat.abs_diff(now) > skew {
         return Err(IntakeError::StaleIat {
             iat: claims.iat,
@@ -195,15 +211,15 @@ pub fn check_fresh(
 /// Why `recipient` is not covered: not a partner at all, or no agreement for this type (with
 /// the recipients the sender's agreements for the type do cover).
 pub fn refused(
-    config: &Config,
+    rules: &Rules<'_>,
     sender: &PartnerId,
     ty: &crate::identity::ReferralType,
     recipient: &PartnerId,
 ) -> IntakeError {
-    if !config.partners.contains_key(recipient) {
+    if !rules.partners.contains_key(recipient) {
         return IntakeError::UnknownRecipient(recipient.to_string());
     }
-    let mut covered: Vec<&str> = config
+    let mut covered: Vec<&str> = rules
         .agreements
         .iter()
         .filter(|a| a.sender == *sender && a.types.contains(ty))
@@ -230,19 +246,19 @@ pub enum Recipients<'a> {
     Only(&'a [PartnerId]),
 }
 
-/// Which recipients an information sharing agreement in `config` lets `sender` give this
+/// Which recipients an information sharing agreement in `rules` lets `sender` give this
 /// referral to, on its lawful basis and conditions, and whether each copy is delivered now or
 /// held. The rule that every step after intake applies again: a lead's release calls it with
-/// the configuration in force at the release.
+/// the rules in force at the release.
 pub fn authorise(
     claims: &Claims,
     sender: &PartnerId,
-    config: &Config,
+    rules: &Rules<'_>,
     recipients: Recipients<'_>,
 ) -> Result<Decision, IntakeError> {
     let r = &claims.referral;
     let covering = |recipient: &PartnerId| {
-        config.agreements.iter().find(|a| {
+        rules.agreements.iter().find(|a| {
             a.sender == *sender && a.recipient == *recipient && a.types.contains(&r.referral_type)
         })
     };
@@ -255,11 +271,11 @@ pub fn authorise(
             .iter()
             .map(|recipient| {
                 covering(recipient)
-                    .ok_or_else(|| refused(config, sender, &r.referral_type, recipient))
+                    .ok_or_else(|| refused(rules, sender, &r.referral_type, recipient))
             })
             .collect::<Result<_, _>>()?,
         None => {
-            let routed: Vec<&Agreement> = config
+            let routed: Vec<&Agreement> = rules
                 .agreements
                 .iter()
                 .filter(|a| {
@@ -272,7 +288,7 @@ pub fn authorise(
             routed
         }
     };
-    let sender_sector = config.partners.get(sender).map(|p| p.sector);
+    let sender_sector = rules.partners.get(sender).map(|p| p.sector);
     let mut routes = Vec::with_capacity(agreements.len());
     for a in agreements {
         let who = a.recipient.to_string();

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use super::log::CHECKPOINT_TYP;
+use super::CHECKPOINT_TYP;
 use super::tree::{self, Hash, Leaves};
 use crate::envelope::keys::KeySet;
 use crate::envelope::signed;
