@@ -735,6 +735,54 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         ),
         "{err}"
     );
+    let leaf_corrupt = |e: StoreError| {
+        matches!(
+            e,
+            StoreError::Corrupt {
+                table: "audit_events",
+                column: "leaf"
+            }
+        )
+    };
+    let q = format!(
+        "UPDATE deliveries SET recipient = 'gp-practice' WHERE id = '{}'",
+        did(40, 2)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // A `reviewed` event of a live delivery without its leaf (what only purge writes, and
+    // purge deletes the delivery too) is an error in a report, never "no decision yet".
+    let q = format!(
+        "INSERT INTO audit_events (at, kind, referral_id, delivery_id, idx) \
+         VALUES (1, 'reviewed', '{}', '{}', -5000)",
+        rid(40),
+        did(40, 1)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store.report_facts(0, i64::MAX / 2).await.unwrap_err();
+    assert!(leaf_corrupt(err));
+    sqlx::query("DELETE FROM audit_events WHERE idx = -5000")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    store.report_facts(0, i64::MAX / 2).await.unwrap();
+    // An index column that disagrees with the leaf it indexes: the record is not served.
+    let q = format!(
+        "UPDATE audit_events SET actor = 'notts-police/person:dsl-b' WHERE referral_id = '{}'",
+        rid(40)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(leaf_corrupt(
+        store.referral_detail(&rid(40)).await.unwrap_err()
+    ));
     let q = format!(
         "UPDATE audit_events SET leaf = '{{\"nonsense\":1}}' WHERE referral_id = '{}'",
         rid(40)
@@ -743,9 +791,8 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         .execute(&mut conn)
         .await
         .unwrap();
-    assert!(matches!(
-        store.referral_detail(&rid(40)).await.unwrap_err(),
-        StoreError::Corrupt { .. }
+    assert!(leaf_corrupt(
+        store.referral_detail(&rid(40)).await.unwrap_err()
     ));
     store.close().await;
 }

@@ -140,8 +140,53 @@ async fn previous_release(url: &str) {
         .unwrap();
 }
 
+/// Migration 0011 drops nothing it cannot keep: a node that is not exactly 64 hex characters,
+/// or an event of a live referral without a leaf, refuses it and 0011 changes nothing.
+async fn store_format_refuses_what_it_would_lose(url: &str) {
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let node: String =
+        sqlx::query_scalar("SELECT hash FROM audit_nodes WHERE level = 0 AND idx = 0")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let leaf: String = sqlx::query_scalar("SELECT leaf FROM audit_events WHERE idx = 0")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    for (tamper, what) in [
+        (
+            "UPDATE audit_nodes SET hash = ' ' || substr(hash, 2) WHERE level = 0 AND idx = 0",
+            "a node with a space",
+        ),
+        (
+            "UPDATE audit_events SET leaf = NULL WHERE idx = 0",
+            "a live event without its leaf",
+        ),
+    ] {
+        sqlx::query(tamper).execute(&mut conn).await.unwrap();
+        assert!(store::open(url).await.is_err(), "migrated over {what}");
+        // Still before 0011: the detail column is there.
+        sqlx::query("SELECT detail FROM audit_events")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_nodes SET hash = $1 WHERE level = 0 AND idx = 0")
+            .bind(&node)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_events SET leaf = $1 WHERE idx = 0")
+            .bind(&leaf)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _ = conn.close().await;
+}
+
 async fn migrates(url: String) {
     previous_release(&url).await;
+    store_format_refuses_what_it_would_lose(&url).await;
     let store = store::open(&url).await.expect("migrates on open");
     store.ping().await.expect("at this build's format");
     let id = REFERRAL.parse().unwrap();

@@ -328,7 +328,10 @@ pub async fn drain_inbox(
                     break;
                 }
                 for id in ids {
-                    taken.fetch_add(1, Ordering::Relaxed);
+                    // The budget holds per delivery, not per page of 50.
+                    if Instant::now() >= deadline || taken.fetch_add(1, Ordering::Relaxed) >= max {
+                        break;
+                    }
                     let sent = Instant::now();
                     let outcome = fetch_and_ack(&client, &base, &id).await;
                     tally.lock().await.record(outcome, sent.elapsed());

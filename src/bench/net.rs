@@ -247,6 +247,8 @@ impl BareRustls {
                 let serve = async {
                     loop {
                         let Ok((tcp, _)) = listener.accept().await else {
+                            // Out of descriptors, say: wait rather than spin.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         };
                         let acceptor = acceptor.clone();

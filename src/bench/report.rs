@@ -440,9 +440,9 @@ impl Report {
             met: Some(self.inbox.per_second >= goal::INBOX_PER_SECOND),
             why: Some(
                 "each delivery is two writes in turn (fetch, then acknowledge), each with its \
-                 audit leaf; every write goes through the store's one SQLite writer, whose \
-                 batches (statements, then fsync) follow one another: at this concurrency \
-                 the cores are still ~45 % idle"
+                 audit leaf, and every write goes through the store's one SQLite writer, whose \
+                 batches (statements, then fsync) follow one another; measured with perf, the \
+                 cores sat ~45 % idle during this drain (docs/PERFORMANCE.md)"
                     .into(),
             ),
         });

@@ -905,7 +905,7 @@ macro_rules! store_impl {
                 #[allow(clippy::type_complexity)]
                 let found: Vec<(i64, String, String, String, String, Option<String>, bool, bool, bool)> = sqlx::query_as(
                     "SELECT r.received_at, r.referral_type, r.sender, d.recipient, r.consent_status, \
-                     (SELECT e.leaf FROM audit_events e WHERE e.referral_id = d.referral_id \
+                     (SELECT COALESCE(e.leaf, '') FROM audit_events e WHERE e.referral_id = d.referral_id \
                       AND e.delivery_id = d.id AND e.kind = $3 AND e.at < $2 ORDER BY e.seq LIMIT 1), \
                      EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
                       AND e.delivery_id = d.id AND e.kind = $4 AND e.at < $2), \

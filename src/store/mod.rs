@@ -20,8 +20,11 @@ use crate::ids::{DeliveryId, ReferralId};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// The store format this build writes; [`Store::ping`] checks the store has it.
-pub const STORE_FORMAT: &str = "2";
+/// The store format this build writes; [`Store::ping`] checks the store has it. It changes
+/// only with a migration that contracts the schema (0007: 2; 0011: 3), so a replica of an
+/// older release still running beside the migrated store fails its readiness instead of
+/// answering 500s.
+pub const STORE_FORMAT: &str = "3";
 
 /// A storage failure. Its text names the operation, never a stored value.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -135,20 +135,39 @@ impl TryFrom<DeliveryRowRaw> for DeliveryRow {
 }
 
 /// `audit_events` as selected by [`EVENT_COLUMNS`]: the leaf is the one stored copy of an
-/// event (the other columns index it).
+/// event; the other columns index it, and must say what the leaf says.
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRowRaw {
+    idx: Option<i64>,
+    kind: String,
+    referral_id: Option<String>,
+    delivery_id: Option<String>,
+    actor: Option<String>,
     leaf: Option<String>,
 }
 
 /// The columns [`EventRowRaw`] reads.
-pub(crate) const EVENT_COLUMNS: &str = "leaf";
+pub(crate) const EVENT_COLUMNS: &str = "idx, kind, referral_id, delivery_id, actor, leaf";
 
 impl TryFrom<EventRowRaw> for AuditRecord {
     type Error = StoreError;
     fn try_from(e: EventRowRaw) -> Result<Self, StoreError> {
+        const T: &str = "audit_events";
         // A purged event has no leaf: one is never asked for as a record.
-        leaf_record(e.leaf.as_deref().ok_or(corrupt("audit_events", "leaf"))?)
+        let leaf = e.leaf.as_deref().ok_or(corrupt(T, "leaf"))?;
+        let (idx, record) = AuditRecord::from_leaf(leaf).map_err(|_| corrupt(T, "leaf"))?;
+        // An index column that disagrees with the leaf it indexes is a tampered or broken
+        // row: the record is not served from it.
+        let agrees = e.idx == i64::try_from(idx).ok()
+            && e.kind == record.event.kind().as_str()
+            && e.referral_id.as_deref() == record.referral_id.as_ref().map(ReferralId::as_str)
+            && e.delivery_id.as_deref() == record.delivery_id.as_ref().map(DeliveryId::as_str)
+            && e.actor == record.actor.as_ref().map(ToString::to_string);
+        if agrees {
+            Ok(record)
+        } else {
+            Err(corrupt(T, "leaf"))
+        }
     }
 }
 
