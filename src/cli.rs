@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 /// rolling update.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (store schema 11)");
 
-/// The store schema version in [`VERSION`] (`tests/store_migration.rs` checks it is the
+/// The store schema version in [`VERSION`] (`tests/it/store_migration.rs` checks it is the
 /// highest migration of both backends).
 pub const STORE_SCHEMA: u32 = 11;
 

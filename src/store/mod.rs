@@ -2,7 +2,7 @@
 //! `synchronous=FULL`) and PostgreSQL (shared by gateway replicas), each with its own
 //! migrations under `migrations/`. Nothing outside this module speaks SQL.
 //!
-//! The same conformance suite (`tests/store_conformance.rs`) runs against both backends.
+//! The same conformance suite (`tests/it/store_conformance.rs`) runs against both backends.
 
 mod common;
 pub mod group_commit;

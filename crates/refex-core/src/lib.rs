@@ -4,7 +4,7 @@
 //! of a referral, and the audit trail's events, Merkle maths and offline verification.
 //!
 //! The crate boundary is the rule: its `Cargo.toml` has no tokio, axum, hyper, sqlx or
-//! reqwest, so nothing here can reach the network or a store (`tests/tidy.rs` in the gateway
+//! reqwest, so nothing here can reach the network or a store (`tests/it/tidy.rs` in the gateway
 //! checks the dependency graph). The gateway (`refex`) re-exports these modules under the
 //! same paths (`refex::identity`, `refex::audit::event`, …).
 

@@ -1,0 +1,49 @@
+//! The integration tests, one binary: the real gateway over real mutual TLS against both
+//! stores, its command line as a child process, and the repository's own checks. One
+//! binary links the crate once instead of once per file; each file is a module.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+#[macro_use]
+mod common;
+
+mod access;
+mod api_basics;
+mod audit;
+mod bench;
+mod browser;
+mod cli;
+mod config_validation;
+mod console;
+mod crash;
+mod deploy;
+mod faults;
+mod flood;
+mod golive;
+mod hardening;
+mod hosted;
+mod inbox;
+mod intake_rules;
+mod keys;
+mod lifecycle;
+mod lifecycle_property;
+mod merkle_vectors;
+mod minimise;
+mod monitoring;
+mod notify;
+mod openapi;
+mod production;
+mod records;
+mod referrals;
+mod reload;
+mod replicas;
+mod report_suppression;
+mod reports;
+mod reviews;
+mod schemas;
+mod store_conformance;
+mod store_migration;
+mod tidy;
+mod tls_identity;
+mod toolkit;
+mod wycheproof;

@@ -1,0 +1,931 @@
+//! One conformance suite for every store backend: the same checks against SQLite and
+//! PostgreSQL.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use crate::common;
+
+use std::sync::Arc;
+
+use refex::audit::event::{self as ev, ActorRef, AuditEvent, ConsentRecord, EventKind};
+use refex::identity::PartnerId;
+use refex::ids::{DeliveryId, ReferralId};
+use refex::intake::ConsentStatus;
+use refex::intake::claims::{InformedStatus, SubjectInformed};
+use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
+use refex::lifecycle::DeliveryStatus;
+use refex::store::records::{
+    AcceptOutcome, Acceptance, AuditRecord, DecideOutcome, DeliveryRecord, HoldRecord,
+    PriorAcceptance, ReferralRecord, Rejection, Release, ReviewCommit, SubjectMatch,
+};
+use refex::store::{self, Backend, Store, StoreError, Table};
+use sqlx::Connection as _;
+
+async fn conformance(url: &str, backend: Backend) {
+    let store: Arc<dyn Store> = store::open(url).await.expect("open");
+    assert_eq!(store.backend(), backend);
+    store.ping().await.expect("ping after migrate");
+    store.close().await;
+    // Migrations are idempotent: a second open of the same store succeeds unchanged.
+    let again = store::open(url).await.expect("reopen");
+    again.ping().await.expect("ping after reopen");
+    acceptance_is_atomic_and_replay_proof(again.as_ref()).await;
+    a_decision_is_whole_and_final(again.as_ref()).await;
+    subject_keys_are_scoped_to_what_reached_each_partner(again.as_ref()).await;
+    expiry_counts_from_entering_the_inbox(again.as_ref()).await;
+    replay_markers_are_purged_by_the_database_clock(again.as_ref()).await;
+    replicas_are_counted_and_notices_claimed_once(again.as_ref()).await;
+    a_purge_larger_than_a_batch_purges_everything_due(again.as_ref()).await;
+    again.reclaim_space().await.unwrap();
+    again.close().await;
+    if backend == Backend::Sqlite {
+        // The space the purge freed went back to the file system.
+        let mut conn = raw(url).await;
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, 2, "incremental auto-vacuum");
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(free, 0, "freed pages returned");
+    }
+    the_database_refuses_unknown_statuses_and_kinds(url).await;
+    unreadable_rows_are_errors_never_dropped(url).await;
+    group_commit_keeps_each_acceptance_whole(store::open(url).await.expect("reopen")).await;
+    inbox_writes_share_commits_and_each_gets_its_own_answer(
+        store::open(url).await.expect("reopen"),
+    )
+    .await;
+}
+
+/// Fetches and acknowledgements arriving together share commits (inbox group commit), and
+/// each is applied as if alone, in order: of two acknowledgements of one delivery exactly
+/// one acknowledges it; a fetch of another partner's delivery finds nothing; one event each.
+async fn inbox_writes_share_commits_and_each_gets_its_own_answer(store: Arc<dyn Store>) {
+    let reader = p("cambs-idva");
+    for i in 0..24 {
+        let mut a = acceptance(3000 + i, &format!("ib-jti-{i}"), false);
+        a.deliveries.truncate(1);
+        store.accept(a).await.unwrap();
+    }
+    let events_before = counts(store.as_ref()).await[4];
+    let fetches: Vec<_> = (0..24)
+        .map(|i| {
+            let (s, reader) = (store.clone(), reader.clone());
+            tokio::spawn(async move {
+                s.fetch_delivery(&reader, &did(3000 + i, 1), 1_795_000_200, &police())
+                    .await
+            })
+        })
+        .collect();
+    for f in fetches {
+        assert!(f.await.unwrap().unwrap().is_some(), "fetched");
+    }
+    // Someone else's inbox: nothing, whatever shares the commit.
+    let stranger = store
+        .fetch_delivery(&p("notts-police"), &did(3000, 1), 1_795_000_201, &police())
+        .await
+        .unwrap();
+    assert_eq!(stranger, None);
+    let acks: Vec<_> = (0..24)
+        .flat_map(|i| [i, i])
+        .map(|i| {
+            let (s, reader) = (store.clone(), reader.clone());
+            tokio::spawn(async move {
+                s.ack_delivery(&reader, &did(3000 + i, 1), 1_795_000_300, &police())
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for a in acks {
+        let outcome = a.await.unwrap().unwrap();
+        *outcomes.entry(format!("{outcome:?}")).or_insert(0) += 1;
+    }
+    assert_eq!(outcomes.get("Acknowledged"), Some(&24), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get("AlreadyAcknowledged"),
+        Some(&24),
+        "{outcomes:?}"
+    );
+    let events_after = counts(store.as_ref()).await[4];
+    assert_eq!(
+        events_after - events_before,
+        48,
+        "one fetched and one acknowledged each"
+    );
+    assert_eq!(store.audit_size().await.unwrap() as i64, events_after);
+    // Fetching an acknowledged delivery finds nothing.
+    let gone = store
+        .fetch_delivery(&reader, &did(3000, 1), 1_795_000_400, &police())
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+    store.close().await;
+}
+
+fn rid(n: u64) -> ReferralId {
+    ReferralId::parse(&format!("ref_{n:026}")).unwrap()
+}
+
+fn did(n: u64, k: u64) -> DeliveryId {
+    DeliveryId::parse(&format!("dlv_{:026}", n * 10 + k)).unwrap()
+}
+
+fn p(id: &str) -> PartnerId {
+    id.parse().unwrap()
+}
+
+fn police() -> ActorRef {
+    "notts-police/system:case-system".parse().unwrap()
+}
+
+fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
+    let id = rid(n);
+    Acceptance {
+        referral: ReferralRecord {
+            id: id.clone(),
+            sender: p("notts-police"),
+            sender_ref: "NP/1".into(),
+            referral_type: "domestic-abuse".parse().unwrap(),
+            received_at: 1_795_000_000,
+            lawful_basis: LawfulBasis::uk_gdpr(
+                Article6::PublicTask,
+                Article9::SubstantialPublicInterest,
+                Some(Schedule1::Para18SafeguardingChildren),
+            ),
+            consent: ConsentRecord {
+                status: ConsentStatus::Given,
+                override_: None,
+            },
+            subject_informed: SubjectInformed {
+                status: InformedStatus::Yes,
+                reason: None,
+            },
+            supersedes: None,
+            justification_sealed: None,
+        },
+        jti: jti.into(),
+        digest: format!("digest-of-{jti}"),
+        deliveries: vec![
+            DeliveryRecord {
+                id: did(n, 1),
+                recipient: p("cambs-idva"),
+                agreement: "isa".into(),
+                status: if held {
+                    DeliveryStatus::HeldForReview
+                } else {
+                    DeliveryStatus::Queued
+                },
+                sealed: (!held).then(|| "eyJ.ciphertext".into()),
+                subjects: if held {
+                    vec![]
+                } else {
+                    vec!["subject-idva".into()]
+                },
+            },
+            DeliveryRecord {
+                id: did(n, 2),
+                recipient: p("gp-practice"),
+                agreement: "isa2".into(),
+                status: DeliveryStatus::Queued,
+                sealed: Some("eyJ.other".into()),
+                subjects: vec!["subject-gp".into()],
+            },
+        ],
+        hold: held.then(|| HoldRecord {
+            sealed: "eyJ.held".into(),
+            storage_key_id: "sk-1".into(),
+        }),
+        events: vec![
+            AuditRecord::new(
+                1_795_000_000,
+                Some(police()),
+                AuditEvent::Rejected(ev::Rejected {
+                    reason: "stand-in".into(),
+                }),
+            )
+            .about(&id),
+        ],
+        subjects: vec!["subject-full".into(), "subject-idva".into()],
+        withdraws: None,
+    }
+}
+
+/// A purge works in batches, each its own transaction: more records than one batch are all
+/// purged by one call, each with its `purged` event. (Last: it purges everything.)
+async fn a_purge_larger_than_a_batch_purges_everything_due(store: &dyn Store) {
+    for n in 0..600u64 {
+        store
+            .accept(acceptance(
+                70_000 + n,
+                &format!("purge-batch-{n:04}"),
+                false,
+            ))
+            .await
+            .unwrap();
+    }
+    // A chain of corrections, each superseding the one before: a referral another points
+    // at waits until that one is purged, and one call still purges the whole chain.
+    for n in 0..4u64 {
+        let mut a = acceptance(80_000 + n, &format!("purge-chain-{n}"), false);
+        if n > 0 {
+            a.referral.supersedes = Some(rid(80_000 + n - 1));
+        }
+        store.accept(a).await.unwrap();
+    }
+    let before = store
+        .count_rows(refex::store::Table::Referrals)
+        .await
+        .unwrap();
+    assert!(before >= 604, "{before}");
+    let purged = store
+        .purge_records(4_000_000_000, 4_000_000_001)
+        .await
+        .unwrap();
+    assert_eq!(purged as i64, before);
+    assert_eq!(
+        store
+            .count_rows(refex::store::Table::Referrals)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_rows(refex::store::Table::Deliveries)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// Replicas announce themselves and are counted while seen lately; a once-only notice is
+/// claimed by exactly one caller; the inbox backlog counts what waits per recipient.
+async fn replicas_are_counted_and_notices_claimed_once(store: &dyn Store) {
+    assert_eq!(
+        store.heartbeat("replica-a", 1_000, 900, 0).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.heartbeat("replica-b", 1_010, 900, 0).await.unwrap(),
+        2
+    );
+    // Later, only b is still announcing: a is no longer counted, then forgotten.
+    assert_eq!(
+        store.heartbeat("replica-b", 2_000, 1_900, 0).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .heartbeat("replica-b", 2_010, 1_900, 1_500)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        store
+            .claim_notice("digest:imara:20000", 5_000, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_notice("digest:imara:20000", 5_001, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_notice("digest:imara:20001", 5_002, 0)
+            .await
+            .unwrap()
+    );
+    let backlog = store.inbox_backlog().await.unwrap();
+    assert!(
+        backlog.iter().all(|(_, n, at)| *n > 0 && at.is_some()),
+        "{backlog:?}"
+    );
+}
+
+/// The purge measures a marker's age by the database's clock: the caller passes an age, not
+/// a cutoff computed from its own (possibly fast) clock.
+async fn replay_markers_are_purged_by_the_database_clock(store: &dyn Store) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ten_minutes = std::time::Duration::from_secs(600);
+    // Whatever earlier steps left (received in 2026-11 by their fixed clock) goes first.
+    store.purge_replay_markers(ten_minutes).await.unwrap();
+    let mut fresh = acceptance(901, "jti-fresh", false);
+    fresh.referral.received_at = now;
+    let mut old = acceptance(902, "jti-old", false);
+    old.referral.received_at = now - 3600;
+    for a in [fresh, old] {
+        assert_eq!(store.accept(a).await.unwrap(), AcceptOutcome::Accepted);
+    }
+    assert_eq!(store.purge_replay_markers(ten_minutes).await.unwrap(), 1);
+    assert!(
+        store
+            .prior_acceptance(&p("notts-police"), "jti-fresh")
+            .await
+            .unwrap()
+            .is_some(),
+        "a marker seen now is kept"
+    );
+    assert!(
+        store
+            .prior_acceptance(&p("notts-police"), "jti-old")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
+    assert_eq!(
+        store.accept(acceptance(1, "jti-1", true)).await.unwrap(),
+        AcceptOutcome::Accepted
+    );
+    let states = store
+        .delivery_states(&rid(1), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    let statuses: Vec<(&str, DeliveryStatus)> = states
+        .iter()
+        .map(|s| (s.recipient.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("cambs-idva", DeliveryStatus::HeldForReview),
+            ("gp-practice", DeliveryStatus::Queued)
+        ]
+    );
+    // Someone else's referral, or no referral: None (the API answers 404 to both).
+    assert!(
+        store
+            .delivery_states(&rid(1), &p("imara"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .delivery_states(&rid(99), &p("notts-police"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Replay: same sender and jti under a new id writes nothing, and names the referral
+    // the jti admitted with its digest (so an identical retry is answered with it).
+    let before = counts(store).await;
+    assert_eq!(
+        store.accept(acceptance(2, "jti-1", false)).await.unwrap(),
+        AcceptOutcome::Replay(Some(PriorAcceptance {
+            referral_id: rid(1),
+            digest: "digest-of-jti-1".into()
+        }))
+    );
+    assert_eq!(counts(store).await, before);
+    assert_eq!(
+        store
+            .prior_acceptance(&p("notts-police"), "jti-1")
+            .await
+            .unwrap()
+            .map(|a| a.referral_id),
+        Some(rid(1))
+    );
+    assert_eq!(
+        store
+            .prior_acceptance(&p("notts-police"), "jti-never")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A failure half-way (duplicate delivery id) rolls everything back.
+    let mut broken = acceptance(3, "jti-2", false);
+    broken.deliveries[1].id = broken.deliveries[0].id.clone();
+    assert!(store.accept(broken.clone()).await.is_err());
+    assert_eq!(counts(store).await, before);
+    assert!(
+        store
+            .delivery_states(&rid(3), &p("notts-police"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The same jti from another sender is not a replay.
+    let mut other = acceptance(4, "jti-1", false);
+    other.referral.sender = p("imara");
+    assert_eq!(store.accept(other).await.unwrap(), AcceptOutcome::Accepted);
+}
+
+/// A decision deletes the hold, moves each held delivery to where the lifecycle says, and
+/// is refused whole when it leaves a held delivery undecided; a second decision changes
+/// nothing.
+async fn a_decision_is_whole_and_final(store: &dyn Store) {
+    let mut a = acceptance(10, "jti-10", true);
+    a.deliveries[1].status = DeliveryStatus::HeldForReview;
+    a.deliveries[1].sealed = None;
+    store.accept(a).await.unwrap();
+    let lead: ActorRef = "notts-police/person:dsl-b".parse().unwrap();
+    let reviewed = |to: &str, n: u64, k: u64, decision| {
+        AuditRecord::new(
+            1_795_000_100,
+            Some(lead.clone()),
+            AuditEvent::Reviewed(ev::Reviewed {
+                to: p(to),
+                decision,
+                preview: None,
+            }),
+        )
+        .about(&rid(n))
+        .delivery(&did(n, k))
+    };
+    let partial = ReviewCommit {
+        referral_id: rid(10),
+        at: 1_795_000_100,
+        actor: lead.clone(),
+        releases: vec![Release {
+            delivery: did(10, 1),
+            recipient: p("cambs-idva"),
+            sealed: "eyJ.released".into(),
+            subjects: vec!["subject-released".into()],
+        }],
+        rejections: vec![],
+        events: vec![reviewed("cambs-idva", 10, 1, ev::Verdict::Approve)],
+        withdraws: None,
+    };
+    let before = counts(store).await;
+    assert!(
+        store.decide_hold(&partial).await.is_err(),
+        "one left undecided"
+    );
+    assert_eq!(counts(store).await, before);
+    let whole = ReviewCommit {
+        rejections: vec![Rejection {
+            delivery: did(10, 2),
+            recipient: p("gp-practice"),
+            reason_sealed: "sealed-reason".into(),
+        }],
+        events: vec![
+            reviewed("cambs-idva", 10, 1, ev::Verdict::Approve),
+            reviewed("gp-practice", 10, 2, ev::Verdict::Reject),
+        ],
+        ..partial
+    };
+    assert_eq!(
+        store.decide_hold(&whole).await.unwrap(),
+        DecideOutcome::Decided
+    );
+    let states = store
+        .delivery_states(&rid(10), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Queued);
+    assert_eq!(states[1].status, DeliveryStatus::RejectedByReview);
+    assert_eq!(states[1].reason_sealed.as_deref(), Some("sealed-reason"));
+    assert_eq!(
+        store.decide_hold(&whole).await.unwrap(),
+        DecideOutcome::AlreadyDecided
+    );
+    let page = store.inbox_page(&p("cambs-idva"), 0, 500).await.unwrap();
+    assert!(
+        page.iter().any(|i| i.id == did(10, 1)),
+        "released to the inbox"
+    );
+    assert!(
+        !store
+            .inbox_page(&p("gp-practice"), 0, 500)
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.id == did(10, 2))
+    );
+}
+
+/// The sender finds what it sent; a recipient finds only deliveries that reached it, by the
+/// keys of the copy it received.
+async fn subject_keys_are_scoped_to_what_reached_each_partner(store: &dyn Store) {
+    store.accept(acceptance(20, "jti-20", true)).await.unwrap();
+    let keys = |k: &str| vec![k.to_owned()];
+    let sent = store
+        .subject_matches(&keys("subject-full"), &p("notts-police"))
+        .await
+        .unwrap();
+    assert!(sent.contains(&SubjectMatch::Sent(rid(20))));
+    // The full payload's keys are the sender's only.
+    assert!(
+        store
+            .subject_matches(&keys("subject-full"), &p("cambs-idva"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Held for cambs-idva: it has received nothing, so finds nothing, even by its own key.
+    assert!(
+        !store
+            .subject_matches(&keys("subject-idva"), &p("cambs-idva"))
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, SubjectMatch::Received(r, _) if *r == rid(20)))
+    );
+    // gp-practice's queued copy: found by its own keys only.
+    assert_eq!(
+        store
+            .subject_matches(&keys("subject-gp"), &p("gp-practice"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| matches!(m, SubjectMatch::Received(r, _) if *r == rid(20)))
+            .collect::<Vec<_>>(),
+        vec![SubjectMatch::Received(rid(20), did(20, 2))]
+    );
+    // Withdrawn before it was fetched: never received, never found.
+    store
+        .withdraw(&rid(20), &p("notts-police"), 1_795_000_200, &police())
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .subject_matches(&keys("subject-gp"), &p("gp-practice"))
+            .await
+            .unwrap()
+            .iter()
+            .any(|m| matches!(m, SubjectMatch::Received(r, _) if *r == rid(20)))
+    );
+}
+
+/// Retention is counted from when a delivery entered the inbox, not from submission.
+async fn expiry_counts_from_entering_the_inbox(store: &dyn Store) {
+    let mut a = acceptance(30, "jti-30", true);
+    a.deliveries.truncate(1);
+    store.accept(a).await.unwrap();
+    let lead: ActorRef = "notts-police/person:dsl-b".parse().unwrap();
+    let released_at = 1_795_000_000 + 40 * 86_400;
+    store
+        .decide_hold(&ReviewCommit {
+            referral_id: rid(30),
+            at: released_at,
+            actor: lead,
+            releases: vec![Release {
+                delivery: did(30, 1),
+                recipient: p("cambs-idva"),
+                sealed: "eyJ.late".into(),
+                subjects: vec![],
+            }],
+            rejections: vec![],
+            events: vec![],
+            withdraws: None,
+        })
+        .await
+        .unwrap();
+    // 30 days after submission but one day after the release: not due.
+    let cutoff = released_at - 86_400;
+    store
+        .expire_deliveries(&p("cambs-idva"), cutoff, released_at + 86_400)
+        .await
+        .unwrap();
+    let states = store
+        .delivery_states(&rid(30), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Queued);
+    store
+        .expire_deliveries(&p("cambs-idva"), released_at + 1, released_at + 31 * 86_400)
+        .await
+        .unwrap();
+    let states = store
+        .delivery_states(&rid(30), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Expired);
+
+    // A recipient no longer configured: its deliveries wait out the grace from entering the
+    // inbox (a partner file removed by mistake and restored loses nothing), then expire.
+    let mut b = acceptance(31, "jti-31", false);
+    b.deliveries.truncate(1);
+    store.accept(b).await.unwrap();
+    let entered = 1_795_000_000;
+    let known = [p("notts-police"), p("gp-practice")];
+    assert_eq!(
+        store
+            .expire_unknown_recipients(&known, entered, entered + 60)
+            .await
+            .unwrap(),
+        0,
+        "within the grace"
+    );
+    assert_eq!(
+        store
+            .expire_unknown_recipients(&known, entered + 1, entered + 31 * 86_400)
+            .await
+            .unwrap(),
+        1
+    );
+    let states = store
+        .delivery_states(&rid(31), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(states[0].status, DeliveryStatus::Expired);
+}
+
+async fn raw(url: &str) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(url).await.unwrap()
+}
+
+/// The database itself refuses a status or event kind the enums do not have, and accepts
+/// every one they do: the migration's CHECK lists and the enums agree.
+async fn the_database_refuses_unknown_statuses_and_kinds(url: &str) {
+    let mut conn = raw(url).await;
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
+         consent_status, subject_informed) VALUES ('ref_check', 's', 'r', 't', 0, '{}', 'given', '{}')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for (i, status) in DeliveryStatus::ALL.iter().enumerate() {
+        let q = format!(
+            "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, created_at, \
+             updated_at) VALUES ('dlv_check{i}', 'ref_check', 'r', 'a', '{}', 0, 0)",
+            status.as_str()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{status} refused: {e}"));
+    }
+    for (i, kind) in EventKind::ALL.iter().enumerate() {
+        let q = format!(
+            "INSERT INTO audit_events (at, kind, idx) VALUES (0, '{}', {})",
+            kind.as_str(),
+            -1 - i as i64
+        );
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} refused: {e}"));
+    }
+    tx.rollback().await.unwrap();
+    for bad in [
+        "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, created_at, updated_at) \
+         VALUES ('dlv_bad', 'ref_check', 'r', 'a', 'released', 0, 0)",
+        "INSERT INTO audit_events (at, kind, idx) VALUES (0, 'approved', -999)",
+        "INSERT INTO audit_nodes (level, idx, hash) VALUES (0, -999, '\\x00')",
+    ] {
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO referrals (id, sender, sender_ref, referral_type, received_at, lawful_basis, \
+             consent_status, subject_informed) VALUES ('ref_check', 's', 'r', 't', 0, '{}', 'given', '{}')",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        assert!(
+            sqlx::query(sqlx::AssertSqlSafe(bad))
+                .execute(&mut *tx)
+                .await
+                .is_err(),
+            "accepted: {bad}"
+        );
+        tx.rollback().await.ok();
+    }
+}
+
+/// A row this build cannot read is an error naming its table and column, never skipped.
+async fn unreadable_rows_are_errors_never_dropped(url: &str) {
+    let store = store::open(url).await.unwrap();
+    store.accept(acceptance(40, "jti-40", false)).await.unwrap();
+    let mut conn = raw(url).await;
+    let q = format!(
+        "UPDATE deliveries SET recipient = 'Not A Partner' WHERE id = '{}'",
+        did(40, 2)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store
+        .delivery_states(&rid(40), &p("notts-police"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "deliveries",
+                column: "recipient"
+            }
+        ),
+        "{err}"
+    );
+    let leaf_corrupt = |e: StoreError| {
+        matches!(
+            e,
+            StoreError::Corrupt {
+                table: "audit_events",
+                column: "leaf"
+            }
+        )
+    };
+    let q = format!(
+        "UPDATE deliveries SET recipient = 'gp-practice' WHERE id = '{}'",
+        did(40, 2)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // A `reviewed` event of a live delivery without its leaf (what only purge writes, and
+    // purge deletes the delivery too) is an error in a report, never "no decision yet".
+    let q = format!(
+        "INSERT INTO audit_events (at, kind, referral_id, delivery_id, idx) \
+         VALUES (1, 'reviewed', '{}', '{}', -5000)",
+        rid(40),
+        did(40, 1)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store.report_facts(0, i64::MAX / 2).await.unwrap_err();
+    assert!(leaf_corrupt(err));
+    sqlx::query("DELETE FROM audit_events WHERE idx = -5000")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    store.report_facts(0, i64::MAX / 2).await.unwrap();
+    // An index column that disagrees with the leaf it indexes: the record is not served.
+    let q = format!(
+        "UPDATE audit_events SET actor = 'notts-police/person:dsl-b' WHERE referral_id = '{}'",
+        rid(40)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(leaf_corrupt(
+        store.referral_detail(&rid(40)).await.unwrap_err()
+    ));
+    let q = format!(
+        "UPDATE audit_events SET leaf = '{{\"nonsense\":1}}' WHERE referral_id = '{}'",
+        rid(40)
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(leaf_corrupt(
+        store.referral_detail(&rid(40)).await.unwrap_err()
+    ));
+    store.close().await;
+}
+
+/// Many acceptances at once share transactions (group commit), yet each stands or falls on
+/// its own: a replay inside the same batch and a broken acceptance are refused alone, and
+/// every audit event of those that stood is a leaf of one gapless tree.
+async fn group_commit_keeps_each_acceptance_whole(store: Arc<dyn Store>) {
+    let before = counts(store.as_ref()).await;
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let mut a = acceptance(100 + i, &format!("g-jti-{i}"), i % 4 == 0);
+        if i == 7 {
+            a.jti = "g-jti-6".into(); // the same sender and jti as its neighbour
+        }
+        if i == 9 {
+            a.deliveries[1].id = a.deliveries[0].id.clone(); // fails half-way
+        }
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { (i, s.accept(a).await) }));
+    }
+    let mut refused = Vec::new();
+    for t in tasks {
+        let (i, result) = t.await.unwrap();
+        match result {
+            Ok(AcceptOutcome::Accepted) => {}
+            Ok(AcceptOutcome::Replay(_)) => refused.push((i, true)),
+            Err(_) => refused.push((i, false)),
+        }
+    }
+    refused.sort();
+    // Exactly one of 6 and 7 is the replay (whichever committed second); 9 is broken.
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|&(i, replay)| (i == 6 || i == 7) && replay)
+    );
+    assert!(refused.contains(&(9, false)), "{refused:?}");
+    let after = counts(store.as_ref()).await;
+    let stood = 46;
+    assert_eq!(after[0] - before[0], stood, "referrals");
+    assert_eq!(after[1] - before[1], 2 * stood, "deliveries");
+    assert_eq!(after[3] - before[3], stood, "replay markers");
+    assert_eq!(after[4] - before[4], stood, "one audit event each");
+    assert_eq!(store.audit_size().await.unwrap() as i64, after[4]);
+    store.close().await;
+}
+
+async fn counts(store: &dyn Store) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in [
+        Table::Referrals,
+        Table::Deliveries,
+        Table::Holds,
+        Table::ReplayMarkers,
+        Table::AuditEvents,
+    ] {
+        out.push(store.count_rows(t).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("nested/dir/refex.db").display()
+    );
+    conformance(&url, Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_store_conforms() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    conformance(&url, Backend::Postgres).await;
+    common::pg::drop_schema(&url).await;
+}
+
+#[tokio::test]
+async fn unknown_store_schemes_are_refused() {
+    let err = store::open("mysql://localhost/refex").await.unwrap_err();
+    assert!(err.to_string().contains("mysql"), "{err}");
+}
+
+/// Read-then-write transactions (a first fetch reads, then marks delivered) running beside
+/// other writers must never fail: on SQLite a deferred transaction would get SQLITE_BUSY.
+async fn concurrent_read_then_write(store: Arc<dyn Store>) {
+    let reader = p("cambs-idva");
+    for i in 0..40 {
+        let mut a = acceptance(1000 + i, &format!("rw-jti-{i}"), false);
+        a.deliveries.truncate(1);
+        store.accept(a).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (s, reader) = (store.clone(), reader.clone());
+        tasks.push(tokio::spawn(async move {
+            s.fetch_delivery(&reader, &did(1000 + i, 1), 1_795_000_100, &police())
+                .await
+                .map(|o| o.is_some())
+        }));
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut a = acceptance(2000 + i, &format!("rx-jti-{i}"), false);
+            a.deliveries.truncate(1);
+            s.accept(a).await.map(|_| true)
+        }));
+    }
+    for t in tasks {
+        assert!(
+            t.await
+                .unwrap()
+                .expect("no transaction may fail under concurrency")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_read_then_write_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("rw.db").display());
+    concurrent_read_then_write(store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_then_write_under_concurrency() {
+    let Some(url) = common::pg::fresh_schema().await else {
+        return;
+    };
+    concurrent_read_then_write(store::open(&url).await.unwrap()).await;
+    common::pg::drop_schema(&url).await;
+}

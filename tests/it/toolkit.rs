@@ -1,0 +1,207 @@
+//! The partner toolkit against a real gateway: `refex send` as the police, `refex inbox` as
+//! the recipient (the delivered file is the minimised view), `refex status` and `withdraw`.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use crate::common;
+
+use std::path::PathBuf;
+
+use common::Project;
+use serde_json::Value;
+
+async fn refex(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_refex"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn who(partner: &str, gateway: &str, pki: &std::path::Path) -> Vec<String> {
+    vec![
+        "--as".into(),
+        partner.into(),
+        "--gateway".into(),
+        gateway.into(),
+        "--pki".into(),
+        pki.display().to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_then_inbox_delivers_the_minimised_view() {
+    let project = Project::new();
+    let gw = project.start().await;
+    let gateway = gw.url("");
+    let pki = project.pki();
+    let example =
+        common::repo().join("schemas/examples/child-sexual-abuse-support/police-referral.json");
+
+    let mut args = vec!["send".to_string()];
+    args.extend(who("notts-police", &gateway, &pki));
+    args.extend(
+        [
+            "--type",
+            "child-sexual-abuse-support",
+            "--to",
+            "imara",
+            "--file",
+            example.to_str().unwrap(),
+            "--sender-ref",
+            "NP/2026/1",
+            "--schedule1",
+            "para-18-safeguarding-children",
+        ]
+        .map(String::from),
+    );
+    let (ok, stdout, stderr) = refex(args).await;
+    assert!(ok, "{stderr}");
+    let id = stdout.split_whitespace().next().unwrap().to_owned();
+    assert!(
+        id.starts_with("ref_") && stdout.contains("imara queued"),
+        "{stdout}"
+    );
+
+    let out: PathBuf = project.path().join("received");
+    let mut args = vec!["inbox".to_string()];
+    args.extend(who("imara", &gateway, &pki));
+    args.extend([
+        "--out".to_string(),
+        out.display().to_string(),
+        "--json".to_string(),
+        "--html".to_string(),
+    ]);
+    let (ok, stdout, stderr) = refex(args).await;
+    assert!(ok, "{stderr}");
+    let line: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let file = PathBuf::from(line["file"].as_str().unwrap());
+    // Beside it, a readable document: labels, values in words, what the view leaves out.
+    let html = std::fs::read_to_string(file.with_extension("html")).unwrap();
+    assert!(
+        html.contains("<th scope=\"row\">Name › Given name</th><td>Amy</td>")
+            && html.contains("Not shared with your organisation")
+            && html.contains("Article 6</th><td>Public task")
+            && html.contains("<td>Nottinghamshire Police - Public Protection Unit</td>"),
+        "{html}"
+    );
+    assert!(!html.contains("\"payload\""), "a document, not JSON");
+    let delivery: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(delivery["delivery"]["referral_id"], id.as_str());
+    // A decrypted delivery is personal data: readable by its owner only, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "decrypted delivery file mode"
+    );
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "output directory mode"
+    );
+    assert_eq!(
+        delivery["delivery"]["payload"]["child"]["name"]["given"],
+        "Amy"
+    );
+    assert!(
+        delivery["delivery"]["payload"]["offence"]
+            .get("narrative")
+            .is_none(),
+        "the minimised view"
+    );
+    assert!(std::fs::read_dir(&out).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")
+    }));
+
+    // Acknowledged only after it was written: the sender sees it, the inbox is empty.
+    let mut args = vec!["status".to_string()];
+    args.extend(who("notts-police", &gateway, &pki));
+    args.push(id.clone());
+    let (ok, stdout, _) = refex(args).await;
+    assert!(ok);
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["deliveries"][0]["status"], "acknowledged");
+    let mut args = vec!["inbox".to_string()];
+    args.extend(who("imara", &gateway, &pki));
+    args.extend(["--out".to_string(), out.display().to_string()]);
+    let (ok, _, stderr) = refex(args).await;
+    assert!(ok && stderr.contains("0 deliveries saved"), "{stderr}");
+
+    // A refused referral is reported with the gateway's problem, non-zero.
+    let mut args = vec!["send".to_string()];
+    args.extend(who("notts-police", &gateway, &pki));
+    args.extend(
+        [
+            "--type",
+            "child-sexual-abuse-support",
+            "--to",
+            "gp-practice",
+            "--file",
+            example.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let (ok, _, stderr) = refex(args).await;
+    assert!(
+        !ok && stderr.contains("403") && stderr.contains("no-agreement"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("your agreements for it cover: childrens-social-care, imara"),
+        "the refusal says what would be allowed: {stderr}"
+    );
+    // A certificate the gateway does not trust: the refusal is named as one, in words.
+    let stranger =
+        refex::devpki::DevCa::create_named("some other CA", std::time::SystemTime::now())
+            .unwrap()
+            .issue(&refex::devpki::IssueRequest::client(
+                "stranger".into(),
+                "Nobody",
+                std::time::SystemTime::now(),
+            ))
+            .unwrap();
+    let (cert, key) = (
+        project.path().join("stranger.pem"),
+        project.path().join("stranger.key"),
+    );
+    std::fs::write(&cert, &stranger.cert_pem).unwrap();
+    std::fs::write(&key, &stranger.key_pem).unwrap();
+    let mut args = vec!["status".to_string()];
+    args.extend(who("notts-police", &gateway, &pki));
+    args.extend([
+        "--cert".to_string(),
+        cert.display().to_string(),
+        "--key".to_string(),
+        key.display().to_string(),
+        id.clone(),
+    ]);
+    let (ok, _, stderr) = refex(args).await;
+    assert!(
+        !ok && (stderr.contains("the gateway refused this client certificate")
+            || stderr.contains("closed the connection during the TLS handshake")),
+        "{stderr}"
+    );
+    // A mistyped --as names the directory it looked in and the partners there.
+    let mut args = vec!["status".to_string()];
+    args.extend(who("imaar", &gateway, &pki));
+    args.push(id.clone());
+    let (ok, _, stderr) = refex(args).await;
+    assert!(
+        !ok && stderr.contains("--as imaar: no such partner") && stderr.contains("imara"),
+        "{stderr}"
+    );
+    gw.stop().await;
+}
