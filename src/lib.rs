@@ -3,7 +3,10 @@
 //! Layout follows the path a referral takes; each module says its one job in its `//!`.
 //! See `docs/ARCHITECTURE.md` for the invariants that hold between them.
 
-pub use refex_core::{clock, envelope, identity, ids, intake, lawful, lifecycle, policy, schema};
+pub use refex_core::{
+    clock, envelope, files, identity, ids, intake, lawful, lifecycle, policy, schema,
+};
+pub use refex_store as store;
 
 pub mod access;
 pub mod api;
@@ -17,7 +20,6 @@ pub mod config;
 pub mod console;
 pub mod devpki;
 pub mod disclosure;
-pub mod files;
 pub mod hosted;
 pub mod housekeeping;
 pub mod notify;
@@ -31,7 +33,6 @@ pub mod rotation;
 pub mod runtime;
 pub mod server;
 pub mod spool;
-pub mod store;
 pub mod subject;
 pub mod submit;
 pub mod telemetry;

@@ -121,10 +121,25 @@ fn only_envelope_touches_jose() {
 
 #[test]
 fn only_store_speaks_sql() {
-    assert_eq!(
-        crossing(&["sqlx::", "use sqlx"], &["store/"]),
-        Vec::<String>::new()
+    // The store is its own crate (`crates/refex-store`): no gateway module speaks SQL (the
+    // benchmark, exempt as tooling, seeds its throwaway store directly).
+    assert_eq!(crossing(&["sqlx::", "use sqlx"], &[]), Vec::<String>::new());
+}
+
+/// The store crate knows SQL and the core's types, and nothing of HTTP or the gateway.
+#[test]
+fn the_store_crate_knows_no_http_or_gateway() {
+    let deps = dependencies_of("refex-store");
+    assert!(
+        deps.contains("sqlx") && deps.contains("refex-core"),
+        "{deps:?}"
     );
+    for forbidden in ["axum", "hyper", "reqwest", "tower", "rustls", "refex"] {
+        assert!(
+            !deps.contains(forbidden),
+            "refex-store depends on {forbidden}"
+        );
+    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ pub mod agreements;
 pub mod audit;
 pub mod clock;
 pub mod envelope;
+pub mod files;
 pub mod identity;
 pub mod ids;
 pub mod intake;

@@ -28,10 +28,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     group: super::group_commit::Acceptances,
     /// Inbox fetches and acknowledgements, committed together the same way.
-    inbox: super::group_commit::GroupCommit<
-        crate::store::records::InboxWrite,
-        crate::store::records::InboxWritten,
-    >,
+    inbox:
+        super::group_commit::GroupCommit<crate::records::InboxWrite, crate::records::InboxWritten>,
 }
 
 impl SqliteStore {
@@ -39,9 +37,9 @@ impl SqliteStore {
     pub async fn open(
         url: &str,
         batching: super::group_commit::Options,
-    ) -> Result<Self, crate::store::StoreError> {
+    ) -> Result<Self, crate::StoreError> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| crate::store::StoreError::Url(e.to_string()))?
+            .map_err(|e| crate::StoreError::Url(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -61,34 +59,33 @@ impl SqliteStore {
         let file = options.get_filename().to_owned();
         if let Some(dir) = file.parent() {
             if !dir.as_os_str().is_empty() {
-                crate::files::create_private_dir_all(dir).map_err(|e| {
-                    crate::store::StoreError::Unavailable(format!("{}: {e}", dir.display()))
+                refex_core::files::create_private_dir_all(dir).map_err(|e| {
+                    crate::StoreError::Unavailable(format!("{}: {e}", dir.display()))
                 })?;
             }
         }
         if file.as_os_str() != ":memory:" && !file.as_os_str().is_empty() {
-            crate::files::touch_private(&file).map_err(|e| {
-                crate::store::StoreError::Unavailable(format!("{}: {e}", file.display()))
-            })?;
+            refex_core::files::touch_private(&file)
+                .map_err(|e| crate::StoreError::Unavailable(format!("{}: {e}", file.display())))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options.clone())
             .await
-            .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
         // A newer release's migrations already applied are not an error: migrations are
         // expand-only, so this release runs on a newer schema (a rolling update, a rollback).
-        let mut migrator = sqlx::migrate!("migrations/sqlite");
+        let mut migrator = sqlx::migrate!("../../migrations/sqlite");
         migrator.set_ignore_missing(true);
         migrator
             .run(&pool)
             .await
-            .map_err(|e| crate::store::StoreError::Migration(e.to_string()))?;
+            .map_err(|e| crate::StoreError::Migration(e.to_string()))?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
-            .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
         let (group, inbox) = committers(&writer, batching);
         Ok(Self {
             pool,
@@ -106,7 +103,7 @@ impl SqliteStore {
 
 store_impl!(
     SqliteStore,
-    crate::store::Backend::Sqlite,
+    crate::Backend::Sqlite,
     sqlx::SqliteConnection,
     "BEGIN IMMEDIATE",
     "",

@@ -1,11 +1,14 @@
 //! Storage: one [`Store`] trait with two real backends, SQLite (the embedded default, WAL,
 //! `synchronous=FULL`) and PostgreSQL (shared by gateway replicas), each with its own
-//! migrations under `migrations/`. Nothing outside this module speaks SQL.
+//! migrations under `migrations/`. Nothing outside this crate speaks SQL to the gateway's
+//! store (the gateway re-exports it as `refex::store`; only its benchmark seeds a throwaway
+//! store directly).
 //!
 //! The same conformance suite (`tests/it/store_conformance.rs`) runs against both backends.
 
 mod common;
 pub mod group_commit;
+pub mod metric;
 mod postgres;
 pub mod records;
 mod rows;
@@ -13,9 +16,9 @@ mod sqlite;
 
 use std::sync::Arc;
 
-use crate::audit::event::ActorRef;
-use crate::identity::PartnerId;
-use crate::ids::{DeliveryId, ReferralId};
+use refex_core::audit::event::ActorRef;
+use refex_core::identity::PartnerId;
+use refex_core::ids::{DeliveryId, ReferralId};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -82,7 +85,7 @@ pub enum Backend {
 }
 
 /// Everything refex keeps durably. Ids are typed here too; every status change a method makes
-/// is one that [`crate::lifecycle::next`] allows, with its audit event in the same transaction.
+/// is one that [`refex_core::lifecycle::next`] allows, with its audit event in the same transaction.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Which backend this is.
@@ -209,7 +212,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn audit_nodes(
         &self,
         keys: &[(u32, u64)],
-    ) -> Result<std::collections::HashMap<(u32, u64), crate::audit::tree::Hash>, StoreError>;
+    ) -> Result<std::collections::HashMap<(u32, u64), refex_core::audit::tree::Hash>, StoreError>;
 
     /// Every signed checkpoint, smallest first.
     async fn audit_checkpoints(&self) -> Result<Vec<records::CheckpointRecord>, StoreError>;
@@ -266,7 +269,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         referral: &ReferralId,
         actor: &ActorRef,
-    ) -> Result<Vec<Vec<crate::audit::event::PreviewShown>>, StoreError>;
+    ) -> Result<Vec<Vec<refex_core::audit::event::PreviewShown>>, StoreError>;
 
     /// Marks holds undecided since before `cutoff` as escalated (an `escalated` event each);
     /// they stay held. Returns how many.

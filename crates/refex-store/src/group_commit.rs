@@ -139,15 +139,15 @@ async fn run<W, R, F, Fut>(
         let results = commit(work).await;
         match meter {
             Meter::Acceptances => {
-                metrics::histogram!(crate::telemetry::STORE_COMMIT_DURATION)
+                metrics::histogram!(crate::metric::STORE_COMMIT_DURATION)
                     .record(started.elapsed().as_secs_f64());
-                metrics::counter!(crate::telemetry::STORE_COMMITS).increment(1);
-                metrics::counter!(crate::telemetry::STORE_ACCEPTANCES).increment(count as u64);
-                metrics::histogram!(crate::telemetry::STORE_BATCH_SIZE).record(count as f64);
+                metrics::counter!(crate::metric::STORE_COMMITS).increment(1);
+                metrics::counter!(crate::metric::STORE_ACCEPTANCES).increment(count as u64);
+                metrics::histogram!(crate::metric::STORE_BATCH_SIZE).record(count as f64);
             }
             Meter::Inbox => {
-                metrics::counter!(crate::telemetry::STORE_INBOX_BATCHES).increment(1);
-                metrics::counter!(crate::telemetry::STORE_INBOX_WRITES).increment(count as u64);
+                metrics::counter!(crate::metric::STORE_INBOX_BATCHES).increment(1);
+                metrics::counter!(crate::metric::STORE_INBOX_WRITES).increment(count as u64);
             }
         }
         let mut results = results.into_iter();
@@ -200,22 +200,22 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn acceptance(jti: &str) -> Acceptance {
-        use crate::audit::event::ConsentRecord;
-        use crate::intake::claims::{InformedStatus, LawfulBasis, SubjectInformed};
+        use refex_core::audit::event::ConsentRecord;
+        use refex_core::intake::claims::{InformedStatus, LawfulBasis, SubjectInformed};
         Acceptance {
-            referral: crate::store::records::ReferralRecord {
-                id: crate::ids::ReferralId::mint(&crate::ids::Uuid7Ids),
+            referral: crate::records::ReferralRecord {
+                id: refex_core::ids::ReferralId::mint(&refex_core::ids::Uuid7Ids),
                 sender: "s".parse().expect("id"),
                 sender_ref: "r".into(),
                 referral_type: "t".parse().expect("type"),
                 received_at: 0,
                 lawful_basis: LawfulBasis::uk_gdpr(
-                    crate::lawful::Article6::PublicTask,
-                    crate::lawful::Article9::SubstantialPublicInterest,
+                    refex_core::lawful::Article6::PublicTask,
+                    refex_core::lawful::Article9::SubstantialPublicInterest,
                     None,
                 ),
                 consent: ConsentRecord {
-                    status: crate::intake::ConsentStatus::Given,
+                    status: refex_core::intake::ConsentStatus::Given,
                     override_: None,
                 },
                 subject_informed: SubjectInformed {

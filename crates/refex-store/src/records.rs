@@ -4,13 +4,13 @@
 //! No field here ever holds payload plaintext: deliveries hold ciphertext for their
 //! recipient, holds ciphertext under the storage key.
 
-use crate::audit::event::{ActorRef, ConsentRecord};
-use crate::identity::{PartnerId, ReferralType};
-use crate::ids::{DeliveryId, ReferralId};
-use crate::intake::claims::{LawfulBasis, Override, SubjectInformed};
+use refex_core::audit::event::{ActorRef, ConsentRecord};
+use refex_core::identity::{PartnerId, ReferralType};
+use refex_core::ids::{DeliveryId, ReferralId};
+use refex_core::intake::claims::{LawfulBasis, Override, SubjectInformed};
 
-pub use crate::audit::event::AuditRecord;
-pub use crate::lifecycle::DeliveryStatus;
+pub use refex_core::audit::event::AuditRecord;
+pub use refex_core::lifecycle::DeliveryStatus;
 
 /// The referral record: who, what type, on what basis; never the payload.
 #[derive(Clone, Debug, PartialEq)]
@@ -214,7 +214,7 @@ pub struct LeafRecord {
     /// The canonical leaf text (None once purged).
     pub leaf: Option<String>,
     /// The leaf hash.
-    pub hash: crate::audit::tree::Hash,
+    pub hash: refex_core::audit::tree::Hash,
 }
 
 /// Everything recorded about one referral, for disclosure records and reviews (no payload:
@@ -234,7 +234,7 @@ impl ReferralDetail {
     pub fn submitted_by(&self) -> Option<&ActorRef> {
         self.events
             .iter()
-            .find(|e| matches!(e.event, crate::audit::event::AuditEvent::Accepted(_)))
+            .find(|e| matches!(e.event, refex_core::audit::event::AuditEvent::Accepted(_)))
             .and_then(|e| e.actor.as_ref())
     }
 }
@@ -351,9 +351,9 @@ pub struct FactRow {
     /// Receiving partner.
     pub recipient: PartnerId,
     /// `consent.status`.
-    pub consent: crate::intake::ConsentStatus,
+    pub consent: refex_core::intake::ConsentStatus,
     /// The lead's decision, if one was made before the end of the reported period.
-    pub decision: Option<crate::audit::event::Verdict>,
+    pub decision: Option<refex_core::audit::event::Verdict>,
     /// Whether it was held for review.
     pub held: bool,
     /// Whether the hold was closed undecided before the end of the reported period.

@@ -9,10 +9,10 @@ use super::records::{
     AuditRecord, DeliveryRow, DeliveryState, DeliveryStatus, FactRow, HeldRow, InboxItem,
     ReceivedRow, ReferralRecord,
 };
-use crate::audit::event::{AuditEvent, ConsentRecord};
-use crate::identity::{PartnerId, ReferralType};
-use crate::ids::{DeliveryId, ReferralId};
-use crate::intake::claims::{ConsentStatus, LawfulBasis, Override, SubjectInformed};
+use refex_core::audit::event::{AuditEvent, ConsentRecord};
+use refex_core::identity::{PartnerId, ReferralType};
+use refex_core::ids::{DeliveryId, ReferralId};
+use refex_core::intake::claims::{ConsentStatus, LawfulBasis, Override, SubjectInformed};
 
 /// A column's text that does not parse into its type.
 pub(crate) fn corrupt(table: &'static str, column: &'static str) -> StoreError {
@@ -182,7 +182,7 @@ pub(crate) fn leaf_record(leaf: &str) -> Result<AuditRecord, StoreError> {
 pub(crate) fn hash(
     table: &'static str,
     bytes: &[u8],
-) -> Result<crate::audit::tree::Hash, StoreError> {
+) -> Result<refex_core::audit::tree::Hash, StoreError> {
     bytes.try_into().map_err(|_| corrupt(table, "hash"))
 }
 

@@ -23,10 +23,8 @@ pub struct PostgresStore {
     writer: PgPool,
     group: super::group_commit::Acceptances,
     /// Inbox fetches and acknowledgements, committed together the same way.
-    inbox: super::group_commit::GroupCommit<
-        crate::store::records::InboxWrite,
-        crate::store::records::InboxWritten,
-    >,
+    inbox:
+        super::group_commit::GroupCommit<crate::records::InboxWrite, crate::records::InboxWritten>,
 }
 
 impl PostgresStore {
@@ -35,23 +33,23 @@ impl PostgresStore {
     pub async fn open(
         url: &str,
         batching: super::group_commit::Options,
-    ) -> Result<Self, crate::store::StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| crate::store::StoreError::Url(e.to_string()))?;
+    ) -> Result<Self, crate::StoreError> {
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| crate::StoreError::Url(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|e| crate::store::StoreError::Unavailable(e.to_string()))?;
+            .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
         // A newer release's migrations already applied are not an error: migrations are
         // expand-only, so this release runs on a newer schema (a rolling update, a rollback).
-        let mut migrator = sqlx::migrate!("migrations/postgres");
+        let mut migrator = sqlx::migrate!("../../migrations/postgres");
         migrator.set_ignore_missing(true);
         migrator
             .run(&pool)
             .await
-            .map_err(|e| crate::store::StoreError::Migration(e.to_string()))?;
+            .map_err(|e| crate::StoreError::Migration(e.to_string()))?;
         let (group, inbox) = committers(&pool, batching);
         Ok(Self {
             writer: pool.clone(),
@@ -97,7 +95,7 @@ impl PostgresStore {
 
 store_impl!(
     PostgresStore,
-    crate::store::Backend::Postgres,
+    crate::Backend::Postgres,
     sqlx::PgConnection,
     "BEGIN",
     "SELECT pg_notify('refex_inbox', '')",

@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use crate::lifecycle::{DeliveryStatus, sql_list};
+use refex_core::lifecycle::{DeliveryStatus, sql_list};
 
 /// Rows per multi-row `INSERT`: 10 columns × 500 rows stays far below SQLite's 32,766 bound
 /// variables and PostgreSQL's 65,535, while one statement carries a whole typical batch.
@@ -91,14 +91,14 @@ pub(crate) static SUBJECT_MATCHES: LazyLock<String> = LazyLock::new(|| {
 /// fields, and defines the batch writer `accept_batch` for its pool type.
 macro_rules! store_impl {
     ($store:ty, $backend:expr, $conn:ty, $begin:literal, $notify:literal, $job_lock:literal, $for_update:literal, $db_now:literal, $reclaim:literal) => {
-        use crate::audit::event::{self as ev, ActorRef, AuditEvent};
-        use crate::identity::PartnerId;
-        use crate::ids::{DeliveryId, ReferralId};
-        use crate::lifecycle::{self, DeliveryStatus, Outcome, Step};
-        use crate::store::common::INSERT_CHUNK;
-        use crate::store::records::{self as rec, AuditRecord};
-        use crate::store::rows;
-        use crate::store::{StoreError, query_err};
+        use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
+        use refex_core::identity::PartnerId;
+        use refex_core::ids::{DeliveryId, ReferralId};
+        use refex_core::lifecycle::{self, DeliveryStatus, Outcome, Step};
+        use crate::common::INSERT_CHUNK;
+        use crate::records::{self as rec, AuditRecord};
+        use crate::rows;
+        use crate::{StoreError, query_err};
 
         type Db = <$conn as sqlx::Connection>::Database;
         type Tx = sqlx::Transaction<'static, Db>;
@@ -110,13 +110,13 @@ macro_rules! store_impl {
         static EXPIRY_DUE_LOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "{} LIMIT {}{}",
-                *crate::store::common::EXPIRY_DUE,
-                crate::store::common::HOUSEKEEPING_BATCH,
+                *crate::common::EXPIRY_DUE,
+                crate::common::HOUSEKEEPING_BATCH,
                 $for_update
             )
         });
         static OPEN_DELIVERIES_LOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!("{}{}", *crate::store::common::OPEN_DELIVERIES, $for_update)
+            format!("{}{}", *crate::common::OPEN_DELIVERIES, $for_update)
         });
 
         impl $store {
@@ -141,13 +141,13 @@ macro_rules! store_impl {
                      ORDER BY r.received_at LIMIT $2",
                 )
                 .bind(cutoff)
-                .bind(crate::store::common::HOUSEKEEPING_BATCH as i64)
+                .bind(crate::common::HOUSEKEEPING_BATCH as i64)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(query_err("purge"))?;
                 let mut events = Vec::with_capacity(due.len());
                 for id in &due {
-                    if !events.is_empty() && started.elapsed() >= crate::store::common::PURGE_BATCH_BUDGET {
+                    if !events.is_empty() && started.elapsed() >= crate::common::PURGE_BATCH_BUDGET {
                         break;
                     }
                     let referral = rows::referral_id("referrals", id)?;
@@ -330,8 +330,8 @@ macro_rules! store_impl {
         }
 
         #[async_trait::async_trait]
-        impl crate::store::Store for $store {
-            fn backend(&self) -> crate::store::Backend {
+        impl crate::Store for $store {
+            fn backend(&self) -> crate::Backend {
                 $backend
             }
 
@@ -341,7 +341,7 @@ macro_rules! store_impl {
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(query_err("ping"))?;
-                crate::store::check_format(found)
+                crate::check_format(found)
             }
 
             async fn close(&self) {
@@ -380,7 +380,7 @@ macro_rules! store_impl {
                 at: i64,
             ) -> Result<u64, StoreError> {
                 let mut total = 0;
-                for _ in 0..crate::store::common::HOUSEKEEPING_MAX_BATCHES {
+                for _ in 0..crate::common::HOUSEKEEPING_MAX_BATCHES {
                     let mut tx = self.begin_write().await.map_err(query_err("begin"))?;
                     // Of several replicas, one does this job at a time; the next finds it done.
                     if !job_lock(&mut *tx, &format!("expire:{recipient}")).await? {
@@ -399,7 +399,7 @@ macro_rules! store_impl {
                         .collect();
                     total += expire_each(&mut tx, &due, at).await?;
                     tx.commit().await.map_err(query_err("commit"))?;
-                    if batch < crate::store::common::HOUSEKEEPING_BATCH {
+                    if batch < crate::common::HOUSEKEEPING_BATCH {
                         break;
                     }
                     // Let waiting acceptances take the writer between batches.
@@ -444,7 +444,7 @@ macro_rules! store_impl {
 
             async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
                 let mut total = 0;
-                for _ in 0..crate::store::common::PURGE_MAX_BATCHES {
+                for _ in 0..crate::common::PURGE_MAX_BATCHES {
                     let (done, more) = self.purge_batch(cutoff, at).await?;
                     total += done;
                     if !more || done == 0 {
@@ -478,7 +478,7 @@ macro_rules! store_impl {
             async fn audit_nodes(
                 &self,
                 keys: &[(u32, u64)],
-            ) -> Result<std::collections::HashMap<(u32, u64), crate::audit::tree::Hash>, StoreError> {
+            ) -> Result<std::collections::HashMap<(u32, u64), refex_core::audit::tree::Hash>, StoreError> {
                 let mut out = std::collections::HashMap::with_capacity(keys.len());
                 let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
                 for &(level, idx) in keys {
@@ -581,7 +581,7 @@ macro_rules! store_impl {
                 let mut out: Vec<rec::SubjectMatch> = Vec::new();
                 for subject in subjects {
                     let found: Vec<(String, Option<String>)> =
-                        sqlx::query_as(crate::store::common::SUBJECT_MATCHES.as_str())
+                        sqlx::query_as(crate::common::SUBJECT_MATCHES.as_str())
                             .bind(subject)
                             .bind(partner.as_str())
                             .fetch_all(&self.pool)
@@ -968,7 +968,7 @@ macro_rules! store_impl {
 
             async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<i64>)>, StoreError> {
                 let found: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
-                    crate::store::common::INBOX_BACKLOG.as_str(),
+                    crate::common::INBOX_BACKLOG.as_str(),
                 )
                 .fetch_all(&self.pool)
                 .await
@@ -1107,7 +1107,7 @@ macro_rules! store_impl {
             ) -> Result<Vec<rec::InboxItem>, StoreError> {
                 #[allow(clippy::type_complexity)]
                 let found: Vec<(String, String, String, i64, Option<i64>, Option<i64>, String)> =
-                    sqlx::query_as(crate::store::common::INBOX_PAGE.as_str())
+                    sqlx::query_as(crate::common::INBOX_PAGE.as_str())
                         .bind(recipient.as_str())
                         .bind(after)
                         .bind(limit)
@@ -1195,7 +1195,7 @@ macro_rules! store_impl {
                 self.delivery_states(referral, sender).await
             }
 
-            async fn count_rows(&self, table: crate::store::Table) -> Result<i64, StoreError> {
+            async fn count_rows(&self, table: crate::Table) -> Result<i64, StoreError> {
                 sqlx::query_scalar(table.count_sql())
                     .fetch_one(&self.pool)
                     .await
@@ -1219,12 +1219,12 @@ macro_rules! store_impl {
         /// fetches and acknowledgements.
         fn committers(
             pool: &sqlx::Pool<Db>,
-            batching: crate::store::group_commit::Options,
+            batching: crate::group_commit::Options,
         ) -> (
-            crate::store::group_commit::Acceptances,
-            crate::store::group_commit::GroupCommit<rec::InboxWrite, rec::InboxWritten>,
+            crate::group_commit::Acceptances,
+            crate::group_commit::GroupCommit<rec::InboxWrite, rec::InboxWritten>,
         ) {
-            use crate::store::group_commit::{GroupCommit, Meter};
+            use crate::group_commit::{GroupCommit, Meter};
             let committer = pool.clone();
             let acceptances = GroupCommit::spawn(batching, Meter::Acceptances, move |batch| {
                 let pool = committer.clone();
@@ -1682,7 +1682,7 @@ macro_rules! store_impl {
         /// the new hashes computed by the pure `audit::tree::append`, and rows written with
         /// multi-row inserts.
         async fn insert_events(conn: &mut $conn, events: &[AuditRecord]) -> Result<(), StoreError> {
-            use crate::audit::tree::leaf_hash;
+            use refex_core::audit::tree::leaf_hash;
             if events.is_empty() {
                 return Ok(());
             }
@@ -1693,7 +1693,7 @@ macro_rules! store_impl {
                 .map_err(query_err("audit head"))?;
             let first = size - events.len() as i64;
             let mut frontier = std::collections::HashMap::new();
-            let keys = crate::audit::tree::frontier(first as u64);
+            let keys = refex_core::audit::tree::frontier(first as u64);
             if !keys.is_empty() {
                 let mut q = sqlx::QueryBuilder::new("SELECT level, idx, hash FROM audit_nodes WHERE ");
                 let mut sep = q.separated(" OR ");
@@ -1722,10 +1722,10 @@ macro_rules! store_impl {
                     (idx, e.leaf(idx))
                 })
                 .collect();
-            let hashes: Vec<crate::audit::tree::Hash> =
+            let hashes: Vec<refex_core::audit::tree::Hash> =
                 leaves.iter().map(|(_, leaf)| leaf_hash(leaf.as_bytes())).collect();
-            let nodes: Vec<(i32, i64, crate::audit::tree::Hash)> =
-                crate::audit::tree::append(first as u64, &frontier, &hashes)
+            let nodes: Vec<(i32, i64, refex_core::audit::tree::Hash)> =
+                refex_core::audit::tree::append(first as u64, &frontier, &hashes)
                     .map_err(|e| StoreError::Query { op: "audit append", reason: e.to_string() })?
                     .into_iter()
                     .map(|((level, idx), hash)| (level as i32, idx as i64, hash))
