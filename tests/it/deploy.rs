@@ -273,8 +273,21 @@ fn the_container_build_is_multi_stage_and_runs_unprivileged() {
     let expose = lines.iter().find(|l| l.starts_with("EXPOSE ")).unwrap();
     assert!(expose.contains(&port_of(&cmd[listen + 1]).to_string()));
     assert!(expose.contains(&port_of(&cmd[admin + 1]).to_string()));
-    // The build stage copies every workspace member (a missing one fails only when someone
-    // builds the image).
+    // The build stage copies every workspace member and the migrations the store embeds (a
+    // missing one fails only when someone builds the image).
+    let copied: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .filter_map(|l| l.split(' ').next())
+        .map(|from| from.trim_end_matches('/'))
+        .collect();
+    let covers = |path: &str| {
+        copied
+            .iter()
+            .any(|from| path == *from || path.starts_with(&format!("{from}/")))
+    };
+    assert!(covers("migrations"), "the Containerfile does not copy migrations/");
     let manifest: toml::Table = std::fs::read_to_string(common::repo().join("Cargo.toml"))
         .unwrap()
         .parse()
@@ -285,10 +298,7 @@ fn the_container_build_is_multi_stage_and_runs_unprivileged() {
             continue;
         }
         assert!(
-            lines.iter().any(|l| l
-                .strip_prefix("COPY ")
-                .and_then(|l| l.split(' ').next())
-                .is_some_and(|from| member.starts_with(from))),
+            covers(member),
             "the Containerfile does not copy the workspace member {member}"
         );
     }

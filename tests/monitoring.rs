@@ -4,7 +4,8 @@
 //! the ones that do not wait for an event.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use crate::common;
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::collections::BTreeSet;
 

@@ -5,7 +5,8 @@
 //! holds every measurement and every target.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use crate::common;
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::process::Command;
 

@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use crate::common;
+#[path = "it/common/mod.rs"]
+mod common;
 
 use josekit::jwk::Jwk;
 use refex::envelope::jose::{self, PreparedKey};

@@ -2,7 +2,8 @@
 //! handshake, and who is refused with `403`.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use crate::common;
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::time::{Duration, SystemTime};
 

@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use crate::common;
+#[path = "it/common/mod.rs"]
+mod common;
 
 use common::{Project, unmapped};
 use refex::api::routes::ROUTES;

@@ -13,7 +13,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use crate::common;
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};

@@ -2,7 +2,8 @@
 //! responses, body limit, rate limits and request ids.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use crate::common;
+#[path = "it/common/mod.rs"]
+mod common;
 
 use common::Project;
 use serde_json::Value;
