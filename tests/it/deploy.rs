@@ -287,7 +287,10 @@ fn the_container_build_is_multi_stage_and_runs_unprivileged() {
             .iter()
             .any(|from| path == *from || path.starts_with(&format!("{from}/")))
     };
-    assert!(covers("migrations"), "the Containerfile does not copy migrations/");
+    assert!(
+        covers("migrations"),
+        "the Containerfile does not copy migrations/"
+    );
     let manifest: toml::Table = std::fs::read_to_string(common::repo().join("Cargo.toml"))
         .unwrap()
         .parse()
