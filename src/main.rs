@@ -1,7 +1,7 @@
-//! The `refex` binary: parses the command line and hands it to its command (`commands`).
-//! `anyhow` lives here and in `commands`, the binary's edge, and nowhere in the library.
+//! The `refex` binary: parses the command line and hands it to its command (`cli_commands`).
+//! `anyhow` lives here and in `cli_commands`, the binary's edge, and nowhere in the library.
 
-mod commands;
+mod cli_commands;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -31,26 +31,26 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = commands::Ctx {
+    let ctx = cli_commands::Ctx {
         config: &cli.config,
         explicit: cli.config != std::path::Path::new("refex.toml"),
     };
     match cli.command {
-        Command::Serve(args) => commands::serve(&ctx, args).await,
-        Command::Purge(args) => commands::purge(&ctx, args).await,
-        Command::Audit(AuditCommand::Export(args)) => commands::audit_export(&ctx, args).await,
-        Command::Audit(AuditCommand::Verify(args)) => commands::audit_verify(args).await,
-        Command::SubjectAccess(args) => commands::subject_access(&ctx, args).await,
-        Command::Report(args) => commands::report(&ctx, args).await,
-        Command::Keys(KeysCommand::Rotate(args)) => commands::keys_rotate(&ctx, args).await,
-        Command::Keys(KeysCommand::Init(args)) => commands::keys_init(args),
-        Command::Ca(cmd) => commands::ca(cmd),
-        Command::Keys(KeysCommand::Hosted(args)) => commands::keys_hosted(&ctx, args),
-        Command::Bench(args) => commands::bench(&ctx, args).await,
-        Command::Send(args) => commands::send(args).await,
-        Command::Status(args) => commands::status(args).await,
-        Command::Withdraw(args) => commands::withdraw(args).await,
-        Command::Inbox(args) => commands::inbox(args).await,
-        Command::DevPki(args) => commands::dev_pki(&ctx, args),
+        Command::Serve(args) => cli_commands::serve(&ctx, args).await,
+        Command::Purge(args) => cli_commands::purge(&ctx, args).await,
+        Command::Audit(AuditCommand::Export(args)) => cli_commands::audit_export(&ctx, args).await,
+        Command::Audit(AuditCommand::Verify(args)) => cli_commands::audit_verify(args).await,
+        Command::SubjectAccess(args) => cli_commands::subject_access(&ctx, args).await,
+        Command::Report(args) => cli_commands::report(&ctx, args).await,
+        Command::Keys(KeysCommand::Rotate(args)) => cli_commands::keys_rotate(&ctx, args).await,
+        Command::Keys(KeysCommand::Init(args)) => cli_commands::keys_init(args),
+        Command::Ca(cmd) => cli_commands::ca(cmd),
+        Command::Keys(KeysCommand::Hosted(args)) => cli_commands::keys_hosted(&ctx, args),
+        Command::Bench(args) => cli_commands::bench(&ctx, args).await,
+        Command::Send(args) => cli_commands::send(args).await,
+        Command::Status(args) => cli_commands::status(args).await,
+        Command::Withdraw(args) => cli_commands::withdraw(args).await,
+        Command::Inbox(args) => cli_commands::inbox(args).await,
+        Command::DevPki(args) => cli_commands::dev_pki(&ctx, args),
     }
 }

@@ -31,7 +31,7 @@ fn crossing(needles: &[&str], allowed: &[&str]) -> Vec<String> {
         "partner_client.rs",
         "toolkit.rs",
         "main.rs",
-        "commands.rs",
+        "cli_commands.rs",
         "cli.rs",
     ];
     let mut out: Vec<String> = files

@@ -1231,7 +1231,15 @@ macro_rules! store_impl {
                 async move { accept_batch(&pool, batch).await }
             });
             let committer = pool.clone();
-            let inbox = GroupCommit::spawn(batching, Meter::Inbox, move |batch| {
+            // Inbox writes never wait for company: a receiving system's next request waits on
+            // this one's answer, so a window only added to every delivery's latency (refex
+            // bench, 8 connections: ~1,100 -> ~1,400 deliveries/s without it); under load the
+            // writes queued during a commit still share the next.
+            let inbox_batching = crate::group_commit::Options {
+                window: std::time::Duration::ZERO,
+                ..batching
+            };
+            let inbox = GroupCommit::spawn(inbox_batching, Meter::Inbox, move |batch| {
                 let pool = committer.clone();
                 async move { inbox_batch(&pool, batch).await }
             });
