@@ -708,6 +708,14 @@ async fn the_database_refuses_unknown_statuses_and_kinds(url: &str) {
     }
 }
 
+/// Runs one statement a test wrote itself on a raw connection.
+async fn run(conn: &mut sqlx::AnyConnection, q: String) {
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
 /// A row this build cannot read is an error naming its table and column, never skipped.
 async fn unreadable_rows_are_errors_never_dropped(url: &str) {
     let store = store::open(url).await.unwrap();
@@ -717,10 +725,7 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         "UPDATE deliveries SET recipient = 'Not A Partner' WHERE id = '{}'",
         did(40, 2)
     );
-    sqlx::query(sqlx::AssertSqlSafe(q))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    run(&mut conn, q).await;
     let err = store
         .delivery_states(&rid(40), &p("notts-police"))
         .await
@@ -748,10 +753,7 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         "UPDATE deliveries SET recipient = 'gp-practice' WHERE id = '{}'",
         did(40, 2)
     );
-    sqlx::query(sqlx::AssertSqlSafe(q))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    run(&mut conn, q).await;
     // A `reviewed` event of a live delivery without its leaf (what only purge writes, and
     // purge deletes the delivery too) is an error in a report, never "no decision yet".
     let q = format!(
@@ -760,10 +762,7 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         rid(40),
         did(40, 1)
     );
-    sqlx::query(sqlx::AssertSqlSafe(q))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    run(&mut conn, q).await;
     let err = store.report_facts(0, i64::MAX / 2).await.unwrap_err();
     assert!(leaf_corrupt(err));
     sqlx::query("DELETE FROM audit_events WHERE idx = -5000")
@@ -776,10 +775,7 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         "UPDATE audit_events SET actor = 'notts-police/person:dsl-b' WHERE referral_id = '{}'",
         rid(40)
     );
-    sqlx::query(sqlx::AssertSqlSafe(q))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    run(&mut conn, q).await;
     assert!(leaf_corrupt(
         store.referral_detail(&rid(40)).await.unwrap_err()
     ));
@@ -787,10 +783,7 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         "UPDATE audit_events SET leaf = '{{\"nonsense\":1}}' WHERE referral_id = '{}'",
         rid(40)
     );
-    sqlx::query(sqlx::AssertSqlSafe(q))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    run(&mut conn, q).await;
     assert!(leaf_corrupt(
         store.referral_detail(&rid(40)).await.unwrap_err()
     ));
