@@ -31,7 +31,7 @@ pub enum Viewer {
 }
 
 /// What became of one delivery, in words a record can state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Waiting for the sender's lead: nothing has left the gateway.
@@ -47,7 +47,7 @@ pub enum Outcome {
 }
 
 /// One delivery's record.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DeliveryRecord {
     /// `dlv_…`.
     pub delivery_id: DeliveryId,
@@ -92,7 +92,7 @@ pub struct DeliveryRecord {
 }
 
 /// Consent as a record shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ConsentShown {
     /// Status and override.
     #[serde(flatten)]
@@ -103,7 +103,7 @@ pub struct ConsentShown {
 }
 
 /// One referral's disclosure record.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Record {
     /// The referral.
     pub referral_id: ReferralId,

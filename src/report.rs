@@ -171,7 +171,7 @@ fn next_month(first: time::Date) -> time::Date {
 pub type Cell = Option<u64>;
 
 /// The published table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Table {
     /// The dimensions, rows first, the last across.
     pub by: Vec<String>,
@@ -192,7 +192,7 @@ pub struct Table {
 }
 
 /// One row of a [`Table`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Row {
     /// The row's values of the leading dimensions (empty for a one-dimension report).
     pub key: Vec<String>,

@@ -450,7 +450,7 @@ pub struct Decided {
 }
 
 /// One field of a held referral as the lead reads it, with the recipients it would reach.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct DocumentField {
     /// Where the value is (a JSON pointer into the payload).
     pub pointer: String,
@@ -463,7 +463,7 @@ pub struct DocumentField {
 }
 
 /// A section of the held referral's document.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct DocumentSection {
     /// The heading.
     pub title: String,

@@ -78,3 +78,104 @@ async fn the_description_and_the_router_agree() {
     assert!(metrics.contains("route=\"unmatched\""));
     gw.stop().await;
 }
+
+/// Every `$ref` in `value`.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                out.push(r.clone());
+            }
+            map.values().for_each(|v| refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// A schema that says something (before: every parameter was a bare `string`, every body and
+/// answer `{}`).
+fn says_something(schema: &Value) -> bool {
+    schema.get("$ref").is_some() || schema.get("type").is_some() || schema.get("enum").is_some()
+}
+
+#[test]
+fn the_description_is_precise_enough_for_a_typed_client() {
+    let doc = refex::api::openapi::describe("gw", serde_json::Map::new());
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let name = format!("{method} {path}");
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                assert!(says_something(&p["schema"]), "{name}: {p}");
+                assert_ne!(p["schema"]["type"], "null", "{name}: {p}");
+            }
+            if path.contains("{id}") {
+                let id = op["parameters"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|p| p["in"] == "path"))
+                    .unwrap_or_else(|| panic!("{name}: no path parameter"));
+                let r = id["schema"]["$ref"].as_str().unwrap();
+                let target = &schemas[r.rsplit('/').next().unwrap()];
+                assert!(target["pattern"].is_string(), "{name}: {target}");
+            }
+            for content in op["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                assert!(says_something(&content.1["schema"]), "{name} body");
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let code: u16 = status.parse().unwrap();
+                for (media, content) in response["content"].as_object().into_iter().flatten() {
+                    assert!(
+                        says_something(&content["schema"]),
+                        "{name} {status} {media}"
+                    );
+                    if code >= 400 {
+                        // The console's failures are pages; the API's are problems.
+                        let expected = if path.starts_with("/console/") {
+                            "text/html"
+                        } else {
+                            "application/problem+json"
+                        };
+                        assert_eq!(media, expected, "{name} {status}");
+                    }
+                }
+                if (200..300).contains(&code) && code != 204 {
+                    assert!(
+                        response["content"].is_object(),
+                        "{name} {status} has no body"
+                    );
+                }
+            }
+            // What every route can answer is documented on every route.
+            for status in refex::api::openapi::ANY_ROUTE {
+                assert!(
+                    op["responses"][status.to_string()].is_object(),
+                    "{name} {status}"
+                );
+            }
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 50, "{}", all.len());
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r} points outside components.schemas"));
+        assert!(schemas.contains_key(name), "{r} does not resolve");
+    }
+    // Each problem carries its stable type.
+    assert_eq!(
+        schemas["Problem"]["properties"]["type"]["pattern"],
+        "^urn:refex:problem:[a-z][a-z0-9-]*$"
+    );
+    // A type both read and written is described the same both ways.
+    assert_eq!(
+        refex::api::openapi::conflicting_definitions(),
+        Vec::<String>::new()
+    );
+}

@@ -8,8 +8,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::problem::ApiError;
 use crate::audit::log::{self, AuditError};
@@ -33,19 +32,41 @@ fn bad_query(_: QueryRejection) -> ApiError {
     }
 }
 
+/// The latest signed checkpoint.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Checkpoint {
+    /// The tree's size (number of leaves).
+    size: u64,
+    /// Its root, lower-case hex SHA-256.
+    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    root: String,
+    /// When it was signed, seconds since the Unix epoch.
+    time: i64,
+    /// The signed statement: a compact JWS by the gateway's signing key (`refex audit verify
+    /// --checkpoint` checks it offline).
+    #[schemars(regex(pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$"))]
+    signed: String,
+}
+
 /// `GET /v1/audit/checkpoint`: the latest signed checkpoint (signing one if the tree grew).
 pub async fn checkpoint(State(rt): State<Arc<Runtime>>) -> Result<Response, ApiError> {
     let c = log::checkpoint(&rt).await.map_err(audit_error)?;
-    Ok(
-        Json(json!({ "size": c.size, "root": c.root, "time": c.at, "signed": c.signed }))
-            .into_response(),
-    )
+    Ok(Json(Checkpoint {
+        size: c.size,
+        root: c.root,
+        time: c.at,
+        signed: c.signed,
+    })
+    .into_response())
 }
 
 /// Inclusion proof query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct InclusionQuery {
+    /// The leaf's index (0-based, below `size`).
     index: u64,
+    /// The tree size the proof is for (at most the current size).
+    #[schemars(range(min = 1))]
     size: u64,
 }
 
@@ -62,9 +83,13 @@ pub async fn inclusion(
 }
 
 /// Consistency proof query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ConsistencyQuery {
+    /// The earlier tree size.
+    #[schemars(range(min = 1))]
     from: u64,
+    /// The later tree size (at least `from`, at most the current size).
+    #[schemars(range(min = 1))]
     to: u64,
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::problem::{ApiError, StoreUnreachable};
 use crate::runtime::Runtime;
@@ -16,16 +16,7 @@ use crate::runtime::Runtime;
 pub async fn store_gate(State(rt): State<Arc<Runtime>>, request: Request, next: Next) -> Response {
     if rt.breaker.is_open() {
         metrics::counter!(crate::telemetry::STORE_GATE_REFUSED).increment(1);
-        let console = request.uri().path().starts_with("/console/");
-        let caller = request
-            .extensions()
-            .get::<super::principal::Caller>()
-            .map(|c| c.0.clone());
-        return if console {
-            crate::console::problem_page(&ApiError::StoreDown, caller.as_ref())
-        } else {
-            ApiError::StoreDown.into_response()
-        };
+        return super::problem::respond_to(&request, ApiError::StoreDown);
     }
     let response = next.run(request).await;
     if response.extensions().get::<StoreUnreachable>().is_some() {

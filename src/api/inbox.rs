@@ -10,13 +10,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::principal::{Caller, PathId};
 use super::problem::ApiError;
-use super::referrals::APPLICATION_JOSE;
+use super::referrals::{APPLICATION_JOSE, DeliveryLine};
 use crate::audit::event::ActorRef;
+use crate::identity::{PartnerId, ReferralType};
 use crate::ids::{DeliveryId, ReferralId};
 use crate::runtime::Runtime;
 use crate::store::records::{AckOutcome, InboxItem};
@@ -30,11 +30,53 @@ const MAX_LIMIT: i64 = 500;
 const MAX_WAIT_SECS: u64 = 60;
 
 /// `GET /v1/inbox` query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct InboxQuery {
+    /// Page size, 1-500 (default 50).
+    #[schemars(range(min = 1, max = 500))]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page (absent or empty: from the start).
+    #[schemars(regex(pattern = "^[0-9]*$"))]
     cursor: Option<String>,
+    /// Long-poll: seconds to wait for a delivery when the page would be empty, 0-60.
+    #[schemars(range(min = 0, max = 60))]
     wait: Option<u64>,
+}
+
+/// One delivery in an inbox page: metadata only, no personal data.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct InboxMessage {
+    /// The delivery (`GET /v1/inbox/{id}` fetches it).
+    id: DeliveryId,
+    /// The sending partner.
+    from: PartnerId,
+    /// The referral type.
+    #[serde(rename = "type")]
+    referral_type: ReferralType,
+    /// When the gateway accepted the referral (RFC 3339, UTC).
+    #[schemars(extend("format" = "date-time"))]
+    received_at: String,
+    /// Size of the sealed delivery in bytes.
+    bytes: u64,
+}
+
+/// `GET /v1/inbox`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct InboxPage {
+    /// Deliveries in arrival order.
+    messages: Vec<InboxMessage>,
+    /// The cursor for the next page (the same one again when this page is empty).
+    #[schemars(regex(pattern = "^[0-9]+$"))]
+    next_cursor: String,
+}
+
+/// `POST /v1/referrals/{id}/withdraw`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Withdrawn {
+    /// The referral's id.
+    id: ReferralId,
+    /// Every recipient's status after the withdrawal.
+    deliveries: Vec<DeliveryLine>,
 }
 
 fn bad_request(slug: &'static str, detail: &str) -> ApiError {
@@ -89,16 +131,22 @@ pub async fn list(
         }
     }
     let next = page.last().map(|m| m.position).unwrap_or(after);
-    let messages: Vec<_> = page
-        .iter()
-        .map(|m: &InboxItem| {
-            json!({ "id": m.id, "from": m.from, "type": m.referral_type,
-                    "received_at": rfc3339(m.received_at), "bytes": m.bytes })
+    let messages = page
+        .into_iter()
+        .map(|m: InboxItem| InboxMessage {
+            id: m.id,
+            from: m.from,
+            referral_type: m.referral_type,
+            received_at: rfc3339(m.received_at),
+            bytes: m.bytes.max(0) as u64,
         })
         .collect();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "messages": messages, "next_cursor": next.to_string() })),
+        Json(InboxPage {
+            messages,
+            next_cursor: next.to_string(),
+        }),
     )
         .into_response())
 }
@@ -160,11 +208,15 @@ pub async fn withdraw(
         .withdraw(&id, &caller.partner, at, &ActorRef::from(&caller))
         .await?
         .ok_or(ApiError::NotFound)?;
-    let body = json!({
-        "id": id.to_string(),
-        "deliveries": states.iter()
-            .map(|s| json!({ "to": s.recipient, "status": s.status.as_str() }))
-            .collect::<Vec<_>>(),
-    });
+    let body = Withdrawn {
+        id,
+        deliveries: states
+            .into_iter()
+            .map(|s| DeliveryLine {
+                to: s.recipient,
+                status: s.status,
+            })
+            .collect(),
+    };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

@@ -17,8 +17,8 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::{BodyExt, Limited};
 
-use super::principal::{Caller, PeerCertificate};
-use super::problem::ApiError;
+use super::principal::{Caller, PeerCertificate, is_console};
+use super::problem::{ApiError, respond, respond_to};
 use crate::config::Config;
 use crate::config::partners::RateQuota;
 use crate::identity::{Actor, Fingerprint, PartnerId, PersonId, Principal};
@@ -126,12 +126,12 @@ pub async fn rate_limit(State(rt): State<Arc<Runtime>>, request: Request, next: 
     let principal = request.extensions().get::<Caller>().map(|c| &c.0);
     let Some(certificate) = request.extensions().get::<PeerCertificate>().map(|c| c.0) else {
         // Every API request carries its verified certificate; refuse rather than serve.
-        return ApiError::UnknownPrincipal.into_response();
+        return respond_to(&request, ApiError::UnknownPrincipal);
     };
     if let Err(retry_after) = rt.snapshot().limits.load().check(principal, &certificate) {
         let partner = principal.map_or_else(|| "unmapped".to_owned(), |p| p.partner.to_string());
         metrics::counter!(telemetry::RATE_LIMITED, "partner" => partner).increment(1);
-        return ApiError::RateLimited { retry_after }.into_response();
+        return respond_to(&request, ApiError::RateLimited { retry_after });
     }
     next.run(request).await
 }
@@ -149,7 +149,7 @@ pub async fn body_limit(State(rt): State<Arc<Runtime>>, request: Request, next: 
         .and_then(|v| v.parse::<u64>().ok());
     let audited = AUDITED_BODY_ROUTES.contains(&request.uri().path());
     if !audited && declared.is_some_and(|n| n > limit as u64) {
-        return ApiError::PayloadTooLarge { limit }.into_response();
+        return respond_to(&request, ApiError::PayloadTooLarge { limit });
     }
     let request = request.map(|body| Body::new(Limited::new(body, limit)));
     next.run(request).await
@@ -211,10 +211,10 @@ pub async fn head_limits(request: Request, next: Next) -> Response {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return ApiError::HeadersTooLarge.into_response();
+        return respond_to(&request, ApiError::HeadersTooLarge);
     }
     if request.uri().to_string().len() > MAX_URI_BYTES {
-        return ApiError::UriTooLong.into_response();
+        return respond_to(&request, ApiError::UriTooLong);
     }
     next.run(request).await
 }
@@ -242,8 +242,16 @@ pub async fn response_headers(request: Request, next: Next) -> Response {
 /// Ends a request that runs past the configured limit with a `503` problem.
 pub async fn timeout(State(rt): State<Arc<Runtime>>, request: Request, next: Next) -> Response {
     let limit: Duration = rt.snapshot().config.settings.limits.request_timeout;
+    // A console page names its caller; kept only for the console's requests.
+    let console = is_console(request.uri().path()).then(|| {
+        let caller = request.extensions().get::<Caller>().map(|c| c.0.clone());
+        (request.uri().path().to_owned(), caller)
+    });
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::Timeout.into_response(),
+        Err(_) => match console {
+            Some((path, caller)) => respond(&path, caller.as_ref(), ApiError::Timeout),
+            None => ApiError::Timeout.into_response(),
+        },
     }
 }

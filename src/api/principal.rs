@@ -9,7 +9,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::problem::ApiError;
 use crate::identity::{Fingerprint, Principal};
@@ -132,10 +132,7 @@ pub async fn enforce(
     };
     match refused {
         None => next.run(request).await,
-        Some(e) if is_console(request.uri().path()) => {
-            crate::console::problem_page(&e, caller).into_response()
-        }
-        Some(e) => e.into_response(),
+        Some(e) => super::problem::respond(request.uri().path(), caller, e),
     }
 }
 
@@ -157,11 +154,7 @@ fn not_served(request: &Request, e: ApiError) -> Response {
     } else {
         e
     };
-    if is_console(request.uri().path()) {
-        crate::console::problem_page(&e, caller).into_response()
-    } else {
-        e.into_response()
-    }
+    super::problem::respond(request.uri().path(), caller, e)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -190,11 +183,11 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             Ok(axum::extract::Path(id)) => Ok(PathId(id)),
             Err(_) => {
                 let caller = parts.extensions.get::<Caller>().map(|c| &c.0);
-                Err(if is_console(parts.uri.path()) {
-                    crate::console::problem_page(&ApiError::NotFound, caller).into_response()
-                } else {
-                    ApiError::NotFound.into_response()
-                })
+                Err(super::problem::respond(
+                    parts.uri.path(),
+                    caller,
+                    ApiError::NotFound,
+                ))
             }
         }
     }

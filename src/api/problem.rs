@@ -316,6 +316,26 @@ impl ApiError {
     }
 }
 
+/// The one place a refusal becomes a response, for every layer and extractor: under
+/// `/console/` the problem as a page (naming the caller, when known), elsewhere
+/// `application/problem+json`. Handlers of either kind render their own the same way.
+pub fn respond(path: &str, caller: Option<&crate::identity::Principal>, e: ApiError) -> Response {
+    if super::principal::is_console(path) {
+        crate::console::problem_page(&e, caller)
+    } else {
+        e.into_response()
+    }
+}
+
+/// [`respond`] for a request not yet handled (its path and the caller its layers found).
+pub fn respond_to(request: &axum::extract::Request, e: ApiError) -> Response {
+    let caller = request
+        .extensions()
+        .get::<super::principal::Caller>()
+        .map(|c| &c.0);
+    respond(request.uri().path(), caller, e)
+}
+
 /// Marks a response whose failure was an unreachable store, for the store gate (clients
 /// never see it: a response extension).
 #[derive(Clone, Copy, Debug)]
@@ -400,14 +420,22 @@ fn review_parts(e: &ReviewError) -> (StatusCode, &'static str, &'static str) {
     }
 }
 
-/// The JSON body of a problem response.
-#[derive(Debug, Serialize)]
-struct ProblemBody<'a> {
+/// The JSON body of a problem response (RFC 9457).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Problem")]
+pub struct ProblemBody<'a> {
+    /// `urn:refex:problem:<slug>`: the stable identifier a client branches on.
     #[serde(rename = "type")]
+    #[schemars(regex(pattern = "^urn:refex:problem:[a-z][a-z0-9-]*$"))]
     type_: String,
+    /// A short title.
     title: &'static str,
+    /// The HTTP status.
+    #[schemars(range(min = 400, max = 599))]
     status: u16,
+    /// What happened and what would fix it (never a payload value).
     detail: &'a str,
+    /// Each schema violation by JSON pointer (`422`).
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [Violation]>,
     /// The recipients a review refusal concerns.

@@ -34,20 +34,42 @@ pub async fn disclosure(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(record)).into_response())
 }
 
+/// The identifiers a request must give: an NHS number, or a name and date of birth (whether
+/// the number's check digit holds or the date is real, only the gateway says: `422`).
+fn identifier_shapes(schema: &mut schemars::Schema) {
+    schema.insert(
+        "anyOf".into(),
+        serde_json::json!([
+            { "required": ["nhs_number"], "properties": { "nhs_number": { "type": "string" } } },
+            { "required": ["given", "family", "date_of_birth"],
+              "properties": { "given": { "type": "string" }, "family": { "type": "string" },
+                              "date_of_birth": { "type": "string" } } },
+        ]),
+    );
+}
+
 /// A subject-access request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = identifier_shapes)]
 pub struct SubjectAccessRequest {
+    /// The person's NHS number (10 digits), or
     nhs_number: Option<String>,
+    /// their given name,
     given: Option<String>,
+    /// family name
     family: Option<String>,
+    /// and date of birth (YYYY-MM-DD).
+    #[schemars(extend("format" = "date"))]
     date_of_birth: Option<String>,
 }
 
 /// A subject-access answer.
-#[derive(Debug, Serialize)]
-struct SubjectAccessAnswer {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SubjectAccessAnswer {
+    /// The partner whose disclosures these are.
     partner: PartnerId,
+    /// Its disclosure records concerning the person, sent or received.
     referrals: Vec<disclosure::Record>,
 }
 

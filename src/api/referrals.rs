@@ -8,11 +8,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use super::limits::read_body;
 use super::principal::{Caller, PathId};
 use super::problem::ApiError;
+use crate::identity::PartnerId;
 use crate::ids::ReferralId;
 use crate::runtime::Runtime;
 use crate::store::records::DeliveryStatus;
@@ -20,6 +21,70 @@ use crate::submit;
 
 /// The media type of JOSE compact serialisations.
 pub const APPLICATION_JOSE: &str = "application/jose";
+
+/// One recipient's delivery and its status.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct DeliveryLine {
+    /// The recipient.
+    pub to: PartnerId,
+    /// Its delivery's status.
+    pub status: DeliveryStatus,
+}
+
+/// Whether an accepted referral went to inboxes or waits for a lead.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acceptance {
+    /// At least one recipient waits for the sender's designated safeguarding lead.
+    HeldForReview,
+    /// Every recipient's copy is in its inbox.
+    Queued,
+}
+
+/// `202` to `POST /v1/referrals`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Accepted {
+    /// The referral's id.
+    id: ReferralId,
+    /// Held or queued.
+    status: Acceptance,
+    /// Each recipient's delivery.
+    deliveries: Vec<DeliveryLine>,
+    /// Present (true) when this answers a retry of a referral accepted before (same `jti`
+    /// and claims): the original acceptance, not a new one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    repeated: bool,
+}
+
+/// One recipient's status as the sender sees it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct StatusLine {
+    /// The recipient.
+    to: PartnerId,
+    /// Its delivery's status.
+    status: DeliveryStatus,
+    /// The lead's reason, when the lead rejected this recipient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review_reason: Option<String>,
+}
+
+/// `GET /v1/referrals/{id}`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ReferralStatus {
+    /// The referral's id.
+    id: ReferralId,
+    /// Each recipient's status.
+    deliveries: Vec<StatusLine>,
+    /// The referral this one corrects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supersedes: Option<ReferralId>,
+    /// The lead's reason when every rejection gave the same one (the v1 field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review_reason: Option<String>,
+    /// The correction that replaced this referral.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    superseded_by: Option<ReferralId>,
+}
 
 /// `POST /v1/referrals`: `202` once the referral is committed.
 pub async fn create(
@@ -56,17 +121,20 @@ pub async fn create(
         .deliveries
         .iter()
         .any(|(_, s)| *s == DeliveryStatus::HeldForReview);
-    let mut body = json!({
-        "id": submitted.id.to_string(),
-        "status": if held { "held-for-review" } else { "queued" },
-        "deliveries": submitted.deliveries.iter()
-            .map(|(to, status)| json!({ "to": to, "status": status.as_str() }))
-            .collect::<Vec<_>>(),
-    });
-    if submitted.repeated {
-        // A retry of a referral accepted before: the original acceptance, not a new one.
-        body["repeated"] = json!(true);
-    }
+    let body = Accepted {
+        id: submitted.id,
+        status: if held {
+            Acceptance::HeldForReview
+        } else {
+            Acceptance::Queued
+        },
+        deliveries: submitted
+            .deliveries
+            .into_iter()
+            .map(|(to, status)| DeliveryLine { to, status })
+            .collect(),
+        repeated: submitted.repeated,
+    };
     Ok((
         StatusCode::ACCEPTED,
         [(header::CACHE_CONTROL, "no-store")],
@@ -98,29 +166,27 @@ pub async fn status(
             .map(|text| String::from_utf8_lossy(&text).into_owned())
     };
     let reasons: Vec<Option<String>> = states.iter().map(|s| reason(&s.reason_sealed)).collect();
-    let mut body = json!({
-        "id": id.to_string(),
-        "deliveries": states.iter().zip(&reasons)
-            .map(|(s, r)| {
-                let mut d = json!({ "to": s.recipient, "status": s.status.as_str() });
-                if let Some(r) = r {
-                    d["review_reason"] = json!(r);
-                }
-                d
-            })
-            .collect::<Vec<_>>(),
-    });
-    if let Some(old) = supersedes {
-        body["supersedes"] = json!(old);
-    }
     // The v1 field: the lead's reason when every rejection gave the same one.
     let mut given: Vec<&String> = reasons.iter().flatten().collect();
     given.dedup();
-    if let [only] = given.as_slice() {
-        body["review_reason"] = json!(only);
-    }
-    if let Some(new) = superseded_by {
-        body["superseded_by"] = json!(new);
-    }
+    let review_reason = match given.as_slice() {
+        [only] => Some((*only).clone()),
+        _ => None,
+    };
+    let body = ReferralStatus {
+        id,
+        deliveries: states
+            .iter()
+            .zip(reasons.iter().cloned())
+            .map(|(s, review_reason)| StatusLine {
+                to: s.recipient.clone(),
+                status: s.status,
+                review_reason,
+            })
+            .collect(),
+        supersedes,
+        review_reason,
+        superseded_by,
+    };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

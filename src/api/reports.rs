@@ -16,11 +16,20 @@ use crate::access::{self, ReportRequestError};
 use crate::runtime::Runtime;
 
 /// Query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ReportQuery {
+    /// The first month, `YYYY-MM` (or its first day, `YYYY-MM-DD`).
+    #[schemars(regex(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"))]
     from: String,
+    /// The last month, inclusive, `YYYY-MM` (or its last day); before the current month.
+    #[schemars(regex(pattern = "^[0-9]{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?$"))]
     to: String,
+    /// Dimensions, comma-separated, the last across: `month`, `type`, `sender_kind`,
+    /// `recipient_kind`, `consent`, `review` (default `month,type`).
     #[serde(default = "default_by")]
+    #[schemars(regex(
+        pattern = "^(month|type|sender_kind|recipient_kind|consent|review)(,(month|type|sender_kind|recipient_kind|consent|review))*$"
+    ))]
     by: String,
 }
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::principal::{Caller, PathId};
 use super::problem::ApiError;
+use super::referrals::DeliveryLine;
 use crate::identity::PartnerId;
 use crate::ids::ReferralId;
 use crate::intake::claims::{ConsentStatus, Override, SubjectInformed};
@@ -29,7 +30,7 @@ use crate::runtime::Runtime;
 use crate::store::records::HeldRow;
 
 /// One held referral in the queue.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct QueueItem {
     id: ReferralId,
     #[serde(rename = "type")]
@@ -62,6 +63,13 @@ impl QueueItem {
 }
 
 /// `GET /v1/reviews`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ReviewQueue {
+    /// Held referrals of the caller's organisation, oldest first.
+    reviews: Vec<QueueItem>,
+}
+
+/// `GET /v1/reviews`.
 pub async fn list(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
@@ -71,13 +79,13 @@ pub async fn list(
     let reviews: Vec<QueueItem> = rows.into_iter().map(|h| QueueItem::of(h, now)).collect();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(serde_json::json!({ "reviews": reviews })),
+        Json(ReviewQueue { reviews }),
     )
         .into_response())
 }
 
 /// Whether releasing to a recipient is still permitted, as the preview shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct Permitted {
     permitted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,7 +95,7 @@ struct Permitted {
 }
 
 /// One recipient's preview.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct RecipientView {
     to: PartnerId,
     recipient_name: String,
@@ -101,7 +109,7 @@ struct RecipientView {
 }
 
 /// Consent as the lead sees it (with the justification).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct ConsentView {
     status: ConsentStatus,
     #[serde(rename = "override")]
@@ -110,7 +118,7 @@ struct ConsentView {
 }
 
 /// A held referral as its reviewer sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ReviewView {
     id: ReferralId,
     #[serde(rename = "type")]
@@ -204,7 +212,7 @@ pub async fn show(
 }
 
 /// `approve` or `reject`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 enum Verdict {
     Approve,
@@ -212,8 +220,9 @@ enum Verdict {
 }
 
 /// One recipient's choice.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = verdict_rules)]
 struct RecipientChoice {
     decision: Verdict,
     #[serde(default)]
@@ -222,9 +231,41 @@ struct RecipientChoice {
     preview: Option<String>,
 }
 
+/// What serde's shape cannot say of a verdict: an approval takes no reason (it records who
+/// approved), a rejection needs one.
+fn verdict_rules(schema: &mut schemars::Schema) {
+    schema.insert(
+        "allOf".into(),
+        serde_json::json!([
+            { "if": { "required": ["decision"], "properties": { "decision": { "const": "approve" } } },
+              "then": { "properties": { "reason": { "type": ["string", "null"], "pattern": "^\\s*$" } } } },
+            { "if": { "required": ["decision"], "properties": { "decision": { "const": "reject" } } },
+              "then": { "required": ["reason"],
+                        "properties": { "reason": { "type": "string", "pattern": "\\S",
+                                                    "maxLength": crate::review::MAX_REASON } } } },
+        ]),
+    );
+}
+
+/// A decision body is one of two shapes, and each verdict follows [`verdict_rules`].
+fn decision_shapes(schema: &mut schemars::Schema) {
+    verdict_rules(schema);
+    schema.insert(
+        "oneOf".into(),
+        serde_json::json!([
+            { "required": ["decision"],
+              "properties": { "decision": { "enum": ["approve", "reject"] }, "recipients": false } },
+            { "required": ["recipients"],
+              "properties": { "recipients": { "type": "object", "minProperties": 1 },
+                              "decision": false, "reason": false, "preview": false } },
+        ]),
+    );
+}
+
 /// A decision body: the v1 form (one verdict for every held recipient) or one per recipient.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = decision_shapes)]
 pub struct DecisionBody {
     #[serde(default)]
     decision: Option<Verdict>,
@@ -283,20 +324,13 @@ enum RequestShape {
 }
 
 /// The outcome of a decision.
-#[derive(Debug, Serialize)]
-struct DecisionOutcome {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct DecisionOutcome {
     id: ReferralId,
     decision: &'static str,
     approved: Vec<PartnerId>,
     rejected: Vec<PartnerId>,
     deliveries: Vec<DeliveryLine>,
-}
-
-/// One delivery's status.
-#[derive(Debug, Serialize)]
-struct DeliveryLine {
-    to: PartnerId,
-    status: crate::lifecycle::DeliveryStatus,
 }
 
 /// The largest decision body: a reason for each of a few dozen recipients (a reason is at

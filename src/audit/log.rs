@@ -80,8 +80,46 @@ pub async fn root(store: &dyn Store, size: u64) -> Result<Hash, AuditError> {
     with_nodes(store, |n| tree::root(n, size)).await
 }
 
+/// An inclusion proof (RFC 6962 §2.1.1), every hash standard base64.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct InclusionProof {
+    /// The leaf's index.
+    pub index: u64,
+    /// The tree's size.
+    pub size: u64,
+    /// The leaf's hash.
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub leaf_hash: String,
+    /// The root of the first `size` leaves.
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub root: String,
+    /// The audit path, leaf to root.
+    pub proof: Vec<String>,
+}
+
+/// A consistency proof (RFC 6962 §2.1.2), every hash standard base64.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ConsistencyProof {
+    /// The earlier size.
+    pub from: u64,
+    /// The later size.
+    pub to: u64,
+    /// The root of the first `from` leaves.
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub root_from: String,
+    /// The root of the first `to` leaves.
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub root_to: String,
+    /// The proof's hashes.
+    pub proof: Vec<String>,
+}
+
 /// An inclusion proof for leaf `index` in the tree of `size`, with the leaf hash and root.
-pub async fn inclusion(store: &dyn Store, index: u64, size: u64) -> Result<Value, AuditError> {
+pub async fn inclusion(
+    store: &dyn Store,
+    index: u64,
+    size: u64,
+) -> Result<InclusionProof, AuditError> {
     let current = store.audit_size().await?;
     if size == 0 || size > current || index >= size {
         return Err(AuditError::Range(format!(
@@ -96,16 +134,21 @@ pub async fn inclusion(store: &dyn Store, index: u64, size: u64) -> Result<Value
         ))
     })
     .await?;
-    Ok(json!({
-        "index": index, "size": size,
-        "leaf_hash": STANDARD.encode(leaf),
-        "root": STANDARD.encode(root),
-        "proof": proof.iter().map(|h| STANDARD.encode(h)).collect::<Vec<_>>(),
-    }))
+    Ok(InclusionProof {
+        index,
+        size,
+        leaf_hash: STANDARD.encode(leaf),
+        root: STANDARD.encode(root),
+        proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
+    })
 }
 
 /// A consistency proof between the trees of `from` and `to` leaves, with both roots.
-pub async fn consistency(store: &dyn Store, from: u64, to: u64) -> Result<Value, AuditError> {
+pub async fn consistency(
+    store: &dyn Store,
+    from: u64,
+    to: u64,
+) -> Result<ConsistencyProof, AuditError> {
     let current = store.audit_size().await?;
     if from == 0 || from > to || to > current {
         return Err(AuditError::Range(format!(
@@ -120,12 +163,13 @@ pub async fn consistency(store: &dyn Store, from: u64, to: u64) -> Result<Value,
         ))
     })
     .await?;
-    Ok(json!({
-        "from": from, "to": to,
-        "root_from": STANDARD.encode(r1),
-        "root_to": STANDARD.encode(r2),
-        "proof": proof.iter().map(|h| STANDARD.encode(h)).collect::<Vec<_>>(),
-    }))
+    Ok(ConsistencyProof {
+        from,
+        to,
+        root_from: STANDARD.encode(r1),
+        root_to: STANDARD.encode(r2),
+        proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
+    })
 }
 
 /// The checkpoint statement for a tree: JSON with the C2SP tlog-checkpoint body

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::Deserialize;
@@ -70,9 +70,12 @@ struct InboxBody {
 }
 
 /// `?acknowledged=` after an acknowledgement; `?after=` for the next page of waiting ones.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ConsoleInboxQuery")]
 pub struct InboxQuery {
+    /// A delivery just acknowledged (the page confirms it).
     acknowledged: Option<String>,
+    /// The position after which the next page of waiting deliveries starts.
     after: Option<i64>,
 }
 
@@ -81,7 +84,7 @@ pub struct InboxQuery {
 pub async fn list(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    q: Query<InboxQuery>,
+    super::PageQuery(q): super::PageQuery<InboxQuery>,
 ) -> Response {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;

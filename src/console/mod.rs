@@ -250,8 +250,47 @@ fn problem_page_in(config: Option<&Config>, e: &ApiError, caller: Option<&Princi
     });
     let html = full_page(config, caller, "", p.title, &body, true);
     let mut response = page(p.status, html, None);
+    if let Some(seconds) = p.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     crate::api::problem::mark(e, &mut response);
     response
+}
+
+/// A page's query, or the page saying it could not be read (never the library's message).
+#[derive(Debug)]
+pub struct PageQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for PageQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(q)) => Ok(PageQuery(q)),
+            Err(_) => {
+                let caller = parts
+                    .extensions
+                    .get::<crate::api::principal::Caller>()
+                    .map(|c| &c.0);
+                let e = ApiError::BadRequest {
+                    slug: "bad-query",
+                    detail: "this page's address has a query it cannot read; open the page from \
+                             the console's menu"
+                        .into(),
+                };
+                Err(crate::api::problem::respond(parts.uri.path(), caller, e))
+            }
+        }
+    }
 }
 
 /// `GET /console/style.css`.

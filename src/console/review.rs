@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::Deserialize;
@@ -61,8 +61,9 @@ struct QueueBody {
 }
 
 /// `?decided=` after a decision.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct NoticeQuery {
+    /// Set after a decision: the page then says what it did.
     decided: Option<String>,
 }
 
@@ -106,7 +107,7 @@ async fn decided_notice(rt: &Runtime, caller: &Principal, id: &str) -> Option<St
 pub async fn queue(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    q: Query<NoticeQuery>,
+    super::PageQuery(q): super::PageQuery<NoticeQuery>,
 ) -> Response {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;

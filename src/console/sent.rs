@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::Deserialize;
@@ -76,9 +76,11 @@ struct ConfirmBody {
 }
 
 /// `?sent=` after composing, `?withdrawn=` after withdrawing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SentQuery {
+    /// A referral just sent (the page confirms it).
     sent: Option<String>,
+    /// A referral just withdrawn (the page confirms it).
     withdrawn: Option<String>,
 }
 
@@ -99,7 +101,7 @@ fn tag(status: DeliveryStatus) -> &'static str {
 pub async fn sent(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
-    q: Query<SentQuery>,
+    super::PageQuery(q): super::PageQuery<SentQuery>,
 ) -> Response {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;

@@ -40,3 +40,5 @@ admin="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys
 "$venv/bin/python" "$repo/tests/interop/strict_der.py" "$work/certs/dev"
 # A TLS scan with a partner's client certificate: Mozilla "intermediate", no tool error.
 "$scan_venv/bin/python" -W ignore "$repo/tests/interop/tls_scan.py" --port "$api" --pki "$work/certs/dev"
+# The API against its own description, by an outside fuzzer (a gateway of its own).
+bash "$repo/tests/interop/api_fuzz.sh" "$bin"

@@ -28,7 +28,7 @@ fn request(
         .replace("{id}", "ref_00000000000000000000000000");
     let url = h.gw.url(&path);
     let req = client.request(route.method.clone(), url);
-    match route.body {
+    match route.body.map(|(media, _)| media) {
         Some("application/jose") => req.header("content-type", "application/jose").body("x.y.z"),
         Some("application/json") => req.json(&json!({})),
         Some(other) => req.header("content-type", other).body(""),

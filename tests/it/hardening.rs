@@ -83,6 +83,30 @@ async fn http_is_hardened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_page_whose_query_cannot_be_read_says_so_as_a_page() {
+    let h = Harness::start(None).await;
+    let practitioner = h.gw.person("imara", "practitioner-1");
+    let res = practitioner
+        .get(h.gw.url("/console/inbox?after=soon"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let body = res.text().await.unwrap();
+    // Before: the web framework's own plain-text message ("Failed to deserialize query
+    // string: ...").
+    assert!(!body.contains("deserialize"), "{body}");
+    assert!(body.contains("cannot read"), "{body}");
+    h.gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_principal_has_its_own_rate_limit() {
     let h = Harness::start(None).await;
     // A person's burst (60) is used up; the organisation's system is unaffected.
@@ -102,6 +126,27 @@ async fn each_principal_has_its_own_rate_limit() {
         }
     }
     assert!(limited, "a person's own quota ran out");
+    // On the console the refusal is a page, as every console failure is (before: the API's
+    // JSON problem), and it says when to retry.
+    let mut page = None;
+    for _ in 0..40 {
+        let res = lead.get(h.gw.url("/console/")).send().await.unwrap();
+        if res.status() == 429 {
+            page = Some(res);
+            break;
+        }
+    }
+    let page = page.expect("the lead's quota is still used up");
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        page.headers()
+    );
+    assert!(page.headers().contains_key("retry-after"));
+    assert!(page.text().await.unwrap().contains("Too many requests"));
     let res =
         h.gw.system("notts-police")
             .get(h.gw.url("/v1/whoami"))

@@ -29,6 +29,9 @@ pub enum IdError {
 /// paths and log lines bounded.
 const MAX_ID_LEN: usize = 64;
 
+/// What [`check_id`] accepts, as a JSON Schema pattern.
+pub const SLUG_PATTERN: &str = "^[a-z][a-z0-9-]{0,63}$";
+
 fn check_id(s: &str) -> Result<(), IdError> {
     let ok = !s.is_empty()
         && s.len() <= MAX_ID_LEN
@@ -75,6 +78,15 @@ macro_rules! slug_id {
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "pattern": SLUG_PATTERN })
             }
         }
 

@@ -67,6 +67,16 @@ macro_rules! vocabulary {
                 })
             }
         }
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                schemars::json_schema!({ "type": "string", "enum": names })
+            }
+        }
     };
 }
 
@@ -330,6 +340,18 @@ impl Serialize for Article10 {
     }
 }
 
+impl schemars::JsonSchema for Article10 {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Article10".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = std::iter::once("official-authority")
+            .chain(Schedule1::ALL.iter().map(|c| c.as_str()))
+            .collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
 impl<'de> Deserialize<'de> for Article10 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
@@ -475,7 +497,7 @@ pub fn words(slug: &str) -> String {
 
 /// The lawful basis as the wire and the store spell it: one object whose members depend on
 /// `regime` (absent: `uk-gdpr`, as v1 clients send it).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LawfulBasisWire {
     /// The regime.
@@ -518,6 +540,17 @@ fn unlawful(field: &'static str, why: impl Into<String>) -> Unlawful {
     Unlawful {
         field,
         why: why.into(),
+    }
+}
+
+/// A basis is described by its wire form (the checks [`check`] makes are not expressible
+/// there: an agreement's refusal names them).
+impl schemars::JsonSchema for LawfulBasis {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LawfulBasis".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        LawfulBasisWire::json_schema(g)
     }
 }
 

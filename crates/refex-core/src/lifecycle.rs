@@ -118,6 +118,16 @@ impl serde::Serialize for DeliveryStatus {
     }
 }
 
+impl schemars::JsonSchema for DeliveryStatus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DeliveryStatus".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
 impl fmt::Display for DeliveryStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

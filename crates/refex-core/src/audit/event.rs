@@ -123,7 +123,7 @@ pub struct RecipientAgreement {
 }
 
 /// Consent as the trail records it: status and override, never the justification.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConsentRecord {
     /// `consent.status`.
     pub status: ConsentStatus,

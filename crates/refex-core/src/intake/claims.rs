@@ -70,7 +70,9 @@ pub struct Consent {
 }
 
 /// `consent.status`.
-#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq, Hash,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConsentStatus {
     /// Consent given.
@@ -109,7 +111,9 @@ impl ConsentStatus {
 }
 
 /// `consent.override`.
-#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Override {
     /// Risk of significant harm.
@@ -148,7 +152,7 @@ impl Override {
 }
 
 /// `subject_informed`.
-#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq)]
 pub struct SubjectInformed {
     /// Whether the person was told.
     pub status: InformedStatus,
@@ -169,7 +173,9 @@ impl SubjectInformed {
 }
 
 /// `subject_informed.status`.
-#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum InformedStatus {
     /// Told.

@@ -16,7 +16,7 @@ pub const MAX_LISTED: usize = 100;
 const MAX_ECHOED_KEY: usize = 64;
 
 /// One schema violation, safe to show the sender and to log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Violation {
     /// RFC 6901 pointer to the offending location, under `prefix`.
     pub pointer: String,
