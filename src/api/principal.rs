@@ -154,7 +154,26 @@ fn not_served(request: &Request, e: ApiError) -> Response {
     } else {
         e
     };
-    super::problem::respond(request.uri().path(), caller, e)
+    let not_allowed = matches!(e, ApiError::MethodNotAllowed);
+    let mut response = super::problem::respond(request.uri().path(), caller, e);
+    if not_allowed {
+        // What the table serves there: never HEAD, which is refused everywhere (the router's
+        // own list would name it beside GET).
+        let allow = super::routes::methods_at(request.uri().path())
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match axum::http::HeaderValue::from_str(&allow) {
+            Ok(v) if !allow.is_empty() => {
+                response.headers_mut().insert(axum::http::header::ALLOW, v);
+            }
+            _ => {
+                response.headers_mut().remove(axum::http::header::ALLOW);
+            }
+        }
+    }
+    response
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -165,6 +165,26 @@ pub static ROUTES: &[RouteDoc] = &[
         ok: (200, &[(JSON, of::<OpenApiDocument>)]), problems: &[]),
 ];
 
+/// The methods the table serves at a concrete `path` (`HEAD` is never among them: the
+/// gateway refuses it everywhere), for a `405`'s `Allow`.
+pub fn methods_at(path: &str) -> Vec<&'static Method> {
+    let matches = |template: &str| {
+        let (mut t, mut p) = (template.split('/'), path.split('/'));
+        loop {
+            match (t.next(), p.next()) {
+                (None, None) => return true,
+                (Some(t), Some(p)) if t == p || (t.starts_with('{') && !p.is_empty()) => {}
+                _ => return false,
+            }
+        }
+    };
+    ROUTES
+        .iter()
+        .filter(|r| matches(r.path))
+        .map(|r| &r.method)
+        .collect()
+}
+
 /// Registers every route of the table on `router`, each behind the layer that enforces its
 /// permission (so no handler runs for a caller the policy refuses).
 pub fn register(mut router: axum::Router<Arc<Runtime>>) -> axum::Router<Arc<Runtime>> {

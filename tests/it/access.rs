@@ -502,6 +502,22 @@ async fn edges_are_refused(store: Option<String>) {
         .await
         .unwrap();
     assert_eq!(res.status(), 405);
+    // `Allow` names what is served there, and never HEAD (before: none on a HEAD, and
+    // "GET,HEAD" on any other method).
+    assert_eq!(res.headers()["allow"], "GET");
+    let res = imara
+        .delete(h.gw.url(&format!("/v1/inbox/{dlv}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET");
+    let res = imara
+        .put(h.gw.url("/v1/referrals/ref_00000000000000000000000000/withdraw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "POST");
     assert!(
         !h.audit().await.iter().any(|(k, _)| k == "fetched"),
         "HEAD fetched nothing"
