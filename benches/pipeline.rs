@@ -38,7 +38,7 @@ fn fixture() -> Fixture {
         config::load_settings(&repo.join("refex.toml"), true, &Overrides::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let settings = refex::bench::prepare_project(dir.path(), &settings).unwrap();
-    let config = Config::load(settings).unwrap();
+    let config = Config::load(settings).unwrap().config;
     let corpus = Corpus::load(&dir.path().join("certs/dev"), &config.settings.schemas_dir).unwrap();
     Fixture {
         _dir: dir,

@@ -145,15 +145,12 @@ pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running,
     crate::telemetry::metrics();
     ensure_dev_pki(&settings, clock.as_ref())?;
     raise_open_file_limit();
-    let config = Config::load_at(settings, clock.now())?;
-    log_warnings(&config);
-    let store = store::open_with(
-        &config.settings.store_url(),
-        config.settings.store.group_commit(),
-    )
-    .await?;
-    let (listen, admin_listen) = (config.settings.listen, config.settings.admin_listen);
-    let runtime = Arc::new(Runtime::new(config, store, clock, Arc::new(Uuid7Ids)));
+    let loaded = Config::load_at(settings, clock.now())?;
+    log_warnings(&loaded.config);
+    let settings = &loaded.config.settings;
+    let store = store::open_with(&settings.store_url(), settings.store.group_commit()).await?;
+    let (listen, admin_listen) = (settings.listen, settings.admin_listen);
+    let runtime = Arc::new(Runtime::new(loaded, store, clock, Arc::new(Uuid7Ids)));
     runtime
         .notifier
         .start(&runtime.snapshot().config.settings.notify);
@@ -200,15 +197,21 @@ pub async fn open_offline(
     settings: Settings,
     clock: &dyn Clock,
 ) -> Result<(Config, Arc<dyn crate::store::Store>), StartError> {
+    let (loaded, store) = open_loaded(settings, clock).await?;
+    Ok((loaded.config, store))
+}
+
+/// [`open_offline`] with the whole loaded configuration (a runtime needs its transport).
+async fn open_loaded(
+    settings: Settings,
+    clock: &dyn Clock,
+) -> Result<(crate::config::Loaded, Arc<dyn crate::store::Store>), StartError> {
     tls::install_default_provider();
     require_dev_pki(&settings)?;
-    let config = Config::load_at(settings, clock.now())?;
-    let store = store::open_with(
-        &config.settings.store_url(),
-        config.settings.store.group_commit(),
-    )
-    .await?;
-    Ok((config, store))
+    let loaded = Config::load_at(settings, clock.now())?;
+    let settings = &loaded.config.settings;
+    let store = store::open_with(&settings.store_url(), settings.store.group_commit()).await?;
+    Ok((loaded, store))
 }
 
 /// Runs one housekeeping pass against the configured store (`refex purge`).
@@ -216,8 +219,8 @@ pub async fn housekeep_once(
     settings: Settings,
     clock: Arc<dyn Clock>,
 ) -> Result<crate::housekeeping::Report, StartError> {
-    let (config, store) = open_offline(settings, clock.as_ref()).await?;
-    let runtime = Runtime::new(config, store, clock, Arc::new(Uuid7Ids));
+    let (loaded, store) = open_loaded(settings, clock.as_ref()).await?;
+    let runtime = Runtime::new(loaded, store, clock, Arc::new(Uuid7Ids));
     let report = crate::housekeeping::run_once(&runtime).await?;
     runtime.store.close().await;
     Ok(report)

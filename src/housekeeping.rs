@@ -215,7 +215,7 @@ const CRL_LOG_EVERY: Duration = Duration::from_secs(3600);
 fn warn_of_crls(rt: &Runtime, last: Option<tokio::time::Instant>) -> Option<tokio::time::Instant> {
     let snapshot = rt.snapshot();
     let lines = crate::trust::observe(
-        &snapshot.config.crls,
+        &snapshot.transport.crls,
         rt.clock.now(),
         snapshot.config.settings.tls.crl_warn_before,
     );

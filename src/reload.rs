@@ -42,8 +42,8 @@ pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError
     let loaded = tokio::task::spawn_blocking(move || Config::load_at(settings, now))
         .await
         .map_err(|e| ReloadError::Failed(e.to_string()))?;
-    let config = match loaded {
-        Ok(config) => config,
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             for problem in &e.problems {
                 tracing::error!(problem = %problem, "configuration reload refused; the previous configuration stays in force");
@@ -51,12 +51,12 @@ pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError
             return Err(e.into());
         }
     };
-    crate::app::log_warnings(&config);
+    crate::app::log_warnings(&loaded.config);
     let reloaded = Reloaded {
-        partners: config.partners.len(),
-        agreements: config.agreements.len(),
+        partners: loaded.config.partners.len(),
+        agreements: loaded.config.agreements.len(),
     };
-    rt.replace(config);
+    rt.replace(loaded);
     let event = AuditRecord::new(
         rt.clock.unix_seconds() as i64,
         ActorRef::operator(by).ok(),

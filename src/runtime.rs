@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::api::limits::RateLimits;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Loaded, Transport};
 use crate::ids::IdSource;
 use crate::store::Store;
 
@@ -18,6 +18,8 @@ use crate::store::Store;
 pub struct Snapshot {
     /// The validated configuration.
     pub config: Config,
+    /// Its TLS, revocations and CRLs (the listener's alone).
+    pub transport: Transport,
     /// Rate limiters for its partners, each quota divided among the replicas (rebuilt when
     /// the number of live replicas changes).
     pub limits: ArcSwap<RateLimits>,
@@ -30,12 +32,14 @@ pub struct Snapshot {
 impl Snapshot {
     /// Derives limiters (for `replicas` replicas, unless the configuration fixes their
     /// number) and the public JWKS from a configuration.
-    pub fn new(config: Config, replicas: u32) -> Self {
+    pub fn new(loaded: Loaded, replicas: u32) -> Self {
+        let Loaded { config, transport } = loaded;
         let limits = ArcSwap::from_pointee(RateLimits::new(&config, replicas));
         let jwks = config.gateway_keys.public_jwks();
         let openapi = Arc::new(crate::api::openapi::render(&config));
         Self {
             config,
+            transport,
             limits,
             jwks,
             openapi,
@@ -76,17 +80,17 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime serving `config` from `store`.
     pub fn new(
-        config: Config,
+        loaded: Loaded,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Self {
-        let spool = Arc::new(crate::spool::Spool::new(&config.settings.data_dir));
+        let spool = Arc::new(crate::spool::Spool::new(&loaded.config.settings.data_dir));
         Self {
             breaker: Arc::default(),
             notifier: crate::notify::Notifier::default(),
             spool,
-            snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1)),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(loaded, 1)),
             replica: uuid::Uuid::now_v7().to_string(),
             serving: std::sync::atomic::AtomicBool::new(false),
             replicas: std::sync::atomic::AtomicU32::new(1),
@@ -137,10 +141,10 @@ impl Runtime {
     }
 
     /// Puts a new, already validated configuration in force and tells whoever watches.
-    pub fn replace(&self, config: Config) {
+    pub fn replace(&self, loaded: Loaded) {
         let replicas = self.replicas.load(std::sync::atomic::Ordering::Relaxed);
         self.snapshot
-            .store(Arc::new(Snapshot::new(config, replicas)));
+            .store(Arc::new(Snapshot::new(loaded, replicas)));
         self.config_signal.send_modify(|n| *n = n.wrapping_add(1));
     }
 

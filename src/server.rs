@@ -114,7 +114,7 @@ async fn revoked_later(rt: Arc<Runtime>, cert: Option<tls::CertId>) {
     };
     let mut changes = rt.watch_config();
     while changes.changed().await.is_ok() {
-        if rt.snapshot().config.revoked.contains(&cert) {
+        if rt.snapshot().transport.revoked.contains(&cert) {
             return;
         }
     }
@@ -228,7 +228,7 @@ async fn serve_api(listener: TcpListener, rt: Arc<Runtime>, mut shutdown: watch:
             }
         };
         metrics::gauge!(telemetry::CONNECTIONS_OPEN).set(admission.open() as f64);
-        let acceptor = TlsAcceptor::from(snapshot.config.tls.clone());
+        let acceptor = TlsAcceptor::from(snapshot.transport.tls.shared());
         drop(snapshot);
         let router = router.clone();
         let watcher = graceful.watcher();

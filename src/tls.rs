@@ -78,6 +78,24 @@ pub fn fingerprint_of_file(path: &Path) -> Result<Fingerprint, TlsError> {
     Ok(Fingerprint::of_der(certs[0].as_ref()))
 }
 
+/// The listener's TLS server configuration, built and checked when a configuration loads:
+/// opaque outside this module and `server`, so nothing that decides can reach a TLS type.
+#[derive(Clone, Debug)]
+pub struct ServerTls(Arc<ServerConfig>);
+
+impl ServerTls {
+    /// The rustls configuration, for the listener's acceptor (and the benchmark's bare
+    /// rustls server).
+    pub fn shared(&self) -> Arc<ServerConfig> {
+        self.0.clone()
+    }
+}
+
+/// [`server_config`] as the opaque [`ServerTls`] a loaded configuration keeps.
+pub fn server_tls(pki: &PkiPaths) -> Result<ServerTls, Vec<TlsError>> {
+    server_config(pki).map(ServerTls)
+}
+
 /// Builds the server configuration from the PKI files, reporting every unreadable file.
 pub fn server_config(pki: &PkiPaths) -> Result<Arc<ServerConfig>, Vec<TlsError>> {
     let mut problems = Vec::new();

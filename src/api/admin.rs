@@ -46,8 +46,11 @@ async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
     let tls = &snapshot.config.settings.tls;
     let mut reasons = Vec::new();
     let mut warnings = Vec::new();
-    for (health, line) in trust::observe(&snapshot.config.crls, rt.clock.now(), tls.crl_warn_before)
-    {
+    for (health, line) in trust::observe(
+        &snapshot.transport.crls,
+        rt.clock.now(),
+        tls.crl_warn_before,
+    ) {
         match health {
             trust::CrlHealth::Overdue => reasons.push(line),
             _ => warnings.push(line),

@@ -132,7 +132,8 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
         .tempdir()
         .map_err(|e| BenchError::Setup(format!("temporary directory: {e}")))?;
     let settings = prepare_project(work.path(), &options.settings)?;
-    let config = Config::load(settings).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let crate::config::Loaded { config, transport } =
+        Config::load(settings).map_err(|e| BenchError::Setup(e.to_string()))?;
     let pki = work.path().join("certs/dev");
     let corpus = Corpus::load(&pki, &config.settings.schemas_dir)?;
     let now = unix_now();
@@ -173,7 +174,7 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
     report.handshakes.resumed =
         net::handshakes(gateway.api, &sender.tls, true, 8, h, budget.phase).await;
     {
-        let bare = net::BareRustls::start(config.tls.clone(), report.machine.cores)?;
+        let bare = net::BareRustls::start(transport.tls.shared(), report.machine.cores)?;
         report.handshakes.bare_rustls_full =
             net::handshakes(bare.addr, &sender.tls, false, 8, h, budget.phase).await;
     }

@@ -141,15 +141,31 @@ pub struct Config {
     pub storage_key: StorageKey,
     /// The subject-access HMAC secret.
     pub subject_key: SubjectKey,
+    /// What is unsafe but allowed in this mode; logged at start and reload.
+    pub warnings: Vec<String>,
+}
+
+/// What the listener needs of a loaded configuration: kept apart from [`Config`], which
+/// every decision reads, so that no decision can reach a TLS type (`tests/it/tidy.rs`:
+/// only `tls` and `server` name rustls).
+#[derive(Debug)]
+pub struct Transport {
     /// The TLS server configuration.
-    pub tls: Arc<rustls::ServerConfig>,
+    pub tls: tls::ServerTls,
     /// Certificates the CRLs revoke (connections verified before a reload are checked
     /// against it and closed).
     pub revoked: tls::Revocations,
     /// The CRLs in force, for warning before one falls due.
     pub crls: Vec<crate::trust::Crl>,
-    /// What is unsafe but allowed in this mode; logged at start and reload.
-    pub warnings: Vec<String>,
+}
+
+/// A configuration loaded and checked whole: the policy and keys, and the transport.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Partners, agreements, schemas, principals, settings and keys.
+    pub config: Config,
+    /// TLS, revocations and CRLs.
+    pub transport: Transport,
 }
 
 impl Config {
@@ -166,13 +182,13 @@ impl Config {
 
 impl Config {
     /// Loads and cross-checks everything the settings point at, as of now.
-    pub fn load(settings: Settings) -> Result<Self, ConfigError> {
+    pub fn load(settings: Settings) -> Result<Loaded, ConfigError> {
         Self::load_at(settings, std::time::SystemTime::now())
     }
 
     /// [`Config::load`] as of `now`: gateway keys whose rotation grace period has ended by
     /// then are left out.
-    pub fn load_at(settings: Settings, now: std::time::SystemTime) -> Result<Self, ConfigError> {
+    pub fn load_at(settings: Settings, now: std::time::SystemTime) -> Result<Loaded, ConfigError> {
         let now_unix = now
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -192,7 +208,7 @@ impl Config {
         problems.extend(unsafe_files);
         let tls = (set(&pki.server_cert) && set(&pki.server_key))
             .then(|| {
-                tls::server_config(&pki)
+                tls::server_tls(&pki)
                     .map_err(|errs| problems.extend(errs.into_iter().map(|e| e.to_string())))
                     .ok()
             })
@@ -237,19 +253,23 @@ impl Config {
                 Some(storage_key),
                 Some(subject_key),
                 Some(schemas),
-            ) if problems.is_empty() => Ok(Config {
-                settings,
-                partners,
-                agreements,
-                schemas,
-                principals,
-                gateway_keys,
-                storage_key,
-                subject_key,
-                revoked: tls::Revocations::load(&pki.crls),
-                crls,
-                warnings,
-                tls,
+            ) if problems.is_empty() => Ok(Loaded {
+                config: Config {
+                    settings,
+                    partners,
+                    agreements,
+                    schemas,
+                    principals,
+                    gateway_keys,
+                    storage_key,
+                    subject_key,
+                    warnings,
+                },
+                transport: Transport {
+                    tls,
+                    revoked: tls::Revocations::load(&pki.crls),
+                    crls,
+                },
             }),
             _ => Err(ConfigError { problems }),
         }

@@ -41,7 +41,7 @@ fn request(
 /// says, and no other.
 async fn permission_matrix(store: Option<String>) {
     let h = Harness::start(store).await;
-    let config = Config::load(h.project.settings(None)).unwrap();
+    let config = Config::load(h.project.settings(None)).unwrap().config;
     let mut callers: Vec<(String, Option<refex::identity::Principal>, reqwest::Client)> =
         Vec::new();
     let mut seen = std::collections::HashSet::new();

@@ -9,7 +9,7 @@ use common::Project;
 use refex::config::{Config, ConfigError};
 
 fn load(project: &Project) -> Result<Config, ConfigError> {
-    Config::load(project.settings(None))
+    Config::load(project.settings(None)).map(|loaded| loaded.config)
 }
 
 fn problems(project: &Project) -> Vec<String> {

@@ -55,7 +55,7 @@ fn csa() -> Value {
 #[test]
 fn a_consented_referral_to_an_agreed_recipient_is_delivered() {
     let project = Project::new();
-    let config = Config::load(project.settings(None)).unwrap();
+    let config = Config::load(project.settings(None)).unwrap().config;
     let d = run(
         &config,
         "notts-police",
@@ -76,7 +76,7 @@ fn a_consented_referral_to_an_agreed_recipient_is_delivered() {
 #[test]
 fn without_to_the_default_routes_choose() {
     let project = Project::new();
-    let config = Config::load(project.settings(None)).unwrap();
+    let config = Config::load(project.settings(None)).unwrap().config;
     let d = run(
         &config,
         "notts-police",
@@ -102,7 +102,7 @@ fn without_to_the_default_routes_choose() {
 #[test]
 fn an_override_is_held_for_the_senders_lead() {
     let project = Project::new();
-    let config = Config::load(project.settings(None)).unwrap();
+    let config = Config::load(project.settings(None)).unwrap().config;
     let mut doc = claims(
         "notts-police",
         "child-sexual-abuse-support",
@@ -119,7 +119,7 @@ fn an_override_is_held_for_the_senders_lead() {
 #[test]
 fn refusals_name_what_failed() {
     let project = Project::new();
-    let config = Config::load(project.settings(None)).unwrap();
+    let config = Config::load(project.settings(None)).unwrap().config;
     let ok = claims(
         "notts-police",
         "child-sexual-abuse-support",
@@ -176,7 +176,7 @@ fn refusals_name_what_failed() {
 #[test]
 fn consent_required_agreements_refuse_overrides_rather_than_hold() {
     let project = Project::new();
-    let config = Config::load(project.settings(None)).unwrap();
+    let config = Config::load(project.settings(None)).unwrap().config;
     let mut doc = claims(
         "probation",
         "support-referral",
@@ -208,7 +208,7 @@ fn consent_required_agreements_refuse_overrides_rather_than_hold() {
 #[test]
 fn invalid_referrals_list_every_violation_by_pointer_without_values() {
     let project = Project::new();
-    let config = Config::load(project.settings(None)).unwrap();
+    let config = Config::load(project.settings(None)).unwrap().config;
     let mut payload = csa();
     payload["child"]["date_of_birth"] = json!("CANARY-not-a-date");
     payload["child"]["nhs_number"] = json!("CANARY-123");
@@ -243,7 +243,7 @@ fn invalid_referrals_list_every_violation_by_pointer_without_values() {
 #[test]
 fn court_order_overrides_need_a_court_order_reference() {
     let project = Project::new();
-    let config = Config::load(project.settings(None)).unwrap();
+    let config = Config::load(project.settings(None)).unwrap().config;
     let mut doc = claims(
         "notts-police",
         "court-disclosure",
@@ -268,7 +268,7 @@ fn court_order_overrides_need_a_court_order_reference() {
 #[test]
 fn unknown_envelope_fields_and_garbage_are_refused() {
     let project = Project::new();
-    let config = Config::load(project.settings(None)).unwrap();
+    let config = Config::load(project.settings(None)).unwrap().config;
     let mut doc = claims(
         "notts-police",
         "child-sexual-abuse-support",

@@ -182,13 +182,14 @@ fn production_needs_a_crl_from_every_issuing_ca() {
         &[&crl, &other_crl],
         &bundle,
     )))
-    .unwrap();
+    .unwrap()
+    .config;
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 
     // The same gap in development mode is a warning, not a refusal.
     let mut settings = settings_for(production_toml(&project, &[&crl], &bundle));
     settings.mode = refex::config::settings::Mode::Development;
-    let config = Config::load(settings).unwrap();
+    let config = Config::load(settings).unwrap().config;
     assert!(
         config
             .warnings
@@ -216,7 +217,7 @@ fn key_files_others_can_read_are_refused_in_production_and_warned_in_development
     );
     let mut settings = project.settings(None);
     settings.mode = refex::config::settings::Mode::Development;
-    let config = Config::load(settings).unwrap();
+    let config = Config::load(settings).unwrap().config;
     assert!(
         config
             .warnings
