@@ -6,6 +6,8 @@
 pub use refex_core::{
     clock, envelope, files, identity, ids, intake, lawful, lifecycle, policy, schema,
 };
+/// The partner SDK (its own crate), under the name the toolkit and tests know.
+pub use refex_partner as partner_client;
 pub use refex_store as store;
 
 pub mod access;
@@ -23,7 +25,6 @@ pub mod disclosure;
 pub mod hosted;
 pub mod housekeeping;
 pub mod notify;
-pub mod partner_client;
 pub mod printable;
 pub mod provision;
 pub mod reload;

@@ -10,8 +10,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
-use crate::envelope::keys::KeySet;
-use crate::envelope::referral::partner;
+use refex_core::envelope::keys::KeySet;
+use refex_core::envelope::referral::partner;
 
 /// Longest a client waits for one response: above the inbox long-poll ceiling of 60 s.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -144,7 +144,10 @@ impl Identity {
 /// TLS 1.3 and 1.2, ALPN h2 and HTTP/1.1. The session cache is rustls's default, so repeat
 /// connections resume.
 pub fn tls_config(identity: &Identity) -> Result<rustls::ClientConfig, ClientError> {
-    crate::tls::install_default_provider();
+    // Ring's suites are all AEAD (as the gateway's own filtered provider is); a process
+    // that installed a default already keeps it.
+    let _ =
+        rustls::crypto::CryptoProvider::install_default(rustls::crypto::ring::default_provider());
     let err = |what: &str, e: &dyn std::fmt::Display| {
         let path = match what {
             "CA" => &identity.ca,
@@ -164,7 +167,8 @@ pub fn tls_config(identity: &Identity) -> Result<rustls::ClientConfig, ClientErr
         .collect::<Result<_, _>>()
         .map_err(|e| err("certificate", &e))?;
     let key = PrivateKeyDer::from_pem_file(&identity.key).map_err(|e| err("key", &e))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| err("TLS", &e))?
         .with_root_certificates(roots)
@@ -326,8 +330,8 @@ impl PartnerClient {
 }
 
 /// Writes `bytes` to `dir/name` durably and readable by its owner only (a decrypted delivery
-/// is personal data): see [`crate::files::write_private_durably`]. Only after this returns
-/// may a delivery be acknowledged.
+/// is personal data): see [`refex_core::files::write_private_durably`]. Only after this
+/// returns may a delivery be acknowledged.
 pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    crate::files::write_private_durably(dir, name, bytes)
+    refex_core::files::write_private_durably(dir, name, bytes)
 }
