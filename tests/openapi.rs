@@ -34,7 +34,7 @@ async fn the_description_and_the_router_agree() {
     assert_eq!(doc, admin);
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(
-        doc["components"]["schemas"]["referral:domestic-abuse"]["properties"]["victim"].is_object()
+        doc["components"]["schemas"]["referral.domestic-abuse"]["properties"]["victim"].is_object()
     );
 
     // Every table entry is documented, and nothing else is.
@@ -178,4 +178,35 @@ fn the_description_is_precise_enough_for_a_typed_client() {
         refex::api::openapi::conflicting_definitions(),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn every_link_names_a_documented_operation_with_an_id() {
+    let doc = refex::api::openapi::describe("gw", serde_json::Map::new());
+    let mut ids = std::collections::HashSet::new();
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            ids.insert(op["operationId"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut links = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for op in ops.as_object().unwrap().values() {
+            for response in op["responses"].as_object().unwrap().values() {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    links += 1;
+                    let target = link["operationId"].as_str().unwrap();
+                    assert!(ids.contains(target), "{path}: link {name} to {target}");
+                    assert!(target.ends_with("{id}") || target.contains("{id}/"));
+                    assert!(
+                        link["parameters"]["id"]
+                            .as_str()
+                            .unwrap()
+                            .starts_with("$response.body#/")
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(links, 7);
 }

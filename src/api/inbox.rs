@@ -36,7 +36,7 @@ pub struct InboxQuery {
     #[schemars(range(min = 1, max = 500))]
     limit: Option<i64>,
     /// `next_cursor` of the previous page (absent or empty: from the start).
-    #[schemars(regex(pattern = "^[0-9]*$"))]
+    #[schemars(regex(pattern = "^[0-9]{0,18}$"))]
     cursor: Option<String>,
     /// Long-poll: seconds to wait for a delivery when the page would be empty, 0-60.
     #[schemars(range(min = 0, max = 60))]

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::principal::is_console;
 use super::problem::ProblemBody;
-use super::routes::ROUTES;
+use super::routes::{LINKS, ROUTES};
 use crate::policy::grant;
 use crate::runtime::Runtime;
 
@@ -28,10 +28,11 @@ pub fn of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 }
 
 /// Problem statuses any route can answer with: an unregistered certificate or a refused
-/// permission or cross-site request (`403`), an over-long target (`414`) or headers (`431`),
-/// the caller's quota (`429`), a failure inside the gateway (`500`), a store unavailable or
-/// a request timed out (`503`), a full store (`507`).
-pub const ANY_ROUTE: &[u16] = &[403, 414, 429, 431, 500, 503, 507];
+/// permission or cross-site request (`403`), a body over the limit whatever the route
+/// (`413`), an over-long target (`414`) or headers (`431`), the caller's quota (`429`), a
+/// failure inside the gateway (`500`), a store unavailable or a request timed out (`503`), a
+/// full store (`507`).
+pub const ANY_ROUTE: &[u16] = &[403, 413, 414, 429, 431, 500, 503, 507];
 
 macro_rules! document_type {
     ($(#[$doc:meta])* $name:ident, $inline:literal, $schema:tt) => {
@@ -126,7 +127,8 @@ pub fn render(config: &crate::config::Config) -> String {
     let mut types = Map::new();
     for ty in config.schemas.types() {
         if let Some(schema) = config.schemas.referral_type(ty) {
-            types.insert(format!("referral:{ty}"), (*schema.source).clone());
+            // `referral.<type>`: a component name is letters, digits, `.`, `-` and `_`.
+            types.insert(format!("referral.{ty}"), (*schema.source).clone());
         }
     }
     describe(&config.settings.gateway_id, types).to_string()
@@ -253,7 +255,29 @@ pub fn describe(gateway_id: &str, referral_types: Map<String, Value>) -> Value {
             ok["headers"] =
                 json!({ "Location": { "required": true, "schema": { "type": "string" } } });
         }
+        let links: Map<String, Value> = LINKS
+            .iter()
+            .filter(|((method, path), _, _)| *method == r.method.as_str() && *path == r.path)
+            .flat_map(|(_, pointer, to)| {
+                to.iter().map(move |(method, path)| {
+                    let id = format!("{method} {path}");
+                    let link = json!({ "operationId": id,
+                                       "parameters": { "id": format!("$response.body#{pointer}") } });
+                    (id, link)
+                })
+            })
+            .collect();
+        if !links.is_empty() {
+            ok["links"] = Value::Object(links);
+        }
         responses.insert(r.success.0.to_string(), ok);
+        for status in r.also {
+            responses.insert(
+                status.to_string(),
+                json!({ "description": "The form again, changed as asked (a repeatable group added or removed)",
+                        "content": { "text/html": { "schema": of::<HtmlPage>(&mut answers) } } }),
+            );
+        }
         let mut op = json!({
             "summary": r.summary,
             "operationId": format!("{} {}", r.method, r.path),

@@ -37,14 +37,21 @@ pub async fn resolve(State(rt): State<Arc<Runtime>>, mut request: Request, next:
         request.extensions_mut().insert(Caller(p));
     }
     if request.method() == Method::HEAD {
-        return not_served(&request, ApiError::MethodNotAllowed);
+        // Refused where something is served (`405`, with what is allowed); elsewhere there is
+        // nothing to refuse (`404`, as for any method).
+        let e = if super::routes::methods_at(request.uri().path()).is_empty() {
+            ApiError::NotFound
+        } else {
+            ApiError::MethodNotAllowed
+        };
+        return not_served(&request, e);
     }
     next.run(request).await
 }
 
 /// Whether a path is a console page (its failures are rendered as HTML).
 pub fn is_console(path: &str) -> bool {
-    path.starts_with("/console/")
+    path == "/console" || path.starts_with("/console/")
 }
 
 /// Media types a cross-site form or `fetch` can send without a CORS preflight.

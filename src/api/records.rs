@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,15 @@ fn identifier_shapes(schema: &mut schemars::Schema) {
                               "date_of_birth": { "type": "string" } } },
         ]),
     );
+    // A name is given whole or not at all.
+    schema.insert(
+        "dependentRequired".into(),
+        serde_json::json!({
+            "given": ["family", "date_of_birth"],
+            "family": ["given", "date_of_birth"],
+            "date_of_birth": ["given", "family"],
+        }),
+    );
 }
 
 /// A subject-access request body.
@@ -53,7 +62,8 @@ fn identifier_shapes(schema: &mut schemars::Schema) {
 #[serde(deny_unknown_fields)]
 #[schemars(transform = identifier_shapes)]
 pub struct SubjectAccessRequest {
-    /// The person's NHS number (10 digits), or
+    /// The person's NHS number (10 digits, spaces allowed, passing its check digit), or
+    #[schemars(regex(pattern = "^[0-9\\s]+$"))]
     nhs_number: Option<String>,
     /// their given name,
     given: Option<String>,
@@ -73,17 +83,44 @@ pub struct SubjectAccessAnswer {
     referrals: Vec<disclosure::Record>,
 }
 
+/// Reads a subject-access body: JSON (`415` otherwise), within the body limit (`413`), each
+/// member once and of the request's shape (`400`). Never the framework's text.
+async fn subject_access_body(
+    rt: &Runtime,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<SubjectAccessRequest, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if !json {
+        return Err(ApiError::UnsupportedMediaType("application/json"));
+    }
+    let limit = rt.snapshot().config.settings.limits.max_body_bytes;
+    let bytes = super::limits::read_body(body, limit).await?;
+    let bad = || ApiError::BadRequest {
+        slug: "bad-request",
+        detail: "expected a JSON object with nhs_number, or given, family and date_of_birth".into(),
+    };
+    let value = crate::intake::json::parse_strict(&bytes).map_err(|_| bad())?;
+    serde_json::from_value(value).map_err(|_| bad())
+}
+
 /// `POST /v1/subject-access`.
 pub async fn subject_access(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
     headers: HeaderMap,
-    body: Result<Json<SubjectAccessRequest>, JsonRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|_| ApiError::BadRequest {
-        slug: "bad-request",
-        detail: "expected a JSON object with nhs_number, or given, family and date_of_birth".into(),
-    })?;
+    let req = subject_access_body(&rt, &headers, body).await?;
     let ids = Identifiers {
         nhs_number: req.nhs_number,
         given: req.given,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +34,7 @@ use crate::store::records::HeldRow;
 pub struct QueueItem {
     id: ReferralId,
     #[serde(rename = "type")]
-    referral_type: String,
+    referral_type: crate::identity::ReferralType,
     sender_ref: String,
     received_at: i64,
     age_seconds: i64,
@@ -50,7 +50,7 @@ impl QueueItem {
     pub fn of(h: HeldRow, now: i64) -> Self {
         Self {
             id: h.referral_id,
-            referral_type: h.referral_type.to_string(),
+            referral_type: h.referral_type,
             sender_ref: h.sender_ref,
             received_at: h.received_at,
             age_seconds: (now - h.received_at).max(0),
@@ -122,7 +122,7 @@ struct ConsentView {
 pub struct ReviewView {
     id: ReferralId,
     #[serde(rename = "type")]
-    referral_type: String,
+    referral_type: crate::identity::ReferralType,
     sender_ref: String,
     received_at: i64,
     age_seconds: i64,
@@ -147,7 +147,7 @@ impl ReviewView {
         let record = &s.pending.detail.referral;
         Self {
             id: record.id.clone(),
-            referral_type: r.referral_type.to_string(),
+            referral_type: r.referral_type.clone(),
             sender_ref: r.sender_ref.clone(),
             received_at: record.received_at,
             age_seconds: (now - record.received_at).max(0),
@@ -225,11 +225,19 @@ enum Verdict {
 #[schemars(transform = verdict_rules)]
 struct RecipientChoice {
     decision: Verdict,
+    /// Why (a rejection only; at most 2,000 characters).
     #[serde(default)]
     reason: Option<String>,
+    /// The preview digest this approval is bound to (`GET /v1/reviews/{id}` shows it).
     #[serde(default)]
+    #[schemars(regex(pattern = "^sha256:[0-9a-f]{64}$"))]
     preview: Option<String>,
 }
+
+/// What Rust's `str::trim` takes away (Unicode White_Space), as a JSON Schema class: a reason
+/// of only these is no reason. (ECMA-262's `\s` differs: it has U+FEFF and lacks U+0085.)
+const BLANK: &str =
+    "\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 
 /// What serde's shape cannot say of a verdict: an approval takes no reason (it records who
 /// approved), a rejection needs one.
@@ -238,10 +246,11 @@ fn verdict_rules(schema: &mut schemars::Schema) {
         "allOf".into(),
         serde_json::json!([
             { "if": { "required": ["decision"], "properties": { "decision": { "const": "approve" } } },
-              "then": { "properties": { "reason": { "type": ["string", "null"], "pattern": "^\\s*$" } } } },
+              "then": { "properties": { "reason": { "type": ["string", "null"],
+                                                    "pattern": format!("^[{BLANK}]*$") } } } },
             { "if": { "required": ["decision"], "properties": { "decision": { "const": "reject" } } },
               "then": { "required": ["reason"],
-                        "properties": { "reason": { "type": "string", "pattern": "\\S",
+                        "properties": { "reason": { "type": "string", "pattern": format!("[^{BLANK}]"),
                                                     "maxLength": crate::review::MAX_REASON } } } },
         ]),
     );
@@ -254,10 +263,12 @@ fn decision_shapes(schema: &mut schemars::Schema) {
         "oneOf".into(),
         serde_json::json!([
             { "required": ["decision"],
-              "properties": { "decision": { "enum": ["approve", "reject"] }, "recipients": false } },
+              "properties": { "decision": { "enum": ["approve", "reject"] },
+                              "recipients": { "type": "null" } } },
             { "required": ["recipients"],
               "properties": { "recipients": { "type": "object", "minProperties": 1 },
-                              "decision": false, "reason": false, "preview": false } },
+                              "decision": { "type": "null" }, "reason": { "type": "null" },
+                              "preview": { "type": "null" } } },
         ]),
     );
 }
@@ -267,12 +278,17 @@ fn decision_shapes(schema: &mut schemars::Schema) {
 #[serde(deny_unknown_fields)]
 #[schemars(transform = decision_shapes)]
 pub struct DecisionBody {
+    /// One verdict for every held recipient (the v1 form).
     #[serde(default)]
     decision: Option<Verdict>,
+    /// Why (a rejection only; at most 2,000 characters).
     #[serde(default)]
     reason: Option<String>,
+    /// The preview digest the approval is bound to (`GET /v1/reviews/{id}` shows it).
     #[serde(default)]
+    #[schemars(regex(pattern = "^sha256:[0-9a-f]{64}$"))]
     preview: Option<String>,
+    /// One choice per held recipient, by partner id.
     #[serde(default)]
     recipients: Option<BTreeMap<PartnerId, RecipientChoice>>,
 }
@@ -323,11 +339,23 @@ enum RequestShape {
     Each(Vec<(PartnerId, Choice)>),
 }
 
+/// Every held recipient approved, every one rejected, or some of each.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every recipient decided was approved.
+    Approve,
+    /// Every recipient decided was rejected.
+    Reject,
+    /// Some approved, some rejected.
+    Mixed,
+}
+
 /// The outcome of a decision.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DecisionOutcome {
     id: ReferralId,
-    decision: &'static str,
+    decision: Outcome,
     approved: Vec<PartnerId>,
     rejected: Vec<PartnerId>,
     deliveries: Vec<DeliveryLine>,
@@ -377,9 +405,13 @@ pub async fn decide(
     Caller(caller): Caller,
     PathId(id): PathId,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    // Read here, not by an extractor: an over-long body is this gateway's 413 problem, never
+    // the framework's text.
+    let limit = rt.snapshot().config.settings.limits.max_body_bytes;
+    let body = super::limits::read_body(body, limit).await?;
     let shape = request_of(decision_body(&headers, &body)?)?;
     let decided = Service::new(&rt)
         .decide(&caller, &id, |pending, preview| match shape {
@@ -388,9 +420,9 @@ pub async fn decide(
         })
         .await?;
     let decision = match (decided.approved.is_empty(), decided.rejected.is_empty()) {
-        (false, true) => "approve",
-        (true, false) => "reject",
-        _ => "mixed",
+        (false, true) => Outcome::Approve,
+        (true, false) => Outcome::Reject,
+        _ => Outcome::Mixed,
     };
     Ok((
         [(header::CACHE_CONTROL, "no-store")],

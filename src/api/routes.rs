@@ -35,6 +35,9 @@ pub struct RouteDoc {
     pub body: Option<(&'static str, Describe)>,
     /// Success status, and each media type it may answer with and its type (none: no body).
     pub success: (u16, &'static [(&'static str, Describe)]),
+    /// Other statuses it answers with a page rather than a problem (a console form shown
+    /// again, `200`).
+    pub also: &'static [u16],
     /// Problem statuses it can answer with, besides those every route can
     /// ([`openapi::ANY_ROUTE`](super::openapi::ANY_ROUTE)).
     pub problems: &'static [u16],
@@ -44,6 +47,12 @@ pub struct RouteDoc {
 macro_rules! route {
     ($method:ident $path:literal => $handler:path, $summary:literal, $access:expr,
      id: $id:expr, query: $query:expr, body: $body:expr, ok: ($status:literal, $ok:expr), problems: $problems:expr) => {
+        route!($method $path => $handler, $summary, $access, id: $id, query: $query, body: $body,
+               ok: ($status, $ok), also: &[], problems: $problems)
+    };
+    ($method:ident $path:literal => $handler:path, $summary:literal, $access:expr,
+     id: $id:expr, query: $query:expr, body: $body:expr, ok: ($status:literal, $ok:expr), also: $also:expr,
+     problems: $problems:expr) => {
         RouteDoc {
             method: Method::$method,
             path: $path,
@@ -53,6 +62,7 @@ macro_rules! route {
             query: $query,
             body: $body,
             success: ($status, $ok),
+            also: $also,
             problems: $problems,
             make: |filter| on(filter, $handler),
         }
@@ -156,13 +166,41 @@ pub static ROUTES: &[RouteDoc] = &[
         ok: (200, &[(HTML, of::<HtmlPage>)]), problems: &[404]),
     route!(POST "/console/compose/{id}" => crate::console::compose::send, "Console: send a composed referral through intake, signed with the hosted organisation's key (form, CSRF-checked)",
         Permission::ComposeReferral, id: Some(of::<ReferralType>), query: None, body: Some((FORM, of::<FormFields>)),
-        ok: (303, &[]), problems: &[400, 404, 409, 413, 415, 422]),
+        ok: (303, &[]), also: &[200], problems: &[400, 404, 409, 413, 415, 422]),
     route!(GET "/console/style.css" => crate::console::style, "Console stylesheet",
         Permission::Identify, id: None, query: None, body: None,
         ok: (200, &[("text/css", of::<Stylesheet>)]), problems: &[]),
     route!(GET "/openapi.json" => super::openapi::document, "This description",
         Permission::ReadPublicDocuments, id: None, query: None, body: None,
         ok: (200, &[(JSON, of::<OpenApiDocument>)]), problems: &[]),
+];
+
+/// How an answer leads to the next request (OpenAPI links): from `(method, path)`'s success,
+/// the `{id}` of each operation named, taken from the answer by a JSON pointer. A generated
+/// client (or a fuzzer's stateful phase) follows them from a listing to its items.
+pub static LINKS: &[((&str, &str), &str, &[(&str, &str)])] = &[
+    (
+        ("GET", "/v1/inbox"),
+        "/messages/0/id",
+        &[("GET", "/v1/inbox/{id}"), ("POST", "/v1/inbox/{id}/ack")],
+    ),
+    (
+        ("POST", "/v1/referrals"),
+        "/id",
+        &[
+            ("GET", "/v1/referrals/{id}"),
+            ("POST", "/v1/referrals/{id}/withdraw"),
+            ("GET", "/v1/disclosures/{id}"),
+        ],
+    ),
+    (
+        ("GET", "/v1/reviews"),
+        "/reviews/0/id",
+        &[
+            ("GET", "/v1/reviews/{id}"),
+            ("POST", "/v1/reviews/{id}/decision"),
+        ],
+    ),
 ];
 
 /// The methods the table serves at a concrete `path` (`HEAD` is never among them: the

@@ -21,8 +21,8 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{
-    ErrorLink, Posted, csrf_token, form_is_genuine, full_page, page, partner_name, problem_page_in,
-    render, see_other, type_title,
+    ErrorLink, Posted, csrf_token, form_is_genuine, form_refusal, full_page, page, partner_name,
+    problem_page_in, render, see_other, type_title,
 };
 use crate::api::principal::{Caller, PathId};
 use crate::api::problem::ApiError;
@@ -707,15 +707,11 @@ pub async fn send(
     let Some(ty) = sendable_type(config, &caller, &ty) else {
         return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
     };
-    let Ok(axum::Form(fields)) = form else {
-        return problem_page_in(
-            Some(config),
-            &ApiError::BadRequest {
-                slug: "bad-form",
-                detail: "the form could not be read; reload it and try again".into(),
-            },
-            Some(&caller),
-        );
+    let fields = match form {
+        Ok(axum::Form(fields)) => fields,
+        Err(e) => {
+            return problem_page_in(Some(config), &form_refusal(config, &e), Some(&caller));
+        }
     };
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &fields) {
         return *refused;

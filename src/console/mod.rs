@@ -413,15 +413,43 @@ fn posted_about<T>(
     parse: impl Fn(&str) -> Option<T>,
     form: Posted,
 ) -> Result<(T, Fields), Box<Response>> {
-    let (Some(id), Ok(axum::Form(fields))) = (parse(id), form) else {
+    let config = &rt.snapshot().config;
+    let Some(id) = parse(id) else {
         return Err(Box::new(problem_page_in(
-            Some(&rt.snapshot().config),
+            Some(config),
             &ApiError::NotFound,
             Some(caller),
         )));
     };
+    let fields = match form {
+        Ok(axum::Form(fields)) => fields,
+        Err(e) => {
+            return Err(Box::new(problem_page_in(
+                Some(config),
+                &form_refusal(config, &e),
+                Some(caller),
+            )));
+        }
+    };
     form_is_genuine(rt, caller, uri, headers, &fields)?;
     Ok((id, fields))
+}
+
+/// Why a posted form could not be read, as the problem it is: not a form (`415`), larger than
+/// the gateway accepts (`413`), or not readable (`400 bad-form`). Never the framework's text.
+fn form_refusal(config: &Config, e: &axum::extract::rejection::FormRejection) -> ApiError {
+    match e.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("application/x-www-form-urlencoded")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+            limit: config.settings.limits.max_body_bytes,
+        },
+        _ => ApiError::BadRequest {
+            slug: "bad-form",
+            detail: "the form could not be read; reload it and try again".into(),
+        },
+    }
 }
 
 /// A posted form's fields, or the page saying it could not be read.

@@ -17,8 +17,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    ErrorLink, Posted, actor_name, age, csrf_token, form_is_genuine, full_page, page, partner_name,
-    problem_page_in, render, see_other, type_title, when,
+    ErrorLink, Posted, actor_name, age, csrf_token, form_is_genuine, form_refusal, full_page, page,
+    partner_name, problem_page_in, render, see_other, type_title, when,
 };
 use crate::api::principal::{Caller, PathId};
 use crate::api::problem::ApiError;
@@ -554,20 +554,30 @@ pub async fn decide(
     let Ok(id) = ReferralId::parse(&id) else {
         return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
     };
-    let Ok(axum::Form(form)) = form else {
-        let posting = Posting {
-            general: Some("The form was incomplete; reload the page and decide again.".into()),
-            ..Posting::default()
-        };
-        return review_page(
-            &rt,
-            &caller,
-            &id,
-            &headers,
-            posting,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+    let form = match form {
+        Ok(axum::Form(form)) => form,
+        // Not a form, or too large for one: the problem page (a decision is never guessed).
+        Err(e)
+            if e.status() != StatusCode::BAD_REQUEST
+                && e.status() != StatusCode::UNPROCESSABLE_ENTITY =>
+        {
+            return problem_page_in(Some(config), &form_refusal(config, &e), Some(&caller));
+        }
+        Err(_) => {
+            let posting = Posting {
+                general: Some("The form was incomplete; reload the page and decide again.".into()),
+                ..Posting::default()
+            };
+            return review_page(
+                &rt,
+                &caller,
+                &id,
+                &headers,
+                posting,
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        }
     };
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &form) {
         return *refused;

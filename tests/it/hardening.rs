@@ -103,6 +103,26 @@ async fn a_console_page_whose_query_cannot_be_read_says_so_as_a_page() {
     // string: ...").
     assert!(!body.contains("deserialize"), "{body}");
     assert!(body.contains("cannot read"), "{body}");
+    // The console's own address without its slash is a console page too (before: JSON).
+    let res = practitioner.get(h.gw.url("/console")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // A console form posted as something else is refused for its media type (before: 404).
+    let res =
+        h.gw.person("notts-police", "dsl-a")
+            .post(h.gw.url("/console/sent/ref_01M8ETBK31EKBSFJT1JHE0MZHT/withdraw"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 415);
+    assert!(res.text().await.unwrap().contains("Unsupported media type"));
     h.gw.stop().await;
 }
 
@@ -204,5 +224,92 @@ async fn each_principal_has_its_own_rate_limit() {
         .await
         .unwrap();
     problem(res, 413, "payload-too-large").await;
+    h.gw.stop().await;
+}
+
+/// Posts a JSON body over the limit in chunks (no length declared, so only reading it finds
+/// the excess), raw HTTP/1.1 as `person` of `partner`, and returns the answer's text.
+async fn chunked_over_limit(h: &Harness, partner: &str, person: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let people = h
+        .project
+        .pki()
+        .join("partners")
+        .join(partner)
+        .join("people");
+    let identity = refex::partner_client::Identity {
+        cert: people.join(format!("{person}.pem")),
+        key: people.join(format!("{person}.key")),
+        jwks_private: people.join("unused"),
+        ca: h.project.pki().join("ca.pem"),
+    };
+    let mut tls = refex::partner_client::tls_config(&identity).unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(h.gw.running().api_addr)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    // 1.25 MiB, over the 1 MiB limit; the server may answer and close before the end.
+    for _ in 0..20 {
+        let sent = async {
+            stream
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            stream.write_all(&chunk).await?;
+            stream.write_all(b"\r\n").await
+        };
+        if sent.await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_the_gateways_413_on_every_route_that_reads_one() {
+    let h = Harness::start(None).await;
+    for (partner, person, path) in [
+        (
+            "notts-police",
+            "dsl-a",
+            "/v1/reviews/ref_01M8ETBK31EKBSFJT1JHE0MZHT/decision",
+        ),
+        ("notts-police", "dpo-1", "/v1/subject-access"),
+    ] {
+        let answer = chunked_over_limit(&h, partner, person, path).await;
+        // Before: the decision answered the web framework's own text ("Failed to buffer the
+        // request body: length limit exceeded"), subject access a 400.
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(
+            answer.contains("application/problem+json")
+                && answer.contains("urn:refex:problem:payload-too-large"),
+            "{path}: {answer}"
+        );
+        assert!(!answer.contains("Failed to buffer"), "{path}: {answer}");
+    }
+    // A subject-access body that is not JSON is refused for its media type, as a decision is.
+    let res =
+        h.gw.person("notts-police", "dpo-1")
+            .post(h.gw.url("/v1/subject-access"))
+            .body("<nhs_number>9434765919</nhs_number>")
+            .header("content-type", "application/xml")
+            .send()
+            .await
+            .unwrap();
+    problem(res, 415, "unsupported-media-type").await;
     h.gw.stop().await;
 }
