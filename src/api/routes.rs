@@ -175,10 +175,17 @@ pub static ROUTES: &[RouteDoc] = &[
         ok: (200, &[(JSON, of::<OpenApiDocument>)]), problems: &[]),
 ];
 
+/// An operation: method and path template.
+pub type Operation = (&'static str, &'static str);
+
+/// From an operation's success, the JSON pointer of the `{id}` in its answer, and the
+/// operations that take it.
+pub type Link = (Operation, &'static str, &'static [Operation]);
+
 /// How an answer leads to the next request (OpenAPI links): from `(method, path)`'s success,
 /// the `{id}` of each operation named, taken from the answer by a JSON pointer. A generated
 /// client (or a fuzzer's stateful phase) follows them from a listing to its items.
-pub static LINKS: &[((&str, &str), &str, &[(&str, &str)])] = &[
+pub static LINKS: &[Link] = &[
     (
         ("GET", "/v1/inbox"),
         "/messages/0/id",
