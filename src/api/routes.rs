@@ -118,7 +118,7 @@ pub static ROUTES: &[RouteDoc] = &[
     route!(POST "/v1/subject-access" => records::subject_access, "Your disclosures, sent or received, concerning a person (JSON, or CSV with Accept: text/csv)",
         Permission::SubjectAccess, id: None, query: None, body: Some((JSON, of::<records::SubjectAccessRequest>)),
         ok: (200, &[(JSON, of::<records::SubjectAccessAnswer>), (CSV, of::<CsvTable>)]),
-        problems: &[400, 413, 422]),
+        problems: &[400, 413, 415, 422]),
     route!(GET "/v1/audit/checkpoint" => audit::checkpoint, "The latest signed audit checkpoint",
         Permission::ReadAuditProofs, id: None, query: None, body: None,
         ok: (200, &[(JSON, of::<audit::Checkpoint>)]), problems: &[]),
