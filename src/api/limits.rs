@@ -158,6 +158,29 @@ pub async fn body_limit(State(rt): State<Arc<Runtime>>, request: Request, next: 
 /// Routes whose handlers read the body and audit a `413` themselves.
 const AUDITED_BODY_ROUTES: &[&str] = &["/v1/referrals"];
 
+/// `Ok` when the request's `Content-Type` is `media` (parameters and case aside), else the
+/// `415` problem naming it.
+pub fn require_media_type(
+    headers: &axum::http::HeaderMap,
+    media: &'static str,
+) -> Result<(), ApiError> {
+    let given = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case(media)
+        });
+    if given {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(media))
+    }
+}
+
 /// Reads a whole request body, mapping an over-limit body to `413`.
 pub async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     match body.collect().await {

@@ -90,19 +90,7 @@ async fn subject_access_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<SubjectAccessRequest, ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
-    if !json {
-        return Err(ApiError::UnsupportedMediaType("application/json"));
-    }
+    super::limits::require_media_type(headers, "application/json")?;
     let limit = rt.snapshot().config.settings.limits.max_body_bytes;
     let bytes = super::limits::read_body(body, limit).await?;
     let bad = || ApiError::BadRequest {

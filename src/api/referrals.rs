@@ -93,18 +93,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if media.as_deref() != Some(APPLICATION_JOSE) {
-        let e = ApiError::UnsupportedMediaType(APPLICATION_JOSE);
+    if let Err(e) = super::limits::require_media_type(&headers, APPLICATION_JOSE) {
         submit::record_rejection(&rt, &caller, e.slug()).await;
         return Err(e);
     }

@@ -374,19 +374,7 @@ fn decision_body(headers: &HeaderMap, bytes: &[u8]) -> Result<DecisionBody, ApiE
             limit: MAX_DECISION_BODY,
         });
     }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        });
-    if !json {
-        return Err(ApiError::UnsupportedMediaType("application/json"));
-    }
+    super::limits::require_media_type(headers, "application/json")?;
     let bad = |detail: String| ApiError::BadRequest {
         slug: "bad-request",
         detail,

@@ -24,17 +24,9 @@ for f in "$work"/partners/*.toml; do
   printf '\n[person_rate_quota]\nper_minute = 60000\nburst = 1000\n' >> "$f"
 done
 ln -s "$repo/schemas" "$work/schemas"
-printf 'mode = "development"\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\n' > "$work/refex.toml"
-(cd "$work" && exec "$bin" serve --data-dir data 2> "$work/serve.log") &
-pid=$!
-for _ in $(seq 1 300); do
-  grep -q "ready to accept" "$work/serve.log" 2>/dev/null && break
-  kill -0 "$pid" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
-  sleep 0.1
-done
-ready="$(grep "ready to accept" "$work/serve.log")"
-api="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api"].rsplit(":",1)[1])')"
-admin="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin"])')"
+# shellcheck source=tests/interop/gateway.sh
+. "$repo/tests/interop/gateway.sh"
+start_gateway "$bin" "$work"
 pki="$work/certs/dev"
 
 # Something real to find: deliveries in imara's inbox, and a referral held for notts-police's

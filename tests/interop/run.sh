@@ -7,7 +7,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="${REFEX_BIN:-$repo/target/debug/refex}"
 work="$(mktemp -d)"
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 venv="${INTEROP_VENV:-$repo/target/interop-venv}"
 if [ ! -x "$venv/bin/python" ]; then
@@ -23,17 +24,9 @@ fi
 
 ln -s "$repo/partners" "$work/partners"
 ln -s "$repo/schemas" "$work/schemas"
-printf 'mode = "development"\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\n' > "$work/refex.toml"
-(cd "$work" && exec "$bin" serve --data-dir data 2> "$work/serve.log") &
-pid=$!
-for _ in $(seq 1 300); do
-  grep -q "ready to accept" "$work/serve.log" 2>/dev/null && break
-  kill -0 "$pid" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
-  sleep 0.1
-done
-ready="$(grep "ready to accept" "$work/serve.log")"
-api="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api"].rsplit(":",1)[1])')"
-admin="$(printf '%s' "$ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin"])')"
+# shellcheck source=tests/interop/gateway.sh
+. "$repo/tests/interop/gateway.sh"
+start_gateway "$bin" "$work"
 "$venv/bin/python" "$repo/tests/interop/partner.py" --gateway "https://localhost:$api" --admin "http://$admin" \
   --pki "$work/certs/dev" --examples "$repo/schemas/examples"
 # Every certificate and CRL the dev PKI wrote, through a strict independent DER parser.
