@@ -38,8 +38,14 @@ pub enum CaError {
     #[error("{0}")]
     Cert(#[from] rcgen::Error),
     /// No certificate with that serial was issued here.
-    #[error("no certificate with serial {0} was issued by this CA")]
+    #[error(
+        "no certificate with serial {0} was issued by this CA (one an existing CA issued before \
+         refex: add --issued-elsewhere)"
+    )]
     UnknownSerial(String),
+    /// A serial that is not lower-case or upper-case hex.
+    #[error("serial {0:?} is not hexadecimal")]
+    BadSerial(String),
 }
 
 fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
@@ -216,11 +222,15 @@ impl Authority {
                     .unwrap_or(1),
             ),
             issuing_distribution_point: None,
+            // A recorded serial that is not hex is refused, never left off the list.
             revoked_certs: revoked
                 .iter()
-                .filter_map(|r| {
-                    Some(RevokedCertParams {
-                        serial_number: SerialNumber::from_slice(&hex::decode(&r.serial).ok()?),
+                .map(|r| {
+                    Ok(RevokedCertParams {
+                        serial_number: SerialNumber::from_slice(
+                            &hex::decode(&r.serial)
+                                .map_err(|_| CaError::BadSerial(r.serial.clone()))?,
+                        ),
                         revocation_time: to_time(
                             SystemTime::UNIX_EPOCH + Duration::from_secs(r.at),
                         ),
@@ -228,7 +238,7 @@ impl Authority {
                         invalidity_date: None,
                     })
                 })
-                .collect(),
+                .collect::<Result<_, CaError>>()?,
             key_identifier_method: KeyIdMethod::Sha256,
         };
         Ok(params.signed_by(&self.issuer)?.pem()?)
@@ -487,14 +497,29 @@ impl Directory {
         self.append("issued.jsonl", record)
     }
 
-    /// Records the revocation of `serial` (hex) for `reason`.
-    pub fn revoke(&self, serial: &str, reason: Reason, now: SystemTime) -> Result<Record, CaError> {
-        let serial = serial.trim().to_lowercase().replace(':', "");
+    /// Records the revocation of `serial` (hex) for `reason`; returns what `issued.jsonl`
+    /// recorded of it. A serial this directory did not issue is refused unless
+    /// `issued_elsewhere` (an existing CA adopted with its earlier certificates), when there
+    /// is no record to return.
+    pub fn revoke(
+        &self,
+        serial: &str,
+        reason: Reason,
+        issued_elsewhere: bool,
+        now: SystemTime,
+    ) -> Result<Option<Record>, CaError> {
+        let mut serial = serial.trim().to_lowercase().replace(':', "");
+        if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CaError::BadSerial(serial));
+        }
+        if serial.len() % 2 == 1 {
+            serial.insert(0, '0'); // whole bytes, as the CRL lists them
+        }
         let issued: Vec<Record> = self.read("issued.jsonl")?;
-        let record = issued
-            .into_iter()
-            .find(|r| r.serial == serial)
-            .ok_or_else(|| CaError::UnknownSerial(serial.clone()))?;
+        let record = issued.into_iter().find(|r| r.serial == serial);
+        if record.is_none() && !issued_elsewhere {
+            return Err(CaError::UnknownSerial(serial));
+        }
         let revoked: Vec<Revocation> = self.read("revoked.jsonl")?;
         if !revoked.iter().any(|r| r.serial == serial) {
             self.append(
@@ -613,8 +638,18 @@ pub fn run(cmd: &crate::cli::CaCommand, now: SystemTime) -> Result<String, CaErr
             dir,
             serial,
             reason,
+            issued_elsewhere,
         } => {
-            let record = Directory::at(dir).revoke(serial, *reason, now)?;
+            let Some(record) =
+                Directory::at(dir).revoke(serial, *reason, *issued_elsewhere, now)?
+            else {
+                return Ok(format!(
+                    "revoked {serial} (issued before this CA directory kept records); now write \
+                     and publish the CRL: refex ca crl --dir {} --out crl.pem, and remove its \
+                     fingerprint from the partner file that names it",
+                    dir.display()
+                ));
+            };
             Ok(format!(
                 "revoked {} ({} of {}); now write and publish the CRL: refex ca crl --dir {} --out crl.pem, \
                  and remove fingerprint {} from partners/{}.toml",
@@ -662,6 +697,93 @@ pub fn run(cmd: &crate::cli::CaCommand, now: SystemTime) -> Result<String, CaErr
 mod tests {
     use super::*;
     use x509_parser::prelude::FromDer as _;
+
+    /// An existing CA (here made with OpenSSL) adopted as `ca.pem` and `ca.key`: refex issues
+    /// under it, and revokes a certificate it issued before refex kept records.
+    #[test]
+    fn an_existing_ca_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        std::fs::create_dir(&ca).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args([
+                "-nodes",
+                "-keyout",
+                "ca/ca.key",
+                "-out",
+                "ca/ca.pem",
+                "-days",
+                "365",
+            ])
+            .args(["-subj", "/CN=Existing Partnership CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let now = SystemTime::now();
+        let ca_dir = Directory::at(&ca);
+        let (_, csr) = request("someone").unwrap();
+        let (issued, record) = ca_dir
+            .issue(
+                &csr,
+                "imara",
+                &Holder::System("case-system".into()),
+                30,
+                now,
+            )
+            .unwrap();
+        ca_dir.record(&record).unwrap();
+        let ca_pem = std::fs::read(ca.join("ca.pem")).unwrap();
+        let ca_der: rustls_pki_types::CertificateDer<'static> =
+            rustls_pki_types::pem::PemObject::from_pem_slice(&ca_pem).unwrap();
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        let der: rustls_pki_types::CertificateDer<'static> =
+            rustls_pki_types::pem::PemObject::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(cert.issuer(), ca_cert.subject());
+
+        // A serial from before: refused unless said to be issued elsewhere; odd hex padded.
+        assert!(matches!(
+            ca_dir.revoke("abc", Reason::CessationOfOperation, false, now),
+            Err(CaError::UnknownSerial(_))
+        ));
+        assert_eq!(
+            ca_dir
+                .revoke("ab:c", Reason::CessationOfOperation, true, now)
+                .unwrap(),
+            None
+        );
+        ca_dir
+            .revoke(&record.serial, Reason::Superseded, false, now)
+            .unwrap();
+        let crl = ca_dir.crl(Duration::from_secs(86_400), now).unwrap();
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(crl.as_bytes())
+            .map(|c: rustls_pki_types::CertificateRevocationListDer<'static>| c.to_vec())
+            .unwrap();
+        let (_, parsed) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        let serials: Vec<String> = parsed
+            .iter_revoked_certificates()
+            .map(|r| hex::encode(r.raw_serial()))
+            .collect();
+        assert!(serials.contains(&"0abc".to_owned()), "{serials:?}");
+        assert!(serials.contains(&record.serial), "{serials:?}");
+        assert_eq!(parsed.issuer(), ca_cert.subject());
+    }
 
     #[test]
     fn a_csr_becomes_a_client_certificate_that_can_be_revoked_and_listed() {
@@ -727,12 +849,19 @@ mod tests {
         );
         assert!(cert.basic_constraints().unwrap().is_none());
         assert!(matches!(
-            ca_dir.revoke("00", Reason::KeyCompromise, now),
+            ca_dir.revoke("00", Reason::KeyCompromise, false, now),
             Err(CaError::UnknownSerial(_))
         ));
-        ca_dir
-            .revoke(&record.serial, Reason::KeyCompromise, now)
-            .unwrap();
+        assert!(matches!(
+            ca_dir.revoke("zz", Reason::KeyCompromise, true, now),
+            Err(CaError::BadSerial(_))
+        ));
+        assert_eq!(
+            ca_dir
+                .revoke(&record.serial, Reason::KeyCompromise, false, now)
+                .unwrap(),
+            Some(record.clone())
+        );
         let crl = ca_dir.crl(Duration::from_secs(7 * 86_400), now).unwrap();
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(crl.as_bytes())
             .map(|c: rustls_pki_types::CertificateRevocationListDer<'static>| c.to_vec())

@@ -160,6 +160,10 @@ pub enum CaCommand {
         /// Why.
         #[arg(long, value_enum, default_value = "key-compromise")]
         reason: crate::ca::Reason,
+        /// The certificate was issued by this CA before refex kept its records (an existing
+        /// CA adopted as `ca.pem` and `ca.key`): revoke a serial `issued.jsonl` does not list.
+        #[arg(long)]
+        issued_elsewhere: bool,
     },
     /// Write the CRL (every revocation so far) with its nextUpdate; publish it to every gateway
     /// before the previous one's nextUpdate (`refex_crl_seconds_to_next_update` warns).

@@ -207,22 +207,34 @@ async fn notify_leads(
     Ok(())
 }
 
-/// How often a CRL due or overdue is logged again (the metric and `/readyz` say it always).
+/// How often a CRL due or overdue, or a certificate expiring, is logged again (the metrics
+/// and `/readyz` say it always).
 const CRL_LOG_EVERY: Duration = Duration::from_secs(3600);
 
-/// Updates the CRL metric and logs every CRL due or overdue, at most once per
-/// [`CRL_LOG_EVERY`]; returns when it last logged.
-fn warn_of_crls(rt: &Runtime, last: Option<tokio::time::Instant>) -> Option<tokio::time::Instant> {
+/// Updates the CRL metric and logs every CRL due or overdue and every gateway or CA
+/// certificate expiring, at most once per [`CRL_LOG_EVERY`]; returns when it last logged.
+fn warn_of_expiries(
+    rt: &Runtime,
+    last: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
     let snapshot = rt.snapshot();
-    let lines = crate::trust::observe(
+    let now = rt.clock.now();
+    let mut lines: Vec<String> = crate::trust::observe(
         &snapshot.transport.crls,
-        rt.clock.now(),
+        now,
         snapshot.config.settings.tls.crl_warn_before,
-    );
+    )
+    .into_iter()
+    .map(|(_, line)| line)
+    .collect();
+    lines.extend(crate::readiness::certificate_warnings(
+        &snapshot.config.settings,
+        now,
+    ));
     if lines.is_empty() || last.is_some_and(|t| t.elapsed() < CRL_LOG_EVERY) {
         return if lines.is_empty() { None } else { last };
     }
-    for (_, line) in lines {
+    for line in lines {
         tracing::warn!("{line}");
     }
     Some(tokio::time::Instant::now())
@@ -238,7 +250,9 @@ pub async fn run_every(rt: Arc<Runtime>, interval: Duration, mut stop: watch::Re
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        crl_logged = warn_of_crls(&rt, crl_logged);
+        crl_logged = warn_of_expiries(&rt, crl_logged);
+        // Readiness kept current (refex_ready) where nothing probes /readyz.
+        crate::readiness::assess(&rt).await;
         match run_once(&rt).await {
             Ok(r) => {
                 use crate::telemetry as t;

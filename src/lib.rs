@@ -27,6 +27,7 @@ pub mod housekeeping;
 pub mod notify;
 pub mod printable;
 pub mod provision;
+pub mod readiness;
 pub mod reload;
 pub mod report;
 pub mod review;

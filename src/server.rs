@@ -312,9 +312,15 @@ async fn serve_connection(
         // Unreachable with client authentication required; refuse rather than serve.
         return;
     };
-    let cap = match rt.snapshot().config.principal(&fingerprint) {
+    let snapshot = rt.snapshot();
+    let cap = match snapshot.config.principal(&fingerprint) {
         Some(principal) => {
-            note_certificate_expiry(principal, tls.get_ref().1);
+            note_certificate_expiry(
+                principal,
+                tls.get_ref().1,
+                rt.clock.now(),
+                snapshot.config.settings.tls.certificate_warn_before,
+            );
             limits.max_connections_per_certificate
         }
         None => admission::UNMAPPED_CONNECTIONS,
@@ -380,10 +386,13 @@ async fn serve_connection(
 }
 /// Exports when a registered certificate expires, the first time this process sees it (the
 /// set is bounded by the certificates partner files name), so an alert can say a renewal
-/// is due before the holder is locked out.
+/// is due before the holder is locked out; logs a warning then when it expires within
+/// `warn_before`.
 fn note_certificate_expiry(
     principal: &crate::identity::Principal,
     conn: &rustls::ServerConnection,
+    now: std::time::SystemTime,
+    warn_before: std::time::Duration,
 ) {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
@@ -404,10 +413,18 @@ fn note_certificate_expiry(
         metrics::gauge!(
             telemetry::CLIENT_CERT_EXPIRY,
             "partner" => principal.partner.to_string(),
-            "holder" => holder,
+            "holder" => holder.clone(),
             // Several certificates per holder overlap during a renewal: each its own series.
             "certificate" => principal.fingerprint.to_string().chars().take(16).collect::<String>()
         )
         .set(at as f64);
+        if let Some(left) = crate::readiness::expiring(at, now, warn_before) {
+            tracing::warn!(
+                partner = %principal.partner,
+                %holder,
+                "a client certificate {left}: issue its renewal (refex ca issue), add the new \
+                 fingerprint beside the old one and reload"
+            );
+        }
     }
 }

@@ -62,7 +62,8 @@ pub const HOUSEKEEPING_RUNS: &str = "refex_housekeeping_runs_total";
 pub const HOUSEKEEPING_LAST_SUCCESS: &str = "refex_housekeeping_last_success_timestamp_seconds";
 /// What each housekeeping pass did, by `what` (expired, purged, escalated, closed).
 pub const HOUSEKEEPING_DONE: &str = "refex_housekeeping_items_total";
-/// 1 when `/readyz` last answered ready, 0 when not.
+/// 1 when the last readiness assessment (`/readyz`, and every housekeeping pass) found this
+/// replica ready, 0 when not.
 pub const READY: &str = "refex_ready";
 /// When the gateway's server certificate expires (Unix seconds).
 pub const SERVER_CERT_EXPIRY: &str = "refex_server_certificate_expiry_timestamp_seconds";

@@ -16,10 +16,7 @@ use serde_json::json;
 use super::problem::ApiError;
 use super::public::jwks;
 use crate::runtime::Runtime;
-use crate::{telemetry, trust};
-
-/// The longest `/readyz` waits for the store: a probe gets an answer, not a hang.
-const READY_STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+use crate::telemetry;
 
 /// The admin routes.
 pub fn router(rt: Arc<Runtime>) -> Router {
@@ -38,58 +35,12 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the store answers within [`READY_STORE_DEADLINE`] and no CRL is past its
-/// `nextUpdate` (which would refuse every certificate of its CA). A CRL due soon is a
-/// warning in the answer (and the log, and the metrics), not a reason to stop serving.
+/// Ready when the store answers within [`crate::readiness::STORE_DEADLINE`] and no CRL is
+/// past its `nextUpdate` (which would refuse every certificate of its CA). A CRL due soon or
+/// a certificate expiring is a warning in the answer (and the log, and the metrics), not a
+/// reason to stop serving.
 async fn readyz(State(rt): State<Arc<Runtime>>) -> Response {
-    let snapshot = rt.snapshot();
-    let tls = &snapshot.config.settings.tls;
-    let mut reasons = Vec::new();
-    let mut warnings = Vec::new();
-    for (health, line) in trust::observe(
-        &snapshot.transport.crls,
-        rt.clock.now(),
-        tls.crl_warn_before,
-    ) {
-        match health {
-            trust::CrlHealth::Overdue => reasons.push(line),
-            _ => warnings.push(line),
-        }
-    }
-    let pinged = match rt.breaker.open_for() {
-        // Known unreachable: say so at once; the breaker's prober is asking already.
-        Some(down) => {
-            reasons.push(format!(
-                "the store has been unreachable for {} s; probing",
-                down.as_secs()
-            ));
-            None
-        }
-        None => Some(tokio::time::timeout(READY_STORE_DEADLINE, rt.store.ping()).await),
-    };
-    match pinged {
-        None | Some(Ok(Ok(()))) => {}
-        Some(Ok(Err(e))) if matches!(e, crate::store::StoreError::Unavailable(_)) => {
-            tracing::warn!(error = %e, "readiness check: store unreachable");
-            rt.store_unreachable();
-            reasons.push("the store does not answer".into());
-        }
-        Some(Ok(Err(e))) => {
-            tracing::warn!(error = %e, "readiness check: store not ready");
-            reasons.push("the store is not ready".into());
-        }
-        Some(Err(_)) => reasons.push(format!(
-            "the store did not answer within {} s",
-            READY_STORE_DEADLINE.as_secs()
-        )),
-    }
-    let spooled = rt.spool.len();
-    if spooled > 0 {
-        warnings.push(format!(
-            "{spooled} audit events wait in the local spool for the store"
-        ));
-    }
-    metrics::gauge!(crate::telemetry::READY).set(if reasons.is_empty() { 1.0 } else { 0.0 });
+    let crate::readiness::Assessment { reasons, warnings } = crate::readiness::assess(&rt).await;
     if reasons.is_empty() {
         Json(json!({ "status": "ready", "store": "ok", "config": "loaded", "warnings": warnings }))
             .into_response()

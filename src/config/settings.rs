@@ -332,6 +332,12 @@ pub struct TlsSettings {
     /// with days to spare.
     #[serde(default = "default_crl_warn_before", with = "humantime_serde")]
     pub crl_warn_before: Duration,
+    /// How long before the gateway's server certificate, a client CA's certificate or a
+    /// partner's client certificate expires the gateway warns (log, `/readyz` for the
+    /// gateway's own; the expiry metrics always). Default 30 days: time to issue, install and
+    /// reload a renewal.
+    #[serde(default = "default_certificate_warn_before", with = "humantime_serde")]
+    pub certificate_warn_before: Duration,
     /// Where the development PKI lives; default `certs/dev`.
     #[serde(default)]
     pub dev_pki_dir: Option<PathBuf>,
@@ -345,6 +351,7 @@ impl Default for TlsSettings {
             client_ca: None,
             crls: Vec::new(),
             crl_warn_before: default_crl_warn_before(),
+            certificate_warn_before: default_certificate_warn_before(),
             dev_pki_dir: None,
         }
     }
@@ -562,6 +569,9 @@ fn default_first_byte_timeout() -> Duration {
 }
 fn default_crl_warn_before() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
+}
+fn default_certificate_warn_before() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 fn default_close_undecided_after() -> Duration {
     Duration::from_secs(30 * 24 * 3600)

@@ -3,7 +3,9 @@
 //! init`), a server certificate and two partners' system and personal certificates issued
 //! from CSRs whose keys never left their holders (`refex ca request` / `issue`), the CRL
 //! (`refex ca crl`), partner files naming fingerprints, a production-mode `refex.toml`; the
-//! gateway starts, a referral goes from one partner to the other; a certificate is revoked,
+//! gateway starts, a referral goes from one partner to the other; a person renews from an
+//! `openssl req` CSR and both certificates overlap until the old fingerprint is removed; a
+//! hosted partner is onboarded (`refex keys hosted`); a certificate is revoked with a reason,
 //! the CRL republished and reloaded, and the revoked certificate is refused.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -48,6 +50,43 @@ fn certificate(dir: &Path, name: &str, holder: &[&str]) -> (String, String) {
             &format!("tls/{name}.csr"),
         ],
     );
+    issue(dir, name, holder)
+}
+
+/// The same from a CSR made with OpenSSL, as OPERATIONS gives for holders who have it.
+fn openssl_certificate(dir: &Path, name: &str, holder: &[&str]) -> (String, String) {
+    let (key, csr) = (format!("tls/{name}.key"), format!("tls/{name}.csr"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("openssl, as OPERATIONS' CSR alternative uses");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    issue(dir, name, holder)
+}
+
+/// `refex ca issue` for `tls/<name>.csr` with the default validity.
+fn issue(dir: &Path, name: &str, holder: &[&str]) -> (String, String) {
     let (csr, out) = (format!("tls/{name}.csr"), format!("tls/{name}.pem"));
     let mut args = vec!["ca", "issue", "--dir", "ca", "--csr", &csr, "--out", &out];
     args.extend(holder);
@@ -134,8 +173,41 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
         "police-lead",
         &["--partner", "notts-police", "--person", "dsl-a"],
     );
+    let (practitioner_fp, _) = certificate(
+        dir,
+        "sas-practitioner",
+        &["--partner", "safe-and-sound", "--person", "practitioner-1"],
+    );
     assert_eq!(police_fp.len(), 64);
-    refex(dir, &["ca", "crl", "--dir", "ca", "--out", "tls/crl.pem"]);
+    // Each certificate is recorded once, valid for the default 397 days.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let issued: Vec<Value> = std::fs::read_to_string(dir.join("ca/issued.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(issued.len(), 5, "{issued:?}");
+    for fp in [&police_fp, &imara_fp, &lead_fp, &practitioner_fp] {
+        let record = issued.iter().find(|r| r["fingerprint"] == **fp).unwrap();
+        let days = (record["not_after"].as_u64().unwrap() - now) / 86_400;
+        assert!((396..=397).contains(&days), "{record}");
+    }
+    refex(
+        dir,
+        &[
+            "ca",
+            "crl",
+            "--dir",
+            "ca",
+            "--out",
+            "tls/crl.pem",
+            "--valid-for",
+            "7d",
+        ],
+    );
 
     // Two partners, one agreement, production mode.
     let police_keys = jwks(dir, "notts-police");
@@ -145,9 +217,9 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
         format!(
             "name = \"Nottinghamshire Police\"\nkind = \"police\"\nsector = \"statutory\"\n\
              contact = \"ops@police.example\"\njwks = \"partners/notts-police.jwks.json\"\n\
-             [[systems]]\nid = \"case-system\"\nfingerprint = \"{police_fp}\"\n\
+             [[systems]]\nid = \"case-system\"\nfingerprints = [\"{police_fp}\"]\n\
              [[people]]\nid = \"dsl-a\"\nname = \"Lead A\"\nroles = [\"designated-safeguarding-lead\"]\n\
-             fingerprint = \"{lead_fp}\"\n"
+             fingerprints = [\"{lead_fp}\"]\n"
         ),
     )
     .unwrap();
@@ -156,7 +228,20 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
         format!(
             "name = \"Imara\"\nkind = \"chisva\"\nsector = \"voluntary\"\n\
              contact = \"ops@imara.example\"\njwks = \"partners/imara.jwks.json\"\n\
-             [[systems]]\nid = \"case-system\"\nfingerprint = \"{imara_fp}\"\n"
+             [[systems]]\nid = \"case-system\"\nfingerprints = [\"{imara_fp}\"]\n"
+        ),
+    )
+    .unwrap();
+    // A hosted partner: no system of its own; the gateway holds its keys.
+    std::fs::write(
+        dir.join("partners/safe-and-sound.toml"),
+        format!(
+            "name = \"Safe and Sound\"\nkind = \"child-exploitation-service\"\n\
+             sector = \"voluntary\"\ncontact = \"ops@sas.example\"\n\
+             jwks = \"partners/safe-and-sound.jwks.json\"\nhosted = true\n\
+             hosted_keys = \"partners/safe-and-sound.keys\"\n\
+             [[people]]\nid = \"practitioner-1\"\nname = \"Practitioner\"\nroles = [\"practitioner\"]\n\
+             fingerprints = [\"{practitioner_fp}\"]\n"
         ),
     )
     .unwrap();
@@ -179,6 +264,13 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
          [log]\nformat = \"json\"\nfilter = \"warn,refex::app=info\"\n",
     )
     .unwrap();
+    let hosted = refex(dir, &["keys", "hosted", "--partner", "safe-and-sound"]);
+    assert!(hosted.contains("safe-and-sound"), "{hosted}");
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode("partners/safe-and-sound.keys"), 0o600);
 
     let gw = common::process::serve(
         dir,
@@ -204,6 +296,30 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
         .await
         .unwrap();
     assert_eq!(who["person"], "dsl-a", "{who}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let to_next_update: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("refex_crl_seconds_to_next_update"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (6.9 * 86_400.0..=7.0 * 86_400.0).contains(&to_next_update),
+        "{to_next_update}"
+    );
+    // The hosted partner's person reads its inbox in the console.
+    let inbox = client("sas-practitioner")
+        .get(url("/console/inbox"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inbox.status(), 200);
 
     // A referral from one partner to the other.
     let gateway_keys = KeySet::parse_public(
@@ -252,19 +368,88 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
             .unwrap();
     assert_eq!(delivery["delivery"]["from"], "notts-police");
 
+    let reload = || async {
+        let res = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/admin/reload", gw.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    };
+    let person = |name: &'static str| {
+        let client = client(name);
+        let url = url("/v1/whoami");
+        async move {
+            let res = client.get(url).send().await.unwrap();
+            let body: Value = res.json().await.unwrap_or_default();
+            body["person"].as_str().map(str::to_owned)
+        }
+    };
+
+    // Renewal: the lead's new certificate, from an OpenSSL CSR, beside the old one; both are
+    // the same person until the old fingerprint is removed.
+    let (renewed_fp, _) = openssl_certificate(
+        dir,
+        "police-lead-2",
+        &["--partner", "notts-police", "--person", "dsl-a"],
+    );
+    let police_file = dir.join("partners/notts-police.toml");
+    let police = std::fs::read_to_string(&police_file).unwrap();
+    std::fs::write(
+        &police_file,
+        police.replace(
+            &format!("[\"{lead_fp}\"]"),
+            &format!("[\"{lead_fp}\", \"{renewed_fp}\"]"),
+        ),
+    )
+    .unwrap();
+    reload().await;
+    assert_eq!(person("police-lead").await.as_deref(), Some("dsl-a"));
+    assert_eq!(person("police-lead-2").await.as_deref(), Some("dsl-a"));
+    std::fs::write(
+        &police_file,
+        police.replace(&format!("[\"{lead_fp}\"]"), &format!("[\"{renewed_fp}\"]")),
+    )
+    .unwrap();
+    reload().await;
+    assert_eq!(
+        person("police-lead").await,
+        None,
+        "the old certificate is no one"
+    );
+    assert_eq!(person("police-lead-2").await.as_deref(), Some("dsl-a"));
+
     // Revoke Imara's system certificate, publish the CRL, reload: it is refused.
     let said = refex(
         dir,
-        &["ca", "revoke", "--dir", "ca", "--serial", &imara_serial],
+        &[
+            "ca",
+            "revoke",
+            "--dir",
+            "ca",
+            "--serial",
+            &imara_serial,
+            "--reason",
+            "cessation-of-operation",
+        ],
     );
     assert!(said.contains("refex ca crl"), "{said}");
-    refex(dir, &["ca", "crl", "--dir", "ca", "--out", "tls/crl.pem"]);
-    let reload = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/admin/reload", gw.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reload.status(), 200, "{}", reload.text().await.unwrap());
+    let revoked = std::fs::read_to_string(dir.join("ca/revoked.jsonl")).unwrap();
+    assert!(revoked.contains("cessation-of-operation"), "{revoked}");
+    refex(
+        dir,
+        &[
+            "ca",
+            "crl",
+            "--dir",
+            "ca",
+            "--out",
+            "tls/crl.pem",
+            "--valid-for",
+            "7d",
+        ],
+    );
+    reload().await;
     assert!(
         client("imara-system")
             .get(url("/v1/whoami"))

@@ -1,8 +1,10 @@
 //! Notices to designated safeguarding leads, received by a real SMTP server (Python's
 //! aiosmtpd, started here) and a webhook listener: a held referral produces an e-mail and a
 //! webhook call that say only that something waits, with the console's address, and carry no
-//! personal data (no name, reference, justification or payload value); the daily digest is
-//! sent once however many housekeeping passes run.
+//! personal data: each e-mail's body is exactly the pure template's text, its headers are
+//! only the envelope's, and the webhook body is exactly the template's JSON. A hold that waits
+//! past the review deadline is escalated by housekeeping and the leads are told; the daily
+//! digest is sent once however many housekeeping passes run.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use crate::common;
@@ -17,6 +19,7 @@ use common::partner::{Harness, override_claims};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PYTHON: &str = "/usr/bin/python3";
+const CONSOLE: &str = "https://refex.partnership.example/console/";
 
 fn smtp_available() -> bool {
     let ok = Command::new(PYTHON)
@@ -138,6 +141,79 @@ async fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, got)
 }
 
+/// Each message the Debugging handler printed: its headers (name, value) and its body with
+/// quoted-printable undone.
+fn messages(received: &str) -> Vec<(Vec<(String, String)>, String)> {
+    received
+        .split("---------- MESSAGE FOLLOWS ----------\n")
+        .skip(1)
+        .map(|m| {
+            let m = m
+                .split("------------ END MESSAGE ------------")
+                .next()
+                .unwrap();
+            let (head, body) = m.split_once("\n\n").unwrap();
+            let mut headers: Vec<(String, String)> = Vec::new();
+            for line in head.lines() {
+                if line.starts_with([' ', '\t']) {
+                    headers.last_mut().unwrap().1.push_str(line);
+                } else if let Some((name, value)) = line.split_once(':') {
+                    headers.push((name.to_owned(), value.trim().to_owned()));
+                }
+            }
+            (headers, quoted_printable(body))
+        })
+        .collect()
+}
+
+fn quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&joined[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The one message whose subject is `subject`: its body must be the template's text exactly,
+/// and its headers only the envelope's (nothing of a referral can ride in one).
+fn exactly(received: &str, notice: &refex::notify::Notice, console: &str) {
+    let expected = refex::notify::message(notice, console);
+    let all = messages(received);
+    let (headers, body) = all
+        .iter()
+        .find(|(h, _)| {
+            h.iter()
+                .any(|(n, v)| n == "Subject" && *v == expected.subject)
+        })
+        .unwrap_or_else(|| panic!("no e-mail {:?} in {received}", expected.subject));
+    assert_eq!(body.trim_end(), expected.text.trim_end(), "{received}");
+    for (name, value) in headers {
+        match name.as_str() {
+            "From" => assert_eq!(value, "refex@partnership.example"),
+            "To" => assert_eq!(value, "safeguarding-leads@police.example"),
+            "Subject"
+            | "Date"
+            | "Message-ID"
+            | "MIME-Version"
+            | "Content-Type"
+            | "Content-Transfer-Encoding"
+            | "X-Peer"
+            | "X-MailFrom"
+            | "X-RcptTo" => {}
+            other => panic!("unexpected header {other}: {value}"),
+        }
+    }
+}
+
 async fn until(what: &str, check: impl Fn() -> bool) {
     for _ in 0..200 {
         if check() {
@@ -166,7 +242,7 @@ async fn a_hold_tells_the_leads_without_personal_data() {
     let mut settings = std::fs::read_to_string(&toml).unwrap();
     settings.push_str(&format!(
         "\n[notify]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"refex@partnership.example\"\n\
-         console_url = \"https://refex.partnership.example/console/\"\ndigest_hour = 0\n",
+         console_url = \"{CONSOLE}\"\ndigest_hour = 0\n[review]\nescalate_after = \"1s\"\n",
         smtp.port
     ));
     std::fs::write(&toml, settings).unwrap();
@@ -193,10 +269,14 @@ async fn a_hold_tells_the_leads_without_personal_data() {
         "{mail}"
     );
     let hook = hooks.lock().unwrap()[0].clone();
-    assert!(
-        hook.contains("\"event\":\"held\"") && hook.contains("\"partner\":\"notts-police\""),
-        "{hook}"
-    );
+    let police_id: refex::identity::PartnerId = "notts-police".parse().unwrap();
+    let held = refex::notify::Notice::Held {
+        partner: police_id.clone(),
+    };
+    exactly(&smtp.received.lock().unwrap().clone(), &held, CONSOLE);
+    let hook_body: serde_json::Value =
+        serde_json::from_str(hook.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(hook_body, refex::notify::message(&held, CONSOLE).json);
     // Nothing of the referral: no names, no reference, no justification, no payload value,
     // no recipient.
     for secret in [
@@ -217,10 +297,19 @@ async fn a_hold_tells_the_leads_without_personal_data() {
         );
     }
 
-    // The daily digest: once, however many passes run.
+    // Past the review deadline (1 s here), housekeeping escalates the hold and the leads are
+    // told; the daily digest: once, however many passes run.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let rt = h.gw.running().runtime.clone();
     refex::housekeeping::run_once(&rt).await.unwrap();
     refex::housekeeping::run_once(&rt).await.unwrap();
+    until("the escalation", || {
+        smtp.received
+            .lock()
+            .unwrap()
+            .contains("now overdue for review")
+    })
+    .await;
     until("the digest", || {
         smtp.received
             .lock()
@@ -234,6 +323,23 @@ async fn a_hold_tells_the_leads_without_personal_data() {
         mail.matches("1 referral(s) waiting for review").count(),
         1,
         "one digest a day: {mail}"
+    );
+    exactly(
+        &mail,
+        &refex::notify::Notice::Escalated {
+            partner: police_id.clone(),
+            count: 1,
+        },
+        CONSOLE,
+    );
+    exactly(
+        &mail,
+        &refex::notify::Notice::Digest {
+            partner: police_id,
+            waiting: 1,
+            escalated: 1,
+        },
+        CONSOLE,
     );
     h.gw.stop().await;
 }

@@ -76,6 +76,9 @@ pub fn transport_words(e: &reqwest::Error) -> String {
         || lower.contains("connection closed")
         || lower.contains("channel closed")
         || lower.contains("unexpected eof")
+        || lower.contains("unexpected-eof")
+        || lower.contains("close_notify")
+        || lower.contains("peer closed connection")
     {
         // TLS 1.3 ends the handshake before the server has judged the client certificate:
         // its refusal reaches the client as a closed connection on the first request.

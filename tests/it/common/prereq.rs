@@ -15,6 +15,9 @@ fn how(name: &str) -> &'static str {
         }
         "browser" => "apt-get install chromium chromium-driver libnss3-tools npm (`.ci/run` does)",
         "tmpfs" => "run the tests as root (the full-disk test mounts a small tmpfs)",
+        "promtool" => {
+            "put Prometheus's promtool on PATH or at target/promtool/promtool (`.ci/run` extracts it from Debian's prometheus package: apt-get download prometheus; dpkg-deb -x)"
+        }
         "smtp" => {
             "apt-get install python3-aiosmtpd (a real SMTP server for the notification test; `.ci/run` does)"
         }
