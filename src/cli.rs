@@ -297,7 +297,7 @@ pub struct SendArgs {
     /// The gateway id (the claims' audience).
     #[arg(long, default_value = "refex")]
     pub aud: String,
-    /// Print the gateway's JSON answer instead of a summary.
+    /// Print the gateway's JSON answer (or its problem document) instead of a summary.
     #[arg(long)]
     pub json: bool,
 }
@@ -310,6 +310,9 @@ pub struct PartnerIdArgs {
     pub who: PartnerArgs,
     /// The referral id.
     pub id: String,
+    /// Print the gateway's JSON answer (or its problem document) instead of words.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `refex inbox`.
@@ -324,7 +327,8 @@ pub struct InboxArgs {
     /// Keep long-polling for new deliveries instead of stopping when the inbox is empty.
     #[arg(long)]
     pub follow: bool,
-    /// One JSON line per delivery instead of a summary for people.
+    /// One JSON line per delivery instead of a summary for people (and a refusal's problem
+    /// document as the gateway sent it).
     #[arg(long)]
     pub json: bool,
     /// Also write `<id>.html` beside each delivery: a readable, printable document with the
@@ -337,7 +341,7 @@ pub struct InboxArgs {
     /// The organisation's kind (its view of each referral type, for `--html`); read from
     /// `partners/<as>.toml` when not given.
     #[arg(long)]
-    pub kind: Option<String>,
+    pub kind: Option<crate::identity::PartnerKind>,
 }
 
 /// `refex report`.

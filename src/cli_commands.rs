@@ -10,6 +10,8 @@ use anyhow::Context as _;
 use refex::cli::{OutputFormat, ReportFormat};
 use refex::clock::{Clock as _, SystemClock};
 use refex::config::{self, Overrides};
+use refex::partner_client::ClientError;
+use refex::toolkit::ToolkitError;
 
 /// What every command may need from the command line itself.
 pub(crate) struct Ctx<'a> {
@@ -293,46 +295,87 @@ pub(crate) async fn bench(ctx: &Ctx<'_>, args: refex::cli::BenchArgs) -> anyhow:
     Ok(())
 }
 
+/// With `--json`, a refusal's problem document goes to standard output as the gateway sent
+/// it (a script reads one JSON document either way) and the exit status still says it
+/// failed; without, the error is printed for people by `main`.
+fn json_problem<T>(json: bool, result: Result<T, ToolkitError>) -> anyhow::Result<T> {
+    match result {
+        Err(ToolkitError::Client(ClientError::Problem { status, problem })) if json => {
+            println!("{problem}");
+            anyhow::bail!("the gateway refused the request ({status})")
+        }
+        other => Ok(other?),
+    }
+}
+
+/// A sender's view of a referral (`send`, `status`, `withdraw` answers) in words.
+fn print_deliveries(answer: &serde_json::Value) {
+    let words = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(refex::lifecycle::DeliveryStatus::parse)
+            .map_or("status unknown to this version", |s| s.words())
+    };
+    println!("referral {}", answer["id"].as_str().unwrap_or("?"));
+    for d in answer["deliveries"].as_array().into_iter().flatten() {
+        let reason = d["review_reason"]
+            .as_str()
+            .map(|r| format!(" (the lead's reason: {r})"))
+            .unwrap_or_default();
+        println!(
+            "  to {}: {}{reason}",
+            d["to"].as_str().unwrap_or("?"),
+            words(&d["status"])
+        );
+    }
+    for (key, label) in [
+        ("supersedes", "corrects"),
+        ("superseded_by", "corrected by"),
+    ] {
+        if let Some(id) = answer[key].as_str() {
+            println!("  {label} {id}");
+        }
+    }
+}
+
 /// `refex send`: a referral, as a partner.
 pub(crate) async fn send(args: Box<refex::cli::SendArgs>) -> anyhow::Result<()> {
     let claims = refex::toolkit::claims(&args)?;
-    let answer = refex::toolkit::client(&args.who)?.send(&claims).await?;
+    let sent = async { Ok(refex::toolkit::client(&args.who)?.send(&claims).await?) }.await;
+    let answer = json_problem(args.json, sent)?;
     if args.json {
         println!("{answer}");
     } else {
-        println!(
-            "{} {}",
-            answer["id"].as_str().unwrap_or("?"),
-            answer["status"].as_str().unwrap_or("?")
-        );
-        for d in answer["deliveries"].as_array().into_iter().flatten() {
-            println!(
-                "  {} {}",
-                d["to"].as_str().unwrap_or("?"),
-                d["status"].as_str().unwrap_or("?")
-            );
-        }
+        print_deliveries(&answer);
     }
     Ok(())
 }
 
 /// `refex status`: a sent referral's status, as its sender.
 pub(crate) async fn status(args: refex::cli::PartnerIdArgs) -> anyhow::Result<()> {
-    println!(
-        "{:#}",
-        refex::toolkit::client(&args.who)?.status(&args.id).await?
-    );
+    let got = async { Ok(refex::toolkit::client(&args.who)?.status(&args.id).await?) }.await;
+    let answer = json_problem(args.json, got)?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        print_deliveries(&answer);
+    }
     Ok(())
 }
 
 /// `refex withdraw`: a sent referral withdrawn, as its sender.
 pub(crate) async fn withdraw(args: refex::cli::PartnerIdArgs) -> anyhow::Result<()> {
-    println!(
-        "{:#}",
-        refex::toolkit::client(&args.who)?
+    let done = async {
+        Ok(refex::toolkit::client(&args.who)?
             .withdraw(&args.id)
-            .await?
-    );
+            .await?)
+    }
+    .await;
+    let answer = json_problem(args.json, done)?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        print_deliveries(&answer);
+    }
     Ok(())
 }
 
@@ -356,7 +399,8 @@ pub(crate) async fn inbox(args: refex::cli::InboxArgs) -> anyhow::Result<()> {
             );
         }
     })
-    .await?;
+    .await;
+    let run = json_problem(json, run)?;
     if !json {
         eprintln!("{} deliveries saved and acknowledged", run.saved);
     }

@@ -508,6 +508,18 @@ pub fn document(pending: &Pending, preview: &Preview, config: &Config) -> Vec<Do
         .collect()
 }
 
+/// The lead's reason for rejecting a recipient, opened from its sealed form (the API's
+/// status and the console's sent page both show it to the sender); `None` when none was given
+/// or it does not open under the storage key in force.
+pub fn rejection_reason(
+    key: &crate::envelope::at_rest::StorageKey,
+    sealed: Option<&String>,
+) -> Option<String> {
+    sealed
+        .and_then(|r| key.open(r).ok())
+        .map(|text| String::from_utf8_lossy(&text).into_owned())
+}
+
 /// The review service over the runtime: loads, calls the core, commits.
 pub struct Service<'a> {
     rt: &'a Runtime,

@@ -137,7 +137,7 @@ fn partner_name(id: &str) -> Option<String> {
 /// The organisation's kind for `--html`: `--kind`, else its partner file's.
 fn own_kind(args: &InboxArgs) -> Option<crate::identity::PartnerKind> {
     if let Some(k) = &args.kind {
-        return k.parse().ok();
+        return Some(k.clone());
     }
     let file = std::path::Path::new("partners").join(format!("{}.toml", args.who.partner));
     let text = std::fs::read_to_string(file).ok()?;
@@ -171,7 +171,20 @@ pub async fn inbox(
                     .join("; ")
             ))
         })?;
-        Some((schemas, own_kind(args)))
+        let kind = own_kind(args);
+        if let Some(kind) = kind.as_ref().filter(|k| !schemas.kinds().contains(k)) {
+            return Err(ToolkitError::File(format!(
+                "--kind {kind}: no view in {} is for that kind; the kinds are {}",
+                args.schemas.display(),
+                schemas
+                    .kinds()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Some((schemas, kind))
     } else {
         None
     };

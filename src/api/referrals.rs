@@ -148,13 +148,10 @@ pub async fn status(
         .ok_or(ApiError::NotFound)?;
     let (supersedes, superseded_by) = rt.store.referral_links(&id).await?;
     let key = &rt.snapshot().config.storage_key;
-    let reason = |sealed: &Option<String>| {
-        sealed
-            .as_ref()
-            .and_then(|r| key.open(r).ok())
-            .map(|text| String::from_utf8_lossy(&text).into_owned())
-    };
-    let reasons: Vec<Option<String>> = states.iter().map(|s| reason(&s.reason_sealed)).collect();
+    let reasons: Vec<Option<String>> = states
+        .iter()
+        .map(|s| crate::review::rejection_reason(key, s.reason_sealed.as_ref()))
+        .collect();
     // The v1 field: the lead's reason when every rejection gave the same one.
     let mut given: Vec<&String> = reasons.iter().flatten().collect();
     given.dedup();

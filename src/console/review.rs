@@ -178,7 +178,6 @@ struct RecipientView {
     name: String,
     agreement: String,
     purpose: String,
-    view: String,
     blocked: Option<String>,
     disclosed: usize,
     withheld: usize,
@@ -215,7 +214,7 @@ struct RecipientView {
 <table><caption>What each recipient would receive if you approve</caption>
 <thead><tr><th scope="col">Recipient</th><th scope="col">Agreement</th><th scope="col">Fields disclosed</th><th scope="col">Fields withheld</th></tr></thead>
 <tbody>{% for r in recipients %}<tr><th scope="row">{{ r.name }}</th>
-<td>{% if let Some(w) = r.blocked %}<strong class="escalated">Release no longer permitted: {{ w }}</strong>{% else %}{{ r.purpose }}<br><span class="caption">{{ r.agreement }}; view {{ r.view }}</span>{% endif %}</td>
+<td>{% if let Some(w) = r.blocked %}<strong class="escalated">Release no longer permitted: {{ w }}</strong>{% else %}{{ r.purpose }}<br><span class="caption">Agreement reference {{ r.agreement }}</span>{% endif %}</td>
 <td>{{ r.disclosed }}</td><td>{{ r.withheld }}</td></tr>{% endfor %}</tbody></table>
 <h2>The referral, field by field</h2>
 <p>Every field your organisation sent, and for each recipient whether minimisation discloses it or withholds it.</p>
@@ -308,7 +307,6 @@ fn review_body(
                 name: p.name.clone(),
                 agreement,
                 purpose,
-                view: p.view.clone(),
                 blocked: p.permitted.as_ref().err().map(ToString::to_string),
                 disclosed: p.disclosed.len(),
                 withheld: p.minimised.withheld.len(),

@@ -30,7 +30,7 @@ struct SentView {
     sender_ref: String,
     about: String,
     received: String,
-    states: Vec<(String, &'static str, &'static str)>,
+    states: Vec<(String, &'static str, &'static str, Option<String>)>,
     open: bool,
     highlight: bool,
 }
@@ -45,7 +45,7 @@ struct SentView {
 <thead><tr><th scope="col">Your reference</th><th scope="col">About</th><th scope="col">Received</th><th scope="col">Recipients and status</th>{% if can_withdraw %}<th scope="col">Withdraw</th>{% endif %}</tr></thead>
 <tbody>{% for r in rows %}<tr{% if r.highlight %} id="just-sent"{% endif %}>
 <td>{{ r.sender_ref }}<br><span class="caption">{{ r.id }}</span></td><td>{{ r.about }}</td><td>{{ r.received }}</td>
-<td><ul>{% for s in r.states %}<li>{{ s.0 }}: <span class="tag {{ s.2 }}">{{ s.1 }}</span></li>{% endfor %}</ul></td>
+<td><ul>{% for s in r.states %}<li>{{ s.0 }}: <span class="tag {{ s.2 }}">{{ s.1 }}</span>{% if let Some(reason) = s.3 %}<br><span class="caption">The lead's reason: {{ reason }}</span>{% endif %}</li>{% endfor %}</ul></td>
 {% if can_withdraw %}<td>{% if r.open %}<a href="/console/sent/{{ r.id }}/withdraw">Withdraw<span class="visually-hidden"> {{ r.sender_ref }}</span>…</a>{% else %}—{% endif %}</td>{% endif %}
 </tr>{% endfor %}</tbody></table>{% endif %}"#
 )]
@@ -123,6 +123,10 @@ pub async fn sent(
                         partner_name(config, &d.recipient),
                         d.status.words(),
                         tag(d.status),
+                        crate::review::rejection_reason(
+                            &config.storage_key,
+                            d.reason_sealed.as_ref(),
+                        ),
                     )
                 })
                 .collect();
@@ -130,7 +134,7 @@ pub async fn sent(
             if highlight {
                 let summary = states
                     .iter()
-                    .map(|(who, what, _)| format!("{who}: {}", what.to_lowercase()))
+                    .map(|(who, what, _, _)| format!("{who}: {}", what.to_lowercase()))
                     .collect::<Vec<_>>()
                     .join("; ");
                 notice = Some(if q.sent.is_some() {

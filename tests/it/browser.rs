@@ -388,7 +388,14 @@ async fn a_day_in_the_console_in_a_real_browser() {
     let imara = person(&h, "imara", "practitioner-1").await;
     let b = &imara.driver;
     b.goto(&format!("{base}/console/compose")).await;
+    b.screenshot(&shots, "00-compose-choose-type").await;
     b.axe(&axe, "compose: choose a type").await;
+    // A page this practitioner may not open is a readable refusal, as accessible as the rest.
+    b.goto(&format!("{base}/console/")).await;
+    b.source_containing("Not permitted").await;
+    b.screenshot(&shots, "00-refused").await;
+    b.axe(&axe, "a refusal (403)").await;
+    b.goto(&format!("{base}/console/compose")).await;
     b.click("a[href='/console/compose/safeguarding-concern']")
         .await;
     b.source_containing("Subject of the concern").await;
@@ -467,6 +474,21 @@ async fn a_day_in_the_console_in_a_real_browser() {
         "the radio button took the click"
     );
     b.click("#decision-childrens-social-care-reject").await;
+    // Rejecting without a reason: the error sits at that recipient, linked from a summary.
+    b.click("button[type='submit']").await;
+    let page = b.source_containing("There is a problem").await;
+    assert!(
+        page.contains("Give a reason for not releasing to Children"),
+        "{page}"
+    );
+    b.screenshot(&shots, "05-review-decision-error").await;
+    b.axe(&axe, "review document with a decision error").await;
+    if !b.selected("#decision-imara-approve").await {
+        b.click("#decision-imara-approve").await;
+    }
+    if !b.selected("#decision-childrens-social-care-reject").await {
+        b.click("#decision-childrens-social-care-reject").await;
+    }
     b.type_into(
         "#reason-childrens-social-care",
         "Already known to the family's social worker; no new information.",
@@ -480,6 +502,11 @@ async fn a_day_in_the_console_in_a_real_browser() {
     );
     b.screenshot(&shots, "06-review-decided").await;
     b.axe(&axe, "queue after a decision").await;
+    // A referral that is not (or no longer) there: the problem page.
+    b.goto(&format!("{base}/console/reviews/{held}")).await;
+    b.source_containing("already").await;
+    b.screenshot(&shots, "06-review-already-decided").await;
+    b.axe(&axe, "a problem page (already decided)").await;
     lead.driver.quit().await;
 
     // 4. The Imara practitioner reads the delivery and acknowledges it.
@@ -499,6 +526,16 @@ async fn a_day_in_the_console_in_a_real_browser() {
     b.source_containing("is acknowledged").await;
     b.screenshot(&shots, "09-acknowledged").await;
     b.axe(&axe, "inbox after acknowledging").await;
+    // Its own referral to the police is still open: withdrawing asks first.
+    b.goto(&format!("{base}/console/sent")).await;
+    b.click("a[href$='/withdraw']").await;
+    b.source_containing("This cannot be undone").await;
+    b.screenshot(&shots, "09-withdraw-confirm").await;
+    b.axe(&axe, "withdrawal confirmation").await;
+    b.click("form[action$='/withdraw'] button").await;
+    b.source_containing("Referral withdrawn").await;
+    b.screenshot(&shots, "09-withdrawn").await;
+    b.axe(&axe, "sent referrals after withdrawing").await;
     imara.driver.quit().await;
 
     // 5. The police sender sees each recipient's status.
@@ -509,8 +546,9 @@ async fn a_day_in_the_console_in_a_real_browser() {
     assert!(
         sent.contains(&held)
             && sent.contains("Acknowledged")
-            && sent.contains("Not released: the lead rejected it"),
-        "{sent}"
+            && sent.contains("Not released: the lead rejected it")
+            && sent.contains("Already known to the family"),
+        "the sender sees each status and the lead's reason: {sent}"
     );
     b.screenshot(&shots, "10-sent-statuses").await;
     b.axe(&axe, "sent referrals").await;

@@ -165,6 +165,20 @@ fn refusals_name_what_failed() {
     assert_eq!(e, IntakeError::UnknownRecipient("notts-polise".into()));
     assert!(e.to_string().contains("check the recipient's id"), "{e}");
 
+    // An unknown type is refused with the types there are.
+    let mut doc = ok.clone();
+    doc["referral"]["type"] = json!("child-sexual-abuse-suport");
+    let e = run(&config, "notts-police", &doc).unwrap_err();
+    let IntakeError::Invalid(violations) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        violations.iter().any(|v| v.pointer == "/type"
+            && v.message.contains("the types are ")
+            && v.message.contains("child-sexual-abuse-support")),
+        "{violations:?}"
+    );
+
     let mut doc = ok.clone();
     doc["referral"]["lawful_basis"]["article6"] = json!("legitimate-interests");
     assert!(matches!(

@@ -66,9 +66,9 @@ async fn send_then_inbox_delivers_the_minimised_view() {
     );
     let (ok, stdout, stderr) = refex(args).await;
     assert!(ok, "{stderr}");
-    let id = stdout.split_whitespace().next().unwrap().to_owned();
+    let id = stdout.split_whitespace().nth(1).unwrap().to_owned();
     assert!(
-        id.starts_with("ref_") && stdout.contains("imara queued"),
+        id.starts_with("ref_") && stdout.contains("to imara: In the inbox, not yet opened"),
         "{stdout}"
     );
 
@@ -81,6 +81,14 @@ async fn send_then_inbox_delivers_the_minimised_view() {
         "--json".to_string(),
         "--html".to_string(),
     ]);
+    // A kind no view is for is refused before anything is fetched, naming the kinds.
+    let mut wrong = args.clone();
+    wrong.extend(["--kind".to_string(), "chisva-service".to_string()]);
+    let (ok, _, stderr) = refex(wrong).await;
+    assert!(
+        !ok && stderr.contains("no view") && stderr.contains("chisva"),
+        "{stderr}"
+    );
     let (ok, stdout, stderr) = refex(args).await;
     assert!(ok, "{stderr}");
     let line: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
@@ -130,10 +138,34 @@ async fn send_then_inbox_delivers_the_minimised_view() {
     let mut args = vec!["status".to_string()];
     args.extend(who("notts-police", &gateway, &pki));
     args.push(id.clone());
-    let (ok, stdout, _) = refex(args).await;
+    let (ok, stdout, _) = refex(args.clone()).await;
+    assert!(ok);
+    assert!(stdout.contains("to imara: Acknowledged"), "{stdout}");
+    args.push("--json".into());
+    let (ok, stdout, _) = refex(args.clone()).await;
     assert!(ok);
     let status: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(status["deliveries"][0]["status"], "acknowledged");
+    // A refusal with --json is the problem document, on standard output, and a failure.
+    let unknown = args
+        .iter()
+        .map(|a| {
+            if *a == id {
+                "ref_00000000000000000000000000".to_owned()
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>();
+    let (ok, stdout, _) = refex(unknown.clone()).await;
+    assert!(!ok);
+    let problem: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(problem["status"], 404, "{problem}");
+    let (ok, stdout, stderr) = refex(unknown[..unknown.len() - 1].to_vec()).await;
+    assert!(
+        !ok && stdout.is_empty() && stderr.contains("Not found"),
+        "{stderr}"
+    );
     let mut args = vec!["inbox".to_string()];
     args.extend(who("imara", &gateway, &pki));
     args.extend(["--out".to_string(), out.display().to_string()]);

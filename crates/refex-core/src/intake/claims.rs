@@ -273,11 +273,18 @@ pub fn check_content(claims: &Claims, schemas: &SchemaSet) -> Result<(), IntakeE
     let mut violations = Vec::new();
     match schemas.referral_type(&r.referral_type) {
         Some(schema) => violations.extend(validate(schema, &r.payload, "/payload")),
-        None => violations.push(rule(
-            "/type",
-            "enum",
-            "is not a referral type this gateway knows",
-        )),
+        None => violations.push(Violation {
+            pointer: "/type".into(),
+            keyword: "enum".into(),
+            message: format!(
+                "is not a referral type this gateway knows; the types are {}",
+                schemas
+                    .types()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
     }
     violations.extend(rule_violations(r));
     if r.consent.status != ConsentStatus::Given {

@@ -181,6 +181,13 @@ impl SchemaSet {
     pub fn types(&self) -> impl Iterator<Item = &ReferralType> {
         self.types.keys()
     }
+
+    /// Every partner kind some view is for, each once, in order.
+    pub fn kinds(&self) -> Vec<&PartnerKind> {
+        let mut kinds: Vec<&PartnerKind> = self.views.keys().map(|(k, _)| k).collect();
+        kinds.dedup();
+        kinds
+    }
 }
 
 /// The entries of `dir` that `keep` accepts, with the name `name` gives them, sorted; an
