@@ -164,6 +164,14 @@ pub fn check(
             out.push("notify.smtp_url does not parse as an SMTP URL".into());
         }
     }
+    if let Some(ca_file) = &settings.ca_file {
+        if crate::tls::certificates_in(ca_file) == 0 {
+            out.push(format!(
+                "notify.ca_file {}: not a readable PEM file of certificates",
+                ca_file.display()
+            ));
+        }
+    }
     if settings.from.parse::<Mailbox>().is_err() {
         out.push(format!(
             "notify.from {:?} is not an e-mail address",
@@ -329,12 +337,37 @@ impl Job {
     }
 }
 
+/// The relay's transport as `smtp_url` says (`smtps://` TLS from the start, `?tls=required`
+/// STARTTLS), verifying the relay against the system's roots and `ca_file`'s certificates.
+fn relay(settings: &NotifySettings) -> Option<AsyncSmtpTransport<Tokio1Executor>> {
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let url = settings.smtp_url.as_deref()?;
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .ok()?
+        .timeout(Some(Duration::from_secs(20)));
+    let Some(ca_file) = &settings.ca_file else {
+        return Some(builder.build());
+    };
+    let parsed = url::Url::parse(url).ok()?;
+    let mut params = TlsParameters::builder(parsed.host_str()?.to_owned());
+    let pem = std::fs::read(ca_file).ok()?;
+    params = params.add_root_certificate(Certificate::from_pem(&pem).ok()?);
+    let params = params.build_rustls().ok()?;
+    let tls = if parsed.scheme() == "smtps" {
+        Tls::Wrapper(params)
+    } else if parsed
+        .query_pairs()
+        .any(|(k, v)| k == "tls" && v == "required")
+    {
+        Tls::Required(params)
+    } else {
+        Tls::Opportunistic(params)
+    };
+    Some(builder.tls(tls).build())
+}
+
 async fn run(mut rx: mpsc::Receiver<Job>, settings: Arc<NotifySettings>) {
-    let smtp = settings
-        .smtp_url
-        .as_deref()
-        .and_then(|u| AsyncSmtpTransport::<Tokio1Executor>::from_url(u).ok())
-        .map(|b| b.timeout(Some(Duration::from_secs(20))).build());
+    let smtp = relay(&settings);
     let http = webhook_client(&settings);
     let targets = Arc::new(Targets::default());
     while let Some(job) = rx.recv().await {

@@ -228,6 +228,14 @@ pub fn outbound_client_config(extra: Option<&Path>) -> Option<rustls::ClientConf
     )
 }
 
+/// How many certificates a PEM file holds; 0 when it cannot be read or any block is not one.
+pub fn certificates_in(path: &Path) -> usize {
+    CertificateDer::pem_file_iter(path)
+        .ok()
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>().ok())
+        .map_or(0, |c| c.len())
+}
+
 /// When a PEM certificate file's first certificate expires (Unix seconds), if readable.
 pub fn expiry_of_file(path: &Path) -> Option<i64> {
     let der = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;

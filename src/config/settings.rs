@@ -238,8 +238,8 @@ pub struct NotifySettings {
     /// The hour (UTC, 0-23) after which each day's digest of what waits is sent.
     #[serde(default = "default_digest_hour")]
     pub digest_hour: u8,
-    /// Extra CA certificates (PEM) to trust for webhooks, beside the system's (the relay is
-    /// verified against the system's roots).
+    /// Extra CA certificates (PEM) to trust for the relay and webhooks, beside the system's
+    /// (a partnership's own CA, an internal relay's).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
 }

@@ -51,6 +51,11 @@ impl Drop for Smtp {
 
 /// aiosmtpd with its debugging handler, which prints every message it receives.
 fn smtp_server() -> Smtp {
+    smtp_server_with(&[])
+}
+
+/// As [`smtp_server`], with more aiosmtpd flags (e.g. STARTTLS with a certificate).
+fn smtp_server_with(extra: &[&str]) -> Smtp {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -67,6 +72,7 @@ fn smtp_server() -> Smtp {
             "-l",
             &format!("127.0.0.1:{port}"),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -338,6 +344,58 @@ async fn a_hold_tells_the_leads_without_personal_data() {
             partner: police_id,
             waiting: 1,
             escalated: 1,
+        },
+        CONSOLE,
+    );
+    h.gw.stop().await;
+}
+
+/// A relay that requires STARTTLS, with a certificate from the partnership's own CA: the
+/// notice reaches it over TLS when `notify.ca_file` names that CA, and not in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_is_reached_over_tls_verified_against_the_configured_ca() {
+    if !smtp_available() {
+        return;
+    }
+    let project = Project::with_copied_partners();
+    let gateway = project.pki().join("gateway");
+    let (cert, key) = (gateway.join("tls.pem"), gateway.join("tls.key"));
+    let smtp = smtp_server_with(&[
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ]);
+    let police = project.path().join("partners/notts-police.toml");
+    let mut text = std::fs::read_to_string(&police).unwrap();
+    text.push_str("\n[notify]\nemail = [\"safeguarding-leads@police.example\"]\n");
+    std::fs::write(&police, text).unwrap();
+    let toml = project.path().join("refex.toml");
+    let mut settings = std::fs::read_to_string(&toml).unwrap();
+    settings.push_str(&format!(
+        "\n[notify]\nsmtp_url = \"smtp://localhost:{}?tls=required\"\n\
+         from = \"refex@partnership.example\"\nconsole_url = \"{CONSOLE}\"\nca_file = \"{}\"\n",
+        smtp.port,
+        project.pki().join("ca.pem").display()
+    ));
+    std::fs::write(&toml, settings).unwrap();
+    let h = Harness::start_in(project, None).await;
+    h.submit_held(
+        &h.gw.system("notts-police"),
+        &override_claims(&["imara"], "tls-relay-jti-0001"),
+    )
+    .await;
+    until("the e-mail over STARTTLS", || {
+        smtp.received
+            .lock()
+            .unwrap()
+            .contains("waiting for your review")
+    })
+    .await;
+    exactly(
+        &smtp.received.lock().unwrap().clone(),
+        &refex::notify::Notice::Held {
+            partner: "notts-police".parse().unwrap(),
         },
         CONSOLE,
     );
