@@ -44,9 +44,108 @@ pub enum CaError {
     )]
     UnknownSerial(String),
     /// A serial that is not lower-case or upper-case hex.
-    #[error("serial {0:?} is not hexadecimal")]
+    #[error("serial {0}")]
     BadSerial(String),
+    /// The CA's certificate or key cannot issue what the gateway accepts (an adopted CA).
+    #[error("{0}")]
+    Unusable(String),
+    /// A CRL validity out of bounds.
+    #[error(
+        "--valid-for {0}: a CRL must be valid for at least a day and at most a year (publish a \
+         new one well before it ends)"
+    )]
+    Validity(String),
 }
+
+/// What `ca.pem` says of itself that issuing depends on.
+struct Profile {
+    /// The subject's DER: every certificate and CRL issued must name exactly this issuer.
+    subject_der: Vec<u8>,
+    /// Its subject key identifier, which issued CRLs name as their authority key.
+    key_id: Option<Vec<u8>>,
+    /// Its public key (the subjectPublicKey bits): `ca.key` must be its private half.
+    public_key: Vec<u8>,
+}
+
+/// Reads the CA certificate's profile; refuses one that is not a CA able to sign
+/// certificates and CRLs.
+fn profile(cert_pem: &str) -> Result<Profile, CaError> {
+    use rustls_pki_types::pem::PemObject as _;
+    use x509_parser::extensions::ParsedExtension;
+    let unusable = |why: &str| CaError::Unusable(format!("ca.pem: {why}"));
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|_| unusable("not a PEM certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|_| unusable("not an X.509 certificate"))?;
+    if !cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca)
+    {
+        return Err(unusable(
+            "not a CA certificate (basicConstraints cA is not true)",
+        ));
+    }
+    if let Ok(Some(usage)) = cert.key_usage() {
+        if !usage.value.key_cert_sign() || !usage.value.crl_sign() {
+            return Err(unusable(
+                "its key usage must include keyCertSign and cRLSign (it signs certificates and CRLs)",
+            ));
+        }
+    }
+    let key_id = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        });
+    Ok(Profile {
+        subject_der: cert.subject().as_raw().to_vec(),
+        key_id,
+        public_key: cert.public_key().subject_public_key.data.to_vec(),
+    })
+}
+
+/// The issuer name `der` (a certificate's or a CRL's) carries.
+fn issuer_of(der: &[u8], crl: bool) -> Option<Vec<u8>> {
+    if crl {
+        let (_, c) = x509_parser::parse_x509_crl(der).ok()?;
+        Some(c.issuer().as_raw().to_vec())
+    } else {
+        let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+        Some(c.issuer().as_raw().to_vec())
+    }
+}
+
+/// A serial as the CRL lists it: lower-case hex of the positive integer's bytes, without
+/// separators or leading zero bytes (`00:B2:A1` and `b2a1` are one serial). A negative serial
+/// (`-4D5E…`, which RFC 5280 forbids) cannot be listed in a CRL this CA writes: refused with
+/// that reason rather than recorded as some other number.
+fn normal_serial(serial: &str) -> Result<String, CaError> {
+    let mut s = serial.trim().to_lowercase().replace([':', ' '], "");
+    if s.starts_with('-') {
+        return Err(CaError::BadSerial(format!(
+            "{serial} is negative (RFC 5280 forbids it): a CRL written here cannot list it; \
+             revoke it with the tool that issued it, or reissue the certificate"
+        )));
+    }
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CaError::BadSerial(format!("{serial:?} is not hexadecimal")));
+    }
+    if s.len() % 2 == 1 {
+        s.insert(0, '0'); // whole bytes, as the CRL lists them
+    }
+    while s.len() > 2 && s.starts_with("00") {
+        s.drain(..2);
+    }
+    Ok(s)
+}
+
+/// The longest and shortest a CRL may be valid for.
+const CRL_VALIDITY: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(86_400)..=Duration::from_secs(366 * 86_400);
 
 fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
     move |e| CaError::File {
@@ -89,6 +188,7 @@ pub struct Authority {
     pub cert_pem: String,
     key: KeyPair,
     issuer: Issuer<'static, KeyPair>,
+    profile: Profile,
 }
 
 fn to_time(t: SystemTime) -> OffsetDateTime {
@@ -160,8 +260,10 @@ impl Authority {
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let issuer = Issuer::new(params, KeyPair::from_pem(&key.serialize_pem())?);
+        let cert_pem = cert.pem();
         Ok(Self {
-            cert_pem: cert.pem(),
+            profile: profile(&cert_pem)?,
+            cert_pem,
             key,
             issuer,
         })
@@ -171,13 +273,43 @@ impl Authority {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
         let cert_pem = std::fs::read_to_string(cert_path).map_err(file_err(cert_path))?;
         let key_pem = std::fs::read_to_string(key_path).map_err(file_err(key_path))?;
-        let key = KeyPair::from_pem(&key_pem)?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| {
+            CaError::Unusable(format!(
+                "{}: {e}: the CA key must be an unencrypted PKCS#8 PEM key (BEGIN PRIVATE KEY); \
+                 convert one with `openssl pkcs8 -topk8 -nocrypt -in old.key -out {}`",
+                key_path.display(),
+                key_path.display()
+            ))
+        })?;
+        let profile = profile(&cert_pem)?;
+        if key.der_bytes() != profile.public_key.as_slice() {
+            return Err(CaError::Unusable(format!(
+                "{} is not the private key of {}: certificates it signed would not chain",
+                key_path.display(),
+                cert_path.display()
+            )));
+        }
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, KeyPair::from_pem(&key_pem)?)?;
         Ok(Self {
             cert_pem,
             key,
             issuer,
+            profile,
         })
+    }
+
+    /// Refuses what this CA signed when it does not name the CA exactly as `ca.pem` does
+    /// (rcgen rebuilds the name, and drops e.g. a repeated attribute): it would not chain.
+    fn names_this_ca(&self, der: &[u8], crl: bool) -> Result<(), CaError> {
+        if issuer_of(der, crl).as_deref() == Some(self.profile.subject_der.as_slice()) {
+            Ok(())
+        } else {
+            Err(CaError::Unusable(
+                "this CA's name cannot be reproduced exactly (a repeated or multi-valued \
+                 attribute?): what it signed would not chain to ca.pem; nothing was written"
+                    .into(),
+            ))
+        }
     }
 
     /// Issues a certificate for a key the CA generates (development and tests).
@@ -185,6 +317,7 @@ impl Authority {
         let (params, serial) = leaf_params(req)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
+        self.names_this_ca(cert.der(), false)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -198,6 +331,7 @@ impl Authority {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)?;
         let (params, serial) = leaf_params(req)?;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        self.names_this_ca(cert.der(), false)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: String::new(),
@@ -205,32 +339,33 @@ impl Authority {
         })
     }
 
-    /// A CRL listing `revoked`, issued at `this_update`, due again at `next_update`.
+    /// A CRL listing `revoked`, issued at `this_update`, due again at `next_update`, with
+    /// the CRL number `number` (each CRL of a CA a larger one).
     pub fn crl(
         &self,
         revoked: &[Revocation],
         this_update: SystemTime,
         next_update: SystemTime,
+        number: u64,
     ) -> Result<String, CaError> {
         let params = CertificateRevocationListParams {
             this_update: to_time(this_update),
             next_update: to_time(next_update),
-            crl_number: SerialNumber::from(
-                this_update
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(1),
-            ),
+            crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
             // A recorded serial that is not hex is refused, never left off the list.
             revoked_certs: revoked
                 .iter()
                 .map(|r| {
                     Ok(RevokedCertParams {
-                        serial_number: SerialNumber::from_slice(
-                            &hex::decode(&r.serial)
-                                .map_err(|_| CaError::BadSerial(r.serial.clone()))?,
-                        ),
+                        serial_number: SerialNumber::from_slice(&hex::decode(&r.serial).map_err(
+                            |_| {
+                                CaError::BadSerial(format!(
+                                    "{:?} in revoked.jsonl is not hexadecimal",
+                                    r.serial
+                                ))
+                            },
+                        )?),
                         revocation_time: to_time(
                             SystemTime::UNIX_EPOCH + Duration::from_secs(r.at),
                         ),
@@ -239,9 +374,17 @@ impl Authority {
                     })
                 })
                 .collect::<Result<_, CaError>>()?,
-            key_identifier_method: KeyIdMethod::Sha256,
+            // The authority key identifier is the CA certificate's own subject key identifier
+            // (an adopted CA's may be SHA-1 of its key), so path builders find the CA.
+            key_identifier_method: self
+                .profile
+                .key_id
+                .clone()
+                .map_or(KeyIdMethod::Sha256, KeyIdMethod::PreSpecified),
         };
-        Ok(params.signed_by(&self.issuer)?.pem()?)
+        let crl = params.signed_by(&self.issuer)?;
+        self.names_this_ca(crl.der(), true)?;
+        Ok(crl.pem()?)
     }
 
     /// The CA's private key, PEM (only for writing its key file).
@@ -386,11 +529,16 @@ impl Directory {
             Err(e) => return Err(file_err(&path)(e)),
         };
         text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
                 serde_json::from_str(l).map_err(|e| CaError::File {
                     path: path.clone(),
-                    reason: e.to_string(),
+                    reason: format!(
+                        "line {}: {e} (a write cut short leaves an incomplete last line: \
+                         check it against your backup and remove it)",
+                        i + 1
+                    ),
                 })
             })
             .collect()
@@ -508,20 +656,19 @@ impl Directory {
         issued_elsewhere: bool,
         now: SystemTime,
     ) -> Result<Option<Record>, CaError> {
-        let mut serial = serial.trim().to_lowercase().replace(':', "");
-        if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(CaError::BadSerial(serial));
-        }
-        if serial.len() % 2 == 1 {
-            serial.insert(0, '0'); // whole bytes, as the CRL lists them
-        }
+        let serial = normal_serial(serial)?;
         let issued: Vec<Record> = self.read("issued.jsonl")?;
-        let record = issued.into_iter().find(|r| r.serial == serial);
+        let record = issued
+            .into_iter()
+            .find(|r| normal_serial(&r.serial).is_ok_and(|s| s == serial));
         if record.is_none() && !issued_elsewhere {
             return Err(CaError::UnknownSerial(serial));
         }
         let revoked: Vec<Revocation> = self.read("revoked.jsonl")?;
-        if !revoked.iter().any(|r| r.serial == serial) {
+        if !revoked
+            .iter()
+            .any(|r| normal_serial(&r.serial).is_ok_and(|s| s == serial))
+        {
             self.append(
                 "revoked.jsonl",
                 &Revocation {
@@ -537,11 +684,40 @@ impl Directory {
         Ok(record)
     }
 
-    /// The CRL of every revocation recorded here, valid until `now + valid_for`.
+    /// The CRL of every revocation recorded here, valid until `now + valid_for` (a day to a
+    /// year), numbered above every CRL this directory wrote before (`crlnumber`), so two CRLs
+    /// written in one second still differ in number.
     pub fn crl(&self, valid_for: Duration, now: SystemTime) -> Result<String, CaError> {
+        if !CRL_VALIDITY.contains(&valid_for) {
+            return Err(CaError::Validity(
+                humantime::format_duration(valid_for).to_string(),
+            ));
+        }
         let revoked: Vec<Revocation> = self.read("revoked.jsonl")?;
-        self.authority()?
-            .crl(&revoked, now - Duration::from_secs(60), now + valid_for)
+        let authority = self.authority()?;
+        let path = self.path("crlnumber");
+        let last = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| CaError::File {
+                path: path.clone(),
+                reason: "not a number: it holds the last CRL number written".into(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(file_err(&path)(e)),
+        };
+        let seconds = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let number = seconds.max(last + 1);
+        let crl = authority.crl(
+            &revoked,
+            now - Duration::from_secs(60),
+            now + valid_for,
+            number,
+        )?;
+        let tmp = self.path("crlnumber.partial");
+        std::fs::write(&tmp, number.to_string()).map_err(file_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(file_err(&path))?;
+        Ok(crl)
     }
 }
 
@@ -783,6 +959,105 @@ mod tests {
         assert!(serials.contains(&"0abc".to_owned()), "{serials:?}");
         assert!(serials.contains(&record.serial), "{serials:?}");
         assert_eq!(parsed.issuer(), ca_cert.subject());
+        // The CRL names the CA's own key identifier (OpenSSL's is SHA-1 of the key).
+        let ski = ca_cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let aki = parsed
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(aki, ski);
+        // A serial written with leading zero bytes is the same serial; a negative one is
+        // refused with the reason.
+        assert_eq!(
+            ca_dir
+                .revoke(
+                    &format!("00{}", record.serial),
+                    Reason::Superseded,
+                    false,
+                    now
+                )
+                .unwrap(),
+            Some(record.clone())
+        );
+        assert!(matches!(
+            ca_dir.revoke("-4D5E6F7A", Reason::KeyCompromise, true, now),
+            Err(CaError::BadSerial(why)) if why.contains("negative")
+        ));
+        // CRLs written in one second are numbered apart; a validity out of bounds is refused.
+        let number = |pem: &str| {
+            let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+                .map(|c: rustls_pki_types::CertificateRevocationListDer<'static>| c.to_vec())
+                .unwrap();
+            let (_, c) =
+                x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+            c.crl_number().unwrap().clone()
+        };
+        let again = ca_dir.crl(Duration::from_secs(86_400), now).unwrap();
+        assert!(number(&again) > number(&crl));
+        for bad in [420, 2 * 366 * 86_400] {
+            assert!(matches!(
+                ca_dir.crl(Duration::from_secs(bad), now),
+                Err(CaError::Validity(_))
+            ));
+        }
+
+        // A key that is not the certificate's, and a CA that may not sign CRLs, are refused.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::copy(ca.join("ca.pem"), other.join("ca.pem")).unwrap();
+        std::fs::write(
+            other.join("ca.key"),
+            KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
+        assert!(matches!(
+            Directory::at(&other).authority(),
+            Err(CaError::Unusable(why)) if why.contains("not the private key")
+        ));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args([
+                "-nodes",
+                "-keyout",
+                "other/ca.key",
+                "-out",
+                "other/ca.pem",
+                "-days",
+                "9",
+            ])
+            .args(["-subj", "/CN=No CRL CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(matches!(
+            Directory::at(&other).authority(),
+            Err(CaError::Unusable(why)) if why.contains("cRLSign")
+        ));
     }
 
     #[test]

@@ -174,8 +174,9 @@ pub enum CaCommand {
         /// Where to write it (PEM).
         #[arg(long)]
         out: PathBuf,
-        /// How long until it must be replaced.
-        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        /// How long until it must be replaced (a day to a year); publish a new one weekly, so a
+        /// missed week is warned about (`tls.crl_warn_before`, 7 days) with a week to spare.
+        #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
         valid_for: std::time::Duration,
     },
 }

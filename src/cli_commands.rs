@@ -301,7 +301,21 @@ pub(crate) async fn bench(ctx: &Ctx<'_>, args: refex::cli::BenchArgs) -> anyhow:
 fn json_problem<T>(json: bool, result: Result<T, ToolkitError>) -> anyhow::Result<T> {
     match result {
         Err(ToolkitError::Client(ClientError::Problem { status, problem })) if json => {
-            println!("{problem}");
+            // Standard output stays JSON: a body that is not (a proxy's page, a wrong path)
+            // is described in a problem document of the same shape.
+            if serde_json::from_str::<serde_json::Value>(&problem).is_ok_and(|v| v.is_object()) {
+                println!("{problem}");
+            } else {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "title": "Not a problem document",
+                        "status": status,
+                        "detail": "the address answered with something other than a problem \
+                                   document: is --gateway the gateway's address?"
+                    })
+                );
+            }
             anyhow::bail!("the gateway refused the request ({status})")
         }
         other => Ok(other?),
@@ -310,20 +324,21 @@ fn json_problem<T>(json: bool, result: Result<T, ToolkitError>) -> anyhow::Resul
 
 /// A sender's view of a referral (`send`, `status`, `withdraw` answers) in words.
 fn print_deliveries(answer: &serde_json::Value) {
+    use refex::partner_client::terminal_safe as safe;
     let words = |v: &serde_json::Value| {
         v.as_str()
             .and_then(refex::lifecycle::DeliveryStatus::parse)
             .map_or("status unknown to this version", |s| s.words())
     };
-    println!("referral {}", answer["id"].as_str().unwrap_or("?"));
+    println!("referral {}", safe(answer["id"].as_str().unwrap_or("?")));
     for d in answer["deliveries"].as_array().into_iter().flatten() {
         let reason = d["review_reason"]
             .as_str()
-            .map(|r| format!(" (the lead's reason: {r})"))
+            .map(|r| format!(" (the lead's reason: {})", safe(r)))
             .unwrap_or_default();
         println!(
             "  to {}: {}{reason}",
-            d["to"].as_str().unwrap_or("?"),
+            safe(d["to"].as_str().unwrap_or("?")),
             words(&d["status"])
         );
     }
@@ -332,7 +347,7 @@ fn print_deliveries(answer: &serde_json::Value) {
         ("superseded_by", "corrected by"),
     ] {
         if let Some(id) = answer[key].as_str() {
-            println!("  {label} {id}");
+            println!("  {label} {}", safe(id));
         }
     }
 }

@@ -350,9 +350,12 @@ impl DevCa {
                 reason: crate::ca::Reason::KeyCompromise,
             })
             .collect();
-        Ok(self
-            .authority
-            .crl(&revoked, now - Duration::from_secs(3600), next_update)?)
+        Ok(self.authority.crl(
+            &revoked,
+            now - Duration::from_secs(3600),
+            next_update,
+            at.max(1),
+        )?)
     }
 
     /// The CA's private key, PEM (only for writing `ca.key`).

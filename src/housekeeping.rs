@@ -135,12 +135,13 @@ async fn observe(rt: &Runtime, config: &crate::config::Config, now: i64) -> Resu
     }
     metrics::gauge!(t::HOLDS_WAITING)
         .set(rt.store.count_rows(crate::store::Table::Holds).await? as f64);
-    let pki = config.settings.pki();
-    if let Some(at) = crate::tls::expiry_of_file(&pki.server_cert) {
+    let snapshot = rt.snapshot();
+    crate::server::certificates::prune(config);
+    if let Some(at) = snapshot.transport.server_expiry {
         metrics::gauge!(t::SERVER_CERT_EXPIRY).set(at as f64);
     }
-    for (ca, at) in crate::tls::expiries_of_bundle(&pki.client_ca) {
-        metrics::gauge!(t::CA_CERT_EXPIRY, "ca" => ca).set(at as f64);
+    for (ca, at) in &snapshot.transport.ca_expiries {
+        metrics::gauge!(t::CA_CERT_EXPIRY, "ca" => ca.clone()).set(*at as f64);
     }
     Ok(())
 }
@@ -212,11 +213,13 @@ async fn notify_leads(
 const CRL_LOG_EVERY: Duration = Duration::from_secs(3600);
 
 /// Updates the CRL metric and logs every CRL due or overdue and every gateway or CA
-/// certificate expiring, at most once per [`CRL_LOG_EVERY`]; returns when it last logged.
+/// certificate expiring, at most once per [`CRL_LOG_EVERY`] unless there are more of them
+/// than last time (a new warning is logged at once); returns when it last logged, and how
+/// many.
 fn warn_of_expiries(
     rt: &Runtime,
-    last: Option<tokio::time::Instant>,
-) -> Option<tokio::time::Instant> {
+    last: Option<(tokio::time::Instant, usize)>,
+) -> Option<(tokio::time::Instant, usize)> {
     let snapshot = rt.snapshot();
     let now = rt.clock.now();
     let mut lines: Vec<String> = crate::trust::observe(
@@ -228,23 +231,28 @@ fn warn_of_expiries(
     .map(|(_, line)| line)
     .collect();
     lines.extend(crate::readiness::certificate_warnings(
-        &snapshot.config.settings,
+        &snapshot.transport,
+        snapshot.config.settings.tls.certificate_warn_before,
         now,
     ));
-    if lines.is_empty() || last.is_some_and(|t| t.elapsed() < CRL_LOG_EVERY) {
-        return if lines.is_empty() { None } else { last };
+    if lines.is_empty() {
+        return None;
     }
+    if last.is_some_and(|(t, n)| t.elapsed() < CRL_LOG_EVERY && lines.len() <= n) {
+        return last;
+    }
+    let count = lines.len();
     for line in lines {
         tracing::warn!("{line}");
     }
-    Some(tokio::time::Instant::now())
+    Some((tokio::time::Instant::now(), count))
 }
 
 /// Runs [`run_once`] every `interval` until `stop` turns true.
 pub async fn run_every(rt: Arc<Runtime>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut crl_logged: Option<tokio::time::Instant> = None;
+    let mut crl_logged: Option<(tokio::time::Instant, usize)> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}

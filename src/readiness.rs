@@ -44,9 +44,11 @@ pub async fn assess(rt: &Runtime) -> Assessment {
             _ => found.warnings.push(line),
         }
     }
-    found
-        .warnings
-        .extend(certificate_warnings(&snapshot.config.settings, now));
+    found.warnings.extend(certificate_warnings(
+        &snapshot.transport,
+        tls.certificate_warn_before,
+        now,
+    ));
     let pinged = match rt.breaker.open_for() {
         // Known unreachable: say so at once; the breaker's prober is asking already.
         Some(down) => {
@@ -84,25 +86,25 @@ pub async fn assess(rt: &Runtime) -> Assessment {
     found
 }
 
-/// The gateway's server certificate and its client CAs' certificates that expire within
-/// `tls.certificate_warn_before` (or have expired), in words.
+/// The gateway's server certificate and its client CAs' certificates in force that expire
+/// within `warn_before` (or have expired), in words. Reads no file: the expiries were read
+/// when the configuration was loaded (a probe never waits on a disk).
 pub fn certificate_warnings(
-    settings: &crate::config::settings::Settings,
+    transport: &crate::config::Transport,
+    warn_before: Duration,
     now: SystemTime,
 ) -> Vec<String> {
-    let pki = settings.pki();
-    let warn_before = settings.tls.certificate_warn_before;
     let mut lines = Vec::new();
-    if let Some(at) = crate::tls::expiry_of_file(&pki.server_cert) {
+    if let Some(at) = transport.server_expiry {
         if let Some(left) = expiring(at, now, warn_before) {
             lines.push(format!(
-                "the gateway's server certificate ({}) {left}: every partner connection fails \
-                 when it does; renew it (refex ca issue --server) and reload",
-                pki.server_cert.display()
+                "the gateway's server certificate {left}: every partner connection fails when \
+                 it does; renew it (refex ca issue --server) and reload"
             ));
         }
     }
-    for (ca, at) in crate::tls::expiries_of_bundle(&pki.client_ca) {
+    for (ca, at) in &transport.ca_expiries {
+        let at = *at;
         if let Some(left) = expiring(at, now, warn_before) {
             lines.push(format!(
                 "client CA {ca:?} {left}: every certificate it issued stops working with it"

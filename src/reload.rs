@@ -51,6 +51,14 @@ pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError
             return Err(e.into());
         }
     };
+    let stale =
+        crate::trust::older_than_in_force(&loaded.transport.crls, &rt.snapshot().transport.crls);
+    if !stale.is_empty() {
+        for problem in &stale {
+            tracing::error!(problem = %problem, "configuration reload refused; the previous configuration stays in force");
+        }
+        return Err(ConfigError { problems: stale }.into());
+    }
     crate::app::log_warnings(&loaded.config);
     let reloaded = Reloaded {
         partners: loaded.config.partners.len(),

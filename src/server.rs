@@ -4,6 +4,7 @@
 
 mod activity;
 pub mod admission;
+pub mod certificates;
 mod idle;
 
 use std::net::SocketAddr;
@@ -384,44 +385,22 @@ async fn serve_connection(
         }
     }
 }
-/// Exports when a registered certificate expires, the first time this process sees it (the
-/// set is bounded by the certificates partner files name), so an alert can say a renewal
-/// is due before the holder is locked out; logs a warning then when it expires within
-/// `warn_before`.
+/// Notes when a registered certificate expires (`certificates`: the holder's gauge), and
+/// logs a warning the first time this replica sees one expiring within `warn_before`.
 fn note_certificate_expiry(
     principal: &crate::identity::Principal,
     conn: &rustls::ServerConnection,
     now: std::time::SystemTime,
     warn_before: std::time::Duration,
 ) {
-    use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock};
-    static SEEN: OnceLock<Mutex<HashSet<crate::identity::Fingerprint>>> = OnceLock::new();
-    let first = SEEN
-        .get_or_init(Mutex::default)
-        .lock()
-        .map(|mut seen| seen.insert(principal.fingerprint))
-        .unwrap_or(false);
-    if !first {
+    let Some(at) = tls::peer_expiry(conn) else {
         return;
-    }
-    if let Some(at) = tls::peer_expiry(conn) {
-        let holder = match &principal.actor {
-            crate::identity::Actor::System(id) => format!("system:{id}"),
-            crate::identity::Actor::Person { id, .. } => format!("person:{id}"),
-        };
-        metrics::gauge!(
-            telemetry::CLIENT_CERT_EXPIRY,
-            "partner" => principal.partner.to_string(),
-            "holder" => holder.clone(),
-            // Several certificates per holder overlap during a renewal: each its own series.
-            "certificate" => principal.fingerprint.to_string().chars().take(16).collect::<String>()
-        )
-        .set(at as f64);
+    };
+    if certificates::note(principal, at) {
         if let Some(left) = crate::readiness::expiring(at, now, warn_before) {
             tracing::warn!(
                 partner = %principal.partner,
-                %holder,
+                holder = %certificates::holder(principal),
                 "a client certificate {left}: issue its renewal (refex ca issue), add the new \
                  fingerprint beside the old one and reload"
             );

@@ -69,9 +69,9 @@ pub const READY: &str = "refex_ready";
 pub const SERVER_CERT_EXPIRY: &str = "refex_server_certificate_expiry_timestamp_seconds";
 /// When each trusted client CA's certificate expires (Unix seconds), by `ca`.
 pub const CA_CERT_EXPIRY: &str = "refex_ca_certificate_expiry_timestamp_seconds";
-/// When each partner system's or person's certificate expires (Unix seconds), by `partner`,
-/// `holder` and `certificate` (the fingerprint's first 16 hex digits), as seen at its first
-/// handshake.
+/// When each partner system's or person's certificate expires (Unix seconds), by `partner`
+/// and `holder`: the latest among the certificates the holder has presented to this replica
+/// that the configuration still maps (NaN when none is left; `server::certificates`).
 pub const CLIENT_CERT_EXPIRY: &str = "refex_client_certificate_expiry_timestamp_seconds";
 
 /// Batch-size buckets: from a lone referral to the batch ceiling.

@@ -45,6 +45,11 @@ pub struct Crl {
     issuer_der: Vec<u8>,
     /// When a newer CRL is due (`nextUpdate`); `None` when the CRL names none.
     pub next_update: Option<SystemTime>,
+    /// When it was issued (`thisUpdate`).
+    pub this_update: SystemTime,
+    /// Its CRL number, big-endian without leading zeros (empty when it has none): orders
+    /// two CRLs of one CA issued within the same second.
+    pub number: Vec<u8>,
     /// The file it came from.
     pub path: PathBuf,
 }
@@ -106,15 +111,52 @@ pub fn read_crls(paths: &[PathBuf]) -> Result<Vec<Crl>, TrustError> {
                 .next_update()
                 .and_then(|t| u64::try_from(t.timestamp()).ok())
                 .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+            let this_update = UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(crl.last_update().timestamp()).unwrap_or(0));
+            let number = crl
+                .crl_number()
+                .map(|n| n.to_bytes_be())
+                .unwrap_or_default();
             out.push(Crl {
                 issuer: crl.issuer().to_string(),
                 issuer_der: crl.issuer().as_raw().to_vec(),
                 next_update,
+                this_update,
+                number,
                 path: path.clone(),
             });
         }
     }
     Ok(out)
+}
+
+/// The CRLs of `new` that are older (an earlier `thisUpdate`) than the CRL of the same CA in
+/// force, in words: a stale copy put back would quietly un-revoke what the newer one
+/// revoked, so a reload refuses it.
+pub fn older_than_in_force(new: &[Crl], in_force: &[Crl]) -> Vec<String> {
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // Issued earlier, or in the same second with a lower number.
+    let order = |c: &Crl| (c.this_update, c.number.len(), c.number.clone());
+    new.iter()
+        .filter_map(|n| {
+            let newest = in_force
+                .iter()
+                .filter(|o| o.issuer_der == n.issuer_der)
+                .max_by_key(|o| order(o))?;
+            (order(n) < order(newest)).then(|| {
+                let newest = newest.this_update;
+                format!(
+                    "{}: the CRL of {} was issued at {} (Unix time), before the one in force \
+                     ({}): an older CRL would un-revoke certificates; publish a new one \
+                     (refex ca crl)",
+                    n.path.display(),
+                    n.issuer,
+                    secs(n.this_update),
+                    secs(newest)
+                )
+            })
+        })
+        .collect()
 }
 
 /// The CAs no CRL was issued by: revocation of their certificates cannot be checked.
@@ -186,8 +228,52 @@ mod tests {
             issuer: "CN=ca".into(),
             issuer_der: vec![1],
             next_update: next.map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+            this_update: UNIX_EPOCH,
+            number: Vec::new(),
             path: "crl.pem".into(),
         }
+    }
+
+    #[test]
+    fn an_older_crl_of_the_same_ca_is_named() {
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let old = Crl {
+            this_update: at(100),
+            ..crl(None)
+        };
+        let new = Crl {
+            this_update: at(200),
+            ..crl(None)
+        };
+        // The same second: the CRL number orders them.
+        let first = Crl {
+            number: vec![5],
+            ..old.clone()
+        };
+        let second = Crl {
+            number: vec![1, 0],
+            ..old.clone()
+        };
+        assert_eq!(
+            older_than_in_force(std::slice::from_ref(&first), std::slice::from_ref(&second)).len(),
+            1
+        );
+        assert!(older_than_in_force(&[second], &[first]).is_empty());
+        let other_ca = Crl {
+            issuer_der: vec![2],
+            ..old.clone()
+        };
+        assert!(
+            older_than_in_force(std::slice::from_ref(&new), std::slice::from_ref(&old)).is_empty()
+        );
+        assert!(
+            older_than_in_force(std::slice::from_ref(&new), std::slice::from_ref(&new)).is_empty()
+        );
+        assert_eq!(
+            older_than_in_force(std::slice::from_ref(&old), std::slice::from_ref(&new)).len(),
+            1
+        );
+        assert!(older_than_in_force(&[other_ca], &[new]).is_empty());
     }
 
     #[test]

@@ -157,6 +157,11 @@ pub struct Transport {
     pub revoked: tls::Revocations,
     /// The CRLs in force, for warning before one falls due.
     pub crls: Vec<crate::trust::Crl>,
+    /// When the server certificate in force expires (Unix seconds), read when it was loaded:
+    /// readiness and the metrics describe what the listener serves, never re-read a file.
+    pub server_expiry: Option<i64>,
+    /// When each client CA's certificate in force expires (Unix seconds), by name.
+    pub ca_expiries: Vec<(String, i64)>,
 }
 
 /// A configuration loaded and checked whole: the policy and keys, and the transport.
@@ -269,6 +274,8 @@ impl Config {
                     tls,
                     revoked: tls::Revocations::load(&pki.crls),
                     crls,
+                    server_expiry: tls::expiry_of_file(&pki.server_cert),
+                    ca_expiries: tls::expiries_of_bundle(&pki.client_ca),
                 },
             }),
             _ => Err(ConfigError { problems }),

@@ -7,9 +7,12 @@
 //! override, and audit, with the person recorded as the submitter. What intake refuses is
 //! shown beside the field that caused it, with a linked summary.
 //!
-//! Each form carries its own `jti`, made when the form is first shown: sending the same form
-//! twice (a double click, a retry after a lost answer) is answered with the first acceptance,
-//! never a second referral.
+//! Each form carries its own id, made when the form is first shown; the `jti` sent is that id
+//! bound to the answers (`form id.digest of the referral`). Sending the same form with the
+//! same answers twice (a double click, a retry after a lost answer) is answered with the
+//! first acceptance, never a second referral; sending it again with answers changed is a
+//! referral of its own (never the first one shown as if it carried the change), and the sent
+//! page lists both.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -747,7 +750,7 @@ pub async fn send(
         return compose_page(&rt, &caller, &headers, draft, StatusCode::OK);
     }
     let jti_ok = draft.entered.jti.len() >= 8
-        && draft.entered.jti.len() <= 128
+        && draft.entered.jti.len() <= FORM_ID_MAX
         && draft
             .entered
             .jti
@@ -766,24 +769,8 @@ pub async fn send(
             StatusCode::UNPROCESSABLE_ENTITY,
         );
     }
-    // This form was sent before (a double click, a retry after a lost answer, a reload that
-    // posts again): its `jti` is its own, so an acceptance under it is this form's.
-    match rt
-        .store
-        .prior_acceptance(&caller.partner, &draft.entered.jti)
-        .await
-    {
-        Ok(Some(prior)) => {
-            return see_other(&format!(
-                "/console/sent?sent={}#just-sent",
-                prior.referral_id
-            ));
-        }
-        Ok(None) => {}
-        Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
-    }
     let now = rt.clock.unix_seconds();
-    let claims = match claims(config, &caller, &ty, &draft.entered, &draft.payload, now) {
+    let mut claims = match claims(config, &caller, &ty, &draft.entered, &draft.payload, now) {
         Ok(c) => c,
         Err(errors) => {
             draft.errors = errors;
@@ -796,6 +783,20 @@ pub async fn send(
             );
         }
     };
+    // This form with these answers was sent before (a double click, a retry after a lost
+    // answer, a reload that posts again): the acceptance under its jti is this one.
+    let jti = bound_jti(&draft.entered.jti, &claims["referral"]);
+    claims["jti"] = serde_json::Value::String(jti.clone());
+    match rt.store.prior_acceptance(&caller.partner, &jti).await {
+        Ok(Some(prior)) => {
+            return see_other(&format!(
+                "/console/sent?sent={}#just-sent",
+                prior.referral_id
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
+    }
     match hosted::submit(&rt, &caller, &claims).await {
         Ok(done) => see_other(&format!("/console/sent?sent={}#just-sent", done.id)),
         Err(e) => {
@@ -813,9 +814,33 @@ pub async fn send(
     }
 }
 
+/// The longest form id accepted: with the answers' digest it stays within the contract's
+/// 128-character `jti`.
+const FORM_ID_MAX: usize = 100;
+
+/// The `jti` of a form's referral: the form's id and a digest of the referral's answers
+/// (`serde_json` writes object members in one order, so equal answers give equal digests).
+fn bound_jti(form_id: &str, referral: &serde_json::Value) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = hex::encode(Sha256::digest(referral.to_string().as_bytes()));
+    format!("{form_id}.{}", &digest[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_form_id_is_bound_to_its_answers() {
+        let a = serde_json::json!({ "sender_ref": "A", "payload": { "x": 1 } });
+        let b = serde_json::json!({ "sender_ref": "B", "payload": { "x": 1 } });
+        assert_eq!(
+            bound_jti("form-1234", &a),
+            bound_jti("form-1234", &a.clone())
+        );
+        assert_ne!(bound_jti("form-1234", &a), bound_jti("form-1234", &b));
+        assert!(bound_jti(&"f".repeat(FORM_ID_MAX), &a).len() <= 128);
+    }
 
     #[test]
     fn claims_violations_name_their_form_fields() {

@@ -258,6 +258,16 @@ async fn kubernetes_manifests_match_the_binary() {
             "{file} is not in a mounted secret"
         );
     }
+    // The CRL is replaced weekly on its own: never in the Secret that holds the server key.
+    let dir_of = |p: &std::path::Path| p.parent().unwrap().to_owned();
+    for crl in &settings.pki().crls {
+        assert_ne!(
+            dir_of(crl),
+            dir_of(&settings.pki().server_key),
+            "{}",
+            crl.display()
+        );
+    }
 }
 
 #[test]

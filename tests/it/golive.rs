@@ -205,7 +205,7 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
             "--out",
             "tls/crl.pem",
             "--valid-for",
-            "7d",
+            "14d",
         ],
     );
 
@@ -310,7 +310,7 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
         .parse()
         .unwrap();
     assert!(
-        (6.9 * 86_400.0..=7.0 * 86_400.0).contains(&to_next_update),
+        (13.9 * 86_400.0..=14.0 * 86_400.0).contains(&to_next_update),
         "{to_next_update}"
     );
     // The hosted partner's person reads its inbox in the console.
@@ -436,6 +436,7 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
     assert!(said.contains("refex ca crl"), "{said}");
     let revoked = std::fs::read_to_string(dir.join("ca/revoked.jsonl")).unwrap();
     assert!(revoked.contains("cessation-of-operation"), "{revoked}");
+    std::fs::copy(dir.join("tls/crl.pem"), dir.join("tls/crl-before.pem")).unwrap();
     refex(
         dir,
         &[
@@ -446,7 +447,7 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
             "--out",
             "tls/crl.pem",
             "--valid-for",
-            "7d",
+            "14d",
         ],
     );
     reload().await;
@@ -464,6 +465,26 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
             .send()
             .await
             .is_ok()
+    );
+    // The CRL from before the revocation put back (a stale copy, an old backup): the reload
+    // is refused and the certificate stays revoked.
+    std::fs::copy(dir.join("tls/crl-before.pem"), dir.join("tls/crl.pem")).unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/admin/reload", gw.admin))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("older CRL would un-revoke"), "{body}");
+    assert!(
+        client("imara-system")
+            .get(url("/v1/whoami"))
+            .send()
+            .await
+            .is_err(),
+        "still refused"
     );
     gw.stop();
 }

@@ -226,6 +226,20 @@ async fn send_then_inbox_delivers_the_minimised_view() {
             || stderr.contains("closed the connection during the TLS handshake")),
         "{stderr}"
     );
+    // A gateway address that is not https:// is refused before anything is sent: there
+    // would be no mutual TLS, and the gateway's keys would come from whoever answered.
+    let mut args = vec!["status".to_string()];
+    args.extend(who(
+        "notts-police",
+        &gateway.replacen("https://", "http://", 1),
+        &pki,
+    ));
+    args.push(id.clone());
+    let (ok, stdout, stderr) = refex(args).await;
+    assert!(
+        !ok && stdout.is_empty() && stderr.contains("is not https://"),
+        "{stderr}"
+    );
     // A mistyped --as names the directory it looked in and the partners there.
     let mut args = vec!["status".to_string()];
     args.extend(who("imaar", &gateway, &pki));

@@ -97,24 +97,34 @@ pub fn transport_words(e: &reqwest::Error) -> String {
 /// A problem document for people: title, status, detail, and each violation on its line.
 pub fn problem_words(status: u16, body: &str) -> String {
     let Ok(p) = serde_json::from_str::<serde_json::Value>(body) else {
-        return format!("the gateway answered {status}: {body}");
+        return format!("the gateway answered {status}: {}", terminal_safe(body));
     };
+    let text = |v: &serde_json::Value, or: &str| terminal_safe(v.as_str().unwrap_or(or));
     let mut out = format!(
         "the gateway refused it ({status} {}): {}",
-        p["title"].as_str().unwrap_or("error"),
-        p["detail"].as_str().unwrap_or_default()
+        text(&p["title"], "error"),
+        text(&p["detail"], "")
     );
     for e in p["errors"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "\n  {}: {}",
-            e["pointer"].as_str().unwrap_or("?"),
-            e["message"].as_str().unwrap_or("?")
+            text(&e["pointer"], "?"),
+            text(&e["message"], "?")
         ));
     }
-    if let Some(t) = p["type"].as_str() {
-        out.push_str(&format!("\n  (problem type {t})"));
+    if p["type"].is_string() {
+        out.push_str(&format!("\n  (problem type {})", text(&p["type"], "")));
     }
     out
+}
+
+/// Text from the gateway made safe to print on a terminal: control characters (escape
+/// sequences, carriage returns, line breaks) become `?`, so an answer cannot redraw the
+/// screen or forge a line of output.
+pub fn terminal_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Where a partner's files are.
@@ -190,10 +200,24 @@ pub struct PartnerClient {
 
 impl PartnerClient {
     /// A client for the gateway at `base` (e.g. `https://localhost:8443`).
+    /// Only `https://`: over anything else there is no mutual TLS, the gateway's keys would
+    /// come from whoever answers, and a referral sealed to them would be readable by it.
     pub fn new(identity: &Identity, base: &str) -> Result<Self, ClientError> {
+        if !base
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(ClientError::Identity(format!(
+                "the gateway address {base:?} is not https://: referrals and deliveries go only \
+                 over mutual TLS to the gateway"
+            )));
+        }
         let tls = tls_config(identity)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .https_only(true)
+            // A redirect could lead elsewhere; the gateway never answers with one.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(REQUEST_TIMEOUT)
             .build()?;
         let keys = KeySet::load_private(&identity.jwks_private)
