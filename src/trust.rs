@@ -135,15 +135,23 @@ pub fn read_crls(paths: &[PathBuf]) -> Result<Vec<Crl>, TrustError> {
 /// revoked, so a reload refuses it.
 pub fn older_than_in_force(new: &[Crl], in_force: &[Crl]) -> Vec<String> {
     let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    // Issued earlier, or in the same second with a lower number.
-    let order = |c: &Crl| (c.this_update, c.number.len(), c.number.clone());
+    // CRL numbers rise with every CRL a CA issues (RFC 5280), whatever its clock did: when
+    // both have one they decide; otherwise the issue time does.
+    let number = |c: &Crl| (c.number.len(), c.number.clone());
+    let older = |a: &Crl, b: &Crl| {
+        if !a.number.is_empty() && !b.number.is_empty() {
+            number(a) < number(b)
+        } else {
+            a.this_update < b.this_update
+        }
+    };
     new.iter()
         .filter_map(|n| {
             let newest = in_force
                 .iter()
                 .filter(|o| o.issuer_der == n.issuer_der)
-                .max_by_key(|o| order(o))?;
-            (order(n) < order(newest)).then(|| {
+                .reduce(|a, b| if older(a, b) { b } else { a })?;
+            older(n, newest).then(|| {
                 let newest = newest.this_update;
                 format!(
                     "{}: the CRL of {} was issued at {} (Unix time), before the one in force \
@@ -245,7 +253,7 @@ mod tests {
             this_update: at(200),
             ..crl(None)
         };
-        // The same second: the CRL number orders them.
+        // Numbered CRLs: the number orders them, whatever their times say.
         let first = Crl {
             number: vec![5],
             ..old.clone()
@@ -258,7 +266,14 @@ mod tests {
             older_than_in_force(std::slice::from_ref(&first), std::slice::from_ref(&second)).len(),
             1
         );
-        assert!(older_than_in_force(&[second], &[first]).is_empty());
+        assert!(older_than_in_force(std::slice::from_ref(&second), &[first]).is_empty());
+        // A CA whose clock was wrong and is set right: a higher number issued "earlier".
+        let after_clock_fix = Crl {
+            number: vec![1, 1],
+            this_update: at(50),
+            ..old.clone()
+        };
+        assert!(older_than_in_force(&[after_clock_fix], &[second]).is_empty());
         let other_ca = Crl {
             issuer_der: vec![2],
             ..old.clone()
