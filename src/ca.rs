@@ -707,7 +707,11 @@ impl Directory {
         let seconds = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let number = seconds.max(last + 1);
+        let number = seconds.max(last.checked_add(1).ok_or_else(|| CaError::File {
+            path: path.clone(),
+            reason:
+                "holds the largest CRL number there is: set it to the last number written".into(),
+        })?);
         let crl = authority.crl(
             &revoked,
             now - Duration::from_secs(60),
@@ -820,9 +824,10 @@ pub fn run(cmd: &crate::cli::CaCommand, now: SystemTime) -> Result<String, CaErr
                 Directory::at(dir).revoke(serial, *reason, *issued_elsewhere, now)?
             else {
                 return Ok(format!(
-                    "revoked {serial} (issued before this CA directory kept records); now write \
+                    "revoked {} (issued before this CA directory kept records); now write \
                      and publish the CRL: refex ca crl --dir {} --out crl.pem, and remove its \
                      fingerprint from the partner file that names it",
+                    normal_serial(serial)?,
                     dir.display()
                 ));
             };

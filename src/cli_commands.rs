@@ -405,11 +405,14 @@ pub(crate) async fn inbox(args: refex::cli::InboxArgs) -> anyhow::Result<()> {
                 "type": d["delivery"]["type"], "file": path.display().to_string() })
             );
         } else {
+            let safe = |v: &serde_json::Value| {
+                refex::partner_client::terminal_safe(v.as_str().unwrap_or("?"))
+            };
             eprintln!(
                 "saved {} from {} ({}) to {}",
-                d["jti"].as_str().unwrap_or("?"),
-                d["delivery"]["from"].as_str().unwrap_or("?"),
-                d["delivery"]["type"].as_str().unwrap_or("?"),
+                safe(&d["jti"]),
+                safe(&d["delivery"]["from"]),
+                safe(&d["delivery"]["type"]),
                 path.display()
             );
         }

@@ -145,13 +145,23 @@ pub fn older_than_in_force(new: &[Crl], in_force: &[Crl]) -> Vec<String> {
             a.this_update < b.this_update
         }
     };
-    new.iter()
-        .filter_map(|n| {
-            let newest = in_force
-                .iter()
-                .filter(|o| o.issuer_der == n.issuer_der)
-                .reduce(|a, b| if older(a, b) { b } else { a })?;
-            older(n, newest).then(|| {
+    let newest_of = |crls: &'_ [Crl], issuer: &[u8]| {
+        crls.iter()
+            .filter(|c| c.issuer_der == issuer)
+            .reduce(|a, b| if older(a, b) { b } else { a })
+            .cloned()
+    };
+    // Per CA, the newest CRL the new configuration lists against the newest in force: a CA
+    // listed with an old CRL beside its current one is covered by the current one.
+    let mut issuers: Vec<&[u8]> = new.iter().map(|c| c.issuer_der.as_slice()).collect();
+    issuers.sort();
+    issuers.dedup();
+    issuers
+        .into_iter()
+        .filter_map(|issuer| {
+            let n = newest_of(new, issuer)?;
+            let newest = newest_of(in_force, issuer)?;
+            older(&n, &newest).then(|| {
                 let newest = newest.this_update;
                 format!(
                     "{}: the CRL of {} was issued at {} (Unix time), before the one in force \
@@ -266,14 +276,19 @@ mod tests {
             older_than_in_force(std::slice::from_ref(&first), std::slice::from_ref(&second)).len(),
             1
         );
-        assert!(older_than_in_force(std::slice::from_ref(&second), &[first]).is_empty());
+        assert!(
+            older_than_in_force(std::slice::from_ref(&second), std::slice::from_ref(&first))
+                .is_empty()
+        );
         // A CA whose clock was wrong and is set right: a higher number issued "earlier".
         let after_clock_fix = Crl {
             number: vec![1, 1],
             this_update: at(50),
             ..old.clone()
         };
-        assert!(older_than_in_force(&[after_clock_fix], &[second]).is_empty());
+        assert!(older_than_in_force(&[after_clock_fix], std::slice::from_ref(&second)).is_empty());
+        // An old CRL listed beside the current one of the same CA is not a step back.
+        assert!(older_than_in_force(&[first.clone(), second.clone()], &[first, second]).is_empty());
         let other_ca = Crl {
             issuer_der: vec![2],
             ..old.clone()

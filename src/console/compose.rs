@@ -818,11 +818,29 @@ pub async fn send(
 /// 128-character `jti`.
 const FORM_ID_MAX: usize = 100;
 
-/// The `jti` of a form's referral: the form's id and a digest of the referral's answers
-/// (`serde_json` writes object members in one order, so equal answers give equal digests).
+/// The `jti` of a form's referral: the form's id and a digest of the referral's answers,
+/// members in sorted order (the form's fields may come in any order; equal answers give
+/// equal digests).
 fn bound_jti(form_id: &str, referral: &serde_json::Value) -> String {
     use sha2::{Digest as _, Sha256};
-    let digest = hex::encode(Sha256::digest(referral.to_string().as_bytes()));
+    fn sorted(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                serde_json::Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&m[k])))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(sorted).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let digest = hex::encode(Sha256::digest(sorted(referral).to_string().as_bytes()));
     format!("{form_id}.{}", &digest[..16])
 }
 
@@ -834,6 +852,12 @@ mod tests {
     fn a_form_id_is_bound_to_its_answers() {
         let a = serde_json::json!({ "sender_ref": "A", "payload": { "x": 1 } });
         let b = serde_json::json!({ "sender_ref": "B", "payload": { "x": 1 } });
+        let reordered: serde_json::Value =
+            serde_json::from_str(r#"{ "payload": { "x": 1 }, "sender_ref": "A" }"#).unwrap();
+        assert_eq!(
+            bound_jti("form-1234", &a),
+            bound_jti("form-1234", &reordered)
+        );
         assert_eq!(
             bound_jti("form-1234", &a),
             bound_jti("form-1234", &a.clone())

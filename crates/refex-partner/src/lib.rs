@@ -123,7 +123,11 @@ pub fn problem_words(status: u16, body: &str) -> String {
 /// screen or forge a line of output.
 pub fn terminal_safe(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            // Control characters, and the bidirectional controls that reorder what is shown.
+            let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi { '?' } else { c }
+        })
         .collect()
 }
 
