@@ -879,13 +879,8 @@ mod tests {
     use super::*;
     use x509_parser::prelude::FromDer as _;
 
-    /// An existing CA (here made with OpenSSL) adopted as `ca.pem` and `ca.key`: refex issues
-    /// under it, and revokes a certificate it issued before refex kept records.
-    #[test]
-    fn an_existing_ca_is_adopted() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca");
-        std::fs::create_dir(&ca).unwrap();
+    /// A CA made by OpenSSL in `base/sub` (`ca.pem`, `ca.key`) with these key usages.
+    fn openssl_ca(base: &Path, sub: &str, subject: &str, usage: &str) {
         let out = std::process::Command::new("openssl")
             .args([
                 "req",
@@ -895,25 +890,37 @@ mod tests {
                 "-pkeyopt",
                 "ec_paramgen_curve:P-256",
             ])
+            .args(["-nodes", "-days", "30", "-subj", subject])
             .args([
-                "-nodes",
                 "-keyout",
-                "ca/ca.key",
+                &format!("{sub}/ca.key"),
                 "-out",
-                "ca/ca.pem",
-                "-days",
-                "365",
+                &format!("{sub}/ca.pem"),
             ])
-            .args(["-subj", "/CN=Existing Partnership CA"])
             .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-            .current_dir(dir.path())
+            .args(["-addext", &format!("keyUsage=critical,{usage}")])
+            .current_dir(base)
             .output()
             .expect("openssl");
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An existing CA (here made with OpenSSL) adopted as `ca.pem` and `ca.key`: refex issues
+    /// under it, and revokes a certificate it issued before refex kept records.
+    #[test]
+    fn an_existing_ca_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        std::fs::create_dir(&ca).unwrap();
+        openssl_ca(
+            dir.path(),
+            "ca",
+            "/CN=Existing Partnership CA",
+            "keyCertSign,cRLSign",
         );
         let now = SystemTime::now();
         let ca_dir = Directory::at(&ca);
@@ -1034,31 +1041,7 @@ mod tests {
             Directory::at(&other).authority(),
             Err(CaError::Unusable(why)) if why.contains("not the private key")
         ));
-        let out = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args([
-                "-nodes",
-                "-keyout",
-                "other/ca.key",
-                "-out",
-                "other/ca.pem",
-                "-days",
-                "9",
-            ])
-            .args(["-subj", "/CN=No CRL CA"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        openssl_ca(dir.path(), "other", "/CN=No CRL CA", "keyCertSign");
         assert!(matches!(
             Directory::at(&other).authority(),
             Err(CaError::Unusable(why)) if why.contains("cRLSign")

@@ -85,6 +85,23 @@ fn openssl_certificate(dir: &Path, name: &str, holder: &[&str]) -> (String, Stri
     issue(dir, name, holder)
 }
 
+/// `refex ca crl` as OPERATIONS gives it.
+fn publish_crl(dir: &Path) {
+    refex(
+        dir,
+        &[
+            "ca",
+            "crl",
+            "--dir",
+            "ca",
+            "--out",
+            "tls/crl.pem",
+            "--valid-for",
+            "14d",
+        ],
+    );
+}
+
 /// `refex ca issue` for `tls/<name>.csr` with the default validity.
 fn issue(dir: &Path, name: &str, holder: &[&str]) -> (String, String) {
     let (csr, out) = (format!("tls/{name}.csr"), format!("tls/{name}.pem"));
@@ -195,19 +212,7 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
         let days = (record["not_after"].as_u64().unwrap() - now) / 86_400;
         assert!((396..=397).contains(&days), "{record}");
     }
-    refex(
-        dir,
-        &[
-            "ca",
-            "crl",
-            "--dir",
-            "ca",
-            "--out",
-            "tls/crl.pem",
-            "--valid-for",
-            "14d",
-        ],
-    );
+    publish_crl(dir);
 
     // Two partners, one agreement, production mode.
     let police_keys = jwks(dir, "notts-police");
@@ -437,19 +442,7 @@ async fn an_operator_goes_live_with_a_partnership_ca() {
     let revoked = std::fs::read_to_string(dir.join("ca/revoked.jsonl")).unwrap();
     assert!(revoked.contains("cessation-of-operation"), "{revoked}");
     std::fs::copy(dir.join("tls/crl.pem"), dir.join("tls/crl-before.pem")).unwrap();
-    refex(
-        dir,
-        &[
-            "ca",
-            "crl",
-            "--dir",
-            "ca",
-            "--out",
-            "tls/crl.pem",
-            "--valid-for",
-            "14d",
-        ],
-    );
+    publish_crl(dir);
     reload().await;
     assert!(
         client("imara-system")
