@@ -275,8 +275,8 @@ impl Authority {
         let key_pem = std::fs::read_to_string(key_path).map_err(file_err(key_path))?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| {
             CaError::Unusable(format!(
-                "{}: {e}: the CA key must be an unencrypted PKCS#8 PEM key (BEGIN PRIVATE KEY); \
-                 convert one with `openssl pkcs8 -topk8 -nocrypt -in old.key -out {}`",
+                "{}: {e}: the CA key must be an unencrypted PKCS#8 PEM key (not the traditional \
+                 EC or RSA form); convert one with `openssl pkcs8 -topk8 -nocrypt -in old.key -out {}`",
                 key_path.display(),
                 key_path.display()
             ))
