@@ -607,11 +607,26 @@ pub async fn decide(
             | ReviewError::NoLongerPermitted { .. }),
         ) => {
             // The page is shown again as it is now (with the new preview, when it changed),
-            // with what went wrong above the form.
-            let e = ApiError::from(e);
-            let p = e.problem();
-            posting.general = Some(sentence(&p.detail));
-            review_page(&rt, &caller, &id, &headers, posting, p.status).await
+            // with what went wrong above the form, recipients named in words.
+            let said = match &e {
+                ReviewError::PreviewStale { recipients } => format!(
+                    "What {} would receive has changed since this page was shown: read the \
+                     new preview below and decide again",
+                    recipients
+                        .iter()
+                        .map(|r| partner_name(config, r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                ReviewError::NoLongerPermitted { recipient, reason } => format!(
+                    "Releasing to {} is no longer permitted: {reason}",
+                    partner_name(config, recipient)
+                ),
+                other => sentence(&other.to_string()),
+            };
+            let status = ApiError::from(e).problem().status;
+            posting.general = Some(said);
+            review_page(&rt, &caller, &id, &headers, posting, status).await
         }
         Err(e) => problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
     }

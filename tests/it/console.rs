@@ -145,6 +145,20 @@ async fn a_lead_reviews_in_the_console() {
         403
     );
     assert_eq!(h.count("holds").await, 2);
+    // An approval bound to a preview that is not the one shown: refused, the page says which
+    // recipient in words, nothing decided.
+    let mut stale = approve();
+    stale[2].1 = format!("sha256:{}", "0".repeat(64));
+    let res = post(&a, stale, Some(&cookie_pair), Some(&origin))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("What Imara") && page.contains("has changed since this page was shown"),
+        "{page}"
+    );
+    assert_eq!(h.count("holds").await, 2);
 
     // Approve: 303 back to the queue (the client follows it); the delivery is in imara's inbox.
     let res = post(&a, approve(), Some(&cookie_pair), Some(&origin))
