@@ -74,20 +74,33 @@ for who in "${callers[@]}"; do
   # every route for every principal instead.
   # From the temporary directory: its caches (.schemathesis/, .hypothesis/) go with it, and
   # a run is reproduced from the seed alone.
-  (cd "$work" && "$venv/bin/schemathesis" --config-file "$repo/tests/interop/schemathesis.toml" \
-    run "http://$admin/openapi.json" \
-    --url "https://localhost:$api" \
-    --request-cert "$pki/$who.pem" --request-cert-key "$pki/$who.key" \
-    --tls-verify "$pki/ca.pem" \
-    --checks all \
-    --exclude-checks object_level_authorization,ignored_auth \
-    --phases examples,coverage,fuzzing,stateful \
-    --max-examples "${API_FUZZ_EXAMPLES:-20}" --seed 20261128 \
-    --rate-limit 40/s --workers 2 \
-    --request-retries 1 \
-    --generation-database none \
-    --report junit --report-dir "$report" --no-color) \
-    || status=1
+  fuzz() {
+    (cd "$work" && "$venv/bin/schemathesis" --config-file "$repo/tests/interop/schemathesis.toml" \
+      run "http://$admin/openapi.json" \
+      --url "https://localhost:$api" \
+      --request-cert "$pki/$who.pem" --request-cert-key "$pki/$who.key" \
+      --tls-verify "$pki/ca.pem" \
+      --checks all \
+      --exclude-checks object_level_authorization,ignored_auth \
+      --phases examples,coverage,fuzzing,stateful \
+      --max-examples "${API_FUZZ_EXAMPLES:-20}" --seed 20261128 \
+      --rate-limit 40/s --workers "$1" \
+      --request-retries 1 \
+      --generation-database none \
+      --report junit --report-dir "$report" --no-color) 2>&1 | tee "$report/out.txt"
+    return "${PIPESTATUS[0]}"
+  }
+  if ! fuzz 2; then
+    # The fuzzer's own crash (a CPython "SystemError" inside schemathesis, seen once with two
+    # workers) is not a finding about the gateway: run that caller again, on one worker. Any
+    # failed check, or a second crash, fails the suite.
+    if grep -q "Runtime Error" "$report/out.txt" && ! grep -qE "[0-9]+ failed" "$report/out.txt"; then
+      echo "api fuzz as $who: the fuzzer itself crashed; running it again on one worker"
+      fuzz 1 || status=1
+    else
+      status=1
+    fi
+  fi
 done
 rm -rf "$report"
 if [ "$status" -ne 0 ]; then
