@@ -4,24 +4,33 @@
 //! store (the gateway re-exports it as `refex::store`; only its benchmark seeds a throwaway
 //! store directly).
 //!
-//! The same conformance suite (`tests/it/store_conformance.rs`) runs against both backends.
+//! The store is split by aggregate into narrow ports ([`ports`]); one generic implementation
+//! ([`SqlStore`]) serves every port over a [`sql::Dialect`] (SQLite or PostgreSQL), and
+//! can be opened with a [`sql::Faults`] plan that fails chosen statements. The same
+//! conformance functions (`tests/it/store_conformance.rs`) run against both backends and
+//! against the embedded store in memory with planned faults.
 
+mod audit;
 mod common;
 pub mod group_commit;
+mod housekeeping;
+mod inbox;
+mod intake;
 pub mod metric;
+pub mod ports;
 mod postgres;
 pub mod records;
+mod review;
 mod rows;
+pub mod sql;
 mod sqlite;
 
 use std::sync::Arc;
 
-use refex_core::audit::event::ActorRef;
-use refex_core::identity::PartnerId;
-use refex_core::ids::{DeliveryId, ReferralId};
-
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use common::SqlStore;
+pub use ports::{AuditStore, HousekeepingStore, InboxStore, IntakeStore, ReviewStore};
+pub use postgres::{Postgres, PostgresStore};
+pub use sqlite::{Sqlite, SqliteStore};
 
 /// The store format this build writes; [`Store::ping`] checks the store has it. It changes
 /// only with a migration that contracts the schema (0007: 2; 0011: 3), so a replica of an
@@ -84,10 +93,19 @@ pub enum Backend {
     Postgres,
 }
 
-/// Everything refex keeps durably. Ids are typed here too; every status change a method makes
-/// is one that [`refex_core::lifecycle::next`] allows, with its audit event in the same transaction.
+/// Everything refex keeps durably: every port over one backend, which can be pinged and
+/// closed as a whole.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store:
+    ports::IntakeStore
+    + ports::InboxStore
+    + ports::ReviewStore
+    + ports::AuditStore
+    + ports::HousekeepingStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -96,260 +114,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Closes the store's connections (after the last request has finished).
     async fn close(&self);
-
-    /// Commits an accepted referral: replay marker (with the referral id and digest),
-    /// referral, deliveries, hold, subject keys and audit events in one transaction; and, when
-    /// the acceptance says so, the open deliveries of the referral it corrects are withdrawn
-    /// in the same transaction. [`records::AcceptOutcome::Replay`] if the sender used the
-    /// `jti` before (nothing is written). Concurrent acceptances share a transaction
-    /// ([`group_commit`]); each returns only once its transaction is durable, and each
-    /// succeeds or fails on its own.
-    async fn accept(
-        &self,
-        acceptance: records::Acceptance,
-    ) -> Result<records::AcceptOutcome, StoreError>;
-
-    /// The referral that `sender`'s `jti` admitted, if any: how a submission whose commit
-    /// outcome was lost learns whether it committed, and how a retry finds its original.
-    async fn prior_acceptance(
-        &self,
-        sender: &PartnerId,
-        jti: &str,
-    ) -> Result<Option<records::PriorAcceptance>, StoreError>;
-
-    /// Appends one audit event on its own (a rejection, a consultation, a report).
-    async fn record_event(&self, event: &records::AuditRecord) -> Result<(), StoreError>;
-
-    /// The recipients and statuses of a referral's deliveries, if `sender` sent it; `None`
-    /// for an unknown referral or someone else's (the caller answers both with 404).
-    async fn delivery_states(
-        &self,
-        referral: &ReferralId,
-        sender: &PartnerId,
-    ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
-
-    /// A page of `recipient`'s inbox (queued or fetched, not acknowledged): deliveries with
-    /// position after `after`, in position order, at most `limit`.
-    async fn inbox_page(
-        &self,
-        recipient: &PartnerId,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<records::InboxItem>, StoreError>;
-
-    /// A delivery of `recipient` as it stands, without touching it: its status, and its
-    /// sealed copy while it has one (for a hosted recipient's console, which opens the copy
-    /// before marking it fetched, and checks the status before an acknowledgement).
-    async fn peek_delivery(
-        &self,
-        recipient: &PartnerId,
-        id: &DeliveryId,
-    ) -> Result<Option<(records::DeliveryStatus, Option<String>)>, StoreError>;
-
-    /// The sealed delivery `id` if it is in `recipient`'s inbox; the first fetch marks it
-    /// `delivered` with a `fetched` audit event, in one transaction.
-    async fn fetch_delivery(
-        &self,
-        recipient: &PartnerId,
-        id: &DeliveryId,
-        at: i64,
-        actor: &ActorRef,
-    ) -> Result<Option<String>, StoreError>;
-
-    /// Acknowledges a delivery: its ciphertext is deleted and it leaves the inbox, with an
-    /// `acknowledged` audit event. Idempotent.
-    async fn ack_delivery(
-        &self,
-        recipient: &PartnerId,
-        id: &DeliveryId,
-        at: i64,
-        actor: &ActorRef,
-    ) -> Result<records::AckOutcome, StoreError>;
-
-    /// Withdraws every open delivery of `sender`'s referral (held ones included):
-    /// ciphertext and hold deleted, a `withdrawn` event each. `None` if the referral is not
-    /// `sender`'s.
-    async fn withdraw(
-        &self,
-        referral: &ReferralId,
-        sender: &PartnerId,
-        at: i64,
-        actor: &ActorRef,
-    ) -> Result<Option<Vec<records::DeliveryState>>, StoreError>;
-
-    /// Expires `recipient`'s deliveries still unacknowledged that entered its inbox before
-    /// `cutoff`: status `expired`, ciphertext deleted, an `expired` event each. Returns how
-    /// many.
-    async fn expire_deliveries(
-        &self,
-        recipient: &PartnerId,
-        cutoff: i64,
-        at: i64,
-    ) -> Result<u64, StoreError>;
-
-    /// Expires every delivery that entered an inbox before `cutoff` and is still there, of a
-    /// recipient that is not in `known` (a partner removed from the configuration can no
-    /// longer fetch): ciphertext deleted, an `expired` event each. Returns how many.
-    async fn expire_unknown_recipients(
-        &self,
-        known: &[PartnerId],
-        cutoff: i64,
-        at: i64,
-    ) -> Result<u64, StoreError>;
-
-    /// Deletes referral, delivery and hold records with no activity since `cutoff` (and not
-    /// linked from a later correction), with a `purged` event each. Returns how many.
-    async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
-
-    /// Deletes replay markers seen more than `max_age` ago by the database's clock (a `jti`
-    /// that old is refused by the `iat` check anyway). Returns how many.
-    async fn purge_replay_markers(&self, max_age: std::time::Duration) -> Result<u64, StoreError>;
-
-    /// How many leaves the audit tree has.
-    async fn audit_size(&self) -> Result<u64, StoreError>;
-
-    /// The stored hashes of the given perfect subtrees (`(level, index)`; level 0 = leaves).
-    async fn audit_nodes(
-        &self,
-        keys: &[(u32, u64)],
-    ) -> Result<std::collections::HashMap<(u32, u64), refex_core::audit::tree::Hash>, StoreError>;
-
-    /// Every signed checkpoint, smallest first.
-    async fn audit_checkpoints(&self) -> Result<Vec<records::CheckpointRecord>, StoreError>;
-
-    /// Stores a signed checkpoint (a second one for the same size is ignored).
-    async fn save_checkpoint(
-        &self,
-        checkpoint: &records::CheckpointRecord,
-    ) -> Result<(), StoreError>;
-
-    /// Audit leaves from index `from`, at most `limit`, in order.
-    async fn audit_leaves(
-        &self,
-        from: u64,
-        limit: u64,
-    ) -> Result<Vec<records::LeafRecord>, StoreError>;
-
-    /// Everything recorded about a referral (record, deliveries, audit events), if it exists.
-    async fn referral_detail(
-        &self,
-        referral: &ReferralId,
-    ) -> Result<Option<records::ReferralDetail>, StoreError>;
-
-    /// The referrals concerning any of the keyed `subjects` that `partner` may be shown:
-    /// those it sent (indexed from the full payload), and its deliveries that reached its
-    /// inbox (indexed from the copy it received; never held, rejected, or withdrawn or
-    /// expired before their first fetch).
-    async fn subject_matches(
-        &self,
-        subjects: &[String],
-        partner: &PartnerId,
-    ) -> Result<Vec<records::SubjectMatch>, StoreError>;
-
-    /// `sender`'s held referrals, oldest first.
-    async fn held_referrals(&self, sender: &PartnerId)
-    -> Result<Vec<records::HeldRow>, StoreError>;
-
-    /// The sealed hold of a referral, while undecided.
-    async fn hold_sealed(&self, referral: &ReferralId) -> Result<Option<String>, StoreError>;
-
-    /// Commits a lead's decision in one transaction: the hold is deleted, each held delivery
-    /// released (queued with its ciphertext, inbox position and the recipient's subject keys)
-    /// or rejected (with its sealed reason), the decision's events appended, and a released
-    /// correction's original withdrawn. [`records::DecideOutcome::AlreadyDecided`] if the
-    /// hold was gone.
-    async fn decide_hold(
-        &self,
-        decision: &records::ReviewCommit,
-    ) -> Result<records::DecideOutcome, StoreError>;
-
-    /// Every set of review preview digests shown to `actor` for a referral, newest first
-    /// (from the `consulted` events the review pages write).
-    async fn previews_shown(
-        &self,
-        referral: &ReferralId,
-        actor: &ActorRef,
-    ) -> Result<Vec<Vec<refex_core::audit::event::PreviewShown>>, StoreError>;
-
-    /// Marks holds undecided since before `cutoff` as escalated (an `escalated` event each);
-    /// they stay held. Returns how many.
-    async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
-
-    /// Closes holds undecided since before `cutoff`: each held delivery becomes
-    /// `expired-undecided` (never released) with a `closed-undecided` event, and the hold
-    /// (the claims under the storage key) is deleted. Returns how many holds.
-    async fn close_undecided_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
-
-    /// How many holds are escalated and still undecided.
-    async fn count_escalated(&self) -> Result<i64, StoreError>;
-
-    /// Every delivery of referrals received in `[from, to)`, as report dimensions.
-    async fn report_facts(&self, from: i64, to: i64) -> Result<Vec<records::FactRow>, StoreError>;
-
-    /// `sender`'s most recent referrals (id, type, received) with their delivery states.
-    async fn sent_referrals(
-        &self,
-        sender: &PartnerId,
-        limit: i64,
-    ) -> Result<Vec<records::SentRow>, StoreError>;
-
-    /// The deliveries that reached `recipient`'s inbox, most recent first (at most `limit`),
-    /// whatever their status now (new, read, acknowledged, withdrawn, expired): metadata
-    /// only, for a hosted organisation's console.
-    async fn received(
-        &self,
-        recipient: &PartnerId,
-        limit: i64,
-    ) -> Result<Vec<records::ReceivedRow>, StoreError>;
-
-    /// Each recipient's inbox backlog: deliveries waiting (queued or fetched, not
-    /// acknowledged) and when the oldest of them entered the inbox.
-    async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<i64>)>, StoreError>;
-
-    /// Records that replica `id` is alive at `at`, forgets replicas not seen since
-    /// `forget_before`, and returns how many were seen since `live_after` (itself included).
-    async fn heartbeat(
-        &self,
-        id: &str,
-        at: i64,
-        live_after: i64,
-        forget_before: i64,
-    ) -> Result<u32, StoreError>;
-
-    /// Returns space freed by expiry and purge to the file system, a bounded amount per call
-    /// (SQLite's incremental vacuum; PostgreSQL's autovacuum needs nothing).
-    async fn reclaim_space(&self) -> Result<(), StoreError>;
-
-    /// Forgets replica `id` (it is stopping gracefully), so the others stop counting it at
-    /// once rather than after the live window.
-    async fn forget_replica(&self, id: &str) -> Result<(), StoreError>;
-
-    /// Claims the once-only notice `key` at `at`: `true` for the first claim (send it),
-    /// `false` if any process claimed it before. Claims older than `forget_before` are
-    /// dropped on the way.
-    async fn claim_notice(
-        &self,
-        key: &str,
-        at: i64,
-        forget_before: i64,
-    ) -> Result<bool, StoreError>;
-
-    /// The referral a referral corrects, and the latest referral that corrects it.
-    async fn referral_links(
-        &self,
-        referral: &ReferralId,
-    ) -> Result<(Option<ReferralId>, Option<ReferralId>), StoreError>;
-
-    /// Calls `on_change` whenever another process (a replica) commits deliveries to an inbox,
-    /// until the store closes. PostgreSQL `LISTEN`s (reconnecting by itself); the embedded
-    /// store has no other processes and does nothing.
-    fn watch_inbox_changes(&self, on_change: std::sync::Arc<dyn Fn() + Send + Sync>);
-
-    /// How many rows a table holds (operations and tests: proving nothing half-written).
-    async fn count_rows(&self, table: Table) -> Result<i64, StoreError>;
 }
 
-/// The tables, for [`Store::count_rows`].
+/// The tables, for [`HousekeepingStore::count_rows`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
     /// Referral records.

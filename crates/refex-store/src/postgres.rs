@@ -3,9 +3,15 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::common::store_impl;
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
+
+use crate::common::SqlStore;
+use crate::sql::{Arg, Dialect, Faults, Pool, Stmt, Value};
 
 /// Connections per replica: enough for both cores' worth of concurrent transactions plus
 /// long-polls waiting on notifications, small enough that N replicas fit PostgreSQL's
@@ -16,15 +22,108 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The shared store.
-#[derive(Debug, Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-    /// The same pool: PostgreSQL runs writers side by side.
-    writer: PgPool,
-    group: super::group_commit::Acceptances,
-    /// Inbox fetches and acknowledgements, committed together the same way.
-    inbox:
-        super::group_commit::GroupCommit<crate::records::InboxWrite, crate::records::InboxWritten>,
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// PostgreSQL's dialect: rows a decision reads are locked `FOR UPDATE`, housekeeping jobs
+/// take advisory locks, commits that fill an inbox `NOTIFY` the other replicas.
+#[derive(Debug)]
+pub struct Postgres;
+
+impl Dialect for Postgres {
+    type Db = sqlx::Postgres;
+    const BACKEND: crate::Backend = crate::Backend::Postgres;
+    const BEGIN: &'static str = "BEGIN";
+    const NOTIFY: &'static str = "SELECT pg_notify('refex_inbox', '')";
+    const JOB_LOCK: &'static str =
+        "SELECT true FROM (SELECT pg_advisory_xact_lock(hashtext('refex:' || $1))) AS held";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const DB_NOW: &'static str = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)";
+    const RECLAIM: &'static str = "";
+
+    fn execute<'c>(
+        conn: &'c mut sqlx::PgConnection,
+        stmt: &'c Stmt<'_>,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+        async move { bind(stmt).execute(conn).await.map(|r| r.rows_affected()) }
+    }
+
+    fn fetch<'c>(
+        conn: &'c mut sqlx::PgConnection,
+        stmt: &'c Stmt<'_>,
+    ) -> impl Future<Output = Result<Vec<Vec<Value>>, sqlx::Error>> + Send + 'c {
+        async move {
+            let rows = bind(stmt).fetch_all(conn).await?;
+            rows.iter().map(values).collect()
+        }
+    }
+
+    /// Listens for `refex_inbox` notifications on a dedicated connection and calls
+    /// `on_change` for each; `PgListener` reconnects after a lost connection.
+    fn watch_inbox(pool: &sqlx::PgPool, on_change: Arc<dyn Fn() + Send + Sync>) {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut listener = loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut l) => match l.listen("refex_inbox").await {
+                        Ok(()) => break l,
+                        Err(e) => tracing::warn!(error = %e, "LISTEN refex_inbox failed; retrying"),
+                    },
+                    Err(_) if pool.is_closed() => return,
+                    Err(e) => tracing::warn!(error = %e, "inbox listener cannot connect; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            loop {
+                match listener.recv().await {
+                    Ok(_) => on_change(),
+                    Err(_) if pool.is_closed() => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inbox listener lost its connection; reconnecting");
+                        // Wake waiters: a notification may have been missed meanwhile.
+                        on_change();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The statement with its arguments bound.
+fn bind<'q>(
+    stmt: &'q Stmt<'_>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(stmt.sql_text()));
+    for arg in stmt.args() {
+        q = match arg {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Int32(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Blob(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+/// A row's values by their column types.
+fn values(row: &sqlx::postgres::PgRow) -> Result<Vec<Value>, sqlx::Error> {
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let kind = raw.type_info().name().to_owned();
+            Ok(match kind.as_str() {
+                "INT8" => Value::Int(row.try_get_unchecked(i)?),
+                "INT4" => Value::Int(row.try_get_unchecked::<i32, _>(i)?.into()),
+                "INT2" => Value::Int(row.try_get_unchecked::<i16, _>(i)?.into()),
+                "BOOL" => Value::Bool(row.try_get_unchecked(i)?),
+                "BYTEA" => Value::Blob(row.try_get_unchecked(i)?),
+                _ => Value::Text(row.try_get_unchecked(i)?),
+            })
+        })
+        .collect()
 }
 
 impl PostgresStore {
@@ -33,6 +132,15 @@ impl PostgresStore {
     pub async fn open(
         url: &str,
         batching: super::group_commit::Options,
+    ) -> Result<Self, crate::StoreError> {
+        Self::open_with_faults(url, batching, Faults::default()).await
+    }
+
+    /// [`PostgresStore::open`] consulting `faults` before each statement.
+    pub async fn open_with_faults(
+        url: &str,
+        batching: super::group_commit::Options,
+        faults: Faults,
     ) -> Result<Self, crate::StoreError> {
         let options =
             PgConnectOptions::from_str(url).map_err(|e| crate::StoreError::Url(e.to_string()))?;
@@ -50,57 +158,7 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| crate::StoreError::Migration(e.to_string()))?;
-        let (group, inbox) = committers(&pool, batching);
-        Ok(Self {
-            writer: pool.clone(),
-            pool,
-            group,
-            inbox,
-        })
+        let pool = Pool::new(pool, faults);
+        Ok(SqlStore::new(pool.clone(), pool, batching))
     }
 }
-
-impl PostgresStore {
-    /// Listens for `refex_inbox` notifications on a dedicated connection and calls
-    /// `on_change` for each; `PgListener` reconnects after a lost connection.
-    fn watch_inbox(&self, on_change: std::sync::Arc<dyn Fn() + Send + Sync>) {
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            let mut listener = loop {
-                match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(mut l) => match l.listen("refex_inbox").await {
-                        Ok(()) => break l,
-                        Err(e) => tracing::warn!(error = %e, "LISTEN refex_inbox failed; retrying"),
-                    },
-                    Err(_) if pool.is_closed() => return,
-                    Err(e) => tracing::warn!(error = %e, "inbox listener cannot connect; retrying"),
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            };
-            loop {
-                match listener.recv().await {
-                    Ok(_) => on_change(),
-                    Err(_) if pool.is_closed() => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "inbox listener lost its connection; reconnecting");
-                        // Wake waiters: a notification may have been missed meanwhile.
-                        on_change();
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-    }
-}
-
-store_impl!(
-    PostgresStore,
-    crate::Backend::Postgres,
-    sqlx::PgConnection,
-    "BEGIN",
-    "SELECT pg_notify('refex_inbox', '')",
-    "SELECT true FROM (SELECT pg_advisory_xact_lock(hashtext('refex:' || $1))) AS held",
-    " FOR UPDATE",
-    "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)",
-    ""
-);

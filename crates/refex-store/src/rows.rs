@@ -9,6 +9,7 @@ use super::records::{
     AuditRecord, DeliveryRow, DeliveryState, DeliveryStatus, FactRow, HeldRow, InboxItem,
     ReceivedRow, ReferralRecord,
 };
+use crate::sql::{FromRow, Row};
 use refex_core::audit::event::{AuditEvent, ConsentRecord};
 use refex_core::identity::{PartnerId, ReferralType};
 use refex_core::ids::{DeliveryId, ReferralId};
@@ -53,7 +54,6 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// `referrals` as selected by [`REFERRAL_COLUMNS`].
-#[derive(sqlx::FromRow)]
 pub(crate) struct ReferralRow {
     id: String,
     sender: String,
@@ -66,6 +66,24 @@ pub(crate) struct ReferralRow {
     subject_informed: String,
     supersedes: Option<String>,
     justification_sealed: Option<String>,
+}
+
+impl FromRow for ReferralRow {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: r.next()?,
+            sender: r.next()?,
+            sender_ref: r.next()?,
+            referral_type: r.next()?,
+            received_at: r.next()?,
+            lawful_basis: r.next()?,
+            consent_status: r.next()?,
+            consent_override: r.next()?,
+            subject_informed: r.next()?,
+            supersedes: r.next()?,
+            justification_sealed: r.next()?,
+        })
+    }
 }
 
 /// The columns [`ReferralRow`] reads.
@@ -101,7 +119,6 @@ impl TryFrom<ReferralRow> for ReferralRecord {
 }
 
 /// `deliveries` as selected by [`DELIVERY_COLUMNS`].
-#[derive(sqlx::FromRow)]
 pub(crate) struct DeliveryRowRaw {
     id: String,
     recipient: String,
@@ -111,6 +128,21 @@ pub(crate) struct DeliveryRowRaw {
     updated_at: i64,
     queued_at: Option<i64>,
     fetched_at: Option<i64>,
+}
+
+impl FromRow for DeliveryRowRaw {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: r.next()?,
+            recipient: r.next()?,
+            agreement: r.next()?,
+            status: r.next()?,
+            created_at: r.next()?,
+            updated_at: r.next()?,
+            queued_at: r.next()?,
+            fetched_at: r.next()?,
+        })
+    }
 }
 
 /// The columns [`DeliveryRowRaw`] reads.
@@ -136,7 +168,6 @@ impl TryFrom<DeliveryRowRaw> for DeliveryRow {
 
 /// `audit_events` as selected by [`EVENT_COLUMNS`]: the leaf is the one stored copy of an
 /// event; the other columns index it, and must say what the leaf says.
-#[derive(sqlx::FromRow)]
 pub(crate) struct EventRowRaw {
     idx: Option<i64>,
     kind: String,
@@ -144,6 +175,19 @@ pub(crate) struct EventRowRaw {
     delivery_id: Option<String>,
     actor: Option<String>,
     leaf: Option<String>,
+}
+
+impl FromRow for EventRowRaw {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok(Self {
+            idx: r.next()?,
+            kind: r.next()?,
+            referral_id: r.next()?,
+            delivery_id: r.next()?,
+            actor: r.next()?,
+            leaf: r.next()?,
+        })
+    }
 }
 
 /// The columns [`EventRowRaw`] reads.
@@ -234,21 +278,48 @@ pub(crate) fn inbox_item(
     })
 }
 
-/// A report fact row: `(received_at, type, sender, recipient, consent, status, reviewed
-/// detail, held)`.
-#[allow(clippy::type_complexity)]
+/// A report fact row as `report_facts` selects it.
+pub(crate) struct FactRowRaw {
+    received_at: i64,
+    ty: String,
+    sender: String,
+    recipient: String,
+    consent: String,
+    reviewed: Option<String>,
+    held: bool,
+    closed_undecided: bool,
+    withdrawn: bool,
+}
+
+impl FromRow for FactRowRaw {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok(Self {
+            received_at: r.next()?,
+            ty: r.next()?,
+            sender: r.next()?,
+            recipient: r.next()?,
+            consent: r.next()?,
+            reviewed: r.next()?,
+            held: r.next()?,
+            closed_undecided: r.next()?,
+            withdrawn: r.next()?,
+        })
+    }
+}
+
+/// A report fact row read as its dimensions.
 pub(crate) fn fact(
-    (received_at, ty, sender, recipient, consent, reviewed, held, closed_undecided, withdrawn): (
-        i64,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        bool,
-        bool,
-        bool,
-    ),
+    FactRowRaw {
+        received_at,
+        ty,
+        sender,
+        recipient,
+        consent,
+        reviewed,
+        held,
+        closed_undecided,
+        withdrawn,
+    }: FactRowRaw,
 ) -> Result<FactRow, StoreError> {
     let decision = match reviewed {
         Some(leaf) => match leaf_record(&leaf)?.event {

@@ -4,11 +4,14 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::common::store_impl;
+use std::future::Future;
+
+use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
+
+use crate::common::SqlStore;
+use crate::sql::{Arg, Dialect, Faults, Pool, Stmt, Value};
 
 /// How long a writer waits for SQLite's write lock before failing: far above any single
 /// transaction's time, well below a client's request timeout.
@@ -18,18 +21,74 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 8;
 
 /// The embedded store.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    /// Readers (WAL lets them run beside the writer).
-    pool: SqlitePool,
-    /// The one writer connection. SQLite admits one writer at a time; queueing writers here,
-    /// first come first served, beats queueing them in SQLite's busy handler, which sleeps
-    /// in steps of up to 100 ms (it put 180 ms on the p99 of inbox acknowledgements).
-    writer: SqlitePool,
-    group: super::group_commit::Acceptances,
-    /// Inbox fetches and acknowledgements, committed together the same way.
-    inbox:
-        super::group_commit::GroupCommit<crate::records::InboxWrite, crate::records::InboxWritten>,
+pub type SqliteStore = SqlStore<Sqlite>;
+
+/// SQLite's dialect: one writer (no row locks, no job locks), `BEGIN IMMEDIATE`.
+#[derive(Debug)]
+pub struct Sqlite;
+
+impl Dialect for Sqlite {
+    type Db = sqlx::Sqlite;
+    const BACKEND: crate::Backend = crate::Backend::Sqlite;
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const NOTIFY: &'static str = "";
+    const JOB_LOCK: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
+    const DB_NOW: &'static str = "CAST(strftime('%s', 'now') AS INTEGER)";
+    // 2,000 pages (16 MiB at 8 KiB pages) per housekeeping pass: short enough never to hold
+    // the writer long.
+    const RECLAIM: &'static str = "PRAGMA incremental_vacuum(2000)";
+
+    fn execute<'c>(
+        conn: &'c mut sqlx::SqliteConnection,
+        stmt: &'c Stmt<'_>,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+        async move { bind(stmt).execute(conn).await.map(|r| r.rows_affected()) }
+    }
+
+    fn fetch<'c>(
+        conn: &'c mut sqlx::SqliteConnection,
+        stmt: &'c Stmt<'_>,
+    ) -> impl Future<Output = Result<Vec<Vec<Value>>, sqlx::Error>> + Send + 'c {
+        async move {
+            let rows = bind(stmt).fetch_all(conn).await?;
+            rows.iter().map(values).collect()
+        }
+    }
+}
+
+/// The statement with its arguments bound.
+fn bind<'q>(
+    stmt: &'q Stmt<'_>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(stmt.sql_text()));
+    for arg in stmt.args() {
+        q = match arg {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Int32(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Blob(v) => q.bind(*v),
+        };
+    }
+    q
+}
+
+/// A row's values by their storage class.
+fn values(row: &sqlx::sqlite::SqliteRow) -> Result<Vec<Value>, sqlx::Error> {
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let kind = raw.type_info().name().to_owned();
+            Ok(match kind.as_str() {
+                "INTEGER" | "BOOLEAN" | "INT8" => Value::Int(row.try_get_unchecked(i)?),
+                "BLOB" => Value::Blob(row.try_get_unchecked(i)?),
+                _ => Value::Text(row.try_get_unchecked(i)?),
+            })
+        })
+        .collect()
 }
 
 impl SqliteStore {
@@ -37,6 +96,15 @@ impl SqliteStore {
     pub async fn open(
         url: &str,
         batching: super::group_commit::Options,
+    ) -> Result<Self, crate::StoreError> {
+        Self::open_with_faults(url, batching, Faults::default()).await
+    }
+
+    /// [`SqliteStore::open`] consulting `faults` before each statement.
+    pub async fn open_with_faults(
+        url: &str,
+        batching: super::group_commit::Options,
+        faults: Faults,
     ) -> Result<Self, crate::StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| crate::StoreError::Url(e.to_string()))?
@@ -86,31 +154,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
-        let (group, inbox) = committers(&writer, batching);
-        Ok(Self {
-            pool,
-            writer,
-            group,
-            inbox,
-        })
+        Ok(SqlStore::new(
+            Pool::new(pool, faults.clone()),
+            Pool::new(writer, faults),
+            batching,
+        ))
     }
 }
-
-impl SqliteStore {
-    /// One process owns the embedded store: its own commits already wake its long-polls.
-    fn watch_inbox(&self, _on_change: std::sync::Arc<dyn Fn() + Send + Sync>) {}
-}
-
-store_impl!(
-    SqliteStore,
-    crate::Backend::Sqlite,
-    sqlx::SqliteConnection,
-    "BEGIN IMMEDIATE",
-    "",
-    "",
-    "",
-    "CAST(strftime('%s', 'now') AS INTEGER)",
-    // 2,000 pages (8 MiB at SQLite's 4 KiB pages) per housekeeping pass: short enough never
-    // to hold the writer long.
-    "PRAGMA incremental_vacuum(2000)"
-);

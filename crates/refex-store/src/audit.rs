@@ -1,0 +1,262 @@
+//! The audit trail: events appended as the Merkle tree's next leaves (the maths is the
+//! core's `audit::tree`), its nodes, leaves and checkpoints read back, and the report facts
+//! derived from it.
+
+use std::collections::HashMap;
+
+use refex_core::audit::event as ev;
+use refex_core::audit::tree::{self, Hash, leaf_hash};
+use refex_core::ids::{DeliveryId, ReferralId};
+
+use crate::common::{INSERT_CHUNK, SqlStore};
+use crate::records::{self as rec, AuditRecord};
+use crate::sql::{Arg, Dialect, Scalar, Stmt, Tx};
+use crate::{StoreError, rows};
+
+#[async_trait::async_trait]
+impl<D: Dialect> crate::AuditStore for SqlStore<D> {
+    async fn record_event(&self, e: &AuditRecord) -> Result<(), StoreError> {
+        // One transaction: the tree head, the leaf and its nodes move together.
+        let mut tx = self.writer.begin().await?;
+        insert_events(&mut tx, std::slice::from_ref(e)).await?;
+        tx.commit().await
+    }
+
+    async fn audit_size(&self) -> Result<u64, StoreError> {
+        let Scalar(size): Scalar<i64> = self
+            .pool
+            .fetch_one(Stmt::new(
+                "audit size",
+                "SELECT size FROM audit_head WHERE id = 1",
+            ))
+            .await?;
+        Ok(size as u64)
+    }
+
+    async fn audit_nodes(
+        &self,
+        keys: &[(u32, u64)],
+    ) -> Result<HashMap<(u32, u64), Hash>, StoreError> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(INSERT_CHUNK) {
+            let found: Vec<(i64, i64, Vec<u8>)> = self.pool.fetch_all(nodes_at(chunk)).await?;
+            for (level, idx, hash) in found {
+                out.insert(node_key(level, idx)?, rows::hash("audit_nodes", &hash)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<rec::CheckpointRecord>, StoreError> {
+        let found: Vec<(i64, String, i64, String)> = self
+            .pool
+            .fetch_all(Stmt::new(
+                "audit checkpoints",
+                "SELECT size, root, at, signed FROM audit_checkpoints ORDER BY size",
+            ))
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(size, root, at, signed)| rec::CheckpointRecord {
+                size: size as u64,
+                root,
+                at,
+                signed,
+            })
+            .collect())
+    }
+
+    async fn save_checkpoint(&self, c: &rec::CheckpointRecord) -> Result<(), StoreError> {
+        self.writer
+            .execute(
+                Stmt::new(
+                    "save checkpoint",
+                    "INSERT INTO audit_checkpoints (size, root, at, signed) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING",
+                )
+                .bind(c.size as i64)
+                .bind(&c.root)
+                .bind(c.at)
+                .bind(&c.signed),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn audit_leaves(
+        &self,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<rec::LeafRecord>, StoreError> {
+        let found: Vec<(i64, Option<String>, Vec<u8>)> = self
+            .pool
+            .fetch_all(
+                Stmt::new(
+                    "audit leaves",
+                    "SELECT e.idx, e.leaf, n.hash FROM audit_events e JOIN audit_nodes n \
+                     ON n.level = 0 AND n.idx = e.idx WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2",
+                )
+                .bind(from as i64)
+                .bind(limit as i64),
+            )
+            .await?;
+        found
+            .into_iter()
+            .map(|(idx, leaf, hash)| {
+                Ok(rec::LeafRecord {
+                    idx: idx as u64,
+                    leaf,
+                    hash: rows::hash("audit_nodes", &hash)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn report_facts(&self, from: i64, to: i64) -> Result<Vec<rec::FactRow>, StoreError> {
+        // Each delivery as it stood at `to`: only events before it count, so a report of
+        // ended months never changes.
+        let found: Vec<rows::FactRowRaw> = self
+            .pool
+            .fetch_all(
+                Stmt::new(
+                    "report",
+                    "SELECT r.received_at, r.referral_type, r.sender, d.recipient, \
+                     r.consent_status, \
+                     (SELECT COALESCE(e.leaf, '') FROM audit_events e \
+                      WHERE e.referral_id = d.referral_id AND e.delivery_id = d.id \
+                      AND e.kind = $3 AND e.at < $2 ORDER BY e.seq LIMIT 1), \
+                     EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
+                      AND e.delivery_id = d.id AND e.kind = $4 AND e.at < $2), \
+                     EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
+                      AND e.delivery_id = d.id AND e.kind = $5 AND e.at < $2), \
+                     EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
+                      AND e.delivery_id = d.id AND e.kind = $6 AND e.at < $2) \
+                     FROM deliveries d JOIN referrals r ON r.id = d.referral_id \
+                     WHERE r.received_at >= $1 AND r.received_at < $2",
+                )
+                .bind(from)
+                .bind(to)
+                .bind(ev::EventKind::Reviewed.as_str())
+                .bind(ev::EventKind::Held.as_str())
+                .bind(ev::EventKind::ClosedUndecided.as_str())
+                .bind(ev::EventKind::Withdrawn.as_str()),
+            )
+            .await?;
+        found.into_iter().map(rows::fact).collect()
+    }
+}
+
+/// The stored hashes of the given perfect subtrees, in one statement.
+fn nodes_at(keys: &[(u32, u64)]) -> Stmt<'static> {
+    let mut sql = String::from("SELECT level, idx, hash FROM audit_nodes WHERE ");
+    let mut stmt_args = Vec::with_capacity(keys.len() * 2);
+    for (k, (level, idx)) in keys.iter().enumerate() {
+        if k > 0 {
+            sql.push_str(" OR ");
+        }
+        sql.push_str(&format!(
+            "(level = ${} AND idx = ${})",
+            2 * k + 1,
+            2 * k + 2
+        ));
+        stmt_args.push(Arg::from(*level as i32));
+        stmt_args.push(Arg::from(*idx as i64));
+    }
+    stmt_args
+        .into_iter()
+        .fold(Stmt::new("audit nodes", sql), Stmt::bind)
+}
+
+/// A stored node's `(level, index)`.
+fn node_key(level: i64, idx: i64) -> Result<(u32, u64), StoreError> {
+    Ok((
+        u32::try_from(level).map_err(|_| rows::corrupt("audit_nodes", "level"))?,
+        u64::try_from(idx).map_err(|_| rows::corrupt("audit_nodes", "idx"))?,
+    ))
+}
+
+/// Appends audit events, in order, as the next leaves of the Merkle tree: takes their
+/// indices under the `audit_head` row lock (held until commit), stores each canonical leaf
+/// and its hash, and the hash of every perfect subtree they complete. The existing tree's
+/// frontier (at most one hash per level) is read in one query, the new hashes computed by
+/// the pure `audit::tree::append`, and rows written with multi-row inserts.
+pub(crate) async fn insert_events<D: Dialect>(
+    tx: &mut Tx<D>,
+    events: &[AuditRecord],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let Scalar(size): Scalar<i64> = tx
+        .fetch_one(
+            Stmt::new(
+                "audit head",
+                "UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size",
+            )
+            .bind(events.len() as i64),
+        )
+        .await?;
+    let first = size - events.len() as i64;
+    let mut frontier = HashMap::new();
+    let keys = tree::frontier(first as u64);
+    if !keys.is_empty() {
+        for (level, idx, hash) in tx.fetch_all::<(i64, i64, Vec<u8>)>(nodes_at(&keys)).await? {
+            frontier.insert(node_key(level, idx)?, rows::hash("audit_nodes", &hash)?);
+        }
+    }
+    // The leaf is the event's one stored copy; the other columns index it.
+    let leaves: Vec<(i64, String)> = events
+        .iter()
+        .enumerate()
+        .map(|(k, e)| {
+            let idx = first + k as i64;
+            (idx, e.leaf(idx))
+        })
+        .collect();
+    let hashes: Vec<Hash> = leaves
+        .iter()
+        .map(|(_, leaf)| leaf_hash(leaf.as_bytes()))
+        .collect();
+    let nodes: Vec<(i32, i64, Hash)> = tree::append(first as u64, &frontier, &hashes)
+        .map_err(|e| StoreError::Query {
+            op: "audit append",
+            reason: e.to_string(),
+        })?
+        .into_iter()
+        .map(|((level, idx), hash)| (level as i32, idx as i64, hash))
+        .collect();
+    let rows: Vec<(&AuditRecord, &(i64, String))> = events.iter().zip(&leaves).collect();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let stmt = Stmt::values(
+            "insert audit event",
+            "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, idx, leaf) ",
+            chunk,
+            "",
+            |(e, (idx, leaf)), args| {
+                args.extend([
+                    e.at.into(),
+                    e.event.kind().as_str().into(),
+                    e.referral_id.as_ref().map(ReferralId::as_str).into(),
+                    e.delivery_id.as_ref().map(DeliveryId::as_str).into(),
+                    e.actor.as_ref().map(ToString::to_string).into(),
+                    (*idx).into(),
+                    leaf.into(),
+                ]);
+            },
+        );
+        tx.execute(stmt).await?;
+    }
+    for chunk in nodes.chunks(INSERT_CHUNK) {
+        let stmt = Stmt::values(
+            "audit node",
+            "INSERT INTO audit_nodes (level, idx, hash) ",
+            chunk,
+            "",
+            |(level, idx, hash), args| {
+                args.extend([Arg::from(*level), (*idx).into(), Arg::from(&hash[..])]);
+            },
+        );
+        tx.execute(stmt).await?;
+    }
+    Ok(())
+}

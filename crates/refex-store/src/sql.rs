@@ -1,0 +1,643 @@
+//! The one seam between the store's generic code and a SQL driver: a statement is SQL text
+//! with typed arguments ([`Stmt`]); a row comes back as typed values ([`Row`]) and is read
+//! into a tuple or row struct through [`FromRow`]. A backend ([`Dialect`]) binds and runs
+//! statements on its own connection type and says what its SQL differs in; everything else
+//! (`intake`, `inbox`, `review`, `audit`, `housekeeping`) is ordinary generic code over
+//! [`Tx`] and [`Pool`], which also consult the store's [`Faults`] before each statement.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use crate::{Backend, StoreError, query_err};
+
+/// One argument of a statement, typed as the column it is bound to.
+#[derive(Clone, Debug)]
+pub enum Arg<'a> {
+    /// A 64-bit integer (`BIGINT`), or a typed `NULL`.
+    Int(Option<i64>),
+    /// A 32-bit integer (`INTEGER`).
+    Int32(i32),
+    /// Text, or a typed `NULL`.
+    Text(Option<Cow<'a, str>>),
+    /// Bytes (`BLOB`, `BYTEA`).
+    Blob(&'a [u8]),
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<i32> for Arg<'_> {
+    fn from(v: i32) -> Self {
+        Arg::Int32(v)
+    }
+}
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v)))
+    }
+}
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v)))
+    }
+}
+impl From<String> for Arg<'_> {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(Cow::Owned(v)))
+    }
+}
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Arg::Text(v.map(Cow::Borrowed))
+    }
+}
+impl<'a> From<&'a Option<String>> for Arg<'a> {
+    fn from(v: &'a Option<String>) -> Self {
+        Arg::Text(v.as_deref().map(Cow::Borrowed))
+    }
+}
+impl From<Option<String>> for Arg<'_> {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v.map(Cow::Owned))
+    }
+}
+impl<'a> From<&'a [u8]> for Arg<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Arg::Blob(v)
+    }
+}
+
+/// A statement: its SQL (`$1`, `$2`, … placeholders, which both backends accept), its
+/// arguments, and the operation it belongs to (named in errors; never a bound value).
+#[derive(Clone, Debug)]
+pub struct Stmt<'a> {
+    op: &'static str,
+    sql: Cow<'static, str>,
+    args: Vec<Arg<'a>>,
+}
+
+impl<'a> Stmt<'a> {
+    /// A statement of operation `op`.
+    pub fn new(op: &'static str, sql: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            op,
+            sql: sql.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Binds the next placeholder.
+    pub fn bind(mut self, arg: impl Into<Arg<'a>>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// The SQL text.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The SQL text to hand the driver (a borrowed statement is not copied).
+    pub fn sql_text(&self) -> Cow<'static, str> {
+        self.sql.clone()
+    }
+
+    /// The arguments, in placeholder order.
+    pub fn args(&self) -> &[Arg<'a>] {
+        &self.args
+    }
+
+    /// The operation, as errors name it.
+    pub fn op(&self) -> &'static str {
+        self.op
+    }
+
+    /// A multi-row `INSERT`: `head` (`INSERT INTO t (a, b) `) followed by one `VALUES`
+    /// tuple per item, each of the arguments `row` binds for it, and then `tail`.
+    pub fn values<T>(
+        op: &'static str,
+        head: &str,
+        items: &'a [T],
+        tail: &str,
+        mut row: impl FnMut(&'a T, &mut Vec<Arg<'a>>),
+    ) -> Self {
+        let mut args = Vec::new();
+        let mut sql = String::from(head);
+        sql.push_str("VALUES ");
+        for (i, item) in items.iter().enumerate() {
+            let first = args.len();
+            row(item, &mut args);
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&placeholders(first + 1, args.len() - first, ", "));
+            sql.push(')');
+        }
+        sql.push_str(tail);
+        Self {
+            op,
+            sql: sql.into(),
+            args,
+        }
+    }
+
+    /// `head` followed by one placeholder per argument, joined by `sep`, then `tail`: an
+    /// `IN (…)` list or a disjunction.
+    pub fn list(op: &'static str, head: &str, args: Vec<Arg<'a>>, sep: &str, tail: &str) -> Self {
+        let sql = format!("{head}{}{tail}", placeholders(1, args.len(), sep));
+        Self {
+            op,
+            sql: sql.into(),
+            args,
+        }
+    }
+}
+
+/// `$first, $first+1, …` (`count` of them) joined by `sep`.
+fn placeholders(first: usize, count: usize, sep: &str) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// One value of a row as the driver returned it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// SQL `NULL`.
+    Null,
+    /// An integer of any width.
+    Int(i64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+    /// A boolean (PostgreSQL; SQLite answers integers).
+    Bool(bool),
+}
+
+/// A row: its values in select order.
+#[derive(Debug)]
+pub struct Row {
+    op: &'static str,
+    values: std::vec::IntoIter<Value>,
+    next: usize,
+}
+
+impl Row {
+    /// A row of operation `op`'s result.
+    pub fn new(op: &'static str, values: Vec<Value>) -> Self {
+        Self {
+            op,
+            values: values.into_iter(),
+            next: 0,
+        }
+    }
+
+    /// The next column, read as `T`.
+    pub fn next<T: Column>(&mut self) -> Result<T, StoreError> {
+        let at = self.next;
+        self.next += 1;
+        let value = self.values.next().unwrap_or(Value::Null);
+        T::from_value(value).ok_or_else(|| StoreError::Query {
+            op: self.op,
+            reason: format!("column {at} is not {}", T::NAME),
+        })
+    }
+}
+
+/// A Rust type one column reads into.
+pub trait Column: Sized {
+    /// What the column must hold, for errors.
+    const NAME: &'static str;
+    /// The value as this type, if it is one.
+    fn from_value(value: Value) -> Option<Self>;
+}
+
+impl Column for i64 {
+    const NAME: &'static str = "an integer";
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+impl Column for String {
+    const NAME: &'static str = "text";
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Text(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+impl Column for Vec<u8> {
+    const NAME: &'static str = "bytes";
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Blob(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+impl Column for bool {
+    const NAME: &'static str = "a boolean";
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Bool(v) => Some(v),
+            Value::Int(v) => Some(v != 0),
+            _ => None,
+        }
+    }
+}
+impl<T: Column> Column for Option<T> {
+    const NAME: &'static str = T::NAME;
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Null => Some(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+/// A result row read into a type: a tuple of columns, or a row struct.
+pub trait FromRow: Sized {
+    /// Reads the row, column by column in select order.
+    fn from_row(row: Row) -> Result<Self, StoreError>;
+}
+
+impl<A: Column> FromRow for (A,) {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok((r.next()?,))
+    }
+}
+impl<A: Column, B: Column> FromRow for (A, B) {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok((r.next()?, r.next()?))
+    }
+}
+impl<A: Column, B: Column, C: Column> FromRow for (A, B, C) {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok((r.next()?, r.next()?, r.next()?))
+    }
+}
+impl<A: Column, B: Column, C: Column, D: Column> FromRow for (A, B, C, D) {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok((r.next()?, r.next()?, r.next()?, r.next()?))
+    }
+}
+impl<A: Column, B: Column, C: Column, D: Column, E: Column, F: Column> FromRow
+    for (A, B, C, D, E, F)
+{
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok((
+            r.next()?,
+            r.next()?,
+            r.next()?,
+            r.next()?,
+            r.next()?,
+            r.next()?,
+        ))
+    }
+}
+impl<A: Column, B: Column, C: Column, D: Column, E: Column, F: Column, G: Column> FromRow
+    for (A, B, C, D, E, F, G)
+{
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        Ok((
+            r.next()?,
+            r.next()?,
+            r.next()?,
+            r.next()?,
+            r.next()?,
+            r.next()?,
+            r.next()?,
+        ))
+    }
+}
+
+/// One column read on its own (`SELECT COUNT(*)`, `SELECT status …`).
+#[derive(Debug)]
+pub struct Scalar<T>(pub T);
+
+impl<T: Column> FromRow for Scalar<T> {
+    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+        r.next().map(Scalar)
+    }
+}
+
+/// A SQL backend: how it binds and runs a statement on its connection, and the few things
+/// its SQL says differently. Implemented by [`crate::sqlite::Sqlite`] and
+/// [`crate::postgres::Postgres`]; the store's code is generic over it.
+pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
+    /// The driver's database type.
+    type Db: sqlx::Database;
+    /// Which backend this is.
+    const BACKEND: Backend;
+    /// Begins a transaction that will write (SQLite: `BEGIN IMMEDIATE`).
+    const BEGIN: &'static str;
+    /// Tells other replicas at commit that an inbox changed (empty: none to tell).
+    const NOTIFY: &'static str;
+    /// Takes a housekeeping job's lock until commit, `$1` the job (empty: one process).
+    const JOB_LOCK: &'static str;
+    /// Appended to a read that decides a write, to lock its rows (empty: one writer).
+    const FOR_UPDATE: &'static str;
+    /// The database's clock, in Unix seconds.
+    const DB_NOW: &'static str;
+    /// Returns some freed pages to the file system (empty: the database does it itself).
+    const RECLAIM: &'static str;
+
+    /// Runs a statement; how many rows it changed.
+    fn execute<'c>(
+        conn: &'c mut <Self::Db as sqlx::Database>::Connection,
+        stmt: &'c Stmt<'_>,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Runs a query; its rows as values.
+    fn fetch<'c>(
+        conn: &'c mut <Self::Db as sqlx::Database>::Connection,
+        stmt: &'c Stmt<'_>,
+    ) -> impl Future<Output = Result<Vec<Vec<Value>>, sqlx::Error>> + Send + 'c;
+
+    /// Calls `on_change` whenever another replica changes an inbox (by default never: one
+    /// process, whose own commits wake its long-polls).
+    fn watch_inbox(_pool: &sqlx::Pool<Self::Db>, _on_change: Arc<dyn Fn() + Send + Sync>) {}
+}
+
+/// Statement failures a test asks for: the next statements whose SQL contains a chosen
+/// text fail with a chosen error, before reaching the database (`COMMIT` names the commit).
+/// A store opened normally has none.
+#[derive(Clone, Debug, Default)]
+pub struct Faults(Option<Arc<Mutex<Vec<Fault>>>>);
+
+#[derive(Debug)]
+struct Fault {
+    needle: String,
+    skip: usize,
+    times: usize,
+    error: StoreError,
+}
+
+impl Faults {
+    /// A plan tests can add failures to.
+    pub fn armed() -> Self {
+        Self(Some(Arc::default()))
+    }
+
+    /// The `times` statements whose SQL contains `needle`, after the first `skip` of them,
+    /// fail with `error`.
+    pub fn fail(&self, needle: &str, skip: usize, times: usize, error: StoreError) {
+        if let Some(plan) = &self.0 {
+            plan.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Fault {
+                    needle: needle.to_owned(),
+                    skip,
+                    times,
+                    error,
+                });
+        }
+    }
+
+    /// Forgets every planned failure.
+    pub fn clear(&self) {
+        if let Some(plan) = &self.0 {
+            plan.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+        }
+    }
+
+    /// The planned failure for this SQL, if any (counting it).
+    fn check(&self, sql: &str) -> Result<(), StoreError> {
+        let Some(plan) = &self.0 else { return Ok(()) };
+        let mut plan = plan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for fault in plan.iter_mut() {
+            if fault.times == 0 || !sql.contains(&fault.needle) {
+                continue;
+            }
+            if fault.skip > 0 {
+                fault.skip -= 1;
+                continue;
+            }
+            fault.times -= 1;
+            return Err(fault.error.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A transaction on a backend's connection.
+pub struct Tx<D: Dialect> {
+    tx: sqlx::Transaction<'static, D::Db>,
+    faults: Faults,
+}
+
+impl<D: Dialect> Tx<D> {
+    /// Runs a statement; how many rows it changed.
+    pub async fn execute(&mut self, stmt: Stmt<'_>) -> Result<u64, StoreError> {
+        self.faults.check(stmt.sql())?;
+        D::execute(&mut self.tx, &stmt)
+            .await
+            .map_err(query_err(stmt.op()))
+    }
+
+    /// Every row of a query.
+    pub async fn fetch_all<T: FromRow>(&mut self, stmt: Stmt<'_>) -> Result<Vec<T>, StoreError> {
+        self.faults.check(stmt.sql())?;
+        let rows = D::fetch(&mut self.tx, &stmt)
+            .await
+            .map_err(query_err(stmt.op()))?;
+        rows.into_iter()
+            .map(|r| T::from_row(Row::new(stmt.op(), r)))
+            .collect()
+    }
+
+    /// The first row of a query, if any.
+    pub async fn fetch_optional<T: FromRow>(
+        &mut self,
+        stmt: Stmt<'_>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.fetch_all(stmt).await?.into_iter().next())
+    }
+
+    /// The first row of a query, which must exist.
+    pub async fn fetch_one<T: FromRow>(&mut self, stmt: Stmt<'_>) -> Result<T, StoreError> {
+        let op = stmt.op();
+        self.fetch_optional(stmt).await?.ok_or(StoreError::Query {
+            op,
+            reason: "no row returned".into(),
+        })
+    }
+
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.faults.check("COMMIT")?;
+        self.tx.commit().await.map_err(query_err("commit"))
+    }
+}
+
+/// A backend's connection pool (readers, or the writer), with the store's fault plan.
+#[derive(Debug)]
+pub struct Pool<D: Dialect> {
+    pool: sqlx::Pool<D::Db>,
+    faults: Faults,
+}
+
+impl<D: Dialect> Clone for Pool<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+impl<D: Dialect> Pool<D> {
+    /// The pool, consulting `faults` before each statement.
+    pub fn new(pool: sqlx::Pool<D::Db>, faults: Faults) -> Self {
+        Self { pool, faults }
+    }
+
+    /// The driver's pool.
+    pub fn inner(&self) -> &sqlx::Pool<D::Db> {
+        &self.pool
+    }
+
+    /// Begins a write transaction. A `COMMIT` that failed (a full disk, a lost server) can
+    /// hand its connection back still inside the transaction, and every later `BEGIN` on it
+    /// would fail: such a connection is closed here and the transaction begun on a fresh
+    /// one. (Checking every released connection in a pool hook instead cost ~15 % of
+    /// throughput: the hook delays each release.)
+    pub async fn begin(&self) -> Result<Tx<D>, StoreError> {
+        self.faults.check("BEGIN")?;
+        let tx = match self.pool.begin_with(D::BEGIN).await {
+            Err(sqlx::Error::InvalidSavePointStatement | sqlx::Error::BeginFailed) => {
+                let stale = self.pool.acquire().await.map_err(query_err("begin"))?;
+                if sqlx::Connection::is_in_transaction(&*stale) {
+                    let _ = stale.close().await;
+                } else {
+                    drop(stale);
+                }
+                self.pool.begin_with(D::BEGIN).await
+            }
+            other => other,
+        }
+        .map_err(query_err("begin"))?;
+        Ok(Tx {
+            tx,
+            faults: self.faults.clone(),
+        })
+    }
+
+    /// Runs a statement on its own; how many rows it changed.
+    pub async fn execute(&self, stmt: Stmt<'_>) -> Result<u64, StoreError> {
+        self.faults.check(stmt.sql())?;
+        let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
+        D::execute(&mut conn, &stmt)
+            .await
+            .map_err(query_err(stmt.op()))
+    }
+
+    /// Every row of a query.
+    pub async fn fetch_all<T: FromRow>(&self, stmt: Stmt<'_>) -> Result<Vec<T>, StoreError> {
+        self.faults.check(stmt.sql())?;
+        let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
+        let rows = D::fetch(&mut conn, &stmt)
+            .await
+            .map_err(query_err(stmt.op()))?;
+        rows.into_iter()
+            .map(|r| T::from_row(Row::new(stmt.op(), r)))
+            .collect()
+    }
+
+    /// The first row of a query, if any.
+    pub async fn fetch_optional<T: FromRow>(
+        &self,
+        stmt: Stmt<'_>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.fetch_all(stmt).await?.into_iter().next())
+    }
+
+    /// The first row of a query, which must exist.
+    pub async fn fetch_one<T: FromRow>(&self, stmt: Stmt<'_>) -> Result<T, StoreError> {
+        let op = stmt.op();
+        self.fetch_optional(stmt).await?.ok_or(StoreError::Query {
+            op,
+            reason: "no row returned".into(),
+        })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_values_number_their_placeholders_in_order() {
+        let items = [(1_i64, "a"), (2, "b")];
+        let s = Stmt::values(
+            "t",
+            "INSERT INTO t (n, s) ",
+            &items,
+            " ON CONFLICT DO NOTHING",
+            |(n, t), a| {
+                a.push((*n).into());
+                a.push((*t).into());
+            },
+        );
+        assert_eq!(
+            s.sql(),
+            "INSERT INTO t (n, s) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(s.args().len(), 4);
+        let l = Stmt::list("t", "x IN (", vec![1_i64.into(), 2_i64.into()], ", ", ")");
+        assert_eq!(l.sql(), "x IN ($1, $2)");
+    }
+
+    #[test]
+    fn a_column_of_the_wrong_type_is_an_error_naming_it() {
+        let r: Result<(i64, String), _> =
+            FromRow::from_row(Row::new("op", vec![Value::Int(1), Value::Int(2)]));
+        assert!(matches!(r, Err(StoreError::Query { op: "op", .. })));
+        let r: (Option<String>, bool) =
+            FromRow::from_row(Row::new("op", vec![Value::Null, Value::Int(1)])).unwrap();
+        assert_eq!(r, (None, true));
+    }
+
+    #[test]
+    fn a_planned_fault_fails_only_the_chosen_statements() {
+        let f = Faults::armed();
+        f.fail(
+            "INSERT INTO deliveries",
+            1,
+            1,
+            StoreError::Full("planned".into()),
+        );
+        assert!(f.check("INSERT INTO deliveries (a)").is_ok());
+        assert!(f.check("SELECT 1").is_ok());
+        assert!(matches!(
+            f.check("INSERT INTO deliveries (a)"),
+            Err(StoreError::Full(_))
+        ));
+        assert!(f.check("INSERT INTO deliveries (a)").is_ok());
+        assert!(Faults::default().check("anything").is_ok());
+    }
+}
