@@ -1,5 +1,6 @@
-//! One conformance suite for every store backend: the same checks against SQLite and
-//! PostgreSQL.
+//! One conformance suite for every store: the same checks, one function per port, against
+//! SQLite, PostgreSQL and the embedded store in memory; and on the in-memory store, planned
+//! failures of chosen statements showing that every operation is whole or nothing.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use crate::common;
@@ -14,13 +15,95 @@ use refex::intake::claims::{InformedStatus, SubjectInformed};
 use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
 use refex::lifecycle::DeliveryStatus;
 use refex::store::records::{
-    AcceptOutcome, Acceptance, AuditRecord, DecideOutcome, DeliveryRecord, HoldRecord,
-    PriorAcceptance, ReferralRecord, Rejection, Release, ReviewCommit, SubjectMatch,
+    AcceptOutcome, Acceptance, AuditRecord, CheckpointRecord, DecideOutcome, DeliveryRecord,
+    HoldRecord, PriorAcceptance, ReferralRecord, Rejection, Release, ReviewCommit, SubjectMatch,
 };
-use refex::store::{self, Backend, Store, StoreError, Table};
+use refex::store::sql::Faults;
+use refex::store::{self, Backend, SqliteStore, Store, StoreError, Table};
 use sqlx::Connection as _;
 
-async fn conformance(url: &str, backend: Backend) {
+/// Every port's conformance, in turn, on one store.
+async fn ports_conform(store: Arc<dyn Store>) {
+    intake_port_conforms(store.clone()).await;
+    review_port_conforms(store.as_ref()).await;
+    housekeeping_port_conforms(store.as_ref()).await;
+    inbox_port_conforms(store.clone()).await;
+    audit_port_conforms(store.as_ref()).await;
+}
+
+/// The intake port: acceptances whole and replay-proof, alone and in groups; subject keys.
+async fn intake_port_conforms(store: Arc<dyn Store>) {
+    acceptance_is_atomic_and_replay_proof(store.as_ref()).await;
+    subject_keys_are_scoped_to_what_reached_each_partner(store.as_ref()).await;
+    group_commit_keeps_each_acceptance_whole(store).await;
+}
+
+/// The review port: a decision whole and final.
+async fn review_port_conforms<S: Store + ?Sized>(store: &S) {
+    a_decision_is_whole_and_final(store).await;
+}
+
+/// The housekeeping port: expiry, replay markers, replicas and notices, purge, space.
+async fn housekeeping_port_conforms<S: Store + ?Sized>(store: &S) {
+    expiry_counts_from_entering_the_inbox(store).await;
+    replay_markers_are_purged_by_the_database_clock(store).await;
+    replicas_are_counted_and_notices_claimed_once(store).await;
+    a_purge_larger_than_a_batch_purges_everything_due(store).await;
+    store.reclaim_space().await.unwrap();
+}
+
+/// The inbox port: fetches and acknowledgements sharing commits, each answered alone.
+async fn inbox_port_conforms(store: Arc<dyn Store>) {
+    inbox_writes_share_commits_and_each_gets_its_own_answer(store).await;
+}
+
+/// The audit port: every event a leaf of one tree, whose leaves and nodes read back;
+/// checkpoints stored once per size.
+async fn audit_port_conforms<S: Store + ?Sized>(store: &S) {
+    let size = store.audit_size().await.unwrap();
+    let e = AuditRecord::new(
+        1_795_000_900,
+        Some(police()),
+        AuditEvent::Rejected(ev::Rejected {
+            reason: "audit port".into(),
+        }),
+    );
+    store.record_event(&e).await.unwrap();
+    assert_eq!(store.audit_size().await.unwrap(), size + 1);
+    let leaves = store.audit_leaves(size, 10).await.unwrap();
+    assert_eq!(leaves.len(), 1);
+    assert_eq!(leaves[0].idx, size);
+    let nodes = store
+        .audit_nodes(&[(0, size), (0, size + 5)])
+        .await
+        .unwrap();
+    assert_eq!(nodes.get(&(0, size)), Some(&leaves[0].hash));
+    assert_eq!(
+        nodes.len(),
+        1,
+        "a node never written is absent, not invented"
+    );
+    let checkpoint = CheckpointRecord {
+        size: size + 1,
+        root: "root".into(),
+        at: 1_795_000_901,
+        signed: "eyJ.checkpoint".into(),
+    };
+    store.save_checkpoint(&checkpoint).await.unwrap();
+    let again = CheckpointRecord {
+        signed: "eyJ.other".into(),
+        ..checkpoint.clone()
+    };
+    store.save_checkpoint(&again).await.unwrap();
+    let stored = store.audit_checkpoints().await.unwrap();
+    let of_size: Vec<_> = stored.iter().filter(|c| c.size == size + 1).collect();
+    assert_eq!(of_size.len(), 1);
+    assert_eq!(of_size[0].signed, "eyJ.checkpoint", "the first stands");
+}
+
+/// What only a store on disk (or a server) shows: migrations idempotent, space returned,
+/// the schema's own constraints, unreadable rows refused.
+async fn on_disk_conforms(url: &str, backend: Backend) {
     let store: Arc<dyn Store> = store::open(url).await.expect("open");
     assert_eq!(store.backend(), backend);
     store.ping().await.expect("ping after migrate");
@@ -28,14 +111,7 @@ async fn conformance(url: &str, backend: Backend) {
     // Migrations are idempotent: a second open of the same store succeeds unchanged.
     let again = store::open(url).await.expect("reopen");
     again.ping().await.expect("ping after reopen");
-    acceptance_is_atomic_and_replay_proof(again.as_ref()).await;
-    a_decision_is_whole_and_final(again.as_ref()).await;
-    subject_keys_are_scoped_to_what_reached_each_partner(again.as_ref()).await;
-    expiry_counts_from_entering_the_inbox(again.as_ref()).await;
-    replay_markers_are_purged_by_the_database_clock(again.as_ref()).await;
-    replicas_are_counted_and_notices_claimed_once(again.as_ref()).await;
-    a_purge_larger_than_a_batch_purges_everything_due(again.as_ref()).await;
-    again.reclaim_space().await.unwrap();
+    ports_conform(again.clone()).await;
     again.close().await;
     if backend == Backend::Sqlite {
         // The space the purge freed went back to the file system.
@@ -53,11 +129,186 @@ async fn conformance(url: &str, backend: Backend) {
     }
     the_database_refuses_unknown_statuses_and_kinds(url).await;
     unreadable_rows_are_errors_never_dropped(url).await;
-    group_commit_keeps_each_acceptance_whole(store::open(url).await.expect("reopen")).await;
-    inbox_writes_share_commits_and_each_gets_its_own_answer(
-        store::open(url).await.expect("reopen"),
+}
+
+/// The embedded store in memory, with a fault plan.
+async fn in_memory(faults: &Faults) -> Arc<dyn Store> {
+    Arc::new(
+        SqliteStore::in_memory(store::group_commit::Options::default(), faults.clone())
+            .await
+            .unwrap(),
     )
-    .await;
+}
+
+#[tokio::test]
+async fn in_memory_store_conforms() {
+    let store = in_memory(&Faults::armed()).await;
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.ping().await.unwrap();
+    ports_conform(store.clone()).await;
+    store.close().await;
+}
+
+/// A planned failure of any statement an acceptance, a decision, a withdrawal, an
+/// acknowledgement or an expiry makes leaves the store exactly as it was; the same
+/// operation then succeeds once the fault has passed.
+#[tokio::test]
+async fn a_failed_statement_leaves_nothing_half_written() {
+    let faults = Faults::armed();
+    let store = in_memory(&faults).await;
+    let full = || StoreError::Full("planned".into());
+    // An acceptance: its batch fails, then its own savepoint fails too: refused whole.
+    for needle in [
+        "INSERT INTO replay_markers",
+        "INSERT INTO referrals",
+        "INSERT INTO subject_keys",
+        "INSERT INTO deliveries",
+        "INSERT INTO holds",
+        "UPDATE audit_head",
+        "INSERT INTO audit_events",
+        "INSERT INTO audit_nodes",
+    ] {
+        let before = counts(store.as_ref()).await;
+        let size = store.audit_size().await.unwrap();
+        faults.fail(needle, 0, 2, full());
+        let refused = store.accept(acceptance(1, "jti-f1", true)).await;
+        assert!(refused.is_err(), "{needle}: {refused:?}");
+        assert_eq!(counts(store.as_ref()).await, before, "{needle}");
+        assert_eq!(store.audit_size().await.unwrap(), size, "{needle}");
+        faults.clear();
+    }
+    // Failing once, the batch is written again one savepoint each, and stands.
+    faults.fail("INSERT INTO deliveries", 0, 1, full());
+    assert_eq!(
+        store.accept(acceptance(1, "jti-f1", true)).await.unwrap(),
+        AcceptOutcome::Accepted
+    );
+    // A failed commit: nothing written, the error reaches the caller.
+    let before = counts(store.as_ref()).await;
+    faults.fail("COMMIT", 0, 1, full());
+    assert!(store.accept(acceptance(2, "jti-f2", false)).await.is_err());
+    assert_eq!(counts(store.as_ref()).await, before);
+    assert_eq!(
+        store.accept(acceptance(2, "jti-f2", false)).await.unwrap(),
+        AcceptOutcome::Accepted
+    );
+
+    // A decision failing at any statement leaves the referral held, undecided.
+    let lead: ActorRef = "notts-police/person:dsl-b".parse().unwrap();
+    let decision = ReviewCommit {
+        referral_id: rid(1),
+        actor: lead.clone(),
+        at: 1_795_000_050,
+        releases: vec![Release {
+            delivery: did(1, 1),
+            recipient: p("cambs-idva"),
+            sealed: "eyJ.released".into(),
+            subjects: vec!["subject-idva".into()],
+        }],
+        rejections: vec![],
+        events: vec![
+            AuditRecord::new(
+                1_795_000_050,
+                Some(lead.clone()),
+                AuditEvent::Rejected(ev::Rejected {
+                    reason: "stand-in".into(),
+                }),
+            )
+            .about(&rid(1)),
+        ],
+        withdraws: None,
+    };
+    for needle in [
+        "DELETE FROM holds",
+        "UPDATE deliveries SET status = $1, sealed = $2",
+        "INSERT INTO inbox_counters",
+        "INSERT INTO subject_keys",
+        "INSERT INTO audit_events",
+        "COMMIT",
+    ] {
+        faults.fail(needle, 0, 1, full());
+        assert!(store.decide_hold(&decision).await.is_err(), "{needle}");
+        assert!(
+            store.hold_sealed(&rid(1)).await.unwrap().is_some(),
+            "{needle}: still held"
+        );
+        let states = store
+            .delivery_states(&rid(1), &p("notts-police"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(states[0].status, DeliveryStatus::HeldForReview, "{needle}");
+        faults.clear();
+    }
+    assert_eq!(
+        store.decide_hold(&decision).await.unwrap(),
+        DecideOutcome::Decided
+    );
+
+    // A withdrawal failing half-way (the second delivery) withdraws nothing.
+    faults.fail(
+        "UPDATE deliveries SET status = $1, sealed = NULL",
+        1,
+        1,
+        full(),
+    );
+    let withdrawn = store
+        .withdraw(&rid(2), &p("notts-police"), 1_795_000_060, &police())
+        .await;
+    assert!(withdrawn.is_err());
+    let states = store
+        .delivery_states(&rid(2), &p("notts-police"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        states.iter().all(|s| s.status == DeliveryStatus::Queued),
+        "{states:?}"
+    );
+    faults.clear();
+
+    // An acknowledgement whose audit event cannot be written is not acknowledged.
+    let reader = p("cambs-idva");
+    faults.fail("INSERT INTO audit_events", 0, 2, full());
+    assert!(
+        store
+            .ack_delivery(&reader, &did(2, 1), 1_795_000_070, &police())
+            .await
+            .is_err()
+    );
+    let (status, sealed) = store
+        .peek_delivery(&reader, &did(2, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, DeliveryStatus::Queued);
+    assert!(sealed.is_some(), "the ciphertext is still there");
+    faults.clear();
+
+    // An expiry failing at its audit event expires nothing.
+    faults.fail("INSERT INTO audit_events", 0, 1, full());
+    assert!(
+        store
+            .expire_deliveries(&reader, 1_795_100_000, 1_795_100_000)
+            .await
+            .is_err()
+    );
+    let (status, _) = store
+        .peek_delivery(&reader, &did(2, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, DeliveryStatus::Queued);
+    faults.clear();
+    assert_eq!(
+        store
+            .expire_deliveries(&reader, 1_795_100_000, 1_795_100_000)
+            .await
+            .unwrap(),
+        2,
+        "the released delivery and the queued one"
+    );
+    store.close().await;
 }
 
 /// Fetches and acknowledgements arriving together share commits (inbox group commit), and
@@ -123,7 +374,6 @@ async fn inbox_writes_share_commits_and_each_gets_its_own_answer(store: Arc<dyn 
         .await
         .unwrap();
     assert_eq!(gone, None);
-    store.close().await;
 }
 
 fn rid(n: u64) -> ReferralId {
@@ -216,7 +466,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
 
 /// A purge works in batches, each its own transaction: more records than one batch are all
 /// purged by one call, each with its `purged` event. (Last: it purges everything.)
-async fn a_purge_larger_than_a_batch_purges_everything_due(store: &dyn Store) {
+async fn a_purge_larger_than_a_batch_purges_everything_due<S: Store + ?Sized>(store: &S) {
     for n in 0..600u64 {
         store
             .accept(acceptance(
@@ -264,7 +514,7 @@ async fn a_purge_larger_than_a_batch_purges_everything_due(store: &dyn Store) {
 
 /// Replicas announce themselves and are counted while seen lately; a once-only notice is
 /// claimed by exactly one caller; the inbox backlog counts what waits per recipient.
-async fn replicas_are_counted_and_notices_claimed_once(store: &dyn Store) {
+async fn replicas_are_counted_and_notices_claimed_once<S: Store + ?Sized>(store: &S) {
     assert_eq!(
         store.heartbeat("replica-a", 1_000, 900, 0).await.unwrap(),
         1
@@ -312,7 +562,7 @@ async fn replicas_are_counted_and_notices_claimed_once(store: &dyn Store) {
 
 /// The purge measures a marker's age by the database's clock: the caller passes an age, not
 /// a cutoff computed from its own (possibly fast) clock.
-async fn replay_markers_are_purged_by_the_database_clock(store: &dyn Store) {
+async fn replay_markers_are_purged_by_the_database_clock<S: Store + ?Sized>(store: &S) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -345,7 +595,7 @@ async fn replay_markers_are_purged_by_the_database_clock(store: &dyn Store) {
     );
 }
 
-async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
+async fn acceptance_is_atomic_and_replay_proof<S: Store + ?Sized>(store: &S) {
     assert_eq!(
         store.accept(acceptance(1, "jti-1", true)).await.unwrap(),
         AcceptOutcome::Accepted
@@ -431,7 +681,7 @@ async fn acceptance_is_atomic_and_replay_proof(store: &dyn Store) {
 /// A decision deletes the hold, moves each held delivery to where the lifecycle says, and
 /// is refused whole when it leaves a held delivery undecided; a second decision changes
 /// nothing.
-async fn a_decision_is_whole_and_final(store: &dyn Store) {
+async fn a_decision_is_whole_and_final<S: Store + ?Sized>(store: &S) {
     let mut a = acceptance(10, "jti-10", true);
     a.deliveries[1].status = DeliveryStatus::HeldForReview;
     a.deliveries[1].sealed = None;
@@ -515,7 +765,7 @@ async fn a_decision_is_whole_and_final(store: &dyn Store) {
 
 /// The sender finds what it sent; a recipient finds only deliveries that reached it, by the
 /// keys of the copy it received.
-async fn subject_keys_are_scoped_to_what_reached_each_partner(store: &dyn Store) {
+async fn subject_keys_are_scoped_to_what_reached_each_partner<S: Store + ?Sized>(store: &S) {
     store.accept(acceptance(20, "jti-20", true)).await.unwrap();
     let keys = |k: &str| vec![k.to_owned()];
     let sent = store
@@ -567,7 +817,7 @@ async fn subject_keys_are_scoped_to_what_reached_each_partner(store: &dyn Store)
 }
 
 /// Retention is counted from when a delivery entered the inbox, not from submission.
-async fn expiry_counts_from_entering_the_inbox(store: &dyn Store) {
+async fn expiry_counts_from_entering_the_inbox<S: Store + ?Sized>(store: &S) {
     let mut a = acceptance(30, "jti-30", true);
     a.deliveries.truncate(1);
     store.accept(a).await.unwrap();
@@ -832,10 +1082,9 @@ async fn group_commit_keeps_each_acceptance_whole(store: Arc<dyn Store>) {
     assert_eq!(after[3] - before[3], stood, "replay markers");
     assert_eq!(after[4] - before[4], stood, "one audit event each");
     assert_eq!(store.audit_size().await.unwrap() as i64, after[4]);
-    store.close().await;
 }
 
-async fn counts(store: &dyn Store) -> Vec<i64> {
+async fn counts<S: Store + ?Sized>(store: &S) -> Vec<i64> {
     let mut out = Vec::new();
     for t in [
         Table::Referrals,
@@ -856,7 +1105,7 @@ async fn sqlite_store_conforms() {
         "sqlite://{}",
         dir.path().join("nested/dir/refex.db").display()
     );
-    conformance(&url, Backend::Sqlite).await;
+    on_disk_conforms(&url, Backend::Sqlite).await;
 }
 
 #[tokio::test]
@@ -864,7 +1113,7 @@ async fn postgres_store_conforms() {
     let Some(url) = common::pg::fresh_schema().await else {
         return;
     };
-    conformance(&url, Backend::Postgres).await;
+    on_disk_conforms(&url, Backend::Postgres).await;
     common::pg::drop_schema(&url).await;
 }
 

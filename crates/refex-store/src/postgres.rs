@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use std::future::Future;
 use std::sync::Arc;
 
 use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
@@ -40,21 +39,16 @@ impl Dialect for Postgres {
     const DB_NOW: &'static str = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)";
     const RECLAIM: &'static str = "";
 
-    fn execute<'c>(
-        conn: &'c mut sqlx::PgConnection,
-        stmt: &'c Stmt<'_>,
-    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
-        async move { bind(stmt).execute(conn).await.map(|r| r.rows_affected()) }
+    async fn execute(conn: &mut sqlx::PgConnection, stmt: &Stmt<'_>) -> Result<u64, sqlx::Error> {
+        bind(stmt).execute(conn).await.map(|r| r.rows_affected())
     }
 
-    fn fetch<'c>(
-        conn: &'c mut sqlx::PgConnection,
-        stmt: &'c Stmt<'_>,
-    ) -> impl Future<Output = Result<Vec<Vec<Value>>, sqlx::Error>> + Send + 'c {
-        async move {
-            let rows = bind(stmt).fetch_all(conn).await?;
-            rows.iter().map(values).collect()
-        }
+    async fn fetch(
+        conn: &mut sqlx::PgConnection,
+        stmt: &Stmt<'_>,
+    ) -> Result<Vec<Vec<Value>>, sqlx::Error> {
+        let rows = bind(stmt).fetch_all(conn).await?;
+        rows.iter().map(values).collect()
     }
 
     /// Listens for `refex_inbox` notifications on a dedicated connection and calls

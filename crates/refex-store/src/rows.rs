@@ -71,17 +71,17 @@ pub(crate) struct ReferralRow {
 impl FromRow for ReferralRow {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
         Ok(Self {
-            id: r.next()?,
-            sender: r.next()?,
-            sender_ref: r.next()?,
-            referral_type: r.next()?,
-            received_at: r.next()?,
-            lawful_basis: r.next()?,
-            consent_status: r.next()?,
-            consent_override: r.next()?,
-            subject_informed: r.next()?,
-            supersedes: r.next()?,
-            justification_sealed: r.next()?,
+            id: r.column()?,
+            sender: r.column()?,
+            sender_ref: r.column()?,
+            referral_type: r.column()?,
+            received_at: r.column()?,
+            lawful_basis: r.column()?,
+            consent_status: r.column()?,
+            consent_override: r.column()?,
+            subject_informed: r.column()?,
+            supersedes: r.column()?,
+            justification_sealed: r.column()?,
         })
     }
 }
@@ -133,14 +133,14 @@ pub(crate) struct DeliveryRowRaw {
 impl FromRow for DeliveryRowRaw {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
         Ok(Self {
-            id: r.next()?,
-            recipient: r.next()?,
-            agreement: r.next()?,
-            status: r.next()?,
-            created_at: r.next()?,
-            updated_at: r.next()?,
-            queued_at: r.next()?,
-            fetched_at: r.next()?,
+            id: r.column()?,
+            recipient: r.column()?,
+            agreement: r.column()?,
+            status: r.column()?,
+            created_at: r.column()?,
+            updated_at: r.column()?,
+            queued_at: r.column()?,
+            fetched_at: r.column()?,
         })
     }
 }
@@ -180,12 +180,12 @@ pub(crate) struct EventRowRaw {
 impl FromRow for EventRowRaw {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
         Ok(Self {
-            idx: r.next()?,
-            kind: r.next()?,
-            referral_id: r.next()?,
-            delivery_id: r.next()?,
-            actor: r.next()?,
-            leaf: r.next()?,
+            idx: r.column()?,
+            kind: r.column()?,
+            referral_id: r.column()?,
+            delivery_id: r.column()?,
+            actor: r.column()?,
+            leaf: r.column()?,
         })
     }
 }
@@ -294,15 +294,15 @@ pub(crate) struct FactRowRaw {
 impl FromRow for FactRowRaw {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
         Ok(Self {
-            received_at: r.next()?,
-            ty: r.next()?,
-            sender: r.next()?,
-            recipient: r.next()?,
-            consent: r.next()?,
-            reviewed: r.next()?,
-            held: r.next()?,
-            closed_undecided: r.next()?,
-            withdrawn: r.next()?,
+            received_at: r.column()?,
+            ty: r.column()?,
+            sender: r.column()?,
+            recipient: r.column()?,
+            consent: r.column()?,
+            reviewed: r.column()?,
+            held: r.column()?,
+            closed_undecided: r.column()?,
+            withdrawn: r.column()?,
         })
     }
 }

@@ -204,10 +204,13 @@ impl Row {
     }
 
     /// The next column, read as `T`.
-    pub fn next<T: Column>(&mut self) -> Result<T, StoreError> {
+    pub fn column<T: Column>(&mut self) -> Result<T, StoreError> {
         let at = self.next;
         self.next += 1;
-        let value = self.values.next().unwrap_or(Value::Null);
+        let value = self.values.next().ok_or_else(|| StoreError::Query {
+            op: self.op,
+            reason: format!("column {at} is missing"),
+        })?;
         T::from_value(value).ok_or_else(|| StoreError::Query {
             op: self.op,
             reason: format!("column {at} is not {}", T::NAME),
@@ -278,22 +281,22 @@ pub trait FromRow: Sized {
 
 impl<A: Column> FromRow for (A,) {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
-        Ok((r.next()?,))
+        Ok((r.column()?,))
     }
 }
 impl<A: Column, B: Column> FromRow for (A, B) {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
-        Ok((r.next()?, r.next()?))
+        Ok((r.column()?, r.column()?))
     }
 }
 impl<A: Column, B: Column, C: Column> FromRow for (A, B, C) {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
-        Ok((r.next()?, r.next()?, r.next()?))
+        Ok((r.column()?, r.column()?, r.column()?))
     }
 }
 impl<A: Column, B: Column, C: Column, D: Column> FromRow for (A, B, C, D) {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
-        Ok((r.next()?, r.next()?, r.next()?, r.next()?))
+        Ok((r.column()?, r.column()?, r.column()?, r.column()?))
     }
 }
 impl<A: Column, B: Column, C: Column, D: Column, E: Column, F: Column> FromRow
@@ -301,12 +304,12 @@ impl<A: Column, B: Column, C: Column, D: Column, E: Column, F: Column> FromRow
 {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
         Ok((
-            r.next()?,
-            r.next()?,
-            r.next()?,
-            r.next()?,
-            r.next()?,
-            r.next()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
         ))
     }
 }
@@ -315,13 +318,13 @@ impl<A: Column, B: Column, C: Column, D: Column, E: Column, F: Column, G: Column
 {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
         Ok((
-            r.next()?,
-            r.next()?,
-            r.next()?,
-            r.next()?,
-            r.next()?,
-            r.next()?,
-            r.next()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
+            r.column()?,
         ))
     }
 }
@@ -332,7 +335,7 @@ pub struct Scalar<T>(pub T);
 
 impl<T: Column> FromRow for Scalar<T> {
     fn from_row(mut r: Row) -> Result<Self, StoreError> {
-        r.next().map(Scalar)
+        r.column().map(Scalar)
     }
 }
 

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use std::future::Future;
-
 use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
 
 use crate::common::SqlStore;
@@ -39,21 +37,19 @@ impl Dialect for Sqlite {
     // the writer long.
     const RECLAIM: &'static str = "PRAGMA incremental_vacuum(2000)";
 
-    fn execute<'c>(
-        conn: &'c mut sqlx::SqliteConnection,
-        stmt: &'c Stmt<'_>,
-    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
-        async move { bind(stmt).execute(conn).await.map(|r| r.rows_affected()) }
+    async fn execute(
+        conn: &mut sqlx::SqliteConnection,
+        stmt: &Stmt<'_>,
+    ) -> Result<u64, sqlx::Error> {
+        bind(stmt).execute(conn).await.map(|r| r.rows_affected())
     }
 
-    fn fetch<'c>(
-        conn: &'c mut sqlx::SqliteConnection,
-        stmt: &'c Stmt<'_>,
-    ) -> impl Future<Output = Result<Vec<Vec<Value>>, sqlx::Error>> + Send + 'c {
-        async move {
-            let rows = bind(stmt).fetch_all(conn).await?;
-            rows.iter().map(values).collect()
-        }
+    async fn fetch(
+        conn: &mut sqlx::SqliteConnection,
+        stmt: &Stmt<'_>,
+    ) -> Result<Vec<Vec<Value>>, sqlx::Error> {
+        let rows = bind(stmt).fetch_all(conn).await?;
+        rows.iter().map(values).collect()
     }
 }
 
@@ -159,5 +155,37 @@ impl SqliteStore {
             Pool::new(writer, faults),
             batching,
         ))
+    }
+
+    /// A store in this process's memory, gone when dropped: the embedded backend's very
+    /// schema and statements on one connection (readers and the writer share it), consulting
+    /// `faults` before each statement. For fast, deterministic fault tests: a planned
+    /// failure of a chosen statement shows what each operation leaves behind.
+    pub async fn in_memory(
+        batching: super::group_commit::Options,
+        faults: Faults,
+    ) -> Result<Self, crate::StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|e| crate::StoreError::Url(e.to_string()))?
+            .journal_mode(SqliteJournalMode::Memory)
+            .foreign_keys(true);
+        // One connection for ever: a second would open a second, empty database, and one
+        // closed for being idle would take the data with it.
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
+        let mut migrator = sqlx::migrate!("../../migrations/sqlite");
+        migrator.set_ignore_missing(true);
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| crate::StoreError::Migration(e.to_string()))?;
+        let pool = Pool::new(pool, faults);
+        Ok(SqlStore::new(pool.clone(), pool, batching))
     }
 }
