@@ -24,6 +24,7 @@ struct Fixture {
 impl Fixture {
     fn partner(&self, id: &str) -> &refex::config::partners::Partner {
         self.config
+            .policy
             .partners
             .values()
             .find(|p| p.id.as_str() == id)
@@ -88,9 +89,9 @@ fn envelope(c: &mut Criterion) {
 fn schema(c: &mut Criterion) {
     let f = fixture();
     let ty: ReferralType = REFERRAL_TYPE.parse().unwrap();
-    let compiled = f.config.schemas.referral_type(&ty).unwrap();
+    let compiled = f.config.policy.schemas.referral_type(&ty).unwrap();
     let recipient = f.partner(RECIPIENTS[0]);
-    let view = f.config.schemas.view(&recipient.kind, &ty).unwrap();
+    let view = f.config.policy.schemas.view(&recipient.kind, &ty).unwrap();
     let payload = f.corpus.payload(5 * 1024);
     c.bench_function("schema/validate 5 KiB", |b| {
         b.iter(|| refex::schema::validate(compiled, black_box(&payload), "/payload"))

@@ -36,6 +36,7 @@ pub enum AccessError {
 /// Whether the gateway holds `partner`'s keys (a hosted partner).
 fn hosted(config: &Config, partner: &crate::identity::PartnerId) -> bool {
     config
+        .policy
         .partners
         .get(partner)
         .is_some_and(|p| p.hosted.is_some())
@@ -191,6 +192,7 @@ pub async fn aggregate_report(
         .map_err(|e| ReportRequestError::Invalid(e.to_string()))?;
     let kind_of = |id: &PartnerId| {
         config
+            .policy
             .partners
             .get(id)
             .map(|p| p.kind.to_string())

@@ -144,7 +144,7 @@ pub(crate) async fn subject_access(
     let (config, store) = refex::app::open_offline(settings, &SystemClock).await?;
     let partner: refex::identity::PartnerId = args.partner.parse()?;
     anyhow::ensure!(
-        config.partners.contains_key(&partner),
+        config.policy.partners.contains_key(&partner),
         "unknown partner {partner}"
     );
     let ids = refex::subject::Identifiers {

@@ -272,6 +272,7 @@ pub fn onboard(
 fn hosted_keys(rt: &Runtime, partner: &PartnerId) -> Result<Arc<KeySet>, HostedError> {
     rt.snapshot()
         .config
+        .policy
         .partners
         .get(partner)
         .and_then(|p| p.hosted.clone())

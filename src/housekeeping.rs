@@ -59,7 +59,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
             Err(e) => tracing::warn!(error = %e, "could not count the replicas this pass"),
         }
     }
-    for partner in config.partners.values() {
+    for partner in config.policy.partners.values() {
         let cutoff = now - partner.inbox_retention.as_secs() as i64;
         report.expired += rt.store.expire_deliveries(&partner.id, cutoff, now).await?;
     }
@@ -67,8 +67,9 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     // but only once no configured retention could still be keeping it (the longest, at
     // least 30 days), so a partner file removed or renamed by mistake and restored loses
     // nothing.
-    let known: Vec<crate::identity::PartnerId> = config.partners.keys().cloned().collect();
+    let known: Vec<crate::identity::PartnerId> = config.policy.partners.keys().cloned().collect();
     let grace = config
+        .policy
         .partners
         .values()
         .map(|p| p.inbox_retention)
@@ -121,7 +122,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
 async fn observe(rt: &Runtime, config: &crate::config::Config, now: i64) -> Result<(), StoreError> {
     use crate::telemetry as t;
     let backlog = rt.store.inbox_backlog().await?;
-    for p in config.partners.values() {
+    for p in config.policy.partners.values() {
         let (count, oldest) = backlog
             .iter()
             .find(|(id, _, _)| id == &p.id)
@@ -162,7 +163,7 @@ async fn notify_leads(
     let hour = (now.rem_euclid(86_400) / 3600) as u8;
     let day = now.div_euclid(86_400);
     let digest_due = hour >= config.settings.notify.digest_hour;
-    for p in config.partners.values() {
+    for p in config.policy.partners.values() {
         if p.notify.email.is_empty() && p.notify.webhook.is_none() {
             continue;
         }

@@ -248,7 +248,7 @@ impl Notifier {
         let Some(queue) = self.queue.get() else {
             return;
         };
-        let Some(p) = config.partners.get(notice.partner()) else {
+        let Some(p) = config.policy.partners.get(notice.partner()) else {
             return;
         };
         let message = message(&notice, &config.settings.notify.console_url);

@@ -61,8 +61,8 @@ pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError
     }
     crate::app::log_warnings(&loaded.config);
     let reloaded = Reloaded {
-        partners: loaded.config.partners.len(),
-        agreements: loaded.config.agreements.len(),
+        partners: loaded.config.policy.partners.len(),
+        agreements: loaded.config.policy.agreements.len(),
     };
     rt.replace(loaded);
     let event = AuditRecord::new(

@@ -181,9 +181,9 @@ pub fn preview(pending: &Pending, config: &Config) -> Preview {
     let recipients = pending
         .held()
         .map(|d| {
-            let partner = config.partners.get(&d.recipient);
-            let view = partner.and_then(|p| config.schemas.view(&p.kind, ty));
-            let permitted = intake::check_content(claims, &config.schemas).and_then(|()| {
+            let partner = config.policy.partners.get(&d.recipient);
+            let view = partner.and_then(|p| config.policy.schemas.view(&p.kind, ty));
+            let permitted = intake::check_content(claims, &config.policy.schemas).and_then(|()| {
                 let only = [d.recipient.clone()];
                 let decision =
                     intake::authorise(claims, sender, &config.rules(), Recipients::Only(&only))?;
@@ -476,7 +476,7 @@ pub struct DocumentSection {
 /// the preview. Pure; the API (`document`) and the console render the same.
 pub fn document(pending: &Pending, preview: &Preview, config: &Config) -> Vec<DocumentSection> {
     let claims = &pending.claims.referral;
-    let Some(schema) = config.schemas.referral_type(&claims.referral_type) else {
+    let Some(schema) = config.policy.schemas.referral_type(&claims.referral_type) else {
         return Vec::new();
     };
     crate::schema::document(schema, &claims.payload)
@@ -673,11 +673,12 @@ impl<'a> Service<'a> {
         let mut events = Vec::new();
         let mut releases = Vec::new();
         for a in &plan.approvals {
-            let partner = config
-                .partners
-                .get(&a.to)
-                .ok_or_else(|| ReviewError::Release(format!("{} is no longer a partner", a.to)))?;
+            let partner =
+                config.policy.partners.get(&a.to).ok_or_else(|| {
+                    ReviewError::Release(format!("{} is no longer a partner", a.to))
+                })?;
             let view = config
+                .policy
                 .schemas
                 .view(&partner.kind, &pending.claims.referral.referral_type)
                 .ok_or_else(|| ReviewError::Release(format!("no view for {}", a.to)))?;

@@ -387,6 +387,7 @@ fn decide(
     now: u64,
 ) -> Result<Decided, Refusal> {
     let sender_keys = config
+        .policy
         .partners
         .get(&caller.partner)
         .and_then(|p| p.keys.as_ref())
@@ -400,7 +401,7 @@ fn decide(
         error: e.into(),
         retry: retry.clone(),
     };
-    let claims = intake::parse(&signed_payload, &config.schemas).map_err(refusal)?;
+    let claims = intake::parse(&signed_payload, &config.policy.schemas).map_err(refusal)?;
     let decision = intake::decide(&claims, caller, &config.rules(), now).map_err(refusal)?;
     Ok(Decided {
         claims,
@@ -481,8 +482,8 @@ fn build(
     let mut deliveries = Vec::with_capacity(decision.routes.len());
     for route in &decision.routes {
         let delivery_id = DeliveryId::mint(ids);
-        let recipient = config.partners.get(&route.recipient);
-        let view = recipient.and_then(|p| config.schemas.view(&p.kind, &r.referral_type));
+        let recipient = config.policy.partners.get(&route.recipient);
+        let view = recipient.and_then(|p| config.policy.schemas.view(&p.kind, &r.referral_type));
         let (Some(recipient), Some(view)) = (recipient, view) else {
             return Err(SealError(format!("no view or partner for {}", route.recipient)).into());
         };

@@ -72,6 +72,20 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// The fingerprint of the first certificate in PEM text (`path` names it in errors).
+pub fn fingerprint_of_pem(pem: &[u8], path: &Path) -> Result<Fingerprint, TlsError> {
+    let pem_err = |reason: String| TlsError::Pem {
+        what: "certificates",
+        path: path.to_owned(),
+        reason,
+    };
+    let first = CertificateDer::pem_slice_iter(pem)
+        .next()
+        .ok_or_else(|| pem_err("no certificate in file".into()))?
+        .map_err(|e| pem_err(e.to_string()))?;
+    Ok(Fingerprint::of_der(first.as_ref()))
+}
+
 /// The fingerprint of the first certificate in a PEM file.
 pub fn fingerprint_of_file(path: &Path) -> Result<Fingerprint, TlsError> {
     let certs = read_certs(path)?;

@@ -58,6 +58,7 @@ impl RateLimits {
     pub fn new(config: &Config, live: u32) -> Self {
         let replicas = config.settings.replicas.unwrap_or(live).max(1);
         let systems = config
+            .policy
             .partners
             .values()
             .map(|p| {
@@ -68,6 +69,7 @@ impl RateLimits {
             })
             .collect();
         let people = config
+            .policy
             .partners
             .values()
             .map(|p| {

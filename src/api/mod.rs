@@ -38,9 +38,11 @@ pub fn router(rt: Arc<Runtime>) -> Router {
         .method_not_allowed_fallback(principal::method_not_allowed)
         .layer(from_fn_with_state(rt.clone(), gate::store_gate))
         .layer(from_fn_with_state(rt.clone(), limits::rate_limit))
-        .layer(from_fn_with_state(rt.clone(), principal::resolve))
         .layer(from_fn_with_state(rt.clone(), limits::body_limit))
         .layer(from_fn_with_state(rt.clone(), limits::timeout))
+        // The caller is known before any limit refuses: a console page that says a form was
+        // too large, or took too long, still names who is signed in.
+        .layer(from_fn_with_state(rt.clone(), principal::resolve))
         .layer(axum::middleware::from_fn(limits::head_limits))
         .layer(axum::middleware::from_fn(limits::response_headers))
         .layer(axum::middleware::from_fn(observe::observe))

@@ -125,8 +125,8 @@ document_type!(
 /// The description as JSON text, for a configuration (rendered once per snapshot).
 pub fn render(config: &crate::config::Config) -> String {
     let mut types = Map::new();
-    for ty in config.schemas.types() {
-        if let Some(schema) = config.schemas.referral_type(ty) {
+    for ty in config.policy.schemas.types() {
+        if let Some(schema) = config.policy.schemas.referral_type(ty) {
             // `referral.<type>`: a component name is letters, digits, `.`, `-` and `_`.
             types.insert(format!("referral.{ty}"), (*schema.source).clone());
         }

@@ -162,6 +162,7 @@ pub struct Micro {
 /// The principal of the sending partner's system, as the TLS layer would map it.
 pub fn sender(config: &Config) -> Result<Principal, BenchError> {
     config
+        .policy
         .principals
         .values()
         .find(|p| p.partner.as_str() == SENDER && matches!(p.actor, Actor::System(_)))
@@ -249,6 +250,7 @@ fn parts(
     now: u64,
 ) -> Result<(), BenchError> {
     let sender_keys = config
+        .policy
         .partners
         .values()
         .find(|p| p.id.as_str() == SENDER)
@@ -259,6 +261,7 @@ fn parts(
         let _ = referral::open(b, &config.gateway_keys, sender_keys);
     });
     let recipient = config
+        .policy
         .partners
         .values()
         .find(|p| p.id.as_str() == RECIPIENTS[0])
@@ -275,10 +278,12 @@ fn parts(
         .parse()
         .map_err(|e: crate::identity::IdError| BenchError::Setup(e.to_string()))?;
     let schema = config
+        .policy
         .schemas
         .referral_type(&ty)
         .ok_or_else(|| BenchError::Setup("no schema".into()))?;
     let view = config
+        .policy
         .schemas
         .view(&recipient.kind, &ty)
         .ok_or_else(|| BenchError::Setup("no view".into()))?;

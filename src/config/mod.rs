@@ -122,11 +122,13 @@ pub fn load_settings(
     Ok(settings)
 }
 
-/// One validated configuration snapshot.
-#[derive(Debug)]
-pub struct Config {
-    /// The gateway's settings.
-    pub settings: Settings,
+/// What the partnership agreed: its partners (with the principals their certificates map
+/// to), its information sharing agreements and the schemas. Every decision reads it; none
+/// of it is a secret. [`Config::load`] builds it from the project's files;
+/// [`Policy::from_toml`] builds it in memory from TOML text, so a pure decision is tested
+/// without files or a PKI.
+#[derive(Clone, Debug)]
+pub struct Policy {
     /// Partners by id.
     pub partners: BTreeMap<PartnerId, Partner>,
     /// The information sharing agreements.
@@ -135,6 +137,70 @@ pub struct Config {
     pub schemas: SchemaSet,
     /// Certificate fingerprint → principal.
     pub principals: HashMap<Fingerprint, Principal>,
+}
+
+impl Policy {
+    /// A policy from partner files' text (`(id, toml)`), the agreements file's text and
+    /// compiled schemas, cross-checked exactly as [`Config::load`] checks the files; what a
+    /// partner file names (a JWKS, a certificate) is read from `files`.
+    pub fn from_toml(
+        partners: &[(&str, &str)],
+        agreements: &str,
+        schemas: SchemaSet,
+        files: &InMemoryFiles,
+    ) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let texts = partners
+            .iter()
+            .map(|(id, text)| PartnerText {
+                shown: format!("partners/{id}.toml"),
+                stem: (*id).to_owned(),
+                text: Ok((*text).to_owned()),
+            })
+            .collect();
+        let (partners, principals) = partners_from(texts, files, None, &mut problems);
+        let agreements = agreements_from_text(agreements, "agreements.toml", &mut problems);
+        check_agreements(&agreements, &partners, Some(&schemas), &mut problems);
+        if problems.is_empty() {
+            Ok(Self {
+                partners,
+                agreements,
+                schemas,
+                principals,
+            })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The view of this policy the intake decision reads, for a gateway named `gateway_id`
+    /// allowing `iat_skew_seconds` of clock skew.
+    pub fn rules<'a>(
+        &'a self,
+        gateway_id: &'a str,
+        iat_skew_seconds: u64,
+    ) -> crate::intake::Rules<'a> {
+        crate::intake::Rules {
+            gateway_id,
+            iat_skew_seconds,
+            partners: &self.partners,
+            agreements: &self.agreements,
+        }
+    }
+
+    /// The principal a verified certificate maps to, if any.
+    pub fn principal(&self, fingerprint: &Fingerprint) -> Option<&Principal> {
+        self.principals.get(fingerprint)
+    }
+}
+
+/// One validated configuration snapshot: the settings, the [`Policy`], and the keys.
+#[derive(Debug)]
+pub struct Config {
+    /// The gateway's settings.
+    pub settings: Settings,
+    /// Partners, agreements, schemas and principals.
+    pub policy: Policy,
     /// The gateway's own keys.
     pub gateway_keys: KeySet,
     /// The key held referrals are encrypted under.
@@ -176,12 +242,10 @@ pub struct Loaded {
 impl Config {
     /// The view of this snapshot the intake decision reads (`intake::Rules`).
     pub fn rules(&self) -> crate::intake::Rules<'_> {
-        crate::intake::Rules {
-            gateway_id: &self.settings.gateway_id,
-            iat_skew_seconds: self.settings.limits.iat_skew.as_secs(),
-            partners: &self.partners,
-            agreements: &self.agreements,
-        }
+        self.policy.rules(
+            &self.settings.gateway_id,
+            self.settings.limits.iat_skew.as_secs(),
+        )
     }
 }
 
@@ -261,10 +325,12 @@ impl Config {
             ) if problems.is_empty() => Ok(Loaded {
                 config: Config {
                     settings,
-                    partners,
-                    agreements,
-                    schemas,
-                    principals,
+                    policy: Policy {
+                        partners,
+                        agreements,
+                        schemas,
+                        principals,
+                    },
                     gateway_keys,
                     storage_key,
                     subject_key,
@@ -284,7 +350,7 @@ impl Config {
 
     /// The principal a verified certificate maps to, if any.
     pub fn principal(&self, fingerprint: &Fingerprint) -> Option<&Principal> {
-        self.principals.get(fingerprint)
+        self.policy.principals.get(fingerprint)
     }
 }
 
@@ -306,6 +372,83 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Where the files a partner file names (its JWKS, certificates, sealed hosted keys) are
+/// read from: the project on disk, or memory.
+pub trait PartnerSource {
+    /// The public key set at `path`.
+    fn public_keys(&self, path: &Path) -> Result<KeySet, String>;
+    /// The fingerprint of the certificate at `path`.
+    fn fingerprint(&self, path: &Path) -> Result<Fingerprint, String>;
+    /// `path` as a file on disk, for what only a file can hold (a hosted partner's sealed
+    /// keys, opened with the storage key); `None` where there is no disk.
+    fn on_disk(&self, path: &Path) -> Option<PathBuf>;
+}
+
+/// The project on disk: paths in partner files are relative to the project root, like every
+/// other path in refex.toml (the parent of the partners directory).
+struct Disk {
+    base: PathBuf,
+}
+
+impl PartnerSource for Disk {
+    fn public_keys(&self, path: &Path) -> Result<KeySet, String> {
+        KeySet::load_public(&resolve(&self.base, path)).map_err(|e| e.to_string())
+    }
+    fn fingerprint(&self, path: &Path) -> Result<Fingerprint, String> {
+        tls::fingerprint_of_file(&resolve(&self.base, path)).map_err(|e| e.to_string())
+    }
+    fn on_disk(&self, path: &Path) -> Option<PathBuf> {
+        Some(resolve(&self.base, path))
+    }
+}
+
+/// Files held in memory, by the path a partner file names them with (tests).
+#[derive(Clone, Debug, Default)]
+pub struct InMemoryFiles(BTreeMap<PathBuf, Vec<u8>>);
+
+impl InMemoryFiles {
+    /// No files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the file `path` with `bytes`.
+    pub fn with(mut self, path: impl Into<PathBuf>, bytes: impl Into<Vec<u8>>) -> Self {
+        self.0.insert(path.into(), bytes.into());
+        self
+    }
+
+    fn read(&self, path: &Path) -> Result<&[u8], String> {
+        self.0
+            .get(path)
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("{}: no such file", path.display()))
+    }
+}
+
+impl PartnerSource for InMemoryFiles {
+    fn public_keys(&self, path: &Path) -> Result<KeySet, String> {
+        KeySet::parse_public(self.read(path)?, &path.display().to_string())
+            .map_err(|e| e.to_string())
+    }
+    fn fingerprint(&self, path: &Path) -> Result<Fingerprint, String> {
+        tls::fingerprint_of_pem(self.read(path)?, path).map_err(|e| e.to_string())
+    }
+    fn on_disk(&self, _path: &Path) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// A partner file's text as read, named for messages.
+struct PartnerText {
+    /// How messages name the file.
+    shown: String,
+    /// Its stem: the partner's id.
+    stem: String,
+    /// Its text, or why it could not be read.
+    text: Result<String, String>,
+}
+
 /// Reads every partner file and builds the fingerprint map.
 fn load_partners(
     settings: &Settings,
@@ -315,15 +458,13 @@ fn load_partners(
     BTreeMap<PartnerId, Partner>,
     HashMap<Fingerprint, Principal>,
 ) {
-    let mut partners = BTreeMap::new();
-    let mut principals: HashMap<Fingerprint, Principal> = HashMap::new();
-    // Certificate paths in partner files are relative to the project root, like every other
-    // path in refex.toml: the parent of the partners directory.
-    let base = settings
-        .partners_dir
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_default();
+    let disk = Disk {
+        base: settings
+            .partners_dir
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_default(),
+    };
     let files = match partners::partner_files(&settings.partners_dir, &settings.agreements) {
         Ok(f) => f,
         Err(e) => {
@@ -331,7 +472,7 @@ fn load_partners(
                 "cannot read partners directory {}: {e}",
                 settings.partners_dir.display()
             ));
-            return (partners, principals);
+            return (BTreeMap::new(), HashMap::new());
         }
     };
     if files.is_empty() {
@@ -340,8 +481,30 @@ fn load_partners(
             settings.partners_dir.display()
         ));
     }
-    for (path, stem) in files {
-        let shown = path.display().to_string();
+    let texts = files
+        .into_iter()
+        .map(|(path, stem)| PartnerText {
+            shown: path.display().to_string(),
+            stem,
+            text: std::fs::read_to_string(&path).map_err(|e| e.to_string()),
+        })
+        .collect();
+    partners_from(texts, &disk, storage_key, problems)
+}
+
+/// Partners and the fingerprint map from partner files' text, every problem listed.
+fn partners_from(
+    texts: Vec<PartnerText>,
+    source: &dyn PartnerSource,
+    storage_key: Option<&StorageKey>,
+    problems: &mut Vec<String>,
+) -> (
+    BTreeMap<PartnerId, Partner>,
+    HashMap<Fingerprint, Principal>,
+) {
+    let mut partners = BTreeMap::new();
+    let mut principals: HashMap<Fingerprint, Principal> = HashMap::new();
+    for PartnerText { shown, stem, text } in texts {
         let id: PartnerId = match stem.parse() {
             Ok(id) => id,
             Err(e) => {
@@ -349,22 +512,21 @@ fn load_partners(
                 continue;
             }
         };
-        let file: PartnerFile = match std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
-        {
-            Ok(f) => f,
-            Err(e) => {
-                problems.push(format!("{shown}: {e}"));
-                continue;
-            }
-        };
+        let file: PartnerFile =
+            match text.and_then(|t| toml::from_str(&t).map_err(|e| e.to_string())) {
+                Ok(f) => f,
+                Err(e) => {
+                    problems.push(format!("{shown}: {e}"));
+                    continue;
+                }
+            };
         let keys = file.jwks.as_ref().and_then(|p| {
-            KeySet::load_public(&resolve(&base, p))
+            source
+                .public_keys(p)
                 .map_err(|e| problems.push(format!("{shown}: jwks: {e}")))
                 .ok()
         });
-        let hosted = hosted_keys(&file, &id, &base, keys.as_ref(), storage_key)
+        let hosted = hosted_keys(&file, &id, source, keys.as_ref(), storage_key)
             .map_err(|e| problems.push(format!("{shown}: {e}")))
             .ok()
             .flatten();
@@ -413,9 +575,7 @@ fn load_partners(
                     partners::CertificateRef::Fingerprint(fp) => {
                         fp.parse::<Fingerprint>().map_err(|e| e.to_string())
                     }
-                    partners::CertificateRef::File(path) => {
-                        tls::fingerprint_of_file(&resolve(&base, path)).map_err(|e| e.to_string())
-                    }
+                    partners::CertificateRef::File(path) => source.fingerprint(path),
                 };
                 let fingerprint = match fingerprint {
                     Ok(f) => f,
@@ -465,7 +625,7 @@ fn load_partners(
                 inbox_retention: file.inbox_retention,
                 rate_quota: file.rate_quota,
                 person_rate_quota: file.person_rate_quota,
-                jwks_path: file.jwks.map(|p| resolve(&base, &p)),
+                jwks_path: file.jwks.map(|p| source.on_disk(&p).unwrap_or(p)),
                 keys,
                 hosted,
                 notify: file.notify.clone().unwrap_or_default(),
@@ -491,7 +651,7 @@ fn load_partners(
 fn hosted_keys(
     file: &PartnerFile,
     id: &PartnerId,
-    base: &Path,
+    source: &dyn PartnerSource,
     public: Option<&KeySet>,
     storage_key: Option<&StorageKey>,
 ) -> Result<Option<Arc<KeySet>>, String> {
@@ -503,7 +663,9 @@ fn hosted_keys(
                 "hosted = true needs hosted_keys (write them with `refex keys hosted --partner {id}`)"
             ));
         }
-        (true, Some(p)) => resolve(base, p),
+        (true, Some(p)) => source
+            .on_disk(p)
+            .ok_or("a hosted partner's sealed keys are a file: load this policy from disk")?,
     };
     // A missing storage key is reported on its own.
     let Some(storage_key) = storage_key else {
@@ -523,10 +685,18 @@ fn hosted_keys(
 }
 
 fn load_agreements(path: &Path, problems: &mut Vec<String>) -> Vec<Agreement> {
-    match std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| toml::from_str::<AgreementsFile>(&t).map_err(|e| e.to_string()))
-    {
+    match std::fs::read_to_string(path) {
+        Ok(text) => agreements_from_text(&text, &path.display().to_string(), problems),
+        Err(e) => {
+            problems.push(format!("{}: {e}", path.display()));
+            Vec::new()
+        }
+    }
+}
+
+/// The agreements in an agreements file's text (`shown` names it in messages).
+fn agreements_from_text(text: &str, shown: &str, problems: &mut Vec<String>) -> Vec<Agreement> {
+    match toml::from_str::<AgreementsFile>(text).map_err(|e| e.to_string()) {
         Ok(f) => f
             .agreements
             .into_iter()
@@ -537,11 +707,7 @@ fn load_agreements(path: &Path, problems: &mut Vec<String>) -> Vec<Agreement> {
                     .filter_map(|b| {
                         crate::lawful::AcceptedBasis::from_file(b)
                             .map_err(|e| {
-                                problems.push(format!(
-                                    "{}: agreement {:?}: basis: {e}",
-                                    path.display(),
-                                    a.id
-                                ))
+                                problems.push(format!("{shown}: agreement {:?}: basis: {e}", a.id))
                             })
                             .ok()
                     })
@@ -550,7 +716,7 @@ fn load_agreements(path: &Path, problems: &mut Vec<String>) -> Vec<Agreement> {
             })
             .collect(),
         Err(e) => {
-            problems.push(format!("{}: {e}", path.display()));
+            problems.push(format!("{shown}: {e}"));
             Vec::new()
         }
     }

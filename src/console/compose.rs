@@ -188,6 +188,7 @@ struct ComposeBody {
 /// The referral types `sender`'s agreements cover.
 fn sendable(config: &Config, sender: &PartnerId) -> Vec<ReferralType> {
     let mut types: Vec<ReferralType> = config
+        .policy
         .agreements
         .iter()
         .filter(|a| &a.sender == sender)
@@ -206,6 +207,7 @@ pub async fn choose(State(rt): State<Arc<Runtime>>, Caller(caller): Caller) -> R
         .into_iter()
         .map(|t| {
             let about = config
+                .policy
                 .schemas
                 .referral_type(&t)
                 .and_then(|s| s.source.get("description").and_then(Value::as_str))
@@ -270,11 +272,13 @@ fn bases(
     ty: &ReferralType,
 ) -> Vec<(LawfulBasis, Vec<String>)> {
     let offence = config
+        .policy
         .schemas
         .referral_type(ty)
         .is_some_and(|s| s.criminal_offence_data());
     let mut out: Vec<(LawfulBasis, Vec<String>)> = Vec::new();
     for a in config
+        .policy
         .agreements
         .iter()
         .filter(|a| &a.sender == sender && a.types.contains(ty))
@@ -330,6 +334,7 @@ fn claims_rows(
         ..FormRow::new("text", "Your reference")
     });
     let mut recipients: Vec<PartnerId> = config
+        .policy
         .agreements
         .iter()
         .filter(|a| &a.sender == sender && a.types.contains(ty))
@@ -454,7 +459,7 @@ fn compose_page(
 ) -> Response {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;
-    let Some(schema) = config.schemas.referral_type(draft.ty) else {
+    let Some(schema) = config.policy.schemas.referral_type(draft.ty) else {
         return problem_page_in(Some(config), &ApiError::NotFound, Some(caller));
     };
     let payload_errors: BTreeMap<String, String> = draft
@@ -719,7 +724,7 @@ pub async fn send(
     if let Err(refused) = form_is_genuine(&rt, &caller, &uri, &headers, &fields) {
         return *refused;
     }
-    let Some(schema) = config.schemas.referral_type(&ty) else {
+    let Some(schema) = config.policy.schemas.referral_type(&ty) else {
         return problem_page_in(Some(config), &ApiError::NotFound, Some(&caller));
     };
     let entered = Entered::read(&fields);

@@ -214,9 +214,13 @@ pub async fn read(
         Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
     };
     let delivery = &opened.claims["delivery"];
-    let kind = config.partners.get(&caller.partner).map(|p| p.kind.clone());
+    let kind = config
+        .policy
+        .partners
+        .get(&caller.partner)
+        .map(|p| p.kind.clone());
     let (about, sections, withheld) =
-        crate::printable::sections(&config.schemas, kind.as_ref(), delivery);
+        crate::printable::sections(&config.policy.schemas, kind.as_ref(), delivery);
     let withheld = withheld.unwrap_or_default();
     let (consent, informed, basis) = crate::printable::terms(delivery);
     let from = delivery["from"]

@@ -188,6 +188,7 @@ fn who(config: Option<&Config>, caller: Option<&Principal>) -> String {
             match &c.actor {
                 Actor::Person { id, .. } => {
                     let name = config
+                        .policy
                         .partners
                         .get(&c.partner)
                         .and_then(|p| p.people.iter().find(|x| &x.id == id))
@@ -308,6 +309,7 @@ pub async fn style() -> Response {
 /// A partner's name (its id when it is no longer configured).
 fn partner_name(config: &Config, id: &PartnerId) -> String {
     config
+        .policy
         .partners
         .get(id)
         .map_or_else(|| id.to_string(), |p| p.name.clone())
@@ -318,6 +320,7 @@ fn actor_name(config: &Config, actor: &ActorRef) -> String {
     match actor {
         ActorRef::Person { partner, id } => {
             let name = config
+                .policy
                 .partners
                 .get(partner)
                 .and_then(|p| p.people.iter().find(|x| &x.id == id))
@@ -334,6 +337,7 @@ fn actor_name(config: &Config, actor: &ActorRef) -> String {
 /// A referral type in words: its schema's title.
 fn type_title(config: &Config, ty: &ReferralType) -> String {
     config
+        .policy
         .schemas
         .referral_type(ty)
         .and_then(|s| {

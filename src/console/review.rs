@@ -297,6 +297,7 @@ fn review_body(
         .map(|p| {
             let agreement = p.permitted.as_ref().ok().cloned().unwrap_or_default();
             let purpose = config
+                .policy
                 .agreements
                 .iter()
                 .find(|a| a.id == agreement)

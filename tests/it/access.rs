@@ -45,7 +45,7 @@ async fn permission_matrix(store: Option<String>) {
     let mut callers: Vec<(String, Option<refex::identity::Principal>, reqwest::Client)> =
         Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for p in config.principals.values() {
+    for p in config.policy.principals.values() {
         if !seen.insert(p.to_string()) {
             continue; // a person's second certificate: the same principal
         }

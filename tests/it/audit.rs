@@ -459,30 +459,6 @@ async fn no_fork(store_url: Option<String>) {
     assert_eq!(root, mth(&leaves));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_trail_on_sqlite() {
-    trail(None).await;
-}
+crate::on_both_stores!(audit_trail => trail);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_trail_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    trail(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_never_fork_the_tree_on_sqlite() {
-    no_fork(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writers_never_fork_the_tree_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    no_fork(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(concurrent_writers_never_fork_the_tree => no_fork);

@@ -34,8 +34,8 @@ fn has(problems: &[String], needle: &str) -> bool {
 fn the_shipped_configuration_loads() {
     let project = Project::new();
     let config = load(&project).expect("shipped configuration is valid");
-    assert_eq!(config.partners.len(), 16);
-    assert!(config.agreements.len() >= 20);
+    assert_eq!(config.policy.partners.len(), 16);
+    assert!(config.policy.agreements.len() >= 20);
 }
 
 #[test]

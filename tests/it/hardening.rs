@@ -311,5 +311,18 @@ async fn a_body_over_the_limit_is_the_gateways_413_on_every_route_that_reads_one
             .await
             .unwrap();
     problem(res, 415, "unsupported-media-type").await;
+    // A console form declared larger than the limit is refused before it is read, as a page
+    // that still names who is signed in (before: the caller was not yet known there).
+    let res =
+        h.gw.person("notts-police", "dsl-a")
+            .post(h.gw.url("/console/reviews/ref_01M8ETBK31EKBSFJT1JHE0MZHT/decision"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(vec![b'a'; 1024 * 1024 + 1])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 413);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Signed in as"), "{page}");
     h.gw.stop().await;
 }

@@ -414,16 +414,4 @@ async fn a_hosted_partner_works_in_the_console(store_url: Option<String>) {
     h.gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_hosted_partner_works_in_the_console_on_sqlite() {
-    a_hosted_partner_works_in_the_console(None).await;
-}
-
-#[tokio::test]
-async fn a_hosted_partner_works_in_the_console_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    a_hosted_partner_works_in_the_console(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(a_hosted_partner_works_in_the_console => a_hosted_partner_works_in_the_console);

@@ -550,61 +550,13 @@ async fn corrections(store_url: Option<String>) {
     h.gw.stop().await;
 }
 
-#[tokio::test]
-async fn corrections_on_sqlite() {
-    corrections(None).await;
-}
+crate::on_both_stores!(corrections => corrections);
 
-#[tokio::test]
-async fn corrections_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    corrections(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(a_recipients_day => day);
 
-#[tokio::test]
-async fn a_recipients_day_on_sqlite() {
-    day(None).await;
-}
+crate::on_both_stores!(long_poll_wakes_on_commit => long_poll);
 
-#[tokio::test]
-async fn a_recipients_day_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    day(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
-
-#[tokio::test]
-async fn long_poll_wakes_on_commit_on_sqlite() {
-    long_poll(None).await;
-}
-
-#[tokio::test]
-async fn long_poll_wakes_on_commit_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    long_poll(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pagination_never_skips_or_repeats_under_concurrent_arrivals_on_sqlite() {
-    pagination(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pagination_never_skips_or_repeats_under_concurrent_arrivals_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    pagination(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(pagination_never_skips_or_repeats_under_concurrent_arrivals => pagination);
 
 async fn expiry_and_purge(store_url: Option<String>) {
     use refex::clock::{Clock as _, ManualClock};
@@ -674,16 +626,4 @@ async fn expiry_and_purge(store_url: Option<String>) {
     h.gw.stop().await;
 }
 
-#[tokio::test]
-async fn expiry_and_purge_on_sqlite() {
-    expiry_and_purge(None).await;
-}
-
-#[tokio::test]
-async fn expiry_and_purge_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    expiry_and_purge(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(expiry_and_purge => expiry_and_purge);

@@ -36,6 +36,7 @@ fn claims(iss: &str, ty: &str, to: Option<&[&str]>, payload: Value) -> Value {
 
 fn system(config: &Config, partner: &str) -> Principal {
     config
+        .policy
         .principals
         .values()
         .find(|p| p.partner.as_str() == partner && matches!(p.actor, Actor::System(_)))
@@ -44,7 +45,7 @@ fn system(config: &Config, partner: &str) -> Principal {
 }
 
 fn run(config: &Config, sender: &str, doc: &Value) -> Result<intake::Decision, IntakeError> {
-    let claims = intake::parse(doc.to_string().as_bytes(), &config.schemas)?;
+    let claims = intake::parse(doc.to_string().as_bytes(), &config.policy.schemas)?;
     intake::decide(&claims, &system(config, sender), &config.rules(), NOW)
 }
 
@@ -295,7 +296,90 @@ fn unknown_envelope_fields_and_garbage_are_refused() {
     };
     assert_eq!(v[0].pointer, "/notes");
     assert_eq!(
-        intake::parse(b"not json", &config.schemas).unwrap_err(),
+        intake::parse(b"not json", &config.policy.schemas).unwrap_err(),
         IntakeError::Malformed
+    );
+}
+
+/// A partner's public JWKS (an `enc` and a `sig` key), generated in memory.
+fn public_jwks(owner: &str) -> String {
+    use refex::envelope::keys::{KeyUse, generate_p256};
+    let mut keys = Vec::new();
+    for (key_use, tag) in [(KeyUse::Enc, "enc"), (KeyUse::Sig, "sig")] {
+        let mut jwk = generate_p256(&format!("{owner}-{tag}"), key_use).unwrap();
+        jwk.as_object_mut().unwrap().remove("d");
+        keys.push(jwk);
+    }
+    json!({ "keys": keys }).to_string()
+}
+
+/// A partner file's text: a system and a lead identified by fingerprint, its keys in memory.
+fn partner_toml(id: &str, kind: &str, n: u8) -> String {
+    format!(
+        "name = \"{id}\"\nkind = \"{kind}\"\nsector = \"statutory\"\n\
+         competent_authority = true\ncontact = \"x@{id}.example\"\njwks = \"{id}.jwks\"\n\
+         [[systems]]\nid = \"case-system\"\nfingerprint = \"{}\"\n\
+         [[people]]\nid = \"dsl-1\"\nname = \"Lead\"\nroles = [\"designated-safeguarding-lead\"]\n\
+         fingerprint = \"{}\"\n",
+        format!("{n:02x}").repeat(32),
+        format!("{:02x}", n + 100).repeat(32),
+    )
+}
+
+/// The intake decision on a policy built in memory from TOML text (no project on disk, no
+/// PKI): the same cross-checks as a load from files, and the same decision.
+#[test]
+fn the_intake_decision_runs_on_a_policy_built_in_memory() {
+    use refex::config::{InMemoryFiles, Policy};
+    let schemas = refex::schema::SchemaSet::load(&common::repo().join("schemas")).unwrap();
+    let files = InMemoryFiles::new()
+        .with("notts-police.jwks", public_jwks("notts-police"))
+        .with("imara.jwks", public_jwks("imara"));
+    let agreement = "[[agreement]]\nid = \"isa-police-imara-csa\"\npurpose = \"Refer children.\"\n\
+                     sender = \"notts-police\"\nrecipient = \"imara\"\n\
+                     types = [\"child-sexual-abuse-support\"]\nreview = \"on-override\"\n\
+                     route_by_default = true\n[[agreement.basis]]\narticle6 = [\"public-task\"]\n\
+                     article9 = \"substantial-public-interest\"\n\
+                     schedule1 = [\"para-18-safeguarding-children\"]\n";
+    let police = partner_toml("notts-police", "police", 1);
+    let imara = partner_toml("imara", "chisva", 2);
+    let policy = Policy::from_toml(
+        &[("notts-police", &police), ("imara", &imara)],
+        agreement,
+        schemas.clone(),
+        &files,
+    )
+    .unwrap();
+    let sender = policy
+        .principals
+        .values()
+        .find(|p| p.partner.as_str() == "notts-police" && matches!(p.actor, Actor::System(_)))
+        .cloned()
+        .unwrap();
+    let doc = claims("notts-police", "child-sexual-abuse-support", None, csa());
+    let parsed = intake::parse(doc.to_string().as_bytes(), &policy.schemas).unwrap();
+    let d = intake::decide(&parsed, &sender, &policy.rules("refex", 300), NOW).unwrap();
+    assert_eq!(d.routes.len(), 1);
+    assert_eq!(d.routes[0].recipient.as_str(), "imara");
+    assert_eq!(d.routes[0].disposition, Disposition::Deliver);
+
+    // The cross-checks are the files' own: an agreement naming an unknown partner, and a
+    // partner whose key file is missing, are each named.
+    let broken = agreement.replace("recipient = \"imara\"", "recipient = \"nobody\"");
+    let err = Policy::from_toml(
+        &[("notts-police", &police), ("imara", &imara)],
+        &broken,
+        schemas.clone(),
+        &InMemoryFiles::new().with("notts-police.jwks", public_jwks("notts-police")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unknown recipient partner \"nobody\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("partners/imara.toml: jwks: imara.jwks: no such file"),
+        "{err}"
     );
 }

@@ -292,30 +292,6 @@ async fn retention(store_url: Option<String>) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_on_sqlite() {
-    records(None).await;
-}
+crate::on_both_stores!(records => records);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    records(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
-
-#[tokio::test]
-async fn retention_keeps_the_tree_verifiable_on_sqlite() {
-    retention(None).await;
-}
-
-#[tokio::test]
-async fn retention_keeps_the_tree_verifiable_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    retention(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(retention_keeps_the_tree_verifiable => retention);

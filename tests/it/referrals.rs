@@ -259,16 +259,4 @@ async fn scenario(store_url: Option<String>) {
     h.gw.stop().await;
 }
 
-#[tokio::test]
-async fn intake_on_sqlite() {
-    scenario(None).await;
-}
-
-#[tokio::test]
-async fn intake_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    scenario(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(intake => scenario);

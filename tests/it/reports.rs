@@ -290,16 +290,4 @@ async fn reports(store_url: Option<String>) {
     h.gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_on_sqlite() {
-    reports(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    reports(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(reports => reports);

@@ -412,30 +412,6 @@ async fn escalation(store_url: Option<String>) {
     h.gw.stop().await;
 }
 
-#[tokio::test]
-async fn reviews_on_sqlite() {
-    reviews(None).await;
-}
+crate::on_both_stores!(reviews => reviews);
 
-#[tokio::test]
-async fn reviews_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    reviews(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
-
-#[tokio::test]
-async fn escalation_on_sqlite() {
-    escalation(None).await;
-}
-
-#[tokio::test]
-async fn escalation_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    escalation(Some(url.clone())).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(escalation => escalation);
