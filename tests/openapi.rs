@@ -96,7 +96,12 @@ fn refs(value: &Value, out: &mut Vec<String>) {
 /// A schema that says something (before: every parameter was a bare `string`, every body and
 /// answer `{}`).
 fn says_something(schema: &Value) -> bool {
-    schema.get("$ref").is_some() || schema.get("type").is_some() || schema.get("enum").is_some()
+    schema.get("$ref").is_some()
+        || schema.get("type").is_some()
+        || schema.get("enum").is_some()
+        || schema["allOf"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(says_something))
 }
 
 #[test]
@@ -209,4 +214,37 @@ fn every_link_names_a_documented_operation_with_an_id() {
         }
     }
     assert_eq!(links, 7);
+}
+
+/// The partner guide's table of problem types and the gateway's own catalogue agree: every
+/// slug the guide lists is one the gateway answers with that status, and every slug the
+/// gateway can answer with is in the guide.
+#[test]
+fn the_partner_guide_lists_every_problem_type() {
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/partner-guide.md"),
+    )
+    .unwrap();
+    let section = guide
+        .split("\n## ")
+        .find(|s| s.contains("Problems"))
+        .unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let status: u16 = cells[2].parse().unwrap();
+        for slug in cells[1].split(',') {
+            documented.insert((status, slug.trim().trim_matches('`').to_owned()));
+        }
+    }
+    let served: std::collections::BTreeSet<(u16, String)> = refex::api::problem::problem_types()
+        .into_iter()
+        .flat_map(|(status, slugs)| slugs.into_iter().map(move |s| (status, s.to_owned())))
+        .collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "served but not in the guide: {undocumented:?}; in the guide but never served: {unserved:?}"
+    );
 }

@@ -27,7 +27,7 @@ fn audit_error(e: AuditError) -> ApiError {
 
 fn bad_query(_: QueryRejection) -> ApiError {
     ApiError::BadRequest {
-        slug: "bad-query",
+        slug: crate::api::problem::BadInput::Query,
         detail: "query parameters must be non-negative integers".into(),
     }
 }

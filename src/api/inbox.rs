@@ -79,7 +79,7 @@ pub struct Withdrawn {
     deliveries: Vec<DeliveryLine>,
 }
 
-fn bad_request(slug: &'static str, detail: &str) -> ApiError {
+fn bad_request(slug: crate::api::problem::BadInput, detail: &str) -> ApiError {
     ApiError::BadRequest {
         slug,
         detail: detail.to_owned(),
@@ -97,26 +97,35 @@ pub async fn list(
     Caller(caller): Caller,
     query: Result<Query<InboxQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        query.map_err(|_| bad_request("bad-query", "limit, cursor and wait must be numbers"))?;
+    let Query(q) = query.map_err(|_| {
+        bad_request(
+            crate::api::problem::BadInput::Query,
+            "limit, cursor and wait must be numbers",
+        )
+    })?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(bad_request("bad-limit", "limit must be between 1 and 500"));
+        return Err(bad_request(
+            crate::api::problem::BadInput::Limit,
+            "limit must be between 1 and 500",
+        ));
     }
     let wait = q.wait.unwrap_or(0);
     if wait > MAX_WAIT_SECS {
         return Err(bad_request(
-            "bad-wait",
+            crate::api::problem::BadInput::Wait,
             "wait must be between 0 and 60 seconds",
         ));
     }
-    let after: i64 =
-        match q.cursor.as_deref() {
-            None | Some("") => 0,
-            Some(c) => c.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
-                bad_request("bad-cursor", "cursor is not one this gateway issued")
-            })?,
-        };
+    let after: i64 = match q.cursor.as_deref() {
+        None | Some("") => 0,
+        Some(c) => c.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
+            bad_request(
+                crate::api::problem::BadInput::Cursor,
+                "cursor is not one this gateway issued",
+            )
+        })?,
+    };
     let recipient = &caller.partner;
     // Subscribe before the first read, so a commit between the read and the wait still wakes us.
     let mut changes = rt.watch_inboxes();

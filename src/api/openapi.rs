@@ -187,13 +187,21 @@ fn problem_responses(path: &str, statuses: &[u16], problem: &Schema) -> Map<Stri
     let mut all: Vec<u16> = statuses.iter().chain(ANY_ROUTE).copied().collect();
     all.sort_unstable();
     all.dedup();
-    let content = if is_console(path) {
-        json!({ "text/html": { "schema": { "type": "string", "contentMediaType": "text/html" } } })
-    } else {
-        json!({ "application/problem+json": { "schema": problem } })
-    };
+    let types = super::problem::problem_types();
     all.into_iter()
         .map(|status| {
+            let content = if is_console(path) {
+                json!({ "text/html": { "schema": { "type": "string", "contentMediaType": "text/html" } } })
+            } else {
+                // The problem, narrowed to this status and the types it can carry.
+                let mut narrowed = json!({ "properties": { "status": { "const": status } } });
+                if let Some(slugs) = types.get(&status) {
+                    let urns: Vec<String> =
+                        slugs.iter().map(|s| format!("urn:refex:problem:{s}")).collect();
+                    narrowed["properties"]["type"] = json!({ "enum": urns });
+                }
+                json!({ "application/problem+json": { "schema": { "allOf": [problem, narrowed] } } })
+            };
             let mut response = json!({ "description": "Problem (RFC 9457)", "content": content });
             if matches!(status, 429 | 503 | 507) {
                 response["headers"] = json!({ "Retry-After": {

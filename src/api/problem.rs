@@ -81,8 +81,8 @@ pub enum ApiError {
     /// A query or body that does not have the route's shape.
     #[error("{detail}")]
     BadRequest {
-        /// The stable slug.
-        slug: &'static str,
+        /// What was wrong with it (its stable slug).
+        slug: BadInput,
         /// What is wrong and what would be right.
         detail: String,
     },
@@ -181,7 +181,7 @@ impl ApiError {
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
-            ApiError::BadRequest { slug, .. } => (S::BAD_REQUEST, slug, "Bad request"),
+            ApiError::BadRequest { slug, .. } => (S::BAD_REQUEST, slug.slug(), "Bad request"),
             ApiError::Submit(e) => submit_parts(e),
             ApiError::Review(e) => review_parts(e),
             ApiError::Access(e) => match e {
@@ -418,6 +418,210 @@ fn review_parts(e: &ReviewError) -> (StatusCode, &'static str, &'static str) {
         ReviewError::Store(e) => store_parts(e),
         ReviewError::Release(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
     }
+}
+
+/// What was wrong with a request the gateway could not read as the route's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadInput {
+    /// A query string (`bad-query`).
+    Query,
+    /// A body (`bad-request`).
+    Request,
+    /// A console form (`bad-form`).
+    Form,
+    /// A hosted delivery that could not be opened for reading (`not-opened`).
+    NotOpened,
+    /// An inbox page size (`bad-limit`).
+    Limit,
+    /// A long-poll wait (`bad-wait`).
+    Wait,
+    /// An inbox cursor (`bad-cursor`).
+    Cursor,
+}
+
+impl BadInput {
+    /// Every kind.
+    pub const ALL: [BadInput; 7] = [
+        BadInput::Query,
+        BadInput::Request,
+        BadInput::Form,
+        BadInput::NotOpened,
+        BadInput::Limit,
+        BadInput::Wait,
+        BadInput::Cursor,
+    ];
+
+    /// The problem type's slug.
+    pub fn slug(self) -> &'static str {
+        match self {
+            BadInput::Query => "bad-query",
+            BadInput::Request => "bad-request",
+            BadInput::Form => "bad-form",
+            BadInput::NotOpened => "not-opened",
+            BadInput::Limit => "bad-limit",
+            BadInput::Wait => "bad-wait",
+            BadInput::Cursor => "bad-cursor",
+        }
+    }
+}
+
+impl ApiError {
+    /// One of every refusal a client can be answered with: each variant, each kind of the
+    /// errors it carries, each store failure. The OpenAPI document lists the problem types
+    /// each status can carry from it (`problem_types`); the match below lists every variant
+    /// without a wildcard, so a new one does not compile until it is placed here too.
+    pub fn catalogue() -> Vec<ApiError> {
+        use crate::envelope::jose::JoseError as J;
+        use EnvelopeError as E;
+        use IntakeError as I;
+        let partner: PartnerId = "partner".parse().unwrap_or_else(|_| unreachable!());
+        let store = || {
+            [
+                StoreError::Unavailable(String::new()),
+                StoreError::Full(String::new()),
+                StoreError::Corrupt {
+                    table: "t",
+                    column: "c",
+                },
+            ]
+        };
+        let mut all = vec![
+            ApiError::UnknownPrincipal,
+            ApiError::NotPermitted(Permission::SubmitReferral),
+            ApiError::CrossSite(""),
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge { limit: 0 },
+            ApiError::RateLimited { retry_after: 0 },
+            ApiError::Timeout,
+            ApiError::StoreDown,
+            ApiError::HeadersTooLarge,
+            ApiError::UriTooLong,
+            ApiError::UnsupportedMediaType(""),
+            ApiError::Report(String::new()),
+            ApiError::AuditRange(String::new()),
+            ApiError::ConfigRefused(Vec::new()),
+            ApiError::NotReady(Vec::new()),
+            ApiError::Internal,
+            ApiError::Access(AccessError::NotFound),
+            ApiError::Access(AccessError::BadIdentifiers(Vec::new())),
+            ApiError::Hosted(HostedError::NotHosted),
+            ApiError::Hosted(HostedError::NotFound),
+            ApiError::Hosted(HostedError::Unreadable),
+            ApiError::Review(ReviewError::NotFound),
+            ApiError::Review(ReviewError::FourEyes),
+            ApiError::Review(ReviewError::AlreadyDecided),
+            ApiError::Review(ReviewError::Withdrawn),
+            ApiError::Review(ReviewError::Invalid(String::new())),
+            ApiError::Review(ReviewError::PreviewStale {
+                recipients: Vec::new(),
+            }),
+            ApiError::Review(ReviewError::NoLongerPermitted {
+                recipient: partner.clone(),
+                reason: I::NoRoute,
+            }),
+            ApiError::Review(ReviewError::Release(String::new())),
+            ApiError::Submit(SubmitError::Replay),
+        ];
+        all.extend(BadInput::ALL.map(|slug| ApiError::BadRequest {
+            slug,
+            detail: String::new(),
+        }));
+        all.extend(store().map(ApiError::Store));
+        all.extend(store().map(|e| ApiError::Submit(SubmitError::Store(e))));
+        for e in [
+            E::NotText,
+            E::Cty,
+            E::Typ(""),
+            E::SignerNotSender,
+            E::Jwe(J::Decrypt),
+            E::Jwe(J::UnknownKid {
+                what: "",
+                kid: None,
+            }),
+            E::Jwe(J::Malformed("")),
+            E::Jwe(J::Zip),
+            E::Jws(J::Signature),
+            E::Jws(J::Malformed("")),
+            E::Jws(J::Unencoded),
+        ] {
+            all.push(ApiError::Submit(SubmitError::Envelope(e)));
+        }
+        for e in [
+            I::Malformed,
+            I::Invalid(Vec::new()),
+            I::IssuerMismatch,
+            I::WrongAudience(String::new()),
+            I::StaleIat {
+                iat: 0,
+                now: 0,
+                skew: 0,
+            },
+            I::UnknownRecipient(String::new()),
+            I::NoAgreement {
+                recipient: String::new(),
+                covered: String::new(),
+            },
+            I::NoRoute,
+            I::LawfulBasis {
+                recipient: String::new(),
+                allowed: String::new(),
+            },
+            I::ProfessionalOnly(String::new()),
+            I::ConsentRequired(String::new()),
+            I::UnknownSuperseded,
+            I::Replay,
+        ] {
+            all.push(ApiError::Submit(SubmitError::Intake(e)));
+        }
+        // Every variant has its place above (no wildcard: a new variant fails here).
+        for e in &all {
+            match e {
+                ApiError::UnknownPrincipal
+                | ApiError::NotPermitted(_)
+                | ApiError::CrossSite(_)
+                | ApiError::NotFound
+                | ApiError::MethodNotAllowed
+                | ApiError::PayloadTooLarge { .. }
+                | ApiError::RateLimited { .. }
+                | ApiError::Timeout
+                | ApiError::Store(_)
+                | ApiError::StoreDown
+                | ApiError::HeadersTooLarge
+                | ApiError::UriTooLong
+                | ApiError::UnsupportedMediaType(_)
+                | ApiError::BadRequest { .. }
+                | ApiError::Submit(_)
+                | ApiError::Review(_)
+                | ApiError::Access(_)
+                | ApiError::Hosted(_)
+                | ApiError::Report(_)
+                | ApiError::AuditRange(_)
+                | ApiError::ConfigRefused(_)
+                | ApiError::NotReady(_)
+                | ApiError::Internal => {}
+            }
+        }
+        all
+    }
+
+    /// The status and `type` slug this refusal is answered with.
+    pub fn status_and_slug(&self) -> (u16, &'static str) {
+        let (status, slug, _) = self.parts();
+        (status.as_u16(), slug)
+    }
+}
+
+/// The problem type slugs each status can carry, from [`ApiError::catalogue`].
+pub fn problem_types() -> std::collections::BTreeMap<u16, std::collections::BTreeSet<&'static str>>
+{
+    let mut out: std::collections::BTreeMap<u16, std::collections::BTreeSet<&'static str>> =
+        std::collections::BTreeMap::new();
+    for e in ApiError::catalogue() {
+        let (status, slug) = e.status_and_slug();
+        out.entry(status).or_default().insert(slug);
+    }
+    out
 }
 
 /// The JSON body of a problem response (RFC 9457).

@@ -94,7 +94,7 @@ async fn subject_access_body(
     let limit = rt.snapshot().config.settings.limits.max_body_bytes;
     let bytes = super::limits::read_body(body, limit).await?;
     let bad = || ApiError::BadRequest {
-        slug: "bad-request",
+        slug: crate::api::problem::BadInput::Request,
         detail: "expected a JSON object with nhs_number, or given, family and date_of_birth".into(),
     };
     let value = crate::intake::json::parse_strict(&bytes).map_err(|_| bad())?;

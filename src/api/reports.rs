@@ -46,7 +46,7 @@ pub async fn aggregates(
 ) -> Result<Response, ApiError> {
     let snapshot = rt.snapshot();
     let Query(q) = q.map_err(|_| ApiError::BadRequest {
-        slug: "bad-query",
+        slug: crate::api::problem::BadInput::Query,
         detail: "from and to (months, YYYY-MM) are required; by is optional".into(),
     })?;
     let now = rt.clock.unix_seconds() as i64;

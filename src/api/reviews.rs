@@ -314,7 +314,7 @@ fn choice(
 /// The decision as the review core takes it, or why the body is not one.
 fn request_of(body: DecisionBody) -> Result<RequestShape, ApiError> {
     let bad = |detail: &str| ApiError::BadRequest {
-        slug: "bad-request",
+        slug: crate::api::problem::BadInput::Request,
         detail: detail.to_owned(),
     };
     match (body.decision, body.recipients) {
@@ -376,7 +376,7 @@ fn decision_body(headers: &HeaderMap, bytes: &[u8]) -> Result<DecisionBody, ApiE
     }
     super::limits::require_media_type(headers, "application/json")?;
     let bad = |detail: String| ApiError::BadRequest {
-        slug: "bad-request",
+        slug: crate::api::problem::BadInput::Request,
         detail,
     };
     let value = crate::intake::json::parse_strict(bytes).map_err(|e| bad(e.to_string()))?;

@@ -291,7 +291,7 @@ pub async fn acknowledge(
             return problem_page_in(
                 Some(config),
                 &ApiError::BadRequest {
-                    slug: "not-opened",
+                    slug: crate::api::problem::BadInput::NotOpened,
                     detail: "open and record this referral before acknowledging it: acknowledging deletes the gateway's copy".into(),
                 },
                 Some(&caller),

@@ -283,7 +283,7 @@ where
                     .get::<crate::api::principal::Caller>()
                     .map(|c| &c.0);
                 let e = ApiError::BadRequest {
-                    slug: "bad-query",
+                    slug: crate::api::problem::BadInput::Query,
                     detail: "this page's address has a query it cannot read; open the page from \
                              the console's menu"
                         .into(),
@@ -450,7 +450,7 @@ fn form_refusal(config: &Config, e: &axum::extract::rejection::FormRejection) ->
             limit: config.settings.limits.max_body_bytes,
         },
         _ => ApiError::BadRequest {
-            slug: "bad-form",
+            slug: crate::api::problem::BadInput::Form,
             detail: "the form could not be read; reload it and try again".into(),
         },
     }
