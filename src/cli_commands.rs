@@ -264,35 +264,26 @@ pub(crate) fn keys_hosted(ctx: &Ctx<'_>, args: refex::cli::HostedKeysArgs) -> an
     Ok(())
 }
 
-/// `refex bench`: the performance measurement.
-pub(crate) async fn bench(ctx: &Ctx<'_>, args: refex::cli::BenchArgs) -> anyhow::Result<()> {
-    let settings = config::load_settings(ctx.config, ctx.explicit, &Overrides::default())?;
-    // Progress goes to the log (stderr); the table to stdout.
-    refex::telemetry::init_logging(&settings.log);
-    if args
-        .store
-        .as_deref()
-        .is_some_and(|s| !s.starts_with("postgres"))
-    {
-        anyhow::bail!("--store takes a postgres:// URL (SQLite is always measured)");
+/// `refex bench`: runs the `refex-bench` binary beside this one (the benchmark is tooling,
+/// kept out of the gateway binary) with this command line, and answers with its exit status.
+pub(crate) fn bench() -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let bench = exe.with_file_name("refex-bench");
+    if !bench.is_file() {
+        anyhow::bail!(
+            "{} is not built: `cargo build` (`--release` for real numbers) builds it beside refex (the benchmark is its own binary)",
+            bench.display()
+        );
     }
-    let options = refex::bench::Options {
-        settings,
-        postgres: args.store,
-        budget: if args.quick {
-            refex::bench::Budget::quick()
-        } else {
-            refex::bench::Budget::full()
-        },
-    };
-    let report = refex::bench::run(options).await?;
-    print!("{}", report.table());
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("report written to {}", path.display());
+    let status = std::process::Command::new(&bench)
+        .args(std::env::args_os().skip(1))
+        .status()
+        .with_context(|| format!("running {}", bench.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        anyhow::bail!("the benchmark failed ({status})")
     }
-    Ok(())
 }
 
 /// With `--json`, a refusal's problem document goes to standard output as the gateway sent

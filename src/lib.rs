@@ -14,7 +14,6 @@ pub mod access;
 pub mod api;
 pub mod app;
 pub mod audit;
-pub mod bench;
 pub mod breaker;
 pub mod ca;
 pub mod cli;

@@ -46,7 +46,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Init(args)) => cli_commands::keys_init(args),
         Command::Ca(cmd) => cli_commands::ca(cmd),
         Command::Keys(KeysCommand::Hosted(args)) => cli_commands::keys_hosted(&ctx, args),
-        Command::Bench(args) => cli_commands::bench(&ctx, args).await,
+        Command::Bench(_) => cli_commands::bench(),
         Command::Send(args) => cli_commands::send(args).await,
         Command::Status(args) => cli_commands::status(args).await,
         Command::Withdraw(args) => cli_commands::withdraw(args).await,

@@ -10,8 +10,8 @@ use axum::body::Bytes;
 use serde_json::{Value, json};
 
 use super::BenchError;
-use crate::envelope::keys::{KeySet, public_document};
-use crate::envelope::referral::partner;
+use refex::envelope::keys::{KeySet, public_document};
+use refex::envelope::referral::partner;
 
 /// The sending partner: its agreements route domestic-abuse referrals to three recipients.
 pub const SENDER: &str = "cambs-idva";
@@ -167,6 +167,7 @@ mod tests {
 
     fn example() -> Value {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
             .join("schemas")
             .join(EXAMPLE);
         read_json(&path).expect("example")

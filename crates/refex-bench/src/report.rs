@@ -12,7 +12,7 @@ use super::Budget;
 use super::driver::PhaseResult;
 use super::micro::Micro;
 use super::net::{HandshakeRate, IdleMemory};
-use crate::config::Config;
+use refex::config::Config;
 
 /// Targets, as the performance issue states them.
 mod goal {

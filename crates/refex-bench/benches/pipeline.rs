@@ -9,11 +9,11 @@ use std::path::Path;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 use refex::audit::tree;
-use refex::bench::corpus::{Corpus, RECIPIENTS, REFERRAL_TYPE, SENDER};
 use refex::config::{self, Config, Overrides};
 use refex::envelope::referral;
 use refex::identity::ReferralType;
 use refex::ids::Uuid7Ids;
+use refex_bench::corpus::{Corpus, RECIPIENTS, REFERRAL_TYPE, SENDER};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -34,11 +34,11 @@ impl Fixture {
 
 fn fixture() -> Fixture {
     refex::tls::install_default_provider();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = &Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let settings =
         config::load_settings(&repo.join("refex.toml"), true, &Overrides::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let settings = refex::bench::prepare_project(dir.path(), &settings).unwrap();
+    let settings = refex_bench::prepare_project(dir.path(), &settings).unwrap();
     let config = Config::load(settings).unwrap().config;
     let corpus = Corpus::load(&dir.path().join("certs/dev"), &config.settings.schemas_dir).unwrap();
     Fixture {
@@ -103,7 +103,7 @@ fn schema(c: &mut Criterion) {
 
 fn pipeline(c: &mut Criterion) {
     let f = fixture();
-    let caller = refex::bench::micro::sender(&f.config).unwrap();
+    let caller = refex_bench::micro::sender(&f.config).unwrap();
     let mut group = c.benchmark_group("pipeline");
     for recipients in 1..=RECIPIENTS.len() {
         let bodies = f
@@ -173,7 +173,7 @@ fn renamed(a: &refex::store::records::Acceptance, n: u64) -> refex::store::recor
 
 fn store(c: &mut Criterion) {
     let f = fixture();
-    let caller = refex::bench::micro::sender(&f.config).unwrap();
+    let caller = refex_bench::micro::sender(&f.config).unwrap();
     let body = f
         .corpus
         .bodies(1, 2, 5 * 1024, "criterion-store", now())

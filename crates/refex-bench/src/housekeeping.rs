@@ -20,10 +20,10 @@ use sqlx::{Connection as _, Row as _};
 
 use super::BenchError;
 use super::corpus::Corpus;
-use crate::config::Config;
-use crate::identity::Principal;
-use crate::store::Store;
-use crate::store::records::Acceptance;
+use refex::config::Config;
+use refex::identity::Principal;
+use refex::store::Store;
+use refex::store::records::Acceptance;
 
 /// Acceptances per second during the pass.
 const ACCEPT_RATE: f64 = 100.0;
@@ -71,11 +71,11 @@ pub async fn run(
 ) -> Result<Housekeeping, BenchError> {
     let measure = |what: &str| {
         let what = what.to_owned();
-        move |e: crate::store::StoreError| BenchError::Measure(format!("{what}: {e}"))
+        move |e: refex::store::StoreError| BenchError::Measure(format!("{what}: {e}"))
     };
     let path = dir.join("housekeeping.db");
     let url = format!("sqlite://{}", path.display());
-    let store = crate::store::open_with(&url, config.settings.store.group_commit())
+    let store = refex::store::open_with(&url, config.settings.store.group_commit())
         .await
         .map_err(|e| BenchError::Setup(format!("store: {e}")))?;
     let caller = super::micro::sender(config)?;

@@ -1,33 +1,45 @@
-//! `refex bench --quick` runs every phase against a real gateway process (SQLite, and
+//! `refex bench --quick` (here its `refex-bench` binary) runs every phase against a real gateway process (SQLite, and
 //! PostgreSQL when reachable; under `CI=true` it must be) and writes a complete report.
 //! Speed is never asserted here: the numbers of a debug build on a shared machine mean
 //! nothing. What is asserted is that each phase ran, without errors, and that the report
 //! holds every measurement and every target.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-#[path = "it/common/mod.rs"]
-mod common;
+// The gateway tests' PostgreSQL helpers (each test its own schema; unreachable fails under
+// `CI=true`), shared by path.
+#[path = "../../../tests/it/common/pg.rs"]
+mod pg;
+#[allow(dead_code)] // the gateway tests use more of it
+#[path = "../../../tests/it/common/prereq.rs"]
+mod prereq;
+
+/// The repository root (where `partners/` and `schemas/` live).
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_refex");
+/// The benchmark's binary (`refex bench` runs it): it drives the `refex` binary built beside
+/// it, as a workspace `cargo test` builds both.
+const BIN: &str = env!("CARGO_BIN_EXE_refex-bench");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
     let out = tempfile::tempdir().unwrap();
     let json = out.path().join("bench.json");
     let mut cmd = Command::new(BIN);
-    cmd.current_dir(common::repo())
+    cmd.current_dir(repo())
         .args(["bench", "--quick", "--json"])
         .arg(&json);
     // Reachability is checked the tests' way (a failure under CI=true); the bench makes
     // and drops its own schema.
-    let pg = common::pg::fresh_schema().await;
+    let pg = pg::fresh_schema().await;
     if let Some(url) = &pg {
-        common::pg::drop_schema(url).await;
-        cmd.args(["--store", &common::pg::base_url()]);
+        pg::drop_schema(url).await;
+        cmd.args(["--store", &pg::base_url()]);
     }
     let output = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

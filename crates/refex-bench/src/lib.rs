@@ -28,9 +28,9 @@ pub mod report;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::settings::Settings;
-use crate::config::{self, Config, Overrides};
-use crate::partner_client::{self, Identity};
+use refex::config::settings::Settings;
+use refex::config::{self, Config, Overrides};
+use refex::partner_client::{self, Identity};
 
 use corpus::{Corpus, SENDER};
 use driver::{PhaseResult, Target};
@@ -125,14 +125,14 @@ pub const INBOX_MANY: usize = 32;
 
 /// Runs every phase and returns the report.
 pub async fn run(options: Options) -> Result<Report, BenchError> {
-    crate::tls::install_default_provider();
+    refex::tls::install_default_provider();
     let budget = options.budget;
     let work = tempfile::Builder::new()
         .prefix("refex-bench-")
         .tempdir()
         .map_err(|e| BenchError::Setup(format!("temporary directory: {e}")))?;
     let settings = prepare_project(work.path(), &options.settings)?;
-    let crate::config::Loaded { config, transport } =
+    let refex::config::Loaded { config, transport } =
         Config::load(settings).map_err(|e| BenchError::Setup(e.to_string()))?;
     let pki = work.path().join("certs/dev");
     let corpus = Corpus::load(&pki, &config.settings.schemas_dir)?;
@@ -364,7 +364,7 @@ pub fn prepare_project(dir: &Path, source: &Settings) -> Result<Settings, BenchE
         .map_err(|e| io("agreements", e))?;
     let schemas = std::fs::canonicalize(&source.schemas_dir).map_err(|e| io("schemas", e))?;
     std::os::unix::fs::symlink(schemas, dir.join("schemas")).map_err(|e| io("schemas", e))?;
-    crate::devpki::generate(
+    refex::devpki::generate(
         &dir.join("certs/dev"),
         &partners,
         &partners.join("agreements.toml"),

@@ -15,11 +15,11 @@ use serde::Serialize;
 use super::BenchError;
 use super::corpus::{Corpus, RECIPIENTS, REFERRAL_TYPE, SENDER};
 use super::gateway::CommitCounters;
-use crate::config::Config;
-use crate::envelope::referral;
-use crate::identity::{Actor, Principal, ReferralType};
-use crate::ids::Uuid7Ids;
-use crate::store::records::Acceptance;
+use refex::config::Config;
+use refex::envelope::referral;
+use refex::identity::{Actor, Principal, ReferralType};
+use refex::ids::Uuid7Ids;
+use refex::store::records::Acceptance;
 
 /// One cell of the crypto-pipeline matrix.
 #[derive(Clone, Debug, Serialize)]
@@ -180,7 +180,7 @@ pub fn acceptances(
     bodies
         .iter()
         .map(|b| {
-            crate::submit::prepare(config, &Uuid7Ids, caller, b, now)
+            refex::submit::prepare(config, &Uuid7Ids, caller, b, now)
                 .map_err(|e| BenchError::Measure(e.to_string()))
         })
         .collect()
@@ -217,7 +217,7 @@ pub async fn run(
             )?;
             let mut failure = None;
             let us = per_item(&bodies, |b| {
-                if let Err(e) = crate::submit::prepare(config, &Uuid7Ids, &caller, b, now) {
+                if let Err(e) = refex::submit::prepare(config, &Uuid7Ids, &caller, b, now) {
                     failure.get_or_insert(e.to_string());
                 }
             });
@@ -276,7 +276,7 @@ fn parts(
     });
     let ty: ReferralType = REFERRAL_TYPE
         .parse()
-        .map_err(|e: crate::identity::IdError| BenchError::Setup(e.to_string()))?;
+        .map_err(|e: refex::identity::IdError| BenchError::Setup(e.to_string()))?;
     let schema = config
         .policy
         .schemas
@@ -289,10 +289,10 @@ fn parts(
         .ok_or_else(|| BenchError::Setup("no view".into()))?;
     let payloads = vec![corpus.payload(5 * 1024); n];
     micro.validate_us = per_item(&payloads, |p| {
-        let _ = crate::schema::validate(schema, p, "/payload");
+        let _ = refex::schema::validate(schema, p, "/payload");
     });
     micro.minimise_us = per_item(&payloads, |p| {
-        let _ = crate::schema::minimise(p, &view.source);
+        let _ = refex::schema::minimise(p, &view.source);
     });
     Ok(())
 }
@@ -307,7 +307,7 @@ async fn store_rates(
     n: usize,
     now: u64,
 ) -> Result<StoreRates, BenchError> {
-    let store = crate::store::open_with(store_url, config.settings.store.group_commit())
+    let store = refex::store::open_with(store_url, config.settings.store.group_commit())
         .await
         .map_err(|e| BenchError::Setup(format!("store: {e}")))?;
     let prepare = |bodies: Vec<Bytes>| acceptances(config, caller, &bodies, now);
@@ -324,7 +324,7 @@ async fn store_rates(
 
     let concurrent = prepare(corpus.bodies(n * 2, 2, 5 * 1024, "store-par", now)?)?;
     let count = concurrent.len();
-    let metrics = crate::telemetry::metrics();
+    let metrics = refex::telemetry::metrics();
     let before = CommitCounters::read(&metrics.render());
     let queue = Arc::new(std::sync::Mutex::new(concurrent));
     let start = Instant::now();
@@ -337,7 +337,7 @@ async fn store_rates(
                 let Some(a) = next else { break };
                 store.accept(a).await?;
             }
-            Ok::<(), crate::store::StoreError>(())
+            Ok::<(), refex::store::StoreError>(())
         }));
     }
     for t in tasks {

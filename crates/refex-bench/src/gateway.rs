@@ -31,7 +31,17 @@ impl GatewayProcess {
     /// Starts `refex serve` in `dir` (which holds `refex.toml`) on `store_url` and waits for
     /// its "ready" line.
     pub fn start(dir: &Path, store_url: &str) -> Result<Self, BenchError> {
-        let exe = std::env::current_exe().map_err(|e| BenchError::Setup(e.to_string()))?;
+        // The gateway binary beside this one (`refex bench` runs `refex-bench` from its own
+        // directory; a workspace build puts both in the same one).
+        let exe = std::env::current_exe()
+            .map_err(|e| BenchError::Setup(e.to_string()))?
+            .with_file_name("refex");
+        if !exe.is_file() {
+            return Err(BenchError::Setup(format!(
+                "{} is not built (cargo build --release builds it)",
+                exe.display()
+            )));
+        }
         let mut child = Command::new(exe)
             .current_dir(dir)
             .args(["serve", "--config", "refex.toml", "--store-url", store_url])
@@ -134,7 +144,7 @@ impl GatewayProcess {
     /// count)` per bucket.
     pub async fn latency_buckets(&self, route: &str) -> Result<Vec<(f64, f64)>, BenchError> {
         let text = self.metrics().await?;
-        let prefix = format!("{}_bucket{{", crate::telemetry::HTTP_DURATION);
+        let prefix = format!("{}_bucket{{", refex::telemetry::HTTP_DURATION);
         let label = format!("route=\"{route}\"");
         let mut buckets: Vec<(f64, f64)> = text
             .lines()
@@ -214,11 +224,11 @@ impl CommitCounters {
     /// Reads the counters from Prometheus text.
     pub fn read(text: &str) -> Self {
         Self {
-            commits: counter(text, crate::telemetry::STORE_COMMITS),
-            acceptances: counter(text, crate::telemetry::STORE_ACCEPTANCES),
+            commits: counter(text, refex::telemetry::STORE_COMMITS),
+            acceptances: counter(text, refex::telemetry::STORE_ACCEPTANCES),
             seconds: counter(
                 text,
-                &format!("{}_sum", crate::telemetry::STORE_COMMIT_DURATION),
+                &format!("{}_sum", refex::telemetry::STORE_COMMIT_DURATION),
             ),
         }
     }
