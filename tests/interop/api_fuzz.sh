@@ -47,7 +47,10 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   python3 -m venv "$venv"
 fi
 # One exact version: a new release's new checks must not turn CI red unannounced.
-"$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
+"$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5' 'jwcrypto==1.6.1'
+# The gateway's public keys, for the hooks that seal real referrals (api_fuzz_hooks.py).
+"$venv/bin/python" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+  "http://$admin/.well-known/jwks.json" > "$work/gateway-jwks.json"
 
 # Each caller's certificate: a sending and a receiving partner system, two designated
 # safeguarding leads (reviews and the console), a hosted charity's practitioner (the hosted
@@ -69,6 +72,17 @@ report="$(mktemp -d)"
 status=0
 for who in "${callers[@]}"; do
   echo "api fuzz as $who"
+  # A partner's system also sends real referrals among the generated ones, and at least one
+  # must be accepted: the fuzzer reaches the acceptance path, not only the envelope check.
+  unset API_FUZZ_SENDER API_FUZZ_SENDER_KEYS API_FUZZ_GATEWAY_JWKS API_FUZZ_PAYLOAD API_FUZZ_ACCEPTED
+  if [ "$who" = "partners/notts-police/system" ]; then
+    export API_FUZZ_SENDER=notts-police
+    export API_FUZZ_SENDER_KEYS="$pki/partners/notts-police/jwks.private.json"
+    export API_FUZZ_GATEWAY_JWKS="$work/gateway-jwks.json"
+    export API_FUZZ_PAYLOAD="$example"
+    export API_FUZZ_ACCEPTED="$report/accepted.txt"
+    : > "$API_FUZZ_ACCEPTED"
+  fi
   # object_level_authorization and ignored_auth need a credential the fuzzer can remove or
   # swap, and a client certificate is neither: the access matrix (tests/it/access.rs) walks
   # every route for every principal instead.
@@ -100,6 +114,11 @@ for who in "${callers[@]}"; do
     else
       status=1
     fi
+  fi
+  if [ -n "${API_FUZZ_ACCEPTED:-}" ]; then
+    accepted=$(wc -l < "$API_FUZZ_ACCEPTED")
+    echo "api fuzz as $who: $accepted real referrals accepted among the generated ones"
+    [ "$accepted" -gt 0 ] || { echo "api fuzz: no real referral was accepted" >&2; status=1; }
   fi
 done
 rm -rf "$report"
