@@ -73,7 +73,8 @@ fn body(dir: &Path, jti: usize) -> String {
     partner::wrap(claims.to_string().as_bytes(), &own, &gw).unwrap()
 }
 
-async fn crash_and_recover(store_url: String) {
+async fn crash_and_recover(store_url: Option<String>) {
+    let store_url = store_url.unwrap_or_else(|| "sqlite://data/refex.db".to_owned());
     let dir = checkout();
     let (mut child, port, admin) = serve(dir.path(), &store_url);
     let pki = dir.path().join("certs/dev");
@@ -233,19 +234,7 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_stream_loses_no_accepted_referral_on_sqlite() {
-    crash_and_recover("sqlite://data/refex.db".to_owned()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_stream_loses_no_accepted_referral_on_postgres() {
-    let Some(url) = common::pg::fresh_schema().await else {
-        return;
-    };
-    crash_and_recover(url.clone()).await;
-    common::pg::drop_schema(&url).await;
-}
+crate::on_both_stores!(sigkill_mid_stream_loses_no_accepted_referral => crash_and_recover);
 
 /// Two replicas on one PostgreSQL take a stream of referrals; one is SIGKILLed mid-stream.
 /// The other keeps accepting, and every referral either of them acknowledged is there, whole.

@@ -137,14 +137,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
-        // A newer release's migrations already applied are not an error: migrations are
-        // expand-only, so this release runs on a newer schema (a rolling update, a rollback).
-        let mut migrator = sqlx::migrate!("../../migrations/sqlite");
-        migrator.set_ignore_missing(true);
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|e| crate::StoreError::Migration(e.to_string()))?;
+        migrate(&pool).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
@@ -179,13 +172,20 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
-        let mut migrator = sqlx::migrate!("../../migrations/sqlite");
-        migrator.set_ignore_missing(true);
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|e| crate::StoreError::Migration(e.to_string()))?;
+        migrate(&pool).await?;
         let pool = Pool::new(pool, faults);
         Ok(SqlStore::new(pool.clone(), pool, batching))
     }
+}
+
+/// Brings the schema up to date. A newer release's migrations already applied are not an
+/// error: migrations are expand-only, so this release runs on a newer schema (a rolling
+/// update, a rollback).
+async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), crate::StoreError> {
+    let mut migrator = sqlx::migrate!("../../migrations/sqlite");
+    migrator.set_ignore_missing(true);
+    migrator
+        .run(pool)
+        .await
+        .map_err(|e| crate::StoreError::Migration(e.to_string()))
 }
