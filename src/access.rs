@@ -18,6 +18,7 @@ use crate::ids::ReferralId;
 use crate::store::records::SubjectMatch;
 use crate::store::{Store, StoreError};
 use crate::subject::{IdentifierProblem, Identifiers};
+use crate::timestamp::UnixTime;
 
 /// Why a request for records was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,7 @@ pub async fn disclosure_record(
     config: &Config,
     caller: &Principal,
     referral: &ReferralId,
-    now: i64,
+    now: UnixTime,
 ) -> Result<disclosure::Record, AccessError> {
     let detail = store
         .referral_detail(referral)
@@ -88,7 +89,7 @@ pub async fn subject_access(
     config: &Config,
     caller: &Principal,
     ids: &Identifiers,
-    now: i64,
+    now: UnixTime,
 ) -> Result<Vec<disclosure::Record>, AccessError> {
     let out = subject_access_for(
         store,
@@ -122,9 +123,9 @@ pub async fn subject_access_for(
     partner: &PartnerId,
     actor: &ActorRef,
     ids: &Identifiers,
-    now: i64,
+    now: UnixTime,
 ) -> Result<Vec<disclosure::Record>, AccessError> {
-    let today = time::OffsetDateTime::from_unix_timestamp(now)
+    let today = time::OffsetDateTime::from_unix_timestamp(now.secs())
         .map(|t| t.date())
         .unwrap_or(time::Date::MIN);
     ids.validate(today).map_err(AccessError::BadIdentifiers)?;
@@ -184,7 +185,7 @@ pub async fn aggregate_report(
     from: &str,
     to: &str,
     by: &str,
-    now: i64,
+    now: UnixTime,
 ) -> Result<crate::report::Table, ReportRequestError> {
     let dims =
         crate::report::parse_by(by).map_err(|e| ReportRequestError::Invalid(e.to_string()))?;

@@ -159,7 +159,7 @@ pub(crate) async fn subject_access(
         &partner,
         &refex::audit::event::ActorRef::operator("refex-subject-access")?,
         &ids,
-        SystemClock.unix_seconds() as i64,
+        SystemClock.unix_time(),
     )
     .await?;
     store.close().await;
@@ -180,7 +180,7 @@ pub(crate) async fn report(ctx: &Ctx<'_>, args: refex::cli::ReportArgs) -> anyho
     let overrides = store_overrides(args.data_dir, args.store_url);
     let settings = config::load_settings(ctx.config, ctx.explicit, &overrides)?;
     let (config, store) = refex::app::open_offline(settings, &SystemClock).await?;
-    let now = SystemClock.unix_seconds() as i64;
+    let now = SystemClock.unix_time();
     let actor = &refex::audit::event::ActorRef::operator("refex-report")?;
     let table = refex::access::aggregate_report(
         store.as_ref(),

@@ -17,6 +17,7 @@ use crate::intake::claims::SubjectInformed;
 use crate::lawful::LawfulBasis;
 use crate::lifecycle::DeliveryStatus;
 use crate::store::records::{DeliveryRow, ReferralDetail};
+use crate::timestamp::UnixTime;
 
 /// Who a record is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,17 +70,17 @@ pub struct DeliveryRecord {
     /// Whether the recipient fetched it.
     pub received: bool,
     /// When it entered the inbox.
-    pub queued_at: Option<i64>,
+    pub queued_at: Option<UnixTime>,
     /// First fetched.
-    pub fetched_at: Option<i64>,
+    pub fetched_at: Option<UnixTime>,
     /// Acknowledged.
-    pub acknowledged_at: Option<i64>,
+    pub acknowledged_at: Option<UnixTime>,
     /// Withdrawn.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub withdrawn_at: Option<i64>,
+    pub withdrawn_at: Option<UnixTime>,
     /// Expired.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub expired_at: Option<i64>,
+    pub expired_at: Option<UnixTime>,
     /// The lead who approved its release (sender only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
@@ -88,7 +89,7 @@ pub struct DeliveryRecord {
     pub refused_by: Option<String>,
     /// When it was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refused_at: Option<i64>,
+    pub refused_at: Option<UnixTime>,
 }
 
 /// Consent as a record shows it.
@@ -115,7 +116,7 @@ pub struct Record {
     /// The sender's reference.
     pub sender_ref: String,
     /// When it was received.
-    pub received_at: i64,
+    pub received_at: UnixTime,
     /// Who submitted it (sender only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sent_by: Option<String>,

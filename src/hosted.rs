@@ -299,7 +299,7 @@ pub async fn open_delivery(
     id: &DeliveryId,
 ) -> Result<Opened, HostedError> {
     let keys = hosted_keys(rt, &caller.partner)?;
-    let at = rt.clock.unix_seconds() as i64;
+    let at = rt.clock.unix_time();
     let actor = ActorRef::from(caller);
     let sealed = match rt.store.peek_delivery(&caller.partner, id).await? {
         Some((status, Some(sealed))) if status.in_inbox() => sealed,

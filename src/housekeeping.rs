@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::runtime::Runtime;
 use crate::store::StoreError;
+use crate::timestamp::UnixTime;
 
 /// The least time a delivery to a partner no longer configured is kept before it expires.
 pub const UNKNOWN_RECIPIENT_GRACE: Duration = Duration::from_secs(30 * 86_400);
@@ -36,7 +37,7 @@ pub struct Report {
 
 /// Runs one pass.
 pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
-    let now = rt.clock.unix_seconds() as i64;
+    let now = rt.clock.unix_time();
     let snapshot = rt.snapshot();
     snapshot.limits.load().forget_idle();
     // Refusals the store could not take when they happened.
@@ -47,11 +48,20 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     // are divided among them unless the settings fix the number.
     // Only serving gateways announce themselves (`refex purge` is not a replica).
     if rt.serving.load(std::sync::atomic::Ordering::Relaxed) {
-        let interval = config.settings.retention.housekeeping_interval.as_secs() as i64;
+        let interval = config
+            .settings
+            .retention
+            .housekeeping_interval
+            .max(std::time::Duration::from_secs(1));
         // Counting is best effort: on a failure the last count stands, the pass goes on.
         match rt
             .store
-            .heartbeat(&rt.replica, now, now - 3 * interval.max(1), now - 86_400)
+            .heartbeat(
+                &rt.replica,
+                now,
+                now.before(3 * interval),
+                now.before(ONE_DAY),
+            )
             .await
         {
             Ok(live) if config.settings.replicas.is_none() => rt.replicas_counted(live),
@@ -60,7 +70,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
         }
     }
     for partner in config.policy.partners.values() {
-        let cutoff = now - partner.inbox_retention.as_secs() as i64;
+        let cutoff = now.before(partner.inbox_retention);
         report.expired += rt.store.expire_deliveries(&partner.id, cutoff, now).await?;
     }
     // A partner removed from the configuration can no longer fetch: what waits for it goes,
@@ -78,16 +88,16 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
         .max(UNKNOWN_RECIPIENT_GRACE);
     report.expired += rt
         .store
-        .expire_unknown_recipients(&known, now - grace.as_secs() as i64, now)
+        .expire_unknown_recipients(&known, now.before(grace), now)
         .await?;
-    let review_cutoff = now - config.settings.review.escalate_after.as_secs() as i64;
+    let review_cutoff = now.before(config.settings.review.escalate_after);
     report.escalated = rt.store.escalate_holds(review_cutoff, now).await?;
-    let close_cutoff = now - config.settings.review.close_undecided_after.as_secs() as i64;
+    let close_cutoff = now.before(config.settings.review.close_undecided_after);
     report.closed = rt.store.close_undecided_holds(close_cutoff, now).await?;
     metrics::gauge!(crate::telemetry::HOLDS_ESCALATED)
         .set(rt.store.count_escalated().await? as f64);
     notify_leads(rt, config, now, report.escalated > 0).await?;
-    let records_cutoff = now - config.settings.retention.records.as_secs() as i64;
+    let records_cutoff = now.before(config.settings.retention.records);
     report.purged = rt.store.purge_records(records_cutoff, now).await?;
     if report.purged > 0 || report.expired > 0 {
         rt.store.reclaim_space().await?;
@@ -111,7 +121,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     report.checkpoint = checkpoint.size;
     // As of now a signed checkpoint covers the whole log (signed now, or earlier and the log
     // has not grown since).
-    metrics::gauge!(crate::telemetry::CHECKPOINT_TIME).set(now as f64);
+    metrics::gauge!(crate::telemetry::CHECKPOINT_TIME).set(now.secs() as f64);
     observe(rt, config, now).await?;
     Ok(report)
 }
@@ -119,7 +129,11 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
 /// The gauges operators alert on: each partner's inbox backlog, its oldest delivery's age
 /// and its retention (a partner that stopped polling; deliveries near expiry), holds
 /// waiting, and when the gateway's and its CAs' certificates expire.
-async fn observe(rt: &Runtime, config: &crate::config::Config, now: i64) -> Result<(), StoreError> {
+async fn observe(
+    rt: &Runtime,
+    config: &crate::config::Config,
+    now: UnixTime,
+) -> Result<(), StoreError> {
     use crate::telemetry as t;
     let backlog = rt.store.inbox_backlog().await?;
     for p in config.policy.partners.values() {
@@ -130,7 +144,7 @@ async fn observe(rt: &Runtime, config: &crate::config::Config, now: i64) -> Resu
         let partner = p.id.to_string();
         metrics::gauge!(t::INBOX_BACKLOG, "partner" => partner.clone()).set(count as f64);
         metrics::gauge!(t::INBOX_OLDEST, "partner" => partner.clone())
-            .set(oldest.map_or(0, |at| (now - at).max(0)) as f64);
+            .set(oldest.map_or(0, |at| now.since(at).as_secs()) as f64);
         metrics::gauge!(t::INBOX_RETENTION, "partner" => partner)
             .set(p.inbox_retention.as_secs() as f64);
     }
@@ -148,7 +162,9 @@ async fn observe(rt: &Runtime, config: &crate::config::Config, now: i64) -> Resu
 }
 
 /// How long a once-only notice's claim is kept (the day's digest needs one day; a margin).
-const NOTICE_CLAIMS_KEPT: i64 = 40 * 86_400;
+const NOTICE_CLAIMS_KEPT: Duration = Duration::from_secs(40 * 86_400);
+
+const ONE_DAY: Duration = Duration::from_secs(86_400);
 
 /// Tells the leads of partners with `[notify]` targets what this pass escalated (the
 /// replica whose pass escalated a hold is the one that stamped it `now`), and, once a day
@@ -157,11 +173,11 @@ const NOTICE_CLAIMS_KEPT: i64 = 40 * 86_400;
 async fn notify_leads(
     rt: &Runtime,
     config: &crate::config::Config,
-    now: i64,
+    now: UnixTime,
     escalated: bool,
 ) -> Result<(), StoreError> {
-    let hour = (now.rem_euclid(86_400) / 3600) as u8;
-    let day = now.div_euclid(86_400);
+    let hour = (now.secs().rem_euclid(86_400) / 3600) as u8;
+    let day = now.secs().div_euclid(86_400);
     let digest_due = hour >= config.settings.notify.digest_hour;
     for p in config.policy.partners.values() {
         if p.notify.email.is_empty() && p.notify.webhook.is_none() {
@@ -192,7 +208,7 @@ async fn notify_leads(
                 .claim_notice(
                     &format!("digest:{}:{day}", p.id),
                     now,
-                    now - NOTICE_CLAIMS_KEPT,
+                    now.before(NOTICE_CLAIMS_KEPT),
                 )
                 .await?
         {

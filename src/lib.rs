@@ -4,7 +4,7 @@
 //! See `docs/ARCHITECTURE.md` for the invariants that hold between them.
 
 pub use refex_core::{
-    clock, envelope, files, identity, ids, intake, lawful, lifecycle, policy, schema,
+    clock, envelope, files, identity, ids, intake, lawful, lifecycle, policy, schema, timestamp,
 };
 /// The partner SDK (its own crate), under the name the toolkit and tests know.
 pub use refex_partner as partner_client;

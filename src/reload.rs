@@ -66,7 +66,7 @@ pub async fn reload(rt: &Arc<Runtime>, by: &str) -> Result<Reloaded, ReloadError
     };
     rt.replace(loaded);
     let event = AuditRecord::new(
-        rt.clock.unix_seconds() as i64,
+        rt.clock.unix_time(),
         ActorRef::operator(by).ok(),
         AuditEvent::ConfigLoaded(ConfigLoaded {
             partners: reloaded.partners as u64,

@@ -18,6 +18,7 @@
 //! - A hidden cell is published as *suppressed*, never as `<5`: cells hidden to protect
 //!   another can be large.
 
+use crate::timestamp::UnixTime;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -78,22 +79,21 @@ pub enum ReportError {
 
 /// How long after a month ends it may be reported: far above the longest a request may take
 /// between its referral's timestamp and its commit.
-pub const PUBLICATION_DELAY: i64 = 3600;
+pub const PUBLICATION_DELAY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The months a report covers: whole calendar months (UTC), all of them ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Period {
-    /// Unix seconds at the start of the first month.
-    pub start: i64,
-    /// Unix seconds at the start of the month after the last: facts are taken as they stood
-    /// then.
-    pub end: i64,
+    /// The start of the first month.
+    pub start: UnixTime,
+    /// The start of the month after the last: facts are taken as they stood then.
+    pub end: UnixTime,
 }
 
 impl Period {
     /// Reads `from` and `to` (`YYYY-MM`, or the first and last day of a month as
     /// `YYYY-MM-DD`), refusing any period that reaches into the month of `now`.
-    pub fn parse(from: &str, to: &str, now: i64) -> Result<Self, ReportError> {
+    pub fn parse(from: &str, to: &str, now: UnixTime) -> Result<Self, ReportError> {
         let (first, from_day) = month_of(from)?;
         if from_day.is_some_and(|d| d != 1) {
             return Err(ReportError::FromMidMonth(from.to_owned()));
@@ -108,9 +108,10 @@ impl Period {
         // A month is reported once it has ended and every referral received in it has had
         // time to commit (a request may take up to its time-out after it was stamped): the
         // month of `now - PUBLICATION_DELAY` is the first one that may not be.
-        let open_month = time::OffsetDateTime::from_unix_timestamp(now - PUBLICATION_DELAY)
-            .map(|t| t.date().replace_day(1).unwrap_or(t.date()))
-            .unwrap_or(time::Date::MIN);
+        let open_month =
+            time::OffsetDateTime::from_unix_timestamp(now.before(PUBLICATION_DELAY).secs())
+                .map(|t| t.date().replace_day(1).unwrap_or(t.date()))
+                .unwrap_or(time::Date::MIN);
         let end = next_month(last);
         if end > open_month {
             let latest = open_month.previous_day().unwrap_or(open_month);
@@ -118,7 +119,7 @@ impl Period {
                 latest: format!("{:04}-{:02}", latest.year(), u8::from(latest.month())),
             });
         }
-        let unix = |d: time::Date| d.midnight().assume_utc().unix_timestamp();
+        let unix = |d: time::Date| UnixTime::from_secs(d.midnight().assume_utc().unix_timestamp());
         Ok(Self {
             start: unix(first),
             end: unix(end),
@@ -338,7 +339,7 @@ pub fn fact(
     kind_of: impl Fn(&crate::identity::PartnerId) -> String,
 ) -> Fact {
     use crate::audit::event::Verdict;
-    let month = time::OffsetDateTime::from_unix_timestamp(row.received_at)
+    let month = time::OffsetDateTime::from_unix_timestamp(row.received_at.secs())
         .map(|t| format!("{:04}-{:02}", t.year(), u8::from(t.month())))
         .unwrap_or_else(|_| "unknown".into());
     let review = match (row.decision, row.held) {

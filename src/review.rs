@@ -30,6 +30,7 @@ use crate::store::StoreError;
 use crate::store::records::{
     DecideOutcome, HeldRow, ReferralDetail, Rejection, Release, ReviewCommit,
 };
+use crate::timestamp::UnixTime;
 
 /// Longest reason a lead may give: a paragraph, not a case file.
 pub const MAX_REASON: usize = 2000;
@@ -611,7 +612,7 @@ impl<'a> Service<'a> {
             .store
             .record_event(
                 &AuditRecord::new(
-                    self.rt.clock.unix_seconds() as i64,
+                    self.rt.clock.unix_time(),
                     Some(ActorRef::from(caller)),
                     AuditEvent::Consulted(ev::Consulted {
                         what: Consultation::ReviewPreview,
@@ -645,7 +646,7 @@ impl<'a> Service<'a> {
         let actor = ActorRef::from(caller);
         let shown = rt.store.previews_shown(id, &actor).await?;
         let now = rt.clock.unix_seconds();
-        let at = now as i64;
+        let at = UnixTime::from_secs(now as i64);
         let plan = match decide(&pending, &preview, caller, &request, &shown) {
             Ok(plan) => plan,
             Err(ReviewError::NoLongerPermitted { recipient, reason }) => {

@@ -17,6 +17,7 @@ use crate::audit::event::{ActorRef, AuditEvent, AuditRecord, KeyRotated};
 use crate::clock::Clock;
 use crate::envelope::keys::{self, Rotation};
 use crate::store::Store;
+use crate::timestamp::UnixTime;
 
 /// Why a rotation did not happen. The key file is either rewritten whole or left as it was.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,7 @@ pub async fn rotate(
     write_private(path, rotated.to_string().as_bytes()).map_err(|e| file_err(e.to_string()))?;
     store
         .record_event(&AuditRecord::new(
-            now as i64,
+            UnixTime::from_secs(now as i64),
             ActorRef::operator(actor).ok(),
             AuditEvent::KeyRotated(KeyRotated {
                 enc: rotation.enc.clone(),

@@ -60,7 +60,7 @@ struct Line {
 impl Line {
     fn of(record: &AuditRecord) -> Self {
         Self {
-            at: record.at,
+            at: record.at.secs(),
             referral_id: record.referral_id.as_ref().map(|i| i.as_str().to_owned()),
             delivery_id: record.delivery_id.as_ref().map(|i| i.as_str().to_owned()),
             actor: record.actor.as_ref().map(ToString::to_string),
@@ -71,7 +71,7 @@ impl Line {
 
     fn record(&self) -> Option<AuditRecord> {
         Some(AuditRecord {
-            at: self.at,
+            at: crate::timestamp::UnixTime::from_secs(self.at),
             referral_id: match &self.referral_id {
                 Some(s) => Some(ReferralId::parse(s).ok()?),
                 None => None,
@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn a_spooled_line_reads_back_as_the_same_event() {
         let record = AuditRecord::new(
-            1_795_000_000,
+            crate::timestamp::UnixTime::from_secs(1_795_000_000),
             Some("notts-police/system:case-system".parse().unwrap()),
             AuditEvent::Rejected(Rejected {
                 reason: "malformed-envelope".into(),
@@ -300,7 +300,7 @@ mod tests {
         let spool = Spool::new(dir.path());
         let record = |n: u64| {
             AuditRecord::new(
-                1_795_000_000 + n as i64,
+                crate::timestamp::UnixTime::from_secs(1_795_000_000 + n as i64),
                 None,
                 AuditEvent::Rejected(Rejected {
                     reason: format!("r{n}"),

@@ -304,7 +304,7 @@ async fn original(
 /// submission, including those decided before the body is read (media type, size).
 pub async fn record_rejection(rt: &Runtime, caller: &Principal, reason: &'static str) {
     let event = AuditRecord::new(
-        rt.clock.unix_seconds() as i64,
+        rt.clock.unix_time(),
         Some(ActorRef::from(caller)),
         AuditEvent::Rejected(ev::Rejected {
             reason: reason.to_owned(),
@@ -457,7 +457,7 @@ fn build(
     } = decided;
     let r = &claims.referral;
     let referral_id = ReferralId::mint(ids);
-    let at = now as i64;
+    let at = crate::timestamp::UnixTime::from_secs(now as i64);
     let actor = Some(ActorRef::from(caller));
     let consent = ConsentRecord {
         status: r.consent.status,

@@ -54,7 +54,7 @@ pub async fn checkpoint(State(rt): State<Arc<Runtime>>) -> Result<Response, ApiE
     Ok(Json(Checkpoint {
         size: c.size,
         root: c.root,
-        time: c.at,
+        time: c.at.secs(),
         signed: c.signed,
     })
     .into_response())

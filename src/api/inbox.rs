@@ -3,7 +3,7 @@
 //! /v1/referrals/{id}/withdraw`. Another partner's id is always `404`, never `403`.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -86,11 +86,6 @@ fn bad_request(slug: crate::api::problem::BadInput, detail: &str) -> ApiError {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 /// `GET /v1/inbox?limit&cursor&wait`.
 pub async fn list(
     State(rt): State<Arc<Runtime>>,
@@ -146,7 +141,7 @@ pub async fn list(
             id: m.id,
             from: m.from,
             referral_type: m.referral_type,
-            received_at: rfc3339(m.received_at),
+            received_at: m.received_at.rfc3339(),
             bytes: m.bytes.max(0) as u64,
         })
         .collect();
@@ -167,7 +162,7 @@ pub async fn fetch(
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = DeliveryId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let at = rt.clock.unix_seconds() as i64;
+    let at = rt.clock.unix_time();
     let sealed = rt
         .store
         .fetch_delivery(&caller.partner, &id, at, &ActorRef::from(&caller))
@@ -190,7 +185,7 @@ pub async fn ack(
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = DeliveryId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let at = rt.clock.unix_seconds() as i64;
+    let at = rt.clock.unix_time();
     match rt
         .store
         .ack_delivery(&caller.partner, &id, at, &ActorRef::from(&caller))
@@ -211,7 +206,7 @@ pub async fn withdraw(
     PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let at = rt.clock.unix_seconds() as i64;
+    let at = rt.clock.unix_time();
     let states = rt
         .store
         .withdraw(&id, &caller.partner, at, &ActorRef::from(&caller))

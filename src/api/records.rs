@@ -28,7 +28,7 @@ pub async fn disclosure(
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let snapshot = rt.snapshot();
-    let now = rt.clock.unix_seconds() as i64;
+    let now = rt.clock.unix_time();
     let record =
         access::disclosure_record(rt.store.as_ref(), &snapshot.config, &caller, &id, now).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(record)).into_response())
@@ -116,7 +116,7 @@ pub async fn subject_access(
         date_of_birth: req.date_of_birth,
     };
     let snapshot = rt.snapshot();
-    let now = rt.clock.unix_seconds() as i64;
+    let now = rt.clock.unix_time();
     let records =
         access::subject_access(rt.store.as_ref(), &snapshot.config, &caller, &ids, now).await?;
     let wants_csv = headers

@@ -49,7 +49,7 @@ pub async fn aggregates(
         slug: crate::api::problem::BadInput::Query,
         detail: "from and to (months, YYYY-MM) are required; by is optional".into(),
     })?;
-    let now = rt.clock.unix_seconds() as i64;
+    let now = rt.clock.unix_time();
     let table = access::aggregate_report(
         rt.store.as_ref(),
         &snapshot.config,

@@ -28,6 +28,12 @@ use crate::lawful::LawfulBasis;
 use crate::review::{Choice, Request, Service, Shown};
 use crate::runtime::Runtime;
 use crate::store::records::HeldRow;
+use crate::timestamp::UnixTime;
+
+/// Whole seconds from `received_at` to `now` (zero if the clocks disagree).
+fn age_seconds(now: UnixTime, received_at: UnixTime) -> i64 {
+    i64::try_from(now.since(received_at).as_secs()).unwrap_or(i64::MAX)
+}
 
 /// One held referral in the queue.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -47,13 +53,13 @@ pub struct QueueItem {
 
 impl QueueItem {
     /// The queue line of a held referral at `now`.
-    pub fn of(h: HeldRow, now: i64) -> Self {
+    pub fn of(h: HeldRow, now: UnixTime) -> Self {
         Self {
             id: h.referral_id,
             referral_type: h.referral_type,
             sender_ref: h.sender_ref,
-            received_at: h.received_at,
-            age_seconds: (now - h.received_at).max(0),
+            received_at: h.received_at.secs(),
+            age_seconds: age_seconds(now, h.received_at),
             override_: h.consent_override,
             escalated: h.escalated_at.is_some(),
             recipients: h.recipients,
@@ -74,7 +80,7 @@ pub async fn list(
     State(rt): State<Arc<Runtime>>,
     Caller(caller): Caller,
 ) -> Result<Response, ApiError> {
-    let now = rt.clock.unix_seconds() as i64;
+    let now = rt.clock.unix_time();
     let rows = Service::new(&rt).queue(&caller).await?;
     let reviews: Vec<QueueItem> = rows.into_iter().map(|h| QueueItem::of(h, now)).collect();
     Ok((
@@ -142,15 +148,15 @@ pub struct ReviewView {
 
 impl ReviewView {
     /// The wire form of what `review` shows.
-    pub fn of(s: &Shown, now: i64, config: &crate::config::Config) -> Self {
+    pub fn of(s: &Shown, now: UnixTime, config: &crate::config::Config) -> Self {
         let r = &s.pending.claims.referral;
         let record = &s.pending.detail.referral;
         Self {
             id: record.id.clone(),
             referral_type: r.referral_type.clone(),
             sender_ref: r.sender_ref.clone(),
-            received_at: record.received_at,
-            age_seconds: (now - record.received_at).max(0),
+            received_at: record.received_at.secs(),
+            age_seconds: age_seconds(now, record.received_at),
             submitted_by: s.pending.detail.submitted_by().map(ToString::to_string),
             lawful_basis: r.lawful_basis,
             consent: ConsentView {
@@ -203,7 +209,7 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let id = ReferralId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let shown = Service::new(&rt).show(&caller, &id).await?;
-    let now = rt.clock.unix_seconds() as i64;
+    let now = rt.clock.unix_time();
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(ReviewView::of(&shown, now, &rt.snapshot().config)),

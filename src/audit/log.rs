@@ -14,6 +14,7 @@ use crate::envelope::signed;
 use crate::runtime::Runtime;
 use crate::store::records::CheckpointRecord;
 use crate::store::{Store, StoreError};
+use crate::timestamp::UnixTime;
 
 /// The `typ` of a checkpoint JWS.
 pub use refex_core::audit::CHECKPOINT_TYP;
@@ -174,13 +175,13 @@ pub async fn consistency(
 
 /// The checkpoint statement for a tree: JSON with the C2SP tlog-checkpoint body
 /// (`origin\nsize\nbase64(root)\n`) alongside its fields.
-pub fn statement(origin: &str, size: u64, root: &Hash, time: i64) -> Value {
+pub fn statement(origin: &str, size: u64, root: &Hash, time: UnixTime) -> Value {
     let root = STANDARD.encode(root);
     json!({
         "origin": origin,
         "size": size,
         "root": root,
-        "time": time,
+        "time": time.secs(),
         "checkpoint": format!("{origin}\n{size}\n{root}\n"),
     })
 }
@@ -196,7 +197,7 @@ pub async fn checkpoint(rt: &Runtime) -> Result<CheckpointRecord, AuditError> {
     }
     let root = root(rt.store.as_ref(), size).await?;
     let snapshot = rt.snapshot();
-    let at = rt.clock.unix_seconds() as i64;
+    let at = rt.clock.unix_time();
     let payload = statement(&snapshot.config.settings.gateway_id, size, &root, at);
     let signed = signed::sign(&payload, &snapshot.config.gateway_keys, CHECKPOINT_TYP)
         .map_err(|e| AuditError::Sign(e.to_string()))?;

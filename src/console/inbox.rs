@@ -300,7 +300,7 @@ pub async fn acknowledge(
         Ok(_) => {}
         Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
     }
-    let at = rt.clock.unix_seconds() as i64;
+    let at = rt.clock.unix_time();
     match rt
         .store
         .ack_delivery(&caller.partner, &id, at, &ActorRef::from(&caller))

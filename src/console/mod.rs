@@ -89,6 +89,11 @@ fn render(t: &impl Template) -> String {
     })
 }
 
+/// The wait from `since` to `now` in words: "25 minutes", "3 hours", "4 days".
+fn waited(since: crate::timestamp::UnixTime, now: crate::timestamp::UnixTime) -> String {
+    age(i64::try_from(now.since(since).as_secs()).unwrap_or(i64::MAX))
+}
+
 /// A wait in words: "25 minutes", "3 hours", "4 days".
 fn age(seconds: i64) -> String {
     let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
@@ -100,9 +105,8 @@ fn age(seconds: i64) -> String {
 }
 
 /// A moment in words (UTC): "27 November 2026, 17:06 UTC".
-fn when(unix: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
-    let text = humantime::format_rfc3339_seconds(t).to_string();
+fn when(at: crate::timestamp::UnixTime) -> String {
+    let text = at.rfc3339();
     // 2026-11-27T17:06:00Z
     match (text.get(..10), text.get(11..16)) {
         (Some(date), Some(time)) => {
@@ -468,6 +472,9 @@ mod tests {
         assert_eq!(age(60), "1 minute");
         assert_eq!(age(7200), "2 hours");
         assert_eq!(age(3 * 86_400), "3 days");
-        assert_eq!(when(0), "1 January 1970, 00:00 UTC");
+        assert_eq!(
+            when(crate::timestamp::UnixTime::EPOCH),
+            "1 January 1970, 00:00 UTC"
+        );
     }
 }

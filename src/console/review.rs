@@ -17,8 +17,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{
-    ErrorLink, Posted, actor_name, age, csrf_token, form_is_genuine, form_refusal, full_page, page,
-    partner_name, problem_page_in, render, see_other, type_title, when,
+    ErrorLink, Posted, actor_name, csrf_token, form_is_genuine, form_refusal, full_page, page,
+    partner_name, problem_page_in, render, see_other, type_title, waited, when,
 };
 use crate::api::principal::{Caller, PathId};
 use crate::api::problem::ApiError;
@@ -111,7 +111,7 @@ pub async fn queue(
 ) -> Response {
     let snapshot = rt.snapshot();
     let config = &snapshot.config;
-    let now = rt.clock.unix_seconds() as i64;
+    let now = rt.clock.unix_time();
     let items = match Service::new(&rt).queue(&caller).await {
         Ok(items) => items,
         Err(e) => return problem_page_in(Some(config), &ApiError::from(e), Some(&caller)),
@@ -141,7 +141,7 @@ pub async fn queue(
                 .map(|p| partner_name(config, p))
                 .collect::<Vec<_>>()
                 .join(", "),
-            waiting: age((now - r.received_at).max(0)),
+            waiting: waited(r.received_at, now),
             escalated: r.escalated_at.is_some(),
         })
         .collect();
@@ -283,7 +283,7 @@ struct FieldError {
 
 fn review_body(
     config: &Config,
-    now: i64,
+    now: crate::timestamp::UnixTime,
     shown: &Shown,
     posting: &Posting,
     csrf: String,
@@ -363,7 +363,7 @@ fn review_body(
         errors,
         sender_ref: claims.sender_ref.clone(),
         received: when(record.received_at),
-        waiting: age((now - record.received_at).max(0)),
+        waiting: waited(record.received_at, now),
         submitted_by: shown
             .pending
             .detail
@@ -428,7 +428,7 @@ async fn review_page(
     match Service::new(rt).show(caller, id).await {
         Ok(shown) => {
             let (token, cookie) = csrf_token(rt, caller, headers);
-            let now = rt.clock.unix_seconds() as i64;
+            let now = rt.clock.unix_time();
             let has_errors = !posting.errors.is_empty() || posting.general.is_some();
             let (title, body) = review_body(config, now, &shown, &posting, token);
             let html = full_page(

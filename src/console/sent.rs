@@ -253,7 +253,7 @@ pub async fn withdraw(
     if !form.iter().any(|(k, v)| k == "confirm" && v == "yes") {
         return see_other(&format!("/console/sent/{id}/withdraw"));
     }
-    let at = rt.clock.unix_seconds() as i64;
+    let at = rt.clock.unix_time();
     match rt
         .store
         .withdraw(&id, &caller.partner, at, &ActorRef::from(&caller))

@@ -324,7 +324,9 @@ async fn pagination(store_url: Option<String>) {
                             sender: "notts-police".parse().unwrap(),
                             sender_ref: "x".into(),
                             referral_type: "child-sexual-abuse-support".parse().unwrap(),
-                            received_at: common::partner::now() as i64,
+                            received_at: refex::timestamp::UnixTime::from_secs(
+                                common::partner::now() as i64,
+                            ),
                             lawful_basis: LawfulBasis::uk_gdpr(
                                 Article6::PublicTask,
                                 Article9::SubstantialPublicInterest,

@@ -139,10 +139,10 @@ fn month_name(m: i64) -> String {
 /// What a report shows at `now`: the referrals received by then that fall in the period,
 /// tabulated by month and recipient — or the refusal.
 fn report_at(arrivals: &[(i64, usize)], from: &str, to: &str, now: i64) -> Option<Table> {
-    let period = Period::parse(from, to, now).ok()?;
+    let period = Period::parse(from, to, refex::timestamp::UnixTime::from_secs(now)).ok()?;
     let facts: Vec<Fact> = arrivals
         .iter()
-        .filter(|(at, _)| *at < now && *at >= period.start && *at < period.end)
+        .filter(|(at, _)| *at < now && *at >= period.start.secs() && *at < period.end.secs())
         .map(|(at, kind)| Fact {
             values: [
                 time::OffsetDateTime::from_unix_timestamp(*at)

@@ -6,6 +6,7 @@
 use crate::common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use refex::audit::event::{self as ev, ActorRef, AuditEvent, ConsentRecord, EventKind};
 use refex::identity::PartnerId;
@@ -20,6 +21,7 @@ use refex::store::records::{
 };
 use refex::store::sql::Faults;
 use refex::store::{self, Backend, SqliteStore, Store, StoreError, Table};
+use refex::timestamp::UnixTime;
 use sqlx::Connection as _;
 
 /// Every port's conformance, in turn, on one store.
@@ -62,7 +64,7 @@ async fn inbox_port_conforms(store: Arc<dyn Store>) {
 async fn audit_port_conforms<S: Store + ?Sized>(store: &S) {
     let size = store.audit_size().await.unwrap();
     let e = AuditRecord::new(
-        1_795_000_900,
+        t(1_795_000_900),
         Some(police()),
         AuditEvent::Rejected(ev::Rejected {
             reason: "audit port".into(),
@@ -86,7 +88,7 @@ async fn audit_port_conforms<S: Store + ?Sized>(store: &S) {
     let checkpoint = CheckpointRecord {
         size: size + 1,
         root: "root".into(),
-        at: 1_795_000_901,
+        at: t(1_795_000_901),
         signed: "eyJ.checkpoint".into(),
     };
     store.save_checkpoint(&checkpoint).await.unwrap();
@@ -198,7 +200,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
     let decision = ReviewCommit {
         referral_id: rid(1),
         actor: lead.clone(),
-        at: 1_795_000_050,
+        at: t(1_795_000_050),
         releases: vec![Release {
             delivery: did(1, 1),
             recipient: p("cambs-idva"),
@@ -208,7 +210,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
         rejections: vec![],
         events: vec![
             AuditRecord::new(
-                1_795_000_050,
+                t(1_795_000_050),
                 Some(lead.clone()),
                 AuditEvent::Rejected(ev::Rejected {
                     reason: "stand-in".into(),
@@ -253,7 +255,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
         full(),
     );
     let withdrawn = store
-        .withdraw(&rid(2), &p("notts-police"), 1_795_000_060, &police())
+        .withdraw(&rid(2), &p("notts-police"), t(1_795_000_060), &police())
         .await;
     assert!(withdrawn.is_err());
     let states = store
@@ -272,7 +274,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
     faults.fail("INSERT INTO audit_events", 0, 2, full());
     assert!(
         store
-            .ack_delivery(&reader, &did(2, 1), 1_795_000_070, &police())
+            .ack_delivery(&reader, &did(2, 1), t(1_795_000_070), &police())
             .await
             .is_err()
     );
@@ -289,7 +291,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
     faults.fail("INSERT INTO audit_events", 0, 1, full());
     assert!(
         store
-            .expire_deliveries(&reader, 1_795_100_000, 1_795_100_000)
+            .expire_deliveries(&reader, t(1_795_100_000), t(1_795_100_000))
             .await
             .is_err()
     );
@@ -302,7 +304,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
     faults.clear();
     assert_eq!(
         store
-            .expire_deliveries(&reader, 1_795_100_000, 1_795_100_000)
+            .expire_deliveries(&reader, t(1_795_100_000), t(1_795_100_000))
             .await
             .unwrap(),
         2,
@@ -326,7 +328,7 @@ async fn inbox_writes_share_commits_and_each_gets_its_own_answer(store: Arc<dyn 
         .map(|i| {
             let (s, reader) = (store.clone(), reader.clone());
             tokio::spawn(async move {
-                s.fetch_delivery(&reader, &did(3000 + i, 1), 1_795_000_200, &police())
+                s.fetch_delivery(&reader, &did(3000 + i, 1), t(1_795_000_200), &police())
                     .await
             })
         })
@@ -336,7 +338,12 @@ async fn inbox_writes_share_commits_and_each_gets_its_own_answer(store: Arc<dyn 
     }
     // Someone else's inbox: nothing, whatever shares the commit.
     let stranger = store
-        .fetch_delivery(&p("notts-police"), &did(3000, 1), 1_795_000_201, &police())
+        .fetch_delivery(
+            &p("notts-police"),
+            &did(3000, 1),
+            t(1_795_000_201),
+            &police(),
+        )
         .await
         .unwrap();
     assert_eq!(stranger, None);
@@ -345,7 +352,7 @@ async fn inbox_writes_share_commits_and_each_gets_its_own_answer(store: Arc<dyn 
         .map(|i| {
             let (s, reader) = (store.clone(), reader.clone());
             tokio::spawn(async move {
-                s.ack_delivery(&reader, &did(3000 + i, 1), 1_795_000_300, &police())
+                s.ack_delivery(&reader, &did(3000 + i, 1), t(1_795_000_300), &police())
                     .await
             })
         })
@@ -370,10 +377,19 @@ async fn inbox_writes_share_commits_and_each_gets_its_own_answer(store: Arc<dyn 
     assert_eq!(store.audit_size().await.unwrap() as i64, events_after);
     // Fetching an acknowledged delivery finds nothing.
     let gone = store
-        .fetch_delivery(&reader, &did(3000, 1), 1_795_000_400, &police())
+        .fetch_delivery(&reader, &did(3000, 1), t(1_795_000_400), &police())
         .await
         .unwrap();
     assert_eq!(gone, None);
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The instant `secs` seconds after the epoch.
+fn t(secs: i64) -> UnixTime {
+    UnixTime::from_secs(secs)
 }
 
 fn rid(n: u64) -> ReferralId {
@@ -400,7 +416,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
             sender: p("notts-police"),
             sender_ref: "NP/1".into(),
             referral_type: "domestic-abuse".parse().unwrap(),
-            received_at: 1_795_000_000,
+            received_at: t(1_795_000_000),
             lawful_basis: LawfulBasis::uk_gdpr(
                 Article6::PublicTask,
                 Article9::SubstantialPublicInterest,
@@ -451,7 +467,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
         }),
         events: vec![
             AuditRecord::new(
-                1_795_000_000,
+                t(1_795_000_000),
                 Some(police()),
                 AuditEvent::Rejected(ev::Rejected {
                     reason: "stand-in".into(),
@@ -492,7 +508,7 @@ async fn a_purge_larger_than_a_batch_purges_everything_due<S: Store + ?Sized>(st
         .unwrap();
     assert!(before >= 604, "{before}");
     let purged = store
-        .purge_records(4_000_000_000, 4_000_000_001)
+        .purge_records(t(4_000_000_000), t(4_000_000_001))
         .await
         .unwrap();
     assert_eq!(purged as i64, before);
@@ -516,40 +532,49 @@ async fn a_purge_larger_than_a_batch_purges_everything_due<S: Store + ?Sized>(st
 /// claimed by exactly one caller; the inbox backlog counts what waits per recipient.
 async fn replicas_are_counted_and_notices_claimed_once<S: Store + ?Sized>(store: &S) {
     assert_eq!(
-        store.heartbeat("replica-a", 1_000, 900, 0).await.unwrap(),
-        1
-    );
-    assert_eq!(
-        store.heartbeat("replica-b", 1_010, 900, 0).await.unwrap(),
-        2
-    );
-    // Later, only b is still announcing: a is no longer counted, then forgotten.
-    assert_eq!(
-        store.heartbeat("replica-b", 2_000, 1_900, 0).await.unwrap(),
+        store
+            .heartbeat("replica-a", t(1_000), t(900), t(0))
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
         store
-            .heartbeat("replica-b", 2_010, 1_900, 1_500)
+            .heartbeat("replica-b", t(1_010), t(900), t(0))
+            .await
+            .unwrap(),
+        2
+    );
+    // Later, only b is still announcing: a is no longer counted, then forgotten.
+    assert_eq!(
+        store
+            .heartbeat("replica-b", t(2_000), t(1_900), t(0))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .heartbeat("replica-b", t(2_010), t(1_900), t(1_500))
             .await
             .unwrap(),
         1
     );
     assert!(
         store
-            .claim_notice("digest:imara:20000", 5_000, 0)
+            .claim_notice("digest:imara:20000", t(5_000), t(0))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .claim_notice("digest:imara:20000", 5_001, 0)
+            .claim_notice("digest:imara:20000", t(5_001), t(0))
             .await
             .unwrap()
     );
     assert!(
         store
-            .claim_notice("digest:imara:20001", 5_002, 0)
+            .claim_notice("digest:imara:20001", t(5_002), t(0))
             .await
             .unwrap()
     );
@@ -563,17 +588,14 @@ async fn replicas_are_counted_and_notices_claimed_once<S: Store + ?Sized>(store:
 /// The purge measures a marker's age by the database's clock: the caller passes an age, not
 /// a cutoff computed from its own (possibly fast) clock.
 async fn replay_markers_are_purged_by_the_database_clock<S: Store + ?Sized>(store: &S) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = UnixTime::of(std::time::SystemTime::now());
     let ten_minutes = std::time::Duration::from_secs(600);
     // Whatever earlier steps left (received in 2026-11 by their fixed clock) goes first.
     store.purge_replay_markers(ten_minutes).await.unwrap();
     let mut fresh = acceptance(901, "jti-fresh", false);
     fresh.referral.received_at = now;
     let mut old = acceptance(902, "jti-old", false);
-    old.referral.received_at = now - 3600;
+    old.referral.received_at = now.before(HOUR);
     for a in [fresh, old] {
         assert_eq!(store.accept(a).await.unwrap(), AcceptOutcome::Accepted);
     }
@@ -689,7 +711,7 @@ async fn a_decision_is_whole_and_final<S: Store + ?Sized>(store: &S) {
     let lead: ActorRef = "notts-police/person:dsl-b".parse().unwrap();
     let reviewed = |to: &str, n: u64, k: u64, decision| {
         AuditRecord::new(
-            1_795_000_100,
+            t(1_795_000_100),
             Some(lead.clone()),
             AuditEvent::Reviewed(ev::Reviewed {
                 to: p(to),
@@ -702,7 +724,7 @@ async fn a_decision_is_whole_and_final<S: Store + ?Sized>(store: &S) {
     };
     let partial = ReviewCommit {
         referral_id: rid(10),
-        at: 1_795_000_100,
+        at: t(1_795_000_100),
         actor: lead.clone(),
         releases: vec![Release {
             delivery: did(10, 1),
@@ -803,7 +825,7 @@ async fn subject_keys_are_scoped_to_what_reached_each_partner<S: Store + ?Sized>
     );
     // Withdrawn before it was fetched: never received, never found.
     store
-        .withdraw(&rid(20), &p("notts-police"), 1_795_000_200, &police())
+        .withdraw(&rid(20), &p("notts-police"), t(1_795_000_200), &police())
         .await
         .unwrap();
     assert!(
@@ -822,7 +844,7 @@ async fn expiry_counts_from_entering_the_inbox<S: Store + ?Sized>(store: &S) {
     a.deliveries.truncate(1);
     store.accept(a).await.unwrap();
     let lead: ActorRef = "notts-police/person:dsl-b".parse().unwrap();
-    let released_at = 1_795_000_000 + 40 * 86_400;
+    let released_at = t(1_795_000_000).after(40 * DAY);
     store
         .decide_hold(&ReviewCommit {
             referral_id: rid(30),
@@ -841,9 +863,9 @@ async fn expiry_counts_from_entering_the_inbox<S: Store + ?Sized>(store: &S) {
         .await
         .unwrap();
     // 30 days after submission but one day after the release: not due.
-    let cutoff = released_at - 86_400;
+    let cutoff = released_at.before(DAY);
     store
-        .expire_deliveries(&p("cambs-idva"), cutoff, released_at + 86_400)
+        .expire_deliveries(&p("cambs-idva"), cutoff, released_at.after(DAY))
         .await
         .unwrap();
     let states = store
@@ -853,7 +875,11 @@ async fn expiry_counts_from_entering_the_inbox<S: Store + ?Sized>(store: &S) {
         .unwrap();
     assert_eq!(states[0].status, DeliveryStatus::Queued);
     store
-        .expire_deliveries(&p("cambs-idva"), released_at + 1, released_at + 31 * 86_400)
+        .expire_deliveries(
+            &p("cambs-idva"),
+            released_at.after(SECOND),
+            released_at.after(31 * DAY),
+        )
         .await
         .unwrap();
     let states = store
@@ -868,11 +894,11 @@ async fn expiry_counts_from_entering_the_inbox<S: Store + ?Sized>(store: &S) {
     let mut b = acceptance(31, "jti-31", false);
     b.deliveries.truncate(1);
     store.accept(b).await.unwrap();
-    let entered = 1_795_000_000;
+    let entered = t(1_795_000_000);
     let known = [p("notts-police"), p("gp-practice")];
     assert_eq!(
         store
-            .expire_unknown_recipients(&known, entered, entered + 60)
+            .expire_unknown_recipients(&known, entered, entered.after(60 * SECOND))
             .await
             .unwrap(),
         0,
@@ -880,7 +906,7 @@ async fn expiry_counts_from_entering_the_inbox<S: Store + ?Sized>(store: &S) {
     );
     assert_eq!(
         store
-            .expire_unknown_recipients(&known, entered + 1, entered + 31 * 86_400)
+            .expire_unknown_recipients(&known, entered.after(SECOND), entered.after(31 * DAY))
             .await
             .unwrap(),
         1
@@ -1013,13 +1039,13 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         did(40, 1)
     );
     run(&mut conn, q).await;
-    let err = store.report_facts(0, i64::MAX / 2).await.unwrap_err();
+    let err = store.report_facts(t(0), t(i64::MAX / 2)).await.unwrap_err();
     assert!(leaf_corrupt(err));
     sqlx::query("DELETE FROM audit_events WHERE idx = -5000")
         .execute(&mut conn)
         .await
         .unwrap();
-    store.report_facts(0, i64::MAX / 2).await.unwrap();
+    store.report_facts(t(0), t(i64::MAX / 2)).await.unwrap();
     // An index column that disagrees with the leaf it indexes: the record is not served.
     let q = format!(
         "UPDATE audit_events SET actor = 'notts-police/person:dsl-b' WHERE referral_id = '{}'",
@@ -1136,7 +1162,7 @@ async fn concurrent_read_then_write(store: Arc<dyn Store>) {
     for i in 0..40 {
         let (s, reader) = (store.clone(), reader.clone());
         tasks.push(tokio::spawn(async move {
-            s.fetch_delivery(&reader, &did(1000 + i, 1), 1_795_000_100, &police())
+            s.fetch_delivery(&reader, &did(1000 + i, 1), t(1_795_000_100), &police())
                 .await
                 .map(|o| o.is_some())
         }));

@@ -205,7 +205,7 @@ async fn migrates(url: String) {
         .unwrap();
     assert_eq!(
         queued.queued_at,
-        Some(1_790_000_100),
+        Some(refex::timestamp::UnixTime::from_secs(1_790_000_100)),
         "from its queued event"
     );
     let states = store

@@ -10,6 +10,7 @@
 //! store's group commit, each timed from its scheduled start, so a pass that held the writer
 //! shows up as acceptance latency.
 
+use refex::timestamp::UnixTime;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,7 +108,9 @@ pub async fn run(
         let (store, done) = (store.clone(), pass_done.clone());
         tokio::spawn(async move {
             let start = Instant::now();
-            let purged = store.purge_records(cutoff, now as i64).await;
+            let purged = store
+                .purge_records(UnixTime::from_secs(cutoff), UnixTime::from_secs(now as i64))
+                .await;
             done.notify_one();
             purged.map(|n| (n, start.elapsed().as_secs_f64()))
         })

@@ -17,6 +17,11 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     }
+
+    /// The current time to the second, as the store and the audit trail record it.
+    fn unix_time(&self) -> crate::timestamp::UnixTime {
+        crate::timestamp::UnixTime::of(self.now())
+    }
 }
 
 /// The system clock.

@@ -21,3 +21,4 @@ pub mod lifecycle;
 pub mod partners;
 pub mod policy;
 pub mod schema;
+pub mod timestamp;

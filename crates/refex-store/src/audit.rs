@@ -2,6 +2,7 @@
 //! core's `audit::tree`), its nodes, leaves and checkpoints read back, and the report facts
 //! derived from it.
 
+use refex_core::timestamp::UnixTime;
 use std::collections::HashMap;
 
 use refex_core::audit::event as ev;
@@ -48,7 +49,7 @@ impl<D: Dialect> crate::AuditStore for SqlStore<D> {
     }
 
     async fn audit_checkpoints(&self) -> Result<Vec<rec::CheckpointRecord>, StoreError> {
-        let found: Vec<(i64, String, i64, String)> = self
+        let found: Vec<(i64, String, UnixTime, String)> = self
             .pool
             .fetch_all(Stmt::new(
                 "audit checkpoints",
@@ -112,7 +113,11 @@ impl<D: Dialect> crate::AuditStore for SqlStore<D> {
             .collect()
     }
 
-    async fn report_facts(&self, from: i64, to: i64) -> Result<Vec<rec::FactRow>, StoreError> {
+    async fn report_facts(
+        &self,
+        from: UnixTime,
+        to: UnixTime,
+    ) -> Result<Vec<rec::FactRow>, StoreError> {
         // Each delivery as it stood at `to`: only events before it count, so a report of
         // ended months never changes.
         let found: Vec<rows::FactRowRaw> = self

@@ -4,6 +4,7 @@
 //! (the statics below); every status change asks `lifecycle::next` first ([`moved`]); rows
 //! become typed records in `rows`.
 
+use refex_core::timestamp::UnixTime;
 use std::sync::{Arc, LazyLock};
 
 use refex_core::audit::event::{ActorRef, AuditEvent};
@@ -216,7 +217,7 @@ pub(crate) async fn close_each<D: Dialect>(
     tx: &mut Tx<D>,
     due: &[Closing],
     step: Step,
-    at: i64,
+    at: UnixTime,
     actor: Option<&ActorRef>,
     event: impl Fn(&PartnerId) -> AuditEvent,
 ) -> Result<Vec<AuditRecord>, StoreError> {

@@ -208,7 +208,7 @@ mod tests {
                 sender: "s".parse().expect("id"),
                 sender_ref: "r".into(),
                 referral_type: "t".parse().expect("type"),
-                received_at: 0,
+                received_at: refex_core::timestamp::UnixTime::EPOCH,
                 lawful_basis: LawfulBasis::uk_gdpr(
                     refex_core::lawful::Article6::PublicTask,
                     refex_core::lawful::Article9::SubstantialPublicInterest,

@@ -2,6 +2,7 @@
 //! (never holding the writer long enough to delay an acceptance), replay markers, replicas'
 //! heartbeats, once-only notices, returning space.
 
+use refex_core::timestamp::UnixTime;
 use std::time::{Duration, Instant};
 
 use refex_core::audit::event::{self as ev, AuditEvent};
@@ -21,8 +22,8 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
     async fn expire_deliveries(
         &self,
         recipient: &PartnerId,
-        cutoff: i64,
-        at: i64,
+        cutoff: UnixTime,
+        at: UnixTime,
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "{} LIMIT {HOUSEKEEPING_BATCH}{}",
@@ -58,8 +59,8 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
     async fn expire_unknown_recipients(
         &self,
         known: &[PartnerId],
-        cutoff: i64,
-        at: i64,
+        cutoff: UnixTime,
+        at: UnixTime,
     ) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         if !job_lock(&mut tx, "expire-unknown").await? {
@@ -101,7 +102,7 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
         Ok(expired)
     }
 
-    async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+    async fn purge_records(&self, cutoff: UnixTime, at: UnixTime) -> Result<u64, StoreError> {
         let mut total = 0;
         for _ in 0..PURGE_MAX_BATCHES {
             let (done, more) = self.purge_batch(cutoff, at).await?;
@@ -135,9 +136,9 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
     async fn heartbeat(
         &self,
         id: &str,
-        at: i64,
-        live_after: i64,
-        forget_before: i64,
+        at: UnixTime,
+        live_after: UnixTime,
+        forget_before: UnixTime,
     ) -> Result<u32, StoreError> {
         // Each statement on its own: replicas announcing at once (and forgetting each other
         // after a clock jump) never hold one row while waiting for another.
@@ -197,8 +198,8 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
     async fn claim_notice(
         &self,
         key: &str,
-        at: i64,
-        forget_before: i64,
+        at: UnixTime,
+        forget_before: UnixTime,
     ) -> Result<bool, StoreError> {
         // Each statement on its own (no lock held while waiting for another).
         self.writer
@@ -234,7 +235,7 @@ impl<D: Dialect> SqlStore<D> {
     /// the cutoff with no activity since and no correction pointing at them, and no more than
     /// [`PURGE_BATCH_BUDGET`] of work, their records deleted and their events' content
     /// cleared. Returns how many, and whether more may be due.
-    async fn purge_batch(&self, cutoff: i64, at: i64) -> Result<(u64, bool), StoreError> {
+    async fn purge_batch(&self, cutoff: UnixTime, at: UnixTime) -> Result<(u64, bool), StoreError> {
         let mut tx = self.writer.begin().await?;
         // Of several replicas, one does this job at a time; the next finds it done.
         if !job_lock(&mut tx, "purge").await? {
@@ -299,7 +300,7 @@ impl<D: Dialect> SqlStore<D> {
 async fn expire_each<D: Dialect>(
     tx: &mut Tx<D>,
     due: Vec<(String, String, String, String)>,
-    at: i64,
+    at: UnixTime,
 ) -> Result<u64, StoreError> {
     let due = due
         .into_iter()

@@ -1,6 +1,7 @@
 //! Recipients' inboxes: pages and backlog, and fetches and acknowledgements committed in
 //! groups (each applied in order as if alone, their audit events appended together).
 
+use refex_core::timestamp::UnixTime;
 use std::sync::Arc;
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
@@ -25,7 +26,7 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
             String,
             String,
             String,
-            i64,
+            UnixTime,
             Option<i64>,
             Option<i64>,
             String,
@@ -67,7 +68,7 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
         &self,
         recipient: &PartnerId,
         id: &DeliveryId,
-        at: i64,
+        at: UnixTime,
         actor: &ActorRef,
     ) -> Result<Option<String>, StoreError> {
         let write = rec::InboxWrite::Fetch {
@@ -86,7 +87,7 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
         &self,
         recipient: &PartnerId,
         id: &DeliveryId,
-        at: i64,
+        at: UnixTime,
         actor: &ActorRef,
     ) -> Result<rec::AckOutcome, StoreError> {
         let write = rec::InboxWrite::Ack {
@@ -106,7 +107,7 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
         recipient: &PartnerId,
         limit: i64,
     ) -> Result<Vec<rec::ReceivedRow>, StoreError> {
-        let found: Vec<(String, String, String, String, i64, String)> = self
+        let found: Vec<(String, String, String, String, UnixTime, String)> = self
             .pool
             .fetch_all(
                 Stmt::new(
@@ -123,8 +124,8 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
         found.into_iter().map(rows::received_row).collect()
     }
 
-    async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<i64>)>, StoreError> {
-        let found: Vec<(String, i64, Option<i64>)> = self
+    async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<UnixTime>)>, StoreError> {
+        let found: Vec<(String, i64, Option<UnixTime>)> = self
             .pool
             .fetch_all(Stmt::new("inbox backlog", INBOX_BACKLOG.as_str()))
             .await?;
@@ -247,7 +248,7 @@ async fn fetch_in<D: Dialect>(
     tx: &mut Tx<D>,
     recipient: &PartnerId,
     id: &DeliveryId,
-    at: i64,
+    at: UnixTime,
     actor: &ActorRef,
 ) -> Result<(Option<String>, Option<AuditRecord>), StoreError> {
     let row: Option<(String, Option<String>, String)> = tx
@@ -296,7 +297,7 @@ async fn ack_in<D: Dialect>(
     tx: &mut Tx<D>,
     recipient: &PartnerId,
     id: &DeliveryId,
-    at: i64,
+    at: UnixTime,
     actor: &ActorRef,
 ) -> Result<(rec::AckOutcome, Option<AuditRecord>), StoreError> {
     let row: Option<(String, String)> = tx

@@ -2,6 +2,7 @@
 //! statements, falling back to one savepoint each), replay lookups, status, withdrawal,
 //! corrections and subject access.
 
+use refex_core::timestamp::UnixTime;
 use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
@@ -63,7 +64,7 @@ impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
         &self,
         referral: &ReferralId,
         sender: &PartnerId,
-        at: i64,
+        at: UnixTime,
         actor: &ActorRef,
     ) -> Result<Option<Vec<rec::DeliveryState>>, StoreError> {
         let mut tx = self.writer.begin().await?;
@@ -128,7 +129,7 @@ impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
         sender: &PartnerId,
         limit: i64,
     ) -> Result<Vec<rec::SentRow>, StoreError> {
-        let found: Vec<(String, String, i64, String)> = self
+        let found: Vec<(String, String, UnixTime, String)> = self
             .pool
             .fetch_all(
                 Stmt::new(
@@ -269,7 +270,7 @@ pub(crate) struct Withdrawal<'a> {
     /// The referral withdrawn.
     pub referral: &'a ReferralId,
     /// When.
-    pub at: i64,
+    pub at: UnixTime,
     /// Who (none for the gateway's own).
     pub actor: Option<&'a ActorRef>,
     /// Why.

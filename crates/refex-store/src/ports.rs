@@ -6,6 +6,7 @@
 use refex_core::audit::event::ActorRef;
 use refex_core::identity::PartnerId;
 use refex_core::ids::{DeliveryId, ReferralId};
+use refex_core::timestamp::UnixTime;
 
 use crate::StoreError;
 
@@ -48,7 +49,7 @@ pub trait IntakeStore: Send + Sync {
         &self,
         referral: &ReferralId,
         sender: &PartnerId,
-        at: i64,
+        at: UnixTime,
         actor: &ActorRef,
     ) -> Result<Option<Vec<crate::records::DeliveryState>>, StoreError>;
 
@@ -109,7 +110,7 @@ pub trait InboxStore: Send + Sync {
         &self,
         recipient: &PartnerId,
         id: &DeliveryId,
-        at: i64,
+        at: UnixTime,
         actor: &ActorRef,
     ) -> Result<Option<String>, StoreError>;
 
@@ -119,7 +120,7 @@ pub trait InboxStore: Send + Sync {
         &self,
         recipient: &PartnerId,
         id: &DeliveryId,
-        at: i64,
+        at: UnixTime,
         actor: &ActorRef,
     ) -> Result<crate::records::AckOutcome, StoreError>;
 
@@ -134,7 +135,7 @@ pub trait InboxStore: Send + Sync {
 
     /// Each recipient's inbox backlog: deliveries waiting (queued or fetched, not
     /// acknowledged) and when the oldest of them entered the inbox.
-    async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<i64>)>, StoreError>;
+    async fn inbox_backlog(&self) -> Result<Vec<(PartnerId, i64, Option<UnixTime>)>, StoreError>;
 
     /// Calls `on_change` whenever another process (a replica) commits deliveries to an inbox,
     /// until the store closes. PostgreSQL `LISTEN`s (reconnecting by itself); the embedded
@@ -174,12 +175,16 @@ pub trait ReviewStore: Send + Sync {
 
     /// Marks holds undecided since before `cutoff` as escalated (an `escalated` event each);
     /// they stay held. Returns how many.
-    async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
+    async fn escalate_holds(&self, cutoff: UnixTime, at: UnixTime) -> Result<u64, StoreError>;
 
     /// Closes holds undecided since before `cutoff`: each held delivery becomes
     /// `expired-undecided` (never released) with a `closed-undecided` event, and the hold
     /// (the claims under the storage key) is deleted. Returns how many holds.
-    async fn close_undecided_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
+    async fn close_undecided_holds(
+        &self,
+        cutoff: UnixTime,
+        at: UnixTime,
+    ) -> Result<u64, StoreError>;
 
     /// How many holds are escalated and still undecided.
     async fn count_escalated(&self) -> Result<i64, StoreError>;
@@ -220,8 +225,8 @@ pub trait AuditStore: Send + Sync {
     /// Every delivery of referrals received in `[from, to)`, as report dimensions.
     async fn report_facts(
         &self,
-        from: i64,
-        to: i64,
+        from: UnixTime,
+        to: UnixTime,
     ) -> Result<Vec<crate::records::FactRow>, StoreError>;
 }
 
@@ -235,8 +240,8 @@ pub trait HousekeepingStore: Send + Sync {
     async fn expire_deliveries(
         &self,
         recipient: &PartnerId,
-        cutoff: i64,
-        at: i64,
+        cutoff: UnixTime,
+        at: UnixTime,
     ) -> Result<u64, StoreError>;
 
     /// Expires every delivery that entered an inbox before `cutoff` and is still there, of a
@@ -245,13 +250,13 @@ pub trait HousekeepingStore: Send + Sync {
     async fn expire_unknown_recipients(
         &self,
         known: &[PartnerId],
-        cutoff: i64,
-        at: i64,
+        cutoff: UnixTime,
+        at: UnixTime,
     ) -> Result<u64, StoreError>;
 
     /// Deletes referral, delivery and hold records with no activity since `cutoff` (and not
     /// linked from a later correction), with a `purged` event each. Returns how many.
-    async fn purge_records(&self, cutoff: i64, at: i64) -> Result<u64, StoreError>;
+    async fn purge_records(&self, cutoff: UnixTime, at: UnixTime) -> Result<u64, StoreError>;
 
     /// Deletes replay markers seen more than `max_age` ago by the database's clock (a `jti`
     /// that old is refused by the `iat` check anyway). Returns how many.
@@ -262,9 +267,9 @@ pub trait HousekeepingStore: Send + Sync {
     async fn heartbeat(
         &self,
         id: &str,
-        at: i64,
-        live_after: i64,
-        forget_before: i64,
+        at: UnixTime,
+        live_after: UnixTime,
+        forget_before: UnixTime,
     ) -> Result<u32, StoreError>;
 
     /// Forgets replica `id` (it is stopping gracefully), so the others stop counting it at
@@ -281,8 +286,8 @@ pub trait HousekeepingStore: Send + Sync {
     async fn claim_notice(
         &self,
         key: &str,
-        at: i64,
-        forget_before: i64,
+        at: UnixTime,
+        forget_before: UnixTime,
     ) -> Result<bool, StoreError>;
 
     /// How many rows a table holds (operations and tests: proving nothing half-written).

@@ -8,6 +8,7 @@ use refex_core::audit::event::{ActorRef, ConsentRecord};
 use refex_core::identity::{PartnerId, ReferralType};
 use refex_core::ids::{DeliveryId, ReferralId};
 use refex_core::intake::claims::{LawfulBasis, Override, SubjectInformed};
+use refex_core::timestamp::UnixTime;
 
 pub use refex_core::audit::event::AuditRecord;
 pub use refex_core::lifecycle::DeliveryStatus;
@@ -24,7 +25,7 @@ pub struct ReferralRecord {
     /// Referral type.
     pub referral_type: ReferralType,
     /// Unix seconds.
-    pub received_at: i64,
+    pub received_at: UnixTime,
     /// The lawful basis relied on.
     pub lawful_basis: LawfulBasis,
     /// Consent status and override.
@@ -137,7 +138,7 @@ pub struct InboxItem {
     /// The referral type.
     pub referral_type: ReferralType,
     /// When the gateway accepted it (Unix seconds).
-    pub received_at: i64,
+    pub received_at: UnixTime,
     /// Size of the sealed delivery.
     pub bytes: i64,
     /// Position in the recipient's inbox (the cursor).
@@ -167,7 +168,7 @@ pub enum InboxWrite {
         /// The delivery.
         id: DeliveryId,
         /// When.
-        at: i64,
+        at: UnixTime,
         /// Who fetched it.
         actor: ActorRef,
     },
@@ -178,7 +179,7 @@ pub enum InboxWrite {
         /// The delivery.
         id: DeliveryId,
         /// When.
-        at: i64,
+        at: UnixTime,
         /// Who acknowledged it.
         actor: ActorRef,
     },
@@ -201,7 +202,7 @@ pub struct CheckpointRecord {
     /// Root hash, hex.
     pub root: String,
     /// When it was signed (Unix seconds).
-    pub at: i64,
+    pub at: UnixTime,
     /// The compact JWS.
     pub signed: String,
 }
@@ -251,13 +252,13 @@ pub struct DeliveryRow {
     /// Status.
     pub status: DeliveryStatus,
     /// Created (Unix seconds).
-    pub created_at: i64,
+    pub created_at: UnixTime,
     /// Last changed (Unix seconds).
-    pub updated_at: i64,
+    pub updated_at: UnixTime,
     /// When it entered the recipient's inbox.
-    pub queued_at: Option<i64>,
+    pub queued_at: Option<UnixTime>,
     /// First fetched.
-    pub fetched_at: Option<i64>,
+    pub fetched_at: Option<UnixTime>,
 }
 
 /// A held referral in a safeguarding lead's queue.
@@ -270,11 +271,11 @@ pub struct HeldRow {
     /// The sender's reference.
     pub sender_ref: String,
     /// When it was received (Unix seconds).
-    pub received_at: i64,
+    pub received_at: UnixTime,
     /// The consent override relied on, if any.
     pub consent_override: Option<Override>,
     /// When it was escalated for being undecided too long.
-    pub escalated_at: Option<i64>,
+    pub escalated_at: Option<UnixTime>,
     /// The recipients waiting on the decision.
     pub recipients: Vec<PartnerId>,
     /// Who submitted it.
@@ -311,7 +312,7 @@ pub struct ReviewCommit {
     /// The referral.
     pub referral_id: ReferralId,
     /// When.
-    pub at: i64,
+    pub at: UnixTime,
     /// Who decided.
     pub actor: ActorRef,
     /// The deliveries released.
@@ -343,7 +344,7 @@ pub enum DecideOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FactRow {
     /// When the referral was received (Unix seconds).
-    pub received_at: i64,
+    pub received_at: UnixTime,
     /// Referral type.
     pub referral_type: ReferralType,
     /// Sending partner.
@@ -384,7 +385,7 @@ pub struct ReceivedRow {
     /// The referral type.
     pub referral_type: ReferralType,
     /// When the gateway accepted the referral (Unix seconds).
-    pub received_at: i64,
+    pub received_at: UnixTime,
     /// Its status now.
     pub status: DeliveryStatus,
 }
@@ -397,7 +398,7 @@ pub struct SentRow {
     /// Its type.
     pub referral_type: ReferralType,
     /// When it was received.
-    pub received_at: i64,
+    pub received_at: UnixTime,
     /// The sender's own reference.
     pub sender_ref: String,
     /// Each delivery's state.

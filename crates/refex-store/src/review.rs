@@ -5,6 +5,7 @@ use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
 use refex_core::identity::PartnerId;
 use refex_core::ids::{DeliveryId, ReferralId};
 use refex_core::lifecycle::{DeliveryStatus, Step};
+use refex_core::timestamp::UnixTime;
 
 use crate::common::{
     Closing, SqlStore, close_each, insert_subject_keys, job_lock, moved, notify_inbox,
@@ -17,7 +18,14 @@ use crate::{StoreError, rows};
 #[async_trait::async_trait]
 impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
     async fn held_referrals(&self, sender: &PartnerId) -> Result<Vec<rec::HeldRow>, StoreError> {
-        let found: Vec<(String, String, String, i64, Option<String>, Option<i64>)> = self
+        let found: Vec<(
+            String,
+            String,
+            String,
+            UnixTime,
+            Option<String>,
+            Option<UnixTime>,
+        )> = self
             .pool
             .fetch_all(
                 Stmt::new(
@@ -230,7 +238,7 @@ impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
         Ok(out)
     }
 
-    async fn escalate_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+    async fn escalate_holds(&self, cutoff: UnixTime, at: UnixTime) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         // Of several replicas, one does this job at a time; the next finds it done.
         if !job_lock(&mut tx, "escalate").await? {
@@ -274,7 +282,11 @@ impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
         Ok(due.len() as u64)
     }
 
-    async fn close_undecided_holds(&self, cutoff: i64, at: i64) -> Result<u64, StoreError> {
+    async fn close_undecided_holds(
+        &self,
+        cutoff: UnixTime,
+        at: UnixTime,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await?;
         // Of several replicas, one does this job at a time; the next finds it done.
         if !job_lock(&mut tx, "close-undecided").await? {

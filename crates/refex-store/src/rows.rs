@@ -2,6 +2,7 @@
 //! become ids, statuses and events here or the read fails with
 //! [`StoreError::Corrupt`] naming the table and column: never a default, never a dropped row.
 
+use refex_core::timestamp::UnixTime;
 use std::str::FromStr;
 
 use super::StoreError;
@@ -59,7 +60,7 @@ pub(crate) struct ReferralRow {
     sender: String,
     sender_ref: String,
     referral_type: String,
-    received_at: i64,
+    received_at: UnixTime,
     lawful_basis: String,
     consent_status: String,
     consent_override: Option<String>,
@@ -124,10 +125,10 @@ pub(crate) struct DeliveryRowRaw {
     recipient: String,
     agreement: String,
     status: String,
-    created_at: i64,
-    updated_at: i64,
-    queued_at: Option<i64>,
-    fetched_at: Option<i64>,
+    created_at: UnixTime,
+    updated_at: UnixTime,
+    queued_at: Option<UnixTime>,
+    fetched_at: Option<UnixTime>,
 }
 
 impl FromRow for DeliveryRowRaw {
@@ -244,7 +245,14 @@ pub(crate) fn delivery_state(
 /// An inbox listing row: `(id, sender, referral_type, received_at, bytes, inbox_pos)`.
 /// A received delivery: `(id, referral_id, sender, type, received_at, status)`.
 pub(crate) fn received_row(
-    (id, referral, from, ty, received_at, status): (String, String, String, String, i64, String),
+    (id, referral, from, ty, received_at, status): (
+        String,
+        String,
+        String,
+        String,
+        UnixTime,
+        String,
+    ),
 ) -> Result<ReceivedRow, StoreError> {
     Ok(ReceivedRow {
         id: parse("deliveries", "id", &id)?,
@@ -261,7 +269,7 @@ pub(crate) fn inbox_item(
         String,
         String,
         String,
-        i64,
+        UnixTime,
         Option<i64>,
         Option<i64>,
         String,
@@ -280,7 +288,7 @@ pub(crate) fn inbox_item(
 
 /// A report fact row as `report_facts` selects it.
 pub(crate) struct FactRowRaw {
-    received_at: i64,
+    received_at: UnixTime,
     ty: String,
     sender: String,
     recipient: String,
@@ -347,9 +355,9 @@ pub(crate) fn held_row(
         String,
         String,
         String,
-        i64,
+        UnixTime,
         Option<String>,
-        Option<i64>,
+        Option<UnixTime>,
     ),
     recipients: Vec<String>,
     submitted_by: Option<String>,
@@ -374,8 +382,8 @@ pub(crate) fn held_row(
 
 /// A sent-referral row: `(id, type, received_at)`.
 pub(crate) fn sent_row(
-    (id, ty, at, sender_ref): (String, String, i64, String),
-) -> Result<(ReferralId, ReferralType, i64, String), StoreError> {
+    (id, ty, at, sender_ref): (String, String, UnixTime, String),
+) -> Result<(ReferralId, ReferralType, UnixTime, String), StoreError> {
     Ok((
         parse("referrals", "id", &id)?,
         parse("referrals", "referral_type", &ty)?,

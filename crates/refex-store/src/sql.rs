@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use refex_core::timestamp::UnixTime;
+
 use crate::{Backend, StoreError, query_err};
 
 /// One argument of a statement, typed as the column it is bound to.
@@ -32,6 +34,16 @@ impl From<i64> for Arg<'_> {
 impl From<Option<i64>> for Arg<'_> {
     fn from(v: Option<i64>) -> Self {
         Arg::Int(v)
+    }
+}
+impl From<UnixTime> for Arg<'_> {
+    fn from(v: UnixTime) -> Self {
+        Arg::Int(Some(v.secs()))
+    }
+}
+impl From<Option<UnixTime>> for Arg<'_> {
+    fn from(v: Option<UnixTime>) -> Self {
+        Arg::Int(v.map(UnixTime::secs))
     }
 }
 impl From<i32> for Arg<'_> {
@@ -231,6 +243,15 @@ impl Column for i64 {
     fn from_value(value: Value) -> Option<Self> {
         match value {
             Value::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+impl Column for UnixTime {
+    const NAME: &'static str = "a time (integer seconds)";
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Int(v) => Some(UnixTime::from_secs(v)),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@ use crate::identity::{
 };
 use crate::ids::{DeliveryId, ReferralId};
 use crate::intake::claims::{ConsentStatus, LawfulBasis, Override, SubjectInformed};
+use crate::timestamp::UnixTime;
 
 /// Who did something, as the trail names them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -490,8 +491,8 @@ pub enum EventParseError {
 /// An event with its place: when, which referral and delivery, who.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditRecord {
-    /// Unix seconds.
-    pub at: i64,
+    /// When it happened.
+    pub at: UnixTime,
     /// The referral concerned.
     pub referral_id: Option<ReferralId>,
     /// The delivery concerned.
@@ -504,7 +505,7 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// An event at `at` about nothing in particular, by `actor`.
-    pub fn new(at: i64, actor: Option<ActorRef>, event: AuditEvent) -> Self {
+    pub fn new(at: UnixTime, actor: Option<ActorRef>, event: AuditEvent) -> Self {
         Self {
             at,
             referral_id: None,
@@ -551,7 +552,7 @@ impl AuditRecord {
         #[serde(deny_unknown_fields)]
         struct Leaf<'a> {
             idx: u64,
-            at: i64,
+            at: UnixTime,
             kind: &'a str,
             referral_id: Option<String>,
             delivery_id: Option<String>,
@@ -581,7 +582,7 @@ mod tests {
 
     fn queued() -> AuditRecord {
         AuditRecord {
-            at: 1_795_000_000,
+            at: UnixTime::from_secs(1_795_000_000),
             referral_id: Some(ReferralId::parse("ref_01J00000000000000000000001").unwrap()),
             delivery_id: None,
             actor: Some("p/system:s".parse().unwrap()),
