@@ -55,7 +55,7 @@ pub struct DeliveryRecord {
     /// The recipient.
     pub to: PartnerId,
     /// The agreement it went under.
-    pub agreement: String,
+    pub agreement: crate::identity::AgreementId,
     /// Its status now.
     pub status: DeliveryStatus,
     /// What became of it.

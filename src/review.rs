@@ -110,7 +110,7 @@ pub struct RecipientPreview {
     /// Its display name (its id when it is no longer a partner).
     pub name: String,
     /// The agreement in force that covers it, or why none would now.
-    pub permitted: Result<String, IntakeError>,
+    pub permitted: Result<crate::identity::AgreementId, IntakeError>,
     /// The view, `<kind>/<type>`.
     pub view: String,
     /// The view schema's version.
@@ -215,7 +215,7 @@ pub fn preview(pending: &Pending, config: &Config) -> Preview {
             } else {
                 leaf_pointers(&minimised.value)
             };
-            let agreement = permitted.as_deref().unwrap_or("");
+            let agreement = permitted.as_ref().map_or("", |a| a.as_str());
             RecipientPreview {
                 delivery: d.id.clone(),
                 to: d.recipient.clone(),

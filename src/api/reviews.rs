@@ -105,7 +105,7 @@ struct Permitted {
 struct RecipientView {
     to: PartnerId,
     recipient_name: String,
-    agreement: Option<String>,
+    agreement: Option<crate::identity::AgreementId>,
     view: String,
     view_version: String,
     disclosed: Vec<String>,

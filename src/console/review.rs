@@ -295,13 +295,14 @@ fn review_body(
         .recipients
         .iter()
         .map(|p| {
-            let agreement = p.permitted.as_ref().ok().cloned().unwrap_or_default();
+            let agreement = p.permitted.as_ref().ok();
             let purpose = config
                 .policy
                 .agreements
                 .iter()
-                .find(|a| a.id == agreement)
+                .find(|a| Some(&a.id) == agreement)
                 .map_or_else(String::new, |a| a.purpose.clone());
+            let agreement = agreement.map(ToString::to_string).unwrap_or_default();
             let to = p.to.to_string();
             let (chosen, reason) = posting.chosen.get(&to).cloned().unwrap_or_default();
             RecipientView {

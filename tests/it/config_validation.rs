@@ -53,6 +53,23 @@ fn an_agreement_naming_an_unknown_partner_is_refused() {
     ));
 }
 
+/// An agreement's id is a stable reference in deliveries and audit leaves: an identifier,
+/// like a partner's, refused at load (never stored) when it is not one.
+#[test]
+fn an_agreement_id_that_is_not_an_identifier_is_refused() {
+    let project = Project::with_copied_partners();
+    edit(
+        &project,
+        "partners/agreements.toml",
+        "id = \"isa-police-imara-csa\"",
+        "id = \"ISA 2024/03\"",
+    );
+    assert!(has(
+        &problems(&project),
+        "\"ISA 2024/03\" is not a valid identifier"
+    ));
+}
+
 #[test]
 fn an_agreement_naming_an_unknown_type_is_refused() {
     let project = Project::with_copied_partners();

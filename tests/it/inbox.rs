@@ -348,7 +348,7 @@ async fn pagination(store_url: Option<String>) {
                         deliveries: vec![DeliveryRecord {
                             id: DeliveryId::parse(&format!("dlv_{n:026}")).unwrap(),
                             recipient: "imara".parse().unwrap(),
-                            agreement: "isa".into(),
+                            agreement: "isa".parse().unwrap(),
                             status: DeliveryStatus::Queued,
                             sealed: Some("eyJ.x".into()),
                             subjects: vec![],
@@ -570,11 +570,14 @@ async fn expiry_and_purge(store_url: Option<String>) {
     let acked = send(&h, "imara", "exp-jti-00002").await;
     let page = list(&h, "imara", "").await;
     let acked_delivery = page["messages"][1]["id"].as_str().unwrap().to_owned();
-    h.gw.system("imara")
+    let ack = h
+        .gw
+        .system("imara")
         .post(h.gw.url(&format!("/v1/inbox/{acked_delivery}/ack")))
         .send()
         .await
         .unwrap();
+    assert_eq!(ack.status(), 204, "{}", ack.text().await.unwrap());
 
     // Within imara's 30-day retention nothing expires.
     clock.advance(Duration::from_secs(29 * 86400));
@@ -588,7 +591,7 @@ async fn expiry_and_purge(store_url: Option<String>) {
     // Past it, the unacknowledged delivery expires and its ciphertext is deleted.
     clock.advance(Duration::from_secs(2 * 86400));
     let report = refex::housekeeping::run_once(&rt).await.unwrap();
-    assert_eq!(report.expired, 1);
+    assert_eq!(report.expired, 1, "{report:?}");
     assert_eq!(
         status(&h, &kept).await,
         vec![("imara".into(), "expired".into())]

@@ -70,7 +70,7 @@ fn a_consented_referral_to_an_agreed_recipient_is_delivered() {
     .unwrap();
     assert_eq!(d.routes.len(), 1);
     assert_eq!(d.routes[0].recipient.as_str(), "imara");
-    assert_eq!(d.routes[0].agreement, "isa-police-imara-csa");
+    assert_eq!(d.routes[0].agreement.as_str(), "isa-police-imara-csa");
     assert_eq!(d.routes[0].disposition, Disposition::Deliver);
 }
 

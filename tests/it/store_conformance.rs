@@ -439,7 +439,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
             DeliveryRecord {
                 id: did(n, 1),
                 recipient: p("cambs-idva"),
-                agreement: "isa".into(),
+                agreement: "isa".parse().unwrap(),
                 status: if held {
                     DeliveryStatus::HeldForReview
                 } else {
@@ -455,7 +455,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
             DeliveryRecord {
                 id: did(n, 2),
                 recipient: p("gp-practice"),
-                agreement: "isa2".into(),
+                agreement: "isa2".parse().unwrap(),
                 status: DeliveryStatus::Queued,
                 sealed: Some("eyJ.other".into()),
                 subjects: vec!["subject-gp".into()],

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::identity::{PartnerId, ReferralType};
+use crate::identity::{AgreementId, PartnerId, ReferralType};
 use crate::lawful::{AcceptedBasis, AcceptedBasisFile, LawfulBasis};
 
 /// The agreements file as written.
@@ -22,7 +22,7 @@ pub struct AgreementsFile {
 #[serde(deny_unknown_fields)]
 pub struct Agreement {
     /// A stable id for audit records, e.g. `isa-police-imara-csa`.
-    pub id: String,
+    pub id: AgreementId,
     /// Why the sharing happens, in the words the data protection officer signed.
     pub purpose: String,
     /// The partner that discloses.

@@ -120,6 +120,11 @@ slug_id!(
     ReferralType
 );
 slug_id!(
+    /// An information sharing agreement, e.g. `isa-police-imara-csa`: the stable reference
+    /// audit records and deliveries carry.
+    AgreementId
+);
+slug_id!(
     /// What the gateway's operator did (`admin-reload`, `refex-subject-access`, …): the
     /// audit trail's actor for work that no certificate asked for.
     OperatorTask

@@ -588,7 +588,7 @@ async fn write_batch<D: Dialect>(
                     d.id.as_str().into(),
                     r.id.as_str().into(),
                     d.recipient.as_str().into(),
-                    (&d.agreement).into(),
+                    d.agreement.as_str().into(),
                     d.status.as_str().into(),
                     (&d.sealed).into(),
                     d.sealed.as_ref().map(|s| s.len() as i64).into(),

@@ -5,7 +5,7 @@
 //! recipient, holds ciphertext under the storage key.
 
 use refex_core::audit::event::{ActorRef, ConsentRecord};
-use refex_core::identity::{PartnerId, ReferralType};
+use refex_core::identity::{AgreementId, PartnerId, ReferralType};
 use refex_core::ids::{DeliveryId, ReferralId};
 use refex_core::intake::claims::{LawfulBasis, Override, SubjectInformed};
 use refex_core::timestamp::UnixTime;
@@ -46,7 +46,7 @@ pub struct DeliveryRecord {
     /// The recipient.
     pub recipient: PartnerId,
     /// The agreement that allows it.
-    pub agreement: String,
+    pub agreement: AgreementId,
     /// Held or queued.
     pub status: DeliveryStatus,
     /// The JWE for the recipient (absent while held).
@@ -248,7 +248,7 @@ pub struct DeliveryRow {
     /// Recipient.
     pub recipient: PartnerId,
     /// Agreement id.
-    pub agreement: String,
+    pub agreement: AgreementId,
     /// Status.
     pub status: DeliveryStatus,
     /// Created (Unix seconds).

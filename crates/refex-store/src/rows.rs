@@ -157,7 +157,7 @@ impl TryFrom<DeliveryRowRaw> for DeliveryRow {
         Ok(DeliveryRow {
             id: parse(T, "id", &d.id)?,
             recipient: parse(T, "recipient", &d.recipient)?,
-            agreement: d.agreement,
+            agreement: parse(T, "agreement", &d.agreement)?,
             status: parse(T, "status", &d.status)?,
             created_at: d.created_at,
             updated_at: d.updated_at,

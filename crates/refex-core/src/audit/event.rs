@@ -18,7 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{
-    IdError, OperatorTask, PartnerId, PersonId, Principal, ReferralType, SystemId,
+    AgreementId, IdError, OperatorTask, PartnerId, PersonId, Principal, ReferralType, SystemId,
 };
 use crate::ids::{DeliveryId, ReferralId};
 use crate::intake::claims::{ConsentStatus, LawfulBasis, Override, SubjectInformed};
@@ -120,7 +120,7 @@ pub struct RecipientAgreement {
     /// The recipient.
     pub to: PartnerId,
     /// The agreement's id.
-    pub agreement: String,
+    pub agreement: AgreementId,
 }
 
 /// Consent as the trail records it: status and override, never the justification.

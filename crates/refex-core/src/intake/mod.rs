@@ -15,7 +15,7 @@ pub mod json;
 use std::collections::BTreeMap;
 
 use crate::agreements::{Agreement, Condition, Review};
-use crate::identity::{PartnerId, Principal};
+use crate::identity::{AgreementId, PartnerId, Principal};
 use crate::partners::{Partner, Sector};
 use crate::schema::Violation;
 
@@ -149,7 +149,7 @@ pub struct Route {
     /// The recipient.
     pub recipient: PartnerId,
     /// The agreement's id (for the audit trail).
-    pub agreement: String,
+    pub agreement: AgreementId,
     /// Deliver or hold.
     pub disposition: Disposition,
 }
