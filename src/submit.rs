@@ -18,7 +18,7 @@ use crate::audit::event::{
 };
 use crate::envelope::referral::{self, EnvelopeError, SealError};
 use crate::identity::{PartnerId, Principal};
-use crate::ids::{DeliveryId, IdSource, ReferralId};
+use crate::ids::{DeliveryId, IdSource, Jti, ReferralId};
 use crate::intake::{self, Claims, Decision, Disposition, HoldReason, IntakeError};
 use crate::runtime::Runtime;
 use crate::schema::minimise;
@@ -118,7 +118,7 @@ enum Step {
 /// What identifies a submission as a retry of an earlier one.
 #[derive(Clone)]
 struct Retry {
-    jti: String,
+    jti: Jti,
     digest: String,
 }
 
@@ -258,7 +258,7 @@ async fn run(
 async fn commit_outcome(
     rt: &Runtime,
     sender: &PartnerId,
-    jti: &str,
+    jti: &Jti,
 ) -> Option<crate::store::records::PriorAcceptance> {
     let deadline = tokio::time::Instant::now() + COMMIT_OUTCOME_DEADLINE;
     let mut pause = Duration::from_millis(50);
@@ -413,7 +413,7 @@ fn decide(
 /// The `jti` and digest of signed claims, when they are JSON with a string `jti`.
 fn retry_identity(signed_payload: &[u8]) -> Option<Retry> {
     let value = crate::intake::json::parse_strict(signed_payload).ok()?;
-    let jti = value.get("jti")?.as_str()?.to_owned();
+    let jti = Jti::parse(value.get("jti")?.as_str()?).ok()?;
     Some(Retry {
         jti,
         digest: claims_digest(signed_payload),

@@ -32,6 +32,7 @@ use crate::api::problem::ApiError;
 use crate::config::Config;
 use crate::hosted;
 use crate::identity::{PartnerId, Principal, ReferralType};
+use crate::ids::{BadId, Jti};
 use crate::intake::{ConsentStatus, IntakeError, Override};
 use crate::lawful::{self, LawfulBasis};
 use crate::runtime::Runtime;
@@ -754,18 +755,11 @@ pub async fn send(
         draft.extra.insert(group.clone(), 1);
         return compose_page(&rt, &caller, &headers, draft, StatusCode::OK);
     }
-    let jti_ok = draft.entered.jti.len() >= 8
-        && draft.entered.jti.len() <= FORM_ID_MAX
-        && draft
-            .entered
-            .jti
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._~:-".contains(c));
-    if !jti_ok {
-        draft.entered.jti.clear();
-        draft
-            .general
-            .push("This form has expired; check the answers below and send again".into());
+    let form_id = Jti::parse(&draft.entered.jti)
+        .ok()
+        .filter(|_| draft.entered.jti.len() <= FORM_ID_MAX);
+    let Some(form_id) = form_id else {
+        form_expired(&mut draft);
         return compose_page(
             &rt,
             &caller,
@@ -773,7 +767,7 @@ pub async fn send(
             draft,
             StatusCode::UNPROCESSABLE_ENTITY,
         );
-    }
+    };
     let now = rt.clock.unix_seconds();
     let mut claims = match claims(config, &caller, &ty, &draft.entered, &draft.payload, now) {
         Ok(c) => c,
@@ -790,8 +784,17 @@ pub async fn send(
     };
     // This form with these answers was sent before (a double click, a retry after a lost
     // answer, a reload that posts again): the acceptance under its jti is this one.
-    let jti = bound_jti(&draft.entered.jti, &claims["referral"]);
-    claims["jti"] = serde_json::Value::String(jti.clone());
+    let Ok(jti) = bound_jti(&form_id, &claims["referral"]) else {
+        form_expired(&mut draft);
+        return compose_page(
+            &rt,
+            &caller,
+            &headers,
+            draft,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    };
+    claims["jti"] = serde_json::Value::String(jti.to_string());
     match rt.store.prior_acceptance(&caller.partner, &jti).await {
         Ok(Some(prior)) => {
             return see_other(&format!(
@@ -826,7 +829,7 @@ const FORM_ID_MAX: usize = 100;
 /// The `jti` of a form's referral: the form's id and a digest of the referral's answers,
 /// members in sorted order (the form's fields may come in any order; equal answers give
 /// equal digests).
-fn bound_jti(form_id: &str, referral: &serde_json::Value) -> String {
+fn bound_jti(form_id: &Jti, referral: &serde_json::Value) -> Result<Jti, BadId> {
     use sha2::{Digest as _, Sha256};
     fn sorted(v: &serde_json::Value) -> serde_json::Value {
         match v {
@@ -846,7 +849,16 @@ fn bound_jti(form_id: &str, referral: &serde_json::Value) -> String {
         }
     }
     let digest = hex::encode(Sha256::digest(sorted(referral).to_string().as_bytes()));
-    format!("{form_id}.{}", &digest[..16])
+    Jti::parse(&format!("{form_id}.{}", &digest[..16]))
+}
+
+/// A form whose id is missing or not one this page made: its answers are kept and it is
+/// shown again with a new id, to be sent again.
+fn form_expired(draft: &mut Draft) {
+    draft.entered.jti.clear();
+    draft
+        .general
+        .push("This form has expired; check the answers below and send again".into());
 }
 
 #[cfg(test)]
@@ -859,16 +871,15 @@ mod tests {
         let b = serde_json::json!({ "sender_ref": "B", "payload": { "x": 1 } });
         let reordered: serde_json::Value =
             serde_json::from_str(r#"{ "payload": { "x": 1 }, "sender_ref": "A" }"#).unwrap();
-        assert_eq!(
-            bound_jti("form-1234", &a),
-            bound_jti("form-1234", &reordered)
+        let form: Jti = "form-1234".parse().unwrap();
+        assert_eq!(bound_jti(&form, &a), bound_jti(&form, &reordered));
+        assert_eq!(bound_jti(&form, &a), bound_jti(&form, &a.clone()));
+        assert_ne!(bound_jti(&form, &a), bound_jti(&form, &b));
+        let longest: Jti = "f".repeat(FORM_ID_MAX).parse().unwrap();
+        assert!(
+            bound_jti(&longest, &a).is_ok(),
+            "within the 128 characters of a jti"
         );
-        assert_eq!(
-            bound_jti("form-1234", &a),
-            bound_jti("form-1234", &a.clone())
-        );
-        assert_ne!(bound_jti("form-1234", &a), bound_jti("form-1234", &b));
-        assert!(bound_jti(&"f".repeat(FORM_ID_MAX), &a).len() <= 128);
     }
 
     #[test]

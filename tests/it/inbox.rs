@@ -343,7 +343,7 @@ async fn pagination(store_url: Option<String>) {
                             supersedes: None,
                             justification_sealed: None,
                         },
-                        jti: format!("page-{w}-{i}"),
+                        jti: format!("page-{w}-{i}-jti").parse().unwrap(),
                         digest: String::new(),
                         deliveries: vec![DeliveryRecord {
                             id: DeliveryId::parse(&format!("dlv_{n:026}")).unwrap(),
@@ -570,13 +570,12 @@ async fn expiry_and_purge(store_url: Option<String>) {
     let acked = send(&h, "imara", "exp-jti-00002").await;
     let page = list(&h, "imara", "").await;
     let acked_delivery = page["messages"][1]["id"].as_str().unwrap().to_owned();
-    let ack = h
-        .gw
-        .system("imara")
-        .post(h.gw.url(&format!("/v1/inbox/{acked_delivery}/ack")))
-        .send()
-        .await
-        .unwrap();
+    let ack =
+        h.gw.system("imara")
+            .post(h.gw.url(&format!("/v1/inbox/{acked_delivery}/ack")))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(ack.status(), 204, "{}", ack.text().await.unwrap());
 
     // Within imara's 30-day retention nothing expires.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use refex::audit::event::{self as ev, ActorRef, AuditEvent, ConsentRecord, EventKind};
 use refex::identity::PartnerId;
-use refex::ids::{DeliveryId, ReferralId};
+use refex::ids::{DeliveryId, Jti, ReferralId};
 use refex::intake::ConsentStatus;
 use refex::intake::claims::{InformedStatus, SubjectInformed};
 use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
@@ -387,6 +387,11 @@ const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// A test's short token as a `jti` (padded with `-` to the 8 characters one needs).
+fn j(token: &str) -> Jti {
+    format!("{token:-<8}").parse().unwrap()
+}
+
 /// The instant `secs` seconds after the epoch.
 fn t(secs: i64) -> UnixTime {
     UnixTime::from_secs(secs)
@@ -433,7 +438,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
             supersedes: None,
             justification_sealed: None,
         },
-        jti: jti.into(),
+        jti: j(jti),
         digest: format!("digest-of-{jti}"),
         deliveries: vec![
             DeliveryRecord {
@@ -602,7 +607,7 @@ async fn replay_markers_are_purged_by_the_database_clock<S: Store + ?Sized>(stor
     assert_eq!(store.purge_replay_markers(ten_minutes).await.unwrap(), 1);
     assert!(
         store
-            .prior_acceptance(&p("notts-police"), "jti-fresh")
+            .prior_acceptance(&p("notts-police"), &j("jti-fresh"))
             .await
             .unwrap()
             .is_some(),
@@ -610,7 +615,7 @@ async fn replay_markers_are_purged_by_the_database_clock<S: Store + ?Sized>(stor
     );
     assert!(
         store
-            .prior_acceptance(&p("notts-police"), "jti-old")
+            .prior_acceptance(&p("notts-police"), &j("jti-old"))
             .await
             .unwrap()
             .is_none()
@@ -667,7 +672,7 @@ async fn acceptance_is_atomic_and_replay_proof<S: Store + ?Sized>(store: &S) {
     assert_eq!(counts(store).await, before);
     assert_eq!(
         store
-            .prior_acceptance(&p("notts-police"), "jti-1")
+            .prior_acceptance(&p("notts-police"), &j("jti-1"))
             .await
             .unwrap()
             .map(|a| a.referral_id),
@@ -675,7 +680,7 @@ async fn acceptance_is_atomic_and_replay_proof<S: Store + ?Sized>(store: &S) {
     );
     assert_eq!(
         store
-            .prior_acceptance(&p("notts-police"), "jti-never")
+            .prior_acceptance(&p("notts-police"), &j("jti-never"))
             .await
             .unwrap(),
         None
@@ -1075,7 +1080,7 @@ async fn group_commit_keeps_each_acceptance_whole(store: Arc<dyn Store>) {
     for i in 0..48 {
         let mut a = acceptance(100 + i, &format!("g-jti-{i}"), i % 4 == 0);
         if i == 7 {
-            a.jti = "g-jti-6".into(); // the same sender and jti as its neighbour
+            a.jti = j("g-jti-6"); // the same sender and jti as its neighbour
         }
         if i == 9 {
             a.deliveries[1].id = a.deliveries[0].id.clone(); // fails half-way

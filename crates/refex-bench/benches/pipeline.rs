@@ -155,7 +155,7 @@ fn renamed(a: &refex::store::records::Acceptance, n: u64) -> refex::store::recor
     use refex::ids::{DeliveryId, ReferralId};
     let mut a = a.clone();
     a.referral.id = ReferralId::parse(&format!("ref_{:026}", n)).expect("id");
-    a.jti = format!("jti-bench-{n}");
+    a.jti = format!("jti-bench-{n}").parse().expect("a valid jti");
     let mut renames = Vec::new();
     for (k, d) in a.deliveries.iter_mut().enumerate() {
         let new = DeliveryId::parse(&format!("dlv_{:025}{k}", n)).expect("id");

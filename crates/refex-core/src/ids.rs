@@ -147,3 +147,79 @@ mod tests {
         );
     }
 }
+
+/// A sender's token for one referral (`jti`): replay protection and the key a retry is
+/// recognised by. 8–128 characters of `A-Z a-z 0-9 . _ ~ : -`, as the claims schema says,
+/// so it is safe in SQL, logs and audit details.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct Jti(String);
+
+impl Jti {
+    /// Reads a `jti`.
+    pub fn parse(s: &str) -> Result<Self, BadId> {
+        let ok = (8..=128).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_~:".contains(&b));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(BadId("jti"))
+        }
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Jti {
+    type Error = BadId;
+    fn try_from(s: String) -> Result<Self, BadId> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Jti> for String {
+    fn from(j: Jti) -> String {
+        j.0
+    }
+}
+
+impl std::str::FromStr for Jti {
+    type Err = BadId;
+    fn from_str(s: &str) -> Result<Self, BadId> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for Jti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod jti_tests {
+    use super::*;
+
+    #[test]
+    fn a_jti_is_what_the_claims_schema_allows() {
+        assert!(Jti::parse("0b5d3c0e-a1b2").is_ok());
+        assert!(Jti::parse("a.b_c~d:e-f").is_ok());
+        assert!(Jti::parse("short").is_err());
+        assert!(Jti::parse(&"x".repeat(129)).is_err());
+        assert!(Jti::parse(&"x".repeat(128)).is_ok());
+        assert!(Jti::parse("has space").is_err());
+        assert!(Jti::parse("quote'quote").is_err());
+        assert_eq!(
+            serde_json::from_str::<Jti>("\"bad\"")
+                .unwrap_err()
+                .to_string(),
+            "not a valid jti id"
+        );
+    }
+}

@@ -225,7 +225,7 @@ mod tests {
                 supersedes: None,
                 justification_sealed: None,
             },
-            jti: jti.into(),
+            jti: format!("{jti}-padding").parse().unwrap(),
             digest: String::new(),
             deliveries: vec![],
             hold: None,
@@ -258,7 +258,7 @@ mod tests {
                     batch
                         .iter()
                         .map(|a| {
-                            if a.jti.starts_with("bad") {
+                            if a.jti.as_str().starts_with("bad") {
                                 Ok(AcceptOutcome::Replay(None))
                             } else {
                                 Ok(AcceptOutcome::Accepted)

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
 use refex_core::identity::PartnerId;
-use refex_core::ids::{DeliveryId, ReferralId};
+use refex_core::ids::{DeliveryId, Jti, ReferralId};
 use refex_core::lifecycle::Step;
 
 use crate::common::{
@@ -27,7 +27,7 @@ impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
     async fn prior_acceptance(
         &self,
         sender: &PartnerId,
-        jti: &str,
+        jti: &Jti,
     ) -> Result<Option<rec::PriorAcceptance>, StoreError> {
         let row = self.pool.fetch_optional(replay_marker(sender, jti)).await?;
         prior(row)
@@ -242,13 +242,13 @@ fn owner_of(referral: &ReferralId) -> Stmt<'_> {
 }
 
 /// A sender's replay marker for a `jti`.
-fn replay_marker<'a>(sender: &'a PartnerId, jti: &'a str) -> Stmt<'a> {
+fn replay_marker<'a>(sender: &'a PartnerId, jti: &'a Jti) -> Stmt<'a> {
     Stmt::new(
         "replay marker",
         "SELECT referral_id, digest FROM replay_markers WHERE sender = $1 AND jti = $2",
     )
     .bind(sender.as_str())
-    .bind(jti)
+    .bind(jti.as_str())
 }
 
 /// A replay marker's row as the prior acceptance it records (a marker written before
@@ -460,7 +460,7 @@ async fn screen_replays<D: Dialect>(
             " ON CONFLICT (sender, jti) DO NOTHING RETURNING sender, jti",
             |a, args| {
                 args.push(a.referral.sender.as_str().into());
-                args.push((&a.jti).into());
+                args.push(a.jti.as_str().into());
                 args.push(a.referral.received_at.into());
                 args.push(a.referral.id.as_str().into());
                 args.push((&a.digest).into());
@@ -474,7 +474,7 @@ async fn screen_replays<D: Dialect>(
         if first_of.get(&(a.referral.sender.as_str(), a.jti.as_str())) != Some(&i) {
             continue;
         }
-        if fresh.contains(&(a.referral.sender.to_string(), a.jti.clone())) {
+        if fresh.contains(&(a.referral.sender.to_string(), a.jti.to_string())) {
             live.push(i);
         } else {
             let row = tx

@@ -31,7 +31,7 @@ pub trait IntakeStore: Send + Sync {
     async fn prior_acceptance(
         &self,
         sender: &PartnerId,
-        jti: &str,
+        jti: &refex_core::ids::Jti,
     ) -> Result<Option<crate::records::PriorAcceptance>, StoreError>;
 
     /// The recipients and statuses of a referral's deliveries, if `sender` sent it; `None`

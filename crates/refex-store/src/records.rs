@@ -71,7 +71,7 @@ pub struct Acceptance {
     /// The referral.
     pub referral: ReferralRecord,
     /// Its `jti` (the replay marker).
-    pub jti: String,
+    pub jti: refex_core::ids::Jti,
     /// SHA-256 (hex) of the signed claims: a retry of the same referral has the same.
     pub digest: String,
     /// Its deliveries.

@@ -20,7 +20,7 @@ pub struct Claims {
     /// The gateway id.
     pub aud: String,
     /// Unique per sender: replay protection.
-    pub jti: String,
+    pub jti: crate::ids::Jti,
     /// Issued-at, Unix seconds.
     pub iat: u64,
     /// The referral.
