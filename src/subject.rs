@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+pub use crate::ids::SubjectHash;
+
 /// Bytes in the HMAC secret.
 const KEY_BYTES: usize = 32;
 /// Deepest nesting searched for identifiers (payload schemas nest a few levels).
@@ -170,16 +172,16 @@ impl SubjectKey {
         Ok(Self(bytes.try_into().map_err(|_| SubjectKeyError(shown))?))
     }
 
-    fn mac(&self, normalised: &str) -> String {
+    fn mac(&self, normalised: &str) -> SubjectHash {
         // A 32-byte key is always a valid HMAC key.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(normalised.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        SubjectHash::of_mac(&mac.finalize().into_bytes().into())
     }
 
     /// The keyed hashes of the identifiers a DPO gave (one per identifier form present).
-    pub fn keys_for(&self, ids: &Identifiers) -> Vec<String> {
+    pub fn keys_for(&self, ids: &Identifiers) -> Vec<SubjectHash> {
         let mut out = Vec::new();
         if let Some(n) = ids.nhs_number.as_deref().and_then(nhs) {
             out.push(self.mac(&n));
@@ -191,10 +193,10 @@ impl SubjectKey {
     }
 
     /// The keyed hashes of every person identifiable in a payload, deduplicated.
-    pub fn keys_in(&self, payload: &Value) -> Vec<String> {
+    pub fn keys_in(&self, payload: &Value) -> Vec<SubjectHash> {
         let mut found = Vec::new();
         collect(payload, 0, &mut found);
-        let mut out: Vec<String> = found.iter().map(|n| self.mac(n)).collect();
+        let mut out: Vec<SubjectHash> = found.iter().map(|n| self.mac(n)).collect();
         out.sort();
         out.dedup();
         out
@@ -314,7 +316,7 @@ mod tests {
         });
         assert!(keys.contains(&carer[0]));
         // Hashes, not identifiers, and keyed: another key gives other values.
-        assert!(!keys.iter().any(|k| k.contains("943")));
+        assert!(!keys.iter().any(|k| k.as_str().contains("943")));
         assert!(!SubjectKey([8; 32]).keys_in(&payload).contains(&keys[0]));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use refex::audit::event::{self as ev, ActorRef, AuditEvent, ConsentRecord, EventKind};
 use refex::identity::PartnerId;
-use refex::ids::{DeliveryId, Jti, ReferralId};
+use refex::ids::{DeliveryId, Jti, ReferralId, SubjectHash};
 use refex::intake::ConsentStatus;
 use refex::intake::claims::{InformedStatus, SubjectInformed};
 use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
@@ -205,7 +205,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
             delivery: did(1, 1),
             recipient: p("cambs-idva"),
             sealed: "eyJ.released".into(),
-            subjects: vec!["subject-idva".into()],
+            subjects: vec![sh("subject-idva")],
         }],
         rejections: vec![],
         events: vec![
@@ -387,6 +387,12 @@ const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// A test's subject, named, as the keyed hash the store indexes by.
+fn sh(name: &str) -> SubjectHash {
+    use sha2::Digest as _;
+    SubjectHash::of_mac(&sha2::Sha256::digest(name.as_bytes()).into())
+}
+
 /// A test's short token as a `jti` (padded with `-` to the 8 characters one needs).
 fn j(token: &str) -> Jti {
     format!("{token:-<8}").parse().unwrap()
@@ -454,7 +460,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
                 subjects: if held {
                     vec![]
                 } else {
-                    vec!["subject-idva".into()]
+                    vec![sh("subject-idva")]
                 },
             },
             DeliveryRecord {
@@ -463,7 +469,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
                 agreement: "isa2".parse().unwrap(),
                 status: DeliveryStatus::Queued,
                 sealed: Some("eyJ.other".into()),
-                subjects: vec!["subject-gp".into()],
+                subjects: vec![sh("subject-gp")],
             },
         ],
         hold: held.then(|| HoldRecord {
@@ -480,7 +486,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
             )
             .about(&id),
         ],
-        subjects: vec!["subject-full".into(), "subject-idva".into()],
+        subjects: vec![sh("subject-full"), sh("subject-idva")],
         withdraws: None,
     }
 }
@@ -735,7 +741,7 @@ async fn a_decision_is_whole_and_final<S: Store + ?Sized>(store: &S) {
             delivery: did(10, 1),
             recipient: p("cambs-idva"),
             sealed: "eyJ.released".into(),
-            subjects: vec!["subject-released".into()],
+            subjects: vec![sh("subject-released")],
         }],
         rejections: vec![],
         events: vec![reviewed("cambs-idva", 10, 1, ev::Verdict::Approve)],
@@ -794,7 +800,7 @@ async fn a_decision_is_whole_and_final<S: Store + ?Sized>(store: &S) {
 /// keys of the copy it received.
 async fn subject_keys_are_scoped_to_what_reached_each_partner<S: Store + ?Sized>(store: &S) {
     store.accept(acceptance(20, "jti-20", true)).await.unwrap();
-    let keys = |k: &str| vec![k.to_owned()];
+    let keys = |k: &str| vec![sh(k)];
     let sent = store
         .subject_matches(&keys("subject-full"), &p("notts-police"))
         .await

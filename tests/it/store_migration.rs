@@ -14,6 +14,8 @@ use refex::store::{self, records::SubjectMatch};
 use sqlx::Connection as _;
 
 const REFERRAL: &str = "ref_01J00000000000000000000001";
+/// A subject's keyed hash in the old release's index (64 hex digits, as the gateway writes them).
+const SUBJECT: &str = "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592";
 const QUEUED: &str = "dlv_01J00000000000000000000002";
 const REJECTED: &str = "dlv_01J00000000000000000000003";
 
@@ -90,7 +92,9 @@ async fn previous_release(url: &str) {
              VALUES ('{REJECTED}', '{REFERRAL}', 'imara', 'isa2', 'rejected-by-review', 1790000000, 1790000100)"
         ),
         "INSERT INTO inbox_counters (recipient, next) VALUES ('empower-cic', 1)".to_owned(),
-        format!("INSERT INTO subject_index (referral_id, subject) VALUES ('{REFERRAL}', 'key-1')"),
+        format!(
+            "INSERT INTO subject_index (referral_id, subject) VALUES ('{REFERRAL}', '{SUBJECT}')"
+        ),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut conn)
@@ -224,14 +228,17 @@ async fn migrates(url: String) {
     );
     assert_eq!(
         store
-            .subject_matches(&["key-1".into()], &"notts-police".parse().unwrap())
+            .subject_matches(
+                &[SUBJECT.parse().unwrap()],
+                &"notts-police".parse().unwrap()
+            )
             .await
             .unwrap(),
         vec![SubjectMatch::Sent(id.clone())]
     );
     assert!(
         store
-            .subject_matches(&["key-1".into()], &"empower-cic".parse().unwrap())
+            .subject_matches(&[SUBJECT.parse().unwrap()], &"empower-cic".parse().unwrap())
             .await
             .unwrap()
             .is_empty(),

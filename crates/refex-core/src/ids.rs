@@ -223,3 +223,42 @@ mod jti_tests {
         );
     }
 }
+
+/// A person's keyed hash (HMAC-SHA-256 of their normalised identifiers, 64 lower-case hex
+/// digits): what a referral is indexed by for subject access, never the identifiers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectHash(String);
+
+impl SubjectHash {
+    /// Reads a keyed hash (64 lower-case hex digits).
+    pub fn parse(s: &str) -> Result<Self, BadId> {
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(BadId("subject hash"))
+        }
+    }
+
+    /// The hash of 32 bytes of MAC output.
+    pub fn of_mac(bytes: &[u8; 32]) -> Self {
+        Self(hex::encode(bytes))
+    }
+
+    /// The hash as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SubjectHash {
+    type Err = BadId;
+    fn from_str(s: &str) -> Result<Self, BadId> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for SubjectHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 
 use refex_core::audit::event::{ActorRef, AuditEvent};
 use refex_core::identity::PartnerId;
-use refex_core::ids::{DeliveryId, ReferralId};
+use refex_core::ids::{DeliveryId, ReferralId, SubjectHash};
 use refex_core::lifecycle::{self, DeliveryStatus, Outcome, Step, sql_list};
 
 use crate::group_commit::{self, Acceptances, GroupCommit, Meter};
@@ -274,7 +274,7 @@ pub(crate) async fn notify_inbox<D: Dialect>(tx: &mut Tx<D>) -> Result<(), Store
 /// no delivery).
 pub(crate) async fn insert_subject_keys<D: Dialect>(
     tx: &mut Tx<D>,
-    rows: &[(&ReferralId, &PartnerId, Option<&DeliveryId>, &String)],
+    rows: &[(&ReferralId, &PartnerId, Option<&DeliveryId>, &SubjectHash)],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(INSERT_CHUNK) {
         let stmt = Stmt::values(

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
 use refex_core::identity::PartnerId;
-use refex_core::ids::{DeliveryId, Jti, ReferralId};
+use refex_core::ids::{DeliveryId, Jti, ReferralId, SubjectHash};
 use refex_core::lifecycle::Step;
 
 use crate::common::{
@@ -202,7 +202,7 @@ impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
 
     async fn subject_matches(
         &self,
-        subjects: &[String],
+        subjects: &[SubjectHash],
         partner: &PartnerId,
     ) -> Result<Vec<rec::SubjectMatch>, StoreError> {
         let mut out: Vec<rec::SubjectMatch> = Vec::new();
@@ -211,7 +211,7 @@ impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
                 .pool
                 .fetch_all(
                     Stmt::new("subject access", SUBJECT_MATCHES.as_str())
-                        .bind(subject)
+                        .bind(subject.as_str())
                         .bind(partner.as_str()),
                 )
                 .await?;
@@ -537,7 +537,7 @@ async fn write_batch<D: Dialect>(
         );
         tx.execute(stmt).await?;
     }
-    let mut keys: Vec<(&ReferralId, &PartnerId, Option<&DeliveryId>, &String)> = Vec::new();
+    let mut keys: Vec<(&ReferralId, &PartnerId, Option<&DeliveryId>, &SubjectHash)> = Vec::new();
     for a in &accepted {
         keys.extend(
             a.subjects

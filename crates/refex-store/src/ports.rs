@@ -78,7 +78,7 @@ pub trait IntakeStore: Send + Sync {
     /// expired before their first fetch).
     async fn subject_matches(
         &self,
-        subjects: &[String],
+        subjects: &[refex_core::ids::SubjectHash],
         partner: &PartnerId,
     ) -> Result<Vec<crate::records::SubjectMatch>, StoreError>;
 }

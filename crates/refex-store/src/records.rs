@@ -6,7 +6,7 @@
 
 use refex_core::audit::event::{ActorRef, ConsentRecord};
 use refex_core::identity::{AgreementId, PartnerId, ReferralType};
-use refex_core::ids::{DeliveryId, ReferralId};
+use refex_core::ids::{DeliveryId, ReferralId, SubjectHash};
 use refex_core::intake::claims::{LawfulBasis, Override, SubjectInformed};
 use refex_core::timestamp::UnixTime;
 
@@ -53,7 +53,7 @@ pub struct DeliveryRecord {
     pub sealed: Option<String>,
     /// Keyed hashes of the people in the copy the recipient gets (written with it when it
     /// enters the inbox; empty while held).
-    pub subjects: Vec<String>,
+    pub subjects: Vec<SubjectHash>,
 }
 
 /// A held referral, encrypted at rest.
@@ -82,7 +82,7 @@ pub struct Acceptance {
     pub events: Vec<AuditRecord>,
     /// Keyed hashes of the people it concerns, for the sender's subject access (full
     /// payload).
-    pub subjects: Vec<String>,
+    pub subjects: Vec<SubjectHash>,
     /// The earlier referral this correction replaces now, for the recipients whose copy of
     /// the correction enters an inbox now (a held copy replaces the original at its
     /// release; a rejected one never does).
@@ -292,7 +292,7 @@ pub struct Release {
     /// Its JWE.
     pub sealed: String,
     /// Keyed hashes of the people in the released copy (the recipient's subject access).
-    pub subjects: Vec<String>,
+    pub subjects: Vec<SubjectHash>,
 }
 
 /// One held delivery that a lead's decision refuses.
