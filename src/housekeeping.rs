@@ -206,7 +206,10 @@ async fn notify_leads(
             && rt
                 .store
                 .claim_notice(
-                    &format!("digest:{}:{day}", p.id),
+                    &crate::store::records::OnceNotice::DailyDigest {
+                        partner: p.id.clone(),
+                        day,
+                    },
                     now,
                     now.before(NOTICE_CLAIMS_KEPT),
                 )

@@ -70,7 +70,7 @@ pub struct Runtime {
     /// Notices to leads (started by `serve`).
     pub notifier: crate::notify::Notifier,
     /// This process's id among the replicas sharing the store.
-    pub replica: String,
+    pub replica: crate::ids::ReplicaId,
     /// Whether this process serves partners (and so counts as a replica).
     pub serving: std::sync::atomic::AtomicBool,
     /// How many replicas share the store, as last counted (1 until counted).
@@ -91,7 +91,7 @@ impl Runtime {
             notifier: crate::notify::Notifier::default(),
             spool,
             snapshot: ArcSwap::from_pointee(Snapshot::new(loaded, 1)),
-            replica: uuid::Uuid::now_v7().to_string(),
+            replica: crate::ids::ReplicaId::fresh(),
             serving: std::sync::atomic::AtomicBool::new(false),
             replicas: std::sync::atomic::AtomicU32::new(1),
             store,

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use refex::audit::event::{self as ev, ActorRef, AuditEvent, ConsentRecord, EventKind};
 use refex::identity::PartnerId;
-use refex::ids::{DeliveryId, Jti, ReferralId, SubjectHash};
+use refex::ids::{DeliveryId, Jti, ReferralId, ReplicaId, SubjectHash};
 use refex::intake::ConsentStatus;
 use refex::intake::claims::{InformedStatus, SubjectInformed};
 use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
 use refex::lifecycle::DeliveryStatus;
 use refex::store::records::{
     AcceptOutcome, Acceptance, AuditRecord, CheckpointRecord, DecideOutcome, DeliveryRecord,
-    HoldRecord, PriorAcceptance, ReferralRecord, Rejection, Release, ReviewCommit, SubjectMatch,
+    HoldRecord, OnceNotice, PriorAcceptance, ReferralRecord, Rejection, Release, ReviewCommit,
+    SubjectMatch,
 };
 use refex::store::sql::Faults;
 use refex::store::{self, Backend, SqliteStore, Store, StoreError, Table};
@@ -542,50 +543,40 @@ async fn a_purge_larger_than_a_batch_purges_everything_due<S: Store + ?Sized>(st
 /// Replicas announce themselves and are counted while seen lately; a once-only notice is
 /// claimed by exactly one caller; the inbox backlog counts what waits per recipient.
 async fn replicas_are_counted_and_notices_claimed_once<S: Store + ?Sized>(store: &S) {
-    assert_eq!(
-        store
-            .heartbeat("replica-a", t(1_000), t(900), t(0))
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        store
-            .heartbeat("replica-b", t(1_010), t(900), t(0))
-            .await
-            .unwrap(),
-        2
-    );
+    let (a, b) = (&ReplicaId::fresh(), &ReplicaId::fresh());
+    let digest = |day| OnceNotice::DailyDigest {
+        partner: p("imara"),
+        day,
+    };
+    assert_eq!(store.heartbeat(a, t(1_000), t(900), t(0)).await.unwrap(), 1);
+    assert_eq!(store.heartbeat(b, t(1_010), t(900), t(0)).await.unwrap(), 2);
     // Later, only b is still announcing: a is no longer counted, then forgotten.
     assert_eq!(
-        store
-            .heartbeat("replica-b", t(2_000), t(1_900), t(0))
-            .await
-            .unwrap(),
+        store.heartbeat(b, t(2_000), t(1_900), t(0)).await.unwrap(),
         1
     );
     assert_eq!(
         store
-            .heartbeat("replica-b", t(2_010), t(1_900), t(1_500))
+            .heartbeat(b, t(2_010), t(1_900), t(1_500))
             .await
             .unwrap(),
         1
     );
     assert!(
         store
-            .claim_notice("digest:imara:20000", t(5_000), t(0))
+            .claim_notice(&digest(20_000), t(5_000), t(0))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .claim_notice("digest:imara:20000", t(5_001), t(0))
+            .claim_notice(&digest(20_000), t(5_001), t(0))
             .await
             .unwrap()
     );
     assert!(
         store
-            .claim_notice("digest:imara:20001", t(5_002), t(0))
+            .claim_notice(&digest(20_001), t(5_002), t(0))
             .await
             .unwrap()
     );

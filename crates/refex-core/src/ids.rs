@@ -262,3 +262,21 @@ impl fmt::Display for SubjectHash {
         f.write_str(&self.0)
     }
 }
+
+/// One gateway process among the replicas sharing a store: how each announces itself and
+/// counts the others (rate quotas are divided among the live ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReplicaId(uuid::Uuid);
+
+impl ReplicaId {
+    /// A fresh id for this process (time-ordered, random).
+    pub fn fresh() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}

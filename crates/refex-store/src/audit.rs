@@ -2,12 +2,12 @@
 //! core's `audit::tree`), its nodes, leaves and checkpoints read back, and the report facts
 //! derived from it.
 
-use refex_core::timestamp::UnixTime;
 use std::collections::HashMap;
 
 use refex_core::audit::event as ev;
 use refex_core::audit::tree::{self, Hash, leaf_hash};
 use refex_core::ids::{DeliveryId, ReferralId};
+use refex_core::timestamp::UnixTime;
 
 use crate::common::{INSERT_CHUNK, SqlStore};
 use crate::records::{self as rec, AuditRecord};

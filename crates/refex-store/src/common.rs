@@ -4,13 +4,13 @@
 //! (the statics below); every status change asks `lifecycle::next` first ([`moved`]); rows
 //! become typed records in `rows`.
 
-use refex_core::timestamp::UnixTime;
 use std::sync::{Arc, LazyLock};
 
 use refex_core::audit::event::{ActorRef, AuditEvent};
 use refex_core::identity::PartnerId;
 use refex_core::ids::{DeliveryId, ReferralId, SubjectHash};
 use refex_core::lifecycle::{self, DeliveryStatus, Outcome, Step, sql_list};
+use refex_core::timestamp::UnixTime;
 
 use crate::group_commit::{self, Acceptances, GroupCommit, Meter};
 use crate::records::{AuditRecord, InboxWrite, InboxWritten};

@@ -2,12 +2,13 @@
 //! (never holding the writer long enough to delay an acceptance), replay markers, replicas'
 //! heartbeats, once-only notices, returning space.
 
-use refex_core::timestamp::UnixTime;
 use std::time::{Duration, Instant};
 
 use refex_core::audit::event::{self as ev, AuditEvent};
 use refex_core::identity::PartnerId;
+use refex_core::ids::ReplicaId;
 use refex_core::lifecycle::{DeliveryStatus, Step};
+use refex_core::timestamp::UnixTime;
 
 use crate::common::{
     Closing, EXPIRY_DUE, HOUSEKEEPING_BATCH, HOUSEKEEPING_MAX_BATCHES, PURGE_BATCH_BUDGET,
@@ -135,7 +136,7 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
 
     async fn heartbeat(
         &self,
-        id: &str,
+        id: &ReplicaId,
         at: UnixTime,
         live_after: UnixTime,
         forget_before: UnixTime,
@@ -149,7 +150,7 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
                     "INSERT INTO replicas (id, seen_at) VALUES ($1, $2) \
                      ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
                 )
-                .bind(id)
+                .bind(id.to_string())
                 .bind(at),
             )
             .await?;
@@ -160,7 +161,7 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
                     "DELETE FROM replicas WHERE seen_at < $1 AND id <> $2",
                 )
                 .bind(forget_before)
-                .bind(id),
+                .bind(id.to_string()),
             )
             .await?;
         let Scalar(live): Scalar<i64> = self
@@ -176,9 +177,12 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
         Ok(u32::try_from(live).unwrap_or(u32::MAX).max(1))
     }
 
-    async fn forget_replica(&self, id: &str) -> Result<(), StoreError> {
+    async fn forget_replica(&self, id: &ReplicaId) -> Result<(), StoreError> {
         self.writer
-            .execute(Stmt::new("forget replica", "DELETE FROM replicas WHERE id = $1").bind(id))
+            .execute(
+                Stmt::new("forget replica", "DELETE FROM replicas WHERE id = $1")
+                    .bind(id.to_string()),
+            )
             .await
             .map(|_| ())
     }
@@ -197,7 +201,7 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
 
     async fn claim_notice(
         &self,
-        key: &str,
+        notice: &crate::records::OnceNotice,
         at: UnixTime,
         forget_before: UnixTime,
     ) -> Result<bool, StoreError> {
@@ -214,7 +218,7 @@ impl<D: Dialect> crate::HousekeepingStore for SqlStore<D> {
                     "claim notice",
                     "INSERT INTO notices (key, at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
                 )
-                .bind(key)
+                .bind(notice.key())
                 .bind(at),
             )
             .await?;

@@ -1,13 +1,13 @@
 //! Recipients' inboxes: pages and backlog, and fetches and acknowledgements committed in
 //! groups (each applied in order as if alone, their audit events appended together).
 
-use refex_core::timestamp::UnixTime;
 use std::sync::Arc;
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
 use refex_core::identity::PartnerId;
 use refex_core::ids::DeliveryId;
 use refex_core::lifecycle::{DeliveryStatus, Step};
+use refex_core::timestamp::UnixTime;
 
 use crate::common::{INBOX_BACKLOG, INBOX_PAGE, SqlStore, moved, watch};
 use crate::records::{self as rec, AuditRecord};

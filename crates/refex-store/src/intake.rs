@@ -2,13 +2,13 @@
 //! statements, falling back to one savepoint each), replay lookups, status, withdrawal,
 //! corrections and subject access.
 
-use refex_core::timestamp::UnixTime;
 use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
 use refex_core::identity::PartnerId;
 use refex_core::ids::{DeliveryId, Jti, ReferralId, SubjectHash};
 use refex_core::lifecycle::Step;
+use refex_core::timestamp::UnixTime;
 
 use crate::common::{
     Closing, INSERT_CHUNK, OPEN_DELIVERIES, SUBJECT_MATCHES, SqlStore, close_each,

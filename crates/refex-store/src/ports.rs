@@ -266,7 +266,7 @@ pub trait HousekeepingStore: Send + Sync {
     /// `forget_before`, and returns how many were seen since `live_after` (itself included).
     async fn heartbeat(
         &self,
-        id: &str,
+        id: &refex_core::ids::ReplicaId,
         at: UnixTime,
         live_after: UnixTime,
         forget_before: UnixTime,
@@ -274,18 +274,18 @@ pub trait HousekeepingStore: Send + Sync {
 
     /// Forgets replica `id` (it is stopping gracefully), so the others stop counting it at
     /// once rather than after the live window.
-    async fn forget_replica(&self, id: &str) -> Result<(), StoreError>;
+    async fn forget_replica(&self, id: &refex_core::ids::ReplicaId) -> Result<(), StoreError>;
 
     /// Returns space freed by expiry and purge to the file system, a bounded amount per call
     /// (SQLite's incremental vacuum; PostgreSQL's autovacuum needs nothing).
     async fn reclaim_space(&self) -> Result<(), StoreError>;
 
-    /// Claims the once-only notice `key` at `at`: `true` for the first claim (send it),
+    /// Claims the once-only `notice` at `at`: `true` for the first claim (send it),
     /// `false` if any process claimed it before. Claims older than `forget_before` are
     /// dropped on the way.
     async fn claim_notice(
         &self,
-        key: &str,
+        notice: &crate::records::OnceNotice,
         at: UnixTime,
         forget_before: UnixTime,
     ) -> Result<bool, StoreError>;

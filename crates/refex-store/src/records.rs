@@ -38,6 +38,28 @@ pub struct ReferralRecord {
     pub justification_sealed: Option<String>,
 }
 
+/// A notice sent once across every replica and restart, claimed in the store before it
+/// is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnceNotice {
+    /// A partner's daily digest of held referrals, for one UTC day (days since the epoch).
+    DailyDigest {
+        /// The partner whose leads it goes to.
+        partner: PartnerId,
+        /// The day.
+        day: i64,
+    },
+}
+
+impl OnceNotice {
+    /// The claim's key as stored (`digest:<partner>:<day>`).
+    pub fn key(&self) -> String {
+        match self {
+            OnceNotice::DailyDigest { partner, day } => format!("digest:{partner}:{day}"),
+        }
+    }
+}
+
 /// One recipient's delivery, as an acceptance writes it.
 #[derive(Clone, Debug)]
 pub struct DeliveryRecord {

@@ -2,7 +2,6 @@
 //! become ids, statuses and events here or the read fails with
 //! [`StoreError::Corrupt`] naming the table and column: never a default, never a dropped row.
 
-use refex_core::timestamp::UnixTime;
 use std::str::FromStr;
 
 use super::StoreError;
@@ -15,6 +14,7 @@ use refex_core::audit::event::{AuditEvent, ConsentRecord};
 use refex_core::identity::{PartnerId, ReferralType};
 use refex_core::ids::{DeliveryId, ReferralId};
 use refex_core::intake::claims::{ConsentStatus, LawfulBasis, Override, SubjectInformed};
+use refex_core::timestamp::UnixTime;
 
 /// A column's text that does not parse into its type.
 pub(crate) fn corrupt(table: &'static str, column: &'static str) -> StoreError {
