@@ -25,6 +25,7 @@ use crate::audit::event::{self as ev, ActorRef, AuditEvent, AuditRecord, Consult
 use crate::envelope::at_rest::StorageKey;
 use crate::envelope::keys::{KeySet, KeyUse, generate_p256, public_document};
 use crate::envelope::referral::partner;
+use crate::envelope::sealed::Sealed;
 use crate::identity::{PartnerId, Principal};
 use crate::ids::{DeliveryId, ReferralId};
 use crate::runtime::Runtime;
@@ -98,6 +99,7 @@ pub fn seal_keys(
     let bytes = serde_json::to_vec(&doc).map_err(|e| HostedError::Keys(e.to_string()))?;
     storage_key
         .seal(&bytes)
+        .map(Sealed::into_string)
         .map_err(|e| HostedError::Keys(e.to_string()))
 }
 
@@ -112,7 +114,9 @@ pub fn open_keys(
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let plain = storage_key.open(text.trim()).map_err(|_| {
+    let sealed = Sealed::parse(text.trim().to_owned())
+        .map_err(|_| bad("is not a sealed key file (a compact JWE)".into()))?;
+    let plain = storage_key.open(&sealed).map_err(|_| {
         bad(
             "does not open with the storage key in force (sealed under another key, or altered)"
                 .into(),
@@ -306,7 +310,8 @@ pub async fn open_delivery(
         _ => return Err(HostedError::NotFound),
     };
     let gateway = rt.snapshot().config.gateway_keys.clone();
-    let plain = partner::unwrap(&sealed, &keys, &gateway).map_err(|_| HostedError::Unreadable)?;
+    let plain =
+        partner::unwrap(sealed.as_str(), &keys, &gateway).map_err(|_| HostedError::Unreadable)?;
     let claims: Value = serde_json::from_slice(&plain).map_err(|_| HostedError::Unreadable)?;
     let referral = claims["delivery"]["referral_id"]
         .as_str()

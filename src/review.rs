@@ -514,7 +514,7 @@ pub fn document(pending: &Pending, preview: &Preview, config: &Config) -> Vec<Do
 /// or it does not open under the storage key in force.
 pub fn rejection_reason(
     key: &crate::envelope::at_rest::StorageKey,
-    sealed: Option<&String>,
+    sealed: Option<&crate::envelope::sealed::Sealed>,
 ) -> Option<String> {
     sealed
         .and_then(|r| key.open(r).ok())

@@ -618,7 +618,7 @@ pub(crate) fn seal_delivery(
     minimised: &Value,
     tell_supersedes: bool,
     now: u64,
-) -> Result<String, SubmitError> {
+) -> Result<crate::envelope::sealed::Sealed, SubmitError> {
     let r = &claims.referral;
     let keys = recipient
         .keys

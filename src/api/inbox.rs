@@ -173,7 +173,7 @@ pub async fn fetch(
             (header::CONTENT_TYPE, APPLICATION_JOSE),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        sealed,
+        sealed.into_string(),
     )
         .into_response())
 }

@@ -350,7 +350,10 @@ async fn pagination(store_url: Option<String>) {
                             recipient: "imara".parse().unwrap(),
                             agreement: "isa".parse().unwrap(),
                             status: DeliveryStatus::Queued,
-                            sealed: Some("eyJ.x".into()),
+                            sealed: Some(
+                                refex::envelope::sealed::Sealed::parse("eyJ.x.aXY.Y3Q.dGFn".into())
+                                    .unwrap(),
+                            ),
                             subjects: vec![],
                         }],
                         hold: None,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use refex::audit::event::{self as ev, ActorRef, AuditEvent, ConsentRecord, EventKind};
+use refex::envelope::sealed::Sealed;
 use refex::identity::PartnerId;
 use refex::ids::{DeliveryId, Jti, ReferralId, ReplicaId, SubjectHash};
 use refex::intake::ConsentStatus;
@@ -205,7 +206,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
         releases: vec![Release {
             delivery: did(1, 1),
             recipient: p("cambs-idva"),
-            sealed: "eyJ.released".into(),
+            sealed: jwe("released"),
             subjects: vec![sh("subject-idva")],
         }],
         rejections: vec![],
@@ -394,6 +395,11 @@ fn sh(name: &str) -> SubjectHash {
     SubjectHash::of_mac(&sha2::Sha256::digest(name.as_bytes()).into())
 }
 
+/// A test's ciphertext, named: shaped like a compact JWE, as the store requires.
+fn jwe(name: &str) -> Sealed {
+    Sealed::parse(format!("eyJ.{name}.aXY.Y3Q.dGFn")).unwrap()
+}
+
 /// A test's short token as a `jti` (padded with `-` to the 8 characters one needs).
 fn j(token: &str) -> Jti {
     format!("{token:-<8}").parse().unwrap()
@@ -457,7 +463,7 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
                 } else {
                     DeliveryStatus::Queued
                 },
-                sealed: (!held).then(|| "eyJ.ciphertext".into()),
+                sealed: (!held).then(|| jwe("ciphertext")),
                 subjects: if held {
                     vec![]
                 } else {
@@ -469,12 +475,12 @@ fn acceptance(n: u64, jti: &str, held: bool) -> Acceptance {
                 recipient: p("gp-practice"),
                 agreement: "isa2".parse().unwrap(),
                 status: DeliveryStatus::Queued,
-                sealed: Some("eyJ.other".into()),
+                sealed: Some(jwe("other")),
                 subjects: vec![sh("subject-gp")],
             },
         ],
         hold: held.then(|| HoldRecord {
-            sealed: "eyJ.held".into(),
+            sealed: jwe("held"),
             storage_key_id: "sk-1".into(),
         }),
         events: vec![
@@ -731,7 +737,7 @@ async fn a_decision_is_whole_and_final<S: Store + ?Sized>(store: &S) {
         releases: vec![Release {
             delivery: did(10, 1),
             recipient: p("cambs-idva"),
-            sealed: "eyJ.released".into(),
+            sealed: jwe("released"),
             subjects: vec![sh("subject-released")],
         }],
         rejections: vec![],
@@ -748,7 +754,7 @@ async fn a_decision_is_whole_and_final<S: Store + ?Sized>(store: &S) {
         rejections: vec![Rejection {
             delivery: did(10, 2),
             recipient: p("gp-practice"),
-            reason_sealed: "sealed-reason".into(),
+            reason_sealed: jwe("sealed-reason"),
         }],
         events: vec![
             reviewed("cambs-idva", 10, 1, ev::Verdict::Approve),
@@ -767,7 +773,7 @@ async fn a_decision_is_whole_and_final<S: Store + ?Sized>(store: &S) {
         .unwrap();
     assert_eq!(states[0].status, DeliveryStatus::Queued);
     assert_eq!(states[1].status, DeliveryStatus::RejectedByReview);
-    assert_eq!(states[1].reason_sealed.as_deref(), Some("sealed-reason"));
+    assert_eq!(states[1].reason_sealed, Some(jwe("sealed-reason")));
     assert_eq!(
         store.decide_hold(&whole).await.unwrap(),
         DecideOutcome::AlreadyDecided
@@ -855,7 +861,7 @@ async fn expiry_counts_from_entering_the_inbox<S: Store + ?Sized>(store: &S) {
             releases: vec![Release {
                 delivery: did(30, 1),
                 recipient: p("cambs-idva"),
-                sealed: "eyJ.late".into(),
+                sealed: jwe("late"),
                 subjects: vec![],
             }],
             rejections: vec![],
@@ -1064,6 +1070,33 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
     run(&mut conn, q).await;
     assert!(leaf_corrupt(
         store.referral_detail(&rid(40)).await.unwrap_err()
+    ));
+    // Plaintext where ciphertext belongs is never handed on, to its recipient or anyone.
+    let q = format!(
+        "UPDATE deliveries SET sealed = '{{\"child\":{{\"name\":\"A\"}}}}' WHERE id = '{}'",
+        did(40, 2)
+    );
+    run(&mut conn, q).await;
+    let plaintext = |e: StoreError| {
+        matches!(
+            e,
+            StoreError::Corrupt {
+                table: "deliveries",
+                column: "sealed"
+            }
+        )
+    };
+    assert!(plaintext(
+        store
+            .peek_delivery(&p("gp-practice"), &did(40, 2))
+            .await
+            .unwrap_err()
+    ));
+    assert!(plaintext(
+        store
+            .fetch_delivery(&p("gp-practice"), &did(40, 2), t(1_795_000_500), &police())
+            .await
+            .unwrap_err()
     ));
     store.close().await;
 }

@@ -80,11 +80,11 @@ async fn previous_release(url: &str) {
              consent_status, consent_override, subject_informed, supersedes, review_reason_sealed) VALUES \
              ('{REFERRAL}', 'notts-police', 'NP/1', 'support-referral', 1790000000, \
              '{{\"article6\":\"consent\",\"article9\":\"explicit-consent\",\"dpa2018_schedule1\":\"explicit-consent\"}}', \
-             'given', NULL, '{{\"status\":\"yes\"}}', NULL, 'sealed-reason')"
+             'given', NULL, '{{\"status\":\"yes\"}}', NULL, 'eyJ.sealed-reason.aXY.Y3Q.dGFn')"
         ),
         format!(
             "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, created_at, \
-             updated_at, inbox_pos) VALUES ('{QUEUED}', '{REFERRAL}', 'empower-cic', 'isa', 'queued', 'eyJ.x', 5, \
+             updated_at, inbox_pos) VALUES ('{QUEUED}', '{REFERRAL}', 'empower-cic', 'isa', 'queued', 'eyJ.x.aXY.Y3Q.dGFn', 5, \
              1790000000, 1790000100, 1)"
         ),
         format!(
@@ -223,8 +223,9 @@ async fn migrates(url: String) {
             .find(|s| s.recipient.as_str() == "imara")
             .unwrap()
             .reason_sealed
-            .as_deref(),
-        Some("sealed-reason")
+            .as_ref()
+            .map(refex::envelope::sealed::Sealed::as_str),
+        Some("eyJ.sealed-reason.aXY.Y3Q.dGFn")
     );
     assert_eq!(
         store

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
+use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::PartnerId;
 use refex_core::ids::DeliveryId;
 use refex_core::lifecycle::{DeliveryStatus, Step};
@@ -46,7 +47,7 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
         &self,
         recipient: &PartnerId,
         id: &DeliveryId,
-    ) -> Result<Option<(DeliveryStatus, Option<String>)>, StoreError> {
+    ) -> Result<Option<(DeliveryStatus, Option<Sealed>)>, StoreError> {
         let row: Option<(String, Option<String>)> = self
             .pool
             .fetch_optional(
@@ -59,7 +60,10 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
             )
             .await?;
         match row {
-            Some((status, sealed)) => Ok(Some((rows::status(&status)?, sealed))),
+            Some((status, sealed)) => Ok(Some((
+                rows::status(&status)?,
+                rows::sealed_opt("deliveries", "sealed", sealed)?,
+            ))),
             None => Ok(None),
         }
     }
@@ -70,7 +74,7 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
         id: &DeliveryId,
         at: UnixTime,
         actor: &ActorRef,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Sealed>, StoreError> {
         let write = rec::InboxWrite::Fetch {
             recipient: recipient.clone(),
             id: id.clone(),
@@ -250,7 +254,7 @@ async fn fetch_in<D: Dialect>(
     id: &DeliveryId,
     at: UnixTime,
     actor: &ActorRef,
-) -> Result<(Option<String>, Option<AuditRecord>), StoreError> {
+) -> Result<(Option<Sealed>, Option<AuditRecord>), StoreError> {
     let row: Option<(String, Option<String>, String)> = tx
         .fetch_optional(locked_delivery::<D>(
             "fetch delivery",
@@ -267,7 +271,11 @@ async fn fetch_in<D: Dialect>(
         return Ok((None, None));
     };
     // In the inbox, a delivery always has its ciphertext.
-    let sealed = sealed.ok_or(rows::corrupt("deliveries", "sealed"))?;
+    let sealed = rows::sealed(
+        "deliveries",
+        "sealed",
+        sealed.ok_or(rows::corrupt("deliveries", "sealed"))?,
+    )?;
     let Some(to) = to else {
         return Ok((Some(sealed), None));
     };

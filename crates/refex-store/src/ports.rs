@@ -4,6 +4,7 @@
 //! its audit event in the same transaction.
 
 use refex_core::audit::event::ActorRef;
+use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::PartnerId;
 use refex_core::ids::{DeliveryId, ReferralId};
 use refex_core::timestamp::UnixTime;
@@ -102,7 +103,7 @@ pub trait InboxStore: Send + Sync {
         &self,
         recipient: &PartnerId,
         id: &DeliveryId,
-    ) -> Result<Option<(crate::records::DeliveryStatus, Option<String>)>, StoreError>;
+    ) -> Result<Option<(crate::records::DeliveryStatus, Option<Sealed>)>, StoreError>;
 
     /// The sealed delivery `id` if it is in `recipient`'s inbox; the first fetch marks it
     /// `delivered` with a `fetched` audit event, in one transaction.
@@ -112,7 +113,7 @@ pub trait InboxStore: Send + Sync {
         id: &DeliveryId,
         at: UnixTime,
         actor: &ActorRef,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Option<Sealed>, StoreError>;
 
     /// Acknowledges a delivery: its ciphertext is deleted and it leaves the inbox, with an
     /// `acknowledged` audit event. Idempotent.
@@ -153,7 +154,7 @@ pub trait ReviewStore: Send + Sync {
     ) -> Result<Vec<crate::records::HeldRow>, StoreError>;
 
     /// The sealed hold of a referral, while undecided.
-    async fn hold_sealed(&self, referral: &ReferralId) -> Result<Option<String>, StoreError>;
+    async fn hold_sealed(&self, referral: &ReferralId) -> Result<Option<Sealed>, StoreError>;
 
     /// Commits a lead's decision in one transaction: the hold is deleted, each held delivery
     /// released (queued with its ciphertext, inbox position and the recipient's subject keys)

@@ -2,9 +2,11 @@
 //! newtypes, statuses and events enums; a stored row that does not parse into these is a
 //! [`StoreError::Corrupt`](super::StoreError::Corrupt), never a default or a dropped row.
 //! No field here ever holds payload plaintext: deliveries hold ciphertext for their
-//! recipient, holds ciphertext under the storage key.
+//! recipient, holds ciphertext under the storage key, each a
+//! [`Sealed`](refex_core::envelope::sealed::Sealed) (only the envelope makes one).
 
 use refex_core::audit::event::{ActorRef, ConsentRecord};
+use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::{AgreementId, PartnerId, ReferralType};
 use refex_core::ids::{DeliveryId, ReferralId, SubjectHash};
 use refex_core::intake::claims::{LawfulBasis, Override, SubjectInformed};
@@ -35,7 +37,7 @@ pub struct ReferralRecord {
     /// The referral this one corrects.
     pub supersedes: Option<ReferralId>,
     /// The override justification, sealed under the storage key.
-    pub justification_sealed: Option<String>,
+    pub justification_sealed: Option<Sealed>,
 }
 
 /// A notice sent once across every replica and restart, claimed in the store before it
@@ -72,7 +74,7 @@ pub struct DeliveryRecord {
     /// Held or queued.
     pub status: DeliveryStatus,
     /// The JWE for the recipient (absent while held).
-    pub sealed: Option<String>,
+    pub sealed: Option<Sealed>,
     /// Keyed hashes of the people in the copy the recipient gets (written with it when it
     /// enters the inbox; empty while held).
     pub subjects: Vec<SubjectHash>,
@@ -82,7 +84,7 @@ pub struct DeliveryRecord {
 #[derive(Clone, Debug)]
 pub struct HoldRecord {
     /// The signed claims, sealed under the storage key.
-    pub sealed: String,
+    pub sealed: Sealed,
     /// Which storage key.
     pub storage_key_id: String,
 }
@@ -147,7 +149,7 @@ pub struct DeliveryState {
     /// Its status.
     pub status: DeliveryStatus,
     /// The lead's reason when the delivery was rejected (sealed under the storage key).
-    pub reason_sealed: Option<String>,
+    pub reason_sealed: Option<Sealed>,
 }
 
 /// One line of an inbox listing: metadata only, no personal data.
@@ -211,7 +213,7 @@ pub enum InboxWrite {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InboxWritten {
     /// The sealed delivery, or `None` if it is not in the recipient's inbox.
-    Fetched(Option<String>),
+    Fetched(Option<Sealed>),
     /// The acknowledgement's outcome.
     Acked(AckOutcome),
 }
@@ -312,7 +314,7 @@ pub struct Release {
     /// Its recipient.
     pub recipient: PartnerId,
     /// Its JWE.
-    pub sealed: String,
+    pub sealed: Sealed,
     /// Keyed hashes of the people in the released copy (the recipient's subject access).
     pub subjects: Vec<SubjectHash>,
 }
@@ -325,7 +327,7 @@ pub struct Rejection {
     /// Its recipient.
     pub recipient: PartnerId,
     /// The lead's reason, sealed under the storage key.
-    pub reason_sealed: String,
+    pub reason_sealed: Sealed,
 }
 
 /// A lead's decision on a held referral, planned by `review` and ready to commit.

@@ -2,6 +2,7 @@
 //! escalated or closed when nobody decides.
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
+use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::PartnerId;
 use refex_core::ids::{DeliveryId, ReferralId};
 use refex_core::lifecycle::{DeliveryStatus, Step};
@@ -73,7 +74,7 @@ impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
         Ok(out)
     }
 
-    async fn hold_sealed(&self, referral: &ReferralId) -> Result<Option<String>, StoreError> {
+    async fn hold_sealed(&self, referral: &ReferralId) -> Result<Option<Sealed>, StoreError> {
         let sealed: Option<Scalar<String>> = self
             .pool
             .fetch_optional(
@@ -81,7 +82,9 @@ impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
                     .bind(referral.as_str()),
             )
             .await?;
-        Ok(sealed.map(|s| s.0))
+        sealed
+            .map(|s| rows::sealed("holds", "sealed", s.0))
+            .transpose()
     }
 
     async fn decide_hold(&self, d: &rec::ReviewCommit) -> Result<rec::DecideOutcome, StoreError> {

@@ -11,6 +11,7 @@ use super::records::{
 };
 use crate::sql::{FromRow, Row};
 use refex_core::audit::event::{AuditEvent, ConsentRecord};
+use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::{PartnerId, ReferralType};
 use refex_core::ids::{DeliveryId, ReferralId};
 use refex_core::intake::claims::{ConsentStatus, LawfulBasis, Override, SubjectInformed};
@@ -19,6 +20,25 @@ use refex_core::timestamp::UnixTime;
 /// A column's text that does not parse into its type.
 pub(crate) fn corrupt(table: &'static str, column: &'static str) -> StoreError {
     StoreError::Corrupt { table, column }
+}
+
+/// A column holding ciphertext: a compact JWE, or the row is corrupt (plaintext where
+/// ciphertext belongs is never handed on).
+pub(crate) fn sealed(
+    table: &'static str,
+    column: &'static str,
+    text: String,
+) -> Result<Sealed, StoreError> {
+    Sealed::parse(text).map_err(|_| corrupt(table, column))
+}
+
+/// An optional column holding ciphertext.
+pub(crate) fn sealed_opt(
+    table: &'static str,
+    column: &'static str,
+    text: Option<String>,
+) -> Result<Option<Sealed>, StoreError> {
+    text.map(|t| sealed(table, column, t)).transpose()
 }
 
 /// Parses a required column.
@@ -114,7 +134,7 @@ impl TryFrom<ReferralRow> for ReferralRecord {
             },
             subject_informed: json::<SubjectInformed>(T, "subject_informed", &r.subject_informed)?,
             supersedes: parse_opt(T, "supersedes", r.supersedes.as_deref())?,
-            justification_sealed: r.justification_sealed,
+            justification_sealed: sealed_opt(T, "justification_sealed", r.justification_sealed)?,
         })
     }
 }
@@ -238,7 +258,7 @@ pub(crate) fn delivery_state(
     Ok(DeliveryState {
         recipient: parse("deliveries", "recipient", &recipient)?,
         status: parse("deliveries", "status", &status)?,
-        reason_sealed,
+        reason_sealed: sealed_opt("deliveries", "review_reason_sealed", reason_sealed)?,
     })
 }
 

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use refex_core::envelope::sealed::Sealed;
 use refex_core::timestamp::UnixTime;
 
 use crate::{Backend, StoreError, query_err};
@@ -79,6 +80,16 @@ impl<'a> From<&'a Option<String>> for Arg<'a> {
 impl From<Option<String>> for Arg<'_> {
     fn from(v: Option<String>) -> Self {
         Arg::Text(v.map(Cow::Owned))
+    }
+}
+impl<'a> From<&'a Sealed> for Arg<'a> {
+    fn from(v: &'a Sealed) -> Self {
+        Arg::Text(Some(Cow::Borrowed(v.as_str())))
+    }
+}
+impl<'a> From<&'a Option<Sealed>> for Arg<'a> {
+    fn from(v: &'a Option<Sealed>) -> Self {
+        Arg::Text(v.as_ref().map(|s| Cow::Borrowed(s.as_str())))
     }
 }
 impl<'a> From<&'a [u8]> for Arg<'a> {

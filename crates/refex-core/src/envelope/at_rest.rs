@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use josekit::jwe::{Dir, JweHeader};
 
 use super::jose::ENC;
+use super::sealed::Sealed;
 
 /// Bytes in an AES-256 key.
 const KEY_BYTES: usize = 32;
@@ -86,7 +87,7 @@ impl StorageKey {
     }
 
     /// Encrypts `plaintext`.
-    pub fn seal(&self, plaintext: &[u8]) -> Result<String, AtRestError> {
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Sealed, AtRestError> {
         let mut header = JweHeader::new();
         header.set_content_encryption(ENC);
         header.set_key_id(&self.id);
@@ -94,11 +95,14 @@ impl StorageKey {
             .encrypter_from_bytes(self.key)
             .map_err(|_| AtRestError::Seal)?;
         josekit::jwe::serialize_compact(plaintext, &header, &encrypter)
-            .map_err(|_| AtRestError::Seal)
+            .ok()
+            .and_then(|jwe| Sealed::parse(jwe).ok())
+            .ok_or(AtRestError::Seal)
     }
 
     /// Decrypts a value this key sealed.
-    pub fn open(&self, sealed: &str) -> Result<Vec<u8>, AtRestError> {
+    pub fn open(&self, sealed: &Sealed) -> Result<Vec<u8>, AtRestError> {
+        let sealed = sealed.as_str();
         let h = super::jose::raw_header(sealed, 5).ok_or(AtRestError::Open)?;
         if h.get("alg") != Some("dir")
             || h.get("enc") != Some(ENC)
@@ -126,7 +130,7 @@ mod tests {
         let k = StorageKey::from_base64(&StorageKey::generate_base64().unwrap()).unwrap();
         let other = StorageKey::from_base64(&StorageKey::generate_base64().unwrap()).unwrap();
         let sealed = k.seal(b"held referral").unwrap();
-        assert!(!sealed.contains("held referral"));
+        assert!(!sealed.as_str().contains("held referral"));
         assert_eq!(k.open(&sealed).unwrap(), b"held referral");
         assert_eq!(other.open(&sealed).unwrap_err(), AtRestError::Open);
         assert!(!format!("{k:?}").contains(&STANDARD.encode(k.key)));

@@ -1,7 +1,7 @@
 //! JOSE, and only JOSE: key sets with `kid` lookup and the algorithm allow-lists (`keys`),
 //! the allow-listed primitives (`jose`), opening referrals and sealing deliveries
 //! (`referral`), signed gateway statements such as audit checkpoints (`signed`), and
-//! encryption at rest of held referrals (`at_rest`).
+//! encryption at rest of held referrals (`at_rest`), and the ciphertext they make (`sealed`).
 //!
 //! Nothing outside this module touches josekit.
 
@@ -10,4 +10,5 @@ pub mod ecdh;
 pub mod jose;
 pub mod keys;
 pub mod referral;
+pub mod sealed;
 pub mod signed;

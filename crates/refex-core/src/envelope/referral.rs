@@ -4,6 +4,7 @@
 
 use super::jose::{self, JoseError};
 use super::keys::{KeySet, KeyUse};
+use super::sealed::Sealed;
 
 /// The `typ` of a referral JWS.
 pub const REFERRAL_TYP: &str = "referral+jwt";
@@ -87,7 +88,7 @@ pub struct SealError(pub String);
 
 /// Seals a delivery: a JWS (`typ` `delivery+jwt`) signed with the gateway's current `sig`
 /// key, inside a JWE (`cty` `JWT`) to the recipient's current `enc` key.
-pub fn seal(payload: &[u8], gateway: &KeySet, recipient: &KeySet) -> Result<String, SealError> {
+pub fn seal(payload: &[u8], gateway: &KeySet, recipient: &KeySet) -> Result<Sealed, SealError> {
     let sig = gateway
         .current(KeyUse::Sig)
         .ok_or_else(|| SealError("gateway has no signing key".into()))?;
@@ -95,7 +96,8 @@ pub fn seal(payload: &[u8], gateway: &KeySet, recipient: &KeySet) -> Result<Stri
         .current(KeyUse::Enc)
         .ok_or_else(|| SealError("recipient has no encryption key".into()))?;
     let jws = jose::sign(payload, sig, DELIVERY_TYP).map_err(|e| SealError(e.to_string()))?;
-    jose::encrypt(jws.as_bytes(), enc, "JWT").map_err(|e| SealError(e.to_string()))
+    let jwe = jose::encrypt(jws.as_bytes(), enc, "JWT").map_err(|e| SealError(e.to_string()))?;
+    Sealed::parse(jwe).map_err(|e| SealError(e.to_string()))
 }
 
 /// Partner-side helpers: what a partner system does to send and to read (used by the
@@ -179,10 +181,10 @@ mod tests {
         );
         let sealed = seal(b"{\"delivery\":{}}", &gw, &imara_pub).unwrap();
         assert_eq!(
-            partner::unwrap(&sealed, &imara, &gw_pub).unwrap(),
+            partner::unwrap(sealed.as_str(), &imara, &gw_pub).unwrap(),
             b"{\"delivery\":{}}"
         );
-        assert!(partner::unwrap(&sealed, &police, &gw_pub).is_err());
+        assert!(partner::unwrap(sealed.as_str(), &police, &gw_pub).is_err());
     }
 
     #[test]
