@@ -77,6 +77,6 @@ mod tests {
             assert_eq!(Sealed::parse(bad.into()), Err(NotSealed), "{bad:?}");
         }
         let s = Sealed::parse("eyJhbGciOiJkaXIifQ..aXY.Y3Q.dGFn".into()).unwrap();
-        assert_eq!(format!("{s:?}"), "Sealed(31 bytes)");
+        assert_eq!(format!("{s:?}"), "Sealed(32 bytes)");
     }
 }
