@@ -759,14 +759,7 @@ pub async fn send(
         .ok()
         .filter(|_| draft.entered.jti.len() <= FORM_ID_MAX);
     let Some(form_id) = form_id else {
-        form_expired(&mut draft);
-        return compose_page(
-            &rt,
-            &caller,
-            &headers,
-            draft,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        );
+        return form_expired(&rt, &caller, &headers, draft);
     };
     let now = rt.clock.unix_seconds();
     let mut claims = match claims(config, &caller, &ty, &draft.entered, &draft.payload, now) {
@@ -785,14 +778,7 @@ pub async fn send(
     // This form with these answers was sent before (a double click, a retry after a lost
     // answer, a reload that posts again): the acceptance under its jti is this one.
     let Ok(jti) = bound_jti(&form_id, &claims["referral"]) else {
-        form_expired(&mut draft);
-        return compose_page(
-            &rt,
-            &caller,
-            &headers,
-            draft,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        );
+        return form_expired(&rt, &caller, &headers, draft);
     };
     claims["jti"] = serde_json::Value::String(jti.to_string());
     match rt.store.prior_acceptance(&caller.partner, &jti).await {
@@ -854,11 +840,17 @@ fn bound_jti(form_id: &Jti, referral: &serde_json::Value) -> Result<Jti, BadId> 
 
 /// A form whose id is missing or not one this page made: its answers are kept and it is
 /// shown again with a new id, to be sent again.
-fn form_expired(draft: &mut Draft) {
+fn form_expired(
+    rt: &Runtime,
+    caller: &Principal,
+    headers: &HeaderMap,
+    mut draft: Draft<'_>,
+) -> Response {
     draft.entered.jti.clear();
     draft
         .general
         .push("This form has expired; check the answers below and send again".into());
+    compose_page(rt, caller, headers, draft, StatusCode::UNPROCESSABLE_ENTITY)
 }
 
 #[cfg(test)]
