@@ -161,6 +161,24 @@ async fn a_hosted_partner_works_in_the_console(store_url: Option<String>) {
     );
     assert_eq!(h.count("referrals").await, 0);
 
+    // A form whose id is not one this page makes (tampered, or too long to bind to its
+    // answers): shown again with the answers kept and a fresh id, nothing sent.
+    for bad in ["short", "has space in it", &"f".repeat(101)] {
+        let mut tampered = answers("Example");
+        tampered[1].1 = bad.to_owned();
+        let (status, page, _) = imara
+            .post("/console/compose/safeguarding-concern", &tampered)
+            .await;
+        assert_eq!(status, 422, "{bad:?}: {page}");
+        assert!(
+            page.contains("This form has expired; check the answers below and send again")
+                && page.contains("value=\"Noah\""),
+            "{page}"
+        );
+        assert!(hidden(&page, "jti") != bad, "a fresh form id");
+    }
+    assert_eq!(h.count("referrals").await, 0);
+
     // Fixed and sent: the sent page says what happened.
     let (status, page, url) = imara
         .post("/console/compose/safeguarding-concern", &answers("Example"))
