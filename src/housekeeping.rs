@@ -59,7 +59,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
             .heartbeat(
                 &rt.replica,
                 now,
-                now.before(3 * interval),
+                now.before(interval.saturating_mul(3)),
                 now.before(ONE_DAY),
             )
             .await
@@ -106,7 +106,7 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
     // Measured by the database's clock (replicas' clocks may differ by up to the skew).
     report.markers = rt
         .store
-        .purge_replay_markers(2 * config.settings.limits.iat_skew)
+        .purge_replay_markers(config.settings.limits.iat_skew.saturating_mul(2))
         .await?;
     // Sign a checkpoint whenever the tree has grown, so auditors always have a recent one.
     let checkpoint = crate::audit::log::checkpoint(rt)

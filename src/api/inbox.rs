@@ -114,12 +114,17 @@ pub async fn list(
     }
     let after: i64 = match q.cursor.as_deref() {
         None | Some("") => 0,
-        Some(c) => c.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
-            bad_request(
-                crate::api::problem::BadInput::Cursor,
-                "cursor is not one this gateway issued",
-            )
-        })?,
+        // Exactly what `next_cursor` writes (the documented `^[0-9]{0,18}$`): no sign, no
+        // 19th digit.
+        Some(c) => (c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| c.parse::<i64>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                bad_request(
+                    crate::api::problem::BadInput::Cursor,
+                    "cursor is not one this gateway issued",
+                )
+            })?,
     };
     let recipient = &caller.partner;
     // Subscribe before the first read, so a commit between the read and the wait still wakes us.

@@ -483,6 +483,11 @@ impl ApiError {
                     table: "t",
                     column: "c",
                 },
+                StoreError::Unreadable {
+                    op: "o",
+                    column: 0,
+                    expected: "e",
+                },
             ]
         };
         let mut all = vec![

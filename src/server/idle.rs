@@ -10,6 +10,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep, sleep};
 
+/// What an idle time too long for the clock is taken as.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// An I/O stream closed after `idle` without traffic.
 pub struct IdleTimeout<S> {
     inner: S,
@@ -35,7 +38,10 @@ impl<S> IdleTimeout<S> {
     ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Ready(r) => {
-                let deadline = Instant::now() + self.idle;
+                // An idle time too long to add to the clock (a setting of centuries) is
+                // as good as never.
+                let now = Instant::now();
+                let deadline = now.checked_add(self.idle).unwrap_or_else(|| now + NEVER);
                 self.timer.as_mut().reset(deadline);
                 Poll::Ready(r)
             }

@@ -326,3 +326,23 @@ async fn a_body_over_the_limit_is_the_gateways_413_on_every_route_that_reads_one
     assert!(page.contains("Signed in as"), "{page}");
     h.gw.stop().await;
 }
+
+/// Durations too long to add to a clock (a setting of centuries, mistyped or hostile) are
+/// "never", not a panic: housekeeping still runs its pass (it counts replicas over three
+/// intervals), and a connection still carries requests under an idle time that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_of_centuries_never_panic() {
+    let project = common::Project::with_extra_toml(
+        "[limits]\nidle_timeout = \"200000000000years\"\niat_skew = \"200000000000years\"\n\
+         [retention]\nhousekeeping_interval = \"200000000000years\"",
+    );
+    let gw = project.start().await;
+    let rt = gw.running().runtime.clone();
+    let report = refex::housekeeping::run_once(&rt).await.unwrap();
+    assert_eq!(report.expired, 0);
+    let police = gw.system("notts-police");
+    for _ in 0..2 {
+        let res = police.get(gw.url("/v1/inbox")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+}

@@ -250,6 +250,9 @@ async fn day(store_url: Option<String>) {
         "?limit=501",
         "?wait=61",
         "?cursor=abc",
+        "?cursor=%2B3",
+        "?cursor=-0",
+        "?cursor=9223372036854775807",
         "?limit=x",
     ] {
         let res =

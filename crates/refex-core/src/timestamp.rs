@@ -65,10 +65,15 @@ impl UnixTime {
         Self(self.0.saturating_add(secs_of(d)))
     }
 
+    /// The last instant RFC 3339 can write: 9999-12-31T23:59:59Z.
+    pub const LAST_WRITABLE: UnixTime = UnixTime(253_402_300_799);
+
     /// RFC 3339 in UTC to the second (`2026-11-27T17:06:00Z`), as the wire writes times;
-    /// an instant before the epoch is written as the epoch.
+    /// an instant before the epoch is written as the epoch, one after 9999 as its last
+    /// second (a stored time out of range never fails a page).
     pub fn rfc3339(self) -> String {
-        humantime::format_rfc3339_seconds(self.max(Self::EPOCH).system_time()).to_string()
+        let t = self.clamp(Self::EPOCH, Self::LAST_WRITABLE).system_time();
+        humantime::format_rfc3339_seconds(t).to_string()
     }
 
     /// How long after `earlier` this instant is; zero if it is not after it.
@@ -128,5 +133,13 @@ mod tests {
             "2026-11-18T11:06:40Z"
         );
         assert_eq!(UnixTime::from_secs(-1).rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            UnixTime::from_secs(300_000_000_000).rfc3339(),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            UnixTime::from_secs(i64::MAX).rfc3339(),
+            "9999-12-31T23:59:59Z"
+        );
     }
 }

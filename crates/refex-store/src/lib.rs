@@ -74,6 +74,18 @@ pub enum StoreError {
         /// The column.
         column: &'static str,
     },
+    /// A stored value is not of its column's type (text where a time belongs, a row written
+    /// by something other than this gateway): like [`StoreError::Corrupt`], an error, never a
+    /// default, named by the statement and the column's place in it.
+    #[error("store answered {op} with column {column} that is not {expected}")]
+    Unreadable {
+        /// Which operation.
+        op: &'static str,
+        /// The column's place in the statement's select list (from 0).
+        column: usize,
+        /// What it should hold.
+        expected: &'static str,
+    },
     /// A query failed.
     #[error("store query {op} failed: {reason}")]
     Query {

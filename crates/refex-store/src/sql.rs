@@ -234,9 +234,10 @@ impl Row {
             op: self.op,
             reason: format!("column {at} is missing"),
         })?;
-        T::from_value(value).ok_or_else(|| StoreError::Query {
+        T::from_value(value).ok_or(StoreError::Unreadable {
             op: self.op,
-            reason: format!("column {at} is not {}", T::NAME),
+            column: at,
+            expected: T::NAME,
         })
     }
 }
@@ -651,7 +652,14 @@ mod tests {
     fn a_column_of_the_wrong_type_is_an_error_naming_it() {
         let r: Result<(i64, String), _> =
             FromRow::from_row(Row::new("op", vec![Value::Int(1), Value::Int(2)]));
-        assert!(matches!(r, Err(StoreError::Query { op: "op", .. })));
+        assert!(matches!(
+            r,
+            Err(StoreError::Unreadable {
+                op: "op",
+                column: 1,
+                expected: "text"
+            })
+        ));
         let r: (Option<String>, bool) =
             FromRow::from_row(Row::new("op", vec![Value::Null, Value::Int(1)])).unwrap();
         assert_eq!(r, (None, true));
