@@ -53,10 +53,10 @@ fn an_agreement_naming_an_unknown_partner_is_refused() {
     ));
 }
 
-/// An agreement's id is a stable reference in deliveries and audit leaves: an identifier,
-/// like a partner's, refused at load (never stored) when it is not one.
+/// An agreement's id is the reference deliveries and audit events carry: any the
+/// partnership uses (a slug or `ISA 2024/03`), never empty or holding control characters.
 #[test]
-fn an_agreement_id_that_is_not_an_identifier_is_refused() {
+fn an_agreement_id_is_any_reference_but_an_empty_one() {
     let project = Project::with_copied_partners();
     edit(
         &project,
@@ -64,9 +64,23 @@ fn an_agreement_id_that_is_not_an_identifier_is_refused() {
         "id = \"isa-police-imara-csa\"",
         "id = \"ISA 2024/03\"",
     );
+    let config = load(&project).expect("a reference with capitals, a space and a slash");
+    assert!(
+        config
+            .policy
+            .agreements
+            .iter()
+            .any(|a| a.id.as_str() == "ISA 2024/03")
+    );
+    edit(
+        &project,
+        "partners/agreements.toml",
+        "id = \"ISA 2024/03\"",
+        "id = \"\"",
+    );
     assert!(has(
         &problems(&project),
-        "\"ISA 2024/03\" is not a valid identifier"
+        "\"\" is not an agreement reference"
     ));
 }
 

@@ -354,8 +354,10 @@ async fn pagination(store_url: Option<String>) {
                             agreement: "isa".parse().unwrap(),
                             status: DeliveryStatus::Queued,
                             sealed: Some(
-                                refex::envelope::sealed::Sealed::parse("eyJ.x.aXY.Y3Q.dGFn".into())
-                                    .unwrap(),
+                                refex::envelope::sealed::Sealed::parse(
+                                    "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.x.aXY.Y3Q.dGFn".into(),
+                                )
+                                .unwrap(),
                             ),
                             subjects: vec![],
                         }],

@@ -36,7 +36,7 @@ fn old_events() -> Vec<OldEvent> {
             "accepted",
             None,
             Some("notts-police/system:case-system"),
-            r#"{"type":"support-referral","sender":"notts-police","lawful_basis":{"article6":"consent","article9":"explicit-consent","dpa2018_schedule1":"explicit-consent"},"consent":{"status":"given","override":null},"subject_informed":{"status":"yes"},"recipients":[{"to":"empower-cic","agreement":"isa"},{"to":"imara","agreement":"isa2"}]}"#,
+            r#"{"type":"support-referral","sender":"notts-police","lawful_basis":{"article6":"consent","article9":"explicit-consent","dpa2018_schedule1":"explicit-consent"},"consent":{"status":"given","override":null},"subject_informed":{"status":"yes"},"recipients":[{"to":"empower-cic","agreement":"ISA 2024/03"},{"to":"imara","agreement":"isa2"}]}"#,
         ),
         (
             1_790_000_000,
@@ -80,11 +80,11 @@ async fn previous_release(url: &str) {
              consent_status, consent_override, subject_informed, supersedes, review_reason_sealed) VALUES \
              ('{REFERRAL}', 'notts-police', 'NP/1', 'support-referral', 1790000000, \
              '{{\"article6\":\"consent\",\"article9\":\"explicit-consent\",\"dpa2018_schedule1\":\"explicit-consent\"}}', \
-             'given', NULL, '{{\"status\":\"yes\"}}', NULL, 'eyJ.sealed-reason.aXY.Y3Q.dGFn')"
+             'given', NULL, '{{\"status\":\"yes\"}}', NULL, 'eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.sealed-reason.aXY.Y3Q.dGFn')"
         ),
         format!(
             "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, bytes, created_at, \
-             updated_at, inbox_pos) VALUES ('{QUEUED}', '{REFERRAL}', 'empower-cic', 'isa', 'queued', 'eyJ.x.aXY.Y3Q.dGFn', 5, \
+             updated_at, inbox_pos) VALUES ('{QUEUED}', '{REFERRAL}', 'empower-cic', 'ISA 2024/03', 'queued', 'eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.x.aXY.Y3Q.dGFn', 5, \
              1790000000, 1790000100, 1)"
         ),
         format!(
@@ -212,6 +212,9 @@ async fn migrates(url: String) {
         Some(refex::timestamp::UnixTime::from_secs(1_790_000_100)),
         "from its queued event"
     );
+    // An agreement reference an earlier configuration used (not a slug) still reads, in
+    // its row and in the events that carry it.
+    assert_eq!(queued.agreement.as_str(), "ISA 2024/03");
     let states = store
         .delivery_states(&id, &"notts-police".parse().unwrap())
         .await
@@ -225,7 +228,7 @@ async fn migrates(url: String) {
             .reason_sealed
             .as_ref()
             .map(refex::envelope::sealed::Sealed::as_str),
-        Some("eyJ.sealed-reason.aXY.Y3Q.dGFn")
+        Some("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.sealed-reason.aXY.Y3Q.dGFn")
     );
     assert_eq!(
         store

@@ -20,6 +20,9 @@ pub enum IdError {
     /// A fingerprint is 64 lower-case hex digits, no colons.
     #[error("{0:?} is not a SHA-256 fingerprint (64 lower-case hex digits, no colons)")]
     Fingerprint(String),
+    /// An agreement reference that is empty, over 256 bytes or holds control characters.
+    #[error("{0:?} is not an agreement reference (1-256 bytes, no control characters)")]
+    Agreement(String),
     /// A role name not in the closed list of roles.
     #[error("unknown role {0:?}")]
     Role(String),
@@ -120,15 +123,74 @@ slug_id!(
     ReferralType
 );
 slug_id!(
-    /// An information sharing agreement, e.g. `isa-police-imara-csa`: the stable reference
-    /// audit records and deliveries carry.
-    AgreementId
-);
-slug_id!(
     /// What the gateway's operator did (`admin-reload`, `refex-subject-access`, …): the
     /// audit trail's actor for work that no certificate asked for.
     OperatorTask
 );
+
+/// An information sharing agreement's reference, e.g. `isa-police-imara-csa`: what
+/// deliveries and audit events carry. Agreements keep the references their partnership
+/// already uses (`ISA 2024/03` as well as a slug), and a store written under any earlier
+/// configuration stays readable, so the rule is only what every earlier release accepted
+/// and logs can carry: 1–256 bytes, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AgreementId(String);
+
+/// Longest agreement reference accepted.
+const MAX_AGREEMENT_ID: usize = 256;
+
+impl AgreementId {
+    /// The reference as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn check(s: &str) -> Result<(), IdError> {
+        if !s.is_empty() && s.len() <= MAX_AGREEMENT_ID && !s.chars().any(char::is_control) {
+            Ok(())
+        } else {
+            Err(IdError::Agreement(s.chars().take(80).collect()))
+        }
+    }
+}
+
+impl FromStr for AgreementId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::check(s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for AgreementId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::check(&s)?;
+        Ok(Self(s))
+    }
+}
+
+impl From<AgreementId> for String {
+    fn from(id: AgreementId) -> String {
+        id.0
+    }
+}
+
+impl schemars::JsonSchema for AgreementId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AgreementId".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "minLength": 1, "maxLength": MAX_AGREEMENT_ID })
+    }
+}
+
+impl fmt::Display for AgreementId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// SHA-256 of a certificate's DER encoding, as written in `partners/*.toml`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
