@@ -19,14 +19,7 @@ use crate::{StoreError, rows};
 #[async_trait::async_trait]
 impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
     async fn held_referrals(&self, sender: &PartnerId) -> Result<Vec<rec::HeldRow>, StoreError> {
-        let found: Vec<(
-            String,
-            String,
-            String,
-            UnixTime,
-            Option<String>,
-            Option<UnixTime>,
-        )> = self
+        let found: Vec<rows::HeldColumns> = self
             .pool
             .fetch_all(
                 Stmt::new(

@@ -369,16 +369,20 @@ pub(crate) fn fact(
     })
 }
 
-/// A held-referral row: `(id, type, sender_ref, received_at, override, escalated_at)`.
+/// A held-referral row as selected: `(id, type, sender_ref, received_at, override,
+/// escalated_at)`.
+pub(crate) type HeldColumns = (
+    String,
+    String,
+    String,
+    UnixTime,
+    Option<String>,
+    Option<UnixTime>,
+);
+
+/// A held-referral row, read.
 pub(crate) fn held_row(
-    (id, ty, sender_ref, received_at, consent_override, escalated_at): (
-        String,
-        String,
-        String,
-        UnixTime,
-        Option<String>,
-        Option<UnixTime>,
-    ),
+    (id, ty, sender_ref, received_at, consent_override, escalated_at): HeldColumns,
     recipients: Vec<String>,
     submitted_by: Option<String>,
 ) -> Result<HeldRow, StoreError> {
