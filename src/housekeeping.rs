@@ -64,8 +64,12 @@ pub async fn run_once(rt: &Runtime) -> Result<Report, StoreError> {
             )
             .await
         {
-            Ok(live) if config.settings.replicas.is_none() => rt.replicas_counted(live),
-            Ok(_) => {}
+            Ok(live) => {
+                metrics::gauge!(crate::telemetry::REPLICAS_LIVE).set(f64::from(live));
+                if config.settings.replicas.is_none() {
+                    rt.replicas_counted(live);
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "could not count the replicas this pass"),
         }
     }

@@ -51,6 +51,9 @@ pub const INBOX_BACKLOG: &str = "refex_inbox_backlog";
 pub const INBOX_OLDEST: &str = "refex_inbox_oldest_seconds";
 /// Each partner's inbox retention in seconds (deliveries older expire unacknowledged).
 pub const INBOX_RETENTION: &str = "refex_inbox_retention_seconds";
+/// Replicas seen alive in the store by this replica's last housekeeping pass (itself
+/// included): what rate quotas are divided among unless the `replicas` setting fixes it.
+pub const REPLICAS_LIVE: &str = "refex_replicas_live";
 /// Held referrals waiting for a lead's decision.
 pub const HOLDS_WAITING: &str = "refex_holds_waiting";
 /// When a signed audit checkpoint last covered the whole audit log (Unix seconds; set by

@@ -217,6 +217,7 @@ async fn a_running_gateway_exports_what_the_alerts_watch() {
         "refex_inbox_oldest_seconds",
         "refex_inbox_retention_seconds",
         "refex_holds_waiting",
+        "refex_replicas_live 1",
         "refex_audit_checkpoint_timestamp_seconds",
         "refex_server_certificate_expiry_timestamp_seconds",
         "refex_ca_certificate_expiry_timestamp_seconds",
