@@ -18,10 +18,11 @@
 //! - A hidden cell is published as *suppressed*, never as `<5`: cells hidden to protect
 //!   another can be large.
 
-use crate::timestamp::UnixTime;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+
+use crate::timestamp::UnixTime;
 
 /// The dimensions a report can be broken down by.
 pub const DIMENSIONS: &[&str] = &[

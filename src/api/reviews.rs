@@ -30,11 +30,6 @@ use crate::runtime::Runtime;
 use crate::store::records::HeldRow;
 use crate::timestamp::UnixTime;
 
-/// Whole seconds from `received_at` to `now` (zero if the clocks disagree).
-fn age_seconds(now: UnixTime, received_at: UnixTime) -> i64 {
-    i64::try_from(now.since(received_at).as_secs()).unwrap_or(i64::MAX)
-}
-
 /// One held referral in the queue.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct QueueItem {
@@ -59,7 +54,7 @@ impl QueueItem {
             referral_type: h.referral_type,
             sender_ref: h.sender_ref,
             received_at: h.received_at.secs(),
-            age_seconds: age_seconds(now, h.received_at),
+            age_seconds: now.secs_since(h.received_at),
             override_: h.consent_override,
             escalated: h.escalated_at.is_some(),
             recipients: h.recipients,
@@ -156,7 +151,7 @@ impl ReviewView {
             referral_type: r.referral_type.clone(),
             sender_ref: r.sender_ref.clone(),
             received_at: record.received_at.secs(),
-            age_seconds: age_seconds(now, record.received_at),
+            age_seconds: now.secs_since(record.received_at),
             submitted_by: s.pending.detail.submitted_by().map(ToString::to_string),
             lawful_basis: r.lawful_basis,
             consent: ConsentView {

@@ -91,7 +91,7 @@ fn render(t: &impl Template) -> String {
 
 /// The wait from `since` to `now` in words: "25 minutes", "3 hours", "4 days".
 fn waited(since: crate::timestamp::UnixTime, now: crate::timestamp::UnixTime) -> String {
-    age(i64::try_from(now.since(since).as_secs()).unwrap_or(i64::MAX))
+    age(now.secs_since(since))
 }
 
 /// A wait in words: "25 minutes", "3 hours", "4 days".

@@ -76,6 +76,12 @@ impl UnixTime {
         humantime::format_rfc3339_seconds(t).to_string()
     }
 
+    /// Whole seconds from `earlier` to this instant; zero if it is not after it (an age as
+    /// the wire and pages state it).
+    pub fn secs_since(self, earlier: UnixTime) -> i64 {
+        self.0.saturating_sub(earlier.0).max(0)
+    }
+
     /// How long after `earlier` this instant is; zero if it is not after it.
     pub fn since(self, earlier: UnixTime) -> Duration {
         Duration::from_secs(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
@@ -112,6 +118,12 @@ mod tests {
             Duration::from_secs(9)
         );
         assert_eq!(t.since(t.after(Duration::from_secs(9))), Duration::ZERO);
+        assert_eq!(t.secs_since(t.before(Duration::from_secs(9))), 9);
+        assert_eq!(t.secs_since(t.after(Duration::from_secs(9))), 0);
+        assert_eq!(
+            UnixTime::from_secs(i64::MAX).secs_since(UnixTime::from_secs(-1)),
+            i64::MAX
+        );
         assert_eq!(
             UnixTime::from_secs(i64::MIN).before(Duration::MAX).secs(),
             i64::MIN
