@@ -236,7 +236,7 @@ async fn connect(url: &str) -> Result<sqlx::SqliteConnection, BenchError> {
 
 /// What a store holds: referrals, the bytes of its pages in use (free pages left out), and
 /// the bytes of the sealed deliveries among them.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StoreBytes {
     /// Referrals.
     pub referrals: u64,
@@ -244,6 +244,19 @@ pub struct StoreBytes {
     pub used: u64,
     /// Bytes of sealed deliveries (compact JWE text) still held.
     pub sealed: u64,
+    /// Where the pages go: each table with its indexes, largest first (SQLite's `dbstat`).
+    pub tables: Vec<TableBytes>,
+}
+
+/// One table's pages, its indexes' included.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TableBytes {
+    /// The table.
+    pub table: String,
+    /// Bytes of its pages and its indexes' pages.
+    pub bytes: u64,
+    /// Of those, bytes no row uses.
+    pub unused: u64,
 }
 
 impl StoreBytes {
@@ -283,11 +296,27 @@ pub async fn bytes_in_use(url: &str) -> Result<StoreBytes, BenchError> {
         .fetch_one(&mut conn)
         .await
         .map_err(fail)?;
+    let tables: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT COALESCE(m.tbl_name, d.name), SUM(d.pgsize), SUM(d.unused) \
+           FROM dbstat d LEFT JOIN sqlite_schema m ON m.name = d.name \
+          GROUP BY 1 ORDER BY 2 DESC",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(fail)?;
     let _ = conn.close().await;
     Ok(StoreBytes {
         referrals: referrals as u64,
         used: ((pages - free) * size) as u64,
         sealed: sealed as u64,
+        tables: tables
+            .into_iter()
+            .map(|(table, bytes, unused)| TableBytes {
+                table,
+                bytes: bytes as u64,
+                unused: unused as u64,
+            })
+            .collect(),
     })
 }
 

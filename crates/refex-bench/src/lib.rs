@@ -152,6 +152,8 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
     let held = housekeeping::bytes_in_use(&sqlite_url).await?;
     report.store_bytes_per_referral = held.per_referral();
     report.sealed_bytes_per_referral = held.sealed as f64 / held.referrals.max(1) as f64;
+    report.store_referrals = held.referrals;
+    report.store_tables = held.tables;
 
     tracing::info!("bench: inbox");
     let receiver = target(&pki, corpus::RECIPIENTS[0], &gateway)?;

@@ -197,6 +197,10 @@ pub struct Report {
     pub store_bytes_per_referral: f64,
     /// Bytes of sealed deliveries per referral at the same moment.
     pub sealed_bytes_per_referral: f64,
+    /// Where the store's pages go at the same moment, per table with its indexes.
+    pub store_tables: Vec<super::housekeeping::TableBytes>,
+    /// Referrals in the store at the same moment.
+    pub store_referrals: u64,
     /// A purge pass over a store of generated referrals, with acceptances beside it.
     pub housekeeping: super::housekeeping::Housekeeping,
     /// The ratios.
@@ -629,6 +633,24 @@ impl Report {
             "store (SQLite) after the submission phases: {:.1} KiB per referral, of which sealed deliveries {:.1} KiB",
             self.store_bytes_per_referral / 1024.0,
             self.sealed_bytes_per_referral / 1024.0
+        );
+        let referrals = self.store_referrals.max(1) as f64;
+        let by_table: Vec<String> = self
+            .store_tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {:.2} ({:.0} % unused)",
+                    t.table,
+                    t.bytes as f64 / referrals / 1024.0,
+                    100.0 * t.unused as f64 / t.bytes.max(1) as f64
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "  KiB per referral by table (its indexes included): {}",
+            by_table.join(", ")
         );
         let hk = &self.housekeeping;
         let _ = writeln!(

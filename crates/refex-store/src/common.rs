@@ -123,9 +123,9 @@ impl<D: Dialect> SqlStore<D> {
     /// inbox fetches and acknowledgements.
     pub(crate) fn new(pool: Pool<D>, writer: Pool<D>, batching: group_commit::Options) -> Self {
         let committer = writer.clone();
-        let group = GroupCommit::spawn(batching, Meter::Acceptances, move |batch| {
+        let group = GroupCommit::spawn(batching, Meter::Acceptances, move |batch, turn| {
             let pool = committer.clone();
-            async move { crate::intake::accept_batch(&pool, batch).await }
+            async move { crate::intake::accept_batch(&pool, batch, &turn).await }
         });
         let committer = writer.clone();
         // Inbox writes never wait for company: a receiving system's next request waits on
@@ -136,9 +136,9 @@ impl<D: Dialect> SqlStore<D> {
             window: std::time::Duration::ZERO,
             ..batching
         };
-        let inbox = GroupCommit::spawn(inbox_batching, Meter::Inbox, move |batch| {
+        let inbox = GroupCommit::spawn(inbox_batching, Meter::Inbox, move |batch, turn| {
             let pool = committer.clone();
-            async move { crate::inbox::inbox_batch(&pool, batch).await }
+            async move { crate::inbox::inbox_batch(&pool, batch, &turn).await }
         });
         Self {
             pool,

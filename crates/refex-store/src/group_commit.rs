@@ -6,13 +6,20 @@
 //! one transaction with one fsync, and only then answers each caller. A caller's `202` is
 //! therefore still sent after its referral is durable; what is shared is the fsync.
 //!
+//! Two batches are in flight at once: a batch is gathered when the writer is free (its
+//! [`Turn`] begins), and its turn ends at its `COMMIT`, so the next batch is gathered and
+//! written while this one waits to be durable (on the embedded store, the write-ahead log's
+//! sync: see [`crate::durable`]). An acceptance arriving under load therefore waits for the
+//! statements of the batch ahead of it, not for that batch's fsync too.
+//!
 //! Out of scope: what a batch writes (the backend's `accept_batch`, where each acceptance
 //! sits in its own savepoint so that one refused acceptance never takes the others down).
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::StoreError;
 use super::records::{AcceptOutcome, Acceptance};
@@ -56,6 +63,34 @@ impl Options {
     }
 }
 
+/// Batches of one committer in flight at once: one writing, one waiting to be durable.
+const IN_FLIGHT: usize = 2;
+
+/// A batch's turn at the writer: the committer gathers the next batch once it ends. The
+/// batch's writer ends it when its transaction has committed ([`Turn::end`]; calling it
+/// again does nothing), or it ends when dropped.
+#[derive(Clone, Debug)]
+pub struct Turn(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Turn {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(Mutex::new(Some(permit))))
+    }
+
+    /// A turn that holds nothing back (a write outside any committer).
+    pub fn none() -> Self {
+        Self(Arc::new(Mutex::new(None)))
+    }
+
+    /// Ends the turn: the writer is free for the next batch.
+    pub fn end(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+}
+
 /// One write waiting for its commit.
 struct Job<W, R> {
     work: W,
@@ -95,11 +130,12 @@ pub enum Meter {
 }
 
 impl<W: Send + 'static, R: Send + 'static> GroupCommit<W, R> {
-    /// Starts the committer task. `commit` writes one batch in one transaction and returns
-    /// one result per job, in order; the task ends when the last handle is dropped.
+    /// Starts the committer task. `commit` writes one batch in one transaction, ends its
+    /// [`Turn`] when that transaction has committed, and returns one result per job, in
+    /// order, once it is durable; the task ends when the last handle is dropped.
     pub fn spawn<F, Fut>(options: Options, meter: Meter, commit: F) -> Self
     where
-        F: Fn(Vec<W>) -> Fut + Send + 'static,
+        F: Fn(Vec<W>, Turn) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Result<R, StoreError>>> + Send + 'static,
     {
         let (jobs, queue) = mpsc::unbounded_channel();
@@ -126,42 +162,69 @@ async fn run<W, R, F, Fut>(
     meter: Meter,
     commit: F,
 ) where
-    F: Fn(Vec<W>) -> Fut,
-    Fut: Future<Output = Vec<Result<R, StoreError>>>,
+    W: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Vec<W>, Turn) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Result<R, StoreError>>> + Send + 'static,
 {
+    let commit = Arc::new(commit);
+    let writer = Arc::new(Semaphore::new(1));
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut loaded = false;
     while let Some(first) = queue.recv().await {
+        // Neither semaphore is ever closed.
+        let Ok(flight) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let Ok(turn) = writer.clone().acquire_owned().await else {
+            break;
+        };
+        // Gathered now, when the writer is free: everything that arrived while the batch
+        // ahead was written joins this one.
         let batch = gather(&mut queue, first, options, loaded).await;
         loaded = batch.len() > 1;
-        let (work, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.work, j.done)).unzip();
-        let count = work.len();
-        let started = std::time::Instant::now();
-        let results = commit(work).await;
-        match meter {
-            Meter::Acceptances => {
-                metrics::histogram!(crate::metric::STORE_COMMIT_DURATION)
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!(crate::metric::STORE_COMMITS).increment(1);
-                metrics::counter!(crate::metric::STORE_ACCEPTANCES).increment(count as u64);
-                metrics::histogram!(crate::metric::STORE_BATCH_SIZE).record(count as f64);
-            }
-            Meter::Inbox => {
-                metrics::counter!(crate::metric::STORE_INBOX_BATCHES).increment(1);
-                metrics::counter!(crate::metric::STORE_INBOX_WRITES).increment(count as u64);
-            }
+        let commit = commit.clone();
+        tokio::spawn(async move {
+            let turn = Turn::new(turn);
+            finish(batch, meter, move |work| commit(work, turn)).await;
+            drop(flight);
+        });
+    }
+}
+
+/// Commits one gathered batch and answers each of its callers.
+async fn finish<W, R, Fut>(batch: Vec<Job<W, R>>, meter: Meter, commit: impl FnOnce(Vec<W>) -> Fut)
+where
+    Fut: Future<Output = Vec<Result<R, StoreError>>>,
+{
+    let (work, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.work, j.done)).unzip();
+    let count = work.len();
+    let started = std::time::Instant::now();
+    let results = commit(work).await;
+    match meter {
+        Meter::Acceptances => {
+            metrics::histogram!(crate::metric::STORE_COMMIT_DURATION)
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(crate::metric::STORE_COMMITS).increment(1);
+            metrics::counter!(crate::metric::STORE_ACCEPTANCES).increment(count as u64);
+            metrics::histogram!(crate::metric::STORE_BATCH_SIZE).record(count as f64);
         }
-        let mut results = results.into_iter();
-        for waiter in waiters {
-            let result = results.next().unwrap_or_else(|| {
-                Err(StoreError::Query {
-                    op: "group commit",
-                    reason: "batch returned too few results".into(),
-                })
-            });
-            // A caller that went away (its connection closed) needs no answer; its
-            // write is committed all the same.
-            let _ = waiter.send(result);
+        Meter::Inbox => {
+            metrics::counter!(crate::metric::STORE_INBOX_BATCHES).increment(1);
+            metrics::counter!(crate::metric::STORE_INBOX_WRITES).increment(count as u64);
         }
+    }
+    let mut results = results.into_iter();
+    for waiter in waiters {
+        let result = results.next().unwrap_or_else(|| {
+            Err(StoreError::Query {
+                op: "group commit",
+                reason: "batch returned too few results".into(),
+            })
+        });
+        // A caller that went away (its connection closed) needs no answer; its
+        // write is committed all the same.
+        let _ = waiter.send(result);
     }
 }
 
@@ -250,9 +313,11 @@ mod tests {
         let gc = GroupCommit::spawn(
             options,
             Meter::Acceptances,
-            move |batch: Vec<Acceptance>| {
+            move |batch: Vec<Acceptance>, turn: Turn| {
                 let (s, g) = (s.clone(), g.clone());
                 async move {
+                    // The turn ends when the future does: batches one after another.
+                    let _turn = turn;
                     g.acquire().await.expect("gate").forget();
                     s.lock().expect("lock").push(batch.len());
                     batch
@@ -364,6 +429,49 @@ mod tests {
             Some(&2),
             "the window joined 3 and 4: {sizes:?}"
         );
+    }
+
+    /// The next batch is written while the one before waits to be durable, and at most two
+    /// are in flight.
+    #[tokio::test]
+    async fn the_next_batch_is_written_while_one_waits_to_be_durable() {
+        let durable = Arc::new(tokio::sync::Semaphore::new(0));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (d, l) = (durable.clone(), log.clone());
+        let gc: Acceptances = GroupCommit::spawn(
+            Options {
+                window: Duration::ZERO,
+                max_batch: 1,
+            },
+            Meter::Acceptances,
+            move |batch: Vec<Acceptance>, turn: Turn| {
+                let (d, l) = (d.clone(), l.clone());
+                async move {
+                    let jti = batch[0].jti.to_string();
+                    l.lock().expect("log").push(format!("commit {jti}"));
+                    turn.end();
+                    d.acquire().await.expect("sync").forget();
+                    vec![Ok(AcceptOutcome::Accepted)]
+                }
+            },
+        );
+        let tasks: Vec<_> = ["one", "two", "three"]
+            .into_iter()
+            .map(|j| {
+                let gc = gc.clone();
+                tokio::spawn(async move { gc.submit(acceptance(j)).await })
+            })
+            .collect();
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        // Two committed, neither durable yet; the third waits for a place in flight.
+        assert_eq!(log.lock().expect("log").len(), 2, "{:?}", log.lock());
+        durable.add_permits(3);
+        for t in tasks {
+            t.await.expect("task").expect("accepted");
+        }
+        assert_eq!(log.lock().expect("log").len(), 3);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use refex_core::lifecycle::{DeliveryStatus, Step};
 use refex_core::timestamp::UnixTime;
 
 use crate::common::{INBOX_BACKLOG, INBOX_PAGE, SqlStore, moved, watch};
+use crate::group_commit::Turn;
 use crate::records::{self as rec, AuditRecord};
 use crate::sql::{Arg, Dialect, Pool, Scalar, Stmt, Tx};
 use crate::{StoreError, rows};
@@ -152,14 +153,15 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
 pub(crate) async fn inbox_batch<D: Dialect>(
     pool: &Pool<D>,
     batch: Vec<rec::InboxWrite>,
+    turn: &Turn,
 ) -> Vec<Result<rec::InboxWritten, StoreError>> {
-    if let Ok(results) = inbox_batch_tx(pool, &batch).await {
+    if let Ok(results) = inbox_batch_tx(pool, &batch, turn).await {
         return results.into_iter().map(Ok).collect();
     }
     let mut results = Vec::with_capacity(batch.len());
     for write in &batch {
         results.push(
-            inbox_batch_tx(pool, std::slice::from_ref(write))
+            inbox_batch_tx(pool, std::slice::from_ref(write), turn)
                 .await
                 .and_then(|mut r| r.pop().ok_or(rows::corrupt("inbox group commit", "answer"))),
         );
@@ -170,6 +172,7 @@ pub(crate) async fn inbox_batch<D: Dialect>(
 async fn inbox_batch_tx<D: Dialect>(
     pool: &Pool<D>,
     batch: &[rec::InboxWrite],
+    turn: &Turn,
 ) -> Result<Vec<rec::InboxWritten>, StoreError> {
     let mut tx = pool.begin().await?;
     // Every row the batch may write, locked up front in `seq` order, the order a
@@ -224,7 +227,7 @@ async fn inbox_batch_tx<D: Dialect>(
         return Ok(results);
     }
     crate::audit::insert_events(&mut tx, &events).await?;
-    tx.commit().await?;
+    tx.commit_then(|| turn.end()).await?;
     Ok(results)
 }
 

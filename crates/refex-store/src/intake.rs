@@ -14,6 +14,7 @@ use crate::common::{
     Closing, INSERT_CHUNK, OPEN_DELIVERIES, SUBJECT_MATCHES, SqlStore, close_each,
     insert_subject_keys, notify_inbox,
 };
+use crate::group_commit::Turn;
 use crate::records::{self as rec, AuditRecord};
 use crate::sql::{Arg, Dialect, Pool, Scalar, Stmt, Tx};
 use crate::{StoreError, rows};
@@ -339,8 +340,9 @@ pub(crate) async fn withdraw_open<D: Dialect>(
 pub(crate) async fn accept_batch<D: Dialect>(
     pool: &Pool<D>,
     batch: Vec<rec::Acceptance>,
+    turn: &Turn,
 ) -> Vec<Result<rec::AcceptOutcome, StoreError>> {
-    match accept_batch_tx(pool, &batch).await {
+    match accept_batch_tx(pool, &batch, turn).await {
         Ok(results) => results,
         Err(e) => batch
             .iter()
@@ -366,6 +368,7 @@ pub(crate) async fn accept_batch<D: Dialect>(
 async fn accept_batch_tx<D: Dialect>(
     pool: &Pool<D>,
     batch: &[rec::Acceptance],
+    turn: &Turn,
 ) -> Result<Vec<Result<rec::AcceptOutcome, StoreError>>, StoreError> {
     let mut tx = pool.begin().await?;
     match write_batch(&mut tx, batch).await {
@@ -373,12 +376,12 @@ async fn accept_batch_tx<D: Dialect>(
             if notify {
                 notify_inbox(&mut tx).await?;
             }
-            tx.commit().await?;
+            tx.commit_then(|| turn.end()).await?;
             Ok(results)
         }
         Err(_) => {
             drop(tx);
-            accept_each(pool, batch).await
+            accept_each(pool, batch, turn).await
         }
     }
 }
@@ -388,6 +391,7 @@ async fn accept_batch_tx<D: Dialect>(
 async fn accept_each<D: Dialect>(
     pool: &Pool<D>,
     batch: &[rec::Acceptance],
+    turn: &Turn,
 ) -> Result<Vec<Result<rec::AcceptOutcome, StoreError>>, StoreError> {
     let savepoint = |sql: &'static str| Stmt::new("savepoint", sql);
     let mut tx = pool.begin().await?;
@@ -417,7 +421,7 @@ async fn accept_each<D: Dialect>(
     if notify {
         notify_inbox(&mut tx).await?;
     }
-    tx.commit().await?;
+    tx.commit_then(|| turn.end()).await?;
     Ok(results)
 }
 

@@ -1,5 +1,5 @@
 //! Storage: one [`Store`] trait with two real backends, SQLite (the embedded default, WAL,
-//! `synchronous=FULL`) and PostgreSQL (shared by gateway replicas), each with its own
+//! every write durable before it returns: [`durable`]) and PostgreSQL (shared by gateway replicas), each with its own
 //! migrations under `migrations/`. Nothing outside this crate speaks SQL to the gateway's
 //! store (the gateway re-exports it as `refex::store`; only its benchmark seeds a throwaway
 //! store directly).
@@ -12,6 +12,7 @@
 
 mod audit;
 mod common;
+pub mod durable;
 pub mod group_commit;
 mod housekeeping;
 mod inbox;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use refex_core::envelope::sealed::Sealed;
 use refex_core::timestamp::UnixTime;
 
+use crate::durable::WalSync;
 use crate::{Backend, StoreError, query_err};
 
 /// One argument of a statement, typed as the column it is bound to.
@@ -479,6 +480,7 @@ impl Faults {
 pub struct Tx<D: Dialect> {
     tx: sqlx::Transaction<'static, D::Db>,
     faults: Faults,
+    sync: Option<Arc<WalSync>>,
 }
 
 impl<D: Dialect> Tx<D> {
@@ -518,10 +520,24 @@ impl<D: Dialect> Tx<D> {
         })
     }
 
-    /// Commits the transaction.
+    /// Commits the transaction, durably: it returns once the commit would survive a
+    /// power cut.
     pub async fn commit(self) -> Result<(), StoreError> {
+        self.commit_then(|| ()).await
+    }
+
+    /// Commits the transaction, calls `committed` as soon as the connection is free for the
+    /// next transaction, and returns once the commit is durable (on the embedded store, after
+    /// the write-ahead log's sync: the next transaction runs meanwhile).
+    pub async fn commit_then(self, committed: impl FnOnce()) -> Result<(), StoreError> {
         self.faults.check("COMMIT")?;
-        self.tx.commit().await.map_err(query_err("commit"))
+        let sync = self.sync;
+        self.tx.commit().await.map_err(query_err("commit"))?;
+        committed();
+        match sync {
+            Some(sync) => sync.durable().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -530,6 +546,9 @@ impl<D: Dialect> Tx<D> {
 pub struct Pool<D: Dialect> {
     pool: sqlx::Pool<D::Db>,
     faults: Faults,
+    /// The embedded store's writer: commits are made durable by syncing the write-ahead log
+    /// after the connection is released ([`WalSync`]).
+    sync: Option<Arc<WalSync>>,
 }
 
 impl<D: Dialect> Clone for Pool<D> {
@@ -537,14 +556,38 @@ impl<D: Dialect> Clone for Pool<D> {
         Self {
             pool: self.pool.clone(),
             faults: self.faults.clone(),
+            sync: self.sync.clone(),
         }
     }
 }
 
 impl<D: Dialect> Pool<D> {
-    /// The pool, consulting `faults` before each statement.
+    /// The pool, consulting `faults` before each statement; its commits durable when they
+    /// return (the connections sync them).
     pub fn new(pool: sqlx::Pool<D::Db>, faults: Faults) -> Self {
-        Self { pool, faults }
+        Self {
+            pool,
+            faults,
+            sync: None,
+        }
+    }
+
+    /// The pool whose connections commit without syncing, each write made durable by `sync`
+    /// before it returns.
+    pub fn synced_by(pool: sqlx::Pool<D::Db>, faults: Faults, sync: Arc<WalSync>) -> Self {
+        Self {
+            pool,
+            faults,
+            sync: Some(sync),
+        }
+    }
+
+    /// A statement run on its own has committed: made durable when this pool syncs.
+    async fn durable(&self) -> Result<(), StoreError> {
+        match &self.sync {
+            Some(sync) => sync.durable().await,
+            None => Ok(()),
+        }
     }
 
     /// The driver's pool.
@@ -575,6 +618,7 @@ impl<D: Dialect> Pool<D> {
         Ok(Tx {
             tx,
             faults: self.faults.clone(),
+            sync: self.sync.clone(),
         })
     }
 
@@ -582,9 +626,12 @@ impl<D: Dialect> Pool<D> {
     pub async fn execute(&self, stmt: Stmt<'_>) -> Result<u64, StoreError> {
         self.faults.check(stmt.sql())?;
         let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
-        D::execute(&mut conn, &stmt)
+        let changed = D::execute(&mut conn, &stmt)
             .await
-            .map_err(query_err(stmt.op()))
+            .map_err(query_err(stmt.op()))?;
+        drop(conn);
+        self.durable().await?;
+        Ok(changed)
     }
 
     /// Every row of a query.
@@ -594,6 +641,9 @@ impl<D: Dialect> Pool<D> {
         let rows = D::fetch(&mut conn, &stmt)
             .await
             .map_err(query_err(stmt.op()))?;
+        drop(conn);
+        // A statement on the writer may have written (`RETURNING`).
+        self.durable().await?;
         rows.into_iter()
             .map(|r| T::from_row(Row::new(stmt.op(), r)))
             .collect()
