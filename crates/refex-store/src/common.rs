@@ -156,6 +156,7 @@ impl<D: Dialect> crate::Store for SqlStore<D> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.writer.check_durable()?;
         let found: Option<Scalar<String>> = self
             .pool
             .fetch_optional(Stmt::new(

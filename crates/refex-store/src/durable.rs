@@ -101,7 +101,8 @@ impl WalSync {
         }
     }
 
-    fn check(&self) -> Result<(), StoreError> {
+    /// Whether writes can still be made durable (no sync has failed).
+    pub fn check(&self) -> Result<(), StoreError> {
         if self.failed.load(Ordering::SeqCst) {
             Err(Self::failure())
         } else {

@@ -582,6 +582,12 @@ impl<D: Dialect> Pool<D> {
         }
     }
 
+    /// Whether this pool's writes can still be made durable (a failed write-ahead log sync
+    /// stops every later write, and readiness with them).
+    pub fn check_durable(&self) -> Result<(), StoreError> {
+        self.sync.as_ref().map_or(Ok(()), |s| s.check())
+    }
+
     /// A statement run on its own has committed: made durable when this pool syncs.
     async fn durable(&self) -> Result<(), StoreError> {
         match &self.sync {
