@@ -79,6 +79,8 @@ pub fn transport_words(e: &reqwest::Error) -> String {
         || lower.contains("unexpected-eof")
         || lower.contains("close_notify")
         || lower.contains("peer closed connection")
+        // hyper's pool: the connection closed between the handshake and the request.
+        || lower.contains("connection was not ready")
     {
         // TLS 1.3 ends the handshake before the server has judged the client certificate:
         // its refusal reaches the client as a closed connection on the first request.

@@ -26,16 +26,32 @@ use tokio::sync::{Mutex, watch};
 
 use crate::StoreError;
 
+/// Why a sync did not happen.
+#[derive(Debug)]
+pub enum SyncFailure {
+    /// The log could not be opened (too many open files, permissions): nothing is known
+    /// lost, and a later sync covers this commit too.
+    Open(std::io::Error),
+    /// `fdatasync` failed: the kernel may have dropped pages it could not write.
+    Sync(std::io::Error),
+}
+
 /// How a file is synced.
-type SyncFn = Arc<dyn Fn(&std::path::Path) -> std::io::Result<()> + Send + Sync>;
+pub type SyncFn = Arc<dyn Fn(&std::path::Path) -> Result<(), SyncFailure> + Send + Sync>;
 
 /// Syncs one SQLite database's write-ahead log for the commits made before it.
+///
+/// Commits on the writer are numbered in the order they happen (the writer is one
+/// connection): a commit takes its [`Ticket`] just before `COMMIT` and is marked done when
+/// `COMMIT` returns. A sync covers every commit done when it began.
 pub struct WalSync {
     /// `<database>-wal`.
     wal: PathBuf,
-    /// Commits counted so far (each counted after its `COMMIT` returned).
-    committed: AtomicU64,
-    /// Commits known durable: every commit counted before the last finished sync began.
+    /// The last ticket handed out.
+    begun: AtomicU64,
+    /// The last ticket whose `COMMIT` has returned (or failed, or was abandoned).
+    done: watch::Sender<u64>,
+    /// Every ticket up to this one is durable.
     synced: watch::Sender<u64>,
     /// One sync at a time; those waiting behind it usually find themselves covered.
     syncing: Mutex<()>,
@@ -52,6 +68,20 @@ impl std::fmt::Debug for WalSync {
     }
 }
 
+/// A commit's place in the writer's order; marks the commit done when dropped (after its
+/// `COMMIT` returned, failed, or was abandoned with its request).
+#[derive(Debug)]
+pub struct Ticket<'a> {
+    sync: &'a WalSync,
+    number: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.sync.done.send_modify(|d| *d = (*d).max(self.number));
+    }
+}
+
 impl WalSync {
     /// The sync for the database file at `database`.
     pub fn for_database(database: &std::path::Path) -> Self {
@@ -64,7 +94,8 @@ impl WalSync {
     pub fn with_sync(wal: PathBuf, sync: SyncFn) -> Self {
         Self {
             wal,
-            committed: AtomicU64::new(0),
+            begun: AtomicU64::new(0),
+            done: watch::channel(0).0,
             synced: watch::channel(0).0,
             syncing: Mutex::new(()),
             failed: AtomicBool::new(false),
@@ -72,33 +103,69 @@ impl WalSync {
         }
     }
 
-    /// Call after a `COMMIT` returned: returns once a sync begun after it has finished.
-    pub async fn durable(&self) -> Result<(), StoreError> {
-        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+    /// Take just before a write commits on the writer (no other can commit meanwhile);
+    /// drop once its `COMMIT` has returned, then wait for [`WalSync::durable`].
+    pub fn ticket(&self) -> Ticket<'_> {
+        Ticket {
+            sync: self,
+            number: self.begun.fetch_add(1, Ordering::SeqCst) + 1,
+        }
+    }
+
+    /// Call once the ticket's `COMMIT` has returned: marks it done and returns once it is
+    /// durable.
+    pub async fn after(&self, ticket: Ticket<'_>) -> Result<(), StoreError> {
+        let number = ticket.number;
+        drop(ticket);
+        self.durable(number).await
+    }
+
+    /// Returns once the commit numbered `number` (its ticket dropped) is durable: a sync
+    /// begun after it has finished.
+    async fn durable(&self, number: u64) -> Result<(), StoreError> {
         loop {
             self.check()?;
-            if *self.synced.borrow() >= mine {
+            if *self.synced.borrow() >= number {
                 return Ok(());
             }
             let _turn = self.syncing.lock().await;
             self.check()?;
-            if *self.synced.borrow() >= mine {
+            if *self.synced.borrow() >= number {
                 return Ok(());
             }
-            // Every commit counted by now has written its frames: this sync covers them all.
-            let covers = self.committed.load(Ordering::SeqCst);
+            // Every commit done by now has written its frames: this sync covers them all.
+            let covers = *self.done.borrow();
             let wal = self.wal.clone();
             let sync = self.sync.clone();
-            let done = tokio::task::spawn_blocking(move || sync(&wal))
+            let outcome = tokio::task::spawn_blocking(move || sync(&wal))
                 .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            if let Err(e) = done {
-                self.failed.store(true, Ordering::SeqCst);
-                tracing::error!(error = %e, "syncing the store's write-ahead log failed; refusing further writes");
-                return Err(Self::failure());
+                .unwrap_or_else(|e| Err(SyncFailure::Sync(std::io::Error::other(e.to_string()))));
+            match outcome {
+                Ok(()) => self.synced.send_modify(|s| *s = (*s).max(covers)),
+                Err(SyncFailure::Open(e)) => {
+                    tracing::warn!(error = %e, "the store's write-ahead log could not be opened to sync it");
+                    return Err(StoreError::Unavailable(
+                        "the store's write-ahead log could not be opened to sync it".into(),
+                    ));
+                }
+                Err(SyncFailure::Sync(e)) => {
+                    self.failed.store(true, Ordering::SeqCst);
+                    tracing::error!(error = %e, "syncing the store's write-ahead log failed; refusing further writes");
+                    return Err(Self::failure());
+                }
             }
-            self.synced.send_modify(|s| *s = (*s).max(covers));
         }
+    }
+
+    /// Returns once every commit that has begun by now is durable: for an answer drawn from
+    /// what a reader sees (a reader sees a commit from its `COMMIT`, before its sync), such as
+    /// "this referral was accepted before".
+    pub async fn barrier(&self) -> Result<(), StoreError> {
+        let target = self.begun.load(Ordering::SeqCst);
+        let mut done = self.done.subscribe();
+        // A ticket is always dropped, so this ends; the sender lives as long as `self`.
+        let _ = done.wait_for(|d| *d >= target).await;
+        self.durable(target).await
     }
 
     /// Whether writes can still be made durable (no sync has failed).
@@ -117,12 +184,13 @@ impl WalSync {
 
 /// `fdatasync` of the file at `path`, opened afresh so a WAL SQLite recreated is the one
 /// synced. A WAL that is gone was removed after a complete checkpoint, which synced the
-/// database: nothing is left to sync.
-fn sync_file(path: &std::path::Path) -> std::io::Result<()> {
+/// database: nothing is left to sync (the writer's connection is kept open, so SQLite does
+/// not remove it while the store runs).
+fn sync_file(path: &std::path::Path) -> Result<(), SyncFailure> {
     match std::fs::File::open(path) {
-        Ok(f) => f.sync_data(),
+        Ok(f) => f.sync_data().map_err(SyncFailure::Sync),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => Err(SyncFailure::Open(e)),
     }
 }
 
@@ -157,7 +225,7 @@ mod tests {
         let first = {
             let (s, log) = (s.clone(), log.clone());
             tokio::spawn(async move {
-                s.durable().await.expect("durable");
+                s.after(s.ticket()).await.expect("durable");
                 log.lock().expect("log").push("first answered");
             })
         };
@@ -169,7 +237,7 @@ mod tests {
             .map(|_| {
                 let (s, log) = (s.clone(), log.clone());
                 tokio::spawn(async move {
-                    s.durable().await.expect("durable");
+                    s.after(s.ticket()).await.expect("durable");
                     log.lock().expect("log").push("later answered");
                 })
             })
@@ -206,11 +274,18 @@ mod tests {
             PathBuf::from("unused"),
             Arc::new(move |_: &std::path::Path| {
                 c.fetch_add(1, Ordering::SeqCst);
-                Err(std::io::Error::other("EIO"))
+                Err(SyncFailure::Sync(std::io::Error::other("EIO")))
             }),
         );
-        assert!(matches!(s.durable().await, Err(StoreError::Unavailable(_))));
-        assert!(matches!(s.durable().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            s.after(s.ticket()).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            s.after(s.ticket()).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(s.barrier().await, Err(StoreError::Unavailable(_))));
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,
@@ -222,8 +297,59 @@ mod tests {
     async fn a_missing_log_was_checkpointed_away() {
         let dir = tempfile::tempdir().expect("dir");
         let s = WalSync::for_database(&dir.path().join("gone.db"));
-        s.durable().await.expect("nothing to sync");
+        s.after(s.ticket()).await.expect("nothing to sync");
         std::fs::write(dir.path().join("gone.db-wal"), b"frames").expect("write");
-        s.durable().await.expect("synced");
+        s.after(s.ticket()).await.expect("synced");
+    }
+
+    #[tokio::test]
+    async fn a_log_that_cannot_be_opened_fails_the_write_but_stops_nothing() {
+        let fail = Arc::new(AtomicBool::new(true));
+        let f = fail.clone();
+        let s = WalSync::with_sync(
+            PathBuf::from("unused"),
+            Arc::new(move |_: &std::path::Path| {
+                if f.load(Ordering::SeqCst) {
+                    Err(SyncFailure::Open(std::io::Error::other("EMFILE")))
+                } else {
+                    Ok(())
+                }
+            }),
+        );
+        assert!(s.after(s.ticket()).await.is_err());
+        assert!(s.check().is_ok(), "not a failed sync");
+        fail.store(false, Ordering::SeqCst);
+        s.after(s.ticket())
+            .await
+            .expect("the next sync covers both");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_barrier_waits_for_a_commit_in_progress_and_its_sync() {
+        let syncs = Arc::new(AtomicU64::new(0));
+        let c = syncs.clone();
+        let s = Arc::new(WalSync::with_sync(
+            PathBuf::from("unused"),
+            Arc::new(move |_: &std::path::Path| {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }),
+        ));
+        // Nothing committed: nothing to wait for, no sync.
+        s.barrier().await.expect("barrier");
+        assert_eq!(syncs.load(Ordering::SeqCst), 0);
+        let ticket = s.ticket(); // a COMMIT under way: readers may already see it
+        let barrier = {
+            let s = s.clone();
+            tokio::spawn(async move { s.barrier().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !barrier.is_finished(),
+            "the barrier waits for the commit in progress"
+        );
+        drop(ticket);
+        barrier.await.expect("task").expect("barrier");
+        assert_eq!(syncs.load(Ordering::SeqCst), 1, "and for a sync after it");
     }
 }

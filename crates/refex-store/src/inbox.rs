@@ -222,8 +222,11 @@ async fn inbox_batch_tx<D: Dialect>(
         events.extend(event);
     }
     if events.is_empty() {
-        // Only reads (fetches of deliveries already delivered): nothing to commit.
+        // Only reads (fetches of deliveries already delivered, acknowledgements repeated):
+        // nothing to commit, but what they read may be a commit not yet durable.
         drop(tx);
+        turn.end();
+        pool.barrier().await?;
         return Ok(results);
     }
     crate::audit::insert_events(&mut tx, &events).await?;

@@ -31,7 +31,13 @@ impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
         jti: &Jti,
     ) -> Result<Option<rec::PriorAcceptance>, StoreError> {
         let row = self.pool.fetch_optional(replay_marker(sender, jti)).await?;
-        prior(row)
+        let found = prior(row)?;
+        if found.is_some() {
+            // A reader sees a commit before it is durable: "accepted before" is an answer
+            // only once it is.
+            self.writer.barrier().await?;
+        }
+        Ok(found)
     }
 
     async fn delivery_states(

@@ -532,11 +532,12 @@ impl<D: Dialect> Tx<D> {
     pub async fn commit_then(self, committed: impl FnOnce()) -> Result<(), StoreError> {
         self.faults.check("COMMIT")?;
         let sync = self.sync;
+        let ticket = sync.as_deref().map(WalSync::ticket);
         self.tx.commit().await.map_err(query_err("commit"))?;
         committed();
-        match sync {
-            Some(sync) => sync.durable().await,
-            None => Ok(()),
+        match (sync.as_deref(), ticket) {
+            (Some(sync), Some(ticket)) => sync.after(ticket).await,
+            _ => Ok(()),
         }
     }
 }
@@ -588,10 +589,11 @@ impl<D: Dialect> Pool<D> {
         self.sync.as_ref().map_or(Ok(()), |s| s.check())
     }
 
-    /// A statement run on its own has committed: made durable when this pool syncs.
-    async fn durable(&self) -> Result<(), StoreError> {
+    /// Returns once everything committed on this pool so far is durable (at once where
+    /// commits are durable when they return): before answering from what a reader saw.
+    pub async fn barrier(&self) -> Result<(), StoreError> {
         match &self.sync {
-            Some(sync) => sync.durable().await,
+            Some(sync) => sync.barrier().await,
             None => Ok(()),
         }
     }
@@ -608,6 +610,7 @@ impl<D: Dialect> Pool<D> {
     /// throughput: the hook delays each release.)
     pub async fn begin(&self) -> Result<Tx<D>, StoreError> {
         self.faults.check("BEGIN")?;
+        self.check_durable()?;
         let tx = match self.pool.begin_with(D::BEGIN).await {
             Err(sqlx::Error::InvalidSavePointStatement | sqlx::Error::BeginFailed) => {
                 let stale = self.pool.acquire().await.map_err(query_err("begin"))?;
@@ -631,12 +634,16 @@ impl<D: Dialect> Pool<D> {
     /// Runs a statement on its own; how many rows it changed.
     pub async fn execute(&self, stmt: Stmt<'_>) -> Result<u64, StoreError> {
         self.faults.check(stmt.sql())?;
+        self.check_durable()?;
         let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
+        let ticket = self.sync.as_deref().map(WalSync::ticket);
         let changed = D::execute(&mut conn, &stmt)
             .await
             .map_err(query_err(stmt.op()))?;
         drop(conn);
-        self.durable().await?;
+        if let (Some(sync), Some(ticket)) = (self.sync.as_deref(), ticket) {
+            sync.after(ticket).await?;
+        }
         Ok(changed)
     }
 
@@ -644,12 +651,15 @@ impl<D: Dialect> Pool<D> {
     pub async fn fetch_all<T: FromRow>(&self, stmt: Stmt<'_>) -> Result<Vec<T>, StoreError> {
         self.faults.check(stmt.sql())?;
         let mut conn = self.pool.acquire().await.map_err(query_err("acquire"))?;
+        // A statement on the writer may write (`RETURNING`).
+        let ticket = self.sync.as_deref().map(WalSync::ticket);
         let rows = D::fetch(&mut conn, &stmt)
             .await
             .map_err(query_err(stmt.op()))?;
         drop(conn);
-        // A statement on the writer may have written (`RETURNING`).
-        self.durable().await?;
+        if let (Some(sync), Some(ticket)) = (self.sync.as_deref(), ticket) {
+            sync.after(ticket).await?;
+        }
         rows.into_iter()
             .map(|r| T::from_row(Row::new(stmt.op(), r)))
             .collect()
