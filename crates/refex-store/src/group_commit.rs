@@ -77,11 +77,6 @@ impl Turn {
         Self(Arc::new(Mutex::new(Some(permit))))
     }
 
-    /// A turn that holds nothing back (a write outside any committer).
-    pub fn none() -> Self {
-        Self(Arc::new(Mutex::new(None)))
-    }
-
     /// Ends the turn: the writer is free for the next batch.
     pub fn end(&self) {
         self.0
