@@ -365,11 +365,15 @@ async fn an_unreachable_store_is_answered_at_once_and_refusals_are_kept() {
         "the gateway did not notice the store was back and replay its spool"
     );
     let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-    let details: Vec<String> =
-        sqlx::query_scalar("SELECT leaf FROM audit_events WHERE kind = 'rejected'")
+    let packed: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT packed_detail FROM audit_events WHERE kind = 'rejected'")
             .fetch_all(&mut c)
             .await
             .unwrap();
+    let details: Vec<String> = packed
+        .iter()
+        .map(|p| refex::store::packed::unpack(p).unwrap())
+        .collect();
     assert!(
         details.iter().any(|d| d.contains(&slug)),
         "the spooled rejection ({slug}) is in the audit log: {details:?}"

@@ -625,9 +625,9 @@ async fn concurrent_steps_stay_coherent(store: Option<String>) {
         assert_eq!(b, 200, "withdrawal");
     }
     // Every delivery in an inbox has its ciphertext; no fetch follows a withdrawal or ack.
-    let rows: Vec<(String, Option<String>)> = h
+    let rows: Vec<(String, Option<Vec<u8>>)> = h
         .sql(async |c| {
-            sqlx::query_as("SELECT status, sealed FROM deliveries")
+            sqlx::query_as("SELECT status, sealed_packed FROM deliveries")
                 .fetch_all(c)
                 .await
                 .unwrap()

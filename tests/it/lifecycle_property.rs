@@ -275,10 +275,10 @@ async fn apply(h: &Harness, clock: &ManualClock, model: &mut Model, op: &Op) {
 /// latest `minimised` event of the delivery).
 async fn released_fields_were_minimised(h: &Harness, delivery: &str, payload: &Value) {
     let id = delivery.to_owned();
-    let details: Vec<String> = h
+    let details: Vec<Vec<u8>> = h
         .sql(async |c| {
             sqlx::query_scalar(
-                "SELECT leaf FROM audit_events WHERE delivery_id = $1 AND kind = 'minimised' ORDER BY idx",
+                "SELECT packed_detail FROM audit_events WHERE delivery_id = $1 AND kind = 'minimised' ORDER BY idx",
             )
             .bind(id)
             .fetch_all(c)
@@ -286,7 +286,11 @@ async fn released_fields_were_minimised(h: &Harness, delivery: &str, payload: &V
             .unwrap()
         })
         .await;
-    let last: Value = serde_json::from_str(&common::detail_of(details.last().unwrap())).unwrap();
+    let last: Value = serde_json::from_str(&common::packed_detail_of(
+        "minimised",
+        details.last().unwrap(),
+    ))
+    .unwrap();
     let disclosed: BTreeSet<String> = last["disclosed"]
         .as_array()
         .unwrap()

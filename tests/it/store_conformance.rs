@@ -224,7 +224,7 @@ async fn a_failed_statement_leaves_nothing_half_written() {
     };
     for needle in [
         "DELETE FROM holds",
-        "UPDATE deliveries SET status = $1, sealed = $2",
+        "UPDATE deliveries SET status = $1, sealed = NULL, sealed_packed = $2",
         "INSERT INTO inbox_counters",
         "INSERT INTO subject_keys",
         "INSERT INTO audit_events",
@@ -1057,7 +1057,21 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         .await
         .unwrap();
     store.report_facts(t(0), t(i64::MAX / 2)).await.unwrap();
-    // An index column that disagrees with the leaf it indexes: the record is not served.
+    // A packed detail swapped for another that parses: its rebuilt leaf no longer hashes to
+    // the tree's node, so the record is not served.
+    store.referral_detail(&rid(40)).await.unwrap();
+    sqlx::query("UPDATE audit_events SET packed_detail = $1 WHERE referral_id = $2")
+        .bind(refex::store::packed::pack(r#"{"reason":"altered"}"#))
+        .bind(rid(40).as_str().to_owned())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(leaf_corrupt(
+        store.referral_detail(&rid(40)).await.unwrap_err()
+    ));
+    // An index column changed: for an event stored packed its rebuilt leaf no longer hashes
+    // to the tree's node; for one stored as leaf text it disagrees with the leaf. Either
+    // way the record is not served.
     let q = format!(
         "UPDATE audit_events SET actor = 'notts-police/person:dsl-b' WHERE referral_id = '{}'",
         rid(40)
@@ -1106,6 +1120,37 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
                 .await
                 .unwrap_err()
         ));
+        // The same plaintext where the packed ciphertext belongs (as the text packing, or
+        // as bytes of any other shape): not a compact JWE, never handed on.
+        let mut as_text = vec![0u8];
+        as_text.extend_from_slice(text.as_bytes());
+        for packed in [as_text, text.as_bytes().to_vec()] {
+            sqlx::query("UPDATE deliveries SET sealed = NULL, sealed_packed = $1 WHERE id = $2")
+                .bind(packed)
+                .bind(did(40, 2).as_str().to_owned())
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let e = store
+                .fetch_delivery(&p("gp-practice"), &did(40, 2), t(1_795_000_500), &police())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    StoreError::Corrupt {
+                        table: "deliveries",
+                        column: "sealed_packed"
+                    }
+                ),
+                "{e}"
+            );
+        }
+        let q = format!(
+            "UPDATE deliveries SET sealed_packed = NULL WHERE id = '{}'",
+            did(40, 2)
+        );
+        run(&mut conn, q).await;
     }
     store.close().await;
 }

@@ -242,7 +242,8 @@ pub struct StoreBytes {
     pub referrals: u64,
     /// Bytes of the pages in use.
     pub used: u64,
-    /// Bytes of sealed deliveries (compact JWE text) still held.
+    /// Bytes of the sealed deliveries still held, as compact JWE text (what recipients
+    /// fetch; the store keeps them packed).
     pub sealed: u64,
     /// Where the pages go: each table with its indexes, largest first (SQLite's `dbstat`).
     pub tables: Vec<TableBytes>,
@@ -292,10 +293,12 @@ pub async fn bytes_in_use(url: &str) -> Result<StoreBytes, BenchError> {
         .fetch_one(&mut conn)
         .await
         .map_err(fail)?;
-    let sealed = q("SELECT COALESCE(SUM(LENGTH(sealed)), 0) FROM deliveries")
-        .fetch_one(&mut conn)
-        .await
-        .map_err(fail)?;
+    // The ciphertext as recipients fetch it (compact JWE text), however the store keeps it.
+    let sealed = q("SELECT COALESCE(SUM(bytes), 0) FROM deliveries \
+                    WHERE sealed IS NOT NULL OR sealed_packed IS NOT NULL")
+    .fetch_one(&mut conn)
+    .await
+    .map_err(fail)?;
     let tables: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT COALESCE(m.tbl_name, d.name), SUM(d.pgsize), SUM(d.unused) \
            FROM dbstat d LEFT JOIN sqlite_schema m ON m.name = d.name \
@@ -406,6 +409,7 @@ async fn seed(url: &str, count: u64, first_at: i64) -> Result<(), BenchError> {
             // Positions before every real one, unique per recipient.
             ("inbox_pos", "-(n.i * 100 + t.k)"),
             ("sealed", "NULL"),
+            ("sealed_packed", "NULL"),
             ("created_at", at),
             ("updated_at", at),
         ],

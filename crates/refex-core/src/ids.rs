@@ -254,6 +254,16 @@ impl SubjectHash {
     pub fn of_mac(bytes: &[u8; 32]) -> Self {
         Self(hex::encode(bytes))
     }
+
+    /// The 32 bytes of MAC output, as a store keeps them.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // `parse` and `of_mac` admit only 64 hex digits, which decode to exactly 32 bytes.
+        if let Err(e) = hex::decode_to_slice(&self.0, &mut out) {
+            unreachable!("a subject hash is 64 hex digits: {e}");
+        }
+        out
+    }
 }
 
 /// One gateway process among the replicas sharing a store: how each announces itself and

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod intake;
 pub mod lawful;
 pub mod lifecycle;
+pub mod packing;
 pub mod partners;
 pub mod policy;
 pub mod schema;

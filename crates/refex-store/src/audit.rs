@@ -12,7 +12,7 @@ use refex_core::timestamp::UnixTime;
 use crate::common::{INSERT_CHUNK, SqlStore};
 use crate::records::{self as rec, AuditRecord};
 use crate::sql::{Arg, Dialect, Scalar, Stmt, Tx};
-use crate::{StoreError, rows};
+use crate::{StoreError, packed, rows};
 
 #[async_trait::async_trait]
 impl<D: Dialect> crate::AuditStore for SqlStore<D> {
@@ -89,25 +89,25 @@ impl<D: Dialect> crate::AuditStore for SqlStore<D> {
         from: u64,
         limit: u64,
     ) -> Result<Vec<rec::LeafRecord>, StoreError> {
-        let found: Vec<(i64, Option<String>, Vec<u8>)> = self
+        let sql = format!(
+            "SELECT {} FROM audit_events WHERE idx >= $1 ORDER BY idx LIMIT $2",
+            rows::EVENT_COLUMNS
+        );
+        let found: Vec<rows::EventRowRaw> = self
             .pool
             .fetch_all(
-                Stmt::new(
-                    "audit leaves",
-                    "SELECT e.idx, e.leaf, n.hash FROM audit_events e JOIN audit_nodes n \
-                     ON n.level = 0 AND n.idx = e.idx WHERE e.idx >= $1 ORDER BY e.idx LIMIT $2",
-                )
-                .bind(from as i64)
-                .bind(limit as i64),
+                Stmt::new("audit leaves", sql)
+                    .bind(from as i64)
+                    .bind(limit as i64),
             )
             .await?;
         found
             .into_iter()
-            .map(|(idx, leaf, hash)| {
+            .map(|event| {
                 Ok(rec::LeafRecord {
-                    idx: idx as u64,
-                    leaf,
-                    hash: rows::hash("audit_nodes", &hash)?,
+                    idx: event.idx().ok_or(rows::corrupt("audit_events", "idx"))? as u64,
+                    leaf: event.leaf_text()?,
+                    hash: event.node()?.ok_or(rows::corrupt("audit_nodes", "hash"))?,
                 })
             })
             .collect()
@@ -128,6 +128,9 @@ impl<D: Dialect> crate::AuditStore for SqlStore<D> {
                     "SELECT r.received_at, r.referral_type, r.sender, d.recipient, \
                      r.consent_status, \
                      (SELECT COALESCE(e.leaf, '') FROM audit_events e \
+                      WHERE e.referral_id = d.referral_id AND e.delivery_id = d.id \
+                      AND e.kind = $3 AND e.at < $2 ORDER BY e.seq LIMIT 1), \
+                     (SELECT e.packed_detail FROM audit_events e \
                       WHERE e.referral_id = d.referral_id AND e.delivery_id = d.id \
                       AND e.kind = $3 AND e.at < $2 ORDER BY e.seq LIMIT 1), \
                      EXISTS (SELECT 1 FROM audit_events e WHERE e.referral_id = d.referral_id \
@@ -180,11 +183,21 @@ fn node_key(level: i64, idx: i64) -> Result<(u32, u64), StoreError> {
     ))
 }
 
+/// One event as [`insert_events`] writes it.
+struct StoredEvent<'a> {
+    record: &'a AuditRecord,
+    idx: i64,
+    actor: Option<String>,
+    packed: Vec<u8>,
+    hash: Hash,
+}
+
 /// Appends audit events, in order, as the next leaves of the Merkle tree: takes their
-/// indices under the `audit_head` row lock (held until commit), stores each canonical leaf
-/// and its hash, and the hash of every perfect subtree they complete. The existing tree's
-/// frontier (at most one hash per level) is read in one query, the new hashes computed by
-/// the pure `audit::tree::append`, and rows written with multi-row inserts.
+/// indices under the `audit_head` row lock (held until commit), stores each event (its
+/// columns and packed detail, from which its leaf is rebuilt) with its leaf hash, and the
+/// hash of every perfect subtree they complete. The existing tree's frontier (at most one
+/// hash per level) is read in one query, the new hashes computed by the pure
+/// `audit::tree::append`, and rows written with multi-row inserts.
 pub(crate) async fn insert_events<D: Dialect>(
     tx: &mut Tx<D>,
     events: &[AuditRecord],
@@ -209,19 +222,35 @@ pub(crate) async fn insert_events<D: Dialect>(
             frontier.insert(node_key(level, idx)?, rows::hash("audit_nodes", &hash)?);
         }
     }
-    // The leaf is the event's one stored copy; the other columns index it.
-    let leaves: Vec<(i64, String)> = events
+    // An event is stored once: the columns that place it and its detail, packed. Its leaf
+    // text is rebuilt from them (`LeafParts`), so only the hash needs the text here.
+    let stored: Vec<StoredEvent<'_>> = events
         .iter()
         .enumerate()
         .map(|(k, e)| {
             let idx = first + k as i64;
-            (idx, e.leaf(idx))
+            let detail = e.event.detail_json();
+            let actor = e.actor.as_ref().map(ToString::to_string);
+            let leaf = ev::LeafParts {
+                idx,
+                at: e.at,
+                kind: e.event.kind().as_str(),
+                referral_id: e.referral_id.as_ref().map(ReferralId::as_str),
+                delivery_id: e.delivery_id.as_ref().map(DeliveryId::as_str),
+                actor: actor.as_deref(),
+                detail: &detail,
+            }
+            .text();
+            StoredEvent {
+                record: e,
+                idx,
+                actor,
+                packed: packed::pack(&detail),
+                hash: leaf_hash(leaf.as_bytes()),
+            }
         })
         .collect();
-    let hashes: Vec<Hash> = leaves
-        .iter()
-        .map(|(_, leaf)| leaf_hash(leaf.as_bytes()))
-        .collect();
+    let hashes: Vec<Hash> = stored.iter().map(|s| s.hash).collect();
     let nodes: Vec<(i32, i64, Hash)> = tree::append(first as u64, &frontier, &hashes)
         .map_err(|e| StoreError::Query {
             op: "audit append",
@@ -230,22 +259,23 @@ pub(crate) async fn insert_events<D: Dialect>(
         .into_iter()
         .map(|((level, idx), hash)| (level as i32, idx as i64, hash))
         .collect();
-    let rows: Vec<(&AuditRecord, &(i64, String))> = events.iter().zip(&leaves).collect();
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    for chunk in stored.chunks(INSERT_CHUNK) {
         let stmt = Stmt::values(
             "insert audit event",
-            "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, idx, leaf) ",
+            "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, idx, \
+             packed_detail) ",
             chunk,
             "",
-            |(e, (idx, leaf)), args| {
+            |s, args| {
+                let e = s.record;
                 args.extend([
                     e.at.into(),
                     e.event.kind().as_str().into(),
                     e.referral_id.as_ref().map(ReferralId::as_str).into(),
                     e.delivery_id.as_ref().map(DeliveryId::as_str).into(),
-                    e.actor.as_ref().map(ToString::to_string).into(),
-                    (*idx).into(),
-                    leaf.into(),
+                    s.actor.as_deref().into(),
+                    s.idx.into(),
+                    Arg::from(&s.packed[..]),
                 ]);
             },
         );

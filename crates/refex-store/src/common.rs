@@ -230,7 +230,8 @@ pub(crate) async fn close_each<D: Dialect>(
         tx.execute(
             Stmt::new(
                 "close delivery",
-                "UPDATE deliveries SET status = $1, sealed = NULL, updated_at = $2 WHERE id = $3",
+                "UPDATE deliveries SET status = $1, sealed = NULL, sealed_packed = NULL, \
+                 updated_at = $2 WHERE id = $3",
             )
             .bind(to.as_str())
             .bind(at)
@@ -287,7 +288,7 @@ pub(crate) async fn insert_subject_keys<D: Dialect>(
                 a.push(referral.as_str().into());
                 a.push(partner.as_str().into());
                 a.push(delivery.map(DeliveryId::as_str).into());
-                a.push(subject.as_str().into());
+                a.push(subject.to_bytes().to_vec().into());
             },
         );
         tx.execute(stmt).await?;

@@ -275,7 +275,8 @@ impl<D: Dialect> SqlStore<D> {
                 "DELETE FROM referrals WHERE id = $1",
                 // The events' content goes; their leaf hashes stay in audit_nodes, so the
                 // tree and every checkpoint still verify.
-                "UPDATE audit_events SET leaf = NULL, actor = NULL WHERE referral_id = $1",
+                "UPDATE audit_events SET leaf = NULL, packed_detail = NULL, actor = NULL \
+                 WHERE referral_id = $1",
             ] {
                 tx.execute(Stmt::new("purge", sql).bind(id)).await?;
             }

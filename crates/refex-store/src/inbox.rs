@@ -49,21 +49,22 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
         recipient: &PartnerId,
         id: &DeliveryId,
     ) -> Result<Option<(DeliveryStatus, Option<Sealed>)>, StoreError> {
-        let row: Option<(String, Option<String>)> = self
+        let row: Option<(String, Option<String>, Option<Vec<u8>>)> = self
             .pool
             .fetch_optional(
                 Stmt::new(
                     "peek delivery",
-                    "SELECT status, sealed FROM deliveries WHERE id = $1 AND recipient = $2",
+                    "SELECT status, sealed, sealed_packed FROM deliveries \
+                     WHERE id = $1 AND recipient = $2",
                 )
                 .bind(id.as_str())
                 .bind(recipient.as_str()),
             )
             .await?;
         match row {
-            Some((status, sealed)) => Ok(Some((
+            Some((status, sealed, packed)) => Ok(Some((
                 rows::status(&status)?,
-                rows::sealed_opt("deliveries", "sealed", sealed)?,
+                rows::delivery_sealed(sealed, packed)?,
             ))),
             None => Ok(None),
         }
@@ -252,6 +253,9 @@ fn locked_delivery<'a, D: Dialect>(
     .bind(recipient.as_str())
 }
 
+/// A delivery as a fetch reads it: status, ciphertext (as text or packed), referral.
+type FetchRow = (String, Option<String>, Option<Vec<u8>>, String);
+
 /// A fetch inside a batch: the sealed delivery if it is in `recipient`'s inbox, and for the
 /// first fetch the `delivered` mark made and its `fetched` event.
 async fn fetch_in<D: Dialect>(
@@ -261,15 +265,15 @@ async fn fetch_in<D: Dialect>(
     at: UnixTime,
     actor: &ActorRef,
 ) -> Result<(Option<Sealed>, Option<AuditRecord>), StoreError> {
-    let row: Option<(String, Option<String>, String)> = tx
+    let row: Option<FetchRow> = tx
         .fetch_optional(locked_delivery::<D>(
             "fetch delivery",
-            "status, sealed, referral_id",
+            "status, sealed, sealed_packed, referral_id",
             recipient,
             id,
         ))
         .await?;
-    let Some((status, sealed, referral)) = row else {
+    let Some((status, sealed, packed, referral)) = row else {
         return Ok((None, None));
     };
     let referral = rows::referral_id("deliveries", &referral)?;
@@ -277,11 +281,8 @@ async fn fetch_in<D: Dialect>(
         return Ok((None, None));
     };
     // In the inbox, a delivery always has its ciphertext.
-    let sealed = rows::sealed(
-        "deliveries",
-        "sealed",
-        sealed.ok_or(rows::corrupt("deliveries", "sealed"))?,
-    )?;
+    let sealed =
+        rows::delivery_sealed(sealed, packed)?.ok_or(rows::corrupt("deliveries", "sealed"))?;
     let Some(to) = to else {
         return Ok((Some(sealed), None));
     };
@@ -334,8 +335,8 @@ async fn ack_in<D: Dialect>(
     tx.execute(
         Stmt::new(
             "ack delivery",
-            "UPDATE deliveries SET status = $1, sealed = NULL, acked_at = $2, updated_at = $2 \
-             WHERE id = $3",
+            "UPDATE deliveries SET status = $1, sealed = NULL, sealed_packed = NULL, \
+             acked_at = $2, updated_at = $2 WHERE id = $3",
         )
         .bind(to.as_str())
         .bind(at)

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
+use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::PartnerId;
 use refex_core::ids::{DeliveryId, Jti, ReferralId, SubjectHash};
 use refex_core::lifecycle::Step;
@@ -218,7 +219,7 @@ impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
                 .pool
                 .fetch_all(
                     Stmt::new("subject access", SUBJECT_MATCHES.as_str())
-                        .bind(subject.as_str())
+                        .bind(subject.to_bytes().to_vec())
                         .bind(partner.as_str()),
                 )
                 .await?;
@@ -588,8 +589,8 @@ async fn write_batch<D: Dialect>(
     for chunk in to_insert.chunks(INSERT_CHUNK) {
         let stmt = Stmt::values(
             "insert delivery",
-            "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, sealed, \
-             bytes, created_at, updated_at, inbox_pos, queued_at) ",
+            "INSERT INTO deliveries (id, referral_id, recipient, agreement, status, \
+             sealed_packed, bytes, created_at, updated_at, inbox_pos, queued_at) ",
             chunk,
             "",
             |((a, d), position), args| {
@@ -600,7 +601,7 @@ async fn write_batch<D: Dialect>(
                     d.recipient.as_str().into(),
                     d.agreement.as_str().into(),
                     d.status.as_str().into(),
-                    (&d.sealed).into(),
+                    d.sealed.as_ref().map(Sealed::to_packed).into(),
                     d.sealed.as_ref().map(|s| s.len() as i64).into(),
                     r.received_at.into(),
                     r.received_at.into(),

@@ -18,6 +18,7 @@ mod housekeeping;
 mod inbox;
 mod intake;
 pub mod metric;
+pub mod packed;
 pub mod ports;
 mod postgres;
 pub mod records;
@@ -34,10 +35,10 @@ pub use postgres::{Postgres, PostgresStore};
 pub use sqlite::{Sqlite, SqliteStore};
 
 /// The store format this build writes; [`Store::ping`] checks the store has it. It changes
-/// only with a migration that contracts the schema (0007: 2; 0011: 3), so a replica of an
+/// only with a migration that contracts the schema (0007: 2; 0011: 3; 0012: 4), so a replica of an
 /// older release still running beside the migrated store fails its readiness instead of
 /// answering 500s.
-pub const STORE_FORMAT: &str = "3";
+pub const STORE_FORMAT: &str = "4";
 
 /// A storage failure. Its text names the operation, never a stored value.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -193,8 +194,13 @@ fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         // Not even a transaction could begin (a refused connection, a database not
-        // accepting connections): the store is unavailable, whatever the code.
-        sqlx::Error::Database(_) if matches!(op, "begin" | "acquire") => {
+        // accepting connections): the store is unavailable, whatever the code; except a
+        // full disk, which SQLite can report at BEGIN after a commit failed for space: that
+        // is a store that is up and full (`507`), and must not open the breaker.
+        sqlx::Error::Database(db)
+            if matches!(op, "begin" | "acquire")
+                && classify(db.code().as_deref()) != Transient::Full =>
+        {
             StoreError::Unavailable(e.to_string())
         }
         sqlx::Error::Database(db) => match classify(db.code().as_deref()) {

@@ -93,7 +93,7 @@ fn bind<'q>(
             Arg::Int(v) => q.bind(*v),
             Arg::Int32(v) => q.bind(*v),
             Arg::Text(v) => q.bind(v.as_deref()),
-            Arg::Blob(v) => q.bind(*v),
+            Arg::Blob(v) => q.bind(v.as_deref()),
         };
     }
     q

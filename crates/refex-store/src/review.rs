@@ -145,11 +145,11 @@ impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
             tx.execute(
                 Stmt::new(
                     "release",
-                    "UPDATE deliveries SET status = $1, sealed = $2, bytes = $3, inbox_pos = $4, \
-                     queued_at = $5, updated_at = $5 WHERE id = $6",
+                    "UPDATE deliveries SET status = $1, sealed = NULL, sealed_packed = $2, \
+                     bytes = $3, inbox_pos = $4, queued_at = $5, updated_at = $5 WHERE id = $6",
                 )
                 .bind(to.as_str())
-                .bind(&r.sealed)
+                .bind(r.sealed.to_packed())
                 .bind(r.sealed.len() as i64)
                 .bind(position)
                 .bind(d.at)
@@ -207,23 +207,23 @@ impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
         referral: &ReferralId,
         actor: &ActorRef,
     ) -> Result<Vec<Vec<ev::PreviewShown>>, StoreError> {
-        let leaves: Vec<Scalar<Option<String>>> = self
+        let sql = format!(
+            "SELECT {} FROM audit_events WHERE referral_id = $1 AND kind = $2 AND actor = $3 \
+             ORDER BY idx DESC",
+            rows::EVENT_COLUMNS
+        );
+        let events: Vec<rows::EventRowRaw> = self
             .pool
             .fetch_all(
-                Stmt::new(
-                    "last preview",
-                    "SELECT leaf FROM audit_events WHERE referral_id = $1 AND kind = $2 \
-                     AND actor = $3 ORDER BY idx DESC",
-                )
-                .bind(referral.as_str())
-                .bind(ev::EventKind::Consulted.as_str())
-                .bind(actor.to_string()),
+                Stmt::new("last preview", sql)
+                    .bind(referral.as_str())
+                    .bind(ev::EventKind::Consulted.as_str())
+                    .bind(actor.to_string()),
             )
             .await?;
         let mut out = Vec::new();
-        for Scalar(leaf) in leaves {
-            let leaf = leaf.ok_or(rows::corrupt("audit_events", "leaf"))?;
-            match rows::leaf_record(&leaf)?.event {
+        for event in events {
+            match AuditRecord::try_from(event)?.event {
                 AuditEvent::Consulted(c) if c.what == ev::Consultation::ReviewPreview => {
                     out.push(c.previews);
                 }

@@ -10,7 +10,7 @@ use super::records::{
     ReceivedRow, ReferralRecord,
 };
 use crate::sql::{FromRow, Row};
-use refex_core::audit::event::{AuditEvent, ConsentRecord};
+use refex_core::audit::event::{AuditEvent, ConsentRecord, LeafParts};
 use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::{PartnerId, ReferralType};
 use refex_core::ids::{DeliveryId, ReferralId};
@@ -30,6 +30,22 @@ pub(crate) fn sealed(
     text: String,
 ) -> Result<Sealed, StoreError> {
     Sealed::parse(text).map_err(|_| corrupt(table, column))
+}
+
+/// A delivery's ciphertext: packed (`sealed_packed`, since store format 4; see
+/// `Sealed::to_packed`), or as compact text (`sealed`, before); none once closed. A row with
+/// both was written by neither.
+pub(crate) fn delivery_sealed(
+    text: Option<String>,
+    packed: Option<Vec<u8>>,
+) -> Result<Option<Sealed>, StoreError> {
+    match (text, packed) {
+        (Some(_), Some(_)) => Err(corrupt("deliveries", "sealed")),
+        (None, Some(packed)) => Sealed::from_packed(&packed)
+            .map(Some)
+            .map_err(|_| corrupt("deliveries", "sealed_packed")),
+        (text, None) => sealed_opt("deliveries", "sealed", text),
+    }
 }
 
 /// An optional column holding ciphertext.
@@ -187,43 +203,102 @@ impl TryFrom<DeliveryRowRaw> for DeliveryRow {
     }
 }
 
-/// `audit_events` as selected by [`EVENT_COLUMNS`]: the leaf is the one stored copy of an
-/// event; the other columns index it, and must say what the leaf says.
+/// `audit_events` as selected by [`EVENT_COLUMNS`], with its leaf's hash in the tree. An
+/// event is stored once: since store format 4 as the columns that place it and its detail
+/// packed (`crate::packed`), its leaf text rebuilt from them; before, as its leaf text, which
+/// the columns index and must agree with. A purged event has neither.
 pub(crate) struct EventRowRaw {
     idx: Option<i64>,
+    at: UnixTime,
     kind: String,
     referral_id: Option<String>,
     delivery_id: Option<String>,
     actor: Option<String>,
     leaf: Option<String>,
+    packed: Option<Vec<u8>>,
+    node: Option<Vec<u8>>,
 }
 
-impl FromRow for EventRowRaw {
-    fn from_row(mut r: Row) -> Result<Self, StoreError> {
+impl EventRowRaw {
+    /// Reads the [`EVENT_COLUMNS`] from `r`.
+    fn read(mut r: Row) -> Result<Self, StoreError> {
         Ok(Self {
             idx: r.column()?,
+            at: r.column()?,
             kind: r.column()?,
             referral_id: r.column()?,
             delivery_id: r.column()?,
             actor: r.column()?,
             leaf: r.column()?,
+            packed: r.column()?,
+            node: r.column()?,
         })
+    }
+
+    /// The hash the tree holds for its leaf (none for an event from before the tree).
+    pub(crate) fn node(&self) -> Result<Option<refex_core::audit::tree::Hash>, StoreError> {
+        self.node
+            .as_deref()
+            .map(|h| hash("audit_nodes", h))
+            .transpose()
+    }
+
+    /// Its leaf index (none for an event written before the tree).
+    pub(crate) fn idx(&self) -> Option<i64> {
+        self.idx
+    }
+
+    /// The leaf text that was hashed: as stored, or rebuilt from the parts; `None` once the
+    /// event was purged.
+    pub(crate) fn leaf_text(&self) -> Result<Option<String>, StoreError> {
+        const T: &str = "audit_events";
+        if let Some(leaf) = &self.leaf {
+            return Ok(Some(leaf.clone()));
+        }
+        let Some(packed) = &self.packed else {
+            return Ok(None);
+        };
+        let detail = crate::packed::unpack(packed).map_err(|_| corrupt(T, "packed_detail"))?;
+        let parts = LeafParts {
+            idx: self.idx.ok_or(corrupt(T, "idx"))?,
+            at: self.at,
+            kind: &self.kind,
+            referral_id: self.referral_id.as_deref(),
+            delivery_id: self.delivery_id.as_deref(),
+            actor: self.actor.as_deref(),
+            detail: &detail,
+        };
+        Ok(Some(parts.text()))
     }
 }
 
-/// The columns [`EventRowRaw`] reads.
-pub(crate) const EVENT_COLUMNS: &str = "idx, kind, referral_id, delivery_id, actor, leaf";
+impl FromRow for EventRowRaw {
+    fn from_row(r: Row) -> Result<Self, StoreError> {
+        Self::read(r)
+    }
+}
+
+/// The columns [`EventRowRaw`] reads, from `audit_events` (not aliased).
+pub(crate) const EVENT_COLUMNS: &str = "idx, at, kind, referral_id, delivery_id, actor, leaf, \
+     packed_detail, (SELECT n.hash FROM audit_nodes n WHERE n.level = 0 AND n.idx = audit_events.idx)";
 
 impl TryFrom<EventRowRaw> for AuditRecord {
     type Error = StoreError;
     fn try_from(e: EventRowRaw) -> Result<Self, StoreError> {
         const T: &str = "audit_events";
         // A purged event has no leaf: one is never asked for as a record.
-        let leaf = e.leaf.as_deref().ok_or(corrupt(T, "leaf"))?;
-        let (idx, record) = AuditRecord::from_leaf(leaf).map_err(|_| corrupt(T, "leaf"))?;
-        // An index column that disagrees with the leaf it indexes is a tampered or broken
-        // row: the record is not served from it.
-        let agrees = e.idx == i64::try_from(idx).ok()
+        let leaf = e.leaf_text()?.ok_or(corrupt(T, "leaf"))?;
+        let (idx, record) = AuditRecord::from_leaf(&leaf).map_err(|_| corrupt(T, "leaf"))?;
+        // A leaf that does not hash to the tree's node for it, or a rebuilt one without a
+        // node, is a tampered or broken row; so is an index column that disagrees with the
+        // stored leaf it indexes. The record is not served from it.
+        let hashed = match e.node()? {
+            Some(node) => refex_core::audit::tree::leaf_hash(leaf.as_bytes()) == node,
+            None => e.leaf.is_some(),
+        };
+        let agrees = hashed
+            && e.idx == i64::try_from(idx).ok()
+            && e.at == record.at
             && e.kind == record.event.kind().as_str()
             && e.referral_id.as_deref() == record.referral_id.as_ref().map(ReferralId::as_str)
             && e.delivery_id.as_deref() == record.delivery_id.as_ref().map(DeliveryId::as_str)
@@ -314,6 +389,7 @@ pub(crate) struct FactRowRaw {
     recipient: String,
     consent: String,
     reviewed: Option<String>,
+    reviewed_packed: Option<Vec<u8>>,
     held: bool,
     closed_undecided: bool,
     withdrawn: bool,
@@ -328,6 +404,7 @@ impl FromRow for FactRowRaw {
             recipient: r.column()?,
             consent: r.column()?,
             reviewed: r.column()?,
+            reviewed_packed: r.column()?,
             held: r.column()?,
             closed_undecided: r.column()?,
             withdrawn: r.column()?,
@@ -344,16 +421,30 @@ pub(crate) fn fact(
         recipient,
         consent,
         reviewed,
+        reviewed_packed,
         held,
         closed_undecided,
         withdrawn,
     }: FactRowRaw,
 ) -> Result<FactRow, StoreError> {
-    let decision = match reviewed {
-        Some(leaf) => match leaf_record(&leaf)?.event {
-            AuditEvent::Reviewed(r) => Some(r.decision),
-            _ => return Err(corrupt("audit_events", "leaf")),
-        },
+    // The delivery's first `reviewed` event, if it has one: its leaf (before store format 4;
+    // '' when it has none) or its packed detail. One with neither is only ever a purged
+    // event, and purge deletes the delivery too: here it is a broken row.
+    let event = match (reviewed.as_deref(), reviewed_packed) {
+        (None, _) => None,
+        (Some(""), Some(packed)) => {
+            let detail = crate::packed::unpack(&packed)
+                .map_err(|_| corrupt("audit_events", "packed_detail"))?;
+            let kind = refex_core::audit::event::EventKind::Reviewed.as_str();
+            let event = AuditEvent::parse(kind, &detail)
+                .map_err(|_| corrupt("audit_events", "packed_detail"))?;
+            Some(event)
+        }
+        (Some(leaf), _) => Some(leaf_record(leaf)?.event),
+    };
+    let decision = match event {
+        Some(AuditEvent::Reviewed(r)) => Some(r.decision),
+        Some(_) => return Err(corrupt("audit_events", "leaf")),
         None => None,
     };
     Ok(FactRow {

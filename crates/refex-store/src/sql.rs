@@ -24,8 +24,8 @@ pub enum Arg<'a> {
     Int32(i32),
     /// Text, or a typed `NULL`.
     Text(Option<Cow<'a, str>>),
-    /// Bytes (`BLOB`, `BYTEA`).
-    Blob(&'a [u8]),
+    /// Bytes (`BLOB`, `BYTEA`), or a typed `NULL`.
+    Blob(Option<Cow<'a, [u8]>>),
 }
 
 impl From<i64> for Arg<'_> {
@@ -95,7 +95,17 @@ impl<'a> From<&'a Option<Sealed>> for Arg<'a> {
 }
 impl<'a> From<&'a [u8]> for Arg<'a> {
     fn from(v: &'a [u8]) -> Self {
-        Arg::Blob(v)
+        Arg::Blob(Some(Cow::Borrowed(v)))
+    }
+}
+impl From<Vec<u8>> for Arg<'_> {
+    fn from(v: Vec<u8>) -> Self {
+        Arg::Blob(Some(Cow::Owned(v)))
+    }
+}
+impl From<Option<Vec<u8>>> for Arg<'_> {
+    fn from(v: Option<Vec<u8>>) -> Self {
+        Arg::Blob(v.map(Cow::Owned))
     }
 }
 

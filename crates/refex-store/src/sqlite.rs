@@ -81,7 +81,7 @@ fn bind<'q>(
             Some(Arg::Int(v)) => q.bind(*v),
             Some(Arg::Int32(v)) => q.bind(*v),
             Some(Arg::Text(v)) => q.bind(v.as_deref()),
-            Some(Arg::Blob(v)) => q.bind(*v),
+            Some(Arg::Blob(v)) => q.bind(v.as_deref()),
             None => q.bind(None::<i64>),
         };
     }

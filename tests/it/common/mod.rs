@@ -29,6 +29,16 @@ pub fn detail_of(leaf: &str) -> String {
         .detail_json()
 }
 
+/// A packed audit detail (store format 4), as the canonical JSON the gateway packed.
+#[allow(dead_code)]
+pub fn packed_detail_of(kind: &str, packed: &[u8]) -> String {
+    let detail = refex::store::packed::unpack(packed)
+        .unwrap_or_else(|e| panic!("a stored detail does not unpack ({e})"));
+    refex::audit::event::AuditEvent::parse(kind, &detail)
+        .unwrap_or_else(|e| panic!("a stored detail does not parse ({e}): {detail}"))
+        .detail_json()
+}
+
 /// The repository root (where `partners/` and `schemas/` live).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

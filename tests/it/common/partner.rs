@@ -198,8 +198,8 @@ impl Harness {
     pub async fn audit(&self) -> Vec<(String, String)> {
         let rows = self
             .sql(async |c| {
-                sqlx::query_as::<_, (String, Option<String>)>(
-                    "SELECT kind, leaf FROM audit_events ORDER BY seq",
+                sqlx::query_as::<_, (String, Option<String>, Option<Vec<u8>>)>(
+                    "SELECT kind, leaf, packed_detail FROM audit_events ORDER BY seq",
                 )
                 .fetch_all(c)
                 .await
@@ -207,7 +207,14 @@ impl Harness {
             })
             .await;
         rows.into_iter()
-            .map(|(kind, leaf)| (kind, leaf.map_or("{}".into(), |l| super::detail_of(&l))))
+            .map(|(kind, leaf, packed)| {
+                let detail = match (leaf, packed) {
+                    (Some(l), _) => super::detail_of(&l),
+                    (None, Some(p)) => super::packed_detail_of(&kind, &p),
+                    (None, None) => "{}".into(),
+                };
+                (kind, detail)
+            })
             .collect()
     }
 
@@ -224,16 +231,25 @@ impl Harness {
         .await
     }
 
+    /// Every delivery still holding its ciphertext: its recipient and the compact JWE.
     pub async fn sealed_deliveries(&self) -> Vec<(String, String)> {
-        self.sql(async |c| {
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT recipient, sealed FROM deliveries WHERE sealed IS NOT NULL ORDER BY seq",
-            )
-            .fetch_all(c)
-            .await
-            .unwrap()
-        })
-        .await
+        let rows = self
+            .sql(async |c| {
+                sqlx::query_as::<_, (String, Vec<u8>)>(
+                    "SELECT recipient, sealed_packed FROM deliveries \
+                     WHERE sealed_packed IS NOT NULL ORDER BY seq",
+                )
+                .fetch_all(c)
+                .await
+                .unwrap()
+            })
+            .await;
+        rows.into_iter()
+            .map(|(to, packed)| {
+                let sealed = refex::envelope::sealed::Sealed::from_packed(&packed).unwrap();
+                (to, sealed.into_string())
+            })
+            .collect()
     }
 }
 

@@ -488,6 +488,48 @@ pub enum EventParseError {
     Leaf,
 }
 
+/// A leaf's parts as a store keeps them: its place as columns and its detail's JSON text. The
+/// one writer of leaf text: [`AuditRecord::leaf`] writes through it, and a store that keeps
+/// only the parts rebuilds the exact text that was hashed with it. The parts are not checked
+/// here: what is rebuilt is read back with [`AuditRecord::from_leaf`], and its hash proves it.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafParts<'a> {
+    /// The leaf's index.
+    pub idx: i64,
+    /// When.
+    pub at: UnixTime,
+    /// The kind's stored name.
+    pub kind: &'a str,
+    /// The referral concerned.
+    pub referral_id: Option<&'a str>,
+    /// The delivery concerned.
+    pub delivery_id: Option<&'a str>,
+    /// Who, as the trail names them.
+    pub actor: Option<&'a str>,
+    /// The detail's canonical JSON, exactly as [`AuditEvent::detail_json`] wrote it.
+    pub detail: &'a str,
+}
+
+impl LeafParts<'_> {
+    /// The leaf text (see the module doc for its field order).
+    pub fn text(&self) -> String {
+        let text = |v: Option<&str>| match v {
+            Some(s) => serde_json::Value::from(s).to_string(),
+            None => "null".to_owned(),
+        };
+        format!(
+            "{{\"idx\":{},\"at\":{},\"kind\":{},\"referral_id\":{},\"delivery_id\":{},\"actor\":{},\"detail\":{}}}",
+            self.idx,
+            self.at,
+            serde_json::Value::from(self.kind),
+            text(self.referral_id),
+            text(self.delivery_id),
+            text(self.actor),
+            self.detail,
+        )
+    }
+}
+
 /// An event with its place: when, which referral and delivery, who.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditRecord {
@@ -529,19 +571,17 @@ impl AuditRecord {
 
     /// The exact text of leaf `idx` (see the module doc for its field order).
     pub fn leaf(&self, idx: i64) -> String {
-        let detail = self.event.detail_json();
-        let text = |v: Option<&str>| match v {
-            Some(s) => serde_json::Value::from(s).to_string(),
-            None => "null".to_owned(),
-        };
-        format!(
-            "{{\"idx\":{idx},\"at\":{},\"kind\":{},\"referral_id\":{},\"delivery_id\":{},\"actor\":{},\"detail\":{detail}}}",
-            self.at,
-            serde_json::Value::from(self.event.kind().as_str()),
-            text(self.referral_id.as_ref().map(ReferralId::as_str)),
-            text(self.delivery_id.as_ref().map(DeliveryId::as_str)),
-            text(self.actor.as_ref().map(ToString::to_string).as_deref()),
-        )
+        let actor = self.actor.as_ref().map(ToString::to_string);
+        LeafParts {
+            idx,
+            at: self.at,
+            kind: self.event.kind().as_str(),
+            referral_id: self.referral_id.as_ref().map(ReferralId::as_str),
+            delivery_id: self.delivery_id.as_ref().map(DeliveryId::as_str),
+            actor: actor.as_deref(),
+            detail: &self.event.detail_json(),
+        }
+        .text()
     }
 
     /// Reads a stored leaf back: the leaf is the one stored copy of an event (its detail is

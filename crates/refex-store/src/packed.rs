@@ -1,0 +1,135 @@
+//! How the store packs an audit event's detail: raw deflate with a preset dictionary.
+//!
+//! An event is stored once, as the columns that place it (index, time, kind, referral,
+//! delivery, actor) and its detail's canonical JSON, packed; its leaf text is rebuilt from
+//! those parts (`refex_core::audit::event::LeafParts`) and its hash in `audit_nodes` proves the
+//! rebuild. A detail is short (20–900 bytes) and made of the same few hundred words every time
+//! (field names, lawful bases, schema pointers), so on its own deflate saves little; primed
+//! with a dictionary of those words it keeps about an eighth of a `minimised` detail.
+//!
+//! Packed form: one version byte, then the raw deflate stream. Version 1 is primed with
+//! `audit_dictionary_v1.txt`: the detail skeletons, the lawful-basis vocabulary, and the
+//! type and view names and JSON pointers of the schemas shipped with 0.2.0. That file is part
+//! of the stored format: changing it makes every detail packed with it unreadable (a test pins
+//! its digest). A deployment whose schemas differ packs less well, never wrongly; a better
+//! dictionary is a version 2 beside it.
+//!
+//! Out of scope: which columns hold the parts (the audit module) and the leaf's text.
+
+use refex_core::packing::{self, InflateError};
+
+/// The dictionary of version 1 (see the module doc): frozen.
+const DICTIONARY_V1: &[u8] = include_bytes!("audit_dictionary_v1.txt");
+
+/// The version byte of details packed with [`DICTIONARY_V1`].
+const V1: u8 = 1;
+
+/// Deflate's window, as a power of two: 16 KiB, room for the dictionary and a detail.
+const WINDOW_BITS: u8 = 14;
+
+/// The longest detail unpacking yields: a detail is at most a few KiB, so more is a damaged
+/// or hostile row, never an answer to build.
+pub const MAX_DETAIL: usize = 1 << 20;
+
+/// A packed detail that does not unpack.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnpackError {
+    /// Empty, or a version this build does not know.
+    #[error("unknown packing")]
+    Version,
+    /// The deflate stream is damaged or truncated.
+    #[error("damaged deflate stream")]
+    Stream,
+    /// It would unpack to more than [`MAX_DETAIL`] bytes.
+    #[error("unpacks to more than the longest detail")]
+    TooLong,
+    /// It unpacks to bytes that are not UTF-8.
+    #[error("not UTF-8")]
+    Text,
+}
+
+/// `detail` packed (version 1).
+pub fn pack(detail: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(detail.len() / 4 + 16);
+    out.push(V1);
+    packing::deflate_into(DICTIONARY_V1, WINDOW_BITS, detail.as_bytes(), &mut out);
+    out
+}
+
+/// A packed detail's JSON text, at most [`MAX_DETAIL`] bytes.
+pub fn unpack(packed: &[u8]) -> Result<String, UnpackError> {
+    let (&version, stream) = packed.split_first().ok_or(UnpackError::Version)?;
+    if version != V1 {
+        return Err(UnpackError::Version);
+    }
+    let bytes =
+        packing::inflate(DICTIONARY_V1, WINDOW_BITS, stream, MAX_DETAIL).map_err(|e| match e {
+            InflateError::Stream => UnpackError::Stream,
+            InflateError::TooLong => UnpackError::TooLong,
+        })?;
+    String::from_utf8(bytes).map_err(|_| UnpackError::Text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMISED: &str = r#"{"to":"gp-practice","view":"gp/domestic-abuse","view_version":"92dabe17bc105d53","disclosed":["/victim/name/given","/victim/name/family","/victim/date_of_birth","/victim/nhs_number","/victim/address/line1","/victim/address/town","/victim/address/postcode","/risk_level"],"withheld":["/victim/gender","/victim/sexuality","/perpetrators","/dash","/marac_referral","/incident","/referrer"]}"#;
+
+    #[test]
+    fn a_detail_unpacks_to_exactly_its_text() {
+        for detail in [
+            MINIMISED,
+            r#"{"to":"imara"}"#,
+            "{}",
+            "",
+            r#"{"reason":"caf\u00e9 \"quoted\" ünïcödé"}"#,
+        ] {
+            assert_eq!(unpack(&pack(detail)).unwrap(), detail);
+        }
+        let long = format!("[{}]", vec![MINIMISED; 200].join(","));
+        assert_eq!(unpack(&pack(&long)).unwrap(), long);
+    }
+
+    #[test]
+    fn the_dictionary_packs_a_minimised_detail_to_a_fraction() {
+        let packed = pack(MINIMISED);
+        assert!(packed.len() * 4 < MINIMISED.len(), "{} bytes", packed.len());
+    }
+
+    /// The dictionary is stored format: every detail packed with it needs it byte for byte.
+    #[test]
+    fn the_version_1_dictionary_is_frozen() {
+        use sha2::Digest as _;
+        let digest = hex::encode(sha2::Sha256::digest(DICTIONARY_V1));
+        assert_eq!(
+            digest, "52d6e1608ee408b5ab2c41239adf0aec21875937cf5c7f409d48cd050da58453",
+            "audit_dictionary_v1.txt changed: packed details would no longer unpack; add a version 2 instead"
+        );
+    }
+
+    #[test]
+    fn damaged_packings_are_refused_not_guessed() {
+        let packed = pack(MINIMISED);
+        assert_eq!(unpack(&[]), Err(UnpackError::Version));
+        assert_eq!(unpack(&[2, 0, 0]), Err(UnpackError::Version));
+        assert_eq!(
+            unpack(&packed[..packed.len() / 2]),
+            Err(UnpackError::Stream)
+        );
+        let mut trailing = packed.clone();
+        trailing.push(0);
+        assert_eq!(unpack(&trailing), Err(UnpackError::Stream));
+        let mut flipped = packed;
+        flipped[3] ^= 0xff;
+        assert_ne!(unpack(&flipped).ok().as_deref(), Some(MINIMISED));
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_longest_detail() {
+        let zeros = "0".repeat(MAX_DETAIL + 1);
+        assert_eq!(unpack(&pack(&zeros)), Err(UnpackError::TooLong));
+        let most = "0".repeat(MAX_DETAIL);
+        assert_eq!(unpack(&pack(&most)).unwrap().len(), MAX_DETAIL);
+    }
+}
