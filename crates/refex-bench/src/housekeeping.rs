@@ -433,7 +433,7 @@ async fn seed(url: &str, count: u64, first_at: i64) -> Result<(), BenchError> {
         &mut conn,
         "subject_keys",
         "(SELECT * FROM subject_keys WHERE referral_id = ?4) t",
-        &[("referral_id", rid), ("delivery_id", "NULL")],
+        &[("referral_id", rid)],
         &[],
     )
     .await?;

@@ -14,7 +14,7 @@ use refex_core::timestamp::UnixTime;
 
 use crate::group_commit::{self, Acceptances, GroupCommit, Meter};
 use crate::records::{AuditRecord, InboxWrite, InboxWritten};
-use crate::sql::{Dialect, Pool, Scalar, Stmt, Tx};
+use crate::sql::{Arg, Dialect, Pool, Scalar, Stmt, Tx};
 use crate::{Backend, StoreError};
 
 /// Rows per multi-row `INSERT`: 10 columns × 500 rows stays far below SQLite's 32,766 bound
@@ -86,12 +86,14 @@ pub(crate) static OPEN_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
 /// The referrals a partner may find by subject: those it sent, and its deliveries that
 /// reached it: in its inbox now, or fetched (whatever became of them since). One
 /// acknowledged, withdrawn or expired without ever being fetched was never received.
-/// Recipient keys are only ever written when a delivery enters the inbox.
+/// Recipient keys are only ever written when a delivery enters the inbox, and name no
+/// delivery: a referral has one per recipient, found by the pair.
 pub(crate) static SUBJECT_MATCHES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT s.referral_id, s.delivery_id FROM subject_keys s \
-         LEFT JOIN deliveries d ON d.id = s.delivery_id \
-         WHERE s.subject = $1 AND s.partner = $2 AND (s.delivery_id IS NULL OR \
+        "SELECT s.referral_id, d.id FROM subject_keys s \
+         LEFT JOIN deliveries d ON s.received = 1 AND d.referral_id = s.referral_id \
+         AND d.recipient = s.partner \
+         WHERE s.subject = $1 AND s.partner = $2 AND (s.received = 0 OR \
          (d.recipient = $2 AND (d.status IN ({}) OR d.fetched_at IS NOT NULL)))",
         sql_list(&DeliveryStatus::IN_INBOX)
     )
@@ -272,8 +274,8 @@ pub(crate) async fn notify_inbox<D: Dialect>(tx: &mut Tx<D>) -> Result<(), Store
         .map(|_| ())
 }
 
-/// Writes subject keys for a partner (a recipient's from its delivery, or the sender's with
-/// no delivery).
+/// Writes subject keys for a partner (a recipient's, with its delivery, or the sender's with
+/// none). A key is stored once per holder: the same person twice in one payload is one key.
 pub(crate) async fn insert_subject_keys<D: Dialect>(
     tx: &mut Tx<D>,
     rows: &[(&ReferralId, &PartnerId, Option<&DeliveryId>, &SubjectHash)],
@@ -281,13 +283,13 @@ pub(crate) async fn insert_subject_keys<D: Dialect>(
     for chunk in rows.chunks(INSERT_CHUNK) {
         let stmt = Stmt::values(
             "subject keys",
-            "INSERT INTO subject_keys (referral_id, partner, delivery_id, subject) ",
+            "INSERT INTO subject_keys (referral_id, partner, received, subject) ",
             chunk,
-            "",
+            " ON CONFLICT DO NOTHING",
             |(referral, partner, delivery, subject), a| {
                 a.push(referral.as_str().into());
                 a.push(partner.as_str().into());
-                a.push(delivery.map(DeliveryId::as_str).into());
+                a.push(Arg::Int32(i32::from(delivery.is_some())));
                 a.push(subject.to_bytes().to_vec().into());
             },
         );

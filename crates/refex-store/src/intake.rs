@@ -227,10 +227,9 @@ impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
                 let referral = rows::referral_id("subject_keys", &referral)?;
                 out.push(match delivery {
                     None => rec::SubjectMatch::Sent(referral),
-                    Some(d) => rec::SubjectMatch::Received(
-                        referral,
-                        rows::parse("subject_keys", "delivery_id", &d)?,
-                    ),
+                    Some(d) => {
+                        rec::SubjectMatch::Received(referral, rows::parse("deliveries", "id", &d)?)
+                    }
                 });
             }
         }
