@@ -62,6 +62,13 @@ pub async fn assess(rt: &Runtime) -> Assessment {
     };
     match pinged {
         None | Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(crate::store::StoreError::Stopped(_)))) => {
+            found.reasons.push(
+                "the store's write-ahead log could not be synced, so it accepts no writes: fix \
+                 the disk and restart the gateway (docs/OPERATIONS.md, Incidents)"
+                    .into(),
+            );
+        }
         Some(Ok(Err(e))) if matches!(e, crate::store::StoreError::Unavailable(_)) => {
             tracing::warn!(error = %e, "readiness check: store unreachable");
             rt.store_unreachable();

@@ -351,7 +351,7 @@ pub fn mark(e: &ApiError, response: &mut Response) {
 
 fn store_parts(e: &StoreError) -> (StatusCode, &'static str, &'static str) {
     match e {
-        StoreError::Unavailable(_) | StoreError::Contended(_) => (
+        StoreError::Unavailable(_) | StoreError::Contended(_) | StoreError::Stopped(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "Service unavailable",

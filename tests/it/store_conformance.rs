@@ -77,6 +77,10 @@ async fn audit_port_conforms<S: Store + ?Sized>(store: &S) {
     let leaves = store.audit_leaves(size, 10).await.unwrap();
     assert_eq!(leaves.len(), 1);
     assert_eq!(leaves[0].idx, size);
+    assert_eq!(
+        leaves[0].leaf.as_deref(),
+        Some(e.leaf(size as i64).as_str())
+    );
     let nodes = store
         .audit_nodes(&[(0, size), (0, size + 5)])
         .await
@@ -103,6 +107,21 @@ async fn audit_port_conforms<S: Store + ?Sized>(store: &S) {
     let of_size: Vec<_> = stored.iter().filter(|c| c.size == size + 1).collect();
     assert_eq!(of_size.len(), 1);
     assert_eq!(of_size[0].signed, "eyJ.checkpoint", "the first stands");
+    // A detail longer than any packed one may be (a pointer per item of a very long array)
+    // is kept as its leaf text, and reads back whole.
+    let base = store.audit_size().await.unwrap();
+    let long = AuditRecord::new(
+        t(1_795_000_900),
+        Some(police()),
+        AuditEvent::Rejected(ev::Rejected {
+            reason: "r".repeat(refex::store::packed::MAX_DETAIL + 1),
+        }),
+    );
+    store.record_event(&long).await.unwrap();
+    let kept = store.audit_leaves(base, 1).await.unwrap();
+    let text = long.leaf(base as i64);
+    assert_eq!(kept[0].leaf.as_deref(), Some(text.as_str()));
+    assert_eq!(kept[0].hash, refex::audit::tree::leaf_hash(text.as_bytes()));
 }
 
 /// What only a store on disk (or a server) shows: migrations idempotent, space returned,
@@ -1057,6 +1076,46 @@ async fn unreadable_rows_are_errors_never_dropped(url: &str) {
         .await
         .unwrap();
     store.report_facts(t(0), t(i64::MAX / 2)).await.unwrap();
+    // An event forged with leaf text and an index but no hash in the tree (what the
+    // gateway never writes: every leaf it stores is in the tree) is not served.
+    store.accept(acceptance(41, "jti-41", false)).await.unwrap();
+    let forged = AuditRecord::new(
+        t(1_795_000_900),
+        Some(police()),
+        AuditEvent::Acknowledged(ev::Acknowledged {}),
+    )
+    .about(&rid(41))
+    .delivery(&did(41, 2));
+    sqlx::query(
+        "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, idx, leaf) \
+         VALUES ($1, 'acknowledged', $2, $3, $4, 999999, $5)",
+    )
+    .bind(1_795_000_900_i64)
+    .bind(rid(41).as_str().to_owned())
+    .bind(did(41, 2).as_str().to_owned())
+    .bind(police().to_string())
+    .bind(forged.leaf(999_999))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert!(leaf_corrupt(
+        store.referral_detail(&rid(41)).await.unwrap_err()
+    ));
+    // So is a genuine packed event whose node was deleted.
+    sqlx::query("DELETE FROM audit_events WHERE idx = 999999")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    store.referral_detail(&rid(41)).await.unwrap();
+    let q = format!(
+        "DELETE FROM audit_nodes WHERE level = 0 AND idx IN \
+         (SELECT idx FROM audit_events WHERE referral_id = '{}')",
+        rid(41)
+    );
+    run(&mut conn, q).await;
+    assert!(leaf_corrupt(
+        store.referral_detail(&rid(41)).await.unwrap_err()
+    ));
     // A packed detail swapped for another that parses: its rebuilt leaf no longer hashes to
     // the tree's node, so the record is not served.
     store.referral_detail(&rid(40)).await.unwrap();
@@ -1230,6 +1289,129 @@ async fn postgres_store_conforms() {
     };
     on_disk_conforms(&url, Backend::Postgres).await;
     common::pg::drop_schema(&url).await;
+}
+
+/// The embedded store syncs its write-ahead log (the real store, through the seam that
+/// stands in for `fdatasync`) before it answers a write, and after a failed sync it stops:
+/// every later write, the answer "accepted before" and readiness say `Stopped`, and no sync
+/// is tried again. (SIGKILL keeps the page cache, so the crash tests cannot show this.)
+#[tokio::test]
+async fn the_embedded_store_answers_a_write_only_after_syncing_its_log_and_stops_when_it_cannot() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("synced.db");
+    let calls = Arc::new(AtomicU64::new(0));
+    let fail = Arc::new(AtomicBool::new(false));
+    let wal = refex::store::durable::wal_of(&db);
+    let (c, f) = (calls.clone(), fail.clone());
+    let sync: refex::store::durable::SyncFn = Arc::new(move |path: &std::path::Path| {
+        assert_eq!(path, wal, "the log synced is the database's");
+        c.fetch_add(1, Ordering::SeqCst);
+        if f.load(Ordering::SeqCst) {
+            Err(refex::store::durable::SyncFailure::Sync(
+                std::io::Error::other("EIO"),
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    let url = format!("sqlite://{}", db.display());
+    let store: Arc<dyn Store> = Arc::new(
+        refex::store::SqliteStore::open_synced_by(&url, Default::default(), sync)
+            .await
+            .unwrap(),
+    );
+    let before = calls.load(Ordering::SeqCst);
+    store.accept(acceptance(1, "jti-s1", false)).await.unwrap();
+    let after_one = calls.load(Ordering::SeqCst);
+    assert!(
+        after_one > before,
+        "an acceptance was answered without a sync"
+    );
+    store
+        .fetch_delivery(&p("gp-practice"), &did(1, 2), t(1_795_000_100), &police())
+        .await
+        .unwrap();
+    assert!(
+        calls.load(Ordering::SeqCst) > after_one,
+        "a fetch was answered without a sync"
+    );
+    fail.store(true, Ordering::SeqCst);
+    let stopped = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Stopped(_)));
+    assert!(stopped(
+        store
+            .accept(acceptance(2, "jti-s2", false))
+            .await
+            .map(|_| ())
+    ));
+    let tried = calls.load(Ordering::SeqCst);
+    assert!(stopped(
+        store
+            .accept(acceptance(3, "jti-s3", false))
+            .await
+            .map(|_| ())
+    ));
+    assert!(stopped(
+        store
+            .prior_acceptance(&p("notts-police"), &j("jti-s1"))
+            .await
+            .map(|_| ())
+    ));
+    assert!(stopped(store.ping().await));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        tried,
+        "a sync was tried after one failed"
+    );
+    store.close().await;
+}
+
+/// A purge erases: once the log is checkpointed, no copy of a purged person's subject key,
+/// nor of a purged delivery's ciphertext, is left anywhere in the database file (SQLite's
+/// `secure_delete`; without it the freed pages keep them).
+#[tokio::test]
+async fn a_purge_leaves_no_copy_in_the_embedded_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("erase.db");
+    let url = format!("sqlite://{}", db.display());
+    let store = store::open(&url).await.unwrap();
+    for n in 0..40 {
+        store
+            .accept(acceptance(500 + n, &format!("jti-e{n}"), false))
+            .await
+            .unwrap();
+    }
+    let key = sh("subject-gp").to_bytes();
+    let cipher = jwe("other").to_packed();
+    let holds = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let checkpoint = async || {
+        let mut c = raw(&url).await;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        std::fs::read(&db).unwrap()
+    };
+    let before = checkpoint().await;
+    assert!(
+        holds(&before, &key) && holds(&before, &cipher),
+        "the test looks for what is there"
+    );
+    let purged = store
+        .purge_records(t(1_795_000_001), t(1_795_000_002))
+        .await
+        .unwrap();
+    assert_eq!(purged, 40);
+    let after = checkpoint().await;
+    assert!(
+        !holds(&after, &key),
+        "a purged subject key is still in the file"
+    );
+    assert!(
+        !holds(&after, &cipher),
+        "a purged delivery's ciphertext is still in the file"
+    );
+    store.close().await;
 }
 
 #[tokio::test]

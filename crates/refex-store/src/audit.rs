@@ -90,7 +90,11 @@ impl<D: Dialect> crate::AuditStore for SqlStore<D> {
         limit: u64,
     ) -> Result<Vec<rec::LeafRecord>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM audit_events WHERE idx >= $1 ORDER BY idx LIMIT $2",
+            // An event without its leaf hash is left out, as it always was: the offline
+            // verifier names it as missing from the tree.
+            "SELECT {} FROM audit_events WHERE idx >= $1 AND EXISTS (SELECT 1 FROM \
+             audit_nodes n WHERE n.level = 0 AND n.idx = audit_events.idx) \
+             ORDER BY idx LIMIT $2",
             rows::EVENT_COLUMNS
         );
         let found: Vec<rows::EventRowRaw> = self
@@ -101,16 +105,14 @@ impl<D: Dialect> crate::AuditStore for SqlStore<D> {
                     .bind(limit as i64),
             )
             .await?;
-        found
-            .into_iter()
-            .map(|event| {
-                Ok(rec::LeafRecord {
-                    idx: event.idx().ok_or(rows::corrupt("audit_events", "idx"))? as u64,
-                    leaf: event.leaf_text()?,
-                    hash: event.node()?.ok_or(rows::corrupt("audit_nodes", "hash"))?,
-                })
-            })
-            .collect()
+        let mut leaves = Vec::with_capacity(found.len());
+        for event in found {
+            let idx = event.idx().ok_or(rows::corrupt("audit_events", "idx"))? as u64;
+            let hash = event.node()?.ok_or(StoreError::Leaf { idx })?;
+            let leaf = event.leaf_text().map_err(|_| StoreError::Leaf { idx })?;
+            leaves.push(rec::LeafRecord { idx, leaf, hash });
+        }
+        Ok(leaves)
     }
 
     async fn report_facts(
@@ -183,12 +185,14 @@ fn node_key(level: i64, idx: i64) -> Result<(u32, u64), StoreError> {
     ))
 }
 
-/// One event as [`insert_events`] writes it.
+/// One event as [`insert_events`] writes it: its detail packed, or (longer than any packed
+/// detail may be) its leaf text.
 struct StoredEvent<'a> {
     record: &'a AuditRecord,
     idx: i64,
     actor: Option<String>,
-    packed: Vec<u8>,
+    packed: Option<Vec<u8>>,
+    leaf: Option<String>,
     hash: Hash,
 }
 
@@ -241,12 +245,19 @@ pub(crate) async fn insert_events<D: Dialect>(
                 detail: &detail,
             }
             .text();
+            let hash = leaf_hash(leaf.as_bytes());
+            let (packed, leaf) = if packed::packs(&detail) {
+                (Some(packed::pack(&detail)), None)
+            } else {
+                (None, Some(leaf))
+            };
             StoredEvent {
                 record: e,
                 idx,
                 actor,
-                packed: packed::pack(&detail),
-                hash: leaf_hash(leaf.as_bytes()),
+                packed,
+                leaf,
+                hash,
             }
         })
         .collect();
@@ -263,7 +274,7 @@ pub(crate) async fn insert_events<D: Dialect>(
         let stmt = Stmt::values(
             "insert audit event",
             "INSERT INTO audit_events (at, kind, referral_id, delivery_id, actor, idx, \
-             packed_detail) ",
+             packed_detail, leaf) ",
             chunk,
             "",
             |s, args| {
@@ -275,7 +286,8 @@ pub(crate) async fn insert_events<D: Dialect>(
                     e.delivery_id.as_ref().map(DeliveryId::as_str).into(),
                     s.actor.as_deref().into(),
                     s.idx.into(),
-                    Arg::from(&s.packed[..]),
+                    Arg::Blob(s.packed.as_deref().map(std::borrow::Cow::Borrowed)),
+                    s.leaf.as_deref().into(),
                 ]);
             },
         );

@@ -85,9 +85,7 @@ impl Drop for Ticket<'_> {
 impl WalSync {
     /// The sync for the database file at `database`.
     pub fn for_database(database: &std::path::Path) -> Self {
-        let mut wal = database.as_os_str().to_owned();
-        wal.push("-wal");
-        Self::with_sync(PathBuf::from(wal), Arc::new(sync_file))
+        Self::with_sync(wal_of(database), Arc::new(sync_file))
     }
 
     /// A sync of `wal` done by `sync`.
@@ -178,8 +176,15 @@ impl WalSync {
     }
 
     fn failure() -> StoreError {
-        StoreError::Unavailable("the store's write-ahead log could not be synced".into())
+        StoreError::Stopped("its write-ahead log could not be synced".into())
     }
+}
+
+/// The write-ahead log of the SQLite database at `database` (`<database>-wal`).
+pub fn wal_of(database: &std::path::Path) -> PathBuf {
+    let mut wal = database.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// `fdatasync` of the file at `path`, opened afresh so a WAL SQLite recreated is the one
@@ -279,13 +284,14 @@ mod tests {
         );
         assert!(matches!(
             s.after(s.ticket()).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Stopped(_))
         ));
         assert!(matches!(
             s.after(s.ticket()).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Stopped(_))
         ));
-        assert!(matches!(s.barrier().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(s.barrier().await, Err(StoreError::Stopped(_))));
+        assert!(matches!(s.check(), Err(StoreError::Stopped(_))));
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,

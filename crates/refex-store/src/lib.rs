@@ -67,6 +67,12 @@ pub enum StoreError {
     /// written; retry once space is freed.
     #[error("store full: {0}")]
     Full(String),
+    /// A write could not be made durable (the embedded store's write-ahead log failed its
+    /// sync), so the store accepts no more writes and promises nothing until the gateway
+    /// restarts (fail-stop; docs/OPERATIONS.md). Not "unreachable": probing it again cannot
+    /// bring it back, and nothing is worth waiting for.
+    #[error("store stopped: {0}")]
+    Stopped(String),
     /// A stored value does not parse into its type (a row written by something other than
     /// this gateway, or damaged): an error, never a default or a skipped row.
     #[error("store holds a value in {table}.{column} this build cannot read")]
@@ -75,6 +81,14 @@ pub enum StoreError {
         table: &'static str,
         /// The column.
         column: &'static str,
+    },
+    /// An audit event's leaf cannot be rebuilt from what is stored (its packed detail is
+    /// damaged, or it holds both a leaf and a packed detail): named by its index, so an
+    /// auditor can find the row an export stopped at.
+    #[error("audit leaf {idx} cannot be read back from the store (a damaged or altered row)")]
+    Leaf {
+        /// The leaf's index.
+        idx: u64,
     },
     /// A stored value is not of its column's type (text where a time belongs, a row written
     /// by something other than this gateway): like [`StoreError::Corrupt`], an error, never a

@@ -252,11 +252,12 @@ impl EventRowRaw {
     /// event was purged.
     pub(crate) fn leaf_text(&self) -> Result<Option<String>, StoreError> {
         const T: &str = "audit_events";
-        if let Some(leaf) = &self.leaf {
-            return Ok(Some(leaf.clone()));
-        }
-        let Some(packed) = &self.packed else {
-            return Ok(None);
+        let packed = match (&self.leaf, &self.packed) {
+            // No writer leaves both: one of them was put there by something else.
+            (Some(_), Some(_)) => return Err(corrupt(T, "leaf")),
+            (Some(leaf), None) => return Ok(Some(leaf.clone())),
+            (None, None) => return Ok(None),
+            (None, Some(packed)) => packed,
         };
         let detail = crate::packed::unpack(packed).map_err(|_| corrupt(T, "packed_detail"))?;
         let parts = LeafParts {
@@ -289,13 +290,12 @@ impl TryFrom<EventRowRaw> for AuditRecord {
         // A purged event has no leaf: one is never asked for as a record.
         let leaf = e.leaf_text()?.ok_or(corrupt(T, "leaf"))?;
         let (idx, record) = AuditRecord::from_leaf(&leaf).map_err(|_| corrupt(T, "leaf"))?;
-        // A leaf that does not hash to the tree's node for it, or a rebuilt one without a
-        // node, is a tampered or broken row; so is an index column that disagrees with the
-        // stored leaf it indexes. The record is not served from it.
-        let hashed = match e.node()? {
-            Some(node) => refex_core::audit::tree::leaf_hash(leaf.as_bytes()) == node,
-            None => e.leaf.is_some(),
-        };
+        // A leaf that does not hash to the tree's node for it, or has no node (every leaf
+        // has an index, so it is in the tree), is a tampered or broken row; so is an index
+        // column that disagrees with the stored leaf it indexes. The record is not served.
+        let hashed = e
+            .node()?
+            .is_some_and(|node| refex_core::audit::tree::leaf_hash(leaf.as_bytes()) == node);
         let agrees = hashed
             && e.idx == i64::try_from(idx).ok()
             && e.at == record.at

@@ -168,6 +168,26 @@ impl SqliteStore {
         batching: super::group_commit::Options,
         faults: Faults,
     ) -> Result<Self, crate::StoreError> {
+        Self::open_with(url, batching, faults, None).await
+    }
+
+    /// [`SqliteStore::open`] with `sync` in place of `fdatasync` for the write-ahead log
+    /// (called with the log's path): the seam a test uses to see that every write is
+    /// synced before it is answered, and to fail a sync.
+    pub async fn open_synced_by(
+        url: &str,
+        batching: super::group_commit::Options,
+        sync: crate::durable::SyncFn,
+    ) -> Result<Self, crate::StoreError> {
+        Self::open_with(url, batching, Faults::default(), Some(sync)).await
+    }
+
+    async fn open_with(
+        url: &str,
+        batching: super::group_commit::Options,
+        faults: Faults,
+        sync: Option<crate::durable::SyncFn>,
+    ) -> Result<Self, crate::StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| crate::StoreError::Url(e.to_string()))?
             .create_if_missing(true)
@@ -183,6 +203,10 @@ impl SqliteStore {
             // dbstat after `refex bench`: 17.0 → 11.4 KiB per referral once compacted). An
             // existing database keeps its page size.
             .page_size(8192)
+            // What a delete or purge removes is overwritten with zeros in the file, not left
+            // in free space for anyone who copies it (a purged person's subject keys, a
+            // delivery's ciphertext once acknowledged): erasure, not unlinking.
+            .pragma("secure_delete", "ON")
             .busy_timeout(BUSY_TIMEOUT);
         // The data directory 0700 and the database 0600 before SQLite opens it: its -wal and
         // -shm files take the database file's mode, so none is ever readable by others.
@@ -222,7 +246,10 @@ impl SqliteStore {
             )
             .await
             .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
-        let sync = std::sync::Arc::new(crate::durable::WalSync::for_database(&file));
+        let sync = std::sync::Arc::new(match sync {
+            None => crate::durable::WalSync::for_database(&file),
+            Some(sync) => crate::durable::WalSync::with_sync(crate::durable::wal_of(&file), sync),
+        });
         spawn_checkpointer(
             options,
             writer.close_event(),

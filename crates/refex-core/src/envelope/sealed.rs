@@ -64,8 +64,9 @@ impl Sealed {
     /// (to about three fifths: the ephemeral key, which does not compress, is most of it). Version byte 1,
     /// then the deflated header, encrypted key, initialisation vector and ciphertext each as
     /// a LEB128 length and its bytes, then the tag. A segment whose base64url is not
-    /// canonical (none the gateway writes) would not come back as the same text, so then the
-    /// text itself is kept, under version byte 0. [`Sealed::from_packed`] reads either back.
+    /// canonical (none the gateway writes) would not come back as the same text, and a
+    /// header longer than `MAX_HEADER` (16 KiB) would not unpack, so then the text itself is kept,
+    /// under version byte 0. [`Sealed::from_packed`] reads either back.
     pub fn to_packed(&self) -> Vec<u8> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -77,6 +78,8 @@ impl Sealed {
                 .decode(segment)
                 .ok()
                 .filter(|bytes| b64.encode(bytes) == *segment);
+            // A header longer than unpacking allows (a very long `kid`) is kept as text too.
+            let canonical = canonical.filter(|bytes| k != 0 || bytes.len() <= MAX_HEADER);
             let Some(bytes) = canonical else {
                 let mut text = Vec::with_capacity(self.0.len() + 1);
                 text.push(PACKED_TEXT);
@@ -233,6 +236,8 @@ mod tests {
             format!("{HEADER}.a2V5.aXY.{long}.dGFn"),
             // Not canonical base64url (trailing bits set): kept as text, still the same.
             format!("{HEADER}.a2V.aXY.Y3Q.dGFn"),
+            // A header longer than unpacking allows: kept as text, still the same.
+            long_header(),
         ] {
             let sealed = Sealed::parse(text.clone()).unwrap();
             let packed = sealed.to_packed();
@@ -272,6 +277,20 @@ mod tests {
             "{} bytes",
             packed.len()
         );
+    }
+
+    fn long_header() -> String {
+        use base64::Engine as _;
+        let kid = "k".repeat(MAX_HEADER);
+        let header = format!(r#"{{"alg":"dir","enc":"A256GCM","kid":"{kid}"}}"#);
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header);
+        format!("{b64}..aXY.Y3Q.dGFn")
+    }
+
+    #[test]
+    fn a_header_too_long_to_unpack_is_kept_as_text() {
+        let sealed = Sealed::parse(long_header()).unwrap();
+        assert_eq!(sealed.to_packed()[0], PACKED_TEXT);
     }
 
     #[test]
