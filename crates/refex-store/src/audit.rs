@@ -235,16 +235,7 @@ pub(crate) async fn insert_events<D: Dialect>(
             let idx = first + k as i64;
             let detail = e.event.detail_json();
             let actor = e.actor.as_ref().map(ToString::to_string);
-            let leaf = ev::LeafParts {
-                idx,
-                at: e.at,
-                kind: e.event.kind().as_str(),
-                referral_id: e.referral_id.as_ref().map(ReferralId::as_str),
-                delivery_id: e.delivery_id.as_ref().map(DeliveryId::as_str),
-                actor: actor.as_deref(),
-                detail: &detail,
-            }
-            .text();
+            let leaf = e.leaf_with(idx, &detail);
             let hash = leaf_hash(leaf.as_bytes());
             let (packed, leaf) = if packed::packs(&detail) {
                 (Some(packed::pack(&detail)), None)

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
+use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::PartnerId;
 use refex_core::ids::{DeliveryId, Jti, ReferralId, SubjectHash};
 use refex_core::lifecycle::Step;
@@ -22,11 +23,9 @@ use crate::{StoreError, rows};
 #[async_trait::async_trait]
 impl<D: Dialect> crate::IntakeStore for SqlStore<D> {
     async fn accept(&self, a: rec::Acceptance) -> Result<rec::AcceptOutcome, StoreError> {
-        // Packed here, on this acceptance's own task, not by the one writer (see `packed`).
-        crate::packed::pack_ahead(
-            a.events.iter().map(|e| e.event.detail_json()),
-            a.deliveries.iter().filter_map(|d| d.sealed.as_ref()),
-        );
+        // Details packed here, on this acceptance's own task, not by the one writer (see
+        // `packed`).
+        crate::packed::pack_ahead(a.events.iter().map(|e| e.event.detail_json()));
         self.group.submit(a).await
     }
 
@@ -605,7 +604,7 @@ async fn write_batch<D: Dialect>(
                     d.recipient.as_str().into(),
                     d.agreement.as_str().into(),
                     d.status.as_str().into(),
-                    d.sealed.as_ref().map(crate::packed::pack_sealed).into(),
+                    d.sealed.as_ref().map(Sealed::to_packed).into(),
                     d.sealed.as_ref().map(|s| s.len() as i64).into(),
                     r.received_at.into(),
                     r.received_at.into(),

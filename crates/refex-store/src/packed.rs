@@ -19,20 +19,23 @@
 //! Deflating with a dictionary costs ~30–40 µs a detail, nearly all of it setting the
 //! dictionary up, and a referral's events and deliveries are written by the store's one
 //! writer: packed there, they lengthened every group commit by ~12 ms in 30 (`refex bench`).
-//! So an acceptance packs its details and ciphertext ahead, on its own task before it queues
-//! ([`pack_ahead`]), and the writer takes those packings ([`pack`], [`pack_sealed`]), packing
-//! itself only what was not packed ahead (a withdrawal's events, say). And a detail is
-//! packed once however often it recurs: a partnership's acceptances repeat the same few
-//! (the same sender, type, basis and recipients; the same view of the same fields), so the
-//! packings of details are kept, by content, up to [`MEMO_BYTES`]; a packing is a pure
-//! function of the text, so a kept one is the one packing would make.
+//! So an acceptance packs its details ahead, on its own task before it queues
+//! ([`pack_ahead`]), and the writer takes those packings ([`pack`]), packing itself only what
+//! was not packed ahead (a withdrawal's events, say). And a detail is packed once however
+//! often it recurs: a partnership's acceptances repeat the same few (the same sender, type,
+//! basis and recipients; the same view of the same fields), so the packings of details are
+//! kept, by content, up to [`MEMO_BYTES`]; a packing is a pure function of the text, so a
+//! kept one is the one packing would make. A ciphertext is packed by the writer
+//! (`Sealed::to_packed`: base64url decoding and a header deflated with a 170-byte dictionary):
+//! held for the writer instead, the packing of a retried or refused acceptance, which writes
+//! no delivery, was never taken (an outside review grew a gateway by 200 MB with 100 retries
+//! of one large referral).
 //!
 //! Out of scope: which columns hold the parts (the audit module) and the leaf's text.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
-use refex_core::envelope::sealed::Sealed;
 use refex_core::packing::{self, InflateError};
 
 /// The version byte of a detail kept as its text.
@@ -42,23 +45,17 @@ const V0: u8 = 0;
 /// set-up cost more than they save.
 pub const SHORT: usize = 64;
 
-/// Packings made ahead of the writer, by content: a detail's text or a ciphertext's compact
-/// form to its packing. Details' are kept for the next acceptance with the same detail; a
-/// ciphertext's is taken by the writer as it writes it, and what an acceptance that failed
-/// left behind goes when the table is full.
+/// Details' packings made ahead of the writer, by content, kept for the next acceptance with
+/// the same detail; emptied when they would pass [`MEMO_BYTES`].
 static AHEAD: LazyLock<Mutex<Ahead>> = LazyLock::new(Mutex::default);
 
-/// The most bytes of details and their packings kept.
+/// The most bytes of details and their packings kept (counted by capacity).
 pub const MEMO_BYTES: usize = 8 << 20;
-
-/// The most ciphertext packings held for the writer.
-const SEALED_MAX: usize = 4_096;
 
 #[derive(Default)]
 struct Ahead {
     details: HashMap<String, Vec<u8>>,
     detail_bytes: usize,
-    sealed: HashMap<String, Vec<u8>>,
 }
 
 fn ahead() -> std::sync::MutexGuard<'static, Ahead> {
@@ -67,11 +64,8 @@ fn ahead() -> std::sync::MutexGuard<'static, Ahead> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Packs `details` and `sealed` now, on the caller's task, for the writer to take.
-pub(crate) fn pack_ahead<'a>(
-    details: impl IntoIterator<Item = String>,
-    sealed: impl IntoIterator<Item = &'a Sealed>,
-) {
+/// Packs `details` now, on the caller's task, for the writer to take.
+pub(crate) fn pack_ahead(details: impl IntoIterator<Item = String>) {
     let new: Vec<String> = {
         let ahead = ahead();
         details
@@ -81,33 +75,29 @@ pub(crate) fn pack_ahead<'a>(
     };
     let details: Vec<(String, Vec<u8>)> = new
         .into_iter()
-        .map(|d| {
-            let p = pack_now(&d);
+        .map(|mut d| {
+            let mut p = pack_now(&d);
+            d.shrink_to_fit();
+            p.shrink_to_fit();
             (d, p)
         })
         .collect();
-    let sealed: Vec<(String, Vec<u8>)> = sealed
-        .into_iter()
-        .map(|s| (s.as_str().to_owned(), s.to_packed()))
-        .collect();
     let mut ahead = ahead();
-    let adding: usize = details.iter().map(|(d, p)| d.len() + p.len()).sum();
+    let adding: usize = details
+        .iter()
+        .map(|(d, p)| d.capacity() + p.capacity())
+        .sum();
     if ahead.detail_bytes + adding > MEMO_BYTES {
         ahead.details.clear();
         ahead.detail_bytes = 0;
     }
-    if ahead.sealed.len() + sealed.len() > SEALED_MAX {
-        ahead.sealed.clear();
+    for (d, p) in details {
+        let size = d.capacity() + p.capacity();
+        // Two acceptances may have packed the same detail at once: counted once.
+        if ahead.details.insert(d, p).is_none() {
+            ahead.detail_bytes += size;
+        }
     }
-    ahead.detail_bytes += adding;
-    ahead.details.extend(details);
-    ahead.sealed.extend(sealed);
-}
-
-/// `sealed` packed (`Sealed::to_packed`), taken from what was packed ahead if it was.
-pub(crate) fn pack_sealed(sealed: &Sealed) -> Vec<u8> {
-    let taken = ahead().sealed.remove(sealed.as_str());
-    taken.unwrap_or_else(|| sealed.to_packed())
 }
 
 /// The dictionary of version 1 (see the module doc): frozen.
@@ -246,7 +236,7 @@ mod tests {
     #[test]
     fn what_is_packed_ahead_is_what_the_writer_would_pack() {
         let detail = MINIMISED.replace("gp-practice", "ahead-test");
-        pack_ahead([detail.clone()], []);
+        pack_ahead([detail.clone()]);
         let taken = pack(&detail);
         assert_eq!(taken, pack_now(&detail));
         assert_eq!(unpack(&taken).unwrap(), detail);
@@ -255,15 +245,9 @@ mod tests {
             taken,
             "a detail's packing is kept for the next"
         );
-        let sealed =
-            Sealed::parse("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXY.Y3Q.dGFn".to_owned())
-                .unwrap();
-        pack_ahead([], [&sealed]);
-        assert_eq!(pack_sealed(&sealed), sealed.to_packed());
-        assert!(
-            !ahead().sealed.contains_key(sealed.as_str()),
-            "a ciphertext's packing is taken once"
-        );
+        let before = ahead().detail_bytes;
+        pack_ahead([detail.clone()]);
+        assert_eq!(ahead().detail_bytes, before, "a detail is kept once");
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl<D: Dialect> crate::ReviewStore for SqlStore<D> {
                      bytes = $3, inbox_pos = $4, queued_at = $5, updated_at = $5 WHERE id = $6",
                 )
                 .bind(to.as_str())
-                .bind(crate::packed::pack_sealed(&r.sealed))
+                .bind(r.sealed.to_packed())
                 .bind(r.sealed.len() as i64)
                 .bind(position)
                 .bind(d.at)

@@ -571,6 +571,12 @@ impl AuditRecord {
 
     /// The exact text of leaf `idx` (see the module doc for its field order).
     pub fn leaf(&self, idx: i64) -> String {
+        self.leaf_with(idx, &self.event.detail_json())
+    }
+
+    /// [`AuditRecord::leaf`] for a caller that has the detail's JSON already (a store that
+    /// keeps the detail apart).
+    pub fn leaf_with(&self, idx: i64, detail: &str) -> String {
         let actor = self.actor.as_ref().map(ToString::to_string);
         LeafParts {
             idx,
@@ -579,7 +585,7 @@ impl AuditRecord {
             referral_id: self.referral_id.as_ref().map(ReferralId::as_str),
             delivery_id: self.delivery_id.as_ref().map(DeliveryId::as_str),
             actor: actor.as_deref(),
-            detail: &self.event.detail_json(),
+            detail,
         }
         .text()
     }
