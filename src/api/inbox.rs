@@ -1,6 +1,6 @@
 //! The receiving side over HTTP: `GET /v1/inbox` (cursor pages, long-poll), `GET
-//! /v1/inbox/{id}` (the sealed delivery), `POST /v1/inbox/{id}/ack`, and the sender's `POST
-//! /v1/referrals/{id}/withdraw`. Another partner's id is always `404`, never `403`.
+//! /v1/inbox/{id}` (the sealed delivery), `POST /v1/inbox/{id}/ack` and `POST /v1/inbox/ack`
+//! (a page of them at once), and the sender's `POST /v1/referrals/{id}/withdraw`. Another partner's id is always `404`, never `403`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,6 +201,96 @@ pub async fn ack(
         }
         AckOutcome::NotFound => Err(ApiError::NotFound),
     }
+}
+
+/// Most deliveries one `POST /v1/inbox/ack` acknowledges: a whole inbox page.
+pub const MAX_ACK_IDS: usize = MAX_LIMIT as usize;
+
+/// The largest acknowledgement body: [`MAX_ACK_IDS`] ids with their quotes and commas fit
+/// in half of it.
+const MAX_ACK_BODY: usize = 64 * 1024;
+
+/// `POST /v1/inbox/ack` body: the deliveries to acknowledge.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Delivery ids from your inbox, 1-500, each once.
+    #[schemars(length(min = 1, max = 500))]
+    ids: Vec<String>,
+}
+
+/// `POST /v1/inbox/ack` answer: every id of the request in one of the two lists, in the
+/// request's order.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct AckAnswer {
+    /// Acknowledged now or before: out of the inbox, their ciphertext gone.
+    acknowledged: Vec<DeliveryId>,
+    /// Not in your inbox: unknown, another partner's, withdrawn or expired (as `404` for
+    /// one).
+    not_found: Vec<DeliveryId>,
+}
+
+/// The ids of an acknowledgement body: JSON with one member, `ids`, 1–[`MAX_ACK_IDS`]
+/// well-formed delivery ids, each once. Anything else is refused whole, naming what is
+/// wrong, before anything is acknowledged.
+fn ack_ids(headers: &axum::http::HeaderMap, bytes: &[u8]) -> Result<Vec<DeliveryId>, ApiError> {
+    if bytes.len() > MAX_ACK_BODY {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_ACK_BODY,
+        });
+    }
+    super::limits::require_media_type(headers, "application/json")?;
+    let bad = |detail: &str| {
+        bad_request(crate::api::problem::BadInput::Request, detail)
+    };
+    let expected = "expected {\"ids\": [\"dlv_…\", …]} with 1 to 500 delivery ids";
+    let value = crate::intake::json::parse_strict(bytes).map_err(|_| bad(expected))?;
+    let body: AckRequest = serde_json::from_value(value).map_err(|_| bad(expected))?;
+    if body.ids.is_empty() || body.ids.len() > MAX_ACK_IDS {
+        return Err(bad(expected));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(body.ids.len());
+    let mut ids = Vec::with_capacity(body.ids.len());
+    for (n, raw) in body.ids.iter().enumerate() {
+        let id = DeliveryId::parse(raw)
+            .map_err(|_| bad(&format!("ids[{n}] is not a delivery id")))?;
+        if !seen.insert(id.clone()) {
+            return Err(bad(&format!("ids[{n}] repeats an earlier id")));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// `POST /v1/inbox/ack`: acknowledges up to a page of deliveries in one request (each as
+/// `POST /v1/inbox/{id}/ack` would, with its own audit event), sharing commits.
+pub async fn ack_many(
+    State(rt): State<Arc<Runtime>>,
+    Caller(caller): Caller,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let limit = rt.snapshot().config.settings.limits.max_body_bytes;
+    let body = super::limits::read_body(body, limit).await?;
+    let ids = ack_ids(&headers, &body)?;
+    let at = rt.clock.unix_time();
+    let outcomes = rt
+        .store
+        .ack_deliveries(&caller.partner, &ids, at, &ActorRef::from(&caller))
+        .await?;
+    let mut answer = AckAnswer {
+        acknowledged: Vec::new(),
+        not_found: Vec::new(),
+    };
+    for (id, outcome) in ids.into_iter().zip(outcomes) {
+        match outcome {
+            AckOutcome::Acknowledged | AckOutcome::AlreadyAcknowledged => {
+                answer.acknowledged.push(id)
+            }
+            AckOutcome::NotFound => answer.not_found.push(id),
+        }
+    }
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }
 
 /// `POST /v1/referrals/{id}/withdraw` (sender only): every delivery not yet acknowledged is

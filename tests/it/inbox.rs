@@ -560,6 +560,131 @@ async fn corrections(store_url: Option<String>) {
     h.gw.stop().await;
 }
 
+/// `POST /v1/inbox/ack` as `imara` with `body` (JSON).
+async fn ack_page(h: &Harness, body: &Value) -> reqwest::Response {
+    h.gw.system("imara")
+        .post(h.gw.url("/v1/inbox/ack"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A page acknowledged at once: each id its own outcome and audit event, another
+/// partner's id as unknown as a made-up one, idempotent; a body with one bad id changes
+/// nothing and names the id.
+async fn page_acks(store_url: Option<String>) {
+    let h = Harness::start(store_url).await;
+    let referrals: Vec<String> = [1, 2, 3]
+        .iter()
+        .map(|n| format!("pack-jti-0000{n}"))
+        .collect();
+    let mut sent = Vec::new();
+    for jti in &referrals {
+        sent.push(send(&h, "imara", jti).await);
+    }
+    send(&h, "childrens-social-care", "pack-jti-00004").await;
+    let ids: Vec<String> = list(&h, "imara", "").await["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let csc = list(&h, "childrens-social-care", "").await["messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let made_up = "dlv_00000000000000000000000000";
+    // The first was fetched; the second never was: both may be acknowledged.
+    let res =
+        h.gw.system("imara")
+            .get(h.gw.url(&format!("/v1/inbox/{}", ids[0])))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // Refused whole, naming what is wrong, before anything is acknowledged.
+    let long: Vec<String> = (0..501).map(|_| made_up.to_owned()).collect();
+    for (body, says) in [
+        (json!({"ids": [ids[2], "ref_nope"]}), "ids[1] is not a delivery id"),
+        (json!({"ids": [ids[2], ids[2]]}), "ids[1] repeats an earlier id"),
+        (json!({"ids": []}), "1 to 500 delivery ids"),
+        (json!({"ids": long}), "1 to 500 delivery ids"),
+        (json!({"ids": [ids[2]], "also": 1}), "1 to 500 delivery ids"),
+        (json!([ids[2]]), "1 to 500 delivery ids"),
+    ] {
+        let res = ack_page(&h, &body).await;
+        assert_eq!(res.status(), 400, "{body}");
+        let problem: Value = res.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains(says),
+            "{problem}"
+        );
+    }
+    let res =
+        h.gw.system("imara")
+            .post(h.gw.url("/v1/inbox/ack"))
+            .header("content-type", "application/xml")
+            .body(json!({"ids": [ids[2]]}).to_string())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 415);
+    assert_eq!(
+        list(&h, "imara", "").await["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "a refused body acknowledged something"
+    );
+
+    // Two of imara's, csc's and a made-up one: each in its list, in the request's order.
+    let body = json!({"ids": [ids[1], csc, ids[0], made_up]});
+    for _ in 0..2 {
+        let res = ack_page(&h, &body).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        let answer: Value = res.json().await.unwrap();
+        assert_eq!(
+            answer,
+            json!({"acknowledged": [ids[1], ids[0]], "not_found": [csc, made_up]})
+        );
+    }
+    for (referral, now) in sent.iter().zip(["acknowledged", "acknowledged", "queued"]) {
+        assert_eq!(status(&h, referral).await, vec![("imara".into(), now.into())]);
+    }
+    let left = list(&h, "imara", "").await;
+    assert_eq!(left["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(left["messages"][0]["id"], ids[2].as_str());
+    // csc's delivery is untouched, and each acknowledgement has one event, however often
+    // it was asked for.
+    assert_eq!(
+        list(&h, "childrens-social-care", "").await["messages"][0]["id"],
+        csc.as_str()
+    );
+    let acks = h
+        .audit()
+        .await
+        .into_iter()
+        .filter(|(kind, _)| kind == "acknowledged")
+        .count();
+    assert_eq!(acks, 2);
+    for id in &ids[..2] {
+        let res =
+            h.gw.system("imara")
+                .get(h.gw.url(&format!("/v1/inbox/{id}")))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(res.status(), 404, "an acknowledged delivery is gone");
+    }
+    h.gw.stop().await;
+}
+
+crate::on_both_stores!(a_page_of_deliveries_acknowledged_at_once => page_acks);
+
 crate::on_both_stores!(corrections => corrections);
 
 crate::on_both_stores!(a_recipients_day => day);

@@ -130,6 +130,14 @@ impl Tally {
         }
     }
 
+    /// A request that completes no delivery by itself (a fetch whose acknowledgement comes
+    /// with its page's): its latency only.
+    fn record_request(&mut self, latency: Duration) {
+        let _ = self
+            .histogram
+            .record((latency.as_micros() as u64).clamp(1, HISTOGRAM_MAX_US));
+    }
+
     fn finish(self, seconds: f64) -> PhaseResult {
         PhaseResult {
             completed: self.completed,
@@ -276,12 +284,24 @@ pub async fn open_loop(
     conclude(tasks, tally, || start.elapsed()).await
 }
 
+/// How a draining receiver acknowledges what it fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// `POST /v1/inbox/{id}/ack` after each fetch; latency is per delivery (fetch + ack).
+    EachDelivery,
+    /// One `POST /v1/inbox/ack` for the page's deliveries after fetching them all;
+    /// latency is per request (each fetch, and each page's acknowledgement), and a
+    /// delivery counts once its page's acknowledgement names it acknowledged.
+    PerPage,
+}
+
 /// A receiving service draining its inbox with `connections` workers: each lists a page,
-/// then fetches and acknowledges every delivery on it, until the inbox is empty, `max`
-/// deliveries were taken or `limit` has passed. Latency is per delivery (fetch + ack).
+/// then fetches and acknowledges every delivery on it (as `acks` says), until the inbox is
+/// empty, `max` deliveries were taken or `limit` has passed.
 pub async fn drain_inbox(
     target: &Target,
     connections: usize,
+    acks: Acks,
     max: usize,
     limit: Duration,
 ) -> Result<PhaseResult, BenchError> {
@@ -327,14 +347,39 @@ pub async fn drain_inbox(
                 if ids.is_empty() {
                     break;
                 }
+                let mut fetched = Vec::with_capacity(ids.len());
                 for id in ids {
                     // The budget holds per delivery, not per page of 50.
                     if Instant::now() >= deadline || taken.fetch_add(1, Ordering::Relaxed) >= max {
                         break;
                     }
                     let sent = Instant::now();
-                    let outcome = fetch_and_ack(&client, &base, &id).await;
-                    tally.lock().await.record(outcome, sent.elapsed());
+                    match acks {
+                        Acks::EachDelivery => {
+                            let outcome = fetch_and_ack(&client, &base, &id).await;
+                            tally.lock().await.record(outcome, sent.elapsed());
+                        }
+                        Acks::PerPage => match fetch(&client, &base, &id).await {
+                            Ok(()) => {
+                                tally.lock().await.record_request(sent.elapsed());
+                                fetched.push(id);
+                            }
+                            Err(e) => tally.lock().await.record(Err(e), Duration::ZERO),
+                        },
+                    }
+                }
+                if !fetched.is_empty() {
+                    let sent = Instant::now();
+                    let outcome = ack_page(&client, &base, &fetched).await;
+                    let latency = sent.elapsed();
+                    let mut tally = tally.lock().await;
+                    match outcome {
+                        Ok(()) => {
+                            tally.record_request(latency);
+                            tally.completed += fetched.len() as u64;
+                        }
+                        Err(e) => tally.record(Err(e), latency),
+                    }
                 }
             }
         }));
@@ -374,7 +419,7 @@ async fn list(
     Ok((ids, next))
 }
 
-async fn fetch_and_ack(client: &reqwest::Client, base: &str, id: &str) -> Result<(), String> {
+async fn fetch(client: &reqwest::Client, base: &str, id: &str) -> Result<(), String> {
     let res = client
         .get(format!("{base}/v1/inbox/{id}"))
         .send()
@@ -382,9 +427,40 @@ async fn fetch_and_ack(client: &reqwest::Client, base: &str, id: &str) -> Result
         .map_err(|e| format!("transport: {e}"))?;
     let status = res.status().as_u16();
     let _ = res.bytes().await;
-    if status != 200 {
-        return Err(format!("fetch status {status}"));
+    if status == 200 {
+        Ok(())
+    } else {
+        Err(format!("fetch status {status}"))
     }
+}
+
+/// One `POST /v1/inbox/ack` for `ids`: every one must come back acknowledged.
+async fn ack_page(client: &reqwest::Client, base: &str, ids: &[String]) -> Result<(), String> {
+    let res = client
+        .post(format!("{base}/v1/inbox/ack"))
+        .json(&serde_json::json!({ "ids": ids }))
+        .send()
+        .await
+        .map_err(|e| format!("transport: {e}"))?;
+    let status = res.status().as_u16();
+    if status != 200 {
+        let _ = res.bytes().await;
+        return Err(format!("page ack status {status}"));
+    }
+    let v: Value = res.json().await.map_err(|e| format!("page ack: {e}"))?;
+    let acknowledged = v["acknowledged"].as_array().map_or(0, Vec::len);
+    if acknowledged == ids.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "page ack: {acknowledged} of {} acknowledged",
+            ids.len()
+        ))
+    }
+}
+
+async fn fetch_and_ack(client: &reqwest::Client, base: &str, id: &str) -> Result<(), String> {
+    fetch(client, base, id).await?;
     let res = client
         .post(format!("{base}/v1/inbox/{id}/ack"))
         .send()

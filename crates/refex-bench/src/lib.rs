@@ -33,7 +33,7 @@ use refex::config::{self, Config, Overrides};
 use refex::partner_client::{self, Identity};
 
 use corpus::{Corpus, SENDER};
-use driver::{PhaseResult, Target};
+use driver::{Acks, PhaseResult, Target};
 use gateway::GatewayProcess;
 use report::{ClosedPhase, EndToEnd, MatrixCell, OpenPhase, Report};
 
@@ -162,12 +162,29 @@ pub async fn run(options: Options) -> Result<Report, BenchError> {
     report.inbox_few = driver::drain_inbox(
         &receiver,
         INBOX_FEW,
+        Acks::EachDelivery,
         budget.closed_bodies / 2,
         budget.phase / 2,
     )
     .await?;
-    report.inbox =
-        driver::drain_inbox(&receiver, INBOX_MANY, budget.closed_bodies, budget.phase).await?;
+    report.inbox = driver::drain_inbox(
+        &receiver,
+        INBOX_MANY,
+        Acks::EachDelivery,
+        budget.closed_bodies,
+        budget.phase,
+    )
+    .await?;
+    // Then as a receiving system that acknowledges each page at once (`POST /v1/inbox/ack`):
+    // one write per delivery instead of two.
+    report.inbox_paged = driver::drain_inbox(
+        &receiver,
+        INBOX_MANY,
+        Acks::PerPage,
+        budget.closed_bodies,
+        budget.phase,
+    )
+    .await?;
 
     tracing::info!("bench: handshakes");
     let h = budget.closed_bodies as u64;

@@ -149,6 +149,25 @@ impl<W: Send + 'static, R: Send + 'static> GroupCommit<W, R> {
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("store closed".into())))
     }
+
+    /// Queues several writes at once, so that they share a batch where its ceiling allows,
+    /// and waits until each has committed (or failed): one result per write, in order.
+    pub async fn submit_all(&self, works: Vec<W>) -> Vec<Result<R, StoreError>> {
+        let closed = || Err(StoreError::Unavailable("store closed".into()));
+        let mut waiting = Vec::with_capacity(works.len());
+        for work in works {
+            let (done, result) = oneshot::channel();
+            waiting.push(self.jobs.send(Job { work, done }).ok().map(|()| result));
+        }
+        let mut results = Vec::with_capacity(waiting.len());
+        for result in waiting {
+            results.push(match result {
+                Some(result) => result.await.unwrap_or_else(|_| closed()),
+                None => closed(),
+            });
+        }
+        results
+    }
 }
 
 async fn run<W, R, F, Fut>(
@@ -381,6 +400,28 @@ mod tests {
         let sizes = sizes.lock().expect("lock").clone();
         assert_eq!(sizes.iter().sum::<usize>(), 10);
         assert!(sizes.len() < 10, "no batching happened: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_share_a_batch_and_answer_in_order() {
+        let (gc, sizes, gate) = recording(Options {
+            window: Duration::ZERO,
+            max_batch: 4,
+        });
+        gate.add_permits(1000);
+        let jtis = ["ok-0", "bad-1", "ok-2", "ok-3", "bad-4", "ok-5"];
+        let results = gc
+            .submit_all(jtis.iter().map(|j| acceptance(j)).collect())
+            .await;
+        let replays: Vec<bool> = results
+            .iter()
+            .map(|r| matches!(r, Ok(AcceptOutcome::Replay(None))))
+            .collect();
+        assert_eq!(replays, [false, true, false, false, true, false]);
+        assert!(results.iter().all(Result::is_ok));
+        let sizes = sizes.lock().expect("lock").clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 6, "{sizes:?}");
+        assert!(sizes.len() <= 3 && sizes.iter().all(|&n| n <= 4), "{sizes:?}");
     }
 
     #[tokio::test]

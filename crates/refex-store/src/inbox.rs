@@ -1,19 +1,20 @@
 //! Recipients' inboxes: pages and backlog, and fetches and acknowledgements committed in
 //! groups (each applied in order as if alone, their audit events appended together).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use refex_core::audit::event::{self as ev, ActorRef, AuditEvent};
 use refex_core::envelope::sealed::Sealed;
 use refex_core::identity::PartnerId;
-use refex_core::ids::DeliveryId;
+use refex_core::ids::{DeliveryId, ReferralId};
 use refex_core::lifecycle::{DeliveryStatus, Step};
 use refex_core::timestamp::UnixTime;
 
 use crate::common::{INBOX_BACKLOG, INBOX_PAGE, SqlStore, moved, watch};
 use crate::group_commit::Turn;
 use crate::records::{self as rec, AuditRecord};
-use crate::sql::{Arg, Dialect, Pool, Scalar, Stmt, Tx};
+use crate::sql::{Arg, Dialect, Pool, Stmt};
 use crate::{StoreError, rows};
 
 #[async_trait::async_trait]
@@ -108,6 +109,35 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
         }
     }
 
+    async fn ack_deliveries(
+        &self,
+        recipient: &PartnerId,
+        ids: &[DeliveryId],
+        at: UnixTime,
+        actor: &ActorRef,
+    ) -> Result<Vec<rec::AckOutcome>, StoreError> {
+        let writes = ids
+            .iter()
+            .map(|id| rec::InboxWrite::Ack {
+                recipient: recipient.clone(),
+                id: id.clone(),
+                at,
+                actor: actor.clone(),
+            })
+            .collect();
+        self.inbox
+            .submit_all(writes)
+            .await
+            .into_iter()
+            .map(|done| match done? {
+                rec::InboxWritten::Acked(outcome) => Ok(outcome),
+                rec::InboxWritten::Fetched(_) => {
+                    Err(rows::corrupt("inbox group commit", "answer"))
+                }
+            })
+            .collect()
+    }
+
     async fn received(
         &self,
         recipient: &PartnerId,
@@ -176,53 +206,40 @@ async fn inbox_batch_tx<D: Dialect>(
     turn: &Turn,
 ) -> Result<Vec<rec::InboxWritten>, StoreError> {
     let mut tx = pool.begin().await?;
-    // Every row the batch may write, locked up front in `seq` order, the order a
+    // Every row the batch may write, read and locked up front in `seq` order, the order a
     // withdrawal, an expiry and a correction lock a referral's deliveries in: locking them
     // one by one in arrival order could deadlock with those on PostgreSQL. (On SQLite,
-    // whose one writer needs no row locks, this is a short indexed read.)
-    let ids: Vec<Arg<'_>> = batch
-        .iter()
-        .map(|w| {
-            let (rec::InboxWrite::Fetch { id, .. } | rec::InboxWrite::Ack { id, .. }) = w;
-            Arg::from(id.as_str())
-        })
-        .collect();
+    // whose one writer needs no row locks, this is one indexed read.)
+    let ids: Vec<Arg<'_>> = batch.iter().map(|w| Arg::from(w.id().as_str())).collect();
     let tail = format!(") ORDER BY seq{}", D::FOR_UPDATE);
-    tx.fetch_all::<Scalar<i64>>(Stmt::list(
-        "inbox locks",
-        "SELECT seq FROM deliveries WHERE id IN (",
-        ids,
-        ", ",
-        &tail,
-    ))
-    .await?;
-    let mut events = Vec::new();
+    let found: Vec<BatchRow> = tx
+        .fetch_all(Stmt::list(
+            "inbox batch",
+            "SELECT id, recipient, status, sealed, sealed_packed, referral_id \
+             FROM deliveries WHERE id IN (",
+            ids,
+            ", ",
+            &tail,
+        ))
+        .await?;
+    let mut rows = HashMap::with_capacity(found.len());
+    for (id, recipient, status, sealed, packed, referral) in found {
+        let current = Current {
+            recipient,
+            status: rows::status(&status)?,
+            sealed,
+            packed,
+            referral: rows::referral_id("deliveries", &referral)?,
+        };
+        rows.insert(id, current);
+    }
+    // Each write applied in order to the rows as they stand after the ones before it.
+    let mut plan = Plan::default();
     let mut results = Vec::with_capacity(batch.len());
     for write in batch {
-        let (done, event) = match write {
-            rec::InboxWrite::Fetch {
-                recipient,
-                id,
-                at,
-                actor,
-            } => {
-                let (sealed, event) = fetch_in(&mut tx, recipient, id, *at, actor).await?;
-                (rec::InboxWritten::Fetched(sealed), event)
-            }
-            rec::InboxWrite::Ack {
-                recipient,
-                id,
-                at,
-                actor,
-            } => {
-                let (outcome, event) = ack_in(&mut tx, recipient, id, *at, actor).await?;
-                (rec::InboxWritten::Acked(outcome), event)
-            }
-        };
-        results.push(done);
-        events.extend(event);
+        results.push(plan.apply(&mut rows, write)?);
     }
-    if events.is_empty() {
+    if plan.events.is_empty() {
         // Only reads (fetches of deliveries already delivered, acknowledgements repeated):
         // nothing to commit, but what they read may be a commit not yet durable.
         drop(tx);
@@ -230,125 +247,154 @@ async fn inbox_batch_tx<D: Dialect>(
         pool.barrier().await?;
         return Ok(results);
     }
-    crate::audit::insert_events(&mut tx, &events).await?;
+    // A delivery fetched and acknowledged in one batch moved to `delivered` before it
+    // moved on: the fetches' updates go first.
+    for ((at, to), ids) in plan.delivered {
+        tx.execute(moves(false, to, at, ids)).await?;
+    }
+    for ((at, to), ids) in plan.acknowledged {
+        tx.execute(moves(true, to, at, ids)).await?;
+    }
+    crate::audit::insert_events(&mut tx, &plan.events).await?;
     tx.commit_then(|| turn.end()).await?;
     Ok(results)
 }
 
-/// `columns` of a delivery of `recipient`'s, locked.
-fn locked_delivery<'a, D: Dialect>(
-    op: &'static str,
-    columns: &str,
-    recipient: &'a PartnerId,
-    id: &'a DeliveryId,
-) -> Stmt<'a> {
-    Stmt::new(
-        op,
-        format!(
-            "SELECT {columns} FROM deliveries WHERE id = $1 AND recipient = $2{}",
-            D::FOR_UPDATE
-        ),
-    )
-    .bind(id.as_str())
-    .bind(recipient.as_str())
+/// A delivery as a batch reads it: id, recipient, status, ciphertext (as text or packed),
+/// referral.
+type BatchRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<Vec<u8>>,
+    String,
+);
+
+/// A delivery as it stands within a batch, after the writes applied so far.
+struct Current {
+    recipient: String,
+    status: DeliveryStatus,
+    sealed: Option<String>,
+    packed: Option<Vec<u8>>,
+    referral: ReferralId,
 }
 
-/// A delivery as a fetch reads it: status, ciphertext (as text or packed), referral.
-type FetchRow = (String, Option<String>, Option<Vec<u8>>, String);
-
-/// A fetch inside a batch: the sealed delivery if it is in `recipient`'s inbox, and for the
-/// first fetch the `delivered` mark made and its `fetched` event.
-async fn fetch_in<D: Dialect>(
-    tx: &mut Tx<D>,
-    recipient: &PartnerId,
-    id: &DeliveryId,
-    at: UnixTime,
-    actor: &ActorRef,
-) -> Result<(Option<Sealed>, Option<AuditRecord>), StoreError> {
-    let row: Option<FetchRow> = tx
-        .fetch_optional(locked_delivery::<D>(
-            "fetch delivery",
-            "status, sealed, sealed_packed, referral_id",
-            recipient,
-            id,
-        ))
-        .await?;
-    let Some((status, sealed, packed, referral)) = row else {
-        return Ok((None, None));
-    };
-    let referral = rows::referral_id("deliveries", &referral)?;
-    let Ok(to) = moved(rows::status(&status)?, Step::Fetch) else {
-        return Ok((None, None));
-    };
-    // In the inbox, a delivery always has its ciphertext.
-    let sealed =
-        rows::delivery_sealed(sealed, packed)?.ok_or(rows::corrupt("deliveries", "sealed"))?;
-    let Some(to) = to else {
-        return Ok((Some(sealed), None));
-    };
-    tx.execute(
-        Stmt::new(
-            "mark delivered",
-            "UPDATE deliveries SET status = $1, fetched_at = $2, updated_at = $2 WHERE id = $3",
-        )
-        .bind(to.as_str())
-        .bind(at)
-        .bind(id.as_str()),
-    )
-    .await?;
-    let event = AuditRecord::new(
-        at,
-        Some(actor.clone()),
-        AuditEvent::Fetched(ev::Fetched { first: true }),
-    )
-    .about(&referral)
-    .delivery(id);
-    Ok((Some(sealed), Some(event)))
+/// What a batch writes: the deliveries each kind of move updates, by time and new status,
+/// and the events.
+#[derive(Default)]
+struct Plan {
+    /// First fetches: `fetched_at` set.
+    delivered: BTreeMap<(UnixTime, &'static str), Vec<String>>,
+    /// Acknowledgements: `acked_at` set, the ciphertext deleted.
+    acknowledged: BTreeMap<(UnixTime, &'static str), Vec<String>>,
+    events: Vec<AuditRecord>,
 }
 
-/// An acknowledgement inside a batch: the ciphertext deleted and the delivery out of the
-/// inbox, with its `acknowledged` event; idempotent.
-async fn ack_in<D: Dialect>(
-    tx: &mut Tx<D>,
+impl Plan {
+    /// Applies one write to `rows`: its answer, and the update and event it makes, if any.
+    fn apply(
+        &mut self,
+        rows: &mut HashMap<String, Current>,
+        write: &rec::InboxWrite,
+    ) -> Result<rec::InboxWritten, StoreError> {
+        match write {
+            rec::InboxWrite::Fetch {
+                recipient,
+                id,
+                at,
+                actor,
+            } => {
+                let Some(row) = own(rows, recipient, id) else {
+                    return Ok(rec::InboxWritten::Fetched(None));
+                };
+                let Ok(to) = moved(row.status, Step::Fetch) else {
+                    return Ok(rec::InboxWritten::Fetched(None));
+                };
+                // In the inbox, a delivery always has its ciphertext.
+                let sealed = rows::delivery_sealed(row.sealed.clone(), row.packed.clone())?
+                    .ok_or(rows::corrupt("deliveries", "sealed"))?;
+                if let Some(to) = to {
+                    row.status = to;
+                    self.delivered
+                        .entry((*at, to.as_str()))
+                        .or_default()
+                        .push(id.as_str().to_owned());
+                    self.events.push(
+                        AuditRecord::new(
+                            *at,
+                            Some(actor.clone()),
+                            AuditEvent::Fetched(ev::Fetched { first: true }),
+                        )
+                        .about(&row.referral)
+                        .delivery(id),
+                    );
+                }
+                Ok(rec::InboxWritten::Fetched(Some(sealed)))
+            }
+            rec::InboxWrite::Ack {
+                recipient,
+                id,
+                at,
+                actor,
+            } => {
+                let Some(row) = own(rows, recipient, id) else {
+                    return Ok(rec::InboxWritten::Acked(rec::AckOutcome::NotFound));
+                };
+                let to = match moved(row.status, Step::Acknowledge) {
+                    Ok(Some(to)) => to,
+                    Ok(None) => return Ok(rec::InboxWritten::Acked(rec::AckOutcome::AlreadyAcknowledged)),
+                    Err(_) => return Ok(rec::InboxWritten::Acked(rec::AckOutcome::NotFound)),
+                };
+                row.status = to;
+                (row.sealed, row.packed) = (None, None);
+                self.acknowledged
+                    .entry((*at, to.as_str()))
+                    .or_default()
+                    .push(id.as_str().to_owned());
+                self.events.push(
+                    AuditRecord::new(
+                        *at,
+                        Some(actor.clone()),
+                        AuditEvent::Acknowledged(ev::Acknowledged {}),
+                    )
+                    .about(&row.referral)
+                    .delivery(id),
+                );
+                Ok(rec::InboxWritten::Acked(rec::AckOutcome::Acknowledged))
+            }
+        }
+    }
+}
+
+/// The delivery `id` if it is `recipient`'s (another partner's is as absent as an unknown
+/// one).
+fn own<'r>(
+    rows: &'r mut HashMap<String, Current>,
     recipient: &PartnerId,
     id: &DeliveryId,
-    at: UnixTime,
-    actor: &ActorRef,
-) -> Result<(rec::AckOutcome, Option<AuditRecord>), StoreError> {
-    let row: Option<(String, String)> = tx
-        .fetch_optional(locked_delivery::<D>(
-            "ack delivery",
-            "status, referral_id",
-            recipient,
-            id,
-        ))
-        .await?;
-    let Some((status, referral)) = row else {
-        return Ok((rec::AckOutcome::NotFound, None));
+) -> Option<&'r mut Current> {
+    rows.get_mut(id.as_str())
+        .filter(|row| row.recipient == recipient.as_str())
+}
+
+/// One statement moving `ids` to status `to` at `at`: a first fetch's (`fetched_at`) or,
+/// `acknowledged`, an acknowledgement's (`acked_at`, the ciphertext deleted).
+fn moves(acknowledged: bool, to: &'static str, at: UnixTime, ids: Vec<String>) -> Stmt<'static> {
+    let n = ids.len();
+    let set = if acknowledged {
+        "sealed = NULL, sealed_packed = NULL, acked_at"
+    } else {
+        "fetched_at"
     };
-    let referral = rows::referral_id("deliveries", &referral)?;
-    let to = match moved(rows::status(&status)?, Step::Acknowledge) {
-        Ok(Some(to)) => to,
-        Ok(None) => return Ok((rec::AckOutcome::AlreadyAcknowledged, None)),
-        Err(_) => return Ok((rec::AckOutcome::NotFound, None)),
-    };
-    tx.execute(
-        Stmt::new(
-            "ack delivery",
-            "UPDATE deliveries SET status = $1, sealed = NULL, sealed_packed = NULL, \
-             acked_at = $2, updated_at = $2 WHERE id = $3",
-        )
-        .bind(to.as_str())
+    let head = format!(
+        "UPDATE deliveries SET status = ${}, {set} = ${}, updated_at = ${} WHERE id IN (",
+        n + 1,
+        n + 2,
+        n + 2
+    );
+    let args = ids.into_iter().map(Arg::from).collect();
+    Stmt::list("inbox moves", &head, args, ", ", ")")
+        .bind(to)
         .bind(at)
-        .bind(id.as_str()),
-    )
-    .await?;
-    let event = AuditRecord::new(
-        at,
-        Some(actor.clone()),
-        AuditEvent::Acknowledged(ev::Acknowledged {}),
-    )
-    .about(&referral)
-    .delivery(id);
-    Ok((rec::AckOutcome::Acknowledged, Some(event)))
 }

@@ -125,6 +125,17 @@ pub trait InboxStore: Send + Sync {
         actor: &ActorRef,
     ) -> Result<crate::records::AckOutcome, StoreError>;
 
+    /// Acknowledges several deliveries of `recipient`'s at once, each as
+    /// [`ack_delivery`](Self::ack_delivery) would, sharing commits: one outcome per id, in
+    /// order. On an error some may be acknowledged already; acknowledging again is safe.
+    async fn ack_deliveries(
+        &self,
+        recipient: &PartnerId,
+        ids: &[DeliveryId],
+        at: UnixTime,
+        actor: &ActorRef,
+    ) -> Result<Vec<crate::records::AckOutcome>, StoreError>;
+
     /// The deliveries that reached `recipient`'s inbox, most recent first (at most `limit`),
     /// whatever their status now (new, read, acknowledged, withdrawn, expired): metadata
     /// only, for a hosted organisation's console.

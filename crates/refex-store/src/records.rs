@@ -209,6 +209,14 @@ pub enum InboxWrite {
     },
 }
 
+impl InboxWrite {
+    /// The delivery written.
+    pub fn id(&self) -> &DeliveryId {
+        let (InboxWrite::Fetch { id, .. } | InboxWrite::Ack { id, .. }) = self;
+        id
+    }
+}
+
 /// What an [`InboxWrite`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InboxWritten {

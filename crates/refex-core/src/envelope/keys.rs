@@ -129,6 +129,11 @@ impl KeySet {
                 reason,
             };
             let kid = jwk.key_id().ok_or_else(|| bad("no \"kid\"".into()))?;
+            if !kid_is_sound(kid) {
+                return Err(bad(format!(
+                    "\"kid\" must be 1 to {MAX_KID} printable ASCII characters"
+                )));
+            }
             if !seen.insert(kid.to_owned()) {
                 return Err(bad(format!("\"kid\" {kid:?} used twice")));
             }
@@ -248,6 +253,18 @@ impl KeyUse {
             KeyUse::Sig => "sig",
         }
     }
+}
+
+/// Longest `kid` a key set may carry. A `kid` travels in every JWE and JWS header the key
+/// makes and in audit details; one of kilobytes would make headers that partners' JOSE
+/// libraries refuse (the toolkit's refuses headers over 8 KiB), so it is refused when the
+/// set is loaded instead.
+pub const MAX_KID: usize = 128;
+
+/// Whether `kid` is 1 to [`MAX_KID`] printable ASCII characters (no spaces or controls: it
+/// is written into logs and file names).
+fn kid_is_sound(kid: &str) -> bool {
+    (1..=MAX_KID).contains(&kid.len()) && kid.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The public half of a JWK with its `kid`, `use` and `alg` kept.
@@ -466,5 +483,21 @@ mod tests {
         doc["keys"][1].as_object_mut().unwrap().remove("kid");
         let err = KeySet::parse(doc.to_string().as_bytes(), "t", Visibility::Private).unwrap_err();
         assert!(err.to_string().contains("kid"), "{err}");
+    }
+
+    #[test]
+    fn a_kid_too_long_or_with_controls_is_refused_without_echoing_it() {
+        for kid in ["x".repeat(MAX_KID + 1), String::new(), "a b".into(), "a\nb".into()] {
+            let mut doc = private_doc();
+            doc["keys"][0]["kid"] = kid.clone().into();
+            let err =
+                KeySet::parse(doc.to_string().as_bytes(), "t", Visibility::Private).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("printable ASCII"), "{text}");
+            assert!(kid.len() < 3 || !text.contains(&kid), "{text}");
+        }
+        let mut doc = private_doc();
+        doc["keys"][0]["kid"] = "k".repeat(MAX_KID).into();
+        KeySet::parse(doc.to_string().as_bytes(), "t", Visibility::Private).unwrap();
     }
 }
