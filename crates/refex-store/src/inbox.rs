@@ -398,3 +398,91 @@ fn moves(acknowledged: bool, to: &'static str, at: UnixTime, ids: Vec<String>) -
         .bind(to)
         .bind(at)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(fetch: bool, who: &str, id: &DeliveryId) -> rec::InboxWrite {
+        let (recipient, at) = (who.parse().expect("partner"), UnixTime::from_secs(100));
+        let actor = ActorRef::System {
+            partner: who.parse().expect("partner"),
+            id: "system".parse().expect("system"),
+        };
+        let id = id.clone();
+        if fetch {
+            rec::InboxWrite::Fetch {
+                recipient,
+                id,
+                at,
+                actor,
+            }
+        } else {
+            rec::InboxWrite::Ack {
+                recipient,
+                id,
+                at,
+                actor,
+            }
+        }
+    }
+
+    /// Each write of a batch sees the ones before it, as if alone: fetched then
+    /// acknowledged moves in that order, nothing after an acknowledgement reads the
+    /// ciphertext, and another partner's delivery is as absent as an unknown one.
+    #[test]
+    fn a_batch_applies_each_write_in_order_as_if_alone() {
+        let (a, b) = (
+            DeliveryId::parse("dlv_00000000000000000000000001").expect("id"),
+            DeliveryId::parse("dlv_00000000000000000000000002").expect("id"),
+        );
+        let unknown = DeliveryId::parse("dlv_00000000000000000000000003").expect("id");
+        let referral = ReferralId::parse("ref_00000000000000000000000001").expect("id");
+        let row = |who: &str| Current {
+            recipient: who.into(),
+            status: DeliveryStatus::Queued,
+            sealed: Some("eyJhIjoxfQ.a2V5.aXY.Y3Q.dGFn".into()),
+            packed: None,
+            referral: referral.clone(),
+        };
+        let mut rows = HashMap::from([
+            (a.as_str().to_owned(), row("imara")),
+            (b.as_str().to_owned(), row("childrens-social-care")),
+        ]);
+        let mut plan = Plan::default();
+        let answers: Vec<rec::InboxWritten> = [
+            write(true, "imara", &a),
+            write(false, "imara", &a),
+            write(true, "imara", &a),
+            write(false, "imara", &a),
+            write(true, "imara", &b),
+            write(false, "imara", &b),
+            write(false, "imara", &unknown),
+        ]
+        .iter()
+        .map(|w| plan.apply(&mut rows, w).expect("applies"))
+        .collect();
+        assert!(matches!(answers[0], rec::InboxWritten::Fetched(Some(_))));
+        assert_eq!(
+            answers[1..],
+            [
+                rec::InboxWritten::Acked(rec::AckOutcome::Acknowledged),
+                rec::InboxWritten::Fetched(None),
+                rec::InboxWritten::Acked(rec::AckOutcome::AlreadyAcknowledged),
+                rec::InboxWritten::Fetched(None),
+                rec::InboxWritten::Acked(rec::AckOutcome::NotFound),
+                rec::InboxWritten::Acked(rec::AckOutcome::NotFound),
+            ]
+        );
+        let at = UnixTime::from_secs(100);
+        let one = |status: DeliveryStatus| BTreeMap::from([((at, status.as_str()), vec![a.as_str().to_owned()])]);
+        assert_eq!(plan.delivered, one(DeliveryStatus::Delivered));
+        assert_eq!(plan.acknowledged, one(DeliveryStatus::Acknowledged));
+        let kinds: Vec<_> = plan.events.iter().map(|e| e.event.kind()).collect();
+        assert_eq!(kinds, [ev::EventKind::Fetched, ev::EventKind::Acknowledged]);
+        let left = &rows[a.as_str()];
+        assert_eq!(left.status, DeliveryStatus::Acknowledged);
+        assert!(left.sealed.is_none() && left.packed.is_none());
+        assert_eq!(rows[b.as_str()].status, DeliveryStatus::Queued);
+    }
+}

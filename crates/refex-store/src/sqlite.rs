@@ -308,6 +308,9 @@ fn spawn_checkpointer(
         };
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Failing since the last pass that worked: warned once per streak, not ten times a
+        // second.
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -316,14 +319,25 @@ fn spawn_checkpointer(
             if alive.upgrade().is_none() {
                 break;
             }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&mut conn)
                 .await
             {
-                // Closed with the store, or a disk error the writer will meet too.
-                tracing::debug!(error = %e, "checkpoint pass failed");
-                if matches!(e, sqlx::Error::Io(_)) {
-                    break;
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("checkpoint passes work again");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Closed with the store, or a disk error the writer will meet too; the
+                    // log grows until a pass works.
+                    if !failing {
+                        tracing::warn!(error = %e, "checkpoint pass failed; the write-ahead log grows until one works");
+                    }
+                    failing = true;
+                    if matches!(e, sqlx::Error::Io(_)) {
+                        break;
+                    }
                 }
             }
         }
