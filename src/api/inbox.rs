@@ -240,9 +240,7 @@ fn ack_ids(headers: &axum::http::HeaderMap, bytes: &[u8]) -> Result<Vec<Delivery
         });
     }
     super::limits::require_media_type(headers, "application/json")?;
-    let bad = |detail: &str| {
-        bad_request(crate::api::problem::BadInput::Request, detail)
-    };
+    let bad = |detail: &str| bad_request(crate::api::problem::BadInput::Request, detail);
     let expected = "expected {\"ids\": [\"dlv_…\", …]} with 1 to 500 delivery ids";
     let value = crate::intake::json::parse_strict(bytes).map_err(|_| bad(expected))?;
     let body: AckRequest = serde_json::from_value(value).map_err(|_| bad(expected))?;
@@ -252,8 +250,8 @@ fn ack_ids(headers: &axum::http::HeaderMap, bytes: &[u8]) -> Result<Vec<Delivery
     let mut seen = std::collections::HashSet::with_capacity(body.ids.len());
     let mut ids = Vec::with_capacity(body.ids.len());
     for (n, raw) in body.ids.iter().enumerate() {
-        let id = DeliveryId::parse(raw)
-            .map_err(|_| bad(&format!("ids[{n}] is not a delivery id")))?;
+        let id =
+            DeliveryId::parse(raw).map_err(|_| bad(&format!("ids[{n}] is not a delivery id")))?;
         if !seen.insert(id.clone()) {
             return Err(bad(&format!("ids[{n}] repeats an earlier id")));
         }

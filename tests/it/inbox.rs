@@ -607,8 +607,14 @@ async fn page_acks(store_url: Option<String>) {
     // Refused whole, naming what is wrong, before anything is acknowledged.
     let long: Vec<String> = (0..501).map(|_| made_up.to_owned()).collect();
     for (body, says) in [
-        (json!({"ids": [ids[2], "ref_nope"]}), "ids[1] is not a delivery id"),
-        (json!({"ids": [ids[2], ids[2]]}), "ids[1] repeats an earlier id"),
+        (
+            json!({"ids": [ids[2], "ref_nope"]}),
+            "ids[1] is not a delivery id",
+        ),
+        (
+            json!({"ids": [ids[2], ids[2]]}),
+            "ids[1] repeats an earlier id",
+        ),
         (json!({"ids": []}), "1 to 500 delivery ids"),
         (json!({"ids": long}), "1 to 500 delivery ids"),
         (json!({"ids": [ids[2]], "also": 1}), "1 to 500 delivery ids"),
@@ -653,7 +659,10 @@ async fn page_acks(store_url: Option<String>) {
         );
     }
     for (referral, now) in sent.iter().zip(["acknowledged", "acknowledged", "queued"]) {
-        assert_eq!(status(&h, referral).await, vec![("imara".into(), now.into())]);
+        assert_eq!(
+            status(&h, referral).await,
+            vec![("imara".into(), now.into())]
+        );
     }
     let left = list(&h, "imara", "").await;
     assert_eq!(left["messages"].as_array().unwrap().len(), 1);

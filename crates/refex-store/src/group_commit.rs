@@ -421,7 +421,10 @@ mod tests {
         assert!(results.iter().all(Result::is_ok));
         let sizes = sizes.lock().expect("lock").clone();
         assert_eq!(sizes.iter().sum::<usize>(), 6, "{sizes:?}");
-        assert!(sizes.len() <= 3 && sizes.iter().all(|&n| n <= 4), "{sizes:?}");
+        assert!(
+            sizes.len() <= 3 && sizes.iter().all(|&n| n <= 4),
+            "{sizes:?}"
+        );
     }
 
     #[tokio::test]

@@ -131,9 +131,7 @@ impl<D: Dialect> crate::InboxStore for SqlStore<D> {
             .into_iter()
             .map(|done| match done? {
                 rec::InboxWritten::Acked(outcome) => Ok(outcome),
-                rec::InboxWritten::Fetched(_) => {
-                    Err(rows::corrupt("inbox group commit", "answer"))
-                }
+                rec::InboxWritten::Fetched(_) => Err(rows::corrupt("inbox group commit", "answer")),
             })
             .collect()
     }
@@ -343,7 +341,11 @@ impl Plan {
                 };
                 let to = match moved(row.status, Step::Acknowledge) {
                     Ok(Some(to)) => to,
-                    Ok(None) => return Ok(rec::InboxWritten::Acked(rec::AckOutcome::AlreadyAcknowledged)),
+                    Ok(None) => {
+                        return Ok(rec::InboxWritten::Acked(
+                            rec::AckOutcome::AlreadyAcknowledged,
+                        ));
+                    }
                     Err(_) => return Ok(rec::InboxWritten::Acked(rec::AckOutcome::NotFound)),
                 };
                 row.status = to;
@@ -441,7 +443,7 @@ mod tests {
         let row = |who: &str| Current {
             recipient: who.into(),
             status: DeliveryStatus::Queued,
-            sealed: Some("eyJhIjoxfQ.a2V5.aXY.Y3Q.dGFn".into()),
+            sealed: Some("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.a2V5.aXY.Y3Q.dGFn".into()),
             packed: None,
             referral: referral.clone(),
         };
@@ -475,7 +477,9 @@ mod tests {
             ]
         );
         let at = UnixTime::from_secs(100);
-        let one = |status: DeliveryStatus| BTreeMap::from([((at, status.as_str()), vec![a.as_str().to_owned()])]);
+        let one = |status: DeliveryStatus| {
+            BTreeMap::from([((at, status.as_str()), vec![a.as_str().to_owned()])])
+        };
         assert_eq!(plan.delivered, one(DeliveryStatus::Delivered));
         assert_eq!(plan.acknowledged, one(DeliveryStatus::Acknowledged));
         let kinds: Vec<_> = plan.events.iter().map(|e| e.event.kind()).collect();

@@ -487,7 +487,12 @@ mod tests {
 
     #[test]
     fn a_kid_too_long_or_with_controls_is_refused_without_echoing_it() {
-        for kid in ["x".repeat(MAX_KID + 1), String::new(), "a b".into(), "a\nb".into()] {
+        for kid in [
+            "x".repeat(MAX_KID + 1),
+            String::new(),
+            "a b".into(),
+            "a\nb".into(),
+        ] {
             let mut doc = private_doc();
             doc["keys"][0]["kid"] = kid.clone().into();
             let err =
