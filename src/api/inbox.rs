@@ -242,7 +242,11 @@ fn ack_ids(headers: &axum::http::HeaderMap, bytes: &[u8]) -> Result<Vec<Delivery
     super::limits::require_media_type(headers, "application/json")?;
     let bad = |detail: &str| bad_request(crate::api::problem::BadInput::Request, detail);
     let expected = "expected {\"ids\": [\"dlv_…\", …]} with 1 to 500 delivery ids";
-    let value = crate::intake::json::parse_strict(bytes).map_err(|_| bad(expected))?;
+    let value = crate::intake::json::parse_strict(bytes).map_err(|e| match e {
+        // A member named twice says which: the pointer, never a value.
+        crate::intake::json::StrictJsonError::Duplicate { .. } => bad(&e.to_string()),
+        _ => bad(expected),
+    })?;
     let body: AckRequest = serde_json::from_value(value).map_err(|_| bad(expected))?;
     if body.ids.is_empty() || body.ids.len() > MAX_ACK_IDS {
         return Err(bad(expected));

@@ -183,7 +183,9 @@ pub fn require_media_type(
     }
 }
 
-/// Reads a whole request body, mapping an over-limit body to `413`.
+/// Reads a whole request body, mapping an over-limit body to `413` and one the client sent
+/// malformed or cut short (a broken chunked encoding, a connection closed mid-body) to
+/// `400`: the client's fault, never a `500` and an error in the gateway's log.
 pub async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -191,7 +193,10 @@ pub async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, Ap
             if is_length_limit(&*e.into_inner()) {
                 Err(ApiError::PayloadTooLarge { limit })
             } else {
-                Err(ApiError::Internal)
+                Err(ApiError::BadRequest {
+                    slug: crate::api::problem::BadInput::Request,
+                    detail: "the request body could not be read: malformed or cut short".into(),
+                })
             }
         }
     }

@@ -226,9 +226,18 @@ pub fn methods_at(path: &str) -> Vec<&'static Method> {
             }
         }
     };
+    // As the router matches: a path some route names literally (`/v1/inbox/ack`) is that
+    // route's alone, never also a `{id}` template's (`/v1/inbox/{id}`).
+    let literal = ROUTES.iter().any(|r| r.path == path);
     ROUTES
         .iter()
-        .filter(|r| matches(r.path))
+        .filter(|r| {
+            if literal {
+                r.path == path
+            } else {
+                matches(r.path)
+            }
+        })
         .map(|r| &r.method)
         .collect()
 }

@@ -227,10 +227,12 @@ async fn each_principal_has_its_own_rate_limit() {
     h.gw.stop().await;
 }
 
-/// Posts a JSON body over the limit in chunks (no length declared, so only reading it finds
-/// the excess), raw HTTP/1.1 as `person` of `partner`, and returns the answer's text.
-async fn chunked_over_limit(h: &Harness, partner: &str, person: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A raw HTTP/1.1 connection over mutual TLS as `person` of `partner`.
+async fn raw_as(
+    h: &Harness,
+    partner: &str,
+    person: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let people = h
         .project
         .pki()
@@ -250,7 +252,14 @@ async fn chunked_over_limit(h: &Harness, partner: &str, person: &str, path: &str
         .await
         .unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut stream = connector.connect(name, tcp).await.unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Posts a JSON body over the limit in chunks (no length declared, so only reading it finds
+/// the excess), raw HTTP/1.1 as `person` of `partner`, and returns the answer's text.
+async fn chunked_over_limit(h: &Harness, partner: &str, person: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = raw_as(h, partner, person).await;
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
     );
@@ -277,6 +286,40 @@ async fn chunked_over_limit(h: &Harness, partner: &str, person: &str, path: &str
     )
     .await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A body whose chunked encoding is broken is the client's fault: `400`, never a `500` and
+/// an error in the gateway's log (an outside review sent one to every route that reads a
+/// body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_a_400_not_a_500() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(None).await;
+    for (partner, person, path) in [
+        ("imara", "practitioner-1", "/v1/inbox/ack"),
+        ("notts-police", "dpo-1", "/v1/subject-access"),
+    ] {
+        let mut stream = raw_as(&h, partner, person).await;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\nconnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut out),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&out);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(
+            answer.contains("urn:refex:problem:bad-request")
+                && answer.contains("could not be read"),
+            "{path}: {answer}"
+        );
+    }
+    h.gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

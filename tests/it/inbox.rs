@@ -637,6 +637,33 @@ async fn page_acks(store_url: Option<String>) {
             .await
             .unwrap();
     assert_eq!(res.status(), 415);
+    // A member named twice says which.
+    let res =
+        h.gw.system("imara")
+            .post(h.gw.url("/v1/inbox/ack"))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"ids": ["{}"], "ids": []}}"#, ids[2]))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 400);
+    let problem: Value = res.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("member /ids appears more than once"),
+        "{problem}"
+    );
+    // The path is the page acknowledgement's alone, not also `GET /v1/inbox/{id}`'s.
+    let res =
+        h.gw.system("imara")
+            .get(h.gw.url("/v1/inbox/ack"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
     assert_eq!(
         list(&h, "imara", "").await["messages"]
             .as_array()

@@ -17,9 +17,9 @@ use refex::intake::claims::{InformedStatus, SubjectInformed};
 use refex::lawful::{Article6, Article9, LawfulBasis, Schedule1};
 use refex::lifecycle::DeliveryStatus;
 use refex::store::records::{
-    AcceptOutcome, Acceptance, AuditRecord, CheckpointRecord, DecideOutcome, DeliveryRecord,
-    HoldRecord, OnceNotice, PriorAcceptance, ReferralRecord, Rejection, Release, ReviewCommit,
-    SubjectMatch,
+    AcceptOutcome, Acceptance, AckOutcome, AuditRecord, CheckpointRecord, DecideOutcome,
+    DeliveryRecord, HoldRecord, OnceNotice, PriorAcceptance, ReferralRecord, Rejection, Release,
+    ReviewCommit, SubjectMatch,
 };
 use refex::store::sql::Faults;
 use refex::store::{self, Backend, SqliteStore, Store, StoreError, Table};
@@ -169,6 +169,70 @@ async fn in_memory_store_conforms() {
     assert_eq!(store.backend(), Backend::Sqlite);
     store.ping().await.unwrap();
     ports_conform(store.clone()).await;
+    store.close().await;
+}
+
+/// An inbox batch reads a delivery's ciphertext only for a fetch by its own recipient:
+/// naming another partner's delivery, or acknowledging one, costs what an unknown id does
+/// (an outside review found a sender could make every inbox wait by acknowledging, in
+/// pages of 500, the large deliveries it had sent to others). The statement that reads
+/// ciphertext is made to fail: everything else still succeeds.
+#[tokio::test]
+async fn an_inbox_batch_reads_ciphertext_only_for_its_own_recipients_fetches() {
+    let faults = Faults::armed();
+    let store = in_memory(&faults).await;
+    store.accept(acceptance(7, "jti-own", false)).await.unwrap();
+    faults.fail(
+        "SELECT id, sealed, sealed_packed",
+        0,
+        usize::MAX,
+        StoreError::Full("ciphertext read".into()),
+    );
+    let (owner, other, at) = (
+        p("cambs-idva"),
+        p("childrens-social-care"),
+        t(1_795_000_100),
+    );
+    let ids = [did(7, 1), did(7, 2)];
+    let outcomes = store
+        .ack_deliveries(&other, &ids, at, &police())
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [AckOutcome::NotFound, AckOutcome::NotFound]);
+    assert_eq!(
+        store
+            .fetch_delivery(&other, &ids[0], at, &police())
+            .await
+            .unwrap(),
+        None
+    );
+    // The owner's fetch is the one that reads it.
+    assert!(
+        store
+            .fetch_delivery(&owner, &ids[0], at, &police())
+            .await
+            .is_err()
+    );
+    faults.clear();
+    assert!(
+        store
+            .fetch_delivery(&owner, &ids[0], at, &police())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    faults.fail(
+        "SELECT id, sealed, sealed_packed",
+        0,
+        usize::MAX,
+        StoreError::Full("ciphertext read".into()),
+    );
+    let outcomes = store
+        .ack_deliveries(&owner, &ids[..1], at, &police())
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [AckOutcome::Acknowledged]);
+    faults.clear();
     store.close().await;
 }
 

@@ -213,23 +213,53 @@ async fn inbox_batch_tx<D: Dialect>(
     let found: Vec<BatchRow> = tx
         .fetch_all(Stmt::list(
             "inbox batch",
-            "SELECT id, recipient, status, sealed, sealed_packed, referral_id \
-             FROM deliveries WHERE id IN (",
+            "SELECT id, recipient, status, referral_id FROM deliveries WHERE id IN (",
             ids,
             ", ",
             &tail,
         ))
         .await?;
     let mut rows = HashMap::with_capacity(found.len());
-    for (id, recipient, status, sealed, packed, referral) in found {
+    for (id, recipient, status, referral) in found {
         let current = Current {
             recipient,
             status: rows::status(&status)?,
-            sealed,
-            packed,
+            sealed: None,
+            packed: None,
             referral: rows::referral_id("deliveries", &referral)?,
         };
         rows.insert(id, current);
+    }
+    // The ciphertext only of the deliveries fetched by their own recipient: naming another
+    // partner's delivery, or acknowledging one, never reads one (an id a caller does not
+    // own costs what an unknown one does).
+    let mut wanted: Vec<&str> = batch
+        .iter()
+        .filter_map(|w| match w {
+            rec::InboxWrite::Fetch { recipient, id, .. } => rows
+                .get(id.as_str())
+                .filter(|row| row.recipient == recipient.as_str())
+                .map(|_| id.as_str()),
+            rec::InboxWrite::Ack { .. } => None,
+        })
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if !wanted.is_empty() {
+        let sealed: Vec<SealedRow> = tx
+            .fetch_all(Stmt::list(
+                "inbox batch",
+                "SELECT id, sealed, sealed_packed FROM deliveries WHERE id IN (",
+                wanted.into_iter().map(Arg::from).collect(),
+                ", ",
+                ")",
+            ))
+            .await?;
+        for (id, text, packed) in sealed {
+            if let Some(row) = rows.get_mut(&id) {
+                (row.sealed, row.packed) = (text, packed);
+            }
+        }
     }
     // Each write applied in order to the rows as they stand after the ones before it.
     let mut plan = Plan::default();
@@ -258,16 +288,11 @@ async fn inbox_batch_tx<D: Dialect>(
     Ok(results)
 }
 
-/// A delivery as a batch reads it: id, recipient, status, ciphertext (as text or packed),
-/// referral.
-type BatchRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<Vec<u8>>,
-    String,
-);
+/// A delivery as a batch reads it: id, recipient, status, referral.
+type BatchRow = (String, String, String, String);
+
+/// A delivery's ciphertext as a batch reads it: id, as text or packed.
+type SealedRow = (String, Option<String>, Option<Vec<u8>>);
 
 /// A delivery as it stands within a batch, after the writes applied so far.
 struct Current {
