@@ -214,8 +214,14 @@ const MAX_ACK_BODY: usize = 64 * 1024;
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
-    /// Delivery ids from your inbox, 1-500, each once.
-    #[schemars(length(min = 1, max = 500))]
+    /// Delivery ids from your inbox, 1-500, each once. Read as text and checked here, so
+    /// that a bad one is named (`ids[3] is not a delivery id`); described as what is
+    /// accepted.
+    #[schemars(
+        with = "Vec<DeliveryId>",
+        length(min = 1, max = 500),
+        extend("uniqueItems" = true)
+    )]
     ids: Vec<String>,
 }
 
@@ -242,10 +248,18 @@ fn ack_ids(headers: &axum::http::HeaderMap, bytes: &[u8]) -> Result<Vec<Delivery
     super::limits::require_media_type(headers, "application/json")?;
     let bad = |detail: &str| bad_request(crate::api::problem::BadInput::Request, detail);
     let expected = "expected {\"ids\": [\"dlv_…\", …]} with 1 to 500 delivery ids";
-    let value = crate::intake::json::parse_strict(bytes).map_err(|e| match e {
-        // A member named twice says which: the pointer, never a value.
-        crate::intake::json::StrictJsonError::Duplicate { .. } => bad(&e.to_string()),
-        _ => bad(expected),
+    let value = crate::intake::json::parse_strict(bytes).map_err(|e| match &e {
+        // A member named twice says which (the pointer, never a value) when the name is
+        // short and printable; the caller's own input, but an answer echoes no more.
+        crate::intake::json::StrictJsonError::Duplicate { pointer }
+            if pointer.len() <= 64 && pointer.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            bad(&e.to_string())
+        }
+        crate::intake::json::StrictJsonError::Duplicate { .. } => {
+            bad("a member appears more than once")
+        }
+        crate::intake::json::StrictJsonError::Syntax => bad(expected),
     })?;
     let body: AckRequest = serde_json::from_value(value).map_err(|_| bad(expected))?;
     if body.ids.is_empty() || body.ids.len() > MAX_ACK_IDS {

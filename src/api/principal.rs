@@ -139,7 +139,29 @@ pub async fn enforce(
     };
     match refused {
         None => next.run(request).await,
-        Some(e) => super::problem::respond(request.uri().path(), caller, e),
+        Some(e) => {
+            let mut response = super::problem::respond(request.uri().path(), caller, e);
+            close_if_unread(&request, &mut response);
+            response
+        }
+    }
+}
+
+/// A refusal sent before the request's body was read ends the connection, and says so
+/// (`Connection: close`): the server will not read the rest of that body, so the
+/// connection cannot carry another request, and a client that reused it (as Python's
+/// urllib3 does for the next `POST`) would meet a closed socket instead of an answer.
+fn close_if_unread(request: &Request, response: &mut Response) {
+    use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    let headers = request.headers();
+    let has_body = headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body && request.version() <= axum::http::Version::HTTP_11 {
+        response
+            .headers_mut()
+            .insert(CONNECTION, axum::http::HeaderValue::from_static("close"));
     }
 }
 
@@ -163,6 +185,7 @@ fn not_served(request: &Request, e: ApiError) -> Response {
     };
     let not_allowed = matches!(e, ApiError::MethodNotAllowed);
     let mut response = super::problem::respond(request.uri().path(), caller, e);
+    close_if_unread(request, &mut response);
     if not_allowed {
         // What the table serves there: never HEAD, which is refused everywhere (the router's
         // own list would name it beside GET).

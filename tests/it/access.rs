@@ -579,3 +579,58 @@ async fn edges_are_refused(store: Option<String>) {
 on_both_stores! {
     edges => edges_are_refused,
 }
+
+/// A caller refused before its body is read gets the refusal, however much body it is
+/// sending, with `Connection: close`: the rest of the body is never read, so the connection
+/// cannot carry another request (the outside API fuzzer, whose client reuses connections,
+/// met `EOF occurred in violation of protocol` as an auditor posting a page of 500 delivery
+/// ids). No store is involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_caller_gets_its_refusal_whatever_body_it_is_sending() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(None).await;
+    let ids: Vec<String> = (0..500).map(|n| format!("dlv_{n:026}")).collect();
+    let page = serde_json::to_vec(&json!({ "ids": ids })).unwrap();
+    let big = vec![b' '; 600 * 1024];
+    for (path, body) in [
+        ("/v1/inbox/ack", &page),
+        ("/v1/inbox/ack", &big),
+        ("/v1/reviews/ref_01M8ETBK31EKBSFJT1JHE0MZHT/decision", &big),
+    ] {
+        for _ in 0..5 {
+            let mut stream = crate::hardening::raw_as(&h, "notts-police", "auditor-1").await;
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n",
+                body.len()
+            );
+            // The whole request first, as many clients send it, then the answer.
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream
+                .write_all(body)
+                .await
+                .unwrap_or_else(|e| panic!("{path}: reset while sending: {e}"));
+            stream.flush().await.unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                stream.read_to_end(&mut out),
+            )
+            .await;
+            let answer = String::from_utf8_lossy(&out);
+            assert!(
+                answer.starts_with("HTTP/1.1 403") && answer.contains("not-permitted"),
+                "{path}: the refusal was lost: {answer:?}"
+            );
+            // The body was not read, so the connection cannot carry another request: the
+            // answer says so, and a client does not reuse it.
+            assert!(
+                answer
+                    .to_ascii_lowercase()
+                    .contains("\r\nconnection: close\r\n"),
+                "{path}: {answer:?}"
+            );
+        }
+    }
+    h.gw.stop().await;
+}

@@ -228,7 +228,7 @@ async fn each_principal_has_its_own_rate_limit() {
 }
 
 /// A raw HTTP/1.1 connection over mutual TLS as `person` of `partner`.
-async fn raw_as(
+pub(crate) async fn raw_as(
     h: &Harness,
     partner: &str,
     person: &str,

@@ -655,6 +655,24 @@ async fn page_acks(store_url: Option<String>) {
             .contains("member /ids appears more than once"),
         "{problem}"
     );
+    // A long or unprintable name is not echoed.
+    let long = "x".repeat(100);
+    for name in [long.as_str(), "a\\nb"] {
+        let res =
+            h.gw.system("imara")
+                .post(h.gw.url("/v1/inbox/ack"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"{name}": 1, "{name}": 2}}"#))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(res.status(), 400);
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(
+            problem["detail"], "a member appears more than once",
+            "{problem}"
+        );
+    }
     // The path is the page acknowledgement's alone, not also `GET /v1/inbox/{id}`'s.
     let res =
         h.gw.system("imara")
