@@ -44,7 +44,7 @@ pub async fn resolve(State(rt): State<Arc<Runtime>>, mut request: Request, next:
         } else {
             ApiError::MethodNotAllowed
         };
-        return not_served(&request, e);
+        return not_served(request, e).await;
     }
     next.run(request).await
 }
@@ -139,57 +139,62 @@ pub async fn enforce(
     };
     match refused {
         None => next.run(request).await,
-        Some(e) => {
-            let mut response = super::problem::respond(request.uri().path(), caller, e);
-            close_if_unread(&request, &mut response);
-            response
-        }
+        Some(e) => refuse(request, e).await,
     }
 }
 
-/// A refusal sent before the request's body was read ends the connection, and says so
-/// (`Connection: close`): the server will not read the rest of that body, so the
-/// connection cannot carry another request, and a client that reused it (as Python's
-/// urllib3 does for the next `POST`) would meet a closed socket instead of an answer.
-fn close_if_unread(request: &Request, response: &mut Response) {
-    use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-    let headers = request.headers();
-    let has_body = headers.contains_key(TRANSFER_ENCODING)
-        || headers
-            .get(CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body && request.version() <= axum::http::Version::HTTP_11 {
-        response
-            .headers_mut()
-            .insert(CONNECTION, axum::http::HeaderValue::from_static("close"));
-    }
+/// Most of a refused request's body read (and dropped) before the refusal is sent.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Longest wait for it.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Answers `request` with `e` once what remains of its body (up to [`DRAIN_BYTES`], for at
+/// most [`DRAIN_WAIT`]) has been read and dropped. Refused before its body was read, a
+/// request left data unread on its connection, which the server then closed under a client
+/// still sending (a reset, and the refusal lost: an outside API fuzzer met it as `EOF
+/// occurred in violation of protocol`).
+async fn refuse(request: Request, e: ApiError) -> Response {
+    use http_body_util::BodyExt as _;
+    let caller = request.extensions().get::<Caller>().map(|c| c.0.clone());
+    let (parts, mut body) = request.into_parts();
+    let drained = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_WAIT, drained).await;
+    super::problem::respond(parts.uri.path(), caller.as_ref(), e)
 }
 
 /// The answer for a path no route serves: `403` to an unmapped certificate (it learns
 /// nothing about paths), `404` otherwise.
 pub async fn not_found(request: Request) -> Response {
-    not_served(&request, ApiError::NotFound)
+    not_served(request, ApiError::NotFound).await
 }
 
 /// The answer for a known path with another method.
 pub async fn method_not_allowed(request: Request) -> Response {
-    not_served(&request, ApiError::MethodNotAllowed)
+    not_served(request, ApiError::MethodNotAllowed).await
 }
 
-fn not_served(request: &Request, e: ApiError) -> Response {
-    let caller = request.extensions().get::<Caller>().map(|c| &c.0);
-    let e = if caller.is_none() {
+async fn not_served(request: Request, e: ApiError) -> Response {
+    let e = if request.extensions().get::<Caller>().is_none() {
         ApiError::UnknownPrincipal
     } else {
         e
     };
     let not_allowed = matches!(e, ApiError::MethodNotAllowed);
-    let mut response = super::problem::respond(request.uri().path(), caller, e);
-    close_if_unread(request, &mut response);
+    let path = request.uri().path().to_owned();
+    let mut response = refuse(request, e).await;
     if not_allowed {
         // What the table serves there: never HEAD, which is refused everywhere (the router's
         // own list would name it beside GET).
-        let allow = super::routes::methods_at(request.uri().path())
+        let allow = super::routes::methods_at(&path)
             .iter()
             .map(|m| m.as_str())
             .collect::<Vec<_>>()

@@ -581,10 +581,10 @@ on_both_stores! {
 }
 
 /// A caller refused before its body is read gets the refusal, however much body it is
-/// sending, with `Connection: close`: the rest of the body is never read, so the connection
-/// cannot carry another request (the outside API fuzzer, whose client reuses connections,
-/// met `EOF occurred in violation of protocol` as an auditor posting a page of 500 delivery
-/// ids). No store is involved.
+/// still sending, even a client that writes its whole request before it reads: the
+/// connection is not closed under it with the body unread (which resets it and loses the
+/// answer). Found while chasing an outside fuzzer's reset connection: answering such a
+/// refusal with `Connection: close` broke exactly this. No store is involved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_caller_gets_its_refusal_whatever_body_it_is_sending() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -611,24 +611,37 @@ async fn a_refused_caller_gets_its_refusal_whatever_body_it_is_sending() {
                 .await
                 .unwrap_or_else(|e| panic!("{path}: reset while sending: {e}"));
             stream.flush().await.unwrap();
+            // Read until the answer's head has arrived with its whole body.
             let mut out = Vec::new();
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                stream.read_to_end(&mut out),
-            )
-            .await;
+            let complete = |out: &[u8]| {
+                let text = String::from_utf8_lossy(out);
+                let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+                    return false;
+                };
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|n| n.trim().parse::<usize>().ok());
+                length.is_some_and(|n| rest.len() >= n)
+            };
+            let read = async {
+                let mut buf = [0u8; 4096];
+                while !complete(&out) {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
             let answer = String::from_utf8_lossy(&out);
             assert!(
                 answer.starts_with("HTTP/1.1 403") && answer.contains("not-permitted"),
                 "{path}: the refusal was lost: {answer:?}"
-            );
-            // The body was not read, so the connection cannot carry another request: the
-            // answer says so, and a client does not reuse it.
-            assert!(
-                answer
-                    .to_ascii_lowercase()
-                    .contains("\r\nconnection: close\r\n"),
-                "{path}: {answer:?}"
             );
         }
     }

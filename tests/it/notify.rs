@@ -80,11 +80,17 @@ fn smtp_server_with(extra: &[&str]) -> Smtp {
     let received = Arc::new(Mutex::new(String::new()));
     let out = BufReader::new(child.stdout.take().unwrap());
     let sink = received.clone();
+    // Whole messages only: a test that waits for a subject line must not then read a
+    // message cut off mid-body (seen once: the body ended at "…a designated safeguarding
+    // lea").
     std::thread::spawn(move || {
+        let mut message = String::new();
         for line in out.lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
+            message.push_str(&line);
+            message.push('\n');
+            if line.starts_with("------------ END MESSAGE ------------") {
+                sink.lock().unwrap().push_str(&std::mem::take(&mut message));
+            }
         }
     });
     for _ in 0..100 {
