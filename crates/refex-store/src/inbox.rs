@@ -339,19 +339,7 @@ impl Plan {
                     .ok_or(rows::corrupt("deliveries", "sealed"))?;
                 if let Some(to) = to {
                     row.status = to;
-                    self.delivered
-                        .entry((*at, to.as_str()))
-                        .or_default()
-                        .push(id.as_str().to_owned());
-                    self.events.push(
-                        AuditRecord::new(
-                            *at,
-                            Some(actor.clone()),
-                            AuditEvent::Fetched(ev::Fetched { first: true }),
-                        )
-                        .about(&row.referral)
-                        .delivery(id),
-                    );
+                    self.note(Move::FirstFetch, row, id, *at, actor);
                 }
                 Ok(rec::InboxWritten::Fetched(Some(sealed)))
             }
@@ -375,22 +363,45 @@ impl Plan {
                 };
                 row.status = to;
                 (row.sealed, row.packed) = (None, None);
-                self.acknowledged
-                    .entry((*at, to.as_str()))
-                    .or_default()
-                    .push(id.as_str().to_owned());
-                self.events.push(
-                    AuditRecord::new(
-                        *at,
-                        Some(actor.clone()),
-                        AuditEvent::Acknowledged(ev::Acknowledged {}),
-                    )
-                    .about(&row.referral)
-                    .delivery(id),
-                );
+                self.note(Move::Acknowledgement, row, id, *at, actor);
                 Ok(rec::InboxWritten::Acked(rec::AckOutcome::Acknowledged))
             }
         }
+    }
+}
+
+/// A move a batch writes.
+#[derive(Clone, Copy, Debug)]
+enum Move {
+    /// A first fetch: `delivered`, with its `fetched` event.
+    FirstFetch,
+    /// An acknowledgement: `acknowledged`, with its event.
+    Acknowledgement,
+}
+
+impl Plan {
+    /// Notes that `row` (delivery `id`, its status already moved) moved at `at`, and the
+    /// move's event.
+    fn note(&mut self, kind: Move, row: &Current, id: &DeliveryId, at: UnixTime, actor: &ActorRef) {
+        let (moves, event) = match kind {
+            Move::FirstFetch => (
+                &mut self.delivered,
+                AuditEvent::Fetched(ev::Fetched { first: true }),
+            ),
+            Move::Acknowledgement => (
+                &mut self.acknowledged,
+                AuditEvent::Acknowledged(ev::Acknowledged {}),
+            ),
+        };
+        moves
+            .entry((at, row.status.as_str()))
+            .or_default()
+            .push(id.as_str().to_owned());
+        self.events.push(
+            AuditRecord::new(at, Some(actor.clone()), event)
+                .about(&row.referral)
+                .delivery(id),
+        );
     }
 }
 
