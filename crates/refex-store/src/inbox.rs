@@ -222,24 +222,24 @@ async fn inbox_batch_tx<D: Dialect>(
     let mut rows = HashMap::with_capacity(found.len());
     for (id, recipient, status, referral) in found {
         let current = Current {
-            recipient,
+            recipient: rows::parse("deliveries", "recipient", &recipient)?,
             status: rows::status(&status)?,
             sealed: None,
             packed: None,
             referral: rows::referral_id("deliveries", &referral)?,
         };
-        rows.insert(id, current);
+        rows.insert(rows::delivery_id(&id)?, current);
     }
     // The ciphertext only of the deliveries fetched by their own recipient: naming another
     // partner's delivery, or acknowledging one, never reads one (an id a caller does not
     // own costs what an unknown one does).
-    let mut wanted: Vec<&str> = batch
+    let mut wanted: Vec<&DeliveryId> = batch
         .iter()
         .filter_map(|w| match w {
             rec::InboxWrite::Fetch { recipient, id, .. } => rows
-                .get(id.as_str())
-                .filter(|row| row.recipient == recipient.as_str())
-                .map(|_| id.as_str()),
+                .get(id)
+                .filter(|row| row.recipient == *recipient)
+                .map(|_| id),
             rec::InboxWrite::Ack { .. } => None,
         })
         .collect();
@@ -250,13 +250,16 @@ async fn inbox_batch_tx<D: Dialect>(
             .fetch_all(Stmt::list(
                 "inbox batch",
                 "SELECT id, sealed, sealed_packed FROM deliveries WHERE id IN (",
-                wanted.into_iter().map(Arg::from).collect(),
+                wanted
+                    .into_iter()
+                    .map(|id| Arg::from(id.as_str()))
+                    .collect(),
                 ", ",
                 ")",
             ))
             .await?;
         for (id, text, packed) in sealed {
-            if let Some(row) = rows.get_mut(&id) {
+            if let Some(row) = rows.get_mut(&rows::delivery_id(&id)?) {
                 (row.sealed, row.packed) = (text, packed);
             }
         }
@@ -296,7 +299,7 @@ type SealedRow = (String, Option<String>, Option<Vec<u8>>);
 
 /// A delivery as it stands within a batch, after the writes applied so far.
 struct Current {
-    recipient: String,
+    recipient: PartnerId,
     status: DeliveryStatus,
     sealed: Option<String>,
     packed: Option<Vec<u8>>,
@@ -308,9 +311,9 @@ struct Current {
 #[derive(Default)]
 struct Plan {
     /// First fetches: `fetched_at` set.
-    delivered: BTreeMap<(UnixTime, &'static str), Vec<String>>,
+    delivered: BTreeMap<(UnixTime, DeliveryStatus), Vec<DeliveryId>>,
     /// Acknowledgements: `acked_at` set, the ciphertext deleted.
-    acknowledged: BTreeMap<(UnixTime, &'static str), Vec<String>>,
+    acknowledged: BTreeMap<(UnixTime, DeliveryStatus), Vec<DeliveryId>>,
     events: Vec<AuditRecord>,
 }
 
@@ -318,7 +321,7 @@ impl Plan {
     /// Applies one write to `rows`: its answer, and the update and event it makes, if any.
     fn apply(
         &mut self,
-        rows: &mut HashMap<String, Current>,
+        rows: &mut HashMap<DeliveryId, Current>,
         write: &rec::InboxWrite,
     ) -> Result<rec::InboxWritten, StoreError> {
         match write {
@@ -393,10 +396,7 @@ impl Plan {
                 AuditEvent::Acknowledged(ev::Acknowledged {}),
             ),
         };
-        moves
-            .entry((at, row.status.as_str()))
-            .or_default()
-            .push(id.as_str().to_owned());
+        moves.entry((at, row.status)).or_default().push(id.clone());
         self.events.push(
             AuditRecord::new(at, Some(actor.clone()), event)
                 .about(&row.referral)
@@ -408,17 +408,21 @@ impl Plan {
 /// The delivery `id` if it is `recipient`'s (another partner's is as absent as an unknown
 /// one).
 fn own<'r>(
-    rows: &'r mut HashMap<String, Current>,
+    rows: &'r mut HashMap<DeliveryId, Current>,
     recipient: &PartnerId,
     id: &DeliveryId,
 ) -> Option<&'r mut Current> {
-    rows.get_mut(id.as_str())
-        .filter(|row| row.recipient == recipient.as_str())
+    rows.get_mut(id).filter(|row| row.recipient == *recipient)
 }
 
 /// One statement moving `ids` to status `to` at `at`: a first fetch's (`fetched_at`) or,
 /// `acknowledged`, an acknowledgement's (`acked_at`, the ciphertext deleted).
-fn moves(acknowledged: bool, to: &'static str, at: UnixTime, ids: Vec<String>) -> Stmt<'static> {
+fn moves(
+    acknowledged: bool,
+    to: DeliveryStatus,
+    at: UnixTime,
+    ids: Vec<DeliveryId>,
+) -> Stmt<'static> {
     let n = ids.len();
     let set = if acknowledged {
         "sealed = NULL, sealed_packed = NULL, acked_at"
@@ -431,9 +435,12 @@ fn moves(acknowledged: bool, to: &'static str, at: UnixTime, ids: Vec<String>) -
         n + 2,
         n + 2
     );
-    let args = ids.into_iter().map(Arg::from).collect();
+    let args = ids
+        .into_iter()
+        .map(|id| Arg::from(id.as_str().to_owned()))
+        .collect();
     Stmt::list("inbox moves", &head, args, ", ", ")")
-        .bind(to)
+        .bind(to.as_str())
         .bind(at)
 }
 
@@ -477,15 +484,15 @@ mod tests {
         let unknown = DeliveryId::parse("dlv_00000000000000000000000003").expect("id");
         let referral = ReferralId::parse("ref_00000000000000000000000001").expect("id");
         let row = |who: &str| Current {
-            recipient: who.into(),
+            recipient: who.parse().expect("partner"),
             status: DeliveryStatus::Queued,
             sealed: Some("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0.a2V5.aXY.Y3Q.dGFn".into()),
             packed: None,
             referral: referral.clone(),
         };
         let mut rows = HashMap::from([
-            (a.as_str().to_owned(), row("imara")),
-            (b.as_str().to_owned(), row("childrens-social-care")),
+            (a.clone(), row("imara")),
+            (b.clone(), row("childrens-social-care")),
         ]);
         let mut plan = Plan::default();
         let answers: Vec<rec::InboxWritten> = [
@@ -513,16 +520,14 @@ mod tests {
             ]
         );
         let at = UnixTime::from_secs(100);
-        let one = |status: DeliveryStatus| {
-            BTreeMap::from([((at, status.as_str()), vec![a.as_str().to_owned()])])
-        };
+        let one = |status: DeliveryStatus| BTreeMap::from([((at, status), vec![a.clone()])]);
         assert_eq!(plan.delivered, one(DeliveryStatus::Delivered));
         assert_eq!(plan.acknowledged, one(DeliveryStatus::Acknowledged));
         let kinds: Vec<_> = plan.events.iter().map(|e| e.event.kind()).collect();
         assert_eq!(kinds, [ev::EventKind::Fetched, ev::EventKind::Acknowledged]);
-        let left = &rows[a.as_str()];
+        let left = &rows[&a];
         assert_eq!(left.status, DeliveryStatus::Acknowledged);
         assert!(left.sealed.is_none() && left.packed.is_none());
-        assert_eq!(rows[b.as_str()].status, DeliveryStatus::Queued);
+        assert_eq!(rows[&b].status, DeliveryStatus::Queued);
     }
 }
