@@ -19,6 +19,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod cpu;
 pub mod devpki;
 pub mod disclosure;
 pub mod hosted;

@@ -59,8 +59,9 @@ pub struct Runtime {
     pub ids: Arc<dyn IdSource>,
     /// Bumped after every commit that puts a delivery in an inbox; long-polls wait on it.
     inbox_signal: watch::Sender<u64>,
-    /// One slot per core for submissions' CPU work (fair: first come, first served).
-    cpu_slots: tokio::sync::Semaphore,
+    /// One thread per core for submissions' CPU work (first come, first served), below the
+    /// priority of the threads that finish work already begun.
+    pub cpu: crate::cpu::CpuPool,
     /// Bumped whenever a new configuration is put in force.
     config_signal: watch::Sender<u64>,
     /// Open while the store is unreachable: requests are refused at once.
@@ -99,9 +100,7 @@ impl Runtime {
             ids,
             inbox_signal: watch::channel(0).0,
             config_signal: watch::channel(0).0,
-            cpu_slots: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(1, usize::from),
-            ),
+            cpu: crate::cpu::CpuPool::per_core(),
         }
     }
 
@@ -117,12 +116,6 @@ impl Runtime {
     /// Replays the spool into the audit log (at start, and whenever the store comes back).
     pub async fn replay_spool(&self) {
         replay(&self.spool, self.store.as_ref()).await;
-    }
-
-    /// Waits for a core to do a submission's CPU work on; the slot is held until dropped.
-    pub async fn cpu_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        // The semaphore is never closed, so this is always a permit.
-        self.cpu_slots.acquire().await.ok()
     }
 
     /// Wakes long-polling inbox readers after deliveries were committed to inboxes.

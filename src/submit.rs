@@ -90,16 +90,16 @@ pub async fn submit(
     outcome
 }
 
-/// Runs CPU work (JOSE, RSA above all; parsing; validation; minimisation) on the blocking
-/// pool so the reactor keeps serving other connections. At most one submission per core
-/// runs at a time (the runtime's CPU slots, handed out first come first served): with more,
-/// the cores would be time-sliced among them and every submission would finish late.
+/// Runs CPU work (JOSE, RSA above all; parsing; validation; minimisation) on the CPU
+/// threads (`cpu::CpuPool`: one per core, first come first served, below the priority of
+/// the store's writer and the reactor) so the reactor keeps serving other connections and
+/// a referral already prepared is committed before the next is prepared.
 async fn blocking<T: Send + 'static>(
     rt: &Runtime,
     f: impl FnOnce() -> Result<T, SubmitError> + Send + 'static,
 ) -> Result<T, SubmitError> {
-    let _slot = rt.cpu_slot().await;
-    tokio::task::spawn_blocking(f)
+    rt.cpu
+        .run(f)
         .await
         .unwrap_or_else(|_| Err(SubmitError::Seal(SealError("intake task failed".into()))))
 }

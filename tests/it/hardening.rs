@@ -389,3 +389,60 @@ async fn settings_of_centuries_never_panic() {
         assert_eq!(res.status(), 200);
     }
 }
+
+/// Issue 20 (p99 under load): a submission's CPU work runs on the gateway's CPU threads, one
+/// per core, below the priority of the threads that finish work already begun (the store's
+/// writer, the WAL's sync, the reactor). Before, it ran on the blocking pool at the same
+/// priority as the writer, so under load every stage was time-sliced against every other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submissions_cpu_work_runs_below_the_writers_priority() {
+    let h = Harness::start(None).await;
+    let res = h
+        .post_as(
+            "notts-police",
+            "notts-police",
+            &common::partner::claims("notts-police", "imara", "cpu-jti-0001"),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let nice_of = |stat: &str| -> i64 {
+        // Fields after the command's closing parenthesis: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    let own = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    let expected = (own + i64::from(refex::cpu::NICENESS)).min(19);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    // Other tests' gateways start CPU threads too; one just named may not have lowered its
+    // priority yet, so look again for a while before failing.
+    let mut cpu_threads = Vec::new();
+    for _ in 0..50 {
+        cpu_threads = cpu_thread_nice_values(nice_of);
+        if cpu_threads.len() >= cores && cpu_threads.iter().all(|&n| n == expected) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "expected at least {cores} CPU threads at nice {expected} (the test's own is {own}), \
+         found {cpu_threads:?}"
+    );
+}
+
+/// The nice value of each of this process's threads named `refex-cpu-…`.
+fn cpu_thread_nice_values(nice_of: impl Fn(&str) -> i64) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue; // the thread has ended since the directory was read
+        };
+        if comm.starts_with("refex-cpu-") {
+            found.push(nice_of(&stat));
+        }
+    }
+    found
+}

@@ -1,0 +1,183 @@
+//! The threads that do submissions' CPU work (JOSE above all; parsing, validation,
+//! minimisation): one per core, jobs taken first come first served.
+//!
+//! Each thread runs at a lower scheduling priority than the rest of the process (Linux's
+//! per-thread nice value, raised by [`NICENESS`]; raising it needs no privilege). The rest is
+//! what finishes work already begun: the store's writer, the write-ahead log's sync, the
+//! reactor answering requests. Under load, a referral already prepared is then committed and
+//! answered before the cores prepare the next, instead of every stage being time-sliced
+//! against every other and each referral finishing late (issue 20: the acceptance p99 at 70 %
+//! of the maximum rate). With no other work runnable the threads still get whole cores: a
+//! nice value only weighs threads against each other when they compete.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+/// How much lower than the process's other threads a CPU thread runs (Linux nice levels: each
+/// level is ~1.25× less CPU when competing; 10 is ~9× less).
+pub const NICENESS: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A job that did not produce its result: it panicked, or no CPU thread could be started.
+#[derive(Debug, thiserror::Error)]
+#[error("a CPU job failed before producing its result")]
+pub struct JobFailed;
+
+/// The CPU threads and their one first-come-first-served queue. The threads start with the
+/// first job (offline commands that submit nothing start none); if none can be started, the
+/// job fails and the next one tries again.
+#[derive(Debug)]
+pub struct CpuPool {
+    threads: usize,
+    niceness: i32,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl CpuPool {
+    /// A pool of `threads` threads (at least one), each lowering its priority by `niceness`.
+    pub fn new(threads: usize, niceness: i32) -> Self {
+        Self {
+            threads: threads.max(1),
+            niceness,
+            queue: Mutex::new(None),
+        }
+    }
+
+    /// One thread per core this process may use, at [`NICENESS`].
+    pub fn per_core() -> Self {
+        Self::new(
+            std::thread::available_parallelism().map_or(1, usize::from),
+            NICENESS,
+        )
+    }
+
+    /// How many threads the pool runs once started.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` on the next free CPU thread, after every job queued before it has started.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, JobFailed> {
+        let (answer, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // A panic is the job's failure, not the thread's: the caller sees `JobFailed`
+            // (its answer is dropped unsent) and the thread takes the next job.
+            if let Ok(value) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
+                let _ = answer.send(value);
+            }
+        });
+        self.queue()?.send(job).map_err(|_| JobFailed)?;
+        result.await.map_err(|_| JobFailed)
+    }
+
+    /// The queue, starting the threads if they are not running yet.
+    fn queue(&self) -> Result<mpsc::Sender<Job>, JobFailed> {
+        let mut queue = self.queue.lock().map_err(|_| JobFailed)?;
+        if let Some(q) = queue.as_ref() {
+            return Ok(q.clone());
+        }
+        let (sender, jobs) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        let mut started = 0;
+        for n in 0..self.threads {
+            let (jobs, niceness) = (jobs.clone(), self.niceness);
+            let spawned = std::thread::Builder::new()
+                .name(format!("refex-cpu-{n}"))
+                .spawn(move || {
+                    lower_priority(niceness);
+                    work(&jobs);
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::warn!(error = %e, "could not start a CPU thread"),
+            }
+        }
+        if started == 0 {
+            return Err(JobFailed);
+        }
+        *queue = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+/// A thread's loop: the next job, until the pool is dropped.
+fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job, never while running one.
+        let next = match jobs.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        match next {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Raises the calling thread's nice value by `niceness` (Linux keeps one per thread: `None`
+/// is the calling thread).
+#[cfg(target_os = "linux")]
+fn lower_priority(niceness: i32) {
+    use rustix::process::{getpriority_process, setpriority_process};
+    if niceness <= 0 {
+        return;
+    }
+    let lowered = getpriority_process(None)
+        .and_then(|now| setpriority_process(None, now.saturating_add(niceness)));
+    if lowered.is_err() {
+        tracing::warn!(
+            niceness,
+            "could not lower a CPU thread's priority; submissions' CPU work competes with \
+             the store's writer at equal priority"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_niceness: i32) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_run_in_the_order_they_were_queued() {
+        let pool = CpuPool::new(1, 0);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let runs: Vec<_> = (0..50)
+            .map(|i| {
+                let seen = seen.clone();
+                pool.run(move || seen.lock().expect("lock").push(i))
+            })
+            .collect();
+        for run in runs {
+            run.await.expect("job");
+        }
+        assert_eq!(*seen.lock().expect("lock"), (0..50).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_thread_goes_on() {
+        let pool = CpuPool::new(1, 0);
+        let failed = pool.run(|| -> u32 { panic!("a job's bug") }).await;
+        assert!(failed.is_err());
+        assert_eq!(pool.run(|| 7).await.expect("next job"), 7);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_threads_run_below_the_callers_priority() {
+        let nice = || rustix::process::getpriority_process(None).expect("nice value");
+        let caller = nice();
+        let pool = CpuPool::new(2, 3);
+        let worker = pool.run(nice).await.expect("job");
+        assert_eq!(worker, (caller + 3).min(19));
+        assert_eq!(pool.threads(), 2);
+    }
+}
