@@ -15,8 +15,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 /// How much lower than the process's other threads a CPU thread runs (Linux nice levels: each
-/// level is ~1.25× less CPU when competing; 10 is ~9× less).
-pub const NICENESS: i32 = 10;
+/// level is ~1.25× less CPU when competing; 5 is ~3× less). 10 measured a few per cent more
+/// throughput in `refex bench`, but it would let a flood of TLS handshakes, which the reactor
+/// does at normal priority, take ~90 % of the cores from submissions (two reactor threads
+/// against two CPU threads); at 5 submissions keep ~25 %, against ~50 % at equal priority.
+pub const NICENESS: i32 = 5;
 
 type Job = Box<dyn FnOnce() + Send>;
 
