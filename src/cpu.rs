@@ -23,28 +23,48 @@ pub const NICENESS: i32 = 5;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A job that did not produce its result: it panicked, or no CPU thread could be started.
+/// Why a job produced no result.
 #[derive(Debug, thiserror::Error)]
-#[error("a CPU job failed before producing its result")]
-pub struct JobFailed;
+pub enum CpuError {
+    /// No CPU thread is running and none could be started (a process or thread limit):
+    /// the job was not run, and a later one tries to start the threads again.
+    #[error("no CPU thread could be started")]
+    NoThread,
+    /// The job panicked (or its thread ended before answering).
+    #[error("a CPU job failed before producing its result")]
+    Failed,
+}
 
 /// The CPU threads and their one first-come-first-served queue. The threads start with the
-/// first job (offline commands that submit nothing start none); if none can be started, the
-/// job fails and the next one tries again.
+/// first job (offline commands that submit nothing start none); while fewer than asked for
+/// are running (a thread limit was met), each job tries to start the rest.
 #[derive(Debug)]
 pub struct CpuPool {
     threads: usize,
     niceness: i32,
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    state: Mutex<Started>,
+}
+
+/// The queue and the threads taking from it.
+#[derive(Debug)]
+struct Started {
+    queue: mpsc::Sender<Job>,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    running: usize,
 }
 
 impl CpuPool {
     /// A pool of `threads` threads (at least one), each lowering its priority by `niceness`.
     pub fn new(threads: usize, niceness: i32) -> Self {
+        let (queue, jobs) = mpsc::channel::<Job>();
         Self {
             threads: threads.max(1),
             niceness,
-            queue: Mutex::new(None),
+            state: Mutex::new(Started {
+                queue,
+                jobs: Arc::new(Mutex::new(jobs)),
+                running: 0,
+            }),
         }
     }
 
@@ -65,46 +85,53 @@ impl CpuPool {
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, JobFailed> {
+    ) -> Result<T, CpuError> {
         let (answer, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            // A panic is the job's failure, not the thread's: the caller sees `JobFailed`
-            // (its answer is dropped unsent) and the thread takes the next job.
+            // A caller that stopped waiting (its client hung up or timed out) is not worked
+            // for: under overload, clients that give up and retry would otherwise fill the
+            // queue with work nobody will read.
+            if answer.is_closed() {
+                return;
+            }
+            // A panic is the job's failure, not the thread's: the caller sees `Failed` (its
+            // answer is dropped unsent) and the thread takes the next job.
             if let Ok(value) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
                 let _ = answer.send(value);
             }
         });
-        self.queue()?.send(job).map_err(|_| JobFailed)?;
-        result.await.map_err(|_| JobFailed)
+        self.queue()?.send(job).map_err(|_| CpuError::Failed)?;
+        result.await.map_err(|_| CpuError::Failed)
     }
 
-    /// The queue, starting the threads if they are not running yet.
-    fn queue(&self) -> Result<mpsc::Sender<Job>, JobFailed> {
-        let mut queue = self.queue.lock().map_err(|_| JobFailed)?;
-        if let Some(q) = queue.as_ref() {
-            return Ok(q.clone());
-        }
-        let (sender, jobs) = mpsc::channel::<Job>();
-        let jobs = Arc::new(Mutex::new(jobs));
-        let mut started = 0;
-        for n in 0..self.threads {
-            let (jobs, niceness) = (jobs.clone(), self.niceness);
+    /// The queue, starting threads while fewer than asked for are running.
+    fn queue(&self) -> Result<mpsc::Sender<Job>, CpuError> {
+        let mut state = self.state.lock().map_err(|_| CpuError::Failed)?;
+        while state.running < self.threads {
+            let (jobs, niceness) = (state.jobs.clone(), self.niceness);
             let spawned = std::thread::Builder::new()
-                .name(format!("refex-cpu-{n}"))
+                .name(format!("refex-cpu-{}", state.running))
                 .spawn(move || {
                     lower_priority(niceness);
                     work(&jobs);
                 });
             match spawned {
-                Ok(_) => started += 1,
-                Err(e) => tracing::warn!(error = %e, "could not start a CPU thread"),
+                Ok(_) => state.running += 1,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        running = state.running,
+                        wanted = self.threads,
+                        "could not start a CPU thread; submissions run on fewer cores"
+                    );
+                    break;
+                }
             }
         }
-        if started == 0 {
-            return Err(JobFailed);
+        if state.running == 0 {
+            return Err(CpuError::NoThread);
         }
-        *queue = Some(sender.clone());
-        Ok(sender)
+        Ok(state.queue.clone())
     }
 }
 
@@ -171,6 +198,32 @@ mod tests {
         let failed = pool.run(|| -> u32 { panic!("a job's bug") }).await;
         assert!(failed.is_err());
         assert_eq!(pool.run(|| 7).await.expect("next job"), 7);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_stopped_waiting_is_not_run() {
+        let pool = Arc::new(CpuPool::new(1, 0));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        // The one thread is busy until released.
+        let busy = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(move || held.recv().is_ok()).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let abandoned = pool.run(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        // The caller gives up while the job waits in the queue.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), abandoned)
+                .await
+                .is_err()
+        );
+        release.send(()).expect("release");
+        assert!(busy.await.expect("task").expect("job"));
+        // A later job runs only after the abandoned one was taken from the queue.
+        pool.run(|| ()).await.expect("next job");
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[cfg(target_os = "linux")]

@@ -8,8 +8,8 @@ use clap::Parser as _;
 
 use refex::cli::{AuditCommand, Cli, Command, KeysCommand};
 
-/// mimalloc rather than glibc malloc: submissions allocate on many threads (reactor, blocking
-/// pool, store workers), where glibc's arenas contend (see docs/PERFORMANCE.md).
+/// mimalloc rather than glibc malloc: submissions allocate on many threads (reactor, CPU
+/// threads, store workers), where glibc's arenas contend (see docs/PERFORMANCE.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::event::{
     self as ev, ActorRef, AuditEvent, AuditRecord, ConsentRecord, RecipientAgreement,
 };
+use crate::cpu::CpuError;
 use crate::envelope::referral::{self, EnvelopeError, SealError};
 use crate::identity::{PartnerId, Principal};
 use crate::ids::{DeliveryId, IdSource, Jti, ReferralId};
@@ -51,6 +52,10 @@ pub enum SubmitError {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// No thread could be started to do the submission's CPU work on (a process or thread
+    /// limit was met): nothing was done, and a retry can succeed.
+    #[error("the gateway could not start a thread for this submission's work; retry later")]
+    Busy,
 }
 
 impl SubmitError {
@@ -62,6 +67,7 @@ impl SubmitError {
             SubmitError::Seal(_) => "seal-failed",
             SubmitError::Replay => IntakeError::Replay.slug(),
             SubmitError::Store(_) => "store-failed",
+            SubmitError::Busy => "gateway-busy",
         }
     }
 }
@@ -98,10 +104,11 @@ async fn blocking<T: Send + 'static>(
     rt: &Runtime,
     f: impl FnOnce() -> Result<T, SubmitError> + Send + 'static,
 ) -> Result<T, SubmitError> {
-    rt.cpu
-        .run(f)
-        .await
-        .unwrap_or_else(|_| Err(SubmitError::Seal(SealError("intake task failed".into()))))
+    match rt.cpu.run(f).await {
+        Ok(outcome) => outcome,
+        Err(CpuError::NoThread) => Err(SubmitError::Busy),
+        Err(CpuError::Failed) => Err(SubmitError::Seal(SealError("intake task failed".into()))),
+    }
 }
 
 /// The first CPU step's result: a finished acceptance, or, for a correction, the decision

@@ -235,7 +235,10 @@ impl ApiError {
         let detail = match status {
             StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal.to_string(),
             StatusCode::SERVICE_UNAVAILABLE
-                if !matches!(self, ApiError::Timeout | ApiError::NotReady(_)) =>
+                if !matches!(
+                    self,
+                    ApiError::Timeout | ApiError::NotReady(_) | ApiError::Submit(SubmitError::Busy)
+                ) =>
             {
                 "the gateway's store is unavailable; retry later (a referral with the same jti and claims: a retry of one that was in fact accepted is answered with that acceptance)".into()
             }
@@ -394,6 +397,7 @@ fn submit_parts(e: &SubmitError) -> (StatusCode, &'static str, &'static str) {
         SubmitError::Intake(e) => (S::FORBIDDEN, e.slug(), REFUSED),
         SubmitError::Store(e) => store_parts(e),
         SubmitError::Seal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        SubmitError::Busy => (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
     }
 }
 
@@ -527,6 +531,7 @@ impl ApiError {
             }),
             ApiError::Review(ReviewError::Release(String::new())),
             ApiError::Submit(SubmitError::Replay),
+            ApiError::Submit(SubmitError::Busy),
         ];
         all.extend(BadInput::ALL.map(|slug| ApiError::BadRequest {
             slug,

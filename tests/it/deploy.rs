@@ -367,6 +367,85 @@ fn the_systemd_unit_uses_real_flags_and_verifies() {
     );
 }
 
+/// The unit's system-call filter keeps every call the gateway makes outside
+/// `@system-service`'s usual set: `setpriority` (the CPU threads lower their own priority;
+/// an outside review found the unit's `~@resources` killed the gateway with SIGSYS on the
+/// first submission), and a refused call is an error, not a kill.
+#[test]
+fn the_systemd_units_call_filter_keeps_what_the_gateway_calls() {
+    let unit = std::fs::read_to_string(common::repo().join("deploy/refex.service")).unwrap();
+    assert!(
+        unit.lines().any(|l| l == "SystemCallErrorNumber=EPERM"),
+        "a filtered call must fail with EPERM, not kill the gateway"
+    );
+    let filters: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+        .collect();
+    let analyze = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !analyze {
+        // The groups cannot be expanded: the call must be named in an allowing line after
+        // every denying one.
+        let last_naming = filters
+            .iter()
+            .rposition(|l| !l.starts_with('~') && l.split_whitespace().any(|e| e == "setpriority"));
+        assert!(
+            last_naming > filters.iter().rposition(|l| l.starts_with('~')),
+            "the unit's SystemCallFilter refuses setpriority, which the gateway calls"
+        );
+        eprintln!("systemd-analyze is not installed; the filter's groups were not expanded");
+        return;
+    }
+    let mut allowed = std::collections::BTreeSet::new();
+    for line in &filters {
+        let (deny, list) = match line.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, *line),
+        };
+        for entry in list.split_whitespace() {
+            for call in syscalls_in(entry) {
+                if deny {
+                    allowed.remove(&call);
+                } else {
+                    allowed.insert(call);
+                }
+            }
+        }
+    }
+    for call in ["setpriority", "getpriority"] {
+        assert!(
+            allowed.contains(call),
+            "the unit's SystemCallFilter refuses {call}, which the gateway calls"
+        );
+    }
+}
+
+/// The system calls a `SystemCallFilter=` entry names: a group expanded by `systemd-analyze`
+/// (nested groups too), or the call itself.
+fn syscalls_in(entry: &str) -> Vec<String> {
+    if !entry.starts_with('@') {
+        return vec![entry.to_owned()];
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", entry])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze syscall-filter {entry}"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .skip(1) // the group's own name
+        .flat_map(syscalls_in)
+        .collect()
+}
+
 #[test]
 fn serve_tells_systemd_it_is_ready_once_listening() {
     use std::os::unix::net::UnixDatagram;

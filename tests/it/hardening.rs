@@ -394,6 +394,7 @@ async fn settings_of_centuries_never_panic() {
 /// per core, below the priority of the threads that finish work already begun (the store's
 /// writer, the WAL's sync, the reactor). Before, it ran on the blocking pool at the same
 /// priority as the writer, so under load every stage was time-sliced against every other.
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submissions_cpu_work_runs_below_the_writers_priority() {
     let h = Harness::start(None).await;
@@ -430,6 +431,7 @@ async fn a_submissions_cpu_work_runs_below_the_writers_priority() {
 }
 
 /// The nice value of each of this process's threads named `refex-cpu-…`.
+#[cfg(target_os = "linux")]
 fn cpu_thread_nice_values(nice_of: impl Fn(&str) -> i64) -> Vec<i64> {
     let mut found = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
