@@ -1,5 +1,8 @@
 //! Exporting the audit log as JSON lines (`refex audit export`): a `log` header, every event
 //! with its canonical leaf text (or only its hash once purged), and every signed checkpoint.
+//! The export is the log at the size its header states, read first: events appended and
+//! checkpoints signed while it is written are left to the next export, so a busy gateway's
+//! export still verifies.
 
 use std::io::Write;
 
@@ -39,7 +42,7 @@ pub async fn export(
         if page.is_empty() {
             break;
         }
-        for leaf in &page {
+        for leaf in page.iter().take_while(|l| l.idx < size) {
             writeln!(
                 out,
                 "{}",
@@ -48,7 +51,12 @@ pub async fn export(
         }
         from = page.last().map(|l| l.idx + 1).unwrap_or(size);
     }
-    for c in store.audit_checkpoints().await? {
+    for c in store
+        .audit_checkpoints()
+        .await?
+        .into_iter()
+        .filter(|c| c.size <= size)
+    {
         writeln!(
             out,
             "{}",
