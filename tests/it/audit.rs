@@ -470,14 +470,7 @@ crate::on_both_stores!(concurrent_writers_never_fork_the_tree => no_fork);
 /// `refex audit verify` fail with "beyond the log").
 async fn export_under_appends(store_url: Option<String>) {
     let h = std::sync::Arc::new(Harness::start(store_url).await);
-    let origin =
-        h.gw.running()
-            .runtime
-            .snapshot()
-            .config
-            .settings
-            .gateway_id
-            .clone();
+    let origin = h.origin();
     // Three writers, each accepting 40 referrals and signing a checkpoint after each, while
     // exports are taken back to back until they are done.
     let writers: Vec<_> = (0..3)

@@ -371,14 +371,7 @@ async fn invariants(
     }
     // The audit trail verifies offline.
     let mut export = Vec::new();
-    let origin =
-        h.gw.running()
-            .runtime
-            .snapshot()
-            .config
-            .settings
-            .gateway_id
-            .clone();
+    let origin = h.origin();
     refex::audit::export::export(h.gw.running().runtime.store.as_ref(), &origin, &mut export)
         .await
         .unwrap();

@@ -112,6 +112,18 @@ impl Harness {
         }
     }
 
+    /// The gateway's id, the origin its audit log is exported under.
+    pub fn origin(&self) -> String {
+        self.gw
+            .running()
+            .runtime
+            .snapshot()
+            .config
+            .settings
+            .gateway_id
+            .clone()
+    }
+
     pub fn keys(&self, partner: &str) -> KeySet {
         KeySet::load_private(
             &self
