@@ -13,6 +13,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How much lower than the process's other threads a CPU thread runs (Linux nice levels: each
 /// level is ~1.25× less CPU when competing; 5 is ~3× less). 10 measured a few per cent more
@@ -45,12 +46,17 @@ pub struct CpuPool {
     state: Mutex<Started>,
 }
 
+/// How often starting missing threads is tried again (each try that fails is logged).
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
 /// The queue and the threads taking from it.
 #[derive(Debug)]
 struct Started {
     queue: mpsc::Sender<Job>,
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
     running: usize,
+    /// When starting a thread last failed.
+    failed_at: Option<Instant>,
 }
 
 impl CpuPool {
@@ -64,6 +70,7 @@ impl CpuPool {
                 queue,
                 jobs: Arc::new(Mutex::new(jobs)),
                 running: 0,
+                failed_at: None,
             }),
         }
     }
@@ -104,10 +111,12 @@ impl CpuPool {
         result.await.map_err(|_| CpuError::Failed)
     }
 
-    /// The queue, starting threads while fewer than asked for are running.
+    /// The queue, starting threads while fewer than asked for are running (after a failure,
+    /// at most once per [`RETRY_EVERY`]: a thread limit is not lifted per submission).
     fn queue(&self) -> Result<mpsc::Sender<Job>, CpuError> {
         let mut state = self.state.lock().map_err(|_| CpuError::Failed)?;
-        while state.running < self.threads {
+        let retry = state.failed_at.is_none_or(|at| at.elapsed() >= RETRY_EVERY);
+        while retry && state.running < self.threads {
             let (jobs, niceness) = (state.jobs.clone(), self.niceness);
             let spawned = std::thread::Builder::new()
                 .name(format!("refex-cpu-{}", state.running))
@@ -116,14 +125,25 @@ impl CpuPool {
                     work(&jobs);
                 });
             match spawned {
-                Ok(_) => state.running += 1,
+                Ok(_) => {
+                    state.running += 1;
+                    state.failed_at = None;
+                }
                 Err(e) => {
-                    tracing::warn!(
-                        error = %e,
-                        running = state.running,
-                        wanted = self.threads,
-                        "could not start a CPU thread; submissions run on fewer cores"
-                    );
+                    state.failed_at = Some(Instant::now());
+                    if state.running == 0 {
+                        tracing::warn!(
+                            error = %e,
+                            "could not start a CPU thread; submissions are refused (503) until one starts"
+                        );
+                    } else {
+                        tracing::warn!(
+                            error = %e,
+                            running = state.running,
+                            wanted = self.threads,
+                            "could not start a CPU thread; submissions run on fewer cores"
+                        );
+                    }
                     break;
                 }
             }
