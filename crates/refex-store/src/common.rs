@@ -123,25 +123,12 @@ impl<D: Dialect> std::fmt::Debug for SqlStore<D> {
 impl<D: Dialect> SqlStore<D> {
     /// The store on opened pools, with its committer tasks on `writer`: acceptances, and
     /// inbox fetches and acknowledgements.
-    pub(crate) fn new(
-        pool: Pool<D>,
-        writer: Pool<D>,
-        batching: group_commit::Options,
-    ) -> Result<Self, StoreError> {
+    pub(crate) fn new(pool: Pool<D>, writer: Pool<D>, batching: group_commit::Options) -> Self {
         let committer = writer.clone();
-        let started = |e: std::io::Error| {
-            StoreError::Unavailable(format!("starting the store's committer thread: {e}"))
-        };
-        let group = GroupCommit::spawn_on_own_thread(
-            "refex-commit",
-            batching,
-            Meter::Acceptances,
-            move |batch, turn| {
-                let pool = committer.clone();
-                async move { crate::intake::accept_batch(&pool, batch, &turn).await }
-            },
-        )
-        .map_err(started)?;
+        let group = GroupCommit::spawn(batching, Meter::Acceptances, move |batch, turn| {
+            let pool = committer.clone();
+            async move { crate::intake::accept_batch(&pool, batch, &turn).await }
+        });
         let committer = writer.clone();
         // Inbox writes never wait for company: a receiving system's next request waits on
         // this one's answer, so a window only added to every delivery's latency (refex
@@ -151,22 +138,16 @@ impl<D: Dialect> SqlStore<D> {
             window: std::time::Duration::ZERO,
             ..batching
         };
-        let inbox = GroupCommit::spawn_on_own_thread(
-            "refex-commit-inbox",
-            inbox_batching,
-            Meter::Inbox,
-            move |batch, turn| {
-                let pool = committer.clone();
-                async move { crate::inbox::inbox_batch(&pool, batch, &turn).await }
-            },
-        )
-        .map_err(started)?;
-        Ok(Self {
+        let inbox = GroupCommit::spawn(inbox_batching, Meter::Inbox, move |batch, turn| {
+            let pool = committer.clone();
+            async move { crate::inbox::inbox_batch(&pool, batch, &turn).await }
+        });
+        Self {
             pool,
             writer,
             group,
             inbox,
-        })
+        }
     }
 }
 

@@ -138,31 +138,6 @@ impl<W: Send + 'static, R: Send + 'static> GroupCommit<W, R> {
         Self { jobs }
     }
 
-    /// As [`GroupCommit::spawn`], with the committer and its batches on a thread of their
-    /// own (a single-threaded runtime named `name`): a batch makes a dozen statements in
-    /// turn, and on the server's runtime each answer was taken up only after the request
-    /// tasks queued ahead of it, so under load a commit took several times its statements'
-    /// time. The thread ends once the last handle is dropped and its batches are answered.
-    pub fn spawn_on_own_thread<F, Fut>(
-        name: &str,
-        options: Options,
-        meter: Meter,
-        commit: F,
-    ) -> std::io::Result<Self>
-    where
-        F: Fn(Vec<W>, Turn) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Result<R, StoreError>>> + Send + 'static,
-    {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || runtime.block_on(run(queue, options.clamped(), meter, commit)))?;
-        Ok(Self { jobs })
-    }
-
     /// Queues a write and waits until the transaction holding it has committed (or
     /// failed).
     pub async fn submit(&self, work: W) -> Result<R, StoreError> {
@@ -229,9 +204,6 @@ async fn run<W, R, F, Fut>(
             drop(flight);
         });
     }
-    // The batches still in flight finish before the committer does (on a runtime of its
-    // own, they would be dropped with it).
-    let _ = in_flight.acquire_many(IN_FLIGHT as u32).await;
 }
 
 /// Commits one gathered batch and answers each of its callers.
@@ -399,44 +371,6 @@ mod tests {
             results.push(t.await.expect("task"));
         }
         results
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_committer_on_its_own_thread_commits_there_and_answers() {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let threads = Arc::new(Mutex::new(Vec::new()));
-        let (g, t) = (gate.clone(), threads.clone());
-        let gc: Acceptances = GroupCommit::spawn_on_own_thread(
-            "refex-commit-test",
-            Options::default(),
-            Meter::Acceptances,
-            move |batch: Vec<Acceptance>, turn: Turn| {
-                let (g, t) = (g.clone(), t.clone());
-                async move {
-                    let _turn = turn;
-                    t.lock()
-                        .expect("lock")
-                        .push(std::thread::current().name().map(str::to_owned));
-                    g.acquire().await.expect("gate").forget();
-                    batch.iter().map(|_| Ok(AcceptOutcome::Accepted)).collect()
-                }
-            },
-        )
-        .expect("committer thread");
-        let waiting = tokio::spawn(async move { gc.submit(acceptance("ok-0")).await });
-        // Open the gate only once the batch is in flight on the committer's thread.
-        while threads.lock().expect("lock").is_empty() {
-            tokio::task::yield_now().await;
-        }
-        gate.add_permits(1);
-        assert!(matches!(
-            waiting.await.expect("task"),
-            Ok(AcceptOutcome::Accepted)
-        ));
-        assert_eq!(
-            *threads.lock().expect("lock"),
-            vec![Some("refex-commit-test".to_owned())]
-        );
     }
 
     #[tokio::test]

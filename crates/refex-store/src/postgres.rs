@@ -153,6 +153,6 @@ impl PostgresStore {
             .await
             .map_err(|e| crate::StoreError::Migration(e.to_string()))?;
         let pool = Pool::new(pool, faults);
-        SqlStore::new(pool.clone(), pool, batching)
+        Ok(SqlStore::new(pool.clone(), pool, batching))
     }
 }

@@ -255,11 +255,11 @@ impl SqliteStore {
             writer.close_event(),
             std::sync::Arc::downgrade(&sync),
         );
-        SqlStore::new(
+        Ok(SqlStore::new(
             Pool::new(pool, faults.clone()),
             Pool::synced_by(writer, faults, sync),
             batching,
-        )
+        ))
     }
 
     /// A store in this process's memory, gone when dropped: the embedded backend's very
@@ -286,7 +286,7 @@ impl SqliteStore {
             .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
         migrate(&pool).await?;
         let pool = Pool::new(pool, faults);
-        SqlStore::new(pool.clone(), pool, batching)
+        Ok(SqlStore::new(pool.clone(), pool, batching))
     }
 }
 
