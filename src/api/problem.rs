@@ -234,12 +234,7 @@ impl ApiError {
         }
         let detail = match status {
             StatusCode::INTERNAL_SERVER_ERROR => ApiError::Internal.to_string(),
-            StatusCode::SERVICE_UNAVAILABLE
-                if !matches!(
-                    self,
-                    ApiError::Timeout | ApiError::NotReady(_) | ApiError::Submit(SubmitError::Busy)
-                ) =>
-            {
+            StatusCode::SERVICE_UNAVAILABLE if self.store_is_why() => {
                 "the gateway's store is unavailable; retry later (a referral with the same jti and claims: a retry of one that was in fact accepted is answered with that acceptance)".into()
             }
             StatusCode::INSUFFICIENT_STORAGE => {
@@ -310,6 +305,13 @@ impl ApiError {
             | ApiError::Hosted(HostedError::Store(e)) => Some(e),
             _ => None,
         }
+    }
+
+    /// Whether the store is why this failed (its own error, or the breaker held open for
+    /// it): such a `503` says so, and that a retry of an accepted referral is answered with
+    /// its acceptance; any other `503` (a timeout, not ready, no CPU thread) says its own.
+    fn store_is_why(&self) -> bool {
+        matches!(self, ApiError::StoreDown) || self.store_error().is_some()
     }
 
     /// Whether this says the store could not be reached (what opens the store breaker; a
@@ -724,5 +726,28 @@ impl From<StoreError> for ApiError {
     /// sees the store's message.
     fn from(e: StoreError) -> Self {
         ApiError::Store(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `503` blames the store only when the store is why; every `503` says when to retry.
+    #[test]
+    fn a_503_says_its_own_cause() {
+        const STORE: &str = "the gateway's store is unavailable";
+        for e in ApiError::catalogue() {
+            let p = e.problem();
+            if p.status != StatusCode::SERVICE_UNAVAILABLE {
+                continue;
+            }
+            assert_eq!(p.detail.starts_with(STORE), e.store_is_why(), "{e:?}");
+            assert!(p.retry_after.is_some(), "{e:?}");
+        }
+        let busy = ApiError::Submit(SubmitError::Busy).problem();
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(busy.detail.contains("could not start a thread"), "{}", busy.detail);
+        assert!(ApiError::StoreDown.problem().detail.starts_with(STORE));
     }
 }
