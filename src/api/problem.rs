@@ -747,7 +747,11 @@ mod tests {
         }
         let busy = ApiError::Submit(SubmitError::Busy).problem();
         assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(busy.detail.contains("could not start a thread"), "{}", busy.detail);
+        assert!(
+            busy.detail.contains("could not start a thread"),
+            "{}",
+            busy.detail
+        );
         assert!(ApiError::StoreDown.problem().detail.starts_with(STORE));
     }
 }
