@@ -879,7 +879,8 @@ mod tests {
     use super::*;
     use x509_parser::prelude::FromDer as _;
 
-    /// A CA made by OpenSSL in `base/sub` (`ca.pem`, `ca.key`) with these key usages.
+    /// A CA made by OpenSSL in `base/sub` (`ca.pem`, `ca.key`) with these key usages, valid for a
+    /// year: longer than any certificate a test issues under it, whichever second the test reaches.
     fn openssl_ca(base: &Path, sub: &str, subject: &str, usage: &str) {
         let out = std::process::Command::new("openssl")
             .args([
@@ -890,7 +891,7 @@ mod tests {
                 "-pkeyopt",
                 "ec_paramgen_curve:P-256",
             ])
-            .args(["-nodes", "-days", "30", "-subj", subject])
+            .args(["-nodes", "-days", "365", "-subj", subject])
             .args([
                 "-keyout",
                 &format!("{sub}/ca.key"),
