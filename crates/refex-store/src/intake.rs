@@ -381,11 +381,8 @@ async fn accept_batch_tx<D: Dialect>(
     turn: &Turn,
 ) -> Result<Vec<Result<rec::AcceptOutcome, StoreError>>, StoreError> {
     let mut tx = pool.begin().await?;
-    match write_batch(&mut tx, batch).await {
-        Ok((results, notify)) => {
-            if notify {
-                notify_inbox(&mut tx).await?;
-            }
+    match write_batch(&mut tx, batch, turn).await {
+        Ok(results) => {
             tx.commit_then(|| turn.end()).await?;
             Ok(results)
         }
@@ -406,14 +403,12 @@ async fn accept_each<D: Dialect>(
     let savepoint = |sql: &'static str| Stmt::new("savepoint", sql);
     let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
-    let mut notify = false;
     for a in batch {
         tx.execute(savepoint("SAVEPOINT acceptance")).await?;
-        match write_batch(&mut tx, std::slice::from_ref(a)).await {
-            Ok((mut one, filled)) => {
+        match write_batch(&mut tx, std::slice::from_ref(a), turn).await {
+            Ok(mut one) => {
                 tx.execute(savepoint("RELEASE SAVEPOINT acceptance"))
                     .await?;
-                notify |= filled;
                 results.push(one.pop().unwrap_or(Err(StoreError::Query {
                     op: "group commit",
                     reason: "a batch of one returned no result".into(),
@@ -427,9 +422,6 @@ async fn accept_each<D: Dialect>(
                 results.push(Err(e));
             }
         }
-    }
-    if notify {
-        notify_inbox(&mut tx).await?;
     }
     tx.commit_then(|| turn.end()).await?;
     Ok(results)
@@ -512,16 +504,20 @@ async fn screen_replays<D: Dialect>(
 }
 
 /// Writes a batch with whole-batch statements: replay markers, referrals, subject keys,
-/// corrections' withdrawals, inbox positions (one counter update per recipient, in
-/// recipient order so concurrent writers lock counters alike), deliveries, holds, then the
-/// audit events. Returns each acceptance's result and whether an inbox was filled.
+/// corrections' withdrawals, the notice to other replicas if an inbox fills; then the rows
+/// every batch shares: inbox positions (one statement moving each recipient's counter, in
+/// recipient order so concurrent writers lock counters alike), deliveries, holds, and the
+/// audit events. Where writers overlap, the batch's `turn` ends as it reaches the shared
+/// rows, so the next batch writes its own rows meanwhile and waits only for the counters
+/// and the audit head. Returns each acceptance's result.
 async fn write_batch<D: Dialect>(
     tx: &mut Tx<D>,
     batch: &[rec::Acceptance],
-) -> Result<(Vec<Result<rec::AcceptOutcome, StoreError>>, bool), StoreError> {
+    turn: &Turn,
+) -> Result<Vec<Result<rec::AcceptOutcome, StoreError>>, StoreError> {
     let Screened { results, live } = screen_replays(tx, batch).await?;
     if live.is_empty() {
-        return Ok((results, false));
+        return Ok(results);
     }
     let accepted: Vec<&rec::Acceptance> = live.iter().map(|&i| &batch[i]).collect();
     for chunk in accepted.chunks(INSERT_CHUNK) {
@@ -587,6 +583,12 @@ async fn write_batch<D: Dialect>(
         .iter()
         .flat_map(|&a| a.deliveries.iter().map(move |d| (a, d)))
         .collect();
+    if deliveries.iter().any(|(_, d)| d.status.in_inbox()) {
+        notify_inbox(tx).await?;
+    }
+    if D::WRITERS_OVERLAP {
+        turn.end();
+    }
     let positions = inbox_positions(tx, deliveries.iter().map(|(_, d)| *d)).await?;
     let to_insert: Vec<_> = deliveries.into_iter().zip(positions).collect();
     for chunk in to_insert.chunks(INSERT_CHUNK) {
@@ -636,13 +638,11 @@ async fn write_batch<D: Dialect>(
         );
         tx.execute(stmt).await?;
     }
-    let mut notify = false;
     for a in &accepted {
         events.extend(a.events.iter().cloned());
-        notify |= a.deliveries.iter().any(|d| d.status.in_inbox());
     }
     crate::audit::insert_events(tx, &events).await?;
-    Ok((results, notify))
+    Ok(results)
 }
 
 /// Each delivery's inbox position (`None` for one not entering an inbox): each recipient's
@@ -658,21 +658,31 @@ async fn inbox_positions<'d, D: Dialect>(
             *per_recipient.entry(d.recipient.as_str()).or_default() += 1;
         }
     }
-    let mut next: HashMap<&str, i64> = HashMap::new();
-    for (recipient, count) in &per_recipient {
-        let Scalar(last): Scalar<i64> = tx
-            .fetch_one(
-                Stmt::new(
-                    "inbox position",
-                    "INSERT INTO inbox_counters (recipient, next) VALUES ($1, $2) \
-                     ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + $2 \
-                     RETURNING next",
-                )
-                .bind(*recipient)
-                .bind(*count),
-            )
-            .await?;
-        next.insert(recipient, last - count + 1);
+    let counts: Vec<(&str, i64)> = per_recipient.into_iter().collect();
+    let mut next: HashMap<String, i64> = HashMap::new();
+    for chunk in counts.chunks(INSERT_CHUNK) {
+        let stmt = Stmt::values(
+            "inbox position",
+            "INSERT INTO inbox_counters (recipient, next) ",
+            chunk,
+            " ON CONFLICT (recipient) DO UPDATE SET next = inbox_counters.next + excluded.next \
+             RETURNING recipient, next",
+            |(recipient, count), args| {
+                args.push((*recipient).into());
+                args.push((*count).into());
+            },
+        );
+        let moved: Vec<(String, i64)> = tx.fetch_all(stmt).await?;
+        for (recipient, last) in moved {
+            let count = chunk
+                .binary_search_by(|(r, _)| (*r).cmp(recipient.as_str()))
+                .map(|i| chunk[i].1)
+                .map_err(|_| StoreError::Query {
+                    op: "inbox position",
+                    reason: "a counter moved for no queued delivery".into(),
+                })?;
+            next.insert(recipient, last - count + 1);
+        }
     }
     deliveries
         .map(|d| {

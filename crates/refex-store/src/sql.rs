@@ -116,6 +116,19 @@ pub struct Stmt<'a> {
     op: &'static str,
     sql: Cow<'static, str>,
     args: Vec<Arg<'a>>,
+    rows: Option<Rows>,
+}
+
+/// A multi-row `INSERT`'s parts apart from its `VALUES` list, for a backend that binds such a
+/// statement column by column (see [`Stmt::rows`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rows {
+    /// `INSERT INTO t (a, b) `.
+    pub head: String,
+    /// What follows the rows (`ON CONFLICT …`, `RETURNING …`), or nothing.
+    pub tail: String,
+    /// Arguments per row.
+    pub width: usize,
 }
 
 impl<'a> Stmt<'a> {
@@ -125,6 +138,7 @@ impl<'a> Stmt<'a> {
             op,
             sql: sql.into(),
             args: Vec::new(),
+            rows: None,
         }
     }
 
@@ -149,6 +163,12 @@ impl<'a> Stmt<'a> {
         &self.args
     }
 
+    /// A multi-row `INSERT`'s parts (its arguments are its rows', one after the other, each
+    /// row [`Rows::width`] long), if this is one whose rows all bind the same number.
+    pub fn rows(&self) -> Option<&Rows> {
+        self.rows.as_ref()
+    }
+
     /// The operation, as errors name it.
     pub fn op(&self) -> &'static str {
         self.op
@@ -166,21 +186,31 @@ impl<'a> Stmt<'a> {
         let mut args = Vec::new();
         let mut sql = String::from(head);
         sql.push_str("VALUES ");
+        let mut width = None;
+        let mut even = true;
         for (i, item) in items.iter().enumerate() {
             let first = args.len();
             row(item, &mut args);
+            let this = args.len() - first;
+            even &= *width.get_or_insert(this) == this;
             if i > 0 {
                 sql.push_str(", ");
             }
             sql.push('(');
-            sql.push_str(&placeholders(first + 1, args.len() - first, ", "));
+            sql.push_str(&placeholders(first + 1, this, ", "));
             sql.push(')');
         }
         sql.push_str(tail);
+        let rows = width.filter(|&w| even && w > 0).map(|width| Rows {
+            head: head.to_owned(),
+            tail: tail.to_owned(),
+            width,
+        });
         Self {
             op,
             sql: sql.into(),
             args,
+            rows,
         }
     }
 
@@ -192,6 +222,7 @@ impl<'a> Stmt<'a> {
             op,
             sql: sql.into(),
             args,
+            rows: None,
         }
     }
 }
@@ -399,6 +430,10 @@ pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
     const JOB_LOCK: &'static str;
     /// Appended to a read that decides a write, to lock its rows (empty: one writer).
     const FOR_UPDATE: &'static str;
+    /// Whether transactions write at once, each waiting only for the rows another has
+    /// locked (PostgreSQL), so a group commit's next batch may start writing before this one
+    /// commits; `false` where one transaction holds the whole database until its commit.
+    const WRITERS_OVERLAP: bool;
     /// The database's clock, in Unix seconds.
     const DB_NOW: &'static str;
     /// Returns some freed pages to the file system (empty: the database does it itself).
