@@ -1320,6 +1320,32 @@ async fn group_commit_keeps_each_acceptance_whole(store: Arc<dyn Store>) {
     assert_eq!(after[3] - before[3], stood, "replay markers");
     assert_eq!(after[4] - before[4], stood, "one audit event each");
     assert_eq!(store.audit_size().await.unwrap() as i64, after[4]);
+    // Concurrent batches, and the careful path's savepoints, hand out each inbox position
+    // once and leave no gap: each batch moves every counter it needs in one upsert.
+    for (recipient, k) in [("cambs-idva", 1), ("gp-practice", 2)] {
+        let ours: std::collections::HashSet<DeliveryId> =
+            (0..48).map(|i| did(100 + i, k)).collect();
+        let page = store.inbox_page(&p(recipient), 0, 500).await.unwrap();
+        let mut positions: Vec<i64> = page
+            .iter()
+            .filter(|item| ours.contains(&item.id))
+            .map(|item| item.position)
+            .collect();
+        let queued = if k == 1 { stood - 12 } else { stood };
+        assert_eq!(positions.len() as i64, queued, "{recipient}");
+        positions.sort_unstable();
+        positions.dedup();
+        assert_eq!(
+            positions.len() as i64,
+            queued,
+            "{recipient}: a position given twice"
+        );
+        assert_eq!(
+            positions[positions.len() - 1] - positions[0] + 1,
+            queued,
+            "{recipient}: {positions:?}"
+        );
+    }
 }
 
 async fn counts<S: Store + ?Sized>(store: &S) -> Vec<i64> {

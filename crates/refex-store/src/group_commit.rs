@@ -10,10 +10,7 @@
 //! [`Turn`] begins), and its turn ends at its `COMMIT`, so the next batch is gathered and
 //! written while this one waits to be durable (on the embedded store, the write-ahead log's
 //! sync: see [`crate::durable`]). An acceptance arriving under load therefore waits for the
-//! statements of the batch ahead of it, not for that batch's fsync too. Where transactions
-//! write at once (PostgreSQL), an acceptance batch ends its turn earlier, as it reaches the
-//! rows every batch shares (inbox counters, the audit head): the next batch writes its own
-//! rows while this one finishes, and waits only for those shared rows.
+//! statements of the batch ahead of it, not for that batch's fsync too.
 //!
 //! Out of scope: what a batch writes (the backend's `accept_batch`, where each acceptance
 //! sits in its own savepoint so that one refused acceptance never takes the others down).
@@ -70,9 +67,8 @@ impl Options {
 const IN_FLIGHT: usize = 2;
 
 /// A batch's turn at the writer: the committer gathers the next batch once it ends. The
-/// batch's writer ends it when its transaction has committed, or earlier where the next
-/// batch can write meanwhile ([`Turn::end`]; calling it again does nothing); it ends when
-/// dropped.
+/// batch's writer ends it when its transaction has committed ([`Turn::end`]; calling it
+/// again does nothing), or it ends when dropped.
 #[derive(Clone, Debug)]
 pub struct Turn(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 

@@ -381,8 +381,11 @@ async fn accept_batch_tx<D: Dialect>(
     turn: &Turn,
 ) -> Result<Vec<Result<rec::AcceptOutcome, StoreError>>, StoreError> {
     let mut tx = pool.begin().await?;
-    match write_batch(&mut tx, batch, turn).await {
-        Ok(results) => {
+    match write_batch(&mut tx, batch).await {
+        Ok((results, notify)) => {
+            if notify {
+                notify_inbox(&mut tx).await?;
+            }
             tx.commit_then(|| turn.end()).await?;
             Ok(results)
         }
@@ -403,12 +406,14 @@ async fn accept_each<D: Dialect>(
     let savepoint = |sql: &'static str| Stmt::new("savepoint", sql);
     let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(batch.len());
+    let mut notify = false;
     for a in batch {
         tx.execute(savepoint("SAVEPOINT acceptance")).await?;
-        match write_batch(&mut tx, std::slice::from_ref(a), turn).await {
-            Ok(mut one) => {
+        match write_batch(&mut tx, std::slice::from_ref(a)).await {
+            Ok((mut one, filled)) => {
                 tx.execute(savepoint("RELEASE SAVEPOINT acceptance"))
                     .await?;
+                notify |= filled;
                 results.push(one.pop().unwrap_or(Err(StoreError::Query {
                     op: "group commit",
                     reason: "a batch of one returned no result".into(),
@@ -422,6 +427,9 @@ async fn accept_each<D: Dialect>(
                 results.push(Err(e));
             }
         }
+    }
+    if notify {
+        notify_inbox(&mut tx).await?;
     }
     tx.commit_then(|| turn.end()).await?;
     Ok(results)
@@ -504,20 +512,17 @@ async fn screen_replays<D: Dialect>(
 }
 
 /// Writes a batch with whole-batch statements: replay markers, referrals, subject keys,
-/// corrections' withdrawals, the notice to other replicas if an inbox fills; then the rows
-/// every batch shares: inbox positions (one statement moving each recipient's counter, in
-/// recipient order so concurrent writers lock counters alike), deliveries, holds, and the
-/// audit events. Where writers overlap, the batch's `turn` ends as it reaches the shared
-/// rows, so the next batch writes its own rows meanwhile and waits only for the counters
-/// and the audit head. Returns each acceptance's result.
+/// corrections' withdrawals, inbox positions (one statement moving each recipient's
+/// counter, in recipient order so concurrent writers lock counters alike), deliveries,
+/// holds, then the audit events. Returns each acceptance's result and whether an inbox was
+/// filled.
 async fn write_batch<D: Dialect>(
     tx: &mut Tx<D>,
     batch: &[rec::Acceptance],
-    turn: &Turn,
-) -> Result<Vec<Result<rec::AcceptOutcome, StoreError>>, StoreError> {
+) -> Result<(Vec<Result<rec::AcceptOutcome, StoreError>>, bool), StoreError> {
     let Screened { results, live } = screen_replays(tx, batch).await?;
     if live.is_empty() {
-        return Ok(results);
+        return Ok((results, false));
     }
     let accepted: Vec<&rec::Acceptance> = live.iter().map(|&i| &batch[i]).collect();
     for chunk in accepted.chunks(INSERT_CHUNK) {
@@ -583,12 +588,6 @@ async fn write_batch<D: Dialect>(
         .iter()
         .flat_map(|&a| a.deliveries.iter().map(move |d| (a, d)))
         .collect();
-    if deliveries.iter().any(|(_, d)| d.status.in_inbox()) {
-        notify_inbox(tx).await?;
-    }
-    if D::WRITERS_OVERLAP {
-        turn.end();
-    }
     let positions = inbox_positions(tx, deliveries.iter().map(|(_, d)| *d)).await?;
     let to_insert: Vec<_> = deliveries.into_iter().zip(positions).collect();
     for chunk in to_insert.chunks(INSERT_CHUNK) {
@@ -638,11 +637,13 @@ async fn write_batch<D: Dialect>(
         );
         tx.execute(stmt).await?;
     }
+    let mut notify = false;
     for a in &accepted {
         events.extend(a.events.iter().cloned());
+        notify |= a.deliveries.iter().any(|d| d.status.in_inbox());
     }
     crate::audit::insert_events(tx, &events).await?;
-    Ok(results)
+    Ok((results, notify))
 }
 
 /// Each delivery's inbox position (`None` for one not entering an inbox): each recipient's

@@ -36,7 +36,6 @@ impl Dialect for Postgres {
     const JOB_LOCK: &'static str =
         "SELECT true FROM (SELECT pg_advisory_xact_lock(hashtext('refex:' || $1))) AS held";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const WRITERS_OVERLAP: bool = true;
     const DB_NOW: &'static str = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)";
     const RECLAIM: &'static str = "";
 
@@ -187,10 +186,7 @@ fn by_columns<'q>(stmt: &'q Stmt<'_>) -> Option<(String, Vec<Column<'q>>)> {
         .collect::<Vec<_>>()
         .join(", ");
     Some((
-        format!(
-            "{}SELECT * FROM UNNEST({arrays}){}",
-            shape.head, shape.tail
-        ),
+        format!("{}SELECT * FROM UNNEST({arrays}){}", shape.head, shape.tail),
         columns,
     ))
 }

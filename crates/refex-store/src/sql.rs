@@ -430,10 +430,6 @@ pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
     const JOB_LOCK: &'static str;
     /// Appended to a read that decides a write, to lock its rows (empty: one writer).
     const FOR_UPDATE: &'static str;
-    /// Whether transactions write at once, each waiting only for the rows another has
-    /// locked (PostgreSQL), so a group commit's next batch may start writing before this one
-    /// commits; `false` where one transaction holds the whole database until its commit.
-    const WRITERS_OVERLAP: bool;
     /// The database's clock, in Unix seconds.
     const DB_NOW: &'static str;
     /// Returns some freed pages to the file system (empty: the database does it itself).

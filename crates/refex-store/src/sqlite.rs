@@ -47,7 +47,6 @@ impl Dialect for Sqlite {
     const NOTIFY: &'static str = "";
     const JOB_LOCK: &'static str = "";
     const FOR_UPDATE: &'static str = "";
-    const WRITERS_OVERLAP: bool = false;
     const DB_NOW: &'static str = "CAST(strftime('%s', 'now') AS INTEGER)";
     // 2,000 pages (16 MiB at 8 KiB pages) per housekeeping pass: short enough never to hold
     // the writer long.
