@@ -260,3 +260,40 @@ async fn scenario(store_url: Option<String>) {
 }
 
 crate::on_both_stores!(intake => scenario);
+
+/// A control character in `sender_ref` (here a NUL, which PostgreSQL cannot hold in text and
+/// once answered `503` "retry later" for ever, each try failing its whole group commit) is a
+/// `422` naming the field, and leaves nothing behind; the same referral with a printable
+/// reference is then accepted.
+async fn a_sender_ref_with_a_control_character(store_url: Option<String>) {
+    let h = Harness::start(store_url).await;
+    let before = (h.count("referrals").await, h.count("deliveries").await);
+    for (n, bad) in ["NP/\u{0}/1", "NP/\u{1b}[2J", "NP\n1", "NP\u{7f}"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = claims("notts-police", "imara", &format!("jti-ctrl-ref-{n}"));
+        c["referral"]["sender_ref"] = json!(bad);
+        let res = h.post_as("notts-police", "notts-police", &c).await;
+        assert_eq!(res.status(), 422, "{bad:?}");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:refex:problem:invalid-referral");
+        assert_eq!(problem["errors"][0]["pointer"], "/sender_ref");
+        assert_eq!(problem["errors"][0]["keyword"], "pattern");
+    }
+    assert_eq!(
+        (h.count("referrals").await, h.count("deliveries").await),
+        before
+    );
+    let res = h
+        .post_as(
+            "notts-police",
+            "notts-police",
+            &claims("notts-police", "imara", "jti-ctrl-ref-ok"),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    h.gw.stop().await;
+}
+
+crate::on_both_stores!(control_characters_in_sender_ref => a_sender_ref_with_a_control_character);

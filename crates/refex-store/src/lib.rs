@@ -212,12 +212,11 @@ fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
         // full disk, which SQLite can report at BEGIN after a commit failed for space: that
         // is a store that is up and full (`507`), and must not open the breaker.
         sqlx::Error::Database(db)
-            if matches!(op, "begin" | "acquire")
-                && classify(db.code().as_deref()) != Transient::Full =>
+            if matches!(op, "begin" | "acquire") && classify_db(db.as_ref()) != Transient::Full =>
         {
             StoreError::Unavailable(e.to_string())
         }
-        sqlx::Error::Database(db) => match classify(db.code().as_deref()) {
+        sqlx::Error::Database(db) => match classify_db(db.as_ref()) {
             Transient::Unavailable => StoreError::Unavailable(e.to_string()),
             Transient::Contended => StoreError::Contended(e.to_string()),
             Transient::Full => StoreError::Full(e.to_string()),
@@ -246,21 +245,45 @@ enum Transient {
     No,
 }
 
+/// A database error's code in its backend's numbering. The two overlap as text: `22021`, a
+/// PostgreSQL encoding error (a NUL in a text value), is also a number whose low byte is
+/// SQLite's `SQLITE_BUSY`, and was once answered "busy, retry later" for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Code<'a> {
+    /// A PostgreSQL SQLSTATE (five characters).
+    Sqlstate(&'a str),
+    /// A SQLite result code, extended codes included (decimal).
+    Sqlite(&'a str),
+}
+
+/// Classifies a driver's database error by its backend's code.
+fn classify_db(db: &dyn sqlx::error::DatabaseError) -> Transient {
+    let code = db.code();
+    let code = code.as_deref().map(|c| {
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            Code::Sqlite(c)
+        } else {
+            Code::Sqlstate(c)
+        }
+    });
+    classify(code)
+}
+
 /// Classifies PostgreSQL SQLSTATEs and SQLite result codes.
-fn classify(code: Option<&str>) -> Transient {
+fn classify(code: Option<Code<'_>>) -> Transient {
     match code {
         // PostgreSQL: connection exceptions (class 08), the server shutting down or starting
         // (57P01-57P03), too many connections (53300).
-        Some(c) if c.starts_with("08") => Transient::Unavailable,
-        Some("57P01" | "57P02" | "57P03" | "53300") => Transient::Unavailable,
+        Some(Code::Sqlstate(c)) if c.starts_with("08") => Transient::Unavailable,
+        Some(Code::Sqlstate("57P01" | "57P02" | "57P03" | "53300")) => Transient::Unavailable,
         // PostgreSQL deadlock and serialisation failures: the transaction was rolled back
         // whole; a retry can succeed.
-        Some("40P01" | "40001") => Transient::Contended,
+        Some(Code::Sqlstate("40P01" | "40001")) => Transient::Contended,
         // PostgreSQL disk_full; SQLite SQLITE_FULL.
-        Some("53100" | "13") => Transient::Full,
-        // SQLite SQLITE_BUSY and SQLITE_LOCKED (and their extended codes): another writer
-        // held the database past the busy timeout.
-        Some(c) if c == "5" || c == "6" || c.parse::<u32>().is_ok_and(|n| n & 0xff == 5) => {
+        Some(Code::Sqlstate("53100") | Code::Sqlite("13")) => Transient::Full,
+        // SQLite SQLITE_BUSY and SQLITE_LOCKED (and SQLITE_BUSY's extended codes): another
+        // writer held the database past the busy timeout.
+        Some(Code::Sqlite(c)) if c.parse::<u32>().is_ok_and(|n| n == 6 || n & 0xff == 5) => {
             Transient::Contended
         }
         _ => Transient::No,
@@ -273,15 +296,29 @@ mod tests {
 
     #[test]
     fn error_codes_are_classified_for_retry() {
-        assert_eq!(classify(Some("57P01")), Transient::Unavailable);
-        assert_eq!(classify(Some("08006")), Transient::Unavailable);
-        assert_eq!(classify(Some("40P01")), Transient::Contended);
-        assert_eq!(classify(Some("53100")), Transient::Full);
-        assert_eq!(classify(Some("13")), Transient::Full);
-        assert_eq!(classify(Some("5")), Transient::Contended);
-        assert_eq!(classify(Some("517")), Transient::Contended); // SQLITE_BUSY_SNAPSHOT
-        assert_eq!(classify(Some("23505")), Transient::No);
-        assert_eq!(classify(Some("2067")), Transient::No); // SQLITE_CONSTRAINT_UNIQUE
+        use Code::{Sqlite, Sqlstate};
+        assert_eq!(classify(Some(Sqlstate("57P01"))), Transient::Unavailable);
+        assert_eq!(classify(Some(Sqlstate("08006"))), Transient::Unavailable);
+        assert_eq!(classify(Some(Sqlstate("40P01"))), Transient::Contended);
+        assert_eq!(classify(Some(Sqlstate("53100"))), Transient::Full);
+        assert_eq!(classify(Some(Sqlite("13"))), Transient::Full);
+        assert_eq!(classify(Some(Sqlite("5"))), Transient::Contended);
+        assert_eq!(classify(Some(Sqlite("6"))), Transient::Contended);
+        assert_eq!(classify(Some(Sqlite("517"))), Transient::Contended); // SQLITE_BUSY_SNAPSHOT
+        assert_eq!(classify(Some(Sqlstate("23505"))), Transient::No);
+        assert_eq!(classify(Some(Sqlite("2067"))), Transient::No); // SQLITE_CONSTRAINT_UNIQUE
         assert_eq!(classify(None), Transient::No);
+    }
+
+    /// PostgreSQL codes that read as numbers are never SQLite's "busy": an encoding error
+    /// (a NUL in text, 0x5605) and insufficient privilege (0xA605) are real failures, and
+    /// SQLite's codes are never taken for SQLSTATEs.
+    #[test]
+    fn a_code_is_read_in_its_own_backends_numbering() {
+        assert_eq!(classify(Some(Code::Sqlstate("22021"))), Transient::No);
+        assert_eq!(classify(Some(Code::Sqlstate("42501"))), Transient::No);
+        assert_eq!(classify(Some(Code::Sqlstate("5"))), Transient::No);
+        assert_eq!(classify(Some(Code::Sqlstate("13"))), Transient::No);
+        assert_eq!(classify(Some(Code::Sqlite("53100"))), Transient::No);
     }
 }

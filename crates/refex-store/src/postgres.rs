@@ -304,5 +304,7 @@ mod tests {
         assert!(by_columns(&mixed).is_none());
         let plain = Stmt::new("select", "SELECT 1").bind(1i64);
         assert!(by_columns(&plain).is_none());
+        let more = insert(&[(1, Some("a"))]).bind(2i64).bind("b");
+        assert!(by_columns(&more).is_none());
     }
 }

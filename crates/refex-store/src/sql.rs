@@ -142,9 +142,11 @@ impl<'a> Stmt<'a> {
         }
     }
 
-    /// Binds the next placeholder.
+    /// Binds the next placeholder (a multi-row `INSERT` given one more is no longer rows
+    /// alone, so it is run as written: see [`Stmt::rows`]).
     pub fn bind(mut self, arg: impl Into<Arg<'a>>) -> Self {
         self.args.push(arg.into());
+        self.rows = None;
         self
     }
 
@@ -174,8 +176,10 @@ impl<'a> Stmt<'a> {
         self.op
     }
 
-    /// A multi-row `INSERT`: `head` (`INSERT INTO t (a, b) `) followed by one `VALUES`
-    /// tuple per item, each of the arguments `row` binds for it, and then `tail`.
+    /// A multi-row `INSERT`: `head` (`INSERT INTO t (a, b) `, and nothing else: a backend
+    /// may put `SELECT … FROM UNNEST(…)` where the `VALUES` list stands, see [`Stmt::rows`])
+    /// followed by one `VALUES` tuple per item, each of the arguments `row` binds for it,
+    /// and then `tail`.
     pub fn values<T>(
         op: &'static str,
         head: &str,
