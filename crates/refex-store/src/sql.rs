@@ -116,17 +116,26 @@ pub struct Stmt<'a> {
     op: &'static str,
     sql: Cow<'static, str>,
     args: Vec<Arg<'a>>,
-    rows: Option<Rows>,
+    rows: Option<Shape>,
+}
+
+/// Where a multi-row `INSERT`'s `VALUES` list stands in its SQL, and how many arguments each
+/// row binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shape {
+    head: usize,
+    tail: usize,
+    width: usize,
 }
 
 /// A multi-row `INSERT`'s parts apart from its `VALUES` list, for a backend that binds such a
 /// statement column by column (see [`Stmt::rows`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rows {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows<'s> {
     /// `INSERT INTO t (a, b) `.
-    pub head: String,
+    pub head: &'s str,
     /// What follows the rows (`ON CONFLICT …`, `RETURNING …`), or nothing.
-    pub tail: String,
+    pub tail: &'s str,
     /// Arguments per row.
     pub width: usize,
 }
@@ -167,8 +176,13 @@ impl<'a> Stmt<'a> {
 
     /// A multi-row `INSERT`'s parts (its arguments are its rows', one after the other, each
     /// row [`Rows::width`] long), if this is one whose rows all bind the same number.
-    pub fn rows(&self) -> Option<&Rows> {
-        self.rows.as_ref()
+    pub fn rows(&self) -> Option<Rows<'_>> {
+        let shape = self.rows?;
+        Some(Rows {
+            head: self.sql.get(..shape.head)?,
+            tail: self.sql.get(self.sql.len().checked_sub(shape.tail)?..)?,
+            width: shape.width,
+        })
     }
 
     /// The operation, as errors name it.
@@ -205,9 +219,9 @@ impl<'a> Stmt<'a> {
             sql.push(')');
         }
         sql.push_str(tail);
-        let rows = width.filter(|&w| even && w > 0).map(|width| Rows {
-            head: head.to_owned(),
-            tail: tail.to_owned(),
+        let rows = width.filter(|&w| even && w > 0).map(|width| Shape {
+            head: head.len(),
+            tail: tail.len(),
             width,
         });
         Self {
