@@ -345,6 +345,8 @@ struct Decided {
     claims: Claims,
     decision: Decision,
     signed_payload: Vec<u8>,
+    /// [`claims_digest`] of `signed_payload`.
+    digest: String,
 }
 
 /// For a correction: the recipients that already acknowledged the superseded referral (they
@@ -403,27 +405,31 @@ fn decide(
     // Signed by the sender: from here on, a refusal may be of a retry of a referral accepted
     // before under rules since changed (a schema, an agreement, the `iat` window), and the
     // answer to a retry is its acceptance. Its identity is read before any rule is applied.
-    let retry = retry_identity(&signed_payload);
+    // Claims that are not strict JSON have none (nothing with them was ever accepted).
+    let value = intake::claims::read_json(&signed_payload)?;
+    let digest = claims_digest(&signed_payload);
+    let retry = retry_identity(&value, &digest);
     let refusal = |e: IntakeError| Refusal {
         error: e.into(),
         retry: retry.clone(),
     };
-    let claims = intake::parse(&signed_payload, &config.policy.schemas).map_err(refusal)?;
+    let claims = intake::claims::read_value(value).map_err(refusal)?;
+    intake::check_content(&claims, &config.policy.schemas).map_err(refusal)?;
     let decision = intake::decide(&claims, caller, &config.rules(), now).map_err(refusal)?;
     Ok(Decided {
         claims,
         decision,
         signed_payload,
+        digest,
     })
 }
 
-/// The `jti` and digest of signed claims, when they are JSON with a string `jti`.
-fn retry_identity(signed_payload: &[u8]) -> Option<Retry> {
-    let value = crate::intake::json::parse_strict(signed_payload).ok()?;
-    let jti = Jti::parse(value.get("jti")?.as_str()?).ok()?;
+/// The `jti` of signed claims, when they have a string one, with their digest.
+fn retry_identity(claims: &Value, digest: &str) -> Option<Retry> {
+    let jti = Jti::parse(claims.get("jti")?.as_str()?).ok()?;
     Some(Retry {
         jti,
-        digest: claims_digest(signed_payload),
+        digest: digest.to_owned(),
     })
 }
 
@@ -461,6 +467,7 @@ fn build(
         claims,
         decision,
         signed_payload,
+        digest,
     } = decided;
     let r = &claims.referral;
     let referral_id = ReferralId::mint(ids);
@@ -602,7 +609,7 @@ fn build(
             },
         },
         jti: claims.jti.clone(),
-        digest: claims_digest(signed_payload),
+        digest: digest.clone(),
         deliveries,
         hold,
         events,

@@ -188,6 +188,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_delivery_keeps_only_its_headers_fields_and_unwraps_after() {
+        let (gw, gw_pub) = private("gw");
+        let (imara, imara_pub) = private("imara");
+        let sealed = seal(b"{\"delivery\":{}}", &gw, &imara_pub).unwrap();
+        let packed = sealed.to_packed();
+        assert_eq!(
+            packed[0], 2,
+            "the gateway's own header is kept as its fields"
+        );
+        let back = Sealed::from_packed(&packed).unwrap();
+        assert_eq!(back, sealed);
+        assert_eq!(
+            partner::unwrap(back.as_str(), &imara, &gw_pub).unwrap(),
+            b"{\"delivery\":{}}"
+        );
+    }
+
+    #[test]
     fn garbage_and_truncated_envelopes_are_refused() {
         let (gw, gw_pub) = private("gw");
         let (police, police_pub) = private("police");

@@ -60,13 +60,16 @@ impl Sealed {
     }
 
     /// The form a store keeps it in: its five segments' bytes rather than their base64url
-    /// text, three quarters of the size, the header's JSON deflated with [`HEADER_WORDS`]
-    /// (to about three fifths: the ephemeral key, which does not compress, is most of it). Version byte 1,
-    /// then the deflated header, encrypted key, initialisation vector and ciphertext each as
-    /// a LEB128 length and its bytes, then the tag. A segment whose base64url is not
+    /// text, three quarters of the size. Version byte 1, then the header, encrypted key,
+    /// initialisation vector and ciphertext each as a LEB128 length and its bytes, then the
+    /// tag; the header's JSON is deflated with [`HEADER_WORDS`] (to about three fifths: the
+    /// ephemeral key, which does not compress, is most of it). Version byte 2 is the same
+    /// but for a header exactly as the gateway's sealing writes it ([`GatewayHeader`]): then
+    /// only its `kid` and the ephemeral key's 64 bytes are kept, with no deflate to run
+    /// either way. A segment whose base64url is not
     /// canonical (none the gateway writes) would not come back as the same text, and a
     /// header longer than `MAX_HEADER` (16 KiB) would not unpack, so then the text itself is kept,
-    /// under version byte 0. [`Sealed::from_packed`] reads either back.
+    /// under version byte 0. [`Sealed::from_packed`] reads each back.
     pub fn to_packed(&self) -> Vec<u8> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,10 +77,9 @@ impl Sealed {
         out.push(PACKED_SEGMENTS);
         let segments: Vec<&str> = self.0.split('.').collect();
         for (k, segment) in segments.iter().enumerate() {
-            let canonical = b64
-                .decode(segment)
-                .ok()
-                .filter(|bytes| b64.encode(bytes) == *segment);
+            // The engine refuses padding and set trailing bits, so whatever it decodes
+            // encodes back to the same text (`the_packed_form_reads_back_as_the_same_text`).
+            let canonical = b64.decode(segment).ok();
             // A header longer than unpacking allows (a very long `kid`) is kept as text too.
             let canonical = canonical.filter(|bytes| k != 0 || bytes.len() <= MAX_HEADER);
             let Some(bytes) = canonical else {
@@ -86,12 +88,15 @@ impl Sealed {
                 text.extend_from_slice(self.0.as_bytes());
                 return text;
             };
-            let bytes = if k == 0 {
+            let bytes = if k != 0 {
+                bytes
+            } else if let Some(fields) = GatewayHeader::pack(&bytes) {
+                out[0] = PACKED_GATEWAY_HEADER;
+                fields
+            } else {
                 let mut deflated = Vec::with_capacity(bytes.len());
                 crate::packing::deflate_into(HEADER_WORDS, HEADER_WINDOW, &bytes, &mut deflated);
                 deflated
-            } else {
-                bytes
             };
             if k + 1 < segments.len() {
                 let mut n = bytes.len();
@@ -116,7 +121,7 @@ impl Sealed {
                 let text = std::str::from_utf8(rest).map_err(|_| NotSealed)?;
                 Self::parse(text.to_owned())
             }
-            PACKED_SEGMENTS => {
+            PACKED_SEGMENTS | PACKED_GATEWAY_HEADER => {
                 let mut text = String::with_capacity(packed.len() * 4 / 3 + 256);
                 for k in 0..4 {
                     let mut n: usize = 0;
@@ -137,7 +142,10 @@ impl Sealed {
                         return Err(NotSealed);
                     }
                     let (segment, tail) = rest.split_at(n);
-                    if k == 0 {
+                    if k == 0 && version == PACKED_GATEWAY_HEADER {
+                        let header = GatewayHeader::unpack(segment).ok_or(NotSealed)?;
+                        b64.encode_string(header, &mut text);
+                    } else if k == 0 {
                         let header = crate::packing::inflate(
                             HEADER_WORDS,
                             HEADER_WINDOW,
@@ -164,6 +172,71 @@ impl Sealed {
 const PACKED_TEXT: u8 = 0;
 /// [`Sealed::to_packed`]'s version byte for the segments' bytes.
 const PACKED_SEGMENTS: u8 = 1;
+
+/// [`Sealed::to_packed`]'s version byte for the segments' bytes with the header as
+/// [`GatewayHeader`] keeps it.
+const PACKED_GATEWAY_HEADER: u8 = 2;
+
+/// The JWE header the gateway's sealing writes (`envelope::ecdh` under josekit), byte for
+/// byte: `{"enc":"A256GCM","cty":"JWT","kid":KID,"epk":{"kty":"EC","crv":"P-256","x":X,"y":Y},"alg":"ECDH-ES+A256KW"}`.
+/// Kept as the `kid`'s bytes followed by the ephemeral point's two 32-byte coordinates:
+/// stored format, like [`HEADER_WORDS`]. Anything else (another library's header, other
+/// members or another order) is deflated instead.
+struct GatewayHeader;
+
+impl GatewayHeader {
+    const HEAD: &'static str = r#"{"enc":"A256GCM","cty":"JWT","kid":""#;
+    const EPK: &'static str = r#"","epk":{"kty":"EC","crv":"P-256","x":""#;
+    const Y: &'static str = r#"","y":""#;
+    const TAIL: &'static str = r#""},"alg":"ECDH-ES+A256KW"}"#;
+    /// A coordinate's base64url length (32 bytes).
+    const COORDINATE: usize = 43;
+
+    /// `header`'s `kid` and coordinates, when rebuilding from them gives `header` back
+    /// exactly (so a packing can never change a header's bytes, which the JWE
+    /// authenticates).
+    fn pack(header: &[u8]) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let text = std::str::from_utf8(header).ok()?;
+        let rest = text.strip_prefix(Self::HEAD)?;
+        let tail_len = Self::EPK.len() + 2 * Self::COORDINATE + Self::Y.len() + Self::TAIL.len();
+        let kid = rest.get(..rest.len().checked_sub(tail_len)?)?;
+        let rest = rest[kid.len()..].strip_prefix(Self::EPK)?;
+        let (x, rest) = rest.split_at_checked(Self::COORDINATE)?;
+        let y = rest.strip_prefix(Self::Y)?.strip_suffix(Self::TAIL)?;
+        let mut out = Vec::with_capacity(kid.len() + 64);
+        out.extend_from_slice(kid.as_bytes());
+        for coordinate in [x, y] {
+            let bytes = b64.decode(coordinate).ok()?;
+            if bytes.len() != 32 {
+                return None;
+            }
+            out.extend_from_slice(&bytes);
+        }
+        (Self::unpack(&out)? == header).then_some(out)
+    }
+
+    /// The header [`GatewayHeader::pack`] kept.
+    fn unpack(fields: &[u8]) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (kid, point) = fields.split_at_checked(fields.len().checked_sub(64)?)?;
+        let kid = std::str::from_utf8(kid).ok()?;
+        if kid.len() > MAX_HEADER {
+            return None;
+        }
+        let mut text = String::with_capacity(kid.len() + 200);
+        text.push_str(Self::HEAD);
+        text.push_str(kid);
+        text.push_str(Self::EPK);
+        b64.encode_string(&point[..32], &mut text);
+        text.push_str(Self::Y);
+        b64.encode_string(&point[32..], &mut text);
+        text.push_str(Self::TAIL);
+        Some(text.into_bytes())
+    }
+}
 
 /// What a JWE header the gateway writes is made of, the dictionary its packed header is
 /// deflated with. Stored format: changing it makes every packed delivery unreadable (a test
@@ -277,6 +350,57 @@ mod tests {
             "{} bytes",
             packed.len()
         );
+    }
+
+    #[test]
+    fn only_the_gateways_own_header_is_kept_as_fields() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = |kid: &str, x: &str| {
+            format!(
+                r#"{{"enc":"A256GCM","cty":"JWT","kid":"{kid}","epk":{{"kty":"EC","crv":"P-256","x":"{x}","y":"DytZEZ4QUfPHRAuQllBVc1tTV0qR_n2fHEmyp1nGBQw"}},"alg":"ECDH-ES+A256KW"}}"#
+            )
+        };
+        let x = "oJx3UzzigN2oeRqIZkz2PXF6gtApfAlB7ZS88eVbpDE";
+        let gateway = header("acute-hospital-enc-4299954183d9", x);
+        let reordered = gateway
+            .replace(r#","alg":"ECDH-ES+A256KW"}"#, "}")
+            .replacen('{', r#"{"alg":"ECDH-ES+A256KW","#, 1);
+        for (json, version) in [
+            (gateway.clone(), PACKED_GATEWAY_HEADER),
+            // Whatever the kid, the header comes back byte for byte.
+            (header(r#"k\"id\u0022"#, x), PACKED_GATEWAY_HEADER),
+            (header("", x), PACKED_GATEWAY_HEADER),
+            // Not as the gateway writes it: deflated.
+            (reordered, PACKED_SEGMENTS),
+            (gateway.replace(r#""JWT""#, r#""JWT" "#), PACKED_SEGMENTS),
+            // A coordinate that is not 32 bytes of canonical base64url.
+            (header("k", &x.replace("pDE", "pDF")), PACKED_SEGMENTS),
+            (header("k", &x[1..]), PACKED_SEGMENTS),
+        ] {
+            let text = format!("{}.a2V5.aXY.Y3Q.dGFn", b64.encode(&json));
+            let packed = Sealed::parse(text.clone()).unwrap().to_packed();
+            assert_eq!(packed[0], version, "{json}");
+            assert_eq!(Sealed::from_packed(&packed).unwrap().as_str(), text);
+        }
+        let packed = Sealed::parse(format!("{}.a2V5.aXY.Y3Q.dGFn", b64.encode(&gateway)))
+            .unwrap()
+            .to_packed();
+        // The version; the kid (31 bytes) and the point (64); the key, iv and ciphertext
+        // each with its length; the tag.
+        assert_eq!(
+            packed.len(),
+            1 + (1 + 31 + 64) + (1 + 3) + (1 + 2) + (1 + 2) + 3
+        );
+        // Fields too short to hold a point, or a kid that is not UTF-8: not sealed.
+        let mut short = vec![PACKED_GATEWAY_HEADER, 63];
+        short.extend_from_slice(&[7; 63]);
+        short.extend_from_slice(&[3, 1, 2, 3, 1, 9, 1, 9, 7]);
+        assert_eq!(Sealed::from_packed(&short), Err(NotSealed));
+        let mut not_text = vec![PACKED_GATEWAY_HEADER, 65, 0xff];
+        not_text.extend_from_slice(&[7; 64]);
+        not_text.extend_from_slice(&[3, 1, 2, 3, 1, 9, 1, 9, 7]);
+        assert_eq!(Sealed::from_packed(&not_text), Err(NotSealed));
     }
 
     fn long_header() -> String {

@@ -211,17 +211,28 @@ fn claims_schema() -> &'static Compiled {
 /// payload is not checked against its type's schema here (see [`check_content`]); a held referral
 /// is read back with this same function at review.
 pub fn read(bytes: &[u8]) -> Result<Claims, IntakeError> {
-    let value = match super::json::parse_strict(bytes) {
-        Ok(v) => v,
-        Err(super::json::StrictJsonError::Syntax) => return Err(IntakeError::Malformed),
+    read_value(read_json(bytes)?)
+}
+
+/// The strict JSON reading of [`read`] on its own, as an intake error: what a caller that
+/// also needs the raw document (intake's retry identity) parses once.
+pub fn read_json(bytes: &[u8]) -> Result<Value, IntakeError> {
+    match super::json::parse_strict(bytes) {
+        Ok(v) => Ok(v),
+        Err(super::json::StrictJsonError::Syntax) => Err(IntakeError::Malformed),
         Err(super::json::StrictJsonError::Duplicate { pointer }) => {
-            return Err(IntakeError::Invalid(vec![rule(
+            Err(IntakeError::Invalid(vec![rule(
                 referral_relative(&pointer),
                 "duplicate-member",
                 "appears more than once in its object; send each member once",
-            )]));
+            )]))
         }
-    };
+    }
+}
+
+/// The rest of [`read`], on a document [`read_json`] returned: the claims schema, then
+/// typed values.
+pub fn read_value(value: Value) -> Result<Claims, IntakeError> {
     let violations: Vec<Violation> = validate(claims_schema(), &value, "")
         .into_iter()
         .map(|mut v| {
