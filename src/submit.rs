@@ -104,11 +104,25 @@ async fn blocking<T: Send + 'static>(
     rt: &Runtime,
     f: impl FnOnce() -> Result<T, SubmitError> + Send + 'static,
 ) -> Result<T, SubmitError> {
-    match rt.cpu.run(f).await {
+    let queued = std::time::Instant::now();
+    let timed = move || {
+        let started = std::time::Instant::now();
+        stage("waiting-for-cpu", started - queued);
+        let done = f();
+        stage("cpu", started.elapsed());
+        done
+    };
+    match rt.cpu.run(timed).await {
         Ok(outcome) => outcome,
         Err(CpuError::NoThread) => Err(SubmitError::Busy),
         Err(CpuError::Failed) => Err(SubmitError::Seal(SealError("intake task failed".into()))),
     }
+}
+
+/// Records how long a submission spent in `name` (`telemetry::SUBMISSION_STAGE`).
+fn stage(name: &'static str, took: Duration) {
+    metrics::histogram!(crate::telemetry::SUBMISSION_STAGE, "stage" => name)
+        .record(took.as_secs_f64());
 }
 
 /// The first CPU step's result: a finished acceptance, or, for a correction, the decision
@@ -222,7 +236,10 @@ async fn run(
         acceptance.jti.clone(),
         acceptance.digest.clone(),
     );
-    match rt.store.accept(acceptance).await {
+    let committing = std::time::Instant::now();
+    let accepted = rt.store.accept(acceptance).await;
+    stage("store", committing.elapsed());
+    match accepted {
         Ok(AcceptOutcome::Accepted) => {}
         Ok(AcceptOutcome::Replay(Some(prior))) if prior.digest == digest => {
             return original(rt, &sender, prior.referral_id).await;

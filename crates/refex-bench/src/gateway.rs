@@ -144,24 +144,27 @@ impl GatewayProcess {
     /// count)` per bucket.
     pub async fn latency_buckets(&self, route: &str) -> Result<Vec<(f64, f64)>, BenchError> {
         let text = self.metrics().await?;
-        let prefix = format!("{}_bucket{{", refex::telemetry::HTTP_DURATION);
-        let label = format!("route=\"{route}\"");
-        let mut buckets: Vec<(f64, f64)> = text
-            .lines()
-            .filter(|l| l.starts_with(&prefix) && l.contains(&label))
-            .filter_map(|l| {
-                let le = l.split("le=\"").nth(1)?.split('"').next()?;
-                let le = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                };
-                let count = l.rsplit(' ').next()?.parse().ok()?;
-                Some((le, count))
+        Ok(histogram(
+            &text,
+            refex::telemetry::HTTP_DURATION,
+            &format!("route=\"{route}\""),
+        ))
+    }
+
+    /// The gateway's submission stage histograms (`telemetry::SUBMISSION_STAGE`), one per
+    /// stage of [`STAGES`], in that order.
+    pub async fn stage_buckets(&self) -> Result<Vec<Vec<(f64, f64)>>, BenchError> {
+        let text = self.metrics().await?;
+        Ok(STAGES
+            .iter()
+            .map(|stage| {
+                histogram(
+                    &text,
+                    refex::telemetry::SUBMISSION_STAGE,
+                    &format!("stage=\"{stage}\""),
+                )
             })
-            .collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Ok(buckets)
+            .collect())
     }
 
     /// Stops the gateway with SIGTERM (it drains and exits 0), or kills it after 30 s.
@@ -187,6 +190,37 @@ impl Drop for GatewayProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The stages of a submission the gateway times (`telemetry::SUBMISSION_STAGE`).
+pub const STAGES: [&str; 3] = ["waiting-for-cpu", "cpu", "store"];
+
+/// `(upper bound, cumulative count)` per bucket of the histogram `metric` whose labels
+/// include `label`, in Prometheus text.
+fn histogram(text: &str, metric: &str, label: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{metric}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains(label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// How many observations a histogram gained between two readings.
+pub fn count_between(before: &[(f64, f64)], after: &[(f64, f64)]) -> f64 {
+    let total = |h: &[(f64, f64)]| h.last().map_or(0.0, |(_, n)| *n);
+    total(after) - total(before)
 }
 
 /// The upper bound (ms) of the bucket holding quantile `q` of the requests counted between

@@ -35,7 +35,7 @@ use refex::partner_client::{self, Identity};
 use corpus::{Corpus, SENDER};
 use driver::{Acks, PhaseResult, Target};
 use gateway::GatewayProcess;
-use report::{ClosedPhase, EndToEnd, MatrixCell, OpenPhase, Report};
+use report::{ClosedPhase, EndToEnd, MatrixCell, OpenPhase, Report, StageBounds};
 
 /// Why the benchmark could not run.
 #[derive(Debug, thiserror::Error)]
@@ -293,15 +293,28 @@ async fn end_to_end(
         let n = (rate * budget.phase.as_secs_f64() * 1.05).ceil() as usize + 1;
         let bodies = corpus.bodies(n, 2, 5 * 1024, &format!("{store}-open-{i}"), unix_now())?;
         let before = gateway.latency_buckets(SUBMIT_ROUTE).await?;
+        let stages_before = gateway.stage_buckets().await?;
         let result =
             driver::open_loop(target, bodies, rate, budget.phase, 0x5eed + i as u64).await?;
         let after = gateway.latency_buckets(SUBMIT_ROUTE).await?;
+        let stages_after = gateway.stage_buckets().await?;
+        let stages = gateway::STAGES
+            .iter()
+            .zip(stages_before.iter().zip(&stages_after))
+            .map(|(stage, (before, after))| StageBounds {
+                stage: (*stage).to_owned(),
+                p50_ms_at_most: gateway::quantile_bound_ms(before, after, 0.50),
+                p99_ms_at_most: gateway::quantile_bound_ms(before, after, 0.99),
+                samples: gateway::count_between(before, after),
+            })
+            .collect();
         e2e.open.push(OpenPhase {
             load_share: share,
             offered_per_second: rate,
             result,
             server_p50_ms_at_most: gateway::quantile_bound_ms(&before, &after, 0.50),
             server_p99_ms_at_most: gateway::quantile_bound_ms(&before, &after, 0.99),
+            stages,
         });
     }
     for recipients in 1..=corpus::RECIPIENTS.len() {

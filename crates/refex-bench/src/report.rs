@@ -77,6 +77,23 @@ pub struct OpenPhase {
     pub server_p50_ms_at_most: f64,
     /// The same for its p99.
     pub server_p99_ms_at_most: f64,
+    /// Where the gateway's time went, by submission stage.
+    pub stages: Vec<StageBounds>,
+}
+
+/// One submission stage's share of an open-loop phase, from the gateway's own histogram
+/// (`refex_submission_stage_seconds`): the upper bounds of the buckets holding its p50 and
+/// p99.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StageBounds {
+    /// `waiting-for-cpu`, `cpu` or `store`.
+    pub stage: String,
+    /// p50, ms (bucket upper bound).
+    pub p50_ms_at_most: f64,
+    /// p99, ms (bucket upper bound).
+    pub p99_ms_at_most: f64,
+    /// Submissions timed in this stage during the phase.
+    pub samples: f64,
 }
 
 /// One recipients × size cell, end to end.
@@ -373,11 +390,18 @@ impl Report {
                 }),
                 met: at70.map(|o| o.result.latency.p99_ms <= goal::P99_MS),
                 why: at70.map(|o| {
+                    let stages: Vec<String> = o
+                        .stages
+                        .iter()
+                        .map(|s| format!("{} {:.1}", s.stage, s.p99_ms_at_most))
+                        .collect();
                     format!(
-                        "the gateway's own p99 was at most {:.0} ms; under full load a commit took {:.1} ms \
-                         ({:.0} referrals) before its sync, which an arriving referral waits out \
-                         before its own; the cores are shared with the load generator",
+                        "the gateway's own p99 was at most {:.0} ms (by stage, p99 at most: {} ms); \
+                         under full load a commit took {:.1} ms ({:.0} referrals) before its sync, \
+                         which an arriving referral waits out before its own; the cores are \
+                         shared with the load generator",
                         o.server_p99_ms_at_most,
+                        stages.join(", "),
                         top.map_or(0.0, |c| c.ms_per_commit),
                         top.map_or(0.0, |c| c.referrals_per_commit)
                     )
@@ -601,6 +625,23 @@ impl Report {
                         o.result.errors,
                         o.server_p50_ms_at_most,
                         o.server_p99_ms_at_most
+                    );
+                }
+                let _ = writeln!(
+                    t,
+                    "  the gateway's time by stage (p50/p99 <= ms): waiting for a CPU thread | CPU work | store (its group commit)"
+                );
+                for o in &e2e.open {
+                    let stages: Vec<String> = o
+                        .stages
+                        .iter()
+                        .map(|s| format!("{:.1} / {:.1}", s.p50_ms_at_most, s.p99_ms_at_most))
+                        .collect();
+                    let _ = writeln!(
+                        t,
+                        "  {:>3.0}%  {}",
+                        o.load_share * 100.0,
+                        stages.join(" | ")
                     );
                 }
             }

@@ -100,6 +100,16 @@ async fn a_quick_bench_runs_every_phase_and_reports_every_target() {
     for phase in sqlite["open"].as_array().unwrap() {
         assert_eq!(phase["result"]["errors"], 0, "{phase}");
         assert!(phase["result"]["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+        // The gateway timed every stage of the phase's submissions.
+        let stages = phase["stages"].as_array().unwrap();
+        let names: Vec<&str> = stages
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["waiting-for-cpu", "cpu", "store"], "{phase}");
+        for s in stages {
+            assert!(s["samples"].as_f64().unwrap() >= 1.0, "{phase}");
+        }
     }
     let matrix = sqlite["matrix"].as_array().unwrap();
     assert_eq!(matrix.len(), 9);
