@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 /// The release and the store schema it migrates to (the highest migration's number), as
 /// `refex --version` prints them: an operator sees which schema a binary expects before a
 /// rolling update.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (store schema 15)");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (store schema 16)");
 
 /// The store schema version in [`VERSION`] (`tests/it/store_migration.rs` checks it is the
 /// highest migration of both backends).

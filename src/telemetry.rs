@@ -16,10 +16,12 @@ use crate::config::settings::{LogFormat, LogSettings};
 pub const HTTP_REQUESTS: &str = "refex_http_requests_total";
 /// Request latency in seconds, by route template.
 pub const HTTP_DURATION: &str = "refex_http_request_duration_seconds";
-/// Where an accepted submission's time went, in seconds, by `stage`: `waiting-for-cpu` (queued
-/// for a CPU thread), `cpu` (opening, checking, minimising and sealing), `store` (queued
-/// for, written in and synced with its group commit). The rest of a request's time is the
-/// connection's own (reading the body, answering).
+/// Where submissions' time went, in seconds, by `stage`: `waiting-for-cpu` (queued for a CPU
+/// thread) and `cpu` (opening, checking, minimising and sealing), observed for each CPU step
+/// a submission took (a refused one too; a correction takes two; a job whose client had
+/// gone is skipped unobserved), and `store` (queued for, written in and synced with its
+/// group commit), observed for each submission that reached the store. The rest of a
+/// request's time is the connection's own (reading the body, answering).
 pub const SUBMISSION_STAGE: &str = "refex_submission_stage_seconds";
 /// Failed TLS handshakes, by reason.
 pub const TLS_HANDSHAKE_FAILURES: &str = "refex_tls_handshake_failures_total";

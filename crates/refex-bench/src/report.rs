@@ -92,7 +92,7 @@ pub struct StageBounds {
     pub p50_ms_at_most: f64,
     /// p99, ms (bucket upper bound).
     pub p99_ms_at_most: f64,
-    /// Submissions timed in this stage during the phase.
+    /// Observations of this stage during the phase (one per CPU step or commit reached).
     pub samples: f64,
 }
 

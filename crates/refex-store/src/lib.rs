@@ -35,10 +35,11 @@ pub use postgres::{Postgres, PostgresStore};
 pub use sqlite::{Sqlite, SqliteStore};
 
 /// The store format this build writes; [`Store::ping`] checks the store has it. It changes
-/// only with a migration that contracts the schema (0007: 2; 0011: 3; 0012: 4), so a replica of an
-/// older release still running beside the migrated store fails its readiness instead of
-/// answering 500s.
-pub const STORE_FORMAT: &str = "4";
+/// only with a migration that contracts the schema or after which rows are written that no
+/// earlier build reads (0007: 2; 0011: 3; 0012: 4; 0016: 5, the gateway's JWE headers kept as
+/// fields), so a replica of an older build still running beside the migrated store fails its
+/// readiness instead of answering 500s.
+pub const STORE_FORMAT: &str = "5";
 
 /// A storage failure. Its text names the operation, never a stored value.
 #[derive(Clone, Debug, thiserror::Error)]
