@@ -13,7 +13,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (store schema 16)
 
 /// The store schema version in [`VERSION`] (`tests/it/store_migration.rs` checks it is the
 /// highest migration of both backends).
-pub const STORE_SCHEMA: u32 = 15;
+pub const STORE_SCHEMA: u32 = 16;
 
 /// refex: the multi-agency referral exchange gateway.
 #[derive(Debug, Parser)]

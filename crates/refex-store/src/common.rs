@@ -125,7 +125,14 @@ impl<D: Dialect> SqlStore<D> {
     /// inbox fetches and acknowledgements.
     pub(crate) fn new(pool: Pool<D>, writer: Pool<D>, batching: group_commit::Options) -> Self {
         let committer = writer.clone();
-        let group = GroupCommit::spawn(batching, Meter::Acceptances, move |batch, turn| {
+        // SQLite's statements run on its own worker thread, so a batch polled on a thread of
+        // its own waits for none of the reactor's requests between them (`group_commit`).
+        let spawn = if D::BACKEND == Backend::Sqlite {
+            GroupCommit::spawn_on_threads
+        } else {
+            GroupCommit::spawn
+        };
+        let group = spawn(batching, Meter::Acceptances, move |batch, turn| {
             let pool = committer.clone();
             async move { crate::intake::accept_batch(&pool, batch, &turn).await }
         });
@@ -138,7 +145,12 @@ impl<D: Dialect> SqlStore<D> {
             window: std::time::Duration::ZERO,
             ..batching
         };
-        let inbox = GroupCommit::spawn(inbox_batching, Meter::Inbox, move |batch, turn| {
+        let spawn = if D::BACKEND == Backend::Sqlite {
+            GroupCommit::spawn_on_threads
+        } else {
+            GroupCommit::spawn
+        };
+        let inbox = spawn(inbox_batching, Meter::Inbox, move |batch, turn| {
             let pool = committer.clone();
             async move { crate::inbox::inbox_batch(&pool, batch, &turn).await }
         });

@@ -27,9 +27,9 @@ impl Sealed {
         let base64url = |s: &str| {
             s.as_bytes().chunks(64).all(|chunk| {
                 chunk.iter().fold(true, |ok, &b| {
-                    ok & ((b'A'..=b'Z').contains(&b)
-                        | (b'a'..=b'z').contains(&b)
-                        | (b'0'..=b'9').contains(&b)
+                    ok & (b.is_ascii_uppercase()
+                        | b.is_ascii_lowercase()
+                        | b.is_ascii_digit()
                         | (b == b'-')
                         | (b == b'_'))
                 })
