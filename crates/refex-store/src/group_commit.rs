@@ -281,7 +281,15 @@ impl BatchThreads {
                             Err(_) => return,
                         };
                         let Ok(batch) = next else { return };
-                        handle.block_on(batch);
+                        // A batch that panics has dropped its callers' answers (each gets
+                        // "store closed"), its turn and its place in flight; the thread
+                        // goes on with the next batch.
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            handle.block_on(batch)
+                        }));
+                        if ran.is_err() {
+                            tracing::error!("a group commit's batch panicked; its writes were answered as failed");
+                        }
                     }
                 });
             match spawned {
@@ -550,6 +558,45 @@ mod tests {
             threads.iter().all(|n| n.as_deref() == Some("refex-commit")),
             "{threads:?}"
         );
+    }
+
+    /// A batch that panics fails its own callers ("store closed") and nothing else: the
+    /// threads, more batches than there are of them later, still commit.
+    #[tokio::test]
+    async fn a_batch_that_panics_fails_its_callers_and_the_threads_go_on() {
+        let gc: Acceptances = GroupCommit::spawn_on_threads(
+            Options {
+                window: Duration::ZERO,
+                max_batch: 1,
+            },
+            Meter::Acceptances,
+            move |batch: Vec<Acceptance>, turn: Turn| async move {
+                let _turn = turn;
+                assert!(!batch[0].jti.as_str().starts_with("boom"), "a faulty batch");
+                let on_thread = std::thread::current().name() == Some("refex-commit");
+                batch
+                    .iter()
+                    .map(|_| {
+                        Ok(if on_thread {
+                            AcceptOutcome::Accepted
+                        } else {
+                            AcceptOutcome::Replay(None)
+                        })
+                    })
+                    .collect()
+            },
+        );
+        for jti in ["boom-1", "boom-2", "boom-3"] {
+            let failed = gc.submit(acceptance(jti)).await;
+            assert!(
+                matches!(failed, Err(StoreError::Unavailable(_))),
+                "{failed:?}"
+            );
+        }
+        for jti in ["ok-1", "ok-2", "ok-3"] {
+            let ok = gc.submit(acceptance(jti)).await;
+            assert!(matches!(ok, Ok(AcceptOutcome::Accepted)), "{ok:?}");
+        }
     }
 
     #[tokio::test]
