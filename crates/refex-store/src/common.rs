@@ -12,7 +12,7 @@ use refex_core::ids::{DeliveryId, ReferralId, SubjectHash};
 use refex_core::lifecycle::{self, DeliveryStatus, Outcome, Step, sql_list};
 use refex_core::timestamp::UnixTime;
 
-use crate::group_commit::{self, Acceptances, GroupCommit, Meter};
+use crate::group_commit::{self, Acceptances, GroupCommit, Meter, Placement};
 use crate::records::{AuditRecord, InboxWrite, InboxWritten};
 use crate::sql::{Arg, Dialect, Pool, Scalar, Stmt, Tx};
 use crate::{Backend, StoreError};
@@ -127,15 +127,20 @@ impl<D: Dialect> SqlStore<D> {
         let committer = writer.clone();
         // SQLite's statements run on its own worker thread, so a batch polled on a thread of
         // its own waits for none of the reactor's requests between them (`group_commit`).
-        let spawn = if D::BACKEND == Backend::Sqlite {
-            GroupCommit::spawn_on_threads
+        let placement = if D::BACKEND == Backend::Sqlite {
+            Placement::Threads
         } else {
-            GroupCommit::spawn
+            Placement::Runtime
         };
-        let group = spawn(batching, Meter::Acceptances, move |batch, turn| {
-            let pool = committer.clone();
-            async move { crate::intake::accept_batch(&pool, batch, &turn).await }
-        });
+        let group = GroupCommit::spawn_placed(
+            batching,
+            Meter::Acceptances,
+            placement,
+            move |batch, turn| {
+                let pool = committer.clone();
+                async move { crate::intake::accept_batch(&pool, batch, &turn).await }
+            },
+        );
         let committer = writer.clone();
         // Inbox writes never wait for company: a receiving system's next request waits on
         // this one's answer, so a window only added to every delivery's latency (refex
@@ -145,15 +150,15 @@ impl<D: Dialect> SqlStore<D> {
             window: std::time::Duration::ZERO,
             ..batching
         };
-        let spawn = if D::BACKEND == Backend::Sqlite {
-            GroupCommit::spawn_on_threads
-        } else {
-            GroupCommit::spawn
-        };
-        let inbox = spawn(inbox_batching, Meter::Inbox, move |batch, turn| {
-            let pool = committer.clone();
-            async move { crate::inbox::inbox_batch(&pool, batch, &turn).await }
-        });
+        let inbox = GroupCommit::spawn_placed(
+            inbox_batching,
+            Meter::Inbox,
+            placement,
+            move |batch, turn| {
+                let pool = committer.clone();
+                async move { crate::inbox::inbox_batch(&pool, batch, &turn).await }
+            },
+        );
         Self {
             pool,
             writer,

@@ -133,31 +133,22 @@ impl<W: Send + 'static, R: Send + 'static> GroupCommit<W, R> {
         F: Fn(Vec<W>, Turn) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Result<R, StoreError>>> + Send + 'static,
     {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(
-            queue,
-            options.clamped(),
-            meter,
-            Placement::Runtime,
-            commit,
-        ));
-        Self { jobs }
+        Self::spawn_placed(options, meter, Placement::Runtime, commit)
     }
 
-    /// As [`GroupCommit::spawn`], each batch run on a thread of its own ([`Placement`]).
-    pub fn spawn_on_threads<F, Fut>(options: Options, meter: Meter, commit: F) -> Self
+    /// As [`GroupCommit::spawn`], its batches run where `placement` says.
+    pub fn spawn_placed<F, Fut>(
+        options: Options,
+        meter: Meter,
+        placement: Placement,
+        commit: F,
+    ) -> Self
     where
         F: Fn(Vec<W>, Turn) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Result<R, StoreError>>> + Send + 'static,
     {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(
-            queue,
-            options.clamped(),
-            meter,
-            Placement::Threads,
-            commit,
-        ));
+        tokio::spawn(run(queue, options.clamped(), meter, placement, commit));
         Self { jobs }
     }
 
@@ -195,7 +186,7 @@ impl<W: Send + 'static, R: Send + 'static> GroupCommit<W, R> {
 
 /// Where a committer's batches run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Placement {
+pub enum Placement {
     /// As tasks on the runtime, beside the requests (PostgreSQL: its connections' sockets
     /// are the runtime's, and a batch polled elsewhere would be woken through a worker, one
     /// more hop per statement; `refex bench` measured commits of one referral at 1.5 → 2.4
@@ -518,12 +509,13 @@ mod tests {
     async fn batches_on_threads_run_there_and_answer_everyone() {
         let threads = Arc::new(Mutex::new(Vec::new()));
         let seen = threads.clone();
-        let gc: Acceptances = GroupCommit::spawn_on_threads(
+        let gc: Acceptances = GroupCommit::spawn_placed(
             Options {
                 window: Duration::ZERO,
                 max_batch: 4,
             },
             Meter::Acceptances,
+            Placement::Threads,
             move |batch: Vec<Acceptance>, turn: Turn| {
                 let seen = seen.clone();
                 async move {
@@ -564,12 +556,13 @@ mod tests {
     /// threads, more batches than there are of them later, still commit.
     #[tokio::test]
     async fn a_batch_that_panics_fails_its_callers_and_the_threads_go_on() {
-        let gc: Acceptances = GroupCommit::spawn_on_threads(
+        let gc: Acceptances = GroupCommit::spawn_placed(
             Options {
                 window: Duration::ZERO,
                 max_batch: 1,
             },
             Meter::Acceptances,
+            Placement::Threads,
             move |batch: Vec<Acceptance>, turn: Turn| async move {
                 let _turn = turn;
                 assert!(!batch[0].jti.as_str().starts_with("boom"), "a faulty batch");
