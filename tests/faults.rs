@@ -195,6 +195,90 @@ fn available_bytes(path: &std::path::Path) -> usize {
         .expect("df prints the bytes available")
 }
 
+/// A tmpfs of `size` mounted at `dir` for the test, unmounted when the guard drops; `None`
+/// when it cannot be mounted (and tmpfs is not required: outside `CI=true`).
+fn mounted_small_disk(dir: &std::path::Path, size: &str) -> Option<Unmount> {
+    let mounted = small_disk(dir, size);
+    common::prereq::available(
+        "tmpfs",
+        if mounted {
+            Ok(())
+        } else {
+            Err("cannot mount a tmpfs here (needs root)".into())
+        },
+    )
+    .then(|| Unmount(dir.to_path_buf()))
+}
+
+/// Unmounts a test's tmpfs when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A disk filling up under many submissions at once (an outside review saw `500`s: a
+/// writer connection whose `COMMIT` failed came back inside its transaction, and another
+/// writer's failed `COMMIT` could leave the next one so before a second `BEGIN`): every
+/// refusal is still `507` or `503` with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_concurrent_submissions_is_never_a_500() {
+    let project = common::Project::new();
+    let disk = project.path().join("small-disk");
+    let Some(_unmount) = mounted_small_disk(&disk, "6m") else {
+        return;
+    };
+    let url = format!("sqlite://{}", disk.join("refex.db").display());
+    let gw = Arc::new(project.start_with(Some(url)).await);
+    let gateway = common::partner::gateway_keys(&gw.admin_url("/.well-known/jwks.json")).await;
+    let pki = project.pki();
+    let left = available_bytes(&disk);
+    std::fs::write(
+        disk.join("filler"),
+        vec![0u8; left.saturating_sub(300 * 1024)],
+    )
+    .unwrap();
+    let senders: Vec<Vec<String>> = (0..12)
+        .map(|t| {
+            (0..40)
+                .map(|i| {
+                    common::partner::police_body(&pki, &gateway, "imara", &format!("busy-{t}-{i}"))
+                })
+                .collect()
+        })
+        .collect();
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|bodies| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for body in bodies {
+                    let (status, retry, _) = post(&gw, body).await;
+                    seen.push((status, retry.is_some()));
+                    if status != 202 {
+                        break;
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.extend(t.await.unwrap());
+    }
+    assert!(seen.iter().any(|(s, _)| *s != 202), "the disk never filled");
+    assert!(
+        seen.iter()
+            .all(|&(s, retry)| s == 202 || (matches!(s, 503 | 507) && retry)),
+        "{seen:?}"
+    );
+    Arc::try_unwrap(gw).ok().unwrap().stop().await;
+}
+
 /// SQLite on a disk that fills up: refusals are `507 store-full` (or `503`), each with
 /// `Retry-After`, never a `500`; once space is freed the gateway accepts again by itself,
 /// and the database is intact with every acknowledged referral whole.
@@ -202,24 +286,9 @@ fn available_bytes(path: &std::path::Path) -> usize {
 async fn a_full_disk_gives_507_and_corrupts_nothing() {
     let project = common::Project::new();
     let disk = project.path().join("small-disk");
-    let mounted = small_disk(&disk, "4m");
-    if !common::prereq::available(
-        "tmpfs",
-        if mounted {
-            Ok(())
-        } else {
-            Err("cannot mount a tmpfs here (needs root)".into())
-        },
-    ) {
+    let Some(_unmount) = mounted_small_disk(&disk, "4m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(disk.clone());
+    };
     let url = format!("sqlite://{}", disk.join("refex.db").display());
     let gw = project.start_with(Some(url.clone())).await;
     // All but 256 KiB of what the migrated store left is taken by a file the test frees

@@ -360,6 +360,7 @@ pub(crate) async fn accept_batch<D: Dialect>(
                     StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
                     StoreError::Full(m) => StoreError::Full(m.clone()),
                     StoreError::Stopped(m) => StoreError::Stopped(m.clone()),
+                    StoreError::Contended(m) => StoreError::Contended(m.clone()),
                     other => StoreError::Query {
                         op: "group commit",
                         reason: other.to_string(),

@@ -668,21 +668,36 @@ impl<D: Dialect> Pool<D> {
     /// one. (Checking every released connection in a pool hook instead cost ~15 % of
     /// throughput: the hook delays each release.)
     pub async fn begin(&self) -> Result<Tx<D>, StoreError> {
+        /// Connections left inside a failed transaction one `begin` closes before it gives up.
+        const STALE_CONNECTIONS_CLOSED: u32 = 4;
         self.faults.check("BEGIN")?;
         self.check_durable()?;
-        let tx = match self.pool.begin_with(D::BEGIN).await {
-            Err(sqlx::Error::InvalidSavePointStatement | sqlx::Error::BeginFailed) => {
-                let stale = self.pool.acquire().await.map_err(query_err("begin"))?;
-                if sqlx::Connection::is_in_transaction(&*stale) {
-                    let _ = stale.close().await;
-                } else {
-                    drop(stale);
+        // A connection whose COMMIT failed (a full disk) can come back to the pool still
+        // inside its transaction; it is closed and `BEGIN` tried again. Under load another
+        // writer's failed COMMIT can leave the next one so too, so this is tried a few
+        // times, then answered as contention (`503`, retry), never as a fault of ours.
+        let mut stale_left = STALE_CONNECTIONS_CLOSED;
+        let tx = loop {
+            match self.pool.begin_with(D::BEGIN).await {
+                Err(sqlx::Error::InvalidSavePointStatement | sqlx::Error::BeginFailed)
+                    if stale_left > 0 =>
+                {
+                    stale_left -= 1;
+                    let stale = self.pool.acquire().await.map_err(query_err("begin"))?;
+                    if sqlx::Connection::is_in_transaction(&*stale) {
+                        let _ = stale.close().await;
+                    } else {
+                        drop(stale);
+                    }
                 }
-                self.pool.begin_with(D::BEGIN).await
+                Err(sqlx::Error::InvalidSavePointStatement | sqlx::Error::BeginFailed) => {
+                    return Err(StoreError::Contended(
+                        "connections kept coming back inside failed transactions".into(),
+                    ));
+                }
+                other => break other.map_err(query_err("begin"))?,
             }
-            other => other,
-        }
-        .map_err(query_err("begin"))?;
+        };
         Ok(Tx {
             tx,
             faults: self.faults.clone(),
