@@ -12,7 +12,7 @@ use refex_core::ids::{DeliveryId, ReferralId, SubjectHash};
 use refex_core::lifecycle::{self, DeliveryStatus, Outcome, Step, sql_list};
 use refex_core::timestamp::UnixTime;
 
-use crate::group_commit::{self, Acceptances, GroupCommit, Meter, Placement};
+use crate::group_commit::{self, Acceptances, GroupCommit, Meter};
 use crate::records::{AuditRecord, InboxWrite, InboxWritten};
 use crate::sql::{Arg, Dialect, Pool, Scalar, Stmt, Tx};
 use crate::{Backend, StoreError};
@@ -125,17 +125,10 @@ impl<D: Dialect> SqlStore<D> {
     /// inbox fetches and acknowledgements.
     pub(crate) fn new(pool: Pool<D>, writer: Pool<D>, batching: group_commit::Options) -> Self {
         let committer = writer.clone();
-        // SQLite's statements run on its own worker thread, so a batch polled on a thread of
-        // its own waits for none of the reactor's requests between them (`group_commit`).
-        let placement = if D::BACKEND == Backend::Sqlite {
-            Placement::Threads
-        } else {
-            Placement::Runtime
-        };
         let group = GroupCommit::spawn_placed(
             batching,
             Meter::Acceptances,
-            placement,
+            D::BATCHES,
             move |batch, turn| {
                 let pool = committer.clone();
                 async move { crate::intake::accept_batch(&pool, batch, &turn).await }
@@ -153,7 +146,7 @@ impl<D: Dialect> SqlStore<D> {
         let inbox = GroupCommit::spawn_placed(
             inbox_batching,
             Meter::Inbox,
-            placement,
+            D::BATCHES,
             move |batch, turn| {
                 let pool = committer.clone();
                 async move { crate::inbox::inbox_batch(&pool, batch, &turn).await }

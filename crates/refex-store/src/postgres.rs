@@ -38,6 +38,8 @@ impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const DB_NOW: &'static str = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)";
     const RECLAIM: &'static str = "";
+    // Its connections' sockets belong to the runtime's I/O driver.
+    const BATCHES: crate::group_commit::Placement = crate::group_commit::Placement::Runtime;
 
     async fn execute(conn: &mut sqlx::PgConnection, stmt: &Stmt<'_>) -> Result<u64, sqlx::Error> {
         bind(stmt).execute(conn).await.map(|r| r.rows_affected())

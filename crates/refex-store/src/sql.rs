@@ -452,6 +452,8 @@ pub trait Dialect: Send + Sync + std::fmt::Debug + 'static {
     const DB_NOW: &'static str;
     /// Returns some freed pages to the file system (empty: the database does it itself).
     const RECLAIM: &'static str;
+    /// Where its group commits' batches run (`group_commit::Placement`).
+    const BATCHES: crate::group_commit::Placement;
 
     /// Runs a statement; how many rows it changed.
     fn execute<'c>(

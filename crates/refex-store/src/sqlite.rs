@@ -51,6 +51,9 @@ impl Dialect for Sqlite {
     // 2,000 pages (16 MiB at 8 KiB pages) per housekeeping pass: short enough never to hold
     // the writer long.
     const RECLAIM: &'static str = "PRAGMA incremental_vacuum(2000)";
+    // Its statements run on its own worker thread: a batch polled on a thread of its own
+    // waits for none of the reactor's requests between them.
+    const BATCHES: crate::group_commit::Placement = crate::group_commit::Placement::Threads;
 
     async fn execute(
         conn: &mut sqlx::SqliteConnection,
