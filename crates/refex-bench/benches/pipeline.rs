@@ -32,6 +32,10 @@ impl Fixture {
     }
 }
 
+/// The gateway's allocator, as in `refex-bench` and the gateway binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn fixture() -> Fixture {
     refex::tls::install_default_provider();
     let repo = &Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

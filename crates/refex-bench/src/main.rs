@@ -8,6 +8,11 @@ use clap::Parser as _;
 use refex::cli::{Cli, Command};
 use refex::config::{self, Overrides};
 
+/// The gateway's allocator (`src/main.rs`): the in-process pipeline the bench times, and
+/// the limit it is compared with, are then what the gateway's threads pay.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()

@@ -31,7 +31,7 @@ use sha2::Digest as _;
 use zeroize::Zeroizing;
 
 /// Bytes in a P-256 coordinate or scalar.
-const COORD: usize = 32;
+pub(super) const COORD: usize = 32;
 /// The algorithm name, which the Concat KDF binds.
 const ALG: &str = "ECDH-ES+A256KW";
 /// A256KW wraps the content key under a 256-bit key.
@@ -47,7 +47,7 @@ fn lib(what: &'static str) -> LibError {
 }
 
 /// The P-256 group, shared by every key.
-fn group() -> Result<Arc<EcGroup>, EcdhError> {
+pub(super) fn group() -> Result<Arc<EcGroup>, EcdhError> {
     static GROUP: std::sync::OnceLock<Option<Arc<EcGroup>>> = std::sync::OnceLock::new();
     GROUP
         .get_or_init(|| {
@@ -60,7 +60,7 @@ fn group() -> Result<Arc<EcGroup>, EcdhError> {
 }
 
 /// A coordinate or scalar: base64url, exactly 32 bytes.
-fn field(map: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, &'static str> {
+pub(super) fn field(map: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, &'static str> {
     let text = map.get(name).and_then(Value::as_str).ok_or(name)?;
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| name)?;
     if bytes.len() == COORD {
@@ -72,7 +72,7 @@ fn field(map: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, &'stat
 
 /// A P-256 point from a JWK-shaped map (`kty` EC, `crv` P-256, `x`, `y`), checked on the
 /// curve by the decoder.
-fn point(group: &EcGroup, map: &Map<String, Value>) -> Result<EcPoint, &'static str> {
+pub(super) fn point(group: &EcGroup, map: &Map<String, Value>) -> Result<EcPoint, &'static str> {
     if map.get("kty").and_then(Value::as_str) != Some("EC") {
         return Err("kty");
     }

@@ -172,6 +172,10 @@ impl PreparedKey {
             alg: alg.clone(),
             why: format!(": {e} (refex's ECDH-ES keys are P-256)"),
         };
+        let es256 = |e: super::es256::Es256Error| PrepareError::Import {
+            alg: alg.clone(),
+            why: format!(": {e}"),
+        };
         let public = if private {
             jwk.to_public_key().map_err(import)?
         } else {
@@ -181,14 +185,22 @@ impl PreparedKey {
         match jwk.key_use() {
             Some("sig") if SIG_ALGS.contains(&alg.as_str()) => {
                 prepared.verifier = Some(match alg.as_str() {
-                    "ES256" => Box::new(ES256.verifier_from_jwk(&public).map_err(import)?),
+                    "ES256" => {
+                        // josekit's import checks the JWK's parameters; the verifying is
+                        // `es256`'s, over the key imported once.
+                        ES256.verifier_from_jwk(&public).map_err(import)?;
+                        Box::new(super::es256::Verifier::from_jwk(&public).map_err(es256)?)
+                    }
                     "EdDSA" => Box::new(EdDSA.verifier_from_jwk(&public).map_err(import)?),
                     "PS256" => Box::new(PS256.verifier_from_jwk(&public).map_err(import)?),
                     _ => return Err(unsupported()),
                 });
                 if private {
                     prepared.signer = Some(match alg.as_str() {
-                        "ES256" => Box::new(ES256.signer_from_jwk(&jwk).map_err(import)?),
+                        "ES256" => {
+                            ES256.signer_from_jwk(&jwk).map_err(import)?;
+                            Box::new(super::es256::Signer::from_jwk(&jwk).map_err(es256)?)
+                        }
                         "EdDSA" => Box::new(EdDSA.signer_from_jwk(&jwk).map_err(import)?),
                         "PS256" => Box::new(PS256.signer_from_jwk(&jwk).map_err(import)?),
                         _ => return Err(unsupported()),

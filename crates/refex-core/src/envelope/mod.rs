@@ -7,6 +7,7 @@
 
 pub mod at_rest;
 pub mod ecdh;
+pub mod es256;
 pub mod jose;
 pub mod keys;
 pub mod referral;
