@@ -413,7 +413,29 @@ pub(crate) async fn inbox(args: refex::cli::InboxArgs) -> anyhow::Result<()> {
     if !json {
         eprintln!("{} deliveries saved and acknowledged", run.saved);
     }
-    Ok(())
+    if run.unopened.is_empty() {
+        return Ok(());
+    }
+    for (id, why) in &run.unopened {
+        let id = refex::partner_client::terminal_safe(id);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "id": id, "unopened": why,
+                "left": "in the inbox, not acknowledged" })
+            );
+        } else {
+            let why = refex::partner_client::terminal_safe(why);
+            eprintln!(
+                "could not open {id} ({why}): left in the inbox, not acknowledged; \
+                 check this partner's keys, or ask the gateway's operators"
+            );
+        }
+    }
+    anyhow::bail!(
+        "{} deliveries could not be opened and are still in the inbox",
+        run.unopened.len()
+    )
 }
 
 /// `refex dev-pki`: the development PKI.

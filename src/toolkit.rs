@@ -151,10 +151,17 @@ fn own_kind(args: &InboxArgs) -> Option<crate::identity::PartnerKind> {
 pub struct InboxRun {
     /// Deliveries written and acknowledged.
     pub saved: usize,
+    /// Deliveries that could not be opened with this partner's keys (damaged, or sealed to
+    /// a key it no longer holds), with why: left unacknowledged, in the inbox.
+    pub unopened: Vec<(String, String)>,
 }
 
 /// Drains the inbox (or follows it): each delivery is fetched, decrypted, verified, written
-/// durably to `--out`, and only then acknowledged. `report` is told about each one.
+/// durably to `--out`, and only then acknowledged. `report` is told about each one. A
+/// delivery that cannot be opened is left in the inbox, unacknowledged, and the run goes on
+/// to the ones after it (one damaged delivery must not hold back every referral behind
+/// it); the caller reports [`InboxRun::unopened`] and fails. Anything else (the gateway,
+/// the network, the disk) stops the run.
 pub async fn inbox(
     args: &InboxArgs,
     mut report: impl FnMut(&Value, &std::path::Path),
@@ -198,7 +205,14 @@ pub async fn inbox(
         let messages = page["messages"].as_array().cloned().unwrap_or_default();
         for m in &messages {
             let Some(id) = m["id"].as_str() else { continue };
-            let delivery = client.fetch(id, &gateway).await?;
+            let delivery = match client.fetch(id, &gateway).await {
+                Ok(d) => d,
+                Err(ClientError::Jose(why)) => {
+                    run.unopened.push((id.to_owned(), why));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let bytes = serde_json::to_vec_pretty(&delivery)
                 .map_err(|e| ToolkitError::File(e.to_string()))?;
             let path = write_durably(&args.out, &format!("{id}.json"), &bytes)

@@ -251,3 +251,86 @@ async fn send_then_inbox_delivers_the_minimised_view() {
     );
     gw.stop().await;
 }
+
+/// A delivery the recipient cannot open (its ciphertext damaged at rest, so the recipient's
+/// AEAD check fails) is left in the inbox, unacknowledged and named; the deliveries after it
+/// are still saved and acknowledged, and the run fails so that someone looks.
+async fn an_unopenable_delivery_holds_back_nothing(store_url: Option<String>) {
+    let h = common::partner::Harness::start(store_url).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let res = h
+            .post_as(
+                "notts-police",
+                "notts-police",
+                &common::partner::claims("notts-police", "imara", &format!("unopenable-{i}")),
+            )
+            .await;
+        assert_eq!(res.status(), 202);
+        let v: Value = res.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // The middle delivery's last byte (in its authentication tag) flipped in the store.
+    let damaged: String = h
+        .sql(async |c| {
+            let (id, mut sealed): (String, Vec<u8>) =
+                sqlx::query_as("SELECT id, sealed_packed FROM deliveries WHERE referral_id = $1")
+                    .bind(ids[1].as_str())
+                    .fetch_one(&mut *c)
+                    .await
+                    .unwrap();
+            *sealed.last_mut().unwrap() ^= 1;
+            sqlx::query("UPDATE deliveries SET sealed_packed = $1 WHERE id = $2")
+                .bind(sealed)
+                .bind(id.as_str())
+                .execute(&mut *c)
+                .await
+                .unwrap();
+            id
+        })
+        .await;
+
+    let out = h.project.path().join("received");
+    let mut args = vec!["inbox".to_string()];
+    args.extend(who("imara", &h.gw.url(""), &h.project.pki()));
+    args.extend(["--out".to_string(), out.display().to_string()]);
+    let (ok, _, stderr) = refex(args.clone()).await;
+    assert!(!ok, "a delivery left unopened is a failure: {stderr}");
+    assert!(
+        stderr.contains("2 deliveries saved and acknowledged")
+            && stderr.contains(&format!("could not open {damaged}"))
+            && stderr.contains("left in the inbox, not acknowledged"),
+        "{stderr}"
+    );
+    let saved: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(saved.len(), 2, "{saved:?}");
+    assert!(!saved.contains(&format!("{damaged}.json")), "{saved:?}");
+    // The gateway still holds it for the recipient; the others are acknowledged.
+    let states: Vec<(String, String)> = h
+        .sql(async |c| {
+            sqlx::query_as("SELECT id, status FROM deliveries ORDER BY inbox_pos")
+                .fetch_all(c)
+                .await
+                .unwrap()
+        })
+        .await;
+    for (id, status) in &states {
+        if *id == damaged {
+            assert_ne!(status, "acknowledged", "{states:?}");
+        } else {
+            assert_eq!(status, "acknowledged", "{states:?}");
+        }
+    }
+    // With --json, each one left is a line of its own on standard output.
+    args.push("--json".into());
+    let (ok, stdout, _) = refex(args).await;
+    assert!(!ok);
+    let line: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["id"], damaged.as_str(), "{stdout}");
+    assert_eq!(line["left"], "in the inbox, not acknowledged");
+}
+
+crate::on_both_stores!(unopenable_deliveries => an_unopenable_delivery_holds_back_nothing);
