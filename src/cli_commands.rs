@@ -387,18 +387,17 @@ pub(crate) async fn withdraw(args: refex::cli::PartnerIdArgs) -> anyhow::Result<
 
 /// `refex inbox`: deliveries fetched, as a recipient.
 pub(crate) async fn inbox(args: refex::cli::InboxArgs) -> anyhow::Result<()> {
+    use refex::partner_client::terminal_safe;
+    use refex::toolkit::Outcome;
     let json = args.json;
-    let run = refex::toolkit::inbox(&args, |d, path| {
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({ "id": d["jti"], "from": d["delivery"]["from"],
-                "type": d["delivery"]["type"], "file": path.display().to_string() })
-            );
-        } else {
-            let safe = |v: &serde_json::Value| {
-                refex::partner_client::terminal_safe(v.as_str().unwrap_or("?"))
-            };
+    let run = refex::toolkit::inbox(&args, |outcome| match outcome {
+        Outcome::Saved { delivery: d, path } if json => println!(
+            "{}",
+            serde_json::json!({ "id": d["jti"], "from": d["delivery"]["from"],
+            "type": d["delivery"]["type"], "file": path.display().to_string() })
+        ),
+        Outcome::Saved { delivery: d, path } => {
+            let safe = |v: &serde_json::Value| terminal_safe(v.as_str().unwrap_or("?"));
             eprintln!(
                 "saved {} from {} ({}) to {}",
                 safe(&d["jti"]),
@@ -407,35 +406,39 @@ pub(crate) async fn inbox(args: refex::cli::InboxArgs) -> anyhow::Result<()> {
                 path.display()
             );
         }
+        Outcome::Unopened { id, why } if json => println!(
+            "{}",
+            serde_json::json!({ "id": id, "unopened": why,
+            "left": "in the inbox, not acknowledged" })
+        ),
+        Outcome::Unopened { id, why } => eprintln!(
+            "could not open {} ({}): left in the inbox, not acknowledged; it may be damaged, \
+             or sealed or signed with keys this partner does not hold: check your keys, \
+             or ask the gateway's operators",
+            terminal_safe(id),
+            terminal_safe(why)
+        ),
+        Outcome::Gone { id } if json => println!(
+            "{}",
+            serde_json::json!({ "id": id, "gone": "withdrawn or expired before it was fetched" })
+        ),
+        Outcome::Gone { id } => eprintln!(
+            "{} was withdrawn or expired before it was fetched: nothing to save",
+            terminal_safe(id)
+        ),
     })
     .await;
     let run = json_problem(json, run)?;
     if !json {
         eprintln!("{} deliveries saved and acknowledged", run.saved);
     }
-    if run.unopened.is_empty() {
-        return Ok(());
+    if run.unopened > 0 {
+        anyhow::bail!(
+            "{} deliveries could not be opened and are still in the inbox",
+            run.unopened
+        );
     }
-    for (id, why) in &run.unopened {
-        let id = refex::partner_client::terminal_safe(id);
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({ "id": id, "unopened": why,
-                "left": "in the inbox, not acknowledged" })
-            );
-        } else {
-            let why = refex::partner_client::terminal_safe(why);
-            eprintln!(
-                "could not open {id} ({why}): left in the inbox, not acknowledged; \
-                 check this partner's keys, or ask the gateway's operators"
-            );
-        }
-    }
-    anyhow::bail!(
-        "{} deliveries could not be opened and are still in the inbox",
-        run.unopened.len()
-    )
+    Ok(())
 }
 
 /// `refex dev-pki`: the development PKI.

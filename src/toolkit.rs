@@ -151,20 +151,48 @@ fn own_kind(args: &InboxArgs) -> Option<crate::identity::PartnerKind> {
 pub struct InboxRun {
     /// Deliveries written and acknowledged.
     pub saved: usize,
-    /// Deliveries that could not be opened with this partner's keys (damaged, or sealed to
-    /// a key it no longer holds), with why: left unacknowledged, in the inbox.
-    pub unopened: Vec<(String, String)>,
+    /// Deliveries that could not be opened with this partner's keys, left unacknowledged in
+    /// the inbox (each told to the caller as it happened).
+    pub unopened: usize,
+}
+
+/// What `refex inbox` did with one delivery, told as it happens (a follower never ends,
+/// so nothing may wait for the end of the run to be said).
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// Written durably to `path`, then acknowledged.
+    Saved {
+        /// The delivery's claims.
+        delivery: &'a Value,
+        /// Where it was written.
+        path: &'a std::path::Path,
+    },
+    /// It did not decrypt or verify with this partner's keys, nor after the gateway's keys
+    /// were read again (damaged, forged, or sealed to a key this partner no longer holds):
+    /// left in the inbox, unacknowledged.
+    Unopened {
+        /// The delivery id.
+        id: &'a str,
+        /// Why, in the JOSE layer's words (never a payload value).
+        why: &'a str,
+    },
+    /// Withdrawn or expired between the listing and the fetch: nothing to save.
+    Gone {
+        /// The delivery id.
+        id: &'a str,
+    },
 }
 
 /// Drains the inbox (or follows it): each delivery is fetched, decrypted, verified, written
-/// durably to `--out`, and only then acknowledged. `report` is told about each one. A
-/// delivery that cannot be opened is left in the inbox, unacknowledged, and the run goes on
-/// to the ones after it (one damaged delivery must not hold back every referral behind
-/// it); the caller reports [`InboxRun::unopened`] and fails. Anything else (the gateway,
-/// the network, the disk) stops the run.
+/// durably to `--out`, and only then acknowledged; `report` is told of each outcome as it
+/// happens. A delivery that cannot be opened is tried once more with the gateway's keys
+/// read again (they may have been rotated since the run began), then left in the inbox,
+/// unacknowledged, and the run goes on to the ones after it: one damaged delivery must not
+/// hold back every referral behind it. Anything else (the gateway, the network, the disk)
+/// stops the run.
 pub async fn inbox(
     args: &InboxArgs,
-    mut report: impl FnMut(&Value, &std::path::Path),
+    mut report: impl FnMut(Outcome<'_>),
 ) -> Result<InboxRun, ToolkitError> {
     let client = client(&args.who)?;
     let printable = if args.html {
@@ -195,7 +223,7 @@ pub async fn inbox(
     } else {
         None
     };
-    let gateway = client.gateway_keys().await?;
+    let mut gateway = client.gateway_keys().await?;
     let mut cursor = "0".to_owned();
     let mut run = InboxRun::default();
     loop {
@@ -205,10 +233,22 @@ pub async fn inbox(
         let messages = page["messages"].as_array().cloned().unwrap_or_default();
         for m in &messages {
             let Some(id) = m["id"].as_str() else { continue };
-            let delivery = match client.fetch(id, &gateway).await {
+            let fetched = match client.fetch(id, &gateway).await {
+                Err(ClientError::Jose(_)) => {
+                    gateway = client.gateway_keys().await?;
+                    client.fetch(id, &gateway).await
+                }
+                other => other,
+            };
+            let delivery = match fetched {
                 Ok(d) => d,
                 Err(ClientError::Jose(why)) => {
-                    run.unopened.push((id.to_owned(), why));
+                    run.unopened += 1;
+                    report(Outcome::Unopened { id, why: &why });
+                    continue;
+                }
+                Err(ClientError::Problem { status: 404, .. }) => {
+                    report(Outcome::Gone { id });
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -229,7 +269,10 @@ pub async fn inbox(
             }
             client.ack(id).await?;
             run.saved += 1;
-            report(&delivery, &path);
+            report(Outcome::Saved {
+                delivery: &delivery,
+                path: &path,
+            });
         }
         cursor = page["next_cursor"].as_str().unwrap_or(&cursor).to_owned();
         if messages.is_empty() && !args.follow {

@@ -100,7 +100,8 @@ impl Corpus {
                         (t * per..((t + 1) * per).min(n))
                             .map(|i| {
                                 let jti = format!("bench-{}-{tag}-{i}", self.run);
-                                let claims = self.claims(payload, recipients, &jti, iat);
+                                let people = distinct_people(payload, &format!("{tag}-{i}"));
+                                let claims = self.claims(&people, recipients, &jti, iat);
                                 partner::wrap(
                                     claims.to_string().as_bytes(),
                                     &self.own,
@@ -154,6 +155,65 @@ fn padded(example: &Value, bytes: usize) -> Value {
     value
 }
 
+/// `payload` about people no other referral of the run names: every family name gets the
+/// letters of a hash of `salt`, and the NHS number becomes another valid one. A partnership's
+/// referrals name different people, whose subject keys land on different pages of the
+/// store's subject index; the same example every time would put a whole batch's keys on the
+/// same few pages and flatter the store.
+fn distinct_people(payload: &Value, salt: &str) -> Value {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(salt);
+    let letters: String = (0..8)
+        .map(|k| char::from(b'a' + ((h >> (k * 5)) % 26) as u8))
+        .collect();
+    let mut value = payload.clone();
+    rename(&mut value, &letters);
+    if let Some(nhs) = value.pointer_mut("/victim/nhs_number") {
+        *nhs = Value::String(nhs_number(h));
+    }
+    value
+}
+
+/// Appends `letters` to every `family` name in `v`.
+fn rename(v: &mut Value, letters: &str) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                match (k.as_str(), child) {
+                    ("family", Value::String(name)) => {
+                        name.push('-');
+                        name.push_str(letters);
+                    }
+                    (_, child) => rename(child, letters),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|c| rename(c, letters)),
+        _ => {}
+    }
+}
+
+/// A valid NHS number (modulus 11 check digit) from `seed`.
+fn nhs_number(mut seed: u64) -> String {
+    loop {
+        let digits: Vec<u32> = (0..9).map(|k| ((seed >> (k * 4)) % 10) as u32).collect();
+        let sum: u32 = digits.iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
+        let check = match 11 - sum % 11 {
+            11 => 0,
+            10 => {
+                seed = seed.rotate_left(7) ^ 0x9e37_79b9_7f4a_7c15;
+                continue;
+            }
+            c => c,
+        };
+        return digits
+            .iter()
+            .chain(std::iter::once(&check))
+            .map(|d| char::from_digit(*d, 10).unwrap_or('0'))
+            .collect();
+    }
+}
+
 /// Plain words, `len` bytes long.
 fn filler(len: usize) -> String {
     const WORDS: &str =
@@ -179,6 +239,22 @@ mod tests {
         for kb in [2, 5, 10] {
             let size = padded(&e, kb * 1024).to_string().len();
             assert!(size.abs_diff(kb * 1024) <= 8, "{kb} KB -> {size}");
+        }
+    }
+
+    #[test]
+    fn every_referral_names_other_people_still_valid() {
+        let e = padded(&example(), 5 * 1024);
+        let (a, b) = (distinct_people(&e, "x-1"), distinct_people(&e, "x-2"));
+        assert_ne!(a["victim"]["name"], b["victim"]["name"]);
+        assert_ne!(a["perpetrators"][0]["name"], b["perpetrators"][0]["name"]);
+        assert_ne!(a["victim"]["nhs_number"], b["victim"]["nhs_number"]);
+        for v in [&a, &b] {
+            let nhs = v["victim"]["nhs_number"].as_str().unwrap();
+            let d: Vec<u32> = nhs.chars().map(|c| c.to_digit(10).unwrap()).collect();
+            let sum: u32 = d[..9].iter().zip((2..=10).rev()).map(|(x, w)| x * w).sum();
+            assert_eq!(d.len(), 10);
+            assert_eq!((11 - sum % 11) % 11, d[9], "{nhs}");
         }
     }
 

@@ -23,7 +23,11 @@ use openssl::pkey::{Private, Public};
 use sha2::Digest as _;
 use zeroize::Zeroizing;
 
-use super::ecdh::{COORD, field, group, point};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+
+use super::ecdh::{COORD, group, point};
 
 /// The JOSE form of an ES256 signature: `r` then `s`, each 32 bytes.
 const SIGNATURE_LEN: usize = 2 * COORD;
@@ -33,7 +37,11 @@ const SIGNATURE_LEN: usize = 2 * COORD;
 #[error("{0}")]
 pub struct Es256Error(&'static str);
 
+/// A refusal in words of our own. OpenSSL's error queue is emptied first: the low-level
+/// calls leave their errors on the thread's queue, where a later, unrelated failure on the
+/// same thread would report them.
 fn invalid(what: &'static str) -> LibError {
+    drop(openssl::error::ErrorStack::get());
     LibError::InvalidSignature(anyhow::anyhow!(what))
 }
 
@@ -59,8 +67,16 @@ impl Signer {
         let group = group().map_err(|_| Es256Error("P-256 is not available"))?;
         let map = jwk.as_ref();
         let public = point(&group, map).map_err(|_| Es256Error("not a P-256 point"))?;
+        // RFC 7518 §6.2.2.1 says `d` is the full 32 bytes; josekit also took a shorter one
+        // (a tool that drops leading zero bytes writes one key in 256 so), and so does this.
         let d = Zeroizing::new(
-            field(map, "d").map_err(|_| Es256Error("\"d\" is not a 32-byte P-256 scalar"))?,
+            map.get("d")
+                .and_then(Value::as_str)
+                .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+                .filter(|d| (1..=COORD).contains(&d.len()))
+                .ok_or(Es256Error(
+                    "\"d\" is not a P-256 scalar of at most 32 bytes",
+                ))?,
         );
         let mut scalar =
             BigNum::from_slice(&d[..]).map_err(|_| Es256Error("\"d\" is not a P-256 scalar"))?;
@@ -224,6 +240,28 @@ mod tests {
             assert!(verifier.verify(message, &bad).is_err(), "{bad:?}");
         }
         verifier.verify(message, &good).unwrap();
+    }
+
+    #[test]
+    fn a_private_key_written_without_its_leading_zero_bytes_still_signs() {
+        // One key in 256 has a scalar below 2^248; some tools write it in 31 bytes.
+        let (jwk, short) = loop {
+            let jwk = key();
+            let d = URL_SAFE_NO_PAD
+                .decode(jwk.parameter("d").unwrap().as_str().unwrap())
+                .unwrap();
+            if d[0] == 0 {
+                break (jwk, URL_SAFE_NO_PAD.encode(&d[1..]));
+            }
+        };
+        let mut map: serde_json::Map<String, Value> = jwk.clone().into();
+        map.insert("d".into(), Value::String(short));
+        let signer = Signer::from_jwk(&Jwk::from_map(map).unwrap()).unwrap();
+        let sig = signer.sign(b"m").unwrap();
+        Verifier::from_jwk(&jwk.to_public_key().unwrap())
+            .unwrap()
+            .verify(b"m", &sig)
+            .unwrap();
     }
 
     #[test]
