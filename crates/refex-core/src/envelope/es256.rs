@@ -61,8 +61,8 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// Imports a private P-256 JWK, checked once: `d` is the full 32 bytes (RFC 7518
-    /// §6.2.2.1) and gives the JWK's point (`x` and `y` are required).
+    /// Imports a private P-256 JWK, checked once: `d` is a scalar of at most 32 bytes that
+    /// gives the JWK's point (`x` and `y` are required).
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, Es256Error> {
         let group = group().map_err(|_| Es256Error("P-256 is not available"))?;
         let map = jwk.as_ref();
