@@ -403,12 +403,12 @@ pub(crate) async fn inbox(args: refex::cli::InboxArgs) -> anyhow::Result<()> {
                 safe(&d["jti"]),
                 safe(&d["delivery"]["from"]),
                 safe(&d["delivery"]["type"]),
-                path.display()
+                terminal_safe(&path.display().to_string())
             );
         }
         Outcome::Unopened { id, why } if json => println!(
             "{}",
-            serde_json::json!({ "id": id, "unopened": why,
+            serde_json::json!({ "id": terminal_safe(id), "unopened": why,
             "left": "in the inbox, not acknowledged" })
         ),
         Outcome::Unopened { id, why } => eprintln!(
@@ -420,11 +420,24 @@ pub(crate) async fn inbox(args: refex::cli::InboxArgs) -> anyhow::Result<()> {
         ),
         Outcome::Gone { id } if json => println!(
             "{}",
-            serde_json::json!({ "id": id, "gone": "withdrawn or expired before it was fetched" })
+            serde_json::json!({ "id": id,
+            "gone": "withdrawn, expired or acknowledged elsewhere before it was fetched" })
         ),
         Outcome::Gone { id } => eprintln!(
-            "{} was withdrawn or expired before it was fetched: nothing to save",
+            "{} was withdrawn, expired or acknowledged elsewhere before it was fetched: \
+             nothing to save",
             terminal_safe(id)
+        ),
+        Outcome::GoneAfterSaving { id, path } if json => println!(
+            "{}",
+            serde_json::json!({ "id": id, "file": path.display().to_string(),
+            "gone": "withdrawn, expired or acknowledged elsewhere after it was saved" })
+        ),
+        Outcome::GoneAfterSaving { id, path } => eprintln!(
+            "{} was withdrawn, expired or acknowledged elsewhere after it was saved to {}: \
+             ask the sender before acting on it",
+            terminal_safe(id),
+            terminal_safe(&path.display().to_string())
         ),
     })
     .await;

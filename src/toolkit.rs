@@ -176,10 +176,19 @@ pub enum Outcome<'a> {
         /// Why, in the JOSE layer's words (never a payload value).
         why: &'a str,
     },
-    /// Withdrawn or expired between the listing and the fetch: nothing to save.
+    /// Withdrawn, expired or acknowledged elsewhere between the listing and the fetch:
+    /// nothing to save.
     Gone {
         /// The delivery id.
         id: &'a str,
+    },
+    /// Saved to `path`, but withdrawn, expired or acknowledged elsewhere before its
+    /// acknowledgement: the file stays, and whoever acts on it should ask the sender first.
+    GoneAfterSaving {
+        /// The delivery id.
+        id: &'a str,
+        /// Where it was written.
+        path: &'a std::path::Path,
     },
 }
 
@@ -231,17 +240,39 @@ pub async fn inbox(
             .inbox(&cursor, if args.follow { 30 } else { 0 })
             .await?;
         let messages = page["messages"].as_array().cloned().unwrap_or_default();
+        let mut refreshed = false;
         for m in &messages {
             let Some(id) = m["id"].as_str() else { continue };
-            let fetched = match client.fetch(id, &gateway).await {
-                Err(ClientError::Jose(_)) => {
-                    gateway = client.gateway_keys().await?;
-                    client.fetch(id, &gateway).await
+            // The id names a file under --out and a URL path: only a delivery id's shape.
+            if crate::ids::DeliveryId::parse(id).is_err() {
+                run.unopened += 1;
+                report(Outcome::Unopened {
+                    id,
+                    why: "the gateway listed something that is not a delivery id",
+                });
+                continue;
+            }
+            let mut fetched = client.fetch(id, &gateway).await;
+            // The gateway's keys may have been rotated since they were read: read them again,
+            // at most once per page, and try once more. If they cannot be read, the first
+            // answer stands.
+            if matches!(fetched, Err(ClientError::Jose(_))) && !refreshed {
+                refreshed = true;
+                if let Ok(keys) = client.gateway_keys().await {
+                    gateway = keys;
+                    fetched = client.fetch(id, &gateway).await;
                 }
-                other => other,
-            };
+            }
             let delivery = match fetched {
-                Ok(d) => d,
+                Ok(d) if d["jti"].as_str() == Some(id) => d,
+                Ok(_) => {
+                    run.unopened += 1;
+                    report(Outcome::Unopened {
+                        id,
+                        why: "its signed claims are of another delivery",
+                    });
+                    continue;
+                }
                 Err(ClientError::Jose(why)) => {
                     run.unopened += 1;
                     report(Outcome::Unopened { id, why: &why });
@@ -267,7 +298,14 @@ pub async fn inbox(
                 write_durably(&args.out, &format!("{id}.html"), html.as_bytes())
                     .map_err(|e| ToolkitError::File(format!("{}: {e}", args.out.display())))?;
             }
-            client.ack(id).await?;
+            match client.ack(id).await {
+                Ok(()) => {}
+                Err(ClientError::Problem { status: 404, .. }) => {
+                    report(Outcome::GoneAfterSaving { id, path: &path });
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
             run.saved += 1;
             report(Outcome::Saved {
                 delivery: &delivery,

@@ -70,6 +70,19 @@ pub(super) fn field(map: &Map<String, Value>, name: &'static str) -> Result<Vec<
     }
 }
 
+/// A private key's `d`: base64url, 1 to 32 bytes, wiped when dropped. RFC 7518 §6.2.2.1 says
+/// the full 32 bytes; josekit also took a shorter one (a tool that drops leading zero bytes
+/// writes one key in 256 so), and so does refex. Zero and values not below the order are
+/// refused by the key check that follows.
+pub(super) fn private_scalar(map: &Map<String, Value>) -> Result<Zeroizing<Vec<u8>>, &'static str> {
+    map.get("d")
+        .and_then(Value::as_str)
+        .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+        .map(Zeroizing::new)
+        .filter(|d| (1..=COORD).contains(&d.len()))
+        .ok_or("\"d\" is not a P-256 scalar of at most 32 bytes")
+}
+
 /// A P-256 point from a JWK-shaped map (`kty` EC, `crv` P-256, `x`, `y`), checked on the
 /// curve by the decoder.
 pub(super) fn point(group: &EcGroup, map: &Map<String, Value>) -> Result<EcPoint, &'static str> {
@@ -284,9 +297,7 @@ impl Decrypter {
         let group = group()?;
         let map = jwk.as_ref();
         let public = point(&group, map).map_err(|_| EcdhError("not a P-256 point"))?;
-        let d = Zeroizing::new(
-            field(map, "d").map_err(|_| EcdhError("\"d\" is not a 32-byte P-256 scalar"))?,
-        );
+        let d = private_scalar(map).map_err(EcdhError)?;
         let scalar = Scalar::new(
             BigNum::from_slice(&d[..]).map_err(|_| EcdhError("\"d\" is not a P-256 scalar"))?,
         );

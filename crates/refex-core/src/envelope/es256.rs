@@ -21,13 +21,8 @@ use openssl::ec::EcKey;
 use openssl::ecdsa::EcdsaSig;
 use openssl::pkey::{Private, Public};
 use sha2::Digest as _;
-use zeroize::Zeroizing;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::Value;
-
-use super::ecdh::{COORD, group, point};
+use super::ecdh::{COORD, group, point, private_scalar};
 
 /// The JOSE form of an ES256 signature: `r` then `s`, each 32 bytes.
 const SIGNATURE_LEN: usize = 2 * COORD;
@@ -67,17 +62,7 @@ impl Signer {
         let group = group().map_err(|_| Es256Error("P-256 is not available"))?;
         let map = jwk.as_ref();
         let public = point(&group, map).map_err(|_| Es256Error("not a P-256 point"))?;
-        // RFC 7518 §6.2.2.1 says `d` is the full 32 bytes; josekit also took a shorter one
-        // (a tool that drops leading zero bytes writes one key in 256 so), and so does this.
-        let d = Zeroizing::new(
-            map.get("d")
-                .and_then(Value::as_str)
-                .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
-                .filter(|d| (1..=COORD).contains(&d.len()))
-                .ok_or(Es256Error(
-                    "\"d\" is not a P-256 scalar of at most 32 bytes",
-                ))?,
-        );
+        let d = private_scalar(map).map_err(Es256Error)?;
         let mut scalar =
             BigNum::from_slice(&d[..]).map_err(|_| Es256Error("\"d\" is not a P-256 scalar"))?;
         scalar.set_const_time();
@@ -187,6 +172,9 @@ impl JwsVerifier for Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::Value;
 
     fn key() -> Jwk {
         let mut jwk = ES256.generate_key_pair().unwrap().to_jwk_key_pair();
@@ -262,6 +250,15 @@ mod tests {
             .unwrap()
             .verify(b"m", &sig)
             .unwrap();
+    }
+
+    #[test]
+    fn a_scalar_of_zero_or_past_32_bytes_is_refused() {
+        for d in [vec![0u8], vec![0u8; 32], vec![1u8; 33]] {
+            let mut map: serde_json::Map<String, Value> = key().into();
+            map.insert("d".into(), Value::String(URL_SAFE_NO_PAD.encode(&d)));
+            assert!(Signer::from_jwk(&Jwk::from_map(map).unwrap()).is_err());
+        }
     }
 
     #[test]
